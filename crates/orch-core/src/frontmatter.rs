@@ -1,0 +1,240 @@
+//! Fail-closed YAML frontmatter: the only part of an artifact a gate ever reads.
+//!
+//! An artifact starts with a line `---`, a YAML mapping, and a closing line `---`. Everything
+//! that is not exactly that is an error naming what is wrong: no file, a byte-order mark, no
+//! opening or closing fence, YAML that does not parse, a document that is not a mapping, a
+//! duplicate key, a non-string key. CRLF line ends are read as LF (they change no meaning).
+//! The closing fence is the first line that is exactly `---`, so a `---` line inside a block
+//! value ends the frontmatter there; what follows is then usually invalid YAML, and FAILED.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+/// A parsed frontmatter block: keys in file order are not kept, values stay YAML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frontmatter {
+    fields: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// Why an artifact's frontmatter could not be read. Every variant means FAILED.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrontmatterError {
+    #[error("artifact is missing")]
+    Missing,
+    #[error("artifact starts with a byte-order mark; write UTF-8 without BOM")]
+    ByteOrderMark,
+    #[error("artifact does not start with a `---` line (no frontmatter)")]
+    NoOpeningFence,
+    #[error("frontmatter has no closing `---` line")]
+    NoClosingFence,
+    #[error("frontmatter is not valid YAML: {0}")]
+    InvalidYaml(String),
+    #[error("frontmatter is not a mapping of `key: value` lines")]
+    NotAMapping,
+    #[error("frontmatter has a non-string key")]
+    NonStringKey,
+}
+
+/// Why a verdict field could not be read. Every variant means FAILED.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FieldError {
+    #[error("field `{field}` is missing from the frontmatter")]
+    Missing { field: String },
+    #[error("field `{field}` must be a plain string, found {found}")]
+    NotAString { field: String, found: &'static str },
+    #[error("field `{field}` is `{value}`, not one of {allowed} (values are exact and uppercase)")]
+    UnknownValue { field: String, value: String, allowed: String },
+}
+
+impl Frontmatter {
+    /// Parses the frontmatter of an artifact's text. `None` means the file does not exist.
+    pub fn parse(text: Option<&str>) -> Result<Self, FrontmatterError> {
+        let text = text.ok_or(FrontmatterError::Missing)?;
+        if text.starts_with('\u{feff}') {
+            return Err(FrontmatterError::ByteOrderMark);
+        }
+        let normalized;
+        let text = if text.contains('\r') {
+            normalized = text.replace("\r\n", "\n");
+            normalized.as_str()
+        } else {
+            text
+        };
+        let mut lines = text.split('\n');
+        if lines.next() != Some("---") {
+            return Err(FrontmatterError::NoOpeningFence);
+        }
+        let mut body = String::new();
+        let mut closed = false;
+        for line in lines {
+            if line == "---" {
+                closed = true;
+                break;
+            }
+            body.push_str(line);
+            body.push('\n');
+        }
+        if !closed {
+            return Err(FrontmatterError::NoClosingFence);
+        }
+        // serde_yaml refuses duplicate keys in a mapping, which is what we want.
+        let value: serde_yaml::Value = serde_yaml::from_str(&body)
+            .map_err(|e| FrontmatterError::InvalidYaml(e.to_string()))?;
+        let serde_yaml::Value::Mapping(map) = value else {
+            return Err(FrontmatterError::NotAMapping);
+        };
+        let mut fields = BTreeMap::new();
+        for (k, v) in map {
+            let serde_yaml::Value::String(k) = k else {
+                return Err(FrontmatterError::NonStringKey);
+            };
+            fields.insert(k, v);
+        }
+        Ok(Self { fields })
+    }
+
+    /// The raw value of a field, if present.
+    pub fn get(&self, field: &str) -> Option<&serde_yaml::Value> {
+        self.fields.get(field)
+    }
+
+    /// A string field, or an error naming why it is not one.
+    pub fn string(&self, field: &str) -> Result<&str, FieldError> {
+        match self.fields.get(field) {
+            None => Err(FieldError::Missing { field: field.to_owned() }),
+            Some(serde_yaml::Value::String(s)) => Ok(s),
+            Some(other) => Err(FieldError::NotAString { field: field.to_owned(), found: kind(other) }),
+        }
+    }
+
+    /// A verdict: the field's string value, required to be exactly one of `allowed`.
+    pub fn verdict<'a>(&self, field: &str, allowed: &'a [String]) -> Result<&'a str, FieldError> {
+        let value = self.string(field)?;
+        allowed.iter().find(|a| a.as_str() == value).map(String::as_str).ok_or_else(|| {
+            FieldError::UnknownValue {
+                field: field.to_owned(),
+                value: value.chars().take(60).collect(),
+                allowed: allowed.join(", "),
+            }
+        })
+    }
+
+    /// The body after the closing fence is not kept; this gives the number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+fn kind(v: &serde_yaml::Value) -> &'static str {
+    match v {
+        serde_yaml::Value::Null => "nothing (null)",
+        serde_yaml::Value::Bool(_) => "a boolean",
+        serde_yaml::Value::Number(_) => "a number",
+        serde_yaml::Value::String(_) => "a string",
+        serde_yaml::Value::Sequence(_) => "a list",
+        serde_yaml::Value::Mapping(_) => "a mapping",
+        serde_yaml::Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// Splits an artifact's body (the text after the frontmatter) off, for showing it to people.
+pub fn body(text: &str) -> &str {
+    let Some(rest) = text.strip_prefix("---\n") else {
+        return text;
+    };
+    match rest.find("\n---\n") {
+        Some(i) => &rest[i + 5..],
+        None => rest.strip_suffix("\n---").map(|_| "").unwrap_or(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed() -> Vec<String> {
+        vec!["APPROVE".to_owned(), "REQUEST_CHANGES".to_owned()]
+    }
+
+    /// One helper for every case: the artifact text and the exact outcome as a string.
+    fn check(text: Option<&str>, expect: &str) {
+        let got = match Frontmatter::parse(text) {
+            Err(e) => format!("FAILED: {e}"),
+            Ok(fm) => match fm.verdict("review_verdict", &allowed()) {
+                Ok(v) => format!("VERDICT {v}"),
+                Err(e) => format!("FAILED: {e}"),
+            },
+        };
+        assert_eq!(got, expect, "for {text:?}");
+    }
+
+    #[test]
+    fn valid_verdicts() {
+        check(Some("---\nreview_verdict: APPROVE\n---\n# Review\n"), "VERDICT APPROVE");
+        check(Some("---\nreview_verdict: REQUEST_CHANGES\nnotes: x\n---\n"), "VERDICT REQUEST_CHANGES");
+        check(Some("---\nreview_verdict: \"APPROVE\"\n---"), "VERDICT APPROVE");
+    }
+
+    #[test]
+    fn crlf_line_ends_read_as_lf() {
+        check(Some("---\r\nreview_verdict: APPROVE\r\n---\r\nbody\r\n"), "VERDICT APPROVE");
+    }
+
+    #[test]
+    fn fail_closed_cases() {
+        check(None, "FAILED: artifact is missing");
+        check(Some(""), "FAILED: artifact does not start with a `---` line (no frontmatter)");
+        check(Some("# Review\nreview_verdict: APPROVE\n"), "FAILED: artifact does not start with a `---` line (no frontmatter)");
+        check(Some(" ---\nreview_verdict: APPROVE\n---\n"), "FAILED: artifact does not start with a `---` line (no frontmatter)");
+        check(Some("\u{feff}---\nreview_verdict: APPROVE\n---\n"), "FAILED: artifact starts with a byte-order mark; write UTF-8 without BOM");
+        check(Some("---\nreview_verdict: APPROVE\n"), "FAILED: frontmatter has no closing `---` line");
+        check(Some("---\n---\n"), "FAILED: frontmatter is not a mapping of `key: value` lines");
+        check(Some("---\n- APPROVE\n---\n"), "FAILED: frontmatter is not a mapping of `key: value` lines");
+        check(Some("---\n1: APPROVE\n---\n"), "FAILED: frontmatter has a non-string key");
+        check(Some("---\nreview_verdict: approve\n---\n"), "FAILED: field `review_verdict` is `approve`, not one of APPROVE, REQUEST_CHANGES (values are exact and uppercase)");
+        check(Some("---\nreview_verdict: APPROVE \n---\n"), "VERDICT APPROVE");
+        check(Some("---\nreview_verdict: \"APPROVE \"\n---\n"), "FAILED: field `review_verdict` is `APPROVE `, not one of APPROVE, REQUEST_CHANGES (values are exact and uppercase)");
+        check(Some("---\nreview_verdict: true\n---\n"), "FAILED: field `review_verdict` must be a plain string, found a boolean");
+        check(Some("---\nreview_verdict:\n---\n"), "FAILED: field `review_verdict` must be a plain string, found nothing (null)");
+        check(Some("---\nreview_verdict: [APPROVE]\n---\n"), "FAILED: field `review_verdict` must be a plain string, found a list");
+        check(Some("---\nverdict: APPROVE\n---\n"), "FAILED: field `review_verdict` is missing from the frontmatter");
+    }
+
+    #[test]
+    fn duplicate_key_is_failed() {
+        let got = Frontmatter::parse(Some("---\nreview_verdict: REQUEST_CHANGES\nreview_verdict: APPROVE\n---\n"));
+        match got {
+            Err(FrontmatterError::InvalidYaml(msg)) => assert!(msg.contains("duplicate"), "{msg}"),
+            other => panic!("expected a duplicate-key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_yaml_is_failed() {
+        let got = Frontmatter::parse(Some("---\nreview_verdict: [APPROVE\n---\n"));
+        assert!(matches!(got, Err(FrontmatterError::InvalidYaml(_))), "{got:?}");
+    }
+
+    #[test]
+    fn fence_inside_a_value_ends_the_block() {
+        // The block scalar is cut at the inner `---`; what is left is a valid mapping whose
+        // verdict field comes after the cut, so it is missing: FAILED, never a false APPROVE.
+        check(
+            Some("---\nnotes: |\n  first\n---\nreview_verdict: APPROVE\n---\n"),
+            "FAILED: field `review_verdict` is missing from the frontmatter",
+        );
+        // `---` inside a quoted value on one line is just text.
+        check(Some("---\nnotes: \"a --- b\"\nreview_verdict: APPROVE\n---\n"), "VERDICT APPROVE");
+    }
+
+    #[test]
+    fn body_is_split_off() {
+        assert_eq!(body("---\na: B\n---\n# Title\n"), "# Title\n");
+        assert_eq!(body("no frontmatter"), "no frontmatter");
+    }
+}

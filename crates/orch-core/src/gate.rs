@@ -1,0 +1,232 @@
+//! Gate evaluation over inputs the engine measured: artifact text, exit outcomes, changed paths.
+//!
+//! Nothing here reads a file or runs a process; every input is passed in, so each rule is a
+//! plain function with a table test. Any doubt is FAILED with a reason that names it.
+
+use crate::frontmatter::Frontmatter;
+use crate::glob;
+use crate::pipeline::{GateKind, GateSpec, Stage, StageKind};
+
+/// How a process ended, as measured by the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitOutcome {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut { secs: u64 },
+    Stalled { secs: u64 },
+    FailedToStart(String),
+}
+
+impl ExitOutcome {
+    pub fn success(&self) -> bool {
+        matches!(self, ExitOutcome::Exited(0))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ExitOutcome::Exited(c) => format!("exited with code {c}"),
+            ExitOutcome::Signaled(s) => format!("was killed by signal {s}"),
+            ExitOutcome::TimedOut { secs } => format!("timed out after {secs}s and was killed"),
+            ExitOutcome::Stalled { secs } => format!("printed nothing for {secs}s and was killed"),
+            ExitOutcome::FailedToStart(e) => format!("could not be started: {e}"),
+        }
+    }
+}
+
+/// The result of one command gate, in the order the gates are listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResult {
+    pub name: String,
+    pub outcome: ExitOutcome,
+    /// The last lines the command printed, for the feedback of the next attempt.
+    pub output_tail: String,
+}
+
+/// How a verdict sends the item on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerdictClass {
+    Pass,
+    Fail,
+    NeedsInfo,
+    /// Stop the item without spending its fail budget: the fault is not the item's.
+    Block(String),
+}
+
+/// One failed gate with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateFailure {
+    pub gate: GateKind,
+    pub reason: String,
+}
+
+/// The outcome of a stage's gates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateVerdict {
+    pub class: VerdictClass,
+    /// The verdict field's value when it was read.
+    pub value: Option<String>,
+    pub failures: Vec<GateFailure>,
+}
+
+impl GateVerdict {
+    pub fn failed(gate: GateKind, reason: impl Into<String>) -> Self {
+        Self { class: VerdictClass::Fail, value: None, failures: vec![GateFailure { gate, reason: reason.into() }] }
+    }
+
+    pub fn is_pass(&self) -> bool {
+        self.class == VerdictClass::Pass
+    }
+
+    /// The reasons, one per line, as shown to people and to the next attempt.
+    pub fn reasons(&self) -> Vec<String> {
+        self.failures.iter().map(|f| format!("{}: {}", f.gate.name(), f.reason)).collect()
+    }
+}
+
+/// What the engine measured after a stage ran.
+#[derive(Debug, Clone, Default)]
+pub struct GateInput<'a> {
+    /// The stage artifact's text; `None` when the file does not exist.
+    pub artifact: Option<&'a str>,
+    /// How the agent process ended; `None` on action stages.
+    pub agent_exit: Option<ExitOutcome>,
+    /// Paths the attempt changed (relative to the worktree root).
+    pub stage_changes: &'a [String],
+    /// Paths the whole item branch changed against the default branch.
+    pub branch_changes: &'a [String],
+    /// The role's write allowlist; `None` for action stages (orch writes them).
+    pub write_allowlist: Option<&'a [String]>,
+    /// Results of the stage's command gates, in order; a missing one is FAILED.
+    pub commands: &'a [CommandResult],
+    /// The directory of this item's artifacts, relative: `docs/work-items/<ID>/`.
+    pub artifact_dir: &'a str,
+}
+
+/// Gates that need no process: everything but command gates. The engine runs the commands only
+/// when these pass, then calls [`evaluate`] with their results.
+pub fn evaluate_static(stage: &Stage, input: &GateInput<'_>) -> Vec<GateFailure> {
+    let mut failures = Vec::new();
+    let mut fail = |gate, reason: String| failures.push(GateFailure { gate, reason });
+    if let StageKind::Agent { .. } = stage.kind {
+        match &input.agent_exit {
+            Some(o) if o.success() => {}
+            Some(o) => fail(GateKind::AgentExit, format!("the agent {}", o.describe())),
+            None => fail(GateKind::AgentExit, "the agent's exit status is unknown".to_owned()),
+        }
+        match input.write_allowlist {
+            Some(allow) => {
+                let outside: Vec<&str> = input
+                    .stage_changes
+                    .iter()
+                    .filter(|p| !glob::matches_any(allow, p))
+                    .map(String::as_str)
+                    .collect();
+                if !outside.is_empty() {
+                    fail(GateKind::WriteAllowlist, format!("wrote outside the role's allowlist: {}", list(&outside)));
+                }
+            }
+            None => fail(GateKind::WriteAllowlist, "the role has no write allowlist".to_owned()),
+        }
+    }
+    for gate in &stage.gates {
+        match gate {
+            GateSpec::DiffNonEmpty => {
+                let code: Vec<&String> =
+                    input.stage_changes.iter().filter(|p| !p.starts_with(input.artifact_dir)).collect();
+                if code.is_empty() {
+                    fail(GateKind::DiffNonEmpty, "the attempt changed no file besides its artifacts".to_owned());
+                }
+            }
+            GateSpec::DocGate { docs } => {
+                // Work-item artifacts live under docs/ but are not documentation.
+                let is_doc = |p: &String| glob::matches_any(docs, p) && !p.starts_with("docs/work-items/");
+                let code: Vec<&str> = input
+                    .branch_changes
+                    .iter()
+                    .filter(|p| !is_doc(p) && !p.starts_with("docs/work-items/"))
+                    .map(String::as_str)
+                    .collect();
+                if !code.is_empty() && !input.branch_changes.iter().any(is_doc) {
+                    fail(
+                        GateKind::DocGate,
+                        format!(
+                            "code changed ({}) without a change to the docs ({}): REQUEST_CHANGES",
+                            list(&code),
+                            docs.join(", ")
+                        ),
+                    );
+                }
+            }
+            GateSpec::Command { .. } => {}
+        }
+    }
+    failures
+}
+
+/// The full verdict of a stage: static gates, command gates, then the artifact's verdict field.
+pub fn evaluate(stage: &Stage, input: &GateInput<'_>) -> GateVerdict {
+    let mut failures = evaluate_static(stage, input);
+    let mut command_index = 0;
+    for gate in &stage.gates {
+        if let GateSpec::Command { name, run, .. } = gate {
+            match input.commands.get(command_index) {
+                Some(r) if r.name == *name && r.outcome.success() => {}
+                Some(r) if r.name == *name => {
+                    let tail = if r.output_tail.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!("; last output:\n{}", r.output_tail.trim_end())
+                    };
+                    failures.push(GateFailure {
+                        gate: GateKind::Command,
+                        reason: format!("`{run}` {}{tail}", r.outcome.describe()),
+                    });
+                }
+                _ => failures.push(GateFailure {
+                    gate: GateKind::Command,
+                    reason: format!("`{run}` was not run (an earlier gate failed)"),
+                }),
+            }
+            command_index += 1;
+        }
+    }
+    let (class, value) = match (&stage.verdict, &stage.artifact) {
+        (Some(spec), Some(file)) => {
+            let read = Frontmatter::parse(input.artifact)
+                .map_err(|e| e.to_string())
+                .and_then(|fm| fm.verdict(&spec.field, &spec.allowed()).map(str::to_owned).map_err(|e| e.to_string()));
+            match read {
+                Ok(v) if spec.pass.contains(&v) => (VerdictClass::Pass, Some(v)),
+                Ok(v) if spec.needs_info.contains(&v) => (VerdictClass::NeedsInfo, Some(v)),
+                Ok(v) => {
+                    failures.push(GateFailure { gate: GateKind::Verdict, reason: format!("{file}: {} is {v}", spec.field) });
+                    (VerdictClass::Fail, Some(v))
+                }
+                Err(e) => {
+                    failures.push(GateFailure { gate: GateKind::Verdict, reason: format!("{file}: {e}") });
+                    (VerdictClass::Fail, None)
+                }
+            }
+        }
+        // An approval stage is never evaluated by gates; reaching here is an internal error.
+        _ => {
+            failures.push(GateFailure { gate: GateKind::Verdict, reason: "the stage has no verdict to read".to_owned() });
+            (VerdictClass::Fail, None)
+        }
+    };
+    // Any failed gate outweighs the verdict value, including NEEDS_INFO.
+    let class = if failures.is_empty() { class } else { VerdictClass::Fail };
+    GateVerdict { class, value, failures }
+}
+
+fn list(paths: &[&str]) -> String {
+    const SHOW: usize = 5;
+    let mut s = paths.iter().take(SHOW).copied().collect::<Vec<_>>().join(", ");
+    if paths.len() > SHOW {
+        s.push_str(&format!(" and {} more", paths.len() - SHOW));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

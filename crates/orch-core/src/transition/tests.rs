@@ -1,0 +1,148 @@
+use super::*;
+use crate::gate::{GateFailure, GateVerdict, VerdictClass};
+use crate::pipeline::{GateKind, DEFAULT_PIPELINE_TOML};
+
+fn pipeline() -> Pipeline {
+    Pipeline::from_toml(DEFAULT_PIPELINE_TOML).expect("valid")
+}
+
+fn name(s: &str) -> StageName {
+    StageName::parse(s).expect("valid")
+}
+
+fn pass() -> Outcome {
+    Outcome::Verdict {
+        verdict: GateVerdict { class: VerdictClass::Pass, value: None, failures: vec![] },
+        fingerprint: String::new(),
+    }
+}
+
+fn fail(reason: &str, fingerprint: &str) -> Outcome {
+    Outcome::Verdict {
+        verdict: GateVerdict {
+            class: VerdictClass::Fail,
+            value: None,
+            failures: vec![GateFailure { gate: GateKind::Command, reason: reason.into() }],
+        },
+        fingerprint: fingerprint.into(),
+    }
+}
+
+/// Applies outcomes in order and returns a one-line summary per step: stage, status, effects.
+fn run(outcomes: Vec<Outcome>) -> Vec<String> {
+    let p = pipeline();
+    let d = start(&p);
+    let mut lines = vec![summary(&d)];
+    let mut progress = d.progress;
+    for o in outcomes {
+        match decide(&p, &progress, o) {
+            Ok(d) => {
+                lines.push(summary(&d));
+                progress = d.progress;
+            }
+            Err(e) => lines.push(format!("error: {e}")),
+        }
+    }
+    lines
+}
+
+fn summary(d: &Decision) -> String {
+    let effects: Vec<String> = d
+        .effects
+        .iter()
+        .map(|e| match e {
+            Effect::StartRun { stage, attempt, feedback } => {
+                format!("start {stage}#{attempt}{}", if feedback.is_empty() { String::new() } else { format!(" fb={}", feedback.len()) })
+            }
+            Effect::Blocked { reason } => format!("blocked: {reason}"),
+            Effect::NeedsInfo => "needs-info".into(),
+            Effect::Merge => "merge".into(),
+            Effect::Cancel => "cancel".into(),
+        })
+        .collect();
+    format!("{} {} [{}]", d.progress.stage, d.progress.status.as_str(), effects.join(", "))
+}
+
+#[test]
+fn happy_path_through_the_canon() {
+    let lines = run(vec![pass(), pass(), pass(), pass(), pass(), pass(), Outcome::Approved, pass(), Outcome::Merged]);
+    assert_eq!(
+        lines,
+        [
+            "analysis queued [start analysis#1]",
+            "architecture queued [start architecture#1]",
+            "development queued [start development#1]",
+            "review queued [start review#1]",
+            "qa queued [start qa#1]",
+            "deploy-staging queued [start deploy-staging#1]",
+            "confirm-deploy awaiting-approval [start confirm-deploy#1]",
+            "deploy queued [start deploy#1]",
+            "deploy merging [merge]",
+            "deploy done []",
+        ]
+    );
+}
+
+#[test]
+fn rollback_carries_feedback_and_counts_attempts() {
+    let lines = run(vec![pass(), pass(), pass(), fail("REQUEST_CHANGES", "r1"), pass(), pass()]);
+    assert_eq!(lines[4], "development queued [start development#2 fb=2]");
+    assert_eq!(lines[6], "qa queued [start qa#1]");
+}
+
+#[test]
+fn budget_spent_blocks() {
+    // development -> development has budget 3: three retries, the fourth failure blocks.
+    let lines = run(vec![pass(), pass(), fail("a", "1"), fail("b", "2"), fail("c", "3"), fail("d", "4")]);
+    assert_eq!(lines[3], "development queued [start development#2 fb=2]");
+    assert_eq!(lines[5], "development queued [start development#4 fb=2]");
+    assert_eq!(lines[6], "development blocked [blocked: budget of 3 for development->development is spent (command: d)]");
+}
+
+#[test]
+fn repeated_identical_failure_stops_at_once() {
+    let lines = run(vec![pass(), pass(), fail("same", "fp"), fail("same", "fp")]);
+    assert_eq!(
+        lines[4],
+        "development blocked [blocked: stage development failed again identically (command: same); retrying would only burn tokens]"
+    );
+}
+
+#[test]
+fn needs_info_waits_and_retry_resumes_with_the_answer() {
+    let needs = Outcome::Verdict {
+        verdict: GateVerdict { class: VerdictClass::NeedsInfo, value: Some("NEEDS_INFO".into()), failures: vec![] },
+        fingerprint: String::new(),
+    };
+    let lines = run(vec![needs, Outcome::Retried { answer: Some("use port 8080".into()) }, Outcome::Approved]);
+    assert_eq!(lines[1], "analysis needs-info [needs-info]");
+    assert_eq!(lines[2], "analysis queued [start analysis#2 fb=1]");
+    assert_eq!(lines[3], "error: item is queued, not awaiting approval at an approval stage");
+}
+
+#[test]
+fn block_verdict_does_not_spend_budget() {
+    let block = Outcome::Verdict {
+        verdict: GateVerdict { class: VerdictClass::Block("sandbox broken".into()), value: None, failures: vec![] },
+        fingerprint: String::new(),
+    };
+    let lines = run(vec![block, Outcome::Retried { answer: None }]);
+    assert_eq!(lines[1], "analysis blocked [blocked: sandbox broken]");
+    assert_eq!(lines[2], "analysis queued [start analysis#2]");
+}
+
+#[test]
+fn stop_cancels_and_terminal_items_refuse_everything() {
+    let lines = run(vec![pass(), Outcome::Stopped, pass(), Outcome::Stopped]);
+    assert_eq!(lines[2], "architecture cancelled [cancel]");
+    assert_eq!(lines[3], "error: item is already cancelled");
+    assert_eq!(lines[4], "error: item is already cancelled");
+}
+
+#[test]
+fn a_stage_missing_from_the_pipeline_is_an_error() {
+    let p = pipeline();
+    let mut progress = start(&p).progress;
+    progress.stage = name("gone");
+    assert_eq!(decide(&p, &progress, pass()), Err(DecideError::UnknownStage(name("gone"))));
+}
