@@ -1,0 +1,116 @@
+//! orch-agent: the programs that do a role's work, behind one port, [`Agent`].
+//!
+//! An agent gets a worktree, a rendered prompt and a few documented environment variables; it
+//! reports only how it ended and what it spent. It never decides a verdict: the engine's gates
+//! read what it left on disk.
+//!
+//! Invariants: no tracker or forge secret reaches an agent's environment (children start from
+//! `orch_process::safe_env`); a timed-out, stalled or cancelled agent is killed with its whole
+//! process group.
+
+pub mod command;
+pub mod config;
+pub mod prompt;
+pub mod scripted;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_core::gate::ExitOutcome;
+use orch_core::{ItemId, StageName};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{AgentKind, AgentsConfig, ConfigError};
+
+/// Environment variables every agent process gets, naming its work. Declared once, here.
+pub mod env {
+    pub const ITEM_ID: &str = "ORCH_ITEM_ID";
+    pub const ITEM_TITLE: &str = "ORCH_ITEM_TITLE";
+    pub const STAGE: &str = "ORCH_STAGE";
+    pub const ATTEMPT: &str = "ORCH_ATTEMPT";
+    /// Relative to the worktree: `docs/work-items/<ID>/`.
+    pub const ARTIFACT_DIR: &str = "ORCH_ARTIFACT_DIR";
+    /// The stage's artifact file name, such as `03-dev-notes.md`.
+    pub const ARTIFACT: &str = "ORCH_ARTIFACT";
+    pub const WORKTREE: &str = "ORCH_WORKTREE";
+    /// A file holding the rendered prompt (the prompt is also given on standard input).
+    pub const PROMPT_FILE: &str = "ORCH_PROMPT_FILE";
+}
+
+/// Everything an agent needs for one run.
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    pub item: ItemId,
+    pub title: String,
+    pub stage: StageName,
+    pub attempt: u32,
+    pub worktree: PathBuf,
+    /// `docs/work-items/<ID>/`, relative to the worktree.
+    pub artifact_dir: String,
+    pub artifact: Option<String>,
+    pub prompt: String,
+    pub model: Option<String>,
+    pub timeout: Duration,
+    pub stall: Duration,
+    /// The run log; the agent's output is appended here.
+    pub log: PathBuf,
+    /// The rendered prompt, written beside the log by the engine before the run.
+    pub prompt_file: PathBuf,
+}
+
+impl AgentRequest {
+    /// The variables of [`env`] for this request.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let prompt_file = &self.prompt_file;
+        vec![
+            (env::ITEM_ID.to_owned(), self.item.to_string()),
+            (env::ITEM_TITLE.to_owned(), self.title.clone()),
+            (env::STAGE.to_owned(), self.stage.to_string()),
+            (env::ATTEMPT.to_owned(), self.attempt.to_string()),
+            (env::ARTIFACT_DIR.to_owned(), self.artifact_dir.clone()),
+            (env::ARTIFACT.to_owned(), self.artifact.clone().unwrap_or_default()),
+            (env::WORKTREE.to_owned(), self.worktree.display().to_string()),
+            (env::PROMPT_FILE.to_owned(), prompt_file.display().to_string()),
+        ]
+    }
+}
+
+/// What a run spent, as the agent reported it. Unknown fields stay `None`: never invented.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_read_tokens: Option<u64>,
+    pub cache_write_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub turns: Option<u32>,
+    pub duration_ms: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRun {
+    pub outcome: ExitOutcome,
+    pub usage: Usage,
+}
+
+/// Called when the agent's process starts, with its process group id, so the engine can record
+/// it and kill or adopt it after a crash.
+pub trait RunObserver: Send {
+    fn started(&mut self, pgid: u32);
+}
+
+impl RunObserver for () {
+    fn started(&mut self, _pgid: u32) {}
+}
+
+/// A program that does a role's work.
+#[async_trait]
+pub trait Agent: Send + Sync + std::fmt::Debug {
+    /// A short name for logs: `scripted`, `command`, `claude`...
+    fn kind(&self) -> &'static str;
+    /// Runs to the end, a timeout, a stall, or `cancel`. Never returns an error: a failure to
+    /// start is an [`ExitOutcome::FailedToStart`], which the gates read as FAILED.
+    async fn run(&self, req: &AgentRequest, cancel: &CancellationToken, observer: &mut dyn RunObserver) -> AgentRun;
+}

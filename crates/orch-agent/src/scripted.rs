@@ -1,0 +1,308 @@
+//! The built-in scripted agent: does what a scenario file says, per stage and attempt. It makes
+//! the demo and the tests run with no model: it writes files (whole or by find-and-replace),
+//! prints lines to the run log, may sleep, and exits with a chosen code.
+//!
+//! A scenario step is picked by exact (stage, attempt) first, then by stage alone. No step for a
+//! stage is exit code 2 with a line saying so: a scenario never passes by accident.
+
+use std::path::{Component, Path};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use orch_core::gate::ExitOutcome;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub stage: String,
+    pub attempt: Option<u32>,
+    #[serde(default)]
+    pub sleep_ms: u64,
+    #[serde(default)]
+    pub exit_code: i32,
+    /// Lines printed to the run log, as an agent's narration.
+    #[serde(default)]
+    pub say: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<FileEdit>,
+    /// Tokens to report as spent, so usage accounting can be exercised without a model.
+    #[serde(default)]
+    pub tokens: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEdit {
+    /// Relative to the worktree; `{item}` is replaced by the item id.
+    pub path: String,
+    pub content: Option<String>,
+    pub replace: Option<Replace>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replace {
+    pub find: String,
+    pub with: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("scenario file is not valid: {0}")]
+    Parse(String),
+    #[error("scenario step {index} (stage `{stage}`): {message}")]
+    Step { index: usize, stage: String, message: String },
+}
+
+impl Scenario {
+    pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        for (i, step) in s.steps.iter().enumerate() {
+            let err = |message: String| ScenarioError::Step { index: i + 1, stage: step.stage.clone(), message };
+            orch_core::StageName::parse(&step.stage).map_err(|e| err(e.to_string()))?;
+            for f in &step.files {
+                if !is_safe_relative(&f.path) {
+                    return Err(err(format!("path `{}` must be relative and stay inside the worktree", f.path)));
+                }
+                if f.content.is_some() == f.replace.is_some() {
+                    return Err(err(format!("file `{}` needs exactly one of `content` or `replace`", f.path)));
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    fn step(&self, stage: &str, attempt: u32) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| s.stage == stage && s.attempt == Some(attempt))
+            .or_else(|| self.steps.iter().find(|s| s.stage == stage && s.attempt.is_none()))
+    }
+}
+
+fn is_safe_relative(p: &str) -> bool {
+    let path = Path::new(p);
+    !p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[derive(Debug, Clone)]
+pub struct ScriptedAgent {
+    scenario: Scenario,
+}
+
+impl ScriptedAgent {
+    pub fn new(scenario: Scenario) -> Self {
+        Self { scenario }
+    }
+}
+
+fn expand(s: &str, req: &AgentRequest) -> String {
+    s.replace("{item}", req.item.as_str())
+        .replace("{stage}", req.stage.as_str())
+        .replace("{attempt}", &req.attempt.to_string())
+        .replace("{title}", &req.title)
+}
+
+#[async_trait]
+impl Agent for ScriptedAgent {
+    fn kind(&self) -> &'static str {
+        "scripted"
+    }
+
+    async fn run(&self, req: &AgentRequest, cancel: &CancellationToken, _observer: &mut dyn RunObserver) -> AgentRun {
+        // Runs in-process: there is no process group to report.
+        let started = Instant::now();
+        let mut log = Log::open(&req.log).await;
+        let outcome = match self.scenario.step(req.stage.as_str(), req.attempt) {
+            None => {
+                log.line(&format!("scripted agent: the scenario has no step for stage `{}` (attempt {})", req.stage, req.attempt)).await;
+                ExitOutcome::Exited(2)
+            }
+            Some(step) => perform(step, req, cancel, &mut log).await,
+        };
+        let tokens = self.scenario.step(req.stage.as_str(), req.attempt).and_then(|s| s.tokens);
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let usage = Usage {
+            input_tokens: tokens.map(|t| t.0),
+            output_tokens: tokens.map(|t| t.1),
+            cost_usd: tokens.map(|_| 0.0),
+            turns: Some(1),
+            duration_ms,
+            ..Usage::default()
+        };
+        AgentRun { outcome, usage }
+    }
+}
+
+async fn perform(step: &Step, req: &AgentRequest, cancel: &CancellationToken, log: &mut Log) -> ExitOutcome {
+    for line in &step.say {
+        log.line(&expand(line, req)).await;
+    }
+    if step.sleep_ms > 0 {
+        let sleep = Duration::from_millis(step.sleep_ms);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep.min(req.timeout)) => {
+                if sleep > req.timeout {
+                    return ExitOutcome::TimedOut { secs: req.timeout.as_secs() };
+                }
+            }
+            _ = cancel.cancelled() => return ExitOutcome::Signaled(15),
+        }
+    }
+    for f in &step.files {
+        let rel = expand(&f.path, req);
+        let path = req.worktree.join(&rel);
+        let result = match (&f.content, &f.replace) {
+            (Some(content), _) => write_file(&path, &expand(content, req)).await,
+            (None, Some(r)) => replace_in(&path, &expand(&r.find, req), &expand(&r.with, req)).await,
+            (None, None) => Err("nothing to write".to_owned()),
+        };
+        match result {
+            Ok(()) => log.line(&format!("wrote {rel}")).await,
+            Err(e) => {
+                log.line(&format!("scripted agent: cannot edit {rel}: {e}")).await;
+                return ExitOutcome::Exited(1);
+            }
+        }
+    }
+    ExitOutcome::Exited(step.exit_code)
+}
+
+async fn write_file(path: &Path, content: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
+    }
+    tokio::fs::write(path, content).await.map_err(|e| e.to_string())
+}
+
+async fn replace_in(path: &Path, find: &str, with: &str) -> Result<(), String> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| e.to_string())?;
+    if !text.contains(find) {
+        return Err(format!("text `{find}` not found"));
+    }
+    write_file(path, &text.replacen(find, with, 1)).await
+}
+
+/// The run log, appended line by line; a log that cannot be written is not a reason to fail
+/// the run (the gates decide), so write errors are ignored.
+struct Log(Option<tokio::fs::File>);
+
+impl Log {
+    async fn open(path: &Path) -> Self {
+        if let Some(dir) = path.parent() {
+            let _ = tokio::fs::create_dir_all(dir).await;
+        }
+        Self(tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.ok())
+    }
+
+    async fn line(&mut self, line: &str) {
+        if let Some(f) = &mut self.0 {
+            let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(dir: &Path, stage: &str, attempt: u32) -> AgentRequest {
+        AgentRequest {
+            item: orch_core::ItemId::parse("DEMO-1").expect("valid"),
+            title: "Change the greeting".into(),
+            stage: orch_core::StageName::parse(stage).expect("valid"),
+            attempt,
+            worktree: dir.to_path_buf(),
+            artifact_dir: "docs/work-items/DEMO-1/".into(),
+            artifact: None,
+            prompt: String::new(),
+            model: None,
+            timeout: Duration::from_secs(5),
+            stall: Duration::from_secs(5),
+            log: dir.join("run.log"),
+            prompt_file: dir.join("run.prompt.md"),
+        }
+    }
+
+    const SCENARIO: &str = r#"
+[[steps]]
+stage = "development"
+attempt = 1
+say = ["changing the greeting for {item}"]
+files = [
+  { path = "docs/work-items/{item}/03-dev-notes.md", content = "---\ndev_status: DONE\n---\n" },
+  { path = "src/main.rs", replace = { find = "Hello", with = "Hi" } },
+]
+
+[[steps]]
+stage = "development"
+exit_code = 3
+"#;
+
+    #[tokio::test]
+    async fn performs_the_step_of_the_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("src")).expect("mkdir");
+        std::fs::write(dir.path().join("src/main.rs"), "say(\"Hello\")").expect("write");
+        let agent = ScriptedAgent::new(Scenario::from_toml(SCENARIO).expect("valid"));
+        let run = agent.run(&req(dir.path(), "development", 1), &CancellationToken::new(), &mut ()).await;
+        assert_eq!(run.outcome, ExitOutcome::Exited(0));
+        assert_eq!(std::fs::read_to_string(dir.path().join("src/main.rs")).expect("read"), "say(\"Hi\")");
+        let notes = std::fs::read_to_string(dir.path().join("docs/work-items/DEMO-1/03-dev-notes.md")).expect("read");
+        assert!(notes.contains("dev_status: DONE"));
+        let log = std::fs::read_to_string(dir.path().join("run.log")).expect("log");
+        assert!(log.contains("changing the greeting for DEMO-1"), "{log}");
+        // Attempt 2 falls back to the stage-wide step.
+        let run = agent.run(&req(dir.path(), "development", 2), &CancellationToken::new(), &mut ()).await;
+        assert_eq!(run.outcome, ExitOutcome::Exited(3));
+        // No step at all: exit 2, never a pass.
+        let run = agent.run(&req(dir.path(), "review", 1), &CancellationToken::new(), &mut ()).await;
+        assert_eq!(run.outcome, ExitOutcome::Exited(2));
+    }
+
+    #[tokio::test]
+    async fn a_missing_find_text_fails_the_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("src")).expect("mkdir");
+        std::fs::write(dir.path().join("src/main.rs"), "nothing here").expect("write");
+        let agent = ScriptedAgent::new(Scenario::from_toml(SCENARIO).expect("valid"));
+        let run = agent.run(&req(dir.path(), "development", 1), &CancellationToken::new(), &mut ()).await;
+        assert_eq!(run.outcome, ExitOutcome::Exited(1));
+    }
+
+    #[tokio::test]
+    async fn sleeping_step_is_cancellable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = ScriptedAgent::new(Scenario::from_toml("[[steps]]\nstage = \"qa\"\nsleep_ms = 60000\n").expect("valid"));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let run = agent.run(&req(dir.path(), "qa", 1), &cancel, &mut ()).await;
+        assert_eq!(run.outcome, ExitOutcome::Signaled(15));
+    }
+
+    #[test]
+    fn refuses_bad_scenarios() {
+        let cases = [
+            ("[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"../x\", content = \"\" }]\n", "scenario step 1 (stage `qa`): path `../x` must be relative and stay inside the worktree"),
+            ("[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"/etc/x\", content = \"\" }]\n", "scenario step 1 (stage `qa`): path `/etc/x` must be relative and stay inside the worktree"),
+            ("[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"x\" }]\n", "scenario step 1 (stage `qa`): file `x` needs exactly one of `content` or `replace`"),
+            ("[[steps]]\nstage = \"QA\"\n", "scenario step 1 (stage `QA`): invalid stage name `QA`: may hold only lowercase letters, digits and `-`"),
+        ];
+        for (text, expect) in cases {
+            assert_eq!(Scenario::from_toml(text).map(|_| ()).map_err(|e| e.to_string()), Err(expect.to_owned()));
+        }
+        assert!(Scenario::from_toml("steps = 3").is_err());
+    }
+}

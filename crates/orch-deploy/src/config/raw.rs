@@ -1,0 +1,78 @@
+//! The literal shape of `.orch/deploy.toml`, as serde reads it. Every field a person may write is
+//! listed here; anything else is rejected by `deny_unknown_fields` so a typo never silently falls
+//! back to a default. Meaning and defaults are given in `config.rs`, which validates this shape.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDeploy {
+    pub build: RawBuild,
+    pub run: RawRun,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub staging: RawStaging,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBuild {
+    pub command: String,
+    pub artifact: String,
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRun {
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub path: Option<String>,
+    pub tries: Option<u32>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStaging {
+    #[serde(default)]
+    pub infra_allowlist: Vec<String>,
+    #[serde(default)]
+    pub checks: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCheck {
+    pub id: String,
+    pub category: Option<String>,
+    pub kind: String,
+    // http
+    pub path: Option<String>,
+    pub expect_status: Option<u16>,
+    pub body_contains: Option<String>,
+    pub json_field: Option<String>,
+    pub json_equals: Option<String>,
+    // command
+    pub run: Option<String>,
+    pub expect_exit: Option<i32>,
+    // retries and scope
+    pub tries: Option<u32>,
+    pub interval_ms: Option<u64>,
+    pub initial_delay_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub successes: Option<u32>,
+    #[serde(default)]
+    pub shadow: bool,
+    pub modes: Option<Vec<String>>,
+}

@@ -1,0 +1,30 @@
+//! The `Deployer` port: what the engine asks of any deployer on the two action stages.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::report::{DeployReport, StagingReport};
+
+/// Builds once and runs on staging, then promotes that same build to prod.
+///
+/// Neither method returns an error: every failure, including an internal one, is a FAILED
+/// report with its reason (fail-closed), so the engine has exactly one thing to record.
+#[async_trait]
+pub trait Deployer: Send + Sync {
+    /// Builds `worktree` at `sha` (or reuses that build), runs it on staging only, probes its
+    /// health and runs the staging checks against it. `tolerance = false` makes INFRA failures
+    /// FAILED too (`--strict`, or tolerance turned off globally).
+    async fn deploy_staging(
+        &self,
+        worktree: &Path,
+        sha: &str,
+        tolerance: bool,
+        cancel: &CancellationToken,
+    ) -> StagingReport;
+
+    /// Promotes the build that passed staging at `validated_sha` to prod; on a failed health
+    /// check restores the previous prod build, and freezes prod if that fails too.
+    async fn promote(&self, validated_sha: &str, cancel: &CancellationToken) -> DeployReport;
+}

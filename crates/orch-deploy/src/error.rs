@@ -1,0 +1,114 @@
+//! The one error type of orch-deploy. Each message says what was wrong and what to do about it.
+//!
+//! Most of these never escape as `Err`: `deploy_staging` and `promote` fold them into a FAILED
+//! report (fail-closed), so the message is what a person reads in the stage log.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::instance::Env;
+
+#[derive(Debug, Error)]
+pub enum DeployError {
+    #[error(".orch/deploy.toml is not valid TOML for a deploy config: {message}")]
+    ConfigSyntax { message: String },
+
+    #[error(".orch/deploy.toml: {field}: {problem}")]
+    Config { field: String, problem: String },
+
+    #[error(
+        "`{sha}` is not a full git commit SHA (40 or 64 lowercase hex digits); pass the validated commit"
+    )]
+    InvalidSha { sha: String },
+
+    #[error(
+        "the worktree {worktree} is at {head}, not at the validated SHA {expected}; check out {expected} there and deploy again"
+    )]
+    WorktreeNotAtSha {
+        worktree: PathBuf,
+        expected: String,
+        head: String,
+    },
+
+    #[error("could not read the worktree's HEAD with git: {detail}")]
+    Git { detail: String },
+
+    #[error("the build command `{command}` {outcome}; fix the build and deploy again{tail}")]
+    BuildFailed {
+        command: String,
+        outcome: String,
+        tail: String,
+    },
+
+    #[error(
+        "the build finished but its artifact {path} does not exist; check build.artifact in .orch/deploy.toml"
+    )]
+    ArtifactMissing { path: PathBuf },
+
+    #[error(
+        "the artifact contains {path}, which is neither a file nor a directory; artifacts must be plain files"
+    )]
+    ArtifactNotPlain { path: PathBuf },
+
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "the record {path} is unreadable ({detail}); delete it if no instance runs, or deploy again"
+    )]
+    Record { path: PathBuf, detail: String },
+
+    #[error("port {port} is in use by another program; free it or set a different {env} port")]
+    PortInUse { port: u16, env: Env },
+
+    #[error("could not start the {env} instance: {detail}")]
+    StartFailed { env: Env, detail: String },
+
+    #[error(
+        "could not stop the {env} instance (pid {pid}): {detail}; stop it by hand and deploy again"
+    )]
+    StopFailed { env: Env, pid: u32, detail: String },
+
+    #[error("the {env} instance never became healthy: {detail}; see {log}")]
+    Unhealthy {
+        env: Env,
+        detail: String,
+        log: PathBuf,
+    },
+
+    #[error("{validated} never passed staging (no proof at {proof}); deploy it to staging first")]
+    NotValidated { validated: String, proof: PathBuf },
+
+    #[error(
+        "the build in {build_dir} does not match its label ({detail}); refusing to promote it, deploy staging again to rebuild"
+    )]
+    BuildTampered { build_dir: PathBuf, detail: String },
+
+    #[error(
+        "prod is frozen since a restore failed: {reason}. Fix prod by hand, then delete {marker} to allow deploys again"
+    )]
+    Frozen { marker: PathBuf, reason: String },
+
+    #[error("cancelled before it finished")]
+    Cancelled,
+}
+
+impl DeployError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> DeployError {
+        let path = path.into();
+        move |source| DeployError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

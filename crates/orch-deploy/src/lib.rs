@@ -1,0 +1,56 @@
+//! orch-deploy: build once, run on staging, check, promote the same build to prod.
+//!
+//! - [`DeploySpec`] reads a project's `.orch/deploy.toml` (build, run, health, staging checks).
+//! - [`run_checks`] measures a staging instance; `orch_core::staging::fold` turns the results into
+//!   the verdict (contract 4) and [`report_lines`] prints them.
+//! - [`probe_health`] is the health probe of contract 7.
+//! - [`Deployer`] is the port the engine calls on the two action stages; [`ProcessDeployer`] is
+//!   the default implementation (a build directory keyed by SHA, detached processes on loopback
+//!   ports, restore on a failed promotion, freeze on a failed restore).
+//! - [`StagingReport::log_markdown`] and [`DeployReport::log_markdown`] render the stage logs.
+//!
+//! Invariants:
+//! - Never a false green: a check that could not be measured is not a pass, and any failure before
+//!   or around the checks folds into a FAILED verdict with its reason.
+//! - The staging step never touches the prod port or process, and prod only ever runs a build
+//!   whose SHA and digest match what passed staging (build once, contract 6).
+//! - Probes and checks talk only to loopback addresses; every child process is started through
+//!   `orch-process` with a cleared environment.
+//! - A restore is never rolled back: if it fails, prod is frozen until a person clears it.
+
+mod artifact;
+mod build;
+mod checks;
+mod config;
+mod deployer;
+mod error;
+mod health;
+mod http;
+mod instance;
+mod layout;
+mod process_deployer;
+mod report;
+mod template;
+
+pub use build::Build;
+pub use checks::{CheckRun, Measurement, report_lines, run_checks};
+pub use config::{
+    BuildSpec, CheckSpec, DeploySpec, HealthSpec, JsonExpectation, Mode, Probe, RunSpec,
+    StagingSpec,
+};
+pub use deployer::Deployer;
+pub use error::DeployError;
+pub use health::{HealthOutcome, probe_health};
+pub use instance::{Env, InstanceRecord, Ports};
+pub use process_deployer::ProcessDeployer;
+pub use report::{DeployReport, DeployStatus, StagingReport};
+
+/// Configuration errors are [`DeployError::Config`] and [`DeployError::ConfigSyntax`]; the crate
+/// keeps one error type, and this name says what [`DeploySpec::from_toml`] reports.
+pub type DeployConfigError = DeployError;
+
+/// `GET url` on a loopback address: the status and body, or why nothing could be measured.
+/// For people-facing probes (the demo prints what prod answers).
+pub async fn http_get(url: &str, timeout: std::time::Duration) -> Result<(u16, String), String> {
+    http::get(url, timeout).await.map(|a| (a.status, a.body))
+}

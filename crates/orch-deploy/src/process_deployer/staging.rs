@@ -1,0 +1,104 @@
+//! `deploy_staging` of the process deployer (contracts 5 and 6).
+
+use std::path::Path;
+
+use orch_core::staging::{CheckResult, fold};
+use tokio_util::sync::CancellationToken;
+
+use super::{ProcessDeployer, Validation};
+use crate::build::{Build, ensure_build};
+use crate::checks::{report_lines, run_checks};
+use crate::error::DeployError;
+use crate::instance::Env;
+use crate::layout::{remove_file, write_record};
+use crate::report::StagingReport;
+
+pub(super) async fn deploy_staging(
+    deployer: &ProcessDeployer,
+    worktree: &Path,
+    sha: &str,
+    tolerance: bool,
+    cancel: &CancellationToken,
+) -> StagingReport {
+    // Checks go to the staging port only; prod is never addressed from here.
+    let base_url = deployer.base_url(Env::Staging);
+    let build = match ensure_build(
+        &deployer.layout,
+        &deployer.spec.build,
+        worktree,
+        sha,
+        cancel,
+    )
+    .await
+    {
+        Ok(build) => build,
+        Err(e) => return failed_before_checks(sha, None, base_url, tolerance, &e),
+    };
+    let mut steps = Vec::new();
+    if let Err(e) = deployer
+        .start_healthy(Env::Staging, &build, cancel, &mut steps)
+        .await
+    {
+        return failed_before_checks(sha, Some(build), base_url, tolerance, &e);
+    }
+    for step in &steps {
+        tracing::info!(sha, "{step}");
+    }
+    let checks = run_checks(
+        &base_url,
+        &deployer.spec.staging,
+        deployer.mode,
+        worktree,
+        cancel,
+    )
+    .await;
+    let results: Vec<CheckResult> = checks.iter().map(|run| run.result.clone()).collect();
+    // A cancelled run is an internal error: it must never fold into a (waived) success.
+    let error = cancel
+        .is_cancelled()
+        .then(|| DeployError::Cancelled.to_string());
+    let mut verdict = fold(&results, tolerance, error.as_deref());
+    if verdict.is_success() {
+        // Promotion reads this proof, not whatever staging runs now: other items may use staging
+        // between this item's staging and its (human-approved) promotion.
+        let proof = Validation { sha: build.sha.clone(), digest: build.digest.clone() };
+        if let Err(e) = write_record(&deployer.layout.validation(sha), &proof) {
+            verdict = fold(&results, tolerance, Some(&e.to_string()));
+        }
+    } else {
+        // A failed staging run voids an earlier proof of the same SHA.
+        let _ = remove_file(&deployer.layout.validation(sha));
+    }
+    let lines = report_lines(&checks, &verdict);
+    StagingReport {
+        sha: sha.to_owned(),
+        build: Some(build),
+        base_url,
+        checks,
+        verdict,
+        lines,
+        error,
+    }
+}
+
+/// A failure before the checks could run: FAILED with its reason, never a false green.
+fn failed_before_checks(
+    sha: &str,
+    build: Option<Build>,
+    base_url: String,
+    tolerance: bool,
+    error: &DeployError,
+) -> StagingReport {
+    let reason = error.to_string();
+    let verdict = fold(&[], tolerance, Some(&reason));
+    let lines = report_lines(&[], &verdict);
+    StagingReport {
+        sha: sha.to_owned(),
+        build,
+        base_url,
+        checks: Vec::new(),
+        verdict,
+        lines,
+        error: Some(reason),
+    }
+}

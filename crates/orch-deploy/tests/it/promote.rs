@@ -1,0 +1,230 @@
+use orch_deploy::{DeployStatus, Env};
+
+use crate::support::{GREETING_CHECK, Project};
+
+/// A project whose prod runs "Hello v1" (staged and promoted), returning its SHA.
+async fn with_v1_in_prod(project: &Project) -> String {
+    let sha = project.head();
+    assert!(project.stage(&sha, true).await.verdict.is_success());
+    let report = project.promote(&sha).await;
+    assert_eq!(report.status, DeployStatus::Success, "{:#?}", report.lines);
+    sha
+}
+
+/// Commits and stages "Hello v2"; returns its SHA.
+async fn stage_v2(project: &Project) -> String {
+    let sha = project.commit("Hello v2", None);
+    let report = project.stage(&sha, true).await;
+    assert!(report.verdict.is_success(), "{:#?}", report.lines);
+    sha
+}
+
+fn reason(status: &DeployStatus) -> &str {
+    match status {
+        DeployStatus::Failed { reason } => reason,
+        DeployStatus::Success => panic!("expected a failure"),
+    }
+}
+
+#[tokio::test]
+async fn prod_runs_the_very_build_that_passed_staging() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    let sha = with_v1_in_prod(&project).await;
+    assert_eq!(
+        project.greeting_on(Env::Prod).await.as_deref(),
+        Ok("Hello v1")
+    );
+    let staging = project.current(Env::Staging).expect("staging");
+    let prod = project.current(Env::Prod).expect("prod");
+    assert_eq!(
+        (&prod.sha, &prod.digest, &prod.build_dir),
+        (&staging.sha, &staging.digest, &staging.build_dir)
+    );
+    assert_eq!(
+        (prod.sha.as_str(), prod.port, prod.healthy),
+        (sha.as_str(), project.ports.prod, true)
+    );
+    assert_eq!(
+        project.builds_run(),
+        1,
+        "promotion reuses the staged build, never rebuilds"
+    );
+    assert!(staging.is_running(), "promotion leaves staging alone");
+
+    let report = project.promote(&sha).await;
+    let log = report.log_markdown("2026-06-07T12:39:00Z");
+    assert!(log.starts_with("---\ndeploy_status: SUCCESS\n"), "{log}");
+    assert!(
+        log.contains(&format!("digest: \"{}\"", prod.digest)),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn staging_a_new_version_never_touches_prod() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    with_v1_in_prod(&project).await;
+    let prod_before = project.current(Env::Prod).expect("prod");
+    stage_v2(&project).await;
+    assert_eq!(
+        project.greeting_on(Env::Staging).await.as_deref(),
+        Ok("Hello v2")
+    );
+    assert_eq!(
+        project.greeting_on(Env::Prod).await.as_deref(),
+        Ok("Hello v1")
+    );
+    let prod_after = project.current(Env::Prod).expect("prod");
+    assert_eq!(prod_after, prod_before, "same record, same pid");
+    assert!(prod_after.is_running());
+}
+
+#[tokio::test]
+async fn only_the_validated_sha_and_an_untampered_build_are_promoted() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    let v1 = with_v1_in_prod(&project).await;
+    let prod = project.current(Env::Prod).expect("prod");
+
+    // A SHA that never passed staging.
+    let v2 = project.commit("Hello v2", None);
+    let report = project.promote(&v2).await;
+    assert!(
+        reason(&report.status).contains(&format!("{v2} never passed staging")),
+        "{:?}",
+        report.status
+    );
+
+    // The artifact's bytes changed after staging.
+    assert!(project.stage(&v2, true).await.verdict.is_success());
+    let build_dir = project.root().join("builds").join(&v2);
+    std::fs::write(build_dir.join("artifact/dist/greeting.txt"), "Hello evil\n").expect("tamper");
+    let report = project.promote(&v2).await;
+    assert!(
+        reason(&report.status).contains("does not match its label (the files hash to sha256:"),
+        "{:?}",
+        report.status
+    );
+
+    // The label's SHA was rewritten.
+    assert!(
+        !project.stage(&v2, true).await.build.expect("build").reused,
+        "a mismatching build is rebuilt"
+    );
+    let label_path = build_dir.join("build.json");
+    let label = std::fs::read_to_string(&label_path).expect("label");
+    std::fs::write(&label_path, label.replace(&v2, &v1)).expect("tamper label");
+    let report = project.promote(&v2).await;
+    assert!(
+        reason(&report.status).contains(&format!("its label says it was built from {v1}")),
+        "{:?}",
+        report.status
+    );
+
+    assert_eq!(
+        project.current(Env::Prod),
+        Some(prod),
+        "every refusal left prod untouched"
+    );
+    assert_eq!(
+        project.greeting_on(Env::Prod).await.as_deref(),
+        Ok("Hello v1")
+    );
+}
+
+#[tokio::test]
+async fn a_prod_build_that_fails_its_health_check_is_replaced_by_the_previous_one() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    let v1 = with_v1_in_prod(&project).await;
+    let v2 = stage_v2(&project).await;
+    project.fail_health_of(&["Hello v2"]);
+
+    let report = project.promote(&v2).await;
+    assert!(
+        reason(&report.status).contains("the prod instance never became healthy"),
+        "{:?}",
+        report.status
+    );
+    assert_eq!(
+        (report.restored.as_deref(), report.frozen),
+        (Some(v1.as_str()), false)
+    );
+    assert_eq!(
+        project.greeting_on(Env::Prod).await.as_deref(),
+        Ok("Hello v1")
+    );
+    let prod = project.current(Env::Prod).expect("restored prod");
+    assert!(prod.sha == v1 && prod.healthy && prod.is_running());
+    let log = report.log_markdown("t");
+    assert!(
+        log.contains("deploy_status: FAILED") && log.contains(&format!("restored_to: \"{v1}\"")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_restore_freezes_prod_until_a_person_clears_it() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    with_v1_in_prod(&project).await;
+    let v2 = stage_v2(&project).await;
+    project.fail_health_of(&["Hello v1", "Hello v2"]);
+
+    let report = project.promote(&v2).await;
+    assert!(
+        report.frozen && report.restored.is_none(),
+        "{:#?}",
+        report.lines
+    );
+    assert!(
+        reason(&report.status).contains("failed too"),
+        "{:?}",
+        report.status
+    );
+    let marker = project.root().join("prod/FROZEN");
+    assert!(marker.is_file());
+    assert_eq!(
+        project.current(Env::Prod),
+        None,
+        "nothing unhealthy is left running"
+    );
+
+    project.fail_health_of(&[]);
+    let again = project.promote(&v2).await;
+    let refused = reason(&again.status);
+    assert!(
+        refused.starts_with("prod is frozen since a restore failed"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!(
+            "then delete {} to allow deploys again",
+            marker.display()
+        )),
+        "{refused}"
+    );
+
+    std::fs::remove_file(&marker).expect("a person clears the freeze");
+    assert_eq!(project.promote(&v2).await.status, DeployStatus::Success);
+    assert_eq!(
+        project.greeting_on(Env::Prod).await.as_deref(),
+        Ok("Hello v2")
+    );
+}
+
+#[tokio::test]
+async fn a_prod_port_held_by_another_program_is_refused_before_anything_changes() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    let sha = project.head();
+    assert!(project.stage(&sha, true).await.verdict.is_success());
+    let squatter =
+        std::net::TcpListener::bind(("127.0.0.1", project.ports.prod)).expect("take the port");
+    let report = project.promote(&sha).await;
+    assert_eq!(
+        reason(&report.status),
+        format!(
+            "port {} is in use by another program; free it or set a different prod port",
+            project.ports.prod
+        )
+    );
+    assert!(!report.frozen && !project.root().join("prod/FROZEN").exists());
+    drop(squatter);
+}

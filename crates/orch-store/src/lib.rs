@@ -1,0 +1,315 @@
+//! orch-store: the durable state of orch behind one small port, [`Store`].
+//!
+//! Tables (the same on every backend): `projects`, `work_items`, `stage_runs` (unique per item,
+//! stage and attempt; with a lease: owner, epoch, expiry), `events` (a gap-free sequence per item,
+//! append-only) and `inbox` (webhook deliveries, unique per source and delivery id).
+//!
+//! Invariants:
+//! - Every state change is written in one transaction together with the events that describe it.
+//! - Every write a worker makes about a run carries the run's lease epoch ([`Fence`]); a write
+//!   with a stale epoch changes nothing and returns [`StoreError::LeaseLost`].
+//! - Lease expiry is computed from the database clock, never from the caller's.
+//! - Events are never updated or deleted.
+//! - An item has at most one active (queued, running or waiting) run.
+//!
+//! Backends: [`SqliteStore`] (`SqliteStore::open("sqlite:///var/lib/orch/orch.db")`, or
+//! `sqlite::memory:` for tests). A backend never decides anything about the pipeline: it stores
+//! what the engine decided, atomically, and refuses writes that break the invariants above.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use orch_core::transition::ItemProgress;
+use orch_core::{ItemId, ProjectId, StageName};
+use serde_json::Value;
+use thiserror::Error;
+
+pub use sqlite::SqliteStore;
+
+/// Milliseconds since the Unix epoch, as stored.
+pub type Millis = i64;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The run's lease was taken over (or the run was cancelled): the caller must stop and
+    /// change nothing more.
+    #[error("lease lost on run {run_id} (epoch {epoch} is no longer current)")]
+    LeaseLost { run_id: i64, epoch: i64 },
+    /// The item is not in a state the change expects (someone else changed it first).
+    #[error("item {item} is {actual}, expected one of: {expected}")]
+    Conflict {
+        item: String,
+        actual: String,
+        expected: String,
+    },
+    #[error("{what} `{id}` not found")]
+    NotFound { what: &'static str, id: String },
+    /// The database file or server could not be opened, or its schema is newer than this orch.
+    #[error("cannot open store at {url}: {reason}")]
+    Open { url: String, reason: String },
+    /// A stored value does not decode (a corrupted row, or a schema mismatch).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The caller asked for something the store's invariants forbid (a run created already
+    /// finished, a second active run for an item, an item id that does not parse): a bug in the
+    /// caller, not a race; retrying will not help.
+    #[error("refused by the store: {0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectRecord {
+    pub id: ProjectId,
+    /// The project's git repository on disk.
+    pub repo_path: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRecord {
+    pub id: ItemId,
+    pub project: ProjectId,
+    pub title: String,
+    pub body: String,
+    pub progress: ItemProgress,
+    /// Why the item is blocked (set with status blocked, cleared when it moves on).
+    pub blocked_reason: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// The state of one stage run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunState {
+    /// Waiting for a worker to claim it.
+    Queued,
+    /// Claimed by a worker that holds its lease.
+    Running,
+    /// An approval run waiting for a person.
+    Waiting,
+    Passed,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Waiting => "waiting",
+            RunState::Passed => "passed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Waiting,
+            Self::Passed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    /// Queued, running and waiting runs are active; an item has at most one active run.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunState::Queued | RunState::Running | RunState::Waiting
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: i64,
+    pub item: ItemId,
+    pub project: ProjectId,
+    pub stage: StageName,
+    pub attempt: u32,
+    pub state: RunState,
+    /// Bumped by every claim and by cancellation; writes must carry the current value.
+    pub epoch: i64,
+    pub lease: Option<Lease>,
+    /// Feedback for the agent from the failure that led here (empty on a first attempt).
+    pub feedback: Vec<String>,
+    /// Free-form progress the engine saves while running (base commit, phase, process id...).
+    pub checkpoint: Value,
+    /// The gate verdict, once decided.
+    pub verdict: Option<Value>,
+    /// Token and cost usage, once known.
+    pub usage: Option<Value>,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+/// The proof that a caller holds a run's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub run_id: i64,
+    pub epoch: i64,
+}
+
+impl RunRecord {
+    pub fn fence(&self) -> Fence {
+        Fence {
+            run_id: self.id,
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// A run to create: always the next attempt of a stage, queued (or waiting, for approvals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRun {
+    pub stage: StageName,
+    pub attempt: u32,
+    /// `Queued` or `Waiting`.
+    pub state: RunState,
+    pub feedback: Vec<String>,
+}
+
+/// An event to append. `run_id` ties it to a stage run where there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: String,
+    pub run_id: Option<i64>,
+    pub data: Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: impl Into<String>, data: Value) -> Self {
+        Self {
+            kind: kind.into(),
+            run_id: None,
+            data,
+        }
+    }
+
+    pub fn for_run(kind: impl Into<String>, run_id: i64, data: Value) -> Self {
+        Self {
+            kind: kind.into(),
+            run_id: Some(run_id),
+            data,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub item: ItemId,
+    /// 1, 2, 3, ... per item, with no gaps.
+    pub seq: i64,
+    pub at: Millis,
+    pub kind: String,
+    pub run_id: Option<i64>,
+    pub data: Value,
+}
+
+/// How a running run ends: written in one transaction with the item's new progress, its next run
+/// and the events, and only if the fence still holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishRun {
+    pub state: RunState,
+    pub verdict: Value,
+    pub usage: Option<Value>,
+    pub progress: ItemProgress,
+    pub blocked_reason: Option<String>,
+    pub next_run: Option<NewRun>,
+    pub events: Vec<NewEvent>,
+}
+
+/// A change to an item made outside a run's lease (approve, stop, retry, merged), applied only if
+/// the item's status is one of `expected`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemChange {
+    pub expected: Vec<orch_core::transition::ItemStatus>,
+    pub progress: ItemProgress,
+    pub blocked_reason: Option<String>,
+    /// The state the item's active run (if any) ends in; its epoch is bumped so its holder is
+    /// fenced out. `None` leaves an active run alone.
+    pub end_active_run: Option<RunState>,
+    pub next_run: Option<NewRun>,
+    pub events: Vec<NewEvent>,
+}
+
+/// The port every backend implements. Methods are small and transactional; the engine decides.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates the project if it does not exist; updates its repo path if it does.
+    async fn upsert_project(&self, id: &ProjectId, repo_path: &str) -> Result<ProjectRecord>;
+    async fn get_project(&self, id: &ProjectId) -> Result<Option<ProjectRecord>>;
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>>;
+
+    /// Creates an item with the next free number of `prefix` (`PREFIX-1`, `PREFIX-2`, ...), its
+    /// first run and its first events, in one transaction. The project must exist.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an item is born with all of these, in one transaction"
+    )]
+    async fn create_item(
+        &self,
+        project: &ProjectId,
+        prefix: &str,
+        title: &str,
+        body: &str,
+        progress: &ItemProgress,
+        first_run: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<ItemRecord>;
+    async fn get_item(&self, id: &ItemId) -> Result<Option<ItemRecord>>;
+    /// Items, oldest first; all projects when `project` is `None`.
+    async fn list_items(&self, project: Option<&ProjectId>) -> Result<Vec<ItemRecord>>;
+
+    async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>>;
+    /// Every run of an item, in creation order.
+    async fn list_runs(&self, item: &ItemId) -> Result<Vec<RunRecord>>;
+    /// Runs currently `running`, with their leases (for the reaper and `orch status`).
+    async fn list_running(&self) -> Result<Vec<RunRecord>>;
+
+    /// Events of an item with `seq > after`, in order.
+    async fn list_events(&self, item: &ItemId, after: i64) -> Result<Vec<EventRecord>>;
+    /// Appends events outside any other change (log-style facts such as a measurement).
+    async fn append_events(&self, item: &ItemId, events: Vec<NewEvent>) -> Result<()>;
+
+    /// Claims the oldest claimable run: a queued one, or a running one whose lease expired. Sets it
+    /// running with `owner`, epoch + 1 and expiry = database now + `lease_ms`; sets its item's
+    /// status to running; appends a `run.claimed` event (data: owner, epoch, reclaimed: bool).
+    /// All in one transaction; two callers never get the same run with the same epoch.
+    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>>;
+    /// Extends the lease to database now + `lease_ms`, if `fence` still holds.
+    async fn renew_lease(&self, fence: Fence, lease_ms: i64) -> Result<()>;
+    /// Expires a lease now (its owner is known to be dead), so the run can be claimed at once.
+    async fn expire_lease(&self, fence: Fence) -> Result<()>;
+    /// Replaces the run's checkpoint and appends events, if `fence` still holds.
+    async fn save_checkpoint(
+        &self,
+        fence: Fence,
+        checkpoint: Value,
+        events: Vec<NewEvent>,
+    ) -> Result<()>;
+    /// Ends a running run with its verdict and moves the item on, if `fence` still holds.
+    async fn finish_run(&self, fence: Fence, finish: FinishRun) -> Result<()>;
+    /// Applies a change made by a person or by the engine outside a lease.
+    async fn change_item(&self, item: &ItemId, change: ItemChange) -> Result<()>;
+
+    /// Records a webhook delivery; `false` when (source, delivery id) was seen before.
+    async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool>;
+}

@@ -1,0 +1,389 @@
+//! The SQLite backend: one database file (or memory, for tests and the demo).
+//!
+//! WAL journal, so readers never wait for the writer; a busy timeout, so writers from several
+//! processes queue instead of failing; and `BEGIN IMMEDIATE` for every transaction that writes,
+//! because a deferred transaction that reads first and writes later can fail with SQLITE_BUSY
+//! when another connection commits in between (the busy timeout does not help there).
+//! Inside one process, writers also queue on a mutex first, so they wait in order instead of
+//! polling SQLite's lock.
+
+/// The database clock in milliseconds since the Unix epoch, as an SQL expression (a macro so it
+/// can be spliced into `concat!`-built static queries). Leases and timestamps use it so that
+/// machines with skewed clocks still agree.
+macro_rules! now_ms {
+    () => {
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    };
+}
+
+mod items;
+mod migrate;
+mod rows;
+mod runs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_core::transition::ItemProgress;
+use orch_core::{ItemId, ProjectId};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::{
+    EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun, ProjectRecord, Result,
+    RunRecord, Store, StoreError,
+};
+
+/// How long a writer waits for another process's write transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Small on purpose: SQLite has one writer at a time, so more connections only help readers.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The [`Store`] on SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// One writer at a time inside this process (see the module doc).
+    writer_turn: Arc<Mutex<()>>,
+}
+
+/// Where the database lives, parsed from the URL or path given to [`SqliteStore::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    Memory,
+    File(PathBuf),
+}
+
+impl Location {
+    /// Accepts `sqlite:///abs/path.db`, `sqlite://rel.db`, `sqlite:rel.db`, `sqlite::memory:`
+    /// and a plain path.
+    fn parse(url_or_path: &str) -> Result<Self, String> {
+        let url_part = url_or_path
+            .strip_prefix("sqlite://")
+            .or_else(|| url_or_path.strip_prefix("sqlite:"));
+        let path = url_part.unwrap_or(url_or_path);
+        if path == ":memory:" {
+            return Ok(Location::Memory);
+        }
+        if path.is_empty() {
+            return Err(
+                "no database path given; use sqlite:///absolute/path.db or a file path".to_owned(),
+            );
+        }
+        if url_part.is_some() && path.contains('?') {
+            return Err(
+                "URL parameters are not supported (orch sets journal, timeout and foreign keys \
+                        itself); remove the `?...` part"
+                    .to_owned(),
+            );
+        }
+        Ok(Location::File(PathBuf::from(path)))
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) and migrates the database at `url_or_path`.
+    ///
+    /// Refuses a database whose schema is newer than this orch knows, with
+    /// [`StoreError::Open`] saying to upgrade orch.
+    pub async fn open(url_or_path: &str) -> Result<Self> {
+        let open_error = |reason: String| StoreError::Open {
+            url: url_or_path.to_owned(),
+            reason,
+        };
+        let location = Location::parse(url_or_path).map_err(open_error)?;
+        let base = SqliteConnectOptions::new()
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = match &location {
+            Location::File(path) => {
+                let options = base
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal);
+                SqlitePoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .connect_with(options)
+                    .await
+            }
+            // Every connection to `:memory:` is a database of its own, so the pool holds exactly
+            // one connection and never lets it go.
+            Location::Memory => {
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(base.in_memory(true))
+                    .await
+            }
+        }
+        .map_err(|e| open_error(e.to_string()))?;
+        migrate::run(&pool, url_or_path)
+            .await
+            .map_err(|e| match e {
+                StoreError::Open { .. } => e,
+                other => open_error(format!("migrating the schema failed: {other}")),
+            })?;
+        Ok(Self {
+            pool,
+            writer_turn: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The newest schema version this orch can open (and migrates every database up to).
+    pub fn schema_version() -> i64 {
+        migrate::latest_version()
+    }
+
+    /// Closes every connection, waiting for those in use. Later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction that holds SQLite's write lock from its first statement.
+    /// Dropping it without [`WriteTx::commit`] (an error, a cancelled future) rolls back.
+    async fn write(&self) -> Result<WriteTx> {
+        let turn = Arc::clone(&self.writer_turn).lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+}
+
+/// A `BEGIN IMMEDIATE` transaction plus this process's writer turn.
+struct WriteTx {
+    // Declared first so it is dropped (rolled back) before the turn passes to the next writer.
+    tx: Transaction<'static, Sqlite>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn upsert_project(&self, id: &ProjectId, repo_path: &str) -> Result<ProjectRecord> {
+        let sql = format!(
+            "INSERT INTO projects (id, repo_path, next_item_number, created_at) VALUES (?, ?, 1, {})
+             ON CONFLICT (id) DO UPDATE SET repo_path = excluded.repo_path
+             RETURNING {}",
+            now_ms!(),
+            rows::PROJECT_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(repo_path)
+            .fetch_one(&self.pool)
+            .await?;
+        rows::project(&row)
+    }
+
+    async fn get_project(&self, id: &ProjectId) -> Result<Option<ProjectRecord>> {
+        let sql = format!(
+            "SELECT {} FROM projects WHERE id = ?",
+            rows::PROJECT_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::project).transpose()
+    }
+
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
+        let sql = format!("SELECT {} FROM projects ORDER BY id", rows::PROJECT_COLUMNS);
+        rows::all(
+            &sqlx::query(&sql).fetch_all(&self.pool).await?,
+            rows::project,
+        )
+    }
+
+    async fn create_item(
+        &self,
+        project: &ProjectId,
+        prefix: &str,
+        title: &str,
+        body: &str,
+        progress: &ItemProgress,
+        first_run: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<ItemRecord> {
+        let mut w = self.write().await?;
+        let item = items::create(
+            &mut w.tx, project, prefix, title, body, progress, &first_run, &events,
+        )
+        .await?;
+        w.commit().await?;
+        Ok(item)
+    }
+
+    async fn get_item(&self, id: &ItemId) -> Result<Option<ItemRecord>> {
+        items::get(&self.pool, id).await
+    }
+
+    async fn list_items(&self, project: Option<&ProjectId>) -> Result<Vec<ItemRecord>> {
+        // Ids sort by length first so `DEMO-9` comes before `DEMO-10` within one millisecond.
+        let order = "ORDER BY created_at, length(id), id";
+        let found = match project {
+            Some(p) => {
+                let sql = format!(
+                    "SELECT {} FROM work_items WHERE project_id = ? {order}",
+                    rows::ITEM_COLUMNS
+                );
+                sqlx::query(&sql)
+                    .bind(p.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = format!("SELECT {} FROM work_items {order}", rows::ITEM_COLUMNS);
+                sqlx::query(&sql).fetch_all(&self.pool).await?
+            }
+        };
+        rows::all(&found, rows::item)
+    }
+
+    async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>> {
+        let sql = format!("SELECT {} FROM stage_runs WHERE id = ?", rows::RUN_COLUMNS);
+        let row = sqlx::query(&sql)
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::run).transpose()
+    }
+
+    async fn list_runs(&self, item: &ItemId) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {} FROM stage_runs WHERE item_id = ? ORDER BY id",
+            rows::RUN_COLUMNS
+        );
+        rows::all(
+            &sqlx::query(&sql)
+                .bind(item.as_str())
+                .fetch_all(&self.pool)
+                .await?,
+            rows::run,
+        )
+    }
+
+    async fn list_running(&self) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {} FROM stage_runs WHERE state = 'running' ORDER BY id",
+            rows::RUN_COLUMNS
+        );
+        rows::all(&sqlx::query(&sql).fetch_all(&self.pool).await?, rows::run)
+    }
+
+    async fn list_events(&self, item: &ItemId, after: i64) -> Result<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT {} FROM events WHERE item_id = ? AND seq > ? ORDER BY seq",
+            rows::EVENT_COLUMNS
+        );
+        rows::all(
+            &sqlx::query(&sql)
+                .bind(item.as_str())
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?,
+            rows::event,
+        )
+    }
+
+    async fn append_events(&self, item: &ItemId, events: Vec<NewEvent>) -> Result<()> {
+        let mut w = self.write().await?;
+        items::require_item(&mut w.tx, item).await?;
+        items::append_events(&mut w.tx, item, &events).await?;
+        w.commit().await
+    }
+
+    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>> {
+        runs::check_lease_ms(lease_ms)?;
+        let mut w = self.write().await?;
+        let claimed = runs::claim_next(&mut w.tx, owner, lease_ms).await?;
+        w.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn renew_lease(&self, fence: Fence, lease_ms: i64) -> Result<()> {
+        runs::check_lease_ms(lease_ms)?;
+        let mut w = self.write().await?;
+        runs::renew(&mut w.tx, fence, lease_ms).await?;
+        w.commit().await
+    }
+
+    async fn expire_lease(&self, fence: Fence) -> Result<()> {
+        let mut w = self.write().await?;
+        runs::expire(&mut w.tx, fence).await?;
+        w.commit().await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        fence: Fence,
+        checkpoint: Value,
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        let mut w = self.write().await?;
+        runs::save_checkpoint(&mut w.tx, fence, &checkpoint, &events).await?;
+        w.commit().await
+    }
+
+    async fn finish_run(&self, fence: Fence, finish: FinishRun) -> Result<()> {
+        let mut w = self.write().await?;
+        runs::finish(&mut w.tx, fence, &finish).await?;
+        w.commit().await
+    }
+
+    async fn change_item(&self, item: &ItemId, change: ItemChange) -> Result<()> {
+        let mut w = self.write().await?;
+        items::change(&mut w.tx, item, &change).await?;
+        w.commit().await
+    }
+
+    async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool> {
+        let sql = concat!(
+            "INSERT INTO inbox (source, delivery_id, received_at, body) VALUES (?, ?, ",
+            now_ms!(),
+            ", ?) ON CONFLICT (source, delivery_id) DO NOTHING"
+        );
+        let done = sqlx::query(sql)
+            .bind(source)
+            .bind(delivery_id)
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Location;
+
+    #[test]
+    fn locations() {
+        let file = |p: &str| Ok(Location::File(p.into()));
+        assert_eq!(
+            Location::parse("sqlite:///abs/path.db"),
+            file("/abs/path.db")
+        );
+        assert_eq!(Location::parse("sqlite://rel.db"), file("rel.db"));
+        assert_eq!(Location::parse("sqlite:rel.db"), file("rel.db"));
+        assert_eq!(Location::parse("/plain/orch.db"), file("/plain/orch.db"));
+        assert_eq!(Location::parse("orch.db"), file("orch.db"));
+        assert_eq!(Location::parse("sqlite::memory:"), Ok(Location::Memory));
+        assert_eq!(Location::parse(":memory:"), Ok(Location::Memory));
+        for bad in ["", "sqlite://", "sqlite:", "sqlite://orch.db?mode=rwc"] {
+            assert!(Location::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}
