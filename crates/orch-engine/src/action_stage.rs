@@ -1,0 +1,139 @@
+//! Action stages: orch itself deploys. deploy-staging builds once from the item's worktree at its
+//! SHA and validates staging; deploy promotes that exact build to prod. orch writes the stage's
+//! log artifact from the measured outcome, and the gates read it like any other artifact.
+
+use std::sync::Arc;
+
+use orch_core::gate::{self, GateInput, VerdictClass};
+use orch_core::pipeline::{Action, Stage};
+use orch_core::staging::StagingVerdict;
+use orch_store::{ItemRecord, NewEvent, RunRecord, RunState};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::execute::{fingerprint, Measured, StageError};
+use crate::project::{artifact_dir, branch, Project};
+use crate::{events, Engine, EngineError};
+
+impl Engine {
+    pub(crate) async fn run_action_stage(
+        self: &Arc<Self>,
+        project: &Arc<Project>,
+        item: &ItemRecord,
+        run: &RunRecord,
+        stage: &Stage,
+        action: Action,
+        cancel: &CancellationToken,
+    ) -> Result<Measured, StageError> {
+        let Some(deployer) = project.deployer.clone() else {
+            return Err(StageError::Engine(EngineError::Config {
+                file: crate::project::files::DEPLOY.to_owned(),
+                message: "is missing; deploy stages need it".to_owned(),
+            }));
+        };
+        let _one_deploy_at_a_time = project.deploy_lock.lock().await;
+        let repo = orch_git::Repo::open(&project.settings.repo).await?;
+        let wt = project.worktree(&item.id);
+        let default = repo.default_branch().await?;
+        repo.ensure_worktree(&wt, &branch(&item.id), &default).await?;
+        let head = repo.head(&wt).await?;
+        // Leftovers of a crashed execution are not part of what is validated.
+        repo.reset_to(&wt, &head).await?;
+        let dir = artifact_dir(&item.id);
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut evs = Vec::new();
+        let mut block = None;
+        let (text, facts) = match action {
+            Action::DeployStaging => {
+                self.crashpoint("during-deploy");
+                let report = deployer.deploy_staging(&wt, &head, self.settings.staging_tolerance, cancel).await;
+                for check in &report.checks {
+                    for m in &check.measurements {
+                        evs.push(NewEvent::for_run(events::CHECK_MEASURED, run.id, json!({
+                            "check": m.check_id, "try": m.try_no, "ok": m.ok, "measured": m.measured,
+                            "detail": m.detail, "elapsed_ms": m.elapsed_ms,
+                        })));
+                    }
+                }
+                evs.push(NewEvent::for_run(events::DEPLOY_STAGING, run.id, json!({
+                    "sha": head, "base_url": report.base_url, "verdict": report.verdict.verdict_line(),
+                    "waived": report.waived(), "lines": report.lines, "error": report.error,
+                })));
+                if let StagingVerdict::Failed { infra_only: true, reasons } = &report.verdict {
+                    // The sandbox is broken, not the change: stop without blaming the developer.
+                    block = Some(format!("staging failed only on INFRA checks in strict mode: {}", reasons.join("; ")));
+                }
+                let digest = report.build.as_ref().map(|b| b.digest.clone());
+                (report.log_markdown(&now), json!({ "sha": head, "digest": digest }))
+            }
+            Action::Deploy => {
+                let Some(sha) = self.validated_sha(item).await? else {
+                    return Ok(Measured::internal_error(
+                        orch_core::pipeline::GateKind::Action,
+                        &"no deploy-staging run of this item passed; nothing is validated to promote",
+                    ));
+                };
+                self.crashpoint("during-deploy");
+                let report = deployer.promote(&sha, cancel).await;
+                evs.push(NewEvent::for_run(events::DEPLOY_PROD, run.id, json!({
+                    "sha": sha, "success": report.is_success(), "restored": report.restored,
+                    "frozen": report.frozen, "lines": report.lines,
+                })));
+                (report.log_markdown(&now), json!({ "sha": sha, "digest": report.digest }))
+            }
+        };
+        if cancel.is_cancelled() {
+            return Err(StageError::Abandoned);
+        }
+        let file = stage.artifact.clone().unwrap_or_default();
+        let path = wt.join(&dir).join(&file);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| io_err(&path, e))?;
+        }
+        tokio::fs::write(&path, &text).await.map_err(|e| io_err(&path, e))?;
+        let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
+        match repo.commit_all(&wt, &message).await? {
+            Some(sha) => evs.push(NewEvent::for_run(events::COMMITTED, run.id, json!({ "sha": sha }))),
+            // Expected on an action stage (contract 9): logged, not counted as under-delivery.
+            None => evs.push(NewEvent::for_run(events::NO_CHANGES, run.id, json!({ "expected": true }))),
+        }
+        let written = tokio::fs::read_to_string(&path).await.ok();
+        let changes = vec![format!("{dir}{file}")];
+        let input = GateInput {
+            artifact: written.as_deref(),
+            agent_exit: None,
+            stage_changes: &changes,
+            branch_changes: &changes,
+            write_allowlist: None,
+            commands: &[],
+            artifact_dir: &dir,
+        };
+        let mut verdict = gate::evaluate(stage, &input);
+        if let (Some(reason), false) = (block, verdict.is_pass()) {
+            verdict.class = VerdictClass::Block(reason);
+        }
+        let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &head);
+        Ok(Measured { verdict, fingerprint: print, usage: None, facts, events: evs })
+    }
+
+    /// The SHA the item's latest passed deploy-staging run built and validated.
+    async fn validated_sha(&self, item: &ItemRecord) -> Result<Option<String>, EngineError> {
+        let project = self.project(&item.project)?;
+        let runs = self.store.list_runs(&item.id).await?;
+        Ok(runs
+            .iter()
+            .rev()
+            .filter(|r| r.state == RunState::Passed)
+            .filter(|r| {
+                project
+                    .pipeline
+                    .stage(&r.stage)
+                    .is_some_and(|s| s.kind == orch_core::pipeline::StageKind::Action { action: Action::DeployStaging })
+            })
+            .find_map(|r| r.verdict.as_ref()?.get("sha")?.as_str().map(str::to_owned)))
+    }
+}
+
+fn io_err(path: &std::path::Path, e: std::io::Error) -> StageError {
+    StageError::Engine(EngineError::Config { file: path.display().to_string(), message: format!("cannot write: {e}") })
+}

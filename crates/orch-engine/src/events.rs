@@ -1,0 +1,25 @@
+//! The kinds of events the engine appends. The event log is the history of an item; these names
+//! are a storage format that readers (CLI, dashboard, tests) rely on.
+
+pub const ITEM_CREATED: &str = "item.created";
+pub const STAGE_ENTERED: &str = "stage.entered";
+pub const RUN_CLAIMED: &str = "run.claimed";
+pub const RUN_STARTED: &str = "run.started";
+pub const AGENT_FINISHED: &str = "agent.finished";
+pub const GATE_VERDICT: &str = "gate.verdict";
+pub const STAGE_PASSED: &str = "stage.passed";
+pub const STAGE_FAILED: &str = "stage.failed";
+pub const COMMITTED: &str = "git.committed";
+pub const NO_CHANGES: &str = "git.no-changes";
+pub const DISCARDED: &str = "git.discarded";
+pub const CHECK_MEASURED: &str = "check.measured";
+pub const DEPLOY_STAGING: &str = "deploy.staging";
+pub const DEPLOY_PROD: &str = "deploy.prod";
+pub const APPROVAL_REQUESTED: &str = "approval.requested";
+pub const APPROVED: &str = "approval.granted";
+pub const NEEDS_INFO: &str = "item.needs-info";
+pub const BLOCKED: &str = "item.blocked";
+pub const RETRIED: &str = "item.retried";
+pub const STOPPED: &str = "item.stopped";
+pub const MERGED: &str = "item.merged";
+pub const DONE: &str = "item.done";

@@ -1,0 +1,245 @@
+//! Executing one claimed stage run: keep its lease alive, run the agent or the action, measure,
+//! ask the core for the verdict and the transition, and record them in one fenced write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_core::gate::{GateVerdict, VerdictClass};
+use orch_core::pipeline::{GateKind, Stage, StageKind};
+use orch_core::transition::{self, Outcome};
+use orch_store::{FinishRun, ItemRecord, NewEvent, RunRecord, RunState, StoreError};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::project::Project;
+use crate::{events, record, Engine, EngineError};
+
+/// What a stage's execution measured, ready for the decision.
+pub(crate) struct Measured {
+    pub verdict: GateVerdict,
+    /// Identifies a failure, so an identical repeat stops the item.
+    pub fingerprint: String,
+    pub usage: Option<Value>,
+    /// Facts kept on the run's verdict record (such as the SHA a staging deploy validated).
+    pub facts: Value,
+    pub events: Vec<NewEvent>,
+}
+
+impl Measured {
+    /// An internal error while deciding is FAILED, never SUCCESS (fail-closed).
+    pub(crate) fn internal_error(gate: GateKind, error: &dyn std::fmt::Display) -> Self {
+        let reason = format!("internal error: {error}");
+        Self {
+            fingerprint: format!("internal|{reason}"),
+            verdict: GateVerdict::failed(gate, reason),
+            usage: None,
+            facts: Value::Null,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// The run was stopped or its lease lost while executing: record nothing.
+pub(crate) struct Abandoned;
+
+impl Engine {
+    pub(crate) async fn execute(self: Arc<Self>, run: RunRecord, cancel: CancellationToken) -> Result<(), EngineError> {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(run.id, cancel.clone());
+        }
+        let result = self.execute_inner(&run, &cancel).await;
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&run.id);
+        }
+        cancel.cancel();
+        result
+    }
+
+    async fn execute_inner(self: &Arc<Self>, run: &RunRecord, cancel: &CancellationToken) -> Result<(), EngineError> {
+        let project = Arc::clone(self.project(&run.project)?);
+        let item = self.store.get_item(&run.item).await?.ok_or_else(|| EngineError::UnknownItem(run.item.to_string()))?;
+        let renewal = self.keep_lease(run, cancel.clone());
+        self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "started");
+
+        let measured = match project.pipeline.stage(&run.stage) {
+            None => Ok(Measured::internal_error(
+                GateKind::Verdict,
+                &format!("stage `{}` is no longer in the pipeline", run.stage),
+            )),
+            Some(stage) => self.measure(&project, &item, run, stage, cancel).await,
+        };
+        renewal.abort();
+        let measured = match measured {
+            Ok(m) => m,
+            Err(Abandoned) => {
+                self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "stopped");
+                return Ok(());
+            }
+        };
+        if cancel.is_cancelled() {
+            // STOP or a lost lease: the fenced write below would be refused anyway.
+            return Ok(());
+        }
+        self.crashpoint("before-transition");
+        self.record_verdict(&project, &item, run, measured).await
+    }
+
+    async fn measure(
+        self: &Arc<Self>,
+        project: &Arc<Project>,
+        item: &ItemRecord,
+        run: &RunRecord,
+        stage: &Stage,
+        cancel: &CancellationToken,
+    ) -> Result<Measured, Abandoned> {
+        let result = match &stage.kind {
+            StageKind::Agent { role } => self.run_agent_stage(project, item, run, stage, role, cancel).await,
+            StageKind::Action { action } => self.run_action_stage(project, item, run, stage, *action, cancel).await,
+            StageKind::Approval => Ok(Measured::internal_error(GateKind::Verdict, &"an approval stage was claimed as a run")),
+        };
+        match result {
+            Ok(m) => Ok(m),
+            Err(StageError::Abandoned) => Err(Abandoned),
+            Err(StageError::Engine(e)) => Ok(Measured::internal_error(GateKind::Verdict, &e)),
+        }
+    }
+
+    /// Renews the run's lease every third of its length; on loss, cancels the run.
+    fn keep_lease(&self, run: &RunRecord, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(&self.store);
+        let fence = run.fence();
+        let lease = self.settings.lease;
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        tokio::spawn(async move {
+            let period = (lease / 3).max(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(period) => {}
+                }
+                match store.renew_lease(fence, lease_ms).await {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. }) => {
+                        cancel.cancel();
+                        return;
+                    }
+                    // A transient store error: try again next period; the lease has slack.
+                    Err(e) => tracing::warn!("lease renewal of run {} failed: {e}", fence.run_id),
+                }
+            }
+        })
+    }
+
+    async fn record_verdict(&self, project: &Project, item: &ItemRecord, run: &RunRecord, m: Measured) -> Result<(), EngineError> {
+        let verdict_json = verdict_json(&m.verdict, &m.facts);
+        let passed = m.verdict.is_pass();
+        let class = class_name(&m.verdict.class);
+        let reasons = m.verdict.reasons();
+        let outcome = Outcome::Verdict { verdict: m.verdict, fingerprint: m.fingerprint };
+        let decision = match transition::decide(&project.pipeline, &item.progress, outcome) {
+            Ok(d) => d,
+            // The item moved on without us (stopped, say): nothing to record.
+            Err(e) => {
+                tracing::info!("{}: verdict of {} not recorded: {e}", item.id, run.stage);
+                return Ok(());
+            }
+        };
+        let planned = record::plan(&project.pipeline, &decision);
+        let mut evs = m.events;
+        evs.push(NewEvent::for_run(events::GATE_VERDICT, run.id, verdict_json.clone()));
+        evs.push(NewEvent::for_run(
+            if passed { events::STAGE_PASSED } else { events::STAGE_FAILED },
+            run.id,
+            json!({ "stage": run.stage.as_str(), "attempt": run.attempt, "class": class }),
+        ));
+        evs.extend(planned.events);
+        let finish = FinishRun {
+            state: if passed { RunState::Passed } else { RunState::Failed },
+            verdict: verdict_json,
+            usage: m.usage,
+            progress: decision.progress.clone(),
+            blocked_reason: planned.blocked_reason.clone(),
+            next_run: planned.next_run,
+            events: evs,
+        };
+        match self.store.finish_run(run.fence(), finish).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let mut what = if passed { "PASS".to_owned() } else { format!("{}: {}", class.to_uppercase(), reasons.join("; ")) };
+        if let Some(reason) = planned.blocked_reason {
+            what = format!("{what} -> BLOCKED: {reason}");
+        }
+        self.report(item.id.as_str(), run.stage.as_str(), run.attempt, what);
+        Ok(())
+    }
+}
+
+/// Why a stage could not be measured.
+pub(crate) enum StageError {
+    /// Stopped or lease lost: record nothing.
+    Abandoned,
+    /// An error of orch or its adapters: FAILED with the reason.
+    Engine(EngineError),
+}
+
+impl From<EngineError> for StageError {
+    fn from(e: EngineError) -> Self {
+        StageError::Engine(e)
+    }
+}
+
+impl From<orch_git::GitError> for StageError {
+    fn from(e: orch_git::GitError) -> Self {
+        StageError::Engine(e.into())
+    }
+}
+
+impl From<StoreError> for StageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LeaseLost { .. } => StageError::Abandoned,
+            other => StageError::Engine(other.into()),
+        }
+    }
+}
+
+pub(crate) fn class_name(class: &VerdictClass) -> &'static str {
+    match class {
+        VerdictClass::Pass => "pass",
+        VerdictClass::Fail => "fail",
+        VerdictClass::NeedsInfo => "needs-info",
+        VerdictClass::Block(_) => "block",
+    }
+}
+
+fn verdict_json(v: &GateVerdict, facts: &Value) -> Value {
+    let mut out = json!({
+        "class": class_name(&v.class),
+        "value": v.value,
+        "reasons": v.reasons(),
+        "gates": v.failures.iter().map(|f| f.gate.name()).collect::<Vec<_>>(),
+    });
+    if let VerdictClass::Block(reason) = &v.class {
+        out["block_reason"] = json!(reason);
+    }
+    if let (Some(o), Value::Object(f)) = (out.as_object_mut(), facts) {
+        for (k, val) in f {
+            o.insert(k.clone(), val.clone());
+        }
+    }
+    out
+}
+
+/// A stable fingerprint of a failure: FNV-1a over the stage, the reasons and the tree digest.
+pub(crate) fn fingerprint(stage: &str, reasons: &[String], digest: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in std::iter::once(stage).chain(reasons.iter().map(String::as_str)).chain(std::iter::once(digest)) {
+        for b in part.bytes().chain(std::iter::once(0u8)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}

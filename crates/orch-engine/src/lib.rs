@@ -1,0 +1,231 @@
+//! orch-engine: the runtime that moves work items through their pipelines.
+//!
+//! It claims runnable stage runs from the store, runs the agent or the action of each, measures
+//! what happened (exit codes, diffs, artifacts, command gates), asks `orch-core` for the verdict
+//! and the transition, and records both with their events in one fenced write.
+//!
+//! Invariants:
+//! - Only this crate sequences effects; the adapters (store, git, agents, deployers) each do one
+//!   thing and know nothing of the pipeline.
+//! - No verdict comes from an agent's word: the engine passes only measured facts to the gates.
+//! - Every write about a run carries its lease epoch; a worker that lost its lease changes nothing.
+//! - A stage's result is recorded at most once (the fenced `finish_run`), however often a crash
+//!   makes its execution start again.
+
+mod action_stage;
+mod agent_stage;
+mod commands;
+pub mod events;
+mod execute;
+mod merge;
+pub mod project;
+mod reaper;
+mod record;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orch_core::ProjectId;
+use orch_store::Store;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+pub use commands::ApproveEvidence;
+pub use project::{Project, ProjectSettings};
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// A project's configuration is wrong; `file` names where.
+    #[error("{file}: {message}")]
+    Config { file: String, message: String },
+    #[error("unknown project `{0}`; projects are listed in orch.toml")]
+    UnknownProject(String),
+    #[error("no work item `{0}`")]
+    UnknownItem(String),
+    /// A person's command does not fit the item's state.
+    #[error("{item}: {message}")]
+    Refused { item: String, message: String },
+    #[error(transparent)]
+    Store(#[from] orch_store::StoreError),
+    #[error("git: {0}")]
+    Git(#[from] orch_git::GitError),
+}
+
+/// Tuning of the engine; the binary fills it from configuration and environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Who holds leases: `host:pid:nonce`, unique per engine process.
+    pub owner: String,
+    pub lease: Duration,
+    pub max_parallel: usize,
+    /// Staging infra tolerance (contract 4); `false` makes INFRA failures FAILED.
+    pub staging_tolerance: bool,
+    /// Test hook: the name of a point at which the process kills itself with SIGKILL.
+    pub crashpoint: Option<String>,
+}
+
+impl Settings {
+    pub fn new(owner: String) -> Self {
+        Self { owner, lease: Duration::from_secs(30), max_parallel: 4, staging_tolerance: true, crashpoint: None }
+    }
+}
+
+/// A line of progress for people: what just happened to which item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub item: String,
+    pub stage: String,
+    pub attempt: u32,
+    pub what: String,
+}
+
+/// Receives progress; the CLI prints it, the server streams it.
+pub trait Reporter: Send + Sync {
+    fn report(&self, progress: Progress);
+}
+
+/// A reporter that drops everything.
+#[derive(Debug)]
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn report(&self, _progress: Progress) {}
+}
+
+/// The runtime: a store, the projects it serves, and its settings.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    projects: BTreeMap<ProjectId, Arc<Project>>,
+    settings: Settings,
+    reporter: Arc<dyn Reporter>,
+    /// Cancellation of the runs this process executes, by run id, so STOP reaches them at once.
+    running: Mutex<BTreeMap<i64, CancellationToken>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("projects", &self.projects.keys()).field("settings", &self.settings).finish()
+    }
+}
+
+/// What one call of [`Engine::run_until_idle`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub runs: u32,
+    pub merged: u32,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, projects: Vec<Project>, settings: Settings, reporter: Arc<dyn Reporter>) -> Self {
+        let projects = projects.into_iter().map(|p| (p.id().clone(), Arc::new(p))).collect();
+        Self { store, projects, settings, reporter, running: Mutex::new(BTreeMap::new()) }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn project(&self, id: &ProjectId) -> Result<&Arc<Project>, EngineError> {
+        self.projects.get(id).ok_or_else(|| EngineError::UnknownProject(id.to_string()))
+    }
+
+    pub fn projects(&self) -> impl Iterator<Item = &Arc<Project>> {
+        self.projects.values()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Registers every project in the store (idempotent).
+    pub async fn register_projects(&self) -> Result<(), EngineError> {
+        for p in self.projects.values() {
+            self.store.upsert_project(p.id(), &p.settings.repo.display().to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs stage runs until none is claimable and no merge is pending: items then wait for a
+    /// person (approval, needs-info, blocked) or are finished. Up to `max_parallel` at once.
+    pub async fn run_until_idle(self: &Arc<Self>, cancel: &CancellationToken) -> Result<RunSummary, EngineError> {
+        let mut summary = RunSummary::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            self.reap_dead_owners().await?;
+            summary.merged += self.finish_merges().await?;
+            let mut claimed_any = false;
+            while tasks.len() < self.settings.max_parallel.max(1) {
+                let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+                let Some(run) = self.store.claim_next_run(&self.settings.owner, lease_ms).await? else {
+                    break;
+                };
+                claimed_any = true;
+                summary.runs += 1;
+                let engine = Arc::clone(self);
+                let cancel = cancel.child_token();
+                tasks.spawn(async move { engine.execute(run, cancel).await });
+            }
+            match tasks.join_next().await {
+                Some(joined) => {
+                    match joined {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!("a run ended with an error: {e}"),
+                        Err(e) => tracing::error!("a run task failed: {e}"),
+                    }
+                }
+                None if !claimed_any => {
+                    // Nothing running and nothing claimable: one last look for merges, then idle.
+                    summary.merged += self.finish_merges().await?;
+                    if self.has_claimable_work().await? {
+                        continue;
+                    }
+                    break;
+                }
+                None => {}
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Err(e)) = joined {
+                tracing::warn!("a run ended with an error: {e}");
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn has_claimable_work(&self) -> Result<bool, EngineError> {
+        let items = self.store.list_items(None).await?;
+        Ok(items.iter().any(|i| {
+            matches!(
+                i.progress.status,
+                orch_core::transition::ItemStatus::Queued | orch_core::transition::ItemStatus::Merging
+            )
+        }))
+    }
+
+    fn report(&self, item: &str, stage: &str, attempt: u32, what: impl Into<String>) {
+        self.reporter.report(Progress { item: item.to_owned(), stage: stage.to_owned(), attempt, what: what.into() });
+    }
+
+    /// Test hook: dies here with SIGKILL if the settings name this point.
+    fn crashpoint(&self, name: &str) {
+        if self.settings.crashpoint.as_deref() == Some(name) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+            // SIGKILL cannot be caught; wait for it to land.
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A lease owner name for this process: `host:pid:nonce`.
+pub fn owner_name() -> String {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}:{}:{nonce:08x}", std::process::id())
+}

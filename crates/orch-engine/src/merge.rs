@@ -1,0 +1,57 @@
+//! The end of the pipeline: merge the item's branch into the default branch (idempotent, so a
+//! crash in the middle is finished by the next pass), record done, remove the worktree.
+
+use orch_core::transition::{self, ItemStatus, Outcome};
+use orch_store::{ItemChange, NewEvent, StoreError};
+use serde_json::json;
+
+use crate::project::branch;
+use crate::{events, Engine, EngineError};
+
+impl Engine {
+    /// Merges every item waiting in `merging`; returns how many were finished.
+    pub(crate) async fn finish_merges(&self) -> Result<u32, EngineError> {
+        let mut done = 0;
+        for item in self.store.list_items(None).await? {
+            if item.progress.status != ItemStatus::Merging {
+                continue;
+            }
+            let Ok(project) = self.project(&item.project) else { continue };
+            let repo = orch_git::Repo::open(&project.settings.repo).await?;
+            let message = format!("Merge {}: {}", item.id, item.title);
+            let merged = match repo.merge_into_default(&branch(&item.id), &message).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // A conflict or a dirty checkout needs a person; the item keeps its place.
+                    tracing::warn!("{}: merge failed: {e}", item.id);
+                    self.report(item.id.as_str(), "merge", 1, format!("merge failed: {e}"));
+                    continue;
+                }
+            };
+            self.crashpoint("after-merge");
+            let decision = transition::decide(&project.pipeline, &item.progress, Outcome::Merged)
+                .map_err(|e| EngineError::Refused { item: item.id.to_string(), message: e.to_string() })?;
+            let change = ItemChange {
+                expected: vec![ItemStatus::Merging],
+                progress: decision.progress,
+                blocked_reason: None,
+                end_active_run: None,
+                next_run: None,
+                events: vec![
+                    NewEvent::new(events::MERGED, json!({ "branch": branch(&item.id), "outcome": format!("{merged:?}") })),
+                    NewEvent::new(events::DONE, json!({})),
+                ],
+            };
+            match self.store.change_item(&item.id, change).await {
+                Ok(()) => {}
+                // Another engine finished it first.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let _ = repo.remove_worktree(&project.worktree(&item.id)).await;
+            self.report(item.id.as_str(), "merge", 1, "merged; done");
+            done += 1;
+        }
+        Ok(done)
+    }
+}

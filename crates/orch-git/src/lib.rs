@@ -1,0 +1,77 @@
+//! The git CLI wrapper of orch: a project's repository, its per-item worktrees and branches,
+//! commits, snapshots and diffs of work trees, and the final merge into the default branch.
+//!
+//! orch changes git **only through the `git` program**, never through a library. The CLI is the
+//! reference implementation: it honours the user's configuration and hooks, and worktrees, ref
+//! locking and merges behave exactly as people who look at the repository with `git` expect.
+//! Every call runs with `LC_ALL=C` (stable messages), no terminal prompt, no pager, and the
+//! repository-selecting variables (`GIT_DIR`, `GIT_INDEX_FILE`...) removed, so that an orch
+//! started from inside a git hook cannot act on the wrong repository.
+//!
+//! Commits orch makes are always attributed to `orch <orch@localhost>` through
+//! `GIT_AUTHOR_*`/`GIT_COMMITTER_*`: the history then says plainly which commits no person
+//! typed, and it works on a machine with no identity configured. They are never signed
+//! (`commit.gpgSign=false`), because a signing prompt would hang an unattended run.
+//!
+//! This crate must never read or write the object store or refs behind git's back, never pass
+//! a caller's ref name where git could read it as an option, and never touch a work tree's real
+//! index to measure it (snapshots use a private index).
+
+mod command;
+mod merge;
+mod repo;
+mod snapshot;
+mod worktree;
+
+use std::path::PathBuf;
+
+pub use merge::MergeOutcome;
+pub use repo::Repo;
+
+pub type Result<T, E = GitError> = std::result::Result<T, E>;
+
+/// Why a git operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("could not run `git`: {0}; is git installed and on PATH?")]
+    Spawn(#[source] std::io::Error),
+    #[error("`git {}` failed ({}): {stderr}", args.join(" "), code.map_or("killed by a signal".to_owned(), |c| format!("exit code {c}")))]
+    Command {
+        args: Vec<String>,
+        code: Option<i32>,
+        stderr: String,
+    },
+    #[error("{} is not the root of a git repository ({reason}); point orch at the repository's top-level directory, or run `git init` there", path.display())]
+    NotARepo { path: PathBuf, reason: String },
+    #[error("HEAD of {} is detached, so it names no default branch; check the default branch out (`git switch main`) or configure it", path.display())]
+    DetachedHead { path: PathBuf },
+    #[error("branch `{0}` does not exist")]
+    UnknownBranch(String),
+    #[error("{} is already a worktree {found}, not of branch `{wanted}`; remove it or choose another path", path.display())]
+    WorktreeMismatch {
+        path: PathBuf,
+        wanted: String,
+        found: String,
+    },
+    #[error("the work tree {} has uncommitted changes to tracked files ({}); commit or stash them, then merge again", path.display(), paths.join(", "))]
+    Dirty { path: PathBuf, paths: Vec<String> },
+    #[error("merging `{branch}` into `{into}` conflicts in {}; resolve it on the branch (merge `{into}` into it), then merge again", paths.join(", "))]
+    Conflict {
+        branch: String,
+        into: String,
+        paths: Vec<String>,
+    },
+    #[error("`{branch}` was moved by someone else during the merge; run the merge again")]
+    ConcurrentUpdate { branch: String },
+    #[error("refusing {what} `{value}`: {reason}")]
+    InvalidArgument {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,222 @@
+//! [`Repo`]: a project's main repository, its branches and commits.
+
+use std::path::{Path, PathBuf};
+
+use crate::command::{Git, check_ref};
+use crate::{GitError, Result};
+
+/// A project's main repository: a work tree root or a bare repository.
+///
+/// Worktree arguments of its methods are directories of this repository's work trees (the main
+/// one or one made by [`Repo::ensure_worktree`]); git runs there.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub(crate) path: PathBuf,
+    bare: bool,
+    /// Set when the default branch is not simply what HEAD of the main repository points at.
+    default_branch: Option<String>,
+}
+
+impl Repo {
+    /// Creates a repository at `path` (and the directory) whose first branch is `default_branch`.
+    pub async fn init(path: &Path, default_branch: &str) -> Result<Self> {
+        check_ref("branch", default_branch)?;
+        tokio::fs::create_dir_all(path)
+            .await
+            .map_err(|source| GitError::Io {
+                action: format!("creating {}", path.display()),
+                source,
+            })?;
+        Git::new(path)
+            .args(["init", "-q", "-b", default_branch, "."])
+            .run()
+            .await?;
+        Self::open(path).await
+    }
+
+    /// Opens the repository whose top-level directory (or bare repository directory) is `path`.
+    /// A subdirectory or a linked worktree is refused: orch needs the main repository.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let not_a_repo = |reason: &str| GitError::NotARepo {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let root = path
+            .canonicalize()
+            .map_err(|e| not_a_repo(&e.to_string()))?;
+        let output = Git::new(&root)
+            .args([
+                "rev-parse",
+                "--is-bare-repository",
+                "--path-format=absolute",
+                "--git-dir",
+                "--git-common-dir",
+            ])
+            .output()
+            .await?;
+        if !output.status.success() {
+            return Err(not_a_repo("git does not find a repository there"));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut lines = text.lines();
+        let (Some(bare), Some(git_dir), Some(common_dir)) =
+            (lines.next(), lines.next(), lines.next())
+        else {
+            return Err(not_a_repo("git rev-parse printed less than expected"));
+        };
+        if git_dir != common_dir {
+            return Err(not_a_repo("it is a linked worktree"));
+        }
+        let bare = bare == "true";
+        let top = if bare {
+            PathBuf::from(git_dir)
+        } else {
+            PathBuf::from(
+                Git::new(&root)
+                    .args(["rev-parse", "--show-toplevel"])
+                    .run_line()
+                    .await?,
+            )
+        };
+        if top.canonicalize().ok().as_deref() != Some(root.as_path()) {
+            return Err(not_a_repo(&format!(
+                "the repository's root is {}",
+                top.display()
+            )));
+        }
+        Ok(Self {
+            path: root,
+            bare,
+            default_branch: None,
+        })
+    }
+
+    /// Names the default branch instead of taking HEAD of the main repository.
+    pub fn with_default_branch(mut self, branch: &str) -> Result<Self> {
+        self.default_branch = Some(check_ref("branch", branch)?.to_owned());
+        Ok(self)
+    }
+
+    /// The repository's directory (canonical).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_bare(&self) -> bool {
+        self.bare
+    }
+
+    /// The branch items are merged into: as configured, else the one HEAD of the main
+    /// repository points at (`main` typically).
+    pub async fn default_branch(&self) -> Result<String> {
+        if let Some(branch) = &self.default_branch {
+            return Ok(branch.clone());
+        }
+        let output = Git::new(&self.path)
+            .args(["symbolic-ref", "--short", "-q", "HEAD"])
+            .output()
+            .await?;
+        match output.status.code() {
+            Some(0) => Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned()),
+            Some(1) => Err(GitError::DetachedHead {
+                path: self.path.clone(),
+            }),
+            _ => Err(Git::new(&self.path)
+                .args(["symbolic-ref", "--short", "-q", "HEAD"])
+                .failure(&output)),
+        }
+    }
+
+    /// The full SHA of the commit checked out in `worktree`.
+    pub async fn head(&self, worktree: &Path) -> Result<String> {
+        Git::new(worktree)
+            .args(["rev-parse", "--verify", "HEAD"])
+            .run_line()
+            .await
+    }
+
+    /// The full SHA `rev` names, or `None` when it names nothing.
+    pub async fn rev_parse(&self, rev: &str) -> Result<Option<String>> {
+        check_ref("revision", rev)?;
+        let git = Git::new(&self.path).args(["rev-parse", "--verify", "-q", rev]);
+        let output = git.output().await?;
+        match output.status.code() {
+            Some(0) => Ok(Some(
+                String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            )),
+            Some(1) => Ok(None),
+            _ => Err(git.failure(&output)),
+        }
+    }
+
+    /// Whether `ancestor` is reachable from `descendant` (a commit is its own ancestor).
+    pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
+        check_ref("revision", ancestor)?;
+        check_ref("revision", descendant)?;
+        let git = Git::new(&self.path).args(["merge-base", "--is-ancestor", ancestor, descendant]);
+        let output = git.output().await?;
+        match output.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(git.failure(&output)),
+        }
+    }
+
+    /// The best common ancestor of `a` and `b`: where a branch forked from the default branch.
+    pub async fn merge_base(&self, a: &str, b: &str) -> Result<String> {
+        check_ref("revision", a)?;
+        check_ref("revision", b)?;
+        Git::new(&self.path).args(["merge-base", a, b]).run_line().await
+    }
+
+    /// Deletes `branch`, merged or not; a branch that does not exist is already deleted.
+    pub async fn delete_branch(&self, branch: &str) -> Result<()> {
+        check_ref("branch", branch)?;
+        if self.branch_sha(branch).await?.is_some() {
+            Git::new(&self.path)
+                .args(["branch", "-q", "-D", branch])
+                .run()
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stages everything in `worktree` (`git add -A`) and commits it with `message`. Returns
+    /// the new commit's SHA, or `None` when there was nothing to commit, which is a normal
+    /// outcome. The repository's hooks run as for any commit.
+    pub async fn commit_all(&self, worktree: &Path, message: &str) -> Result<Option<String>> {
+        Git::new(worktree).args(["add", "-A"]).run().await?;
+        let staged = Git::new(worktree).args(["diff", "--cached", "--quiet"]);
+        let output = staged.output().await?;
+        match output.status.code() {
+            Some(0) => return Ok(None),
+            Some(1) => {}
+            _ => return Err(staged.failure(&output)),
+        }
+        Git::committing(worktree)
+            .args(["commit", "-q", "-m", message])
+            .run()
+            .await?;
+        self.head(worktree).await.map(Some)
+    }
+
+    /// Makes `worktree` exactly `commit`: tracked files reset, untracked files removed. Ignored
+    /// files (build directories such as `target/`) stay, so the next build is incremental.
+    pub async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<()> {
+        check_ref("commit", commit)?;
+        Git::new(worktree)
+            .args(["reset", "-q", "--hard", commit])
+            .run()
+            .await?;
+        Git::new(worktree)
+            .args(["clean", "-q", "-f", "-d"])
+            .run()
+            .await?;
+        Ok(())
+    }
+
+    /// The SHA of `refs/heads/<branch>`, or `None` when there is no such branch.
+    pub(crate) async fn branch_sha(&self, branch: &str) -> Result<Option<String>> {
+        self.rev_parse(&format!("refs/heads/{branch}")).await
+    }
+}

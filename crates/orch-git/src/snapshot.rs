@@ -1,0 +1,127 @@
+//! What a work tree holds right now, measured without touching its real index.
+//!
+//! Each measurement copies the work tree's index into a temporary file (keeping its stat cache,
+//! so unchanged files are not hashed again), stages everything into that copy with
+//! `GIT_INDEX_FILE` set, and writes its tree. The agent working in the tree, and `git status`,
+//! see no difference.
+
+use std::path::{Path, PathBuf};
+
+use crate::command::{Git, check_ref, nul_fields};
+use crate::{GitError, Repo, Result};
+
+impl Repo {
+    /// The tree id of `worktree`'s current files: tracked ones as they are on disk, and
+    /// untracked ones that are not ignored. Equal states give equal ids.
+    pub async fn tree_digest(&self, worktree: &Path) -> Result<String> {
+        snapshot_tree(worktree).await
+    }
+
+    /// Every path that differs between `base` and `worktree`'s current files, committed or not,
+    /// staged or not, untracked (not ignored) included; relative to the root, sorted, once each.
+    /// A rename counts as both of its paths.
+    pub async fn changed_paths(&self, worktree: &Path, base: &str) -> Result<Vec<String>> {
+        check_ref("base", base)?;
+        let tree = snapshot_tree(worktree).await?;
+        let text = Git::new(worktree)
+            .args([
+                "diff",
+                "--name-only",
+                "-z",
+                "--no-renames",
+                "--no-relative",
+                base,
+                &tree,
+                "--",
+            ])
+            .run()
+            .await?;
+        let mut paths: Vec<String> = nul_fields(&text).map(str::to_owned).collect();
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    /// `git diff --stat` between `base` and `worktree`'s current files, for display.
+    pub async fn diff_stat(&self, worktree: &Path, base: &str) -> Result<String> {
+        check_ref("base", base)?;
+        let tree = snapshot_tree(worktree).await?;
+        Git::new(worktree)
+            .args([
+                "diff",
+                "--stat",
+                "--no-color",
+                "--no-relative",
+                base,
+                &tree,
+                "--",
+            ])
+            .run()
+            .await
+    }
+
+    /// The patch between `base` and `worktree`'s current files, cut at `max_bytes` (a line at the
+    /// end then says so), for display.
+    pub async fn diff(&self, worktree: &Path, base: &str, max_bytes: usize) -> Result<String> {
+        check_ref("base", base)?;
+        let tree = snapshot_tree(worktree).await?;
+        let (bytes, cut) = Git::new(worktree)
+            .args([
+                "diff",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--no-relative",
+                base,
+                &tree,
+                "--",
+            ])
+            .run_capped(max_bytes)
+            .await?;
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if cut {
+            // A cut may fall inside a character, which lossy decoding turned into U+FFFD.
+            text.push_str(&format!("\n[diff cut at {max_bytes} bytes]\n"));
+        }
+        Ok(text)
+    }
+}
+
+/// Stages `worktree`'s files into a private copy of its index and returns the tree id.
+async fn snapshot_tree(worktree: &Path) -> Result<String> {
+    let scratch = tempfile::Builder::new()
+        .prefix("orch-index-")
+        .tempdir()
+        .map_err(|source| GitError::Io {
+            action: "creating a temporary index".to_owned(),
+            source,
+        })?;
+    let index = scratch.path().join("index");
+    let real_index = PathBuf::from(
+        Git::new(worktree)
+            .args(["rev-parse", "--path-format=absolute", "--git-path", "index"])
+            .run_line()
+            .await?,
+    );
+    match tokio::fs::copy(&real_index, &index).await {
+        Ok(_) => {}
+        // A fresh repository has no index yet: start from an empty one.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(GitError::Io {
+                action: format!("copying the index {}", real_index.display()),
+                source,
+            });
+        }
+    }
+    Git::new(worktree)
+        .index(&index)
+        .args(["add", "-A"])
+        .run()
+        .await?;
+    Git::new(worktree)
+        .index(&index)
+        .args(["write-tree"])
+        .run_line()
+        .await
+}

@@ -1,0 +1,199 @@
+//! Per-item worktrees: created, found again and removed idempotently.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::command::{Git, check_ref};
+use crate::{GitError, Repo, Result};
+
+/// One entry of `git worktree list --porcelain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Worktree {
+    pub(crate) path: PathBuf,
+    /// The full ref checked out (`refs/heads/...`); `None` when detached or bare.
+    pub(crate) branch: Option<String>,
+    /// Its directory is gone; `git worktree prune` would drop it.
+    pub(crate) prunable: bool,
+}
+
+impl Repo {
+    /// Makes `worktree` a work tree of `branch`, creating the branch from `from` when it does not
+    /// exist. Idempotent: a work tree already there on `branch` is left as it is, and a stale
+    /// registration whose directory was deleted is pruned first.
+    pub async fn ensure_worktree(&self, worktree: &Path, branch: &str, from: &str) -> Result<()> {
+        check_ref("branch", branch)?;
+        check_ref("start point", from)?;
+        let target = normalize(worktree)?;
+        let mut worktrees = self.worktrees().await?;
+        if worktrees.iter().any(|w| w.prunable) {
+            self.prune_worktrees().await?;
+            worktrees = self.worktrees().await?;
+        }
+        let wanted = format!("refs/heads/{branch}");
+        if let Some(existing) = worktrees
+            .iter()
+            .find(|w| normalize(&w.path).ok().as_ref() == Some(&target))
+        {
+            if existing.branch.as_deref() == Some(wanted.as_str()) {
+                return Ok(());
+            }
+            let found = match &existing.branch {
+                Some(other) => format!("of branch `{}`", other.trim_start_matches("refs/heads/")),
+                None => "with a detached HEAD".to_owned(),
+            };
+            return Err(GitError::WorktreeMismatch {
+                path: target,
+                wanted: branch.to_owned(),
+                found,
+            });
+        }
+        if self.branch_sha(branch).await?.is_none() {
+            Git::new(&self.path)
+                .args(["branch", "-q", "--no-track", branch, from])
+                .run()
+                .await?;
+        }
+        Git::new(&self.path)
+            .args(["worktree", "add", "-q"])
+            .arg(&target)
+            .arg(branch)
+            .run()
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the work tree at `worktree` with whatever it holds, and forgets it. Idempotent:
+    /// a path that is no work tree of this repository is left alone.
+    pub async fn remove_worktree(&self, worktree: &Path) -> Result<()> {
+        let target = normalize(worktree)?;
+        if target == self.path {
+            return Err(GitError::InvalidArgument {
+                what: "worktree",
+                value: target.display().to_string(),
+                reason: "it is the main work tree of the repository",
+            });
+        }
+        let registered = self
+            .worktrees()
+            .await?
+            .into_iter()
+            .any(|w| !w.prunable && normalize(&w.path).ok().as_ref() == Some(&target));
+        if registered {
+            Git::new(&self.path)
+                .args(["worktree", "remove", "--force"])
+                .arg(&target)
+                .run()
+                .await?;
+        }
+        self.prune_worktrees().await
+    }
+
+    pub(crate) async fn worktrees(&self) -> Result<Vec<Worktree>> {
+        let text = Git::new(&self.path)
+            .args(["worktree", "list", "--porcelain", "-z"])
+            .run()
+            .await?;
+        Ok(parse_worktree_list(text.as_bytes()))
+    }
+
+    async fn prune_worktrees(&self) -> Result<()> {
+        Git::new(&self.path)
+            .args(["worktree", "prune"])
+            .run()
+            .await
+            .map(drop)
+    }
+}
+
+/// Parses `git worktree list --porcelain -z`: NUL-terminated `key value` attributes, entries
+/// separated by an empty attribute.
+fn parse_worktree_list(bytes: &[u8]) -> Vec<Worktree> {
+    let mut worktrees: Vec<Worktree> = Vec::new();
+    for field in bytes.split(|&b| b == 0) {
+        if let Some(path) = field.strip_prefix(b"worktree ") {
+            let path = PathBuf::from(OsStr::from_bytes(path));
+            worktrees.push(Worktree {
+                path,
+                branch: None,
+                prunable: false,
+            });
+        } else if let Some(current) = worktrees.last_mut() {
+            if let Some(branch) = field.strip_prefix(b"branch ") {
+                current.branch = Some(String::from_utf8_lossy(branch).into_owned());
+            } else if field == b"prunable" || field.starts_with(b"prunable ") {
+                current.prunable = true;
+            }
+        }
+    }
+    worktrees
+}
+
+/// An absolute path with symlinks resolved as far as it exists, so that the paths callers pass
+/// and the paths git prints compare equal. A path that does not exist yet keeps its last parts.
+pub(crate) fn normalize(path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|source| GitError::Io {
+        action: format!("resolving {}", path.display()),
+        source,
+    })?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return Ok(rest.iter().rev().fold(real, |dir, part| dir.join(part)));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return Ok(absolute),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_porcelain_entries_with_branches_detached_heads_and_stale_ones() {
+        let text = b"worktree /r\0HEAD 1111\0branch refs/heads/main\0\0\
+worktree /w/a b\0HEAD 2222\0detached\0\0\
+worktree /w/gone\0HEAD 3333\0branch refs/heads/orch/X-1\0prunable gitdir file points to non-existent location\0\0";
+        assert_eq!(
+            parse_worktree_list(text),
+            [
+                Worktree {
+                    path: "/r".into(),
+                    branch: Some("refs/heads/main".into()),
+                    prunable: false
+                },
+                Worktree {
+                    path: "/w/a b".into(),
+                    branch: None,
+                    prunable: false
+                },
+                Worktree {
+                    path: "/w/gone".into(),
+                    branch: Some("refs/heads/orch/X-1".into()),
+                    prunable: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn normalizes_paths_that_do_not_exist_yet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().canonicalize().expect("canonical");
+        assert_eq!(
+            normalize(&dir.path().join("a/b")).expect("normalized"),
+            real.join("a/b")
+        );
+        assert_eq!(
+            normalize(&dir.path().join("a")).expect("normalized"),
+            real.join("a")
+        );
+    }
+}

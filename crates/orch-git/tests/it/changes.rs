@@ -1,0 +1,145 @@
+use std::path::PathBuf;
+
+use crate::{Fixture, git, write};
+
+/// A worktree whose state differs from `base` in every way a work tree can: returns it with
+/// the base SHA.
+async fn busy_worktree(f: &Fixture) -> (PathBuf, String) {
+    write(&f.main_tree().join("old-name.txt"), "moving\n");
+    write(&f.main_tree().join("doomed.txt"), "bye\n");
+    let base = f
+        .repo
+        .commit_all(f.main_tree(), "base")
+        .await
+        .expect("commit")
+        .expect("a commit");
+    let wt = f.worktree("busy", "orch/C-1").await;
+
+    write(&wt.join("committed.txt"), "in a commit\n");
+    f.repo
+        .commit_all(&wt, "on the branch")
+        .await
+        .expect("commit")
+        .expect("a commit");
+    write(&wt.join("README.md"), "changed\n");
+    write(&wt.join("staged.txt"), "staged\n");
+    git(&wt, &["add", "staged.txt"]);
+    git(&wt, &["mv", "old-name.txt", "new-name.txt"]);
+    std::fs::remove_file(wt.join("doomed.txt")).expect("rm");
+    write(&wt.join("untracked.txt"), "new\n");
+    write(&wt.join("target/out.bin"), "ignored build output\n");
+    (wt, base)
+}
+
+#[tokio::test]
+async fn changed_paths_sees_committed_staged_unstaged_untracked_deleted_and_renamed_files() {
+    let f = Fixture::new().await;
+    let (wt, base) = busy_worktree(&f).await;
+    let changed = f
+        .repo
+        .changed_paths(&wt, &base)
+        .await
+        .expect("changed paths");
+    assert_eq!(
+        changed,
+        [
+            "README.md",
+            "committed.txt",
+            "doomed.txt",
+            "new-name.txt",
+            "old-name.txt",
+            "staged.txt",
+            "untracked.txt"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn changed_paths_of_an_untouched_worktree_is_empty() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("clean", "orch/C-2").await;
+    assert!(
+        f.repo
+            .changed_paths(&wt, "main")
+            .await
+            .expect("changed paths")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn reset_to_discards_everything_but_ignored_files() {
+    let f = Fixture::new().await;
+    let (wt, base) = busy_worktree(&f).await;
+    f.repo.reset_to(&wt, &base).await.expect("reset");
+    assert_eq!(f.repo.head(&wt).await.expect("head"), base);
+    assert!(
+        f.repo
+            .changed_paths(&wt, &base)
+            .await
+            .expect("changed paths")
+            .is_empty()
+    );
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+    assert!(!wt.join("untracked.txt").exists());
+    assert!(
+        wt.join("target/out.bin").exists(),
+        "ignored build output stays"
+    );
+}
+
+#[tokio::test]
+async fn tree_digest_follows_the_files_and_leaves_the_index_alone() {
+    let f = Fixture::new().await;
+    let (wt, base) = busy_worktree(&f).await;
+    let status = git(&wt, &["status", "--porcelain"]);
+    let staged = git(&wt, &["diff", "--cached", "--name-status"]);
+
+    let digest = f.repo.tree_digest(&wt).await.expect("digest");
+    assert_eq!(git(&wt, &["status", "--porcelain"]), status);
+    assert_eq!(git(&wt, &["diff", "--cached", "--name-status"]), staged);
+    assert_eq!(
+        f.repo.tree_digest(&wt).await.expect("digest"),
+        digest,
+        "same files, same digest"
+    );
+
+    write(&wt.join("untracked.txt"), "edited\n");
+    let edited = f.repo.tree_digest(&wt).await.expect("digest");
+    assert_ne!(edited, digest);
+    write(&wt.join("untracked.txt"), "new\n");
+    assert_eq!(f.repo.tree_digest(&wt).await.expect("digest"), digest);
+
+    write(&wt.join("target/more.bin"), "ignored\n");
+    assert_eq!(
+        f.repo.tree_digest(&wt).await.expect("digest"),
+        digest,
+        "ignored files do not count"
+    );
+
+    f.repo.reset_to(&wt, &base).await.expect("reset");
+    let base_tree = git(&wt, &["rev-parse", &format!("{base}^{{tree}}")]);
+    assert_eq!(
+        f.repo.tree_digest(&wt).await.expect("digest"),
+        base_tree.trim()
+    );
+}
+
+#[tokio::test]
+async fn diffs_for_display_include_uncommitted_work_and_respect_the_cap() {
+    let f = Fixture::new().await;
+    let (wt, base) = busy_worktree(&f).await;
+    let stat = f.repo.diff_stat(&wt, &base).await.expect("stat");
+    assert!(
+        stat.contains("README.md") && stat.contains("untracked.txt"),
+        "{stat}"
+    );
+
+    let full = f.repo.diff(&wt, &base, 1 << 20).await.expect("diff");
+    assert!(full.contains("+changed") && full.contains("+new"), "{full}");
+    assert!(!full.contains("diff cut"));
+
+    let cut = f.repo.diff(&wt, &base, 40).await.expect("diff");
+    assert!(cut.ends_with("\n[diff cut at 40 bytes]\n"), "{cut}");
+    assert!(full.starts_with(cut.split('\n').next().expect("a line")));
+}

@@ -1,0 +1,148 @@
+use orch_git::{GitError, Repo};
+
+use crate::{Fixture, git, write};
+
+#[tokio::test]
+async fn opens_only_the_root_of_a_repository() {
+    let f = Fixture::new().await;
+    let reopened = Repo::open(f.main_tree()).await.expect("opens");
+    assert_eq!(reopened.path(), f.main_tree());
+    assert!(!reopened.is_bare());
+
+    std::fs::create_dir(f.main_tree().join("sub")).expect("mkdir");
+    assert!(matches!(
+        Repo::open(&f.main_tree().join("sub")).await,
+        Err(GitError::NotARepo { .. })
+    ));
+    assert!(matches!(
+        Repo::open(&f.root).await,
+        Err(GitError::NotARepo { .. })
+    ));
+    assert!(matches!(
+        Repo::open(&f.root.join("missing")).await,
+        Err(GitError::NotARepo { .. })
+    ));
+
+    let linked = f.worktree("linked", "orch/A-1").await;
+    let err = Repo::open(&linked)
+        .await
+        .expect_err("a linked worktree is no main repository");
+    assert!(
+        matches!(&err, GitError::NotARepo { reason, .. } if reason.contains("linked")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn opens_a_bare_repository() {
+    let f = Fixture::new().await;
+    git(&f.root, &["clone", "-q", "--bare", "repo", "bare.git"]);
+    let bare = Repo::open(&f.root.join("bare.git")).await.expect("opens");
+    assert!(bare.is_bare());
+    assert_eq!(bare.default_branch().await.expect("branch"), "main");
+}
+
+#[tokio::test]
+async fn default_branch_follows_head_unless_configured() {
+    let f = Fixture::new().await;
+    assert_eq!(f.repo.default_branch().await.expect("branch"), "main");
+    let configured = f.repo.clone().with_default_branch("trunk").expect("valid");
+    assert_eq!(configured.default_branch().await.expect("branch"), "trunk");
+
+    git(f.main_tree(), &["checkout", "-q", "--detach"]);
+    assert!(matches!(
+        f.repo.default_branch().await,
+        Err(GitError::DetachedHead { .. })
+    ));
+}
+
+#[tokio::test]
+async fn commit_all_commits_everything_or_reports_nothing_to_commit() {
+    let f = Fixture::new().await;
+    let before = f.repo.head(f.main_tree()).await.expect("head");
+    assert_eq!(
+        f.repo
+            .commit_all(f.main_tree(), "nothing")
+            .await
+            .expect("commit"),
+        None
+    );
+    assert_eq!(f.repo.head(f.main_tree()).await.expect("head"), before);
+
+    write(&f.main_tree().join("src/new.rs"), "fn main() {}\n");
+    std::fs::remove_file(f.main_tree().join("README.md")).expect("rm");
+    let sha = f
+        .repo
+        .commit_all(f.main_tree(), "work")
+        .await
+        .expect("commit")
+        .expect("a commit");
+    assert_eq!(sha.len(), 40);
+    assert_eq!(f.repo.head(f.main_tree()).await.expect("head"), sha);
+    assert_eq!(
+        git(f.main_tree(), &["log", "-1", "--format=%an <%ae>|%s"]).trim(),
+        "orch <orch@localhost>|work"
+    );
+    assert_eq!(git(f.main_tree(), &["status", "--porcelain"]), "");
+    assert!(f.repo.is_ancestor(&before, &sha).await.expect("ancestry"));
+    assert!(!f.repo.is_ancestor(&sha, &before).await.expect("ancestry"));
+}
+
+#[tokio::test]
+async fn rev_parse_resolves_or_says_none() {
+    let f = Fixture::new().await;
+    let head = f.repo.head(f.main_tree()).await.expect("head");
+    assert_eq!(
+        f.repo.rev_parse("main").await.expect("resolves"),
+        Some(head)
+    );
+    assert_eq!(
+        f.repo.rev_parse("no-such-branch").await.expect("resolves"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn delete_branch_is_idempotent() {
+    let f = Fixture::new().await;
+    git(f.main_tree(), &["branch", "orch/B-1"]);
+    f.repo.delete_branch("orch/B-1").await.expect("deleted");
+    assert_eq!(
+        f.repo
+            .rev_parse("refs/heads/orch/B-1")
+            .await
+            .expect("resolves"),
+        None
+    );
+    f.repo
+        .delete_branch("orch/B-1")
+        .await
+        .expect("already gone");
+}
+
+#[tokio::test]
+async fn arguments_that_git_would_read_as_options_are_refused() {
+    let f = Fixture::new().await;
+    let wt = f.root.join("wt");
+    let refused = |r: Result<(), GitError>| matches!(r, Err(GitError::InvalidArgument { .. }));
+    assert!(refused(f.repo.ensure_worktree(&wt, "-b", "main").await));
+    assert!(refused(
+        f.repo.ensure_worktree(&wt, "orch/X", "--orphan").await
+    ));
+    assert!(refused(f.repo.delete_branch("--all").await));
+    assert!(refused(f.repo.rev_parse("--all").await.map(drop)));
+    assert!(refused(
+        f.repo.is_ancestor("--help", "main").await.map(drop)
+    ));
+    assert!(refused(f.repo.reset_to(f.main_tree(), "--merge").await));
+    let output = f.root.join("leak");
+    let option = format!("--output={}", output.display());
+    assert!(refused(
+        f.repo.changed_paths(f.main_tree(), &option).await.map(drop)
+    ));
+    assert!(refused(
+        f.repo.merge_into_default("-n", "message").await.map(drop)
+    ));
+    assert!(refused(f.repo.clone().with_default_branch("-x").map(drop)));
+    assert!(!wt.exists() && !output.exists());
+}

@@ -1,0 +1,192 @@
+//! The command line, declared in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::env;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orch",
+    version,
+    about = "Drive work items through a gated delivery pipeline with AI coding agents.",
+    long_about = "orch takes work items and drives each through analysis, architecture, development, \
+review, QA, staging, human approval and deploy, running agents in isolated git worktrees. No stage \
+advances on an agent's word: deterministic gates read artifacts, exit codes and diffs, and every \
+doubt is FAILED.",
+    after_help = "Start here:\n  orch demo --yes          run the whole pipeline once on a demo project\n  orch --config orch-demo/orch.toml status"
+)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = env::CONFIG, default_value = "orch.toml", value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a demo project and drive one work item through the whole pipeline.
+    #[command(after_help = "Examples:\n  orch demo --yes\n  orch demo --dir /tmp/d --staging-port 9511 --prod-port 9510\n  orch demo            # then, in another terminal: orch --config orch-demo/orch.toml approve DEMO-1")]
+    Demo(DemoArgs),
+    /// Write orch's default pipeline and role prompts into a repository's `.orch/`.
+    #[command(after_help = "Examples:\n  orch init\n  orch init ../my-service --force")]
+    Init(InitArgs),
+    /// Process ready work items until none is left (items then wait for people or are done).
+    #[command(after_help = "Example:\n  orch run")]
+    Run,
+    /// File, list and show work items on the built-in board.
+    #[command(subcommand)]
+    Item(ItemCommand),
+    /// Approve an item waiting at an approval stage (shows the evidence first).
+    #[command(after_help = "Example:\n  orch approve DEMO-1 --by alice")]
+    Approve(ApproveArgs),
+    /// Stop an item (STOP): kill its agent and cancel it.
+    #[command(after_help = "Example:\n  orch stop DEMO-3")]
+    Stop(IdArgs),
+    /// Resume a blocked or needs-info item at its stage.
+    #[command(after_help = "Examples:\n  orch retry DEMO-2\n  orch retry DEMO-2 --answer \"use port 8080\"")]
+    Retry(RetryArgs),
+    /// Show an item's run logs (the agents' output and the gates' commands).
+    #[command(after_help = "Examples:\n  orch logs DEMO-1\n  orch logs DEMO-1 --stage review\n  orch logs -f DEMO-1")]
+    Logs(LogsArgs),
+    /// Where every item stands, per project.
+    #[command(after_help = "Examples:\n  orch status\n  orch status --json")]
+    Status(JsonArgs),
+    /// Run a project's staging checks against a URL and print the verdict (exit 0 or 1).
+    #[command(after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict")]
+    StagingCheck(StagingCheckArgs),
+    /// Measure orch's overhead: N items through the full pipeline, against a shell baseline.
+    #[command(after_help = "Example:\n  orch bench --items 50")]
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its configuration, store and repository.
+    #[arg(long, default_value = "orch-demo", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Approve the deploy automatically instead of waiting for `orch approve`.
+    #[arg(long)]
+    pub yes: bool,
+    /// Leave the staging and prod instances running after the demo.
+    #[arg(long)]
+    pub keep_running: bool,
+    #[arg(long, default_value_t = 8511, value_name = "PORT")]
+    pub staging_port: u16,
+    #[arg(long, default_value_t = 8510, value_name = "PORT")]
+    pub prod_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The repository to initialise.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Overwrite files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ItemCommand {
+    /// File a new work item.
+    #[command(after_help = "Example:\n  orch item add --title \"Change the greeting\" --body \"Say hello from orch\"")]
+    Add(ItemAddArgs),
+    /// List work items.
+    #[command(after_help = "Examples:\n  orch item list\n  orch item list --json")]
+    List(ItemListArgs),
+    /// Show one item: its stage runs, verdicts and history.
+    #[command(after_help = "Example:\n  orch item show DEMO-1")]
+    Show(ItemShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ItemAddArgs {
+    /// The project (needed when orch.toml lists more than one).
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub title: String,
+    #[arg(long, default_value = "")]
+    pub body: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemListArgs {
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemShowArgs {
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+    /// Also print every event.
+    #[arg(long)]
+    pub events: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    pub id: String,
+    /// Who approves (recorded in the event).
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    pub id: String,
+    /// An answer to the agent's question, passed to the next attempt.
+    #[arg(long)]
+    pub answer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub id: String,
+    /// Only this stage's runs.
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Keep printing new output until the item stops moving.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StagingCheckArgs {
+    #[arg(long, value_name = "URL")]
+    pub base_url: String,
+    #[arg(long, default_value = "stub", value_parser = ["stub", "live"])]
+    pub mode: String,
+    /// Make INFRA failures FAILED for this run.
+    #[arg(long)]
+    pub strict: bool,
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 200)]
+    pub items: u32,
+    /// Keep the bench directory instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}

@@ -1,0 +1,47 @@
+//! One module per command; `dispatch` maps the parsed command line to them.
+
+mod bench;
+mod board;
+mod demo;
+mod init;
+mod item;
+mod logs;
+mod run;
+mod staging_check;
+mod status;
+
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command, ItemCommand};
+use crate::context::Context;
+use crate::output::ProgressPrinter;
+
+/// Runs the command; returns the process exit code.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Init(args) => init::run(args),
+        Command::Bench(args) => bench::run(args).await,
+        command => {
+            let ctx = Context::open(&cli.config, Arc::new(ProgressPrinter::new())).await?;
+            match command {
+                Command::Run => run::run(&ctx).await,
+                Command::Item(ItemCommand::Add(a)) => item::add(&ctx, a).await,
+                Command::Item(ItemCommand::List(a)) => item::list(&ctx, a).await,
+                Command::Item(ItemCommand::Show(a)) => item::show(&ctx, a).await,
+                Command::Approve(a) => board::approve(&ctx, a).await,
+                Command::Stop(a) => board::stop(&ctx, a).await,
+                Command::Retry(a) => board::retry(&ctx, a).await,
+                Command::Logs(a) => logs::run(&ctx, a).await,
+                Command::Status(a) => status::run(&ctx, a).await,
+                Command::StagingCheck(a) => staging_check::run(&ctx, a).await,
+                Command::Demo(_) | Command::Init(_) | Command::Bench(_) => Ok(2),
+            }
+        }
+    }
+}
+
+/// The name a person acts under: `--by`, else `$USER`, else `cli`.
+pub fn actor(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".to_owned())
+}

@@ -1,0 +1,19 @@
+//! `orch run`: process ready items until none is left.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+
+pub async fn run(ctx: &Context) -> anyhow::Result<i32> {
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing nothing new; running agents are stopped, their runs will be retried");
+            on_signal.cancel();
+        }
+    });
+    let summary = ctx.engine.run_until_idle(&cancel).await?;
+    println!("{} stage run(s), {} item(s) merged. Nothing left to run; see `orch status`.", summary.runs, summary.merged);
+    Ok(0)
+}

@@ -1,0 +1,39 @@
+//! orch: the command-line binary. Parses the command line, resolves settings, wires the store,
+//! the projects and the engine together, and prints results for people (or JSON for programs).
+//!
+//! It holds no pipeline logic of its own: decisions live in orch-core, their execution in
+//! orch-engine.
+
+mod cli;
+mod cmd;
+mod context;
+mod env;
+mod error;
+mod kit;
+mod output;
+mod settings;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(cmd::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            error::exit_code(&e)
+        }
+    };
+    drop(runtime);
+    std::process::exit(code);
+}

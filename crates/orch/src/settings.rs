@@ -1,0 +1,147 @@
+//! `orch.toml`: the store, the engine and the registry of projects, layered with `ORCH_*`
+//! environment variables and resolved once into typed settings. Relative paths are relative to
+//! the directory of the file, which is also orch's data directory (worktrees, logs, deploys).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use orch_core::ProjectId;
+use serde::{Deserialize, Serialize};
+
+use crate::env;
+use crate::error::UsageError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub engine: EngineSection,
+    #[serde(default)]
+    pub projects: Vec<ProjectEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub url: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { url: "sqlite://orch.db".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    pub max_parallel: usize,
+    pub lease_secs: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self { max_parallel: 4, lease_secs: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectEntry {
+    pub name: String,
+    pub repo: String,
+    pub staging_port: u16,
+    pub prod_port: u16,
+    /// Health probe tries and interval, overriding the project's `.orch/deploy.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_tries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_interval_ms: Option<u64>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub path: PathBuf,
+    pub store_url: String,
+    pub max_parallel: usize,
+    pub lease_secs: u64,
+    pub projects: Vec<orch_engine::ProjectSettings>,
+    pub staging_tolerance: bool,
+    pub crashpoint: Option<String>,
+}
+
+/// Parses one registry entry: the single parser for every caller (contract 14).
+pub fn parse_project(entry: &ProjectEntry, data_dir: &Path) -> Result<orch_engine::ProjectSettings, String> {
+    let id = ProjectId::parse(&entry.name).map_err(|e| format!("projects.name: {e}"))?;
+    if entry.repo.trim().is_empty() {
+        return Err(format!("project `{id}`, field `repo`: must name the project's git repository"));
+    }
+    if entry.staging_port == 0 || entry.prod_port == 0 || entry.staging_port == entry.prod_port {
+        return Err(format!("project `{id}`, fields `staging_port`/`prod_port`: need two different non-zero ports"));
+    }
+    let health_override = match (entry.health_tries, entry.health_interval_ms) {
+        (None, None) => None,
+        (tries, interval) => {
+            let tries = tries.unwrap_or(10);
+            if tries == 0 {
+                return Err(format!("project `{id}`, field `health_tries`: must be at least 1"));
+            }
+            Some((tries, std::time::Duration::from_millis(interval.unwrap_or(6000))))
+        }
+    };
+    Ok(orch_engine::ProjectSettings {
+        id,
+        repo: data_dir.join(&entry.repo),
+        data_dir: data_dir.to_path_buf(),
+        staging_port: entry.staging_port,
+        prod_port: entry.prod_port,
+        health_override,
+    })
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UsageError(format!(
+                "cannot read {}: {e}\nhint: run `orch demo` to create one, or pass --config FILE (env {})",
+                path.display(),
+                env::CONFIG
+            ))
+        })?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        let abs = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+        let data_dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let mut projects = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in &file.projects {
+            let p = parse_project(entry, &data_dir).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            if !seen.insert(p.id.clone()) {
+                return Err(UsageError(format!("{}: project `{}` is listed twice", path.display(), p.id)).into());
+            }
+            projects.push(p);
+        }
+        let mut store_url = std::env::var(env::STORE_URL).unwrap_or(file.store.url);
+        if let Some(rel) = store_url.strip_prefix("sqlite://") {
+            if !rel.starts_with('/') && !rel.starts_with(':') {
+                store_url = format!("sqlite://{}", data_dir.join(rel).display());
+            }
+        }
+        let max_parallel = match std::env::var(env::MAX_PARALLEL) {
+            Ok(v) => v.parse().map_err(|_| UsageError(format!("{}={v}: not a number", env::MAX_PARALLEL)))?,
+            Err(_) => file.engine.max_parallel,
+        };
+        Ok(Self {
+            path: abs,
+            store_url,
+            max_parallel,
+            lease_secs: file.engine.lease_secs.max(1),
+            projects,
+            staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true),
+            crashpoint: std::env::var(env::CRASHPOINT).ok().filter(|s| !s.is_empty()),
+        })
+    }
+}

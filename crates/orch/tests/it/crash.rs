@@ -1,0 +1,104 @@
+//! Crash safety: SIGKILL orch at several points of a run, start it again, and the item still
+//! reaches done with every stage recorded once and no event lost.
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use crate::harness::{assert_clean_history, git, passed_stages, Orch};
+
+const ALL_STAGES: [&str; 7] = ["analysis", "architecture", "development", "review", "qa", "deploy-staging", "deploy"];
+
+fn finish_and_check(orch: &Orch) {
+    let item = orch.drive_to_end("QUICK-1");
+    assert_eq!(item["status"], "done", "{item:#}");
+    assert_clean_history(&item);
+    assert_eq!(passed_stages(&item), ALL_STAGES);
+    let merges = git(&orch.repo(), &["log", "--merges", "--oneline", "main"]);
+    assert_eq!(merges.lines().count(), 1, "exactly one merge: {merges}");
+}
+
+/// Kills orch with the named crashpoint, then checks that a restart finishes cleanly.
+fn crash_at(point: &str, approve_first: bool) {
+    let orch = Orch::new(None);
+    orch.ok(&["item", "add", "--title", "crash me"]);
+    if approve_first {
+        orch.ok(&["run"]);
+        orch.ok(&["approve", "QUICK-1"]);
+    }
+    let out = orch.command(&["run"]).env("ORCH_CRASHPOINT", point).output().expect("runs");
+    assert_eq!(out.status.signal(), Some(9), "orch must die at {point}: {out:?}");
+    finish_and_check(&orch);
+}
+
+#[test]
+fn crash_between_gates_and_transition() {
+    crash_at("after-gates", false);
+}
+
+#[test]
+fn crash_just_before_the_transition_write() {
+    crash_at("before-transition", false);
+}
+
+#[test]
+fn crash_during_deploy() {
+    crash_at("during-deploy", false);
+}
+
+#[test]
+fn crash_after_merge_before_done() {
+    crash_at("after-merge", true);
+}
+
+/// A real agent process is running when orch is killed: the restart kills the orphaned agent's
+/// process group, resets the worktree and runs the stage again.
+#[test]
+fn crash_during_an_agent_run() {
+    let agents = r#"
+[default]
+kind = "scripted"
+scenario = ".orch/scenario.toml"
+
+[roles.developer]
+kind = "command"
+command = ["sh", "-c", """
+mkdir -p "$ORCH_ARTIFACT_DIR" docs
+echo "change" > "changes-$ORCH_ITEM_ID.txt"
+echo "# change" > "docs/$ORCH_ITEM_ID.md"
+printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT"
+echo "developer working"
+if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
+"""]
+"#;
+    let orch = Orch::new(Some(agents));
+    orch.ok(&["item", "add", "--title", "crash me"]);
+    let mut child = orch.command(&["run"]).spawn().expect("spawn");
+    // Wait until the developer agent runs (its log says so), then kill orch.
+    let log = orch.path().join("logs/quick/QUICK-1/development-1.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("developer working")) {
+        assert!(Instant::now() < deadline, "the developer agent never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let item = orch.item("QUICK-1");
+    let pgid = item["runs"]
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["stage"] == "development"))
+        .and_then(|r| r["checkpoint"]["pgid"].as_i64());
+    child.kill().expect("kill");
+    let _ = child.wait();
+    std::fs::write(orch.path().join("second-run"), "").expect("marker");
+    finish_and_check(&orch);
+    if let Some(pgid) = pgid {
+        let alive = std::process::Command::new("kill").args(["-0", &format!("-{pgid}")]).status().is_ok_and(|s| s.success());
+        assert!(!alive, "the orphaned agent group {pgid} must have been killed");
+    }
+    let item = orch.item("QUICK-1");
+    let claims = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "run.claimed" && e["data"]["stage"] == "development")
+        .count();
+    assert_eq!(claims, 2, "the development run was claimed again after the crash");
+}

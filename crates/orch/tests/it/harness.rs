@@ -1,0 +1,172 @@
+//! A temporary orch installation with a quick project: instant scripted agents, `true` as the
+//! test command, and a small Python app as the deployed service.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_orch");
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+pub struct Orch {
+    pub dir: tempfile::TempDir,
+    pub staging_port: u16,
+    pub prod_port: u16,
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The default pipeline with `true` as the test command.
+pub fn quick_pipeline() -> String {
+    include_str!("../../../orch-core/src/default_pipeline.toml").replace("run = \"cargo test --quiet\"", "run = \"true\"")
+}
+
+impl Orch {
+    /// A project `quick` whose agents follow the bench scenario, with `agents_toml` overriding
+    /// `.orch/agents.toml` when given.
+    pub fn new(agents_toml: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        let w = |rel: &str, text: &str| {
+            let p = repo.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        w(".orch/pipeline.toml", &quick_pipeline());
+        for role in ["analyst", "architect", "developer", "reviewer", "tester", "deployer"] {
+            let text = std::fs::read_to_string(format!("{}/kit/roles/{role}.md", env!("CARGO_MANIFEST_DIR"))).expect("role");
+            w(&format!(".orch/agents/{role}.md"), &text);
+        }
+        w(".orch/agents.toml", agents_toml.unwrap_or(include_str!("../../kit/bench/agents.toml")));
+        w(".orch/scenario.toml", include_str!("../../kit/bench/scenario.toml"));
+        w(".orch/deploy.toml", include_str!("../../kit/bench/deploy.toml"));
+        w("app.py", include_str!("../../kit/bench/app.py"));
+        w("CHANGELOG.md", "# Changelog\n");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "initial"]);
+        let (staging_port, prod_port) = (free_port(), free_port());
+        std::fs::write(
+            dir.path().join("orch.toml"),
+            format!(
+                "[engine]\nmax_parallel = 2\nlease_secs = 5\n\n[[projects]]\nname = \"quick\"\nrepo = \"repo\"\n\
+                 staging_port = {staging_port}\nprod_port = {prod_port}\nhealth_tries = 200\nhealth_interval_ms = 20\n"
+            ),
+        )
+        .expect("orch.toml");
+        Self { dir, staging_port, prod_port }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(self.dir.path().join("orch.toml")).args(args);
+        c.env_remove("ORCH_CRASHPOINT").env_remove("ORCH_CONFIG").env_remove("ORCH_STORE_URL");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("orch runs")
+    }
+
+    /// Runs and requires exit 0.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "orch {args:?} failed ({:?}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn item(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["item", "show", id, "--json"])).expect("json")
+    }
+
+    /// Runs, approves what waits, runs again, until the item is done or stops moving.
+    pub fn drive_to_end(&self, id: &str) -> Value {
+        for _ in 0..6 {
+            self.ok(&["run"]);
+            let item = self.item(id);
+            match item["status"].as_str() {
+                Some("awaiting-approval") => {
+                    self.ok(&["approve", id, "--by", "tester"]);
+                }
+                _ => return item,
+            }
+        }
+        self.item(id)
+    }
+}
+
+impl Drop for Orch {
+    fn drop(&mut self) {
+        // Stop the deployed instances this test started.
+        for env in ["staging", "prod"] {
+            let current = self.dir.path().join(format!("deploy/quick/{env}/current.json"));
+            if let Ok(text) = std::fs::read_to_string(current) {
+                if let Some(pid) = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["pid"].as_i64()) {
+                    let _ = Command::new("kill").arg("-9").arg(format!("-{pid}")).status();
+                    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                }
+            }
+        }
+    }
+}
+
+/// The history checks every end-to-end test makes: events gap-free, each stage passed once per
+/// attempt and in pipeline order, one verdict per finished run.
+pub fn assert_clean_history(item: &Value) {
+    let events = item["events"].as_array().expect("events");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_i64(), Some(i as i64 + 1), "events must be gap-free: {e}");
+    }
+    let runs = item["runs"].as_array().expect("runs");
+    for r in runs {
+        let id = r["id"].as_i64();
+        let verdicts = events.iter().filter(|e| e["kind"] == "gate.verdict" && e["run_id"].as_i64() == id).count();
+        let finished = matches!(r["state"].as_str(), Some("passed" | "failed")) && r["stage"] != "confirm-deploy";
+        assert_eq!(verdicts, usize::from(finished), "run {r} must have exactly {} verdict(s)", usize::from(finished));
+    }
+    for r in runs {
+        let id = r["id"].as_i64();
+        let passed = events.iter().filter(|e| e["kind"] == "stage.passed" && e["run_id"].as_i64() == id).count();
+        assert!(passed <= 1, "run {r} passed {passed} times");
+    }
+}
+
+/// The stages whose runs passed, in the order they passed.
+pub fn passed_stages(item: &Value) -> Vec<String> {
+    item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "stage.passed")
+        .filter_map(|e| e["data"]["stage"].as_str().map(str::to_owned))
+        .collect()
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `orch` binary: real processes, real git, a real SQLite file, real
+//! deploys on loopback ports.
+
+mod bad_input;
+mod crash;
+mod demo;
+mod harness;
