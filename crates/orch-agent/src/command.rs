@@ -27,7 +27,12 @@ impl Agent for CommandAgent {
         "command"
     }
 
-    async fn run(&self, req: &AgentRequest, cancel: &CancellationToken, observer: &mut dyn RunObserver) -> AgentRun {
+    async fn run(
+        &self,
+        req: &AgentRequest,
+        cancel: &CancellationToken,
+        observer: &mut dyn RunObserver,
+    ) -> AgentRun {
         let mut env = orch_process::safe_env();
         env.extend(req.env_vars());
         let spec = orch_process::Spec {
@@ -43,6 +48,12 @@ impl Agent for CommandAgent {
         };
         let finished = orch_process::run(&spec, cancel, &mut Forward(observer)).await;
         let duration_ms = u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX);
-        AgentRun { outcome: finished.outcome, usage: Usage { duration_ms, ..Usage::default() } }
+        AgentRun {
+            outcome: finished.outcome,
+            usage: Usage {
+                duration_ms,
+                ..Usage::default()
+            },
+        }
     }
 }

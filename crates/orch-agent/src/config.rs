@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::Agent;
 use crate::command::CommandAgent;
 use crate::scripted::{Scenario, ScriptedAgent};
-use crate::Agent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -55,7 +55,10 @@ pub enum ConfigError {
     #[error("cannot read scenario file {path}: {reason}")]
     ScenarioRead { path: String, reason: String },
     #[error("scenario file {path}: {source}")]
-    Scenario { path: String, source: crate::scripted::ScenarioError },
+    Scenario {
+        path: String,
+        source: crate::scripted::ScenarioError,
+    },
 }
 
 /// The default stall period: an agent that prints nothing for this long is killed.
@@ -70,10 +73,14 @@ pub struct BuiltAgent {
 
 impl AgentsConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let c: AgentsConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let c: AgentsConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         check(&c.default, "the default")?;
         for (role, spec) in &c.roles {
-            orch_core::RoleName::parse(role).map_err(|e| ConfigError::Spec { who: format!("role `{role}`"), message: e.to_string() })?;
+            orch_core::RoleName::parse(role).map_err(|e| ConfigError::Spec {
+                who: format!("role `{role}`"),
+                message: e.to_string(),
+            })?;
             check(spec, &format!("role `{role}`"))?;
         }
         Ok(c)
@@ -92,9 +99,16 @@ impl AgentsConfig {
 }
 
 fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
-    let err = |message: &str| Err(ConfigError::Spec { who: who.to_owned(), message: message.to_owned() });
+    let err = |message: &str| {
+        Err(ConfigError::Spec {
+            who: who.to_owned(),
+            message: message.to_owned(),
+        })
+    };
     match spec.kind {
-        AgentKind::Scripted if spec.scenario.is_none() => err("a scripted agent needs `scenario` (a TOML file)"),
+        AgentKind::Scripted if spec.scenario.is_none() => {
+            err("a scripted agent needs `scenario` (a TOML file)")
+        }
         AgentKind::Command if spec.command.as_ref().is_none_or(|c| c.is_empty()) => {
             err("a command agent needs `command`, such as [\"my-agent\", \"--flag\"]")
         }
@@ -104,20 +118,29 @@ fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
 }
 
 fn build_one(spec: &AgentSpec, repo: &Path) -> Result<BuiltAgent, ConfigError> {
-    let stall = spec.stall_secs.map(Duration::from_secs).unwrap_or(DEFAULT_STALL);
+    let stall = spec
+        .stall_secs
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_STALL);
     let agent: Arc<dyn Agent> = match spec.kind {
         AgentKind::Scripted => {
             let rel = spec.scenario.clone().unwrap_or_default();
             let path = repo.join(&rel);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| ConfigError::ScenarioRead { path: path.display().to_string(), reason: e.to_string() })?;
-            let scenario = Scenario::from_toml(&text).map_err(|source| ConfigError::Scenario { path: rel, source })?;
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::ScenarioRead {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let scenario = Scenario::from_toml(&text)
+                .map_err(|source| ConfigError::Scenario { path: rel, source })?;
             Arc::new(ScriptedAgent::new(scenario))
         }
         AgentKind::Command => {
             let mut argv = spec.command.clone().unwrap_or_default().into_iter();
             let program = argv.next().unwrap_or_default();
-            Arc::new(CommandAgent { program, args: argv.collect() })
+            Arc::new(CommandAgent {
+                program,
+                args: argv.collect(),
+            })
         }
     };
     Ok(BuiltAgent { agent, stall })
@@ -130,15 +153,36 @@ mod tests {
     #[test]
     fn config_errors_name_the_problem() {
         let cases = [
-            ("[default]\nkind = \"scripted\"\n", "agent for the default: a scripted agent needs `scenario` (a TOML file)"),
-            ("[default]\nkind = \"command\"\ncommand = []\n", "agent for the default: a command agent needs `command`, such as [\"my-agent\", \"--flag\"]"),
-            ("[default]\nkind = \"command\"\ncommand = [\"x\"]\n[roles.Bad]\nkind = \"command\"\ncommand = [\"y\"]\n", "agent for role `Bad`: invalid role name `Bad`: may hold only lowercase letters, digits and `-`"),
+            (
+                "[default]\nkind = \"scripted\"\n",
+                "agent for the default: a scripted agent needs `scenario` (a TOML file)",
+            ),
+            (
+                "[default]\nkind = \"command\"\ncommand = []\n",
+                "agent for the default: a command agent needs `command`, such as [\"my-agent\", \"--flag\"]",
+            ),
+            (
+                "[default]\nkind = \"command\"\ncommand = [\"x\"]\n[roles.Bad]\nkind = \"command\"\ncommand = [\"y\"]\n",
+                "agent for role `Bad`: invalid role name `Bad`: may hold only lowercase letters, digits and `-`",
+            ),
         ];
         for (text, expect) in cases {
-            assert_eq!(AgentsConfig::from_toml(text).map(|_| ()).map_err(|e| e.to_string()), Err(expect.to_owned()));
+            assert_eq!(
+                AgentsConfig::from_toml(text)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(expect.to_owned())
+            );
         }
-        let unknown = AgentsConfig::from_toml("[default]\nkind = \"robot\"\n").map(|_| ()).map_err(|e| e.to_string());
-        assert!(unknown.as_ref().is_err_and(|e| e.contains("unknown variant `robot`")), "{unknown:?}");
+        let unknown = AgentsConfig::from_toml("[default]\nkind = \"robot\"\n")
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(
+            unknown
+                .as_ref()
+                .is_err_and(|e| e.contains("unknown variant `robot`")),
+            "{unknown:?}"
+        );
     }
 
     #[test]
@@ -151,8 +195,14 @@ mod tests {
         .expect("valid");
         let built = c.build(dir.path()).expect("builds");
         assert_eq!(built.get("").map(|b| b.agent.kind()), Some("scripted"));
-        assert_eq!(built.get("reviewer").map(|b| (b.agent.kind(), b.stall)), Some(("command", Duration::from_secs(5))));
-        let missing = AgentsConfig::from_toml("[default]\nkind = \"scripted\"\nscenario = \"nope.toml\"\n").expect("valid").build(dir.path());
+        assert_eq!(
+            built.get("reviewer").map(|b| (b.agent.kind(), b.stall)),
+            Some(("command", Duration::from_secs(5)))
+        );
+        let missing =
+            AgentsConfig::from_toml("[default]\nkind = \"scripted\"\nscenario = \"nope.toml\"\n")
+                .expect("valid")
+                .build(dir.path());
         assert!(matches!(missing, Err(ConfigError::ScenarioRead { .. })));
     }
 }

@@ -69,9 +69,18 @@ impl AgentRequest {
             (env::STAGE.to_owned(), self.stage.to_string()),
             (env::ATTEMPT.to_owned(), self.attempt.to_string()),
             (env::ARTIFACT_DIR.to_owned(), self.artifact_dir.clone()),
-            (env::ARTIFACT.to_owned(), self.artifact.clone().unwrap_or_default()),
-            (env::WORKTREE.to_owned(), self.worktree.display().to_string()),
-            (env::PROMPT_FILE.to_owned(), prompt_file.display().to_string()),
+            (
+                env::ARTIFACT.to_owned(),
+                self.artifact.clone().unwrap_or_default(),
+            ),
+            (
+                env::WORKTREE.to_owned(),
+                self.worktree.display().to_string(),
+            ),
+            (
+                env::PROMPT_FILE.to_owned(),
+                prompt_file.display().to_string(),
+            ),
         ]
     }
 }
@@ -112,5 +121,10 @@ pub trait Agent: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// Runs to the end, a timeout, a stall, or `cancel`. Never returns an error: a failure to
     /// start is an [`ExitOutcome::FailedToStart`], which the gates read as FAILED.
-    async fn run(&self, req: &AgentRequest, cancel: &CancellationToken, observer: &mut dyn RunObserver) -> AgentRun;
+    async fn run(
+        &self,
+        req: &AgentRequest,
+        cancel: &CancellationToken,
+        observer: &mut dyn RunObserver,
+    ) -> AgentRun;
 }

@@ -32,9 +32,21 @@ pub fn render(c: &PromptContext<'_>) -> String {
     let _ = writeln!(out, "{}", c.role.prompt.trim_end());
     let _ = writeln!(out, "\n---\n\n# Work item {}: {}\n", c.item_id, c.title);
     let body = c.body.trim();
-    let _ = writeln!(out, "{}\n", if body.is_empty() { "(no description)" } else { body });
+    let _ = writeln!(
+        out,
+        "{}\n",
+        if body.is_empty() {
+            "(no description)"
+        } else {
+            body
+        }
+    );
     let _ = writeln!(out, "# Your task now\n");
-    let _ = writeln!(out, "You are the `{}` for stage `{}`, attempt {}.", c.role.name, c.stage, c.attempt);
+    let _ = writeln!(
+        out,
+        "You are the `{}` for stage `{}`, attempt {}.",
+        c.role.name, c.stage, c.attempt
+    );
     if let (Some(file), Some(v)) = (c.artifact, c.verdict) {
         let _ = writeln!(
             out,
@@ -46,7 +58,11 @@ pub fn render(c: &PromptContext<'_>) -> String {
             v.allowed().join(", ")
         );
     }
-    let _ = writeln!(out, "You may write only these paths: {}.", c.role.writes.join(", "));
+    let _ = writeln!(
+        out,
+        "You may write only these paths: {}.",
+        c.role.writes.join(", ")
+    );
     if !c.feedback.is_empty() {
         let _ = writeln!(out, "\n# Why the last attempt did not pass\n");
         for line in c.feedback {
@@ -60,7 +76,10 @@ pub fn render(c: &PromptContext<'_>) -> String {
             let cut: String = text.chars().take(MAX_ARTIFACT_CHARS).collect();
             let _ = writeln!(out, "{}", cut.trim_end());
             if cut.len() < text.len() {
-                let _ = writeln!(out, "[cut at {MAX_ARTIFACT_CHARS} characters; read the file for the rest]");
+                let _ = writeln!(
+                    out,
+                    "[cut at {MAX_ARTIFACT_CHARS} characters; read the file for the rest]"
+                );
             }
             out.push('\n');
         }
@@ -80,9 +99,20 @@ mod tests {
             "---\nname: developer\ndescription: Writes code.\nwrites: [\"**\"]\n---\n# Developer\n\nMake the change.\n",
         )
         .expect("valid role");
-        let verdict = VerdictSpec { field: "dev_status".into(), pass: vec!["DONE".into()], fail: vec![], needs_info: vec![] };
-        let feedback = vec!["stage review (attempt 1) failed:".to_owned(), "verdict: 04-review.md: review_verdict is REQUEST_CHANGES".to_owned()];
-        let earlier = vec![("04-review.md".to_owned(), "---\nreview_verdict: REQUEST_CHANGES\n---\nAdd a CHANGELOG entry.\n".to_owned())];
+        let verdict = VerdictSpec {
+            field: "dev_status".into(),
+            pass: vec!["DONE".into()],
+            fail: vec![],
+            needs_info: vec![],
+        };
+        let feedback = vec![
+            "stage review (attempt 1) failed:".to_owned(),
+            "verdict: 04-review.md: review_verdict is REQUEST_CHANGES".to_owned(),
+        ];
+        let earlier = vec![(
+            "04-review.md".to_owned(),
+            "---\nreview_verdict: REQUEST_CHANGES\n---\nAdd a CHANGELOG entry.\n".to_owned(),
+        )];
         let text = render(&PromptContext {
             role: &role,
             item_id: "DEMO-1",

@@ -63,21 +63,35 @@ pub enum ScenarioError {
     #[error("scenario file is not valid: {0}")]
     Parse(String),
     #[error("scenario step {index} (stage `{stage}`): {message}")]
-    Step { index: usize, stage: String, message: String },
+    Step {
+        index: usize,
+        stage: String,
+        message: String,
+    },
 }
 
 impl Scenario {
     pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
         let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
         for (i, step) in s.steps.iter().enumerate() {
-            let err = |message: String| ScenarioError::Step { index: i + 1, stage: step.stage.clone(), message };
+            let err = |message: String| ScenarioError::Step {
+                index: i + 1,
+                stage: step.stage.clone(),
+                message,
+            };
             orch_core::StageName::parse(&step.stage).map_err(|e| err(e.to_string()))?;
             for f in &step.files {
                 if !is_safe_relative(&f.path) {
-                    return Err(err(format!("path `{}` must be relative and stay inside the worktree", f.path)));
+                    return Err(err(format!(
+                        "path `{}` must be relative and stay inside the worktree",
+                        f.path
+                    )));
                 }
                 if f.content.is_some() == f.replace.is_some() {
-                    return Err(err(format!("file `{}` needs exactly one of `content` or `replace`", f.path)));
+                    return Err(err(format!(
+                        "file `{}` needs exactly one of `content` or `replace`",
+                        f.path
+                    )));
                 }
             }
         }
@@ -88,7 +102,11 @@ impl Scenario {
         self.steps
             .iter()
             .find(|s| s.stage == stage && s.attempt == Some(attempt))
-            .or_else(|| self.steps.iter().find(|s| s.stage == stage && s.attempt.is_none()))
+            .or_else(|| {
+                self.steps
+                    .iter()
+                    .find(|s| s.stage == stage && s.attempt.is_none())
+            })
     }
 }
 
@@ -121,18 +139,30 @@ impl Agent for ScriptedAgent {
         "scripted"
     }
 
-    async fn run(&self, req: &AgentRequest, cancel: &CancellationToken, _observer: &mut dyn RunObserver) -> AgentRun {
+    async fn run(
+        &self,
+        req: &AgentRequest,
+        cancel: &CancellationToken,
+        _observer: &mut dyn RunObserver,
+    ) -> AgentRun {
         // Runs in-process: there is no process group to report.
         let started = Instant::now();
         let mut log = Log::open(&req.log).await;
         let outcome = match self.scenario.step(req.stage.as_str(), req.attempt) {
             None => {
-                log.line(&format!("scripted agent: the scenario has no step for stage `{}` (attempt {})", req.stage, req.attempt)).await;
+                log.line(&format!(
+                    "scripted agent: the scenario has no step for stage `{}` (attempt {})",
+                    req.stage, req.attempt
+                ))
+                .await;
                 ExitOutcome::Exited(2)
             }
             Some(step) => perform(step, req, cancel, &mut log).await,
         };
-        let tokens = self.scenario.step(req.stage.as_str(), req.attempt).and_then(|s| s.tokens);
+        let tokens = self
+            .scenario
+            .step(req.stage.as_str(), req.attempt)
+            .and_then(|s| s.tokens);
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let usage = Usage {
             input_tokens: tokens.map(|t| t.0),
@@ -146,7 +176,12 @@ impl Agent for ScriptedAgent {
     }
 }
 
-async fn perform(step: &Step, req: &AgentRequest, cancel: &CancellationToken, log: &mut Log) -> ExitOutcome {
+async fn perform(
+    step: &Step,
+    req: &AgentRequest,
+    cancel: &CancellationToken,
+    log: &mut Log,
+) -> ExitOutcome {
     for line in &step.say {
         log.line(&expand(line, req)).await;
     }
@@ -166,13 +201,16 @@ async fn perform(step: &Step, req: &AgentRequest, cancel: &CancellationToken, lo
         let path = req.worktree.join(&rel);
         let result = match (&f.content, &f.replace) {
             (Some(content), _) => write_file(&path, &expand(content, req)).await,
-            (None, Some(r)) => replace_in(&path, &expand(&r.find, req), &expand(&r.with, req)).await,
+            (None, Some(r)) => {
+                replace_in(&path, &expand(&r.find, req), &expand(&r.with, req)).await
+            }
             (None, None) => Err("nothing to write".to_owned()),
         };
         match result {
             Ok(()) => log.line(&format!("wrote {rel}")).await,
             Err(e) => {
-                log.line(&format!("scripted agent: cannot edit {rel}: {e}")).await;
+                log.line(&format!("scripted agent: cannot edit {rel}: {e}"))
+                    .await;
                 return ExitOutcome::Exited(1);
             }
         }
@@ -182,13 +220,19 @@ async fn perform(step: &Step, req: &AgentRequest, cancel: &CancellationToken, lo
 
 async fn write_file(path: &Path, content: &str) -> Result<(), String> {
     if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    tokio::fs::write(path, content).await.map_err(|e| e.to_string())
+    tokio::fs::write(path, content)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn replace_in(path: &Path, find: &str, with: &str) -> Result<(), String> {
-    let text = tokio::fs::read_to_string(path).await.map_err(|e| e.to_string())?;
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| e.to_string())?;
     if !text.contains(find) {
         return Err(format!("text `{find}` not found"));
     }
@@ -204,7 +248,14 @@ impl Log {
         if let Some(dir) = path.parent() {
             let _ = tokio::fs::create_dir_all(dir).await;
         }
-        Self(tokio::fs::OpenOptions::new().create(true).append(true).open(path).await.ok())
+        Self(
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .await
+                .ok(),
+        )
     }
 
     async fn line(&mut self, line: &str) {
@@ -257,18 +308,41 @@ exit_code = 3
         std::fs::create_dir_all(dir.path().join("src")).expect("mkdir");
         std::fs::write(dir.path().join("src/main.rs"), "say(\"Hello\")").expect("write");
         let agent = ScriptedAgent::new(Scenario::from_toml(SCENARIO).expect("valid"));
-        let run = agent.run(&req(dir.path(), "development", 1), &CancellationToken::new(), &mut ()).await;
+        let run = agent
+            .run(
+                &req(dir.path(), "development", 1),
+                &CancellationToken::new(),
+                &mut (),
+            )
+            .await;
         assert_eq!(run.outcome, ExitOutcome::Exited(0));
-        assert_eq!(std::fs::read_to_string(dir.path().join("src/main.rs")).expect("read"), "say(\"Hi\")");
-        let notes = std::fs::read_to_string(dir.path().join("docs/work-items/DEMO-1/03-dev-notes.md")).expect("read");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("src/main.rs")).expect("read"),
+            "say(\"Hi\")"
+        );
+        let notes =
+            std::fs::read_to_string(dir.path().join("docs/work-items/DEMO-1/03-dev-notes.md"))
+                .expect("read");
         assert!(notes.contains("dev_status: DONE"));
         let log = std::fs::read_to_string(dir.path().join("run.log")).expect("log");
         assert!(log.contains("changing the greeting for DEMO-1"), "{log}");
         // Attempt 2 falls back to the stage-wide step.
-        let run = agent.run(&req(dir.path(), "development", 2), &CancellationToken::new(), &mut ()).await;
+        let run = agent
+            .run(
+                &req(dir.path(), "development", 2),
+                &CancellationToken::new(),
+                &mut (),
+            )
+            .await;
         assert_eq!(run.outcome, ExitOutcome::Exited(3));
         // No step at all: exit 2, never a pass.
-        let run = agent.run(&req(dir.path(), "review", 1), &CancellationToken::new(), &mut ()).await;
+        let run = agent
+            .run(
+                &req(dir.path(), "review", 1),
+                &CancellationToken::new(),
+                &mut (),
+            )
+            .await;
         assert_eq!(run.outcome, ExitOutcome::Exited(2));
     }
 
@@ -278,14 +352,22 @@ exit_code = 3
         std::fs::create_dir_all(dir.path().join("src")).expect("mkdir");
         std::fs::write(dir.path().join("src/main.rs"), "nothing here").expect("write");
         let agent = ScriptedAgent::new(Scenario::from_toml(SCENARIO).expect("valid"));
-        let run = agent.run(&req(dir.path(), "development", 1), &CancellationToken::new(), &mut ()).await;
+        let run = agent
+            .run(
+                &req(dir.path(), "development", 1),
+                &CancellationToken::new(),
+                &mut (),
+            )
+            .await;
         assert_eq!(run.outcome, ExitOutcome::Exited(1));
     }
 
     #[tokio::test]
     async fn sleeping_step_is_cancellable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let agent = ScriptedAgent::new(Scenario::from_toml("[[steps]]\nstage = \"qa\"\nsleep_ms = 60000\n").expect("valid"));
+        let agent = ScriptedAgent::new(
+            Scenario::from_toml("[[steps]]\nstage = \"qa\"\nsleep_ms = 60000\n").expect("valid"),
+        );
         let cancel = CancellationToken::new();
         cancel.cancel();
         let run = agent.run(&req(dir.path(), "qa", 1), &cancel, &mut ()).await;
@@ -295,13 +377,30 @@ exit_code = 3
     #[test]
     fn refuses_bad_scenarios() {
         let cases = [
-            ("[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"../x\", content = \"\" }]\n", "scenario step 1 (stage `qa`): path `../x` must be relative and stay inside the worktree"),
-            ("[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"/etc/x\", content = \"\" }]\n", "scenario step 1 (stage `qa`): path `/etc/x` must be relative and stay inside the worktree"),
-            ("[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"x\" }]\n", "scenario step 1 (stage `qa`): file `x` needs exactly one of `content` or `replace`"),
-            ("[[steps]]\nstage = \"QA\"\n", "scenario step 1 (stage `QA`): invalid stage name `QA`: may hold only lowercase letters, digits and `-`"),
+            (
+                "[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"../x\", content = \"\" }]\n",
+                "scenario step 1 (stage `qa`): path `../x` must be relative and stay inside the worktree",
+            ),
+            (
+                "[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"/etc/x\", content = \"\" }]\n",
+                "scenario step 1 (stage `qa`): path `/etc/x` must be relative and stay inside the worktree",
+            ),
+            (
+                "[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"x\" }]\n",
+                "scenario step 1 (stage `qa`): file `x` needs exactly one of `content` or `replace`",
+            ),
+            (
+                "[[steps]]\nstage = \"QA\"\n",
+                "scenario step 1 (stage `QA`): invalid stage name `QA`: may hold only lowercase letters, digits and `-`",
+            ),
         ];
         for (text, expect) in cases {
-            assert_eq!(Scenario::from_toml(text).map(|_| ()).map_err(|e| e.to_string()), Err(expect.to_owned()));
+            assert_eq!(
+                Scenario::from_toml(text)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(expect.to_owned())
+            );
         }
         assert!(Scenario::from_toml("steps = 3").is_err());
     }

@@ -44,7 +44,11 @@ pub enum FieldError {
     #[error("field `{field}` must be a plain string, found {found}")]
     NotAString { field: String, found: &'static str },
     #[error("field `{field}` is `{value}`, not one of {allowed} (values are exact and uppercase)")]
-    UnknownValue { field: String, value: String, allowed: String },
+    UnknownValue {
+        field: String,
+        value: String,
+        allowed: String,
+    },
 }
 
 impl Frontmatter {
@@ -102,22 +106,29 @@ impl Frontmatter {
     /// A string field, or an error naming why it is not one.
     pub fn string(&self, field: &str) -> Result<&str, FieldError> {
         match self.fields.get(field) {
-            None => Err(FieldError::Missing { field: field.to_owned() }),
+            None => Err(FieldError::Missing {
+                field: field.to_owned(),
+            }),
             Some(serde_yaml::Value::String(s)) => Ok(s),
-            Some(other) => Err(FieldError::NotAString { field: field.to_owned(), found: kind(other) }),
+            Some(other) => Err(FieldError::NotAString {
+                field: field.to_owned(),
+                found: kind(other),
+            }),
         }
     }
 
     /// A verdict: the field's string value, required to be exactly one of `allowed`.
     pub fn verdict<'a>(&self, field: &str, allowed: &'a [String]) -> Result<&'a str, FieldError> {
         let value = self.string(field)?;
-        allowed.iter().find(|a| a.as_str() == value).map(String::as_str).ok_or_else(|| {
-            FieldError::UnknownValue {
+        allowed
+            .iter()
+            .find(|a| a.as_str() == value)
+            .map(String::as_str)
+            .ok_or_else(|| FieldError::UnknownValue {
                 field: field.to_owned(),
                 value: value.chars().take(60).collect(),
                 allowed: allowed.join(", "),
-            }
-        })
+            })
     }
 
     /// The body after the closing fence is not kept; this gives the number of fields.
@@ -175,39 +186,98 @@ mod tests {
 
     #[test]
     fn valid_verdicts() {
-        check(Some("---\nreview_verdict: APPROVE\n---\n# Review\n"), "VERDICT APPROVE");
-        check(Some("---\nreview_verdict: REQUEST_CHANGES\nnotes: x\n---\n"), "VERDICT REQUEST_CHANGES");
-        check(Some("---\nreview_verdict: \"APPROVE\"\n---"), "VERDICT APPROVE");
+        check(
+            Some("---\nreview_verdict: APPROVE\n---\n# Review\n"),
+            "VERDICT APPROVE",
+        );
+        check(
+            Some("---\nreview_verdict: REQUEST_CHANGES\nnotes: x\n---\n"),
+            "VERDICT REQUEST_CHANGES",
+        );
+        check(
+            Some("---\nreview_verdict: \"APPROVE\"\n---"),
+            "VERDICT APPROVE",
+        );
     }
 
     #[test]
     fn crlf_line_ends_read_as_lf() {
-        check(Some("---\r\nreview_verdict: APPROVE\r\n---\r\nbody\r\n"), "VERDICT APPROVE");
+        check(
+            Some("---\r\nreview_verdict: APPROVE\r\n---\r\nbody\r\n"),
+            "VERDICT APPROVE",
+        );
     }
 
     #[test]
     fn fail_closed_cases() {
         check(None, "FAILED: artifact is missing");
-        check(Some(""), "FAILED: artifact does not start with a `---` line (no frontmatter)");
-        check(Some("# Review\nreview_verdict: APPROVE\n"), "FAILED: artifact does not start with a `---` line (no frontmatter)");
-        check(Some(" ---\nreview_verdict: APPROVE\n---\n"), "FAILED: artifact does not start with a `---` line (no frontmatter)");
-        check(Some("\u{feff}---\nreview_verdict: APPROVE\n---\n"), "FAILED: artifact starts with a byte-order mark; write UTF-8 without BOM");
-        check(Some("---\nreview_verdict: APPROVE\n"), "FAILED: frontmatter has no closing `---` line");
-        check(Some("---\n---\n"), "FAILED: frontmatter is not a mapping of `key: value` lines");
-        check(Some("---\n- APPROVE\n---\n"), "FAILED: frontmatter is not a mapping of `key: value` lines");
-        check(Some("---\n1: APPROVE\n---\n"), "FAILED: frontmatter has a non-string key");
-        check(Some("---\nreview_verdict: approve\n---\n"), "FAILED: field `review_verdict` is `approve`, not one of APPROVE, REQUEST_CHANGES (values are exact and uppercase)");
-        check(Some("---\nreview_verdict: APPROVE \n---\n"), "VERDICT APPROVE");
-        check(Some("---\nreview_verdict: \"APPROVE \"\n---\n"), "FAILED: field `review_verdict` is `APPROVE `, not one of APPROVE, REQUEST_CHANGES (values are exact and uppercase)");
-        check(Some("---\nreview_verdict: true\n---\n"), "FAILED: field `review_verdict` must be a plain string, found a boolean");
-        check(Some("---\nreview_verdict:\n---\n"), "FAILED: field `review_verdict` must be a plain string, found nothing (null)");
-        check(Some("---\nreview_verdict: [APPROVE]\n---\n"), "FAILED: field `review_verdict` must be a plain string, found a list");
-        check(Some("---\nverdict: APPROVE\n---\n"), "FAILED: field `review_verdict` is missing from the frontmatter");
+        check(
+            Some(""),
+            "FAILED: artifact does not start with a `---` line (no frontmatter)",
+        );
+        check(
+            Some("# Review\nreview_verdict: APPROVE\n"),
+            "FAILED: artifact does not start with a `---` line (no frontmatter)",
+        );
+        check(
+            Some(" ---\nreview_verdict: APPROVE\n---\n"),
+            "FAILED: artifact does not start with a `---` line (no frontmatter)",
+        );
+        check(
+            Some("\u{feff}---\nreview_verdict: APPROVE\n---\n"),
+            "FAILED: artifact starts with a byte-order mark; write UTF-8 without BOM",
+        );
+        check(
+            Some("---\nreview_verdict: APPROVE\n"),
+            "FAILED: frontmatter has no closing `---` line",
+        );
+        check(
+            Some("---\n---\n"),
+            "FAILED: frontmatter is not a mapping of `key: value` lines",
+        );
+        check(
+            Some("---\n- APPROVE\n---\n"),
+            "FAILED: frontmatter is not a mapping of `key: value` lines",
+        );
+        check(
+            Some("---\n1: APPROVE\n---\n"),
+            "FAILED: frontmatter has a non-string key",
+        );
+        check(
+            Some("---\nreview_verdict: approve\n---\n"),
+            "FAILED: field `review_verdict` is `approve`, not one of APPROVE, REQUEST_CHANGES (values are exact and uppercase)",
+        );
+        check(
+            Some("---\nreview_verdict: APPROVE \n---\n"),
+            "VERDICT APPROVE",
+        );
+        check(
+            Some("---\nreview_verdict: \"APPROVE \"\n---\n"),
+            "FAILED: field `review_verdict` is `APPROVE `, not one of APPROVE, REQUEST_CHANGES (values are exact and uppercase)",
+        );
+        check(
+            Some("---\nreview_verdict: true\n---\n"),
+            "FAILED: field `review_verdict` must be a plain string, found a boolean",
+        );
+        check(
+            Some("---\nreview_verdict:\n---\n"),
+            "FAILED: field `review_verdict` must be a plain string, found nothing (null)",
+        );
+        check(
+            Some("---\nreview_verdict: [APPROVE]\n---\n"),
+            "FAILED: field `review_verdict` must be a plain string, found a list",
+        );
+        check(
+            Some("---\nverdict: APPROVE\n---\n"),
+            "FAILED: field `review_verdict` is missing from the frontmatter",
+        );
     }
 
     #[test]
     fn duplicate_key_is_failed() {
-        let got = Frontmatter::parse(Some("---\nreview_verdict: REQUEST_CHANGES\nreview_verdict: APPROVE\n---\n"));
+        let got = Frontmatter::parse(Some(
+            "---\nreview_verdict: REQUEST_CHANGES\nreview_verdict: APPROVE\n---\n",
+        ));
         match got {
             Err(FrontmatterError::InvalidYaml(msg)) => assert!(msg.contains("duplicate"), "{msg}"),
             other => panic!("expected a duplicate-key error, got {other:?}"),
@@ -217,7 +287,10 @@ mod tests {
     #[test]
     fn bad_yaml_is_failed() {
         let got = Frontmatter::parse(Some("---\nreview_verdict: [APPROVE\n---\n"));
-        assert!(matches!(got, Err(FrontmatterError::InvalidYaml(_))), "{got:?}");
+        assert!(
+            matches!(got, Err(FrontmatterError::InvalidYaml(_))),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -229,7 +302,10 @@ mod tests {
             "FAILED: field `review_verdict` is missing from the frontmatter",
         );
         // `---` inside a quoted value on one line is just text.
-        check(Some("---\nnotes: \"a --- b\"\nreview_verdict: APPROVE\n---\n"), "VERDICT APPROVE");
+        check(
+            Some("---\nnotes: \"a --- b\"\nreview_verdict: APPROVE\n---\n"),
+            "VERDICT APPROVE",
+        );
     }
 
     #[test]

@@ -70,7 +70,14 @@ pub struct GateVerdict {
 
 impl GateVerdict {
     pub fn failed(gate: GateKind, reason: impl Into<String>) -> Self {
-        Self { class: VerdictClass::Fail, value: None, failures: vec![GateFailure { gate, reason: reason.into() }] }
+        Self {
+            class: VerdictClass::Fail,
+            value: None,
+            failures: vec![GateFailure {
+                gate,
+                reason: reason.into(),
+            }],
+        }
     }
 
     pub fn is_pass(&self) -> bool {
@@ -79,7 +86,10 @@ impl GateVerdict {
 
     /// The reasons, one per line, as shown to people and to the next attempt.
     pub fn reasons(&self) -> Vec<String> {
-        self.failures.iter().map(|f| format!("{}: {}", f.gate.name(), f.reason)).collect()
+        self.failures
+            .iter()
+            .map(|f| format!("{}: {}", f.gate.name(), f.reason))
+            .collect()
     }
 }
 
@@ -111,7 +121,10 @@ pub fn evaluate_static(stage: &Stage, input: &GateInput<'_>) -> Vec<GateFailure>
         match &input.agent_exit {
             Some(o) if o.success() => {}
             Some(o) => fail(GateKind::AgentExit, format!("the agent {}", o.describe())),
-            None => fail(GateKind::AgentExit, "the agent's exit status is unknown".to_owned()),
+            None => fail(
+                GateKind::AgentExit,
+                "the agent's exit status is unknown".to_owned(),
+            ),
         }
         match input.write_allowlist {
             Some(allow) => {
@@ -122,24 +135,37 @@ pub fn evaluate_static(stage: &Stage, input: &GateInput<'_>) -> Vec<GateFailure>
                     .map(String::as_str)
                     .collect();
                 if !outside.is_empty() {
-                    fail(GateKind::WriteAllowlist, format!("wrote outside the role's allowlist: {}", list(&outside)));
+                    fail(
+                        GateKind::WriteAllowlist,
+                        format!("wrote outside the role's allowlist: {}", list(&outside)),
+                    );
                 }
             }
-            None => fail(GateKind::WriteAllowlist, "the role has no write allowlist".to_owned()),
+            None => fail(
+                GateKind::WriteAllowlist,
+                "the role has no write allowlist".to_owned(),
+            ),
         }
     }
     for gate in &stage.gates {
         match gate {
             GateSpec::DiffNonEmpty => {
-                let code: Vec<&String> =
-                    input.stage_changes.iter().filter(|p| !p.starts_with(input.artifact_dir)).collect();
+                let code: Vec<&String> = input
+                    .stage_changes
+                    .iter()
+                    .filter(|p| !p.starts_with(input.artifact_dir))
+                    .collect();
                 if code.is_empty() {
-                    fail(GateKind::DiffNonEmpty, "the attempt changed no file besides its artifacts".to_owned());
+                    fail(
+                        GateKind::DiffNonEmpty,
+                        "the attempt changed no file besides its artifacts".to_owned(),
+                    );
                 }
             }
             GateSpec::DocGate { docs } => {
                 // Work-item artifacts live under docs/ but are not documentation.
-                let is_doc = |p: &String| glob::matches_any(docs, p) && !p.starts_with("docs/work-items/");
+                let is_doc =
+                    |p: &String| glob::matches_any(docs, p) && !p.starts_with("docs/work-items/");
                 let code: Vec<&str> = input
                     .branch_changes
                     .iter()
@@ -194,34 +220,60 @@ pub fn evaluate(stage: &Stage, input: &GateInput<'_>) -> GateVerdict {
         (Some(spec), Some(file)) => {
             let read = Frontmatter::parse(input.artifact)
                 .map_err(|e| e.to_string())
-                .and_then(|fm| fm.verdict(&spec.field, &spec.allowed()).map(str::to_owned).map_err(|e| e.to_string()));
+                .and_then(|fm| {
+                    fm.verdict(&spec.field, &spec.allowed())
+                        .map(str::to_owned)
+                        .map_err(|e| e.to_string())
+                });
             match read {
                 Ok(v) if spec.pass.contains(&v) => (VerdictClass::Pass, Some(v)),
                 Ok(v) if spec.needs_info.contains(&v) => (VerdictClass::NeedsInfo, Some(v)),
                 Ok(v) => {
-                    failures.push(GateFailure { gate: GateKind::Verdict, reason: format!("{file}: {} is {v}", spec.field) });
+                    failures.push(GateFailure {
+                        gate: GateKind::Verdict,
+                        reason: format!("{file}: {} is {v}", spec.field),
+                    });
                     (VerdictClass::Fail, Some(v))
                 }
                 Err(e) => {
-                    failures.push(GateFailure { gate: GateKind::Verdict, reason: format!("{file}: {e}") });
+                    failures.push(GateFailure {
+                        gate: GateKind::Verdict,
+                        reason: format!("{file}: {e}"),
+                    });
                     (VerdictClass::Fail, None)
                 }
             }
         }
         // An approval stage is never evaluated by gates; reaching here is an internal error.
         _ => {
-            failures.push(GateFailure { gate: GateKind::Verdict, reason: "the stage has no verdict to read".to_owned() });
+            failures.push(GateFailure {
+                gate: GateKind::Verdict,
+                reason: "the stage has no verdict to read".to_owned(),
+            });
             (VerdictClass::Fail, None)
         }
     };
     // Any failed gate outweighs the verdict value, including NEEDS_INFO.
-    let class = if failures.is_empty() { class } else { VerdictClass::Fail };
-    GateVerdict { class, value, failures }
+    let class = if failures.is_empty() {
+        class
+    } else {
+        VerdictClass::Fail
+    };
+    GateVerdict {
+        class,
+        value,
+        failures,
+    }
 }
 
 fn list(paths: &[&str]) -> String {
     const SHOW: usize = 5;
-    let mut s = paths.iter().take(SHOW).copied().collect::<Vec<_>>().join(", ");
+    let mut s = paths
+        .iter()
+        .take(SHOW)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if paths.len() > SHOW {
         s.push_str(&format!(" and {} more", paths.len() - SHOW));
     }

@@ -18,7 +18,9 @@ fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
         None => segs.is_empty(),
         Some((&"**", rest)) => (0..=segs.len()).any(|i| match_segments(rest, &segs[i..])),
         Some((p, rest)) => match segs.split_first() {
-            Some((s, srest)) => match_segment(p.as_bytes(), s.as_bytes()) && match_segments(rest, srest),
+            Some((s, srest)) => {
+                match_segment(p.as_bytes(), s.as_bytes()) && match_segments(rest, srest)
+            }
             None => false,
         },
     }
@@ -28,7 +30,9 @@ fn match_segment(p: &[u8], s: &[u8]) -> bool {
     match p.split_first() {
         None => s.is_empty(),
         Some((b'*', rest)) => (0..=s.len()).any(|i| match_segment(rest, &s[i..])),
-        Some((c, rest)) => s.split_first().is_some_and(|(d, srest)| c == d && match_segment(rest, srest)),
+        Some((c, rest)) => s
+            .split_first()
+            .is_some_and(|(d, srest)| c == d && match_segment(rest, srest)),
     }
 }
 
@@ -45,8 +49,16 @@ mod tests {
             ("docs/**", "src/docs.rs", false),
             ("CHANGELOG.md", "CHANGELOG.md", true),
             ("CHANGELOG.md", "x/CHANGELOG.md", false),
-            ("docs/work-items/*/14-deploy-log.md", "docs/work-items/DEMO-1/14-deploy-log.md", true),
-            ("docs/work-items/*/14-deploy-log.md", "docs/work-items/DEMO-1/x/14-deploy-log.md", false),
+            (
+                "docs/work-items/*/14-deploy-log.md",
+                "docs/work-items/DEMO-1/14-deploy-log.md",
+                true,
+            ),
+            (
+                "docs/work-items/*/14-deploy-log.md",
+                "docs/work-items/DEMO-1/x/14-deploy-log.md",
+                false,
+            ),
             ("docs/work-items/*/14-deploy-log.md", "src/main.rs", false),
             ("src/*.rs", "src/main.rs", true),
             ("src/*.rs", "src/a/main.rs", false),

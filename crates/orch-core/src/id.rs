@@ -17,7 +17,11 @@ pub struct IdError {
 }
 
 fn err(what: &'static str, input: &str, why: &'static str) -> IdError {
-    IdError { what, input: input.chars().take(80).collect(), why }
+    IdError {
+        what,
+        input: input.chars().take(80).collect(),
+        why,
+    }
 }
 
 /// A lowercase slug: `[a-z0-9]` words joined by single `-`, 1 to 63 characters.
@@ -25,8 +29,15 @@ fn check_slug(what: &'static str, s: &str) -> Result<(), IdError> {
     if s.is_empty() || s.len() > 63 {
         return Err(err(what, s, "must be 1 to 63 characters"));
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(err(what, s, "may hold only lowercase letters, digits and `-`"));
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err(
+            what,
+            s,
+            "may hold only lowercase letters, digits and `-`",
+        ));
     }
     if s.starts_with('-') || s.ends_with('-') || s.contains("--") {
         return Err(err(what, s, "`-` may only join two words"));
@@ -108,7 +119,12 @@ impl ProjectId {
 
     /// The prefix of this project's item ids: `billing-api` gives `BILLINGAPI`.
     pub fn item_prefix(&self) -> String {
-        let p: String = self.0.chars().filter(|c| *c != '-').collect::<String>().to_ascii_uppercase();
+        let p: String = self
+            .0
+            .chars()
+            .filter(|c| *c != '-')
+            .collect::<String>()
+            .to_ascii_uppercase();
         p.chars().take(12).collect()
     }
 }
@@ -139,7 +155,9 @@ impl ItemId {
         let key_ok = !key.is_empty()
             && key.len() <= 12
             && key.starts_with(|c: char| c.is_ascii_uppercase())
-            && key.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
         let num_ok = !num.is_empty()
             && num.len() <= 9
             && num.bytes().all(|b| b.is_ascii_digit())
@@ -156,7 +174,10 @@ impl ItemId {
 
     /// The number after the `-`.
     pub fn number(&self) -> u32 {
-        self.0.rsplit_once('-').and_then(|(_, n)| n.parse().ok()).unwrap_or(0)
+        self.0
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -170,8 +191,21 @@ mod tests {
             assert_eq!(ItemId::parse(ok).map(|i| i.to_string()), Ok(ok.to_owned()));
         }
         for bad in [
-            "", "DEMO", "DEMO-", "-1", "demo-1", "DEMO-01", "DE/MO-1", "../DEMO-1", "DEMO-1/..",
-            "DEMO-1 ", "DEMO-..", "DEMO-1-2", "1DEMO-1", "DEMO-1234567890", "ÄDEMO-1",
+            "",
+            "DEMO",
+            "DEMO-",
+            "-1",
+            "demo-1",
+            "DEMO-01",
+            "DE/MO-1",
+            "../DEMO-1",
+            "DEMO-1/..",
+            "DEMO-1 ",
+            "DEMO-..",
+            "DEMO-1-2",
+            "1DEMO-1",
+            "DEMO-1234567890",
+            "ÄDEMO-1",
         ] {
             assert!(ItemId::parse(bad).is_err(), "{bad:?} must be refused");
         }
@@ -183,7 +217,17 @@ mod tests {
         for ok in ["demo", "deploy-staging", "a1-b2"] {
             assert!(StageName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Demo", "a--b", "-a", "a-", "a/b", "..", "a b", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "Demo",
+            "a--b",
+            "-a",
+            "a-",
+            "a/b",
+            "..",
+            "a b",
+            &"x".repeat(64),
+        ] {
             assert!(ProjectId::parse(bad).is_err(), "{bad:?} must be refused");
         }
         let p = ProjectId::parse("billing-api").map(|p| p.item_prefix());

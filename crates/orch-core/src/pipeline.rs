@@ -52,7 +52,12 @@ pub struct VerdictSpec {
 
 impl VerdictSpec {
     pub fn allowed(&self) -> Vec<String> {
-        self.pass.iter().chain(&self.fail).chain(&self.needs_info).cloned().collect()
+        self.pass
+            .iter()
+            .chain(&self.fail)
+            .chain(&self.needs_info)
+            .cloned()
+            .collect()
     }
 }
 
@@ -62,7 +67,11 @@ pub enum GateSpec {
     /// The attempt must change at least one file besides its own artifacts.
     DiffNonEmpty,
     /// A command run in the worktree must exit 0 within the timeout.
-    Command { name: String, run: String, timeout_secs: u64 },
+    Command {
+        name: String,
+        run: String,
+        timeout_secs: u64,
+    },
     /// Code changed on the branch without a change under one of the `docs` patterns: FAILED.
     DocGate { docs: Vec<String> },
 }
@@ -147,11 +156,19 @@ pub enum PipelineError {
     #[error("stage #{index}: {message}")]
     Stage { index: usize, message: String },
     #[error("stage `{stage}`, field `{field}`: {message}")]
-    Field { stage: String, field: &'static str, message: String },
+    Field {
+        stage: String,
+        field: &'static str,
+        message: String,
+    },
 }
 
 fn field_err(stage: &str, field: &'static str, message: impl Into<String>) -> PipelineError {
-    PipelineError::Field { stage: stage.to_owned(), field, message: message.into() }
+    PipelineError::Field {
+        stage: stage.to_owned(),
+        field,
+        message: message.into(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -223,7 +240,8 @@ pub const RESERVED_TARGETS: [&str; 1] = ["done"];
 impl Pipeline {
     /// Parses and validates a pipeline file's text.
     pub fn from_toml(text: &str) -> Result<Self, PipelineError> {
-        let raw: RawPipeline = toml::from_str(text).map_err(|e| PipelineError::Toml(e.to_string()))?;
+        let raw: RawPipeline =
+            toml::from_str(text).map_err(|e| PipelineError::Toml(e.to_string()))?;
         Self::from_raw(raw)
     }
 
@@ -232,16 +250,29 @@ impl Pipeline {
             return Err(PipelineError::Empty);
         }
         let default_budget = raw.defaults.budget;
-        let default_timeout = raw.defaults.timeout_secs.unwrap_or(DEFAULT_AGENT_TIMEOUT_SECS);
+        let default_timeout = raw
+            .defaults
+            .timeout_secs
+            .unwrap_or(DEFAULT_AGENT_TIMEOUT_SECS);
         let mut names = BTreeSet::new();
         for (index, s) in raw.stages.iter().enumerate() {
-            let name = StageName::parse(&s.name)
-                .map_err(|e| PipelineError::Stage { index: index + 1, message: e.to_string() })?;
+            let name = StageName::parse(&s.name).map_err(|e| PipelineError::Stage {
+                index: index + 1,
+                message: e.to_string(),
+            })?;
             if RESERVED_TARGETS.contains(&name.as_str()) {
-                return Err(field_err(&s.name, "name", "`done` is reserved for the end of the pipeline"));
+                return Err(field_err(
+                    &s.name,
+                    "name",
+                    "`done` is reserved for the end of the pipeline",
+                ));
             }
             if !names.insert(name) {
-                return Err(field_err(&s.name, "name", "another stage has the same name"));
+                return Err(field_err(
+                    &s.name,
+                    "name",
+                    "another stage has the same name",
+                ));
             }
         }
         let mut stages = Vec::with_capacity(raw.stages.len());
@@ -321,15 +352,24 @@ fn stage_from_raw(
     };
     let kind = match s.kind.as_str() {
         "agent" => {
-            let role = s.role.as_deref().ok_or_else(|| field_err(n, "role", "an agent stage needs a role"))?;
-            StageKind::Agent { role: RoleName::parse(role).map_err(|e| field_err(n, "role", e.to_string()))? }
+            let role = s
+                .role
+                .as_deref()
+                .ok_or_else(|| field_err(n, "role", "an agent stage needs a role"))?;
+            StageKind::Agent {
+                role: RoleName::parse(role).map_err(|e| field_err(n, "role", e.to_string()))?,
+            }
         }
         "action" => {
             let action = match s.action.as_deref() {
                 Some("deploy-staging") => Action::DeployStaging,
                 Some("deploy") => Action::Deploy,
                 Some(other) => {
-                    return Err(field_err(n, "action", format!("unknown action `{other}`; known: deploy-staging, deploy")));
+                    return Err(field_err(
+                        n,
+                        "action",
+                        format!("unknown action `{other}`; known: deploy-staging, deploy"),
+                    ));
                 }
                 None => return Err(field_err(n, "action", "an action stage needs an action")),
             };
@@ -337,7 +377,11 @@ fn stage_from_raw(
         }
         "approval" => StageKind::Approval,
         other => {
-            return Err(field_err(n, "kind", format!("unknown kind `{other}`; known: agent, action, approval")));
+            return Err(field_err(
+                n,
+                "kind",
+                format!("unknown kind `{other}`; known: agent, action, approval"),
+            ));
         }
     };
     if s.role.is_some() && !matches!(kind, StageKind::Agent { .. }) {
@@ -350,33 +394,78 @@ fn stage_from_raw(
         None => None,
         Some(v) => {
             if v.field.trim().is_empty() {
-                return Err(field_err(n, "verdict.field", "must name a frontmatter field"));
+                return Err(field_err(
+                    n,
+                    "verdict.field",
+                    "must name a frontmatter field",
+                ));
             }
             if v.pass.is_empty() {
-                return Err(field_err(n, "verdict.pass", "must list at least one passing value"));
+                return Err(field_err(
+                    n,
+                    "verdict.pass",
+                    "must list at least one passing value",
+                ));
             }
             let mut seen = BTreeSet::new();
             for value in v.pass.iter().chain(&v.fail).chain(&v.needs_info) {
-                if value.is_empty() || value.chars().any(|c| c.is_ascii_lowercase() || c.is_whitespace()) {
-                    return Err(field_err(n, "verdict", format!("value `{value}` must be uppercase with no spaces")));
+                if value.is_empty()
+                    || value
+                        .chars()
+                        .any(|c| c.is_ascii_lowercase() || c.is_whitespace())
+                {
+                    return Err(field_err(
+                        n,
+                        "verdict",
+                        format!("value `{value}` must be uppercase with no spaces"),
+                    ));
                 }
                 if !seen.insert(value.clone()) {
-                    return Err(field_err(n, "verdict", format!("value `{value}` is listed twice")));
+                    return Err(field_err(
+                        n,
+                        "verdict",
+                        format!("value `{value}` is listed twice"),
+                    ));
                 }
             }
-            Some(VerdictSpec { field: v.field, pass: v.pass, fail: v.fail, needs_info: v.needs_info })
+            Some(VerdictSpec {
+                field: v.field,
+                pass: v.pass,
+                fail: v.fail,
+                needs_info: v.needs_info,
+            })
         }
     };
     match (&kind, &verdict, &s.artifact) {
         (StageKind::Approval, Some(_), _) | (StageKind::Approval, _, Some(_)) => {
-            return Err(field_err(n, "verdict", "an approval stage has no artifact or verdict"));
+            return Err(field_err(
+                n,
+                "verdict",
+                "an approval stage has no artifact or verdict",
+            ));
         }
         (StageKind::Approval, None, None) => {}
-        (_, None, _) => return Err(field_err(n, "verdict", "agent and action stages need a verdict field")),
-        (_, Some(_), None) => return Err(field_err(n, "artifact", "a verdict needs the artifact it is read from")),
+        (_, None, _) => {
+            return Err(field_err(
+                n,
+                "verdict",
+                "agent and action stages need a verdict field",
+            ));
+        }
+        (_, Some(_), None) => {
+            return Err(field_err(
+                n,
+                "artifact",
+                "a verdict needs the artifact it is read from",
+            ));
+        }
         (_, Some(_), Some(a)) => {
             if a.is_empty() || a.contains('/') || a.contains("..") || !a.ends_with(".md") {
-                return Err(field_err(n, "artifact", "must be a plain `.md` file name such as 01-analysis.md"));
+                return Err(field_err(
+                    n,
+                    "artifact",
+                    "must be a plain `.md` file name such as 01-analysis.md",
+                ));
             }
         }
     }
@@ -386,19 +475,33 @@ fn stage_from_raw(
             "diff-nonempty" => GateSpec::DiffNonEmpty,
             "command" => {
                 let run = g.run.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
-                    field_err(n, "gates.run", format!("command gate #{} needs `run`", i + 1))
+                    field_err(
+                        n,
+                        "gates.run",
+                        format!("command gate #{} needs `run`", i + 1),
+                    )
                 })?;
                 let timeout_secs = g.timeout_secs.unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECS);
                 if timeout_secs == 0 {
                     return Err(field_err(n, "gates.timeout_secs", "must be at least 1"));
                 }
-                GateSpec::Command { name: g.name.unwrap_or_else(|| format!("command-{}", i + 1)), run, timeout_secs }
+                GateSpec::Command {
+                    name: g.name.unwrap_or_else(|| format!("command-{}", i + 1)),
+                    run,
+                    timeout_secs,
+                }
             }
             "doc-gate" => GateSpec::DocGate {
-                docs: g.docs.unwrap_or_else(|| vec!["docs/**".to_owned(), "CHANGELOG.md".to_owned()]),
+                docs: g
+                    .docs
+                    .unwrap_or_else(|| vec!["docs/**".to_owned(), "CHANGELOG.md".to_owned()]),
             },
             other => {
-                return Err(field_err(n, "gates.kind", format!("unknown gate `{other}`; known: diff-nonempty, command, doc-gate")));
+                return Err(field_err(
+                    n,
+                    "gates.kind",
+                    format!("unknown gate `{other}`; known: diff-nonempty, command, doc-gate"),
+                ));
             }
         };
         if matches!(kind, StageKind::Approval) {
@@ -407,7 +510,13 @@ fn stage_from_raw(
         gates.push(gate);
     }
     let on_pass = match s.on_pass.as_deref() {
-        None => return Err(field_err(n, "on_pass", "every stage needs on_pass (a stage name or `done`)")),
+        None => {
+            return Err(field_err(
+                n,
+                "on_pass",
+                "every stage needs on_pass (a stage name or `done`)",
+            ));
+        }
         Some("done") => Target::Done,
         Some(t) => Target::Stage(target("on_pass", t)?),
     };
@@ -418,22 +527,46 @@ fn stage_from_raw(
         None => None,
         Some(e) => {
             let budget = e.budget.or(default_budget).ok_or_else(|| {
-                field_err(n, "on_fail.budget", "a fail edge needs a budget: set on_fail.budget or [defaults] budget")
+                field_err(
+                    n,
+                    "on_fail.budget",
+                    "a fail edge needs a budget: set on_fail.budget or [defaults] budget",
+                )
             })?;
             if budget == 0 {
-                return Err(field_err(n, "on_fail.budget", "a fail edge needs a budget of at least 1"));
+                return Err(field_err(
+                    n,
+                    "on_fail.budget",
+                    "a fail edge needs a budget of at least 1",
+                ));
             }
-            Some(FailEdge { to: target("on_fail.to", &e.to)?, budget })
+            Some(FailEdge {
+                to: target("on_fail.to", &e.to)?,
+                budget,
+            })
         }
     };
     if matches!(kind, StageKind::Approval) && on_fail.is_some() {
-        return Err(field_err(n, "on_fail", "an approval stage does not fail; STOP cancels it"));
+        return Err(field_err(
+            n,
+            "on_fail",
+            "an approval stage does not fail; STOP cancels it",
+        ));
     }
     let timeout_secs = s.timeout_secs.unwrap_or(default_timeout);
     if timeout_secs == 0 {
         return Err(field_err(n, "timeout_secs", "must be at least 1"));
     }
-    Ok(Stage { name, kind, artifact: s.artifact, verdict, gates, on_pass, on_fail, timeout_secs })
+    Ok(Stage {
+        name,
+        kind,
+        artifact: s.artifact,
+        verdict,
+        gates,
+        on_pass,
+        on_fail,
+        timeout_secs,
+    })
 }
 
 /// The default pipeline (the canon), as `orch init` writes it.
@@ -480,7 +613,10 @@ mod tests {
 
     #[test]
     fn validation_names_stage_and_field() {
-        check_err("", "pipeline has no stages; add at least one [[stages]] table");
+        check_err(
+            "",
+            "pipeline has no stages; add at least one [[stages]] table",
+        );
         check_err(
             "[[stages]]\nname = \"a\"\nkind = \"agent\"\nrole = \"dev\"\nartifact = \"a.md\"\nverdict = { field = \"s\", pass = [\"OK\"] }\non_pass = \"nowhere\"\n",
             "stage `a`, field `on_pass`: no stage is named `nowhere`",
@@ -513,6 +649,9 @@ mod tests {
             "[[stages]]\nname = \"a\"\nkind = \"agent\"\nrole = \"dev\"\nartifact = \"a.md\"\nverdict = { field = \"s\", pass = [\"OK\"] }\ngates = [{ kind = \"command\" }]\non_pass = \"done\"\n",
             "stage `a`, field `gates.run`: command gate #1 needs `run`",
         );
-        check_err("[[stages]]\nname = \"a\"\nkind = \"approval\"\non_pass = \"done\"\nbogus = 1\n", "pipeline file is not valid TOML: TOML parse error at line 5, column 1\n  |\n5 | bogus = 1\n  | ^^^^^\nunknown field `bogus`, expected one of `name`, `kind`, `role`, `action`, `artifact`, `verdict`, `gates`, `on_pass`, `on_fail`, `timeout_secs`\n");
+        check_err(
+            "[[stages]]\nname = \"a\"\nkind = \"approval\"\non_pass = \"done\"\nbogus = 1\n",
+            "pipeline file is not valid TOML: TOML parse error at line 5, column 1\n  |\n5 | bogus = 1\n  | ^^^^^\nunknown field `bogus`, expected one of `name`, `kind`, `role`, `action`, `artifact`, `verdict`, `gates`, `on_pass`, `on_fail`, `timeout_secs`\n",
+        );
     }
 }

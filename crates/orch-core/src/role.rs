@@ -53,13 +53,23 @@ impl Role {
             Some((y, p)) => (y, p),
             None => (rest.strip_suffix("\n---").unwrap_or(rest), ""),
         };
-        let raw: RawRole = serde_yaml::from_str(yaml).map_err(|e| RoleError::Fields(e.to_string()))?;
+        let raw: RawRole =
+            serde_yaml::from_str(yaml).map_err(|e| RoleError::Fields(e.to_string()))?;
         let name = RoleName::parse(&raw.name).map_err(|e| RoleError::Fields(e.to_string()))?;
         if &name != expected {
-            return Err(RoleError::NameMismatch { expected: expected.to_string(), found: raw.name });
+            return Err(RoleError::NameMismatch {
+                expected: expected.to_string(),
+                found: raw.name,
+            });
         }
-        if raw.writes.iter().any(|w| w.starts_with('/') || w.split('/').any(|s| s == "..")) {
-            return Err(RoleError::Fields("`writes` patterns are relative paths without `..`".to_owned()));
+        if raw
+            .writes
+            .iter()
+            .any(|w| w.starts_with('/') || w.split('/').any(|s| s == ".."))
+        {
+            return Err(RoleError::Fields(
+                "`writes` patterns are relative paths without `..`".to_owned(),
+            ));
         }
         Ok(Self {
             name,
@@ -92,13 +102,27 @@ mod tests {
     #[test]
     fn refuses_bad_roles() {
         let cases = [
-            ("# no frontmatter\n", "role file has no frontmatter: artifact does not start with a `---` line (no frontmatter)"),
-            ("---\nname: reviewer\ndescription: x\n---\n", "role frontmatter: missing field `writes`"),
-            ("---\nname: developer\ndescription: x\nwrites: []\n---\n", "role file names `developer` but is the file of role `reviewer`"),
-            ("---\nname: reviewer\ndescription: x\nwrites: [\"../x\"]\n---\n", "role frontmatter: `writes` patterns are relative paths without `..`"),
+            (
+                "# no frontmatter\n",
+                "role file has no frontmatter: artifact does not start with a `---` line (no frontmatter)",
+            ),
+            (
+                "---\nname: reviewer\ndescription: x\n---\n",
+                "role frontmatter: missing field `writes`",
+            ),
+            (
+                "---\nname: developer\ndescription: x\nwrites: []\n---\n",
+                "role file names `developer` but is the file of role `reviewer`",
+            ),
+            (
+                "---\nname: reviewer\ndescription: x\nwrites: [\"../x\"]\n---\n",
+                "role frontmatter: `writes` patterns are relative paths without `..`",
+            ),
         ];
         for (text, expect) in cases {
-            let got = Role::parse(&role("reviewer"), text).map(|_| ()).map_err(|e| e.to_string());
+            let got = Role::parse(&role("reviewer"), text)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
             assert_eq!(got, Err(expect.to_owned()), "{text}");
         }
     }

@@ -34,11 +34,19 @@ pub struct TrackerState {
 }
 
 const fn s(name: &'static str, group: StateGroup) -> TrackerState {
-    TrackerState { name, group, terminal: false }
+    TrackerState {
+        name,
+        group,
+        terminal: false,
+    }
 }
 
 const fn t(name: &'static str, group: StateGroup) -> TrackerState {
-    TrackerState { name, group, terminal: true }
+    TrackerState {
+        name,
+        group,
+        terminal: true,
+    }
 }
 
 /// Every canonical state, in board order.
@@ -86,24 +94,43 @@ mod tests {
     fn canonical_states_are_pinned() {
         let lines: Vec<String> = CANONICAL_STATES
             .iter()
-            .map(|s| format!("{} | {}{}", s.name, s.group.as_str(), if s.terminal { " | terminal" } else { "" }))
+            .map(|s| {
+                format!(
+                    "{} | {}{}",
+                    s.name,
+                    s.group.as_str(),
+                    if s.terminal { " | terminal" } else { "" }
+                )
+            })
             .collect();
         insta::assert_snapshot!(lines.join("\n"));
     }
 
     #[test]
     fn terminal_states_are_exactly_done_cancelled_stop() {
-        let terminal: Vec<&str> = CANONICAL_STATES.iter().filter(|s| s.terminal).map(|s| s.name).collect();
+        let terminal: Vec<&str> = CANONICAL_STATES
+            .iter()
+            .filter(|s| s.terminal)
+            .map(|s| s.name)
+            .collect();
         assert_eq!(terminal, ["Done", "Cancelled", "STOP"]);
-        let stop = CANONICAL_STATES.iter().find(|s| s.name == "STOP").map(|s| s.group);
+        let stop = CANONICAL_STATES
+            .iter()
+            .find(|s| s.name == "STOP")
+            .map(|s| s.group);
         assert_eq!(stop, Some(StateGroup::Cancelled));
     }
 
     #[test]
     fn every_default_stage_has_a_state() {
-        let p = crate::pipeline::Pipeline::from_toml(crate::pipeline::DEFAULT_PIPELINE_TOML).expect("valid");
+        let p = crate::pipeline::Pipeline::from_toml(crate::pipeline::DEFAULT_PIPELINE_TOML)
+            .expect("valid");
         for stage in p.stages() {
-            assert!(state_for_stage(stage.name.as_str()).is_some(), "{}", stage.name);
+            assert!(
+                state_for_stage(stage.name.as_str()).is_some(),
+                "{}",
+                stage.name
+            );
         }
     }
 }

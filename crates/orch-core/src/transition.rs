@@ -84,7 +84,11 @@ pub struct ItemProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Create the next run of `stage`. On an approval stage it waits for an approval.
-    StartRun { stage: StageName, attempt: u32, feedback: Vec<String> },
+    StartRun {
+        stage: StageName,
+        attempt: u32,
+        feedback: Vec<String>,
+    },
     /// Tell people the item stopped and why (tracker comment, event).
     Blocked { reason: String },
     /// The agent needs an answer from a person.
@@ -100,7 +104,10 @@ pub enum Effect {
 pub enum Outcome {
     /// The current stage's gates decided. `fingerprint` identifies the failure (gate, reasons and
     /// the attempt's resulting tree) so an identical repeat is caught.
-    Verdict { verdict: GateVerdict, fingerprint: String },
+    Verdict {
+        verdict: GateVerdict,
+        fingerprint: String,
+    },
     /// A person approved the current approval stage.
     Approved,
     /// A person stopped the item (STOP).
@@ -130,7 +137,9 @@ pub enum DecideError {
     NotRunning { status: &'static str },
     #[error("item is {status}; only a merging item can be merged")]
     NotMerging { status: &'static str },
-    #[error("stage `{0}` is not in the pipeline (was the pipeline file changed under a running item?)")]
+    #[error(
+        "stage `{0}` is not in the pipeline (was the pipeline file changed under a running item?)"
+    )]
     UnknownStage(StageName),
 }
 
@@ -150,12 +159,20 @@ pub fn start(pipeline: &Pipeline) -> Decision {
 }
 
 /// The one transition function of orch.
-pub fn decide(pipeline: &Pipeline, current: &ItemProgress, outcome: Outcome) -> Result<Decision, DecideError> {
+pub fn decide(
+    pipeline: &Pipeline,
+    current: &ItemProgress,
+    outcome: Outcome,
+) -> Result<Decision, DecideError> {
     let status = current.status;
     if status.is_terminal() {
-        return Err(DecideError::Terminal { status: status.as_str() });
+        return Err(DecideError::Terminal {
+            status: status.as_str(),
+        });
     }
-    let stage = pipeline.stage(&current.stage).ok_or_else(|| DecideError::UnknownStage(current.stage.clone()))?;
+    let stage = pipeline
+        .stage(&current.stage)
+        .ok_or_else(|| DecideError::UnknownStage(current.stage.clone()))?;
     let mut p = current.clone();
     let mut effects = Vec::new();
     match outcome {
@@ -165,29 +182,42 @@ pub fn decide(pipeline: &Pipeline, current: &ItemProgress, outcome: Outcome) -> 
         }
         Outcome::Approved => {
             if status != ItemStatus::AwaitingApproval || stage.kind != StageKind::Approval {
-                return Err(DecideError::NotAwaitingApproval { status: status.as_str() });
+                return Err(DecideError::NotAwaitingApproval {
+                    status: status.as_str(),
+                });
             }
             p = pass(pipeline, p, &stage.on_pass, &mut effects);
         }
         Outcome::Retried { answer } => {
             if !matches!(status, ItemStatus::Blocked | ItemStatus::NeedsInfo) {
-                return Err(DecideError::NotRetryable { status: status.as_str() });
+                return Err(DecideError::NotRetryable {
+                    status: status.as_str(),
+                });
             }
             p.edges_taken.clear();
             p.last_failure.clear();
-            let feedback = answer.map(|a| vec![format!("answer from a person: {a}")]).unwrap_or_default();
+            let feedback = answer
+                .map(|a| vec![format!("answer from a person: {a}")])
+                .unwrap_or_default();
             let again = p.stage.clone();
             p = enter(pipeline, p, again, feedback, &mut effects);
         }
         Outcome::Merged => {
             if status != ItemStatus::Merging {
-                return Err(DecideError::NotMerging { status: status.as_str() });
+                return Err(DecideError::NotMerging {
+                    status: status.as_str(),
+                });
             }
             p.status = ItemStatus::Done;
         }
-        Outcome::Verdict { verdict, fingerprint } => {
+        Outcome::Verdict {
+            verdict,
+            fingerprint,
+        } => {
             if !matches!(status, ItemStatus::Running | ItemStatus::Queued) {
-                return Err(DecideError::NotRunning { status: status.as_str() });
+                return Err(DecideError::NotRunning {
+                    status: status.as_str(),
+                });
             }
             match verdict.class {
                 VerdictClass::Pass => {
@@ -201,23 +231,44 @@ pub fn decide(pipeline: &Pipeline, current: &ItemProgress, outcome: Outcome) -> 
                 VerdictClass::Block(reason) => block(&mut p, &mut effects, reason),
                 VerdictClass::Fail => {
                     let reasons = verdict.reasons();
-                    let summary = reasons.first().cloned().unwrap_or_else(|| "failed".to_owned());
+                    let summary = reasons
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "failed".to_owned());
                     let name = stage.name.clone();
                     if p.last_failure.get(&name) == Some(&fingerprint) {
-                        block(&mut p, &mut effects, format!("stage {name} failed again identically ({summary}); retrying would only burn tokens"));
+                        block(
+                            &mut p,
+                            &mut effects,
+                            format!(
+                                "stage {name} failed again identically ({summary}); retrying would only burn tokens"
+                            ),
+                        );
                     } else {
                         p.last_failure.insert(name.clone(), fingerprint);
                         match &stage.on_fail {
-                            None => block(&mut p, &mut effects, format!("stage {name} failed and has no fail edge ({summary})")),
+                            None => block(
+                                &mut p,
+                                &mut effects,
+                                format!("stage {name} failed and has no fail edge ({summary})"),
+                            ),
                             Some(edge) => {
                                 let key = format!("{}->{}", name, edge.to);
                                 let taken = p.edges_taken.get(&key).copied().unwrap_or(0);
                                 if taken >= edge.budget {
-                                    block(&mut p, &mut effects, format!("budget of {} for {key} is spent ({summary})", edge.budget));
+                                    block(
+                                        &mut p,
+                                        &mut effects,
+                                        format!(
+                                            "budget of {} for {key} is spent ({summary})",
+                                            edge.budget
+                                        ),
+                                    );
                                 } else {
                                     p.edges_taken.insert(key, taken + 1);
                                     let attempt = p.attempts.get(&name).copied().unwrap_or(0);
-                                    let mut feedback = vec![format!("stage {name} (attempt {attempt}) failed:")];
+                                    let mut feedback =
+                                        vec![format!("stage {name} (attempt {attempt}) failed:")];
                                     feedback.extend(reasons);
                                     p = enter(pipeline, p, edge.to.clone(), feedback, &mut effects);
                                 }
@@ -228,7 +279,10 @@ pub fn decide(pipeline: &Pipeline, current: &ItemProgress, outcome: Outcome) -> 
             }
         }
     }
-    Ok(Decision { progress: p, effects })
+    Ok(Decision {
+        progress: p,
+        effects,
+    })
 }
 
 fn block(p: &mut ItemProgress, effects: &mut Vec<Effect>, reason: String) {
@@ -236,23 +290,47 @@ fn block(p: &mut ItemProgress, effects: &mut Vec<Effect>, reason: String) {
     effects.push(Effect::Blocked { reason });
 }
 
-fn pass(pipeline: &Pipeline, p: ItemProgress, target: &Target, effects: &mut Vec<Effect>) -> ItemProgress {
+fn pass(
+    pipeline: &Pipeline,
+    p: ItemProgress,
+    target: &Target,
+    effects: &mut Vec<Effect>,
+) -> ItemProgress {
     match target {
         Target::Stage(next) => enter(pipeline, p, next.clone(), Vec::new(), effects),
         Target::Done => {
             effects.push(Effect::Merge);
-            ItemProgress { status: ItemStatus::Merging, ..p }
+            ItemProgress {
+                status: ItemStatus::Merging,
+                ..p
+            }
         }
     }
 }
 
-fn enter(pipeline: &Pipeline, mut p: ItemProgress, stage: StageName, feedback: Vec<String>, effects: &mut Vec<Effect>) -> ItemProgress {
+fn enter(
+    pipeline: &Pipeline,
+    mut p: ItemProgress,
+    stage: StageName,
+    feedback: Vec<String>,
+    effects: &mut Vec<Effect>,
+) -> ItemProgress {
     let attempt = p.attempts.get(&stage).copied().unwrap_or(0) + 1;
     p.attempts.insert(stage.clone(), attempt);
-    let approval = pipeline.stage(&stage).is_some_and(|s| s.kind == StageKind::Approval);
-    p.status = if approval { ItemStatus::AwaitingApproval } else { ItemStatus::Queued };
+    let approval = pipeline
+        .stage(&stage)
+        .is_some_and(|s| s.kind == StageKind::Approval);
+    p.status = if approval {
+        ItemStatus::AwaitingApproval
+    } else {
+        ItemStatus::Queued
+    };
     p.stage = stage.clone();
-    effects.push(Effect::StartRun { stage, attempt, feedback });
+    effects.push(Effect::StartRun {
+        stage,
+        attempt,
+        feedback,
+    });
     p
 }
 

@@ -11,9 +11,9 @@ use orch_store::{ItemRecord, NewEvent, RunRecord, RunState};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::execute::{fingerprint, Measured, StageError};
-use crate::project::{artifact_dir, branch, Project};
-use crate::{events, Engine, EngineError};
+use crate::execute::{Measured, StageError, fingerprint};
+use crate::project::{Project, artifact_dir, branch};
+use crate::{Engine, EngineError, events};
 
 impl Engine {
     pub(crate) async fn run_action_stage(
@@ -35,7 +35,8 @@ impl Engine {
         let repo = orch_git::Repo::open(&project.settings.repo).await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;
-        repo.ensure_worktree(&wt, &branch(&item.id), &default).await?;
+        repo.ensure_worktree(&wt, &branch(&item.id), &default)
+            .await?;
         let head = repo.head(&wt).await?;
         // Leftovers of a crashed execution are not part of what is validated.
         repo.reset_to(&wt, &head).await?;
@@ -46,7 +47,9 @@ impl Engine {
         let (text, facts) = match action {
             Action::DeployStaging => {
                 self.crashpoint("during-deploy");
-                let report = deployer.deploy_staging(&wt, &head, self.settings.staging_tolerance, cancel).await;
+                let report = deployer
+                    .deploy_staging(&wt, &head, self.settings.staging_tolerance, cancel)
+                    .await;
                 for check in &report.checks {
                     for m in &check.measurements {
                         evs.push(NewEvent::for_run(events::CHECK_MEASURED, run.id, json!({
@@ -59,12 +62,22 @@ impl Engine {
                     "sha": head, "base_url": report.base_url, "verdict": report.verdict.verdict_line(),
                     "waived": report.waived(), "lines": report.lines, "error": report.error,
                 })));
-                if let StagingVerdict::Failed { infra_only: true, reasons } = &report.verdict {
+                if let StagingVerdict::Failed {
+                    infra_only: true,
+                    reasons,
+                } = &report.verdict
+                {
                     // The sandbox is broken, not the change: stop without blaming the developer.
-                    block = Some(format!("staging failed only on INFRA checks in strict mode: {}", reasons.join("; ")));
+                    block = Some(format!(
+                        "staging failed only on INFRA checks in strict mode: {}",
+                        reasons.join("; ")
+                    ));
                 }
                 let digest = report.build.as_ref().map(|b| b.digest.clone());
-                (report.log_markdown(&now), json!({ "sha": head, "digest": digest }))
+                (
+                    report.log_markdown(&now),
+                    json!({ "sha": head, "digest": digest }),
+                )
             }
             Action::Deploy => {
                 let Some(sha) = self.validated_sha(item).await? else {
@@ -75,11 +88,18 @@ impl Engine {
                 };
                 self.crashpoint("during-deploy");
                 let report = deployer.promote(&sha, cancel).await;
-                evs.push(NewEvent::for_run(events::DEPLOY_PROD, run.id, json!({
-                    "sha": sha, "success": report.is_success(), "restored": report.restored,
-                    "frozen": report.frozen, "lines": report.lines,
-                })));
-                (report.log_markdown(&now), json!({ "sha": sha, "digest": report.digest }))
+                evs.push(NewEvent::for_run(
+                    events::DEPLOY_PROD,
+                    run.id,
+                    json!({
+                        "sha": sha, "success": report.is_success(), "restored": report.restored,
+                        "frozen": report.frozen, "lines": report.lines,
+                    }),
+                ));
+                (
+                    report.log_markdown(&now),
+                    json!({ "sha": sha, "digest": report.digest }),
+                )
             }
         };
         if cancel.is_cancelled() {
@@ -88,14 +108,26 @@ impl Engine {
         let file = stage.artifact.clone().unwrap_or_default();
         let path = wt.join(&dir).join(&file);
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io_err(&path, e))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_err(&path, e))?;
         }
-        tokio::fs::write(&path, &text).await.map_err(|e| io_err(&path, e))?;
+        tokio::fs::write(&path, &text)
+            .await
+            .map_err(|e| io_err(&path, e))?;
         let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
         match repo.commit_all(&wt, &message).await? {
-            Some(sha) => evs.push(NewEvent::for_run(events::COMMITTED, run.id, json!({ "sha": sha }))),
+            Some(sha) => evs.push(NewEvent::for_run(
+                events::COMMITTED,
+                run.id,
+                json!({ "sha": sha }),
+            )),
             // Expected on an action stage (contract 9): logged, not counted as under-delivery.
-            None => evs.push(NewEvent::for_run(events::NO_CHANGES, run.id, json!({ "expected": true }))),
+            None => evs.push(NewEvent::for_run(
+                events::NO_CHANGES,
+                run.id,
+                json!({ "expected": true }),
+            )),
         }
         let written = tokio::fs::read_to_string(&path).await.ok();
         let changes = vec![format!("{dir}{file}")];
@@ -113,7 +145,13 @@ impl Engine {
             verdict.class = VerdictClass::Block(reason);
         }
         let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &head);
-        Ok(Measured { verdict, fingerprint: print, usage: None, facts, events: evs })
+        Ok(Measured {
+            verdict,
+            fingerprint: print,
+            usage: None,
+            facts,
+            events: evs,
+        })
     }
 
     /// The SHA the item's latest passed deploy-staging run built and validated.
@@ -125,15 +163,20 @@ impl Engine {
             .rev()
             .filter(|r| r.state == RunState::Passed)
             .filter(|r| {
-                project
-                    .pipeline
-                    .stage(&r.stage)
-                    .is_some_and(|s| s.kind == orch_core::pipeline::StageKind::Action { action: Action::DeployStaging })
+                project.pipeline.stage(&r.stage).is_some_and(|s| {
+                    s.kind
+                        == orch_core::pipeline::StageKind::Action {
+                            action: Action::DeployStaging,
+                        }
+                })
             })
             .find_map(|r| r.verdict.as_ref()?.get("sha")?.as_str().map(str::to_owned)))
     }
 }
 
 fn io_err(path: &std::path::Path, e: std::io::Error) -> StageError {
-    StageError::Engine(EngineError::Config { file: path.display().to_string(), message: format!("cannot write: {e}") })
+    StageError::Engine(EngineError::Config {
+        file: path.display().to_string(),
+        message: format!("cannot write: {e}"),
+    })
 }

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use orch_agent::prompt::{self, PromptContext};
 use orch_agent::{AgentRequest, RunObserver};
+use orch_core::RoleName;
 use orch_core::gate::{self, CommandResult, GateInput};
 use orch_core::pipeline::{GateKind, GateSpec, Stage};
-use orch_core::RoleName;
 use orch_store::{Fence, ItemRecord, NewEvent, RunRecord, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::execute::{fingerprint, Measured, StageError};
-use crate::project::{artifact_dir, branch, Project};
-use crate::{events, Engine};
+use crate::execute::{Measured, StageError, fingerprint};
+use crate::project::{Project, artifact_dir, branch};
+use crate::{Engine, events};
 
 /// Records the agent's process group in the run's checkpoint, so a crash can be cleaned up.
 struct RecordPgid {
@@ -48,7 +48,8 @@ impl Engine {
         let repo = orch_git::Repo::open(&project.settings.repo).await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;
-        repo.ensure_worktree(&wt, &branch(&item.id), &default).await?;
+        repo.ensure_worktree(&wt, &branch(&item.id), &default)
+            .await?;
         self.kill_previous_agent(run).await;
 
         // The base commit is fixed at the first execution of this run, so a re-execution after a
@@ -62,17 +63,26 @@ impl Engine {
                     run.id,
                     json!({ "stage": run.stage.as_str(), "attempt": run.attempt, "base": head }),
                 );
-                self.store.save_checkpoint(run.fence(), json!({ "base": head }), vec![started]).await.map_err(lease)?;
+                self.store
+                    .save_checkpoint(run.fence(), json!({ "base": head }), vec![started])
+                    .await
+                    .map_err(lease)?;
                 head
             }
         };
         repo.reset_to(&wt, &base).await?;
 
         let Some(role) = project.roles.get(role_name) else {
-            return Ok(Measured::internal_error(GateKind::AgentExit, &format!("role `{role_name}` was not loaded")));
+            return Ok(Measured::internal_error(
+                GateKind::AgentExit,
+                &format!("role `{role_name}` was not loaded"),
+            ));
         };
         let Some(built) = project.agent(role_name) else {
-            return Ok(Measured::internal_error(GateKind::AgentExit, &format!("no agent is configured for role `{role_name}`")));
+            return Ok(Measured::internal_error(
+                GateKind::AgentExit,
+                &format!("no agent is configured for role `{role_name}`"),
+            ));
         };
         let dir = artifact_dir(&item.id);
         let earlier = read_artifacts(&wt.join(&dir)).await;
@@ -92,9 +102,13 @@ impl Engine {
         let log = project.run_log(&item.id, run.stage.as_str(), run.attempt);
         let prompt_file = log.with_extension("prompt.md");
         if let Some(parent) = prompt_file.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(&prompt_file, e))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_error(&prompt_file, e))?;
         }
-        tokio::fs::write(&prompt_file, &text).await.map_err(|e| io_error(&prompt_file, e))?;
+        tokio::fs::write(&prompt_file, &text)
+            .await
+            .map_err(|e| io_error(&prompt_file, e))?;
         let req = AgentRequest {
             item: item.id.clone(),
             title: item.title.clone(),
@@ -111,7 +125,11 @@ impl Engine {
             prompt_file,
         };
         self.crashpoint("during-agent");
-        let mut observer = RecordPgid { store: Arc::clone(&self.store), fence: run.fence(), base: base.clone() };
+        let mut observer = RecordPgid {
+            store: Arc::clone(&self.store),
+            fence: run.fence(),
+            base: base.clone(),
+        };
         let agent_run = built.agent.run(&req, cancel, &mut observer).await;
         if cancel.is_cancelled() {
             return Err(StageError::Abandoned);
@@ -153,30 +171,54 @@ impl Engine {
         // Keep the attempt's work when it passed, or when the agent gave a legitimate negative
         // verdict (a reviewer's REQUEST_CHANGES belongs in history); discard it otherwise, and
         // always discard writes outside the role's allowlist.
-        let outside_allowlist = verdict.failures.iter().any(|f| f.gate == GateKind::WriteAllowlist);
-        let judged = verdict.failures.iter().all(|f| matches!(f.gate, GateKind::Verdict | GateKind::DocGate));
+        let outside_allowlist = verdict
+            .failures
+            .iter()
+            .any(|f| f.gate == GateKind::WriteAllowlist);
+        let judged = verdict
+            .failures
+            .iter()
+            .all(|f| matches!(f.gate, GateKind::Verdict | GateKind::DocGate));
         let keep = !outside_allowlist && verdict.value.is_some() && judged;
         if keep {
             let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
             match repo.commit_all(&wt, &message).await? {
-                Some(sha) => evs.push(NewEvent::for_run(events::COMMITTED, run.id, json!({ "sha": sha }))),
+                Some(sha) => evs.push(NewEvent::for_run(
+                    events::COMMITTED,
+                    run.id,
+                    json!({ "sha": sha }),
+                )),
                 None => evs.push(NewEvent::for_run(events::NO_CHANGES, run.id, json!({}))),
             }
         } else {
             repo.reset_to(&wt, &base).await?;
-            evs.push(NewEvent::for_run(events::DISCARDED, run.id, json!({ "paths": stage_changes })));
+            evs.push(NewEvent::for_run(
+                events::DISCARDED,
+                run.id,
+                json!({ "paths": stage_changes }),
+            ));
         }
         let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &digest);
         let usage = serde_json::to_value(&agent_run.usage).ok();
-        Ok(Measured { verdict, fingerprint: print, usage, facts: json!({ "base": base }), events: evs })
+        Ok(Measured {
+            verdict,
+            fingerprint: print,
+            usage,
+            facts: json!({ "base": base }),
+            events: evs,
+        })
     }
 
     /// A run executed again after a crash may have left its agent running: kill that group.
     pub(crate) async fn kill_previous_agent(&self, run: &RunRecord) {
-        if let Some(pgid) = run.checkpoint.get("pgid").and_then(|p| p.as_u64()).and_then(|p| u32::try_from(p).ok()) {
-            if orch_process::group_is_alive(pgid) {
-                let _ = orch_process::kill_group(pgid, std::time::Duration::from_secs(2)).await;
-            }
+        if let Some(pgid) = run
+            .checkpoint
+            .get("pgid")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+            && orch_process::group_is_alive(pgid)
+        {
+            let _ = orch_process::kill_group(pgid, std::time::Duration::from_secs(2)).await;
         }
     }
 }
@@ -188,15 +230,31 @@ fn lease(e: orch_store::StoreError) -> StageError {
     }
 }
 
-async fn run_command_gates(stage: &Stage, wt: &Path, log: &Path, cancel: &CancellationToken) -> Vec<CommandResult> {
+async fn run_command_gates(
+    stage: &Stage,
+    wt: &Path,
+    log: &Path,
+    cancel: &CancellationToken,
+) -> Vec<CommandResult> {
     let mut results = Vec::new();
     for g in &stage.gates {
-        if let GateSpec::Command { name, run, timeout_secs } = g {
-            let mut spec = orch_process::Spec::shell(run, wt).timeout(std::time::Duration::from_secs(*timeout_secs)).log(log);
+        if let GateSpec::Command {
+            name,
+            run,
+            timeout_secs,
+        } = g
+        {
+            let mut spec = orch_process::Spec::shell(run, wt)
+                .timeout(std::time::Duration::from_secs(*timeout_secs))
+                .log(log);
             spec.env = orch_process::safe_env();
             let finished = orch_process::run(&spec, cancel, &mut ()).await;
             let ok = finished.outcome.success();
-            results.push(CommandResult { name: name.clone(), outcome: finished.outcome, output_tail: finished.tail });
+            results.push(CommandResult {
+                name: name.clone(),
+                outcome: finished.outcome,
+                output_tail: finished.tail,
+            });
             if !ok {
                 break;
             }
@@ -206,7 +264,10 @@ async fn run_command_gates(stage: &Stage, wt: &Path, log: &Path, cancel: &Cancel
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> StageError {
-    StageError::Engine(crate::EngineError::Config { file: path.display().to_string(), message: format!("cannot write: {e}") })
+    StageError::Engine(crate::EngineError::Config {
+        file: path.display().to_string(),
+        message: format!("cannot write: {e}"),
+    })
 }
 
 async fn read_optional(path: &Path) -> Result<Option<String>, StageError> {
@@ -228,10 +289,10 @@ pub(crate) async fn read_artifacts(dir: &Path) -> Vec<(String, String)> {
     };
     while let Ok(Some(e)) = entries.next_entry().await {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".md") {
-            if let Ok(text) = tokio::fs::read_to_string(e.path()).await {
-                out.push((name, text));
-            }
+        if name.ends_with(".md")
+            && let Ok(text) = tokio::fs::read_to_string(e.path()).await
+        {
+            out.push((name, text));
         }
     }
     out.sort();

@@ -6,7 +6,7 @@ use orch_core::{ItemId, ProjectId};
 use orch_store::{ItemChange, ItemRecord, NewEvent, RunState, StoreError};
 use serde_json::json;
 
-use crate::{events, record, Engine, EngineError};
+use crate::{Engine, EngineError, events, record};
 
 /// What an approver sees before approving: the staging verdict and the artifact it is bound to.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,28 +20,53 @@ pub struct ApproveEvidence {
 
 impl Engine {
     /// Files a new work item; it enters the first stage of its project's pipeline.
-    pub async fn create_item(&self, project: &ProjectId, title: &str, body: &str) -> Result<ItemRecord, EngineError> {
+    pub async fn create_item(
+        &self,
+        project: &ProjectId,
+        title: &str,
+        body: &str,
+    ) -> Result<ItemRecord, EngineError> {
         let p = self.project(project)?;
         let title = title.trim();
         if title.is_empty() {
-            return Err(EngineError::Refused { item: "new item".into(), message: "a title is required".into() });
+            return Err(EngineError::Refused {
+                item: "new item".into(),
+                message: "a title is required".into(),
+            });
         }
         let decision = transition::start(&p.pipeline);
         let planned = record::plan(&p.pipeline, &decision);
         let Some(first) = planned.next_run else {
-            return Err(EngineError::Refused { item: "new item".into(), message: "the pipeline has no first stage".into() });
+            return Err(EngineError::Refused {
+                item: "new item".into(),
+                message: "the pipeline has no first stage".into(),
+            });
         };
-        let mut evs = vec![NewEvent::new(events::ITEM_CREATED, json!({ "title": title, "project": project.as_str() }))];
+        let mut evs = vec![NewEvent::new(
+            events::ITEM_CREATED,
+            json!({ "title": title, "project": project.as_str() }),
+        )];
         evs.extend(planned.events);
         let item = self
             .store
-            .create_item(project, &project.item_prefix(), title, body, &decision.progress, first, evs)
+            .create_item(
+                project,
+                &project.item_prefix(),
+                title,
+                body,
+                &decision.progress,
+                first,
+                evs,
+            )
             .await?;
         Ok(item)
     }
 
     async fn item(&self, id: &ItemId) -> Result<ItemRecord, EngineError> {
-        self.store.get_item(id).await?.ok_or_else(|| EngineError::UnknownItem(id.to_string()))
+        self.store
+            .get_item(id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownItem(id.to_string()))
     }
 
     /// The evidence an approval is bound to.
@@ -51,10 +76,25 @@ impl Engine {
         let staging = runs
             .iter()
             .rev()
-            .find(|r| r.state == RunState::Passed && r.verdict.as_ref().is_some_and(|v| v.get("sha").is_some()))
+            .find(|r| {
+                r.state == RunState::Passed
+                    && r.verdict.as_ref().is_some_and(|v| v.get("sha").is_some())
+            })
             .and_then(|r| r.verdict.clone());
-        let field = |k: &str| staging.as_ref().and_then(|v| v.get(k)).and_then(|v| v.as_str()).map(str::to_owned);
-        Ok(ApproveEvidence { item: item.id.clone(), title: item.title.clone(), sha: field("sha"), digest: field("digest"), staging })
+        let field = |k: &str| {
+            staging
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        Ok(ApproveEvidence {
+            item: item.id.clone(),
+            title: item.title.clone(),
+            sha: field("sha"),
+            digest: field("digest"),
+            staging,
+        })
     }
 
     /// Approves the item's current approval stage.
@@ -65,16 +105,36 @@ impl Engine {
             events::APPROVED,
             json!({ "by": by, "stage": item.progress.stage.as_str(), "sha": evidence.sha, "digest": evidence.digest }),
         )];
-        self.change(item, Outcome::Approved, vec![ItemStatus::AwaitingApproval], Some(RunState::Passed), extra).await
+        self.change(
+            item,
+            Outcome::Approved,
+            vec![ItemStatus::AwaitingApproval],
+            Some(RunState::Passed),
+            extra,
+        )
+        .await
     }
 
     /// Stops the item (STOP): its running agent is killed and it is cancelled for good.
     pub async fn stop(&self, id: &ItemId, by: &str) -> Result<(), EngineError> {
         let item = self.item(id).await?;
-        let expected: Vec<ItemStatus> = ItemStatus::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
-        let extra = vec![NewEvent::new(events::STOPPED, json!({ "by": by, "stage": item.progress.stage.as_str() }))];
+        let expected: Vec<ItemStatus> = ItemStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .collect();
+        let extra = vec![NewEvent::new(
+            events::STOPPED,
+            json!({ "by": by, "stage": item.progress.stage.as_str() }),
+        )];
         let project = item.project.clone();
-        self.change(item, Outcome::Stopped, expected, Some(RunState::Cancelled), extra).await?;
+        self.change(
+            item,
+            Outcome::Stopped,
+            expected,
+            Some(RunState::Cancelled),
+            extra,
+        )
+        .await?;
         // Reach a run this process executes at once; others find their lease gone.
         let runs = self.store.list_runs(id).await?;
         if let Ok(running) = self.running.lock() {
@@ -84,20 +144,29 @@ impl Engine {
                 }
             }
         }
-        if let Ok(p) = self.project(&project) {
-            if let Ok(repo) = orch_git::Repo::open(&p.settings.repo).await {
-                let _ = repo.remove_worktree(&p.worktree(id)).await;
-            }
+        if let Ok(p) = self.project(&project)
+            && let Ok(repo) = orch_git::Repo::open(&p.settings.repo).await
+        {
+            let _ = repo.remove_worktree(&p.worktree(id)).await;
         }
         Ok(())
     }
 
     /// Resumes a blocked or needs-info item at its stage, with a person's answer as feedback.
-    pub async fn retry(&self, id: &ItemId, answer: Option<String>, by: &str) -> Result<(), EngineError> {
+    pub async fn retry(
+        &self,
+        id: &ItemId,
+        answer: Option<String>,
+        by: &str,
+    ) -> Result<(), EngineError> {
         let item = self.item(id).await?;
-        let extra = vec![NewEvent::new(events::RETRIED, json!({ "by": by, "answer": answer }))];
+        let extra = vec![NewEvent::new(
+            events::RETRIED,
+            json!({ "by": by, "answer": answer }),
+        )];
         let expected = vec![ItemStatus::Blocked, ItemStatus::NeedsInfo];
-        self.change(item, Outcome::Retried { answer }, expected, None, extra).await
+        self.change(item, Outcome::Retried { answer }, expected, None, extra)
+            .await
     }
 
     async fn change(
@@ -109,8 +178,13 @@ impl Engine {
         mut evs: Vec<NewEvent>,
     ) -> Result<(), EngineError> {
         let project = self.project(&item.project)?;
-        let decision = transition::decide(&project.pipeline, &item.progress, outcome)
-            .map_err(|e| EngineError::Refused { item: item.id.to_string(), message: e.to_string() })?;
+        let decision =
+            transition::decide(&project.pipeline, &item.progress, outcome).map_err(|e| {
+                EngineError::Refused {
+                    item: item.id.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
         let planned = record::plan(&project.pipeline, &decision);
         evs.extend(planned.events);
         let change = ItemChange {
@@ -125,7 +199,10 @@ impl Engine {
             Ok(()) => Ok(()),
             Err(StoreError::Conflict { actual, .. }) => Err(EngineError::Refused {
                 item: item.id.to_string(),
-                message: format!("it changed meanwhile (now {actual}); look again with `orch item show {}`", item.id),
+                message: format!(
+                    "it changed meanwhile (now {actual}); look again with `orch item show {}`",
+                    item.id
+                ),
             }),
             Err(e) => Err(e.into()),
         }

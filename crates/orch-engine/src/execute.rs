@@ -8,11 +8,11 @@ use orch_core::gate::{GateVerdict, VerdictClass};
 use orch_core::pipeline::{GateKind, Stage, StageKind};
 use orch_core::transition::{self, Outcome};
 use orch_store::{FinishRun, ItemRecord, NewEvent, RunRecord, RunState, StoreError};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::project::Project;
-use crate::{events, record, Engine, EngineError};
+use crate::{Engine, EngineError, events, record};
 
 /// What a stage's execution measured, ready for the decision.
 pub(crate) struct Measured {
@@ -43,7 +43,11 @@ impl Measured {
 pub(crate) struct Abandoned;
 
 impl Engine {
-    pub(crate) async fn execute(self: Arc<Self>, run: RunRecord, cancel: CancellationToken) -> Result<(), EngineError> {
+    pub(crate) async fn execute(
+        self: Arc<Self>,
+        run: RunRecord,
+        cancel: CancellationToken,
+    ) -> Result<(), EngineError> {
         if let Ok(mut running) = self.running.lock() {
             running.insert(run.id, cancel.clone());
         }
@@ -55,9 +59,17 @@ impl Engine {
         result
     }
 
-    async fn execute_inner(self: &Arc<Self>, run: &RunRecord, cancel: &CancellationToken) -> Result<(), EngineError> {
+    async fn execute_inner(
+        self: &Arc<Self>,
+        run: &RunRecord,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
         let project = Arc::clone(self.project(&run.project)?);
-        let item = self.store.get_item(&run.item).await?.ok_or_else(|| EngineError::UnknownItem(run.item.to_string()))?;
+        let item = self
+            .store
+            .get_item(&run.item)
+            .await?
+            .ok_or_else(|| EngineError::UnknownItem(run.item.to_string()))?;
         let renewal = self.keep_lease(run, cancel.clone());
         self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "started");
 
@@ -93,9 +105,18 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Measured, Abandoned> {
         let result = match &stage.kind {
-            StageKind::Agent { role } => self.run_agent_stage(project, item, run, stage, role, cancel).await,
-            StageKind::Action { action } => self.run_action_stage(project, item, run, stage, *action, cancel).await,
-            StageKind::Approval => Ok(Measured::internal_error(GateKind::Verdict, &"an approval stage was claimed as a run")),
+            StageKind::Agent { role } => {
+                self.run_agent_stage(project, item, run, stage, role, cancel)
+                    .await
+            }
+            StageKind::Action { action } => {
+                self.run_action_stage(project, item, run, stage, *action, cancel)
+                    .await
+            }
+            StageKind::Approval => Ok(Measured::internal_error(
+                GateKind::Verdict,
+                &"an approval stage was claimed as a run",
+            )),
         };
         match result {
             Ok(m) => Ok(m),
@@ -105,7 +126,11 @@ impl Engine {
     }
 
     /// Renews the run's lease every third of its length; on loss, cancels the run.
-    fn keep_lease(&self, run: &RunRecord, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    fn keep_lease(
+        &self,
+        run: &RunRecord,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let store = Arc::clone(&self.store);
         let fence = run.fence();
         let lease = self.settings.lease;
@@ -130,12 +155,21 @@ impl Engine {
         })
     }
 
-    async fn record_verdict(&self, project: &Project, item: &ItemRecord, run: &RunRecord, m: Measured) -> Result<(), EngineError> {
+    async fn record_verdict(
+        &self,
+        project: &Project,
+        item: &ItemRecord,
+        run: &RunRecord,
+        m: Measured,
+    ) -> Result<(), EngineError> {
         let verdict_json = verdict_json(&m.verdict, &m.facts);
         let passed = m.verdict.is_pass();
         let class = class_name(&m.verdict.class);
         let reasons = m.verdict.reasons();
-        let outcome = Outcome::Verdict { verdict: m.verdict, fingerprint: m.fingerprint };
+        let outcome = Outcome::Verdict {
+            verdict: m.verdict,
+            fingerprint: m.fingerprint,
+        };
         let decision = match transition::decide(&project.pipeline, &item.progress, outcome) {
             Ok(d) => d,
             // The item moved on without us (stopped, say): nothing to record.
@@ -146,15 +180,27 @@ impl Engine {
         };
         let planned = record::plan(&project.pipeline, &decision);
         let mut evs = m.events;
-        evs.push(NewEvent::for_run(events::GATE_VERDICT, run.id, verdict_json.clone()));
         evs.push(NewEvent::for_run(
-            if passed { events::STAGE_PASSED } else { events::STAGE_FAILED },
+            events::GATE_VERDICT,
+            run.id,
+            verdict_json.clone(),
+        ));
+        evs.push(NewEvent::for_run(
+            if passed {
+                events::STAGE_PASSED
+            } else {
+                events::STAGE_FAILED
+            },
             run.id,
             json!({ "stage": run.stage.as_str(), "attempt": run.attempt, "class": class }),
         ));
         evs.extend(planned.events);
         let finish = FinishRun {
-            state: if passed { RunState::Passed } else { RunState::Failed },
+            state: if passed {
+                RunState::Passed
+            } else {
+                RunState::Failed
+            },
             verdict: verdict_json,
             usage: m.usage,
             progress: decision.progress.clone(),
@@ -167,7 +213,11 @@ impl Engine {
             Err(StoreError::LeaseLost { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        let mut what = if passed { "PASS".to_owned() } else { format!("{}: {}", class.to_uppercase(), reasons.join("; ")) };
+        let mut what = if passed {
+            "PASS".to_owned()
+        } else {
+            format!("{}: {}", class.to_uppercase(), reasons.join("; "))
+        };
         if let Some(reason) = planned.blocked_reason {
             what = format!("{what} -> BLOCKED: {reason}");
         }
@@ -235,7 +285,10 @@ fn verdict_json(v: &GateVerdict, facts: &Value) -> Value {
 /// A stable fingerprint of a failure: FNV-1a over the stage, the reasons and the tree digest.
 pub(crate) fn fingerprint(stage: &str, reasons: &[String], digest: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in std::iter::once(stage).chain(reasons.iter().map(String::as_str)).chain(std::iter::once(digest)) {
+    for part in std::iter::once(stage)
+        .chain(reasons.iter().map(String::as_str))
+        .chain(std::iter::once(digest))
+    {
         for b in part.bytes().chain(std::iter::once(0u8)) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);

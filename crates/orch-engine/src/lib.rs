@@ -67,7 +67,13 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(owner: String) -> Self {
-        Self { owner, lease: Duration::from_secs(30), max_parallel: 4, staging_tolerance: true, crashpoint: None }
+        Self {
+            owner,
+            lease: Duration::from_secs(30),
+            max_parallel: 4,
+            staging_tolerance: true,
+            crashpoint: None,
+        }
     }
 }
 
@@ -105,7 +111,10 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("projects", &self.projects.keys()).field("settings", &self.settings).finish()
+        f.debug_struct("Engine")
+            .field("projects", &self.projects.keys())
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
@@ -117,9 +126,23 @@ pub struct RunSummary {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, projects: Vec<Project>, settings: Settings, reporter: Arc<dyn Reporter>) -> Self {
-        let projects = projects.into_iter().map(|p| (p.id().clone(), Arc::new(p))).collect();
-        Self { store, projects, settings, reporter, running: Mutex::new(BTreeMap::new()) }
+    pub fn new(
+        store: Arc<dyn Store>,
+        projects: Vec<Project>,
+        settings: Settings,
+        reporter: Arc<dyn Reporter>,
+    ) -> Self {
+        let projects = projects
+            .into_iter()
+            .map(|p| (p.id().clone(), Arc::new(p)))
+            .collect();
+        Self {
+            store,
+            projects,
+            settings,
+            reporter,
+            running: Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -127,7 +150,9 @@ impl Engine {
     }
 
     pub fn project(&self, id: &ProjectId) -> Result<&Arc<Project>, EngineError> {
-        self.projects.get(id).ok_or_else(|| EngineError::UnknownProject(id.to_string()))
+        self.projects
+            .get(id)
+            .ok_or_else(|| EngineError::UnknownProject(id.to_string()))
     }
 
     pub fn projects(&self) -> impl Iterator<Item = &Arc<Project>> {
@@ -141,14 +166,19 @@ impl Engine {
     /// Registers every project in the store (idempotent).
     pub async fn register_projects(&self) -> Result<(), EngineError> {
         for p in self.projects.values() {
-            self.store.upsert_project(p.id(), &p.settings.repo.display().to_string()).await?;
+            self.store
+                .upsert_project(p.id(), &p.settings.repo.display().to_string())
+                .await?;
         }
         Ok(())
     }
 
     /// Runs stage runs until none is claimable and no merge is pending: items then wait for a
     /// person (approval, needs-info, blocked) or are finished. Up to `max_parallel` at once.
-    pub async fn run_until_idle(self: &Arc<Self>, cancel: &CancellationToken) -> Result<RunSummary, EngineError> {
+    pub async fn run_until_idle(
+        self: &Arc<Self>,
+        cancel: &CancellationToken,
+    ) -> Result<RunSummary, EngineError> {
         let mut summary = RunSummary::default();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -160,7 +190,11 @@ impl Engine {
             let mut claimed_any = false;
             while tasks.len() < self.settings.max_parallel.max(1) {
                 let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
-                let Some(run) = self.store.claim_next_run(&self.settings.owner, lease_ms).await? else {
+                let Some(run) = self
+                    .store
+                    .claim_next_run(&self.settings.owner, lease_ms)
+                    .await?
+                else {
                     break;
                 };
                 claimed_any = true;
@@ -170,13 +204,11 @@ impl Engine {
                 tasks.spawn(async move { engine.execute(run, cancel).await });
             }
             match tasks.join_next().await {
-                Some(joined) => {
-                    match joined {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::warn!("a run ended with an error: {e}"),
-                        Err(e) => tracing::error!("a run task failed: {e}"),
-                    }
-                }
+                Some(joined) => match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("a run ended with an error: {e}"),
+                    Err(e) => tracing::error!("a run task failed: {e}"),
+                },
                 None if !claimed_any => {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
                     summary.merged += self.finish_merges().await?;
@@ -201,19 +233,26 @@ impl Engine {
         Ok(items.iter().any(|i| {
             matches!(
                 i.progress.status,
-                orch_core::transition::ItemStatus::Queued | orch_core::transition::ItemStatus::Merging
+                orch_core::transition::ItemStatus::Queued
+                    | orch_core::transition::ItemStatus::Merging
             )
         }))
     }
 
     fn report(&self, item: &str, stage: &str, attempt: u32, what: impl Into<String>) {
-        self.reporter.report(Progress { item: item.to_owned(), stage: stage.to_owned(), attempt, what: what.into() });
+        self.reporter.report(Progress {
+            item: item.to_owned(),
+            stage: stage.to_owned(),
+            attempt,
+            what: what.into(),
+        });
     }
 
     /// Test hook: dies here with SIGKILL if the settings name this point.
     fn crashpoint(&self, name: &str) {
         if self.settings.crashpoint.as_deref() == Some(name) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
             // SIGKILL cannot be caught; wait for it to land.
             std::thread::sleep(Duration::from_secs(5));
         }
@@ -222,7 +261,10 @@ impl Engine {
 
 /// A lease owner name for this process: `host:pid:nonce`.
 pub fn owner_name() -> String {
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

@@ -6,7 +6,7 @@ use orch_store::{ItemChange, NewEvent, StoreError};
 use serde_json::json;
 
 use crate::project::branch;
-use crate::{events, Engine, EngineError};
+use crate::{Engine, EngineError, events};
 
 impl Engine {
     /// Merges every item waiting in `merging`; returns how many were finished.
@@ -16,7 +16,9 @@ impl Engine {
             if item.progress.status != ItemStatus::Merging {
                 continue;
             }
-            let Ok(project) = self.project(&item.project) else { continue };
+            let Ok(project) = self.project(&item.project) else {
+                continue;
+            };
             let repo = orch_git::Repo::open(&project.settings.repo).await?;
             let message = format!("Merge {}: {}", item.id, item.title);
             let merged = match repo.merge_into_default(&branch(&item.id), &message).await {
@@ -30,7 +32,10 @@ impl Engine {
             };
             self.crashpoint("after-merge");
             let decision = transition::decide(&project.pipeline, &item.progress, Outcome::Merged)
-                .map_err(|e| EngineError::Refused { item: item.id.to_string(), message: e.to_string() })?;
+                .map_err(|e| EngineError::Refused {
+                item: item.id.to_string(),
+                message: e.to_string(),
+            })?;
             let change = ItemChange {
                 expected: vec![ItemStatus::Merging],
                 progress: decision.progress,
@@ -38,7 +43,10 @@ impl Engine {
                 end_active_run: None,
                 next_run: None,
                 events: vec![
-                    NewEvent::new(events::MERGED, json!({ "branch": branch(&item.id), "outcome": format!("{merged:?}") })),
+                    NewEvent::new(
+                        events::MERGED,
+                        json!({ "branch": branch(&item.id), "outcome": format!("{merged:?}") }),
+                    ),
                     NewEvent::new(events::DONE, json!({})),
                 ],
             };

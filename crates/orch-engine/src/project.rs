@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use orch_agent::config::BuiltAgent;
 use orch_agent::AgentsConfig;
+use orch_agent::config::BuiltAgent;
 use orch_core::pipeline::{Pipeline, StageKind};
 use orch_core::role::Role;
 use orch_core::{ProjectId, RoleName};
@@ -51,17 +51,26 @@ fn read(repo: &Path, rel: &str) -> Result<Option<String>, EngineError> {
     match std::fs::read_to_string(repo.join(rel)) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(EngineError::Config { file: rel.to_owned(), message: e.to_string() }),
+        Err(e) => Err(EngineError::Config {
+            file: rel.to_owned(),
+            message: e.to_string(),
+        }),
     }
 }
 
 fn config_err(file: &str, message: impl ToString) -> EngineError {
-    EngineError::Config { file: file.to_owned(), message: message.to_string() }
+    EngineError::Config {
+        file: file.to_owned(),
+        message: message.to_string(),
+    }
 }
 
 impl std::fmt::Debug for Project {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Project").field("settings", &self.settings).field("roles", &self.roles.keys()).finish()
+        f.debug_struct("Project")
+            .field("settings", &self.settings)
+            .field("roles", &self.roles.keys())
+            .finish()
     }
 }
 
@@ -70,10 +79,16 @@ impl Project {
     pub fn load(settings: ProjectSettings) -> Result<Self, EngineError> {
         let repo = settings.repo.clone();
         if !repo.join(".git").exists() {
-            return Err(config_err(&repo.display().to_string(), "is not a git repository (no .git); run `git init` there or fix the project's `repo`"));
+            return Err(config_err(
+                &repo.display().to_string(),
+                "is not a git repository (no .git); run `git init` there or fix the project's `repo`",
+            ));
         }
         let text = read(&repo, files::PIPELINE)?.ok_or_else(|| {
-            config_err(files::PIPELINE, "is missing; run `orch init` in the repository to write the default pipeline")
+            config_err(
+                files::PIPELINE,
+                "is missing; run `orch init` in the repository to write the default pipeline",
+            )
         })?;
         let pipeline = Pipeline::from_toml(&text).map_err(|e| config_err(files::PIPELINE, e))?;
 
@@ -84,37 +99,66 @@ impl Project {
                     continue;
                 }
                 let rel = format!("{}/{}.md", files::ROLES_DIR, role);
-                let text = read(&repo, &rel)?
-                    .ok_or_else(|| config_err(&rel, format!("is missing; stage `{}` needs role `{role}`", stage.name)))?;
+                let text = read(&repo, &rel)?.ok_or_else(|| {
+                    config_err(
+                        &rel,
+                        format!("is missing; stage `{}` needs role `{role}`", stage.name),
+                    )
+                })?;
                 let parsed = Role::parse(role, &text).map_err(|e| config_err(&rel, e))?;
                 roles.insert(role.clone(), parsed);
             }
         }
 
-        let agents_text = read(&repo, files::AGENTS)?
-            .ok_or_else(|| config_err(files::AGENTS, "is missing; it names the agent for each role (see `orch init`)"))?;
-        let agents_config = AgentsConfig::from_toml(&agents_text).map_err(|e| config_err(files::AGENTS, e))?;
-        let agents = agents_config.build(&repo).map_err(|e| config_err(files::AGENTS, e))?;
+        let agents_text = read(&repo, files::AGENTS)?.ok_or_else(|| {
+            config_err(
+                files::AGENTS,
+                "is missing; it names the agent for each role (see `orch init`)",
+            )
+        })?;
+        let agents_config =
+            AgentsConfig::from_toml(&agents_text).map_err(|e| config_err(files::AGENTS, e))?;
+        let agents = agents_config
+            .build(&repo)
+            .map_err(|e| config_err(files::AGENTS, e))?;
 
-        let needs_deployer = pipeline.stages().iter().any(|s| matches!(s.kind, StageKind::Action { .. }));
+        let needs_deployer = pipeline
+            .stages()
+            .iter()
+            .any(|s| matches!(s.kind, StageKind::Action { .. }));
         let deployer: Option<Arc<dyn orch_deploy::Deployer>> = match read(&repo, files::DEPLOY)? {
             Some(text) => {
-                let mut spec = orch_deploy::DeploySpec::from_toml(&text).map_err(|e| config_err(files::DEPLOY, e))?;
+                let mut spec = orch_deploy::DeploySpec::from_toml(&text)
+                    .map_err(|e| config_err(files::DEPLOY, e))?;
                 if let Some((tries, interval)) = settings.health_override {
                     spec.health.tries = tries;
                     spec.health.interval = interval;
                 }
                 let root = settings.data_dir.join("deploy").join(settings.id.as_str());
-                let ports = orch_deploy::Ports { staging: settings.staging_port, prod: settings.prod_port };
-                let deployer = orch_deploy::ProcessDeployer::new(root, spec, ports).map_err(|e| config_err(files::DEPLOY, e))?;
+                let ports = orch_deploy::Ports {
+                    staging: settings.staging_port,
+                    prod: settings.prod_port,
+                };
+                let deployer = orch_deploy::ProcessDeployer::new(root, spec, ports)
+                    .map_err(|e| config_err(files::DEPLOY, e))?;
                 Some(Arc::new(deployer))
             }
             None if needs_deployer => {
-                return Err(config_err(files::DEPLOY, "is missing; the pipeline has deploy stages, which need it"));
+                return Err(config_err(
+                    files::DEPLOY,
+                    "is missing; the pipeline has deploy stages, which need it",
+                ));
             }
             None => None,
         };
-        Ok(Self { settings, pipeline, roles, agents, deployer, deploy_lock: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            settings,
+            pipeline,
+            roles,
+            agents,
+            deployer,
+            deploy_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn id(&self) -> &ProjectId {
@@ -123,15 +167,26 @@ impl Project {
 
     /// The agent for a role: its override, or the project default.
     pub fn agent(&self, role: &RoleName) -> Option<&BuiltAgent> {
-        self.agents.get(role.as_str()).or_else(|| self.agents.get(""))
+        self.agents
+            .get(role.as_str())
+            .or_else(|| self.agents.get(""))
     }
 
     pub fn worktree(&self, item: &orch_core::ItemId) -> PathBuf {
-        self.settings.data_dir.join("worktrees").join(self.id().as_str()).join(item.as_str())
+        self.settings
+            .data_dir
+            .join("worktrees")
+            .join(self.id().as_str())
+            .join(item.as_str())
     }
 
     pub fn run_log(&self, item: &orch_core::ItemId, stage: &str, attempt: u32) -> PathBuf {
-        self.settings.data_dir.join("logs").join(self.id().as_str()).join(item.as_str()).join(format!("{stage}-{attempt}.log"))
+        self.settings
+            .data_dir
+            .join("logs")
+            .join(self.id().as_str())
+            .join(item.as_str())
+            .join(format!("{stage}-{attempt}.log"))
     }
 }
 

@@ -14,20 +14,29 @@ fn parse_owner(owner: &str) -> Option<(&str, u32)> {
 
 impl Engine {
     pub(crate) async fn reap_dead_owners(&self) -> Result<(), EngineError> {
-        let Some((my_host, _)) = parse_owner(&self.settings.owner) else { return Ok(()) };
+        let Some((my_host, _)) = parse_owner(&self.settings.owner) else {
+            return Ok(());
+        };
         for run in self.store.list_running().await? {
             let Some(lease) = &run.lease else { continue };
             if lease.owner == self.settings.owner {
                 continue;
             }
-            let Some((host, pid)) = parse_owner(&lease.owner) else { continue };
+            let Some((host, pid)) = parse_owner(&lease.owner) else {
+                continue;
+            };
             if host != my_host || orch_process::is_alive(pid) {
                 continue;
             }
             self.kill_previous_agent(&run).await;
             // The store records the expiry as an event in the same write.
             match self.store.expire_lease(run.fence()).await {
-                Ok(()) => tracing::info!("run {} of {}: lease of dead owner {} expired", run.id, run.item, lease.owner),
+                Ok(()) => tracing::info!(
+                    "run {} of {}: lease of dead owner {} expired",
+                    run.id,
+                    run.item,
+                    lease.owner
+                ),
                 Err(orch_store::StoreError::LeaseLost { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -41,7 +50,10 @@ mod tests {
     #[test]
     fn owners_parse() {
         assert_eq!(super::parse_owner("box:42:0000abcd"), Some(("box", 42)));
-        assert_eq!(super::parse_owner("my:host:42:0000abcd"), Some(("my:host", 42)));
+        assert_eq!(
+            super::parse_owner("my:host:42:0000abcd"),
+            Some(("my:host", 42))
+        );
         assert_eq!(super::parse_owner("garbage"), None);
     }
 }

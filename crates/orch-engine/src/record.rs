@@ -20,12 +20,22 @@ pub(crate) fn plan(pipeline: &Pipeline, decision: &Decision) -> Planned {
     let mut out = Planned::default();
     for effect in &decision.effects {
         match effect {
-            Effect::StartRun { stage, attempt, feedback } => {
-                let approval = pipeline.stage(stage).is_some_and(|s| s.kind == StageKind::Approval);
+            Effect::StartRun {
+                stage,
+                attempt,
+                feedback,
+            } => {
+                let approval = pipeline
+                    .stage(stage)
+                    .is_some_and(|s| s.kind == StageKind::Approval);
                 out.next_run = Some(NewRun {
                     stage: stage.clone(),
                     attempt: *attempt,
-                    state: if approval { RunState::Waiting } else { RunState::Queued },
+                    state: if approval {
+                        RunState::Waiting
+                    } else {
+                        RunState::Queued
+                    },
                     feedback: feedback.clone(),
                 });
                 out.events.push(NewEvent::new(
@@ -33,15 +43,22 @@ pub(crate) fn plan(pipeline: &Pipeline, decision: &Decision) -> Planned {
                     json!({ "stage": stage.as_str(), "attempt": attempt, "feedback": feedback }),
                 ));
                 if approval {
-                    out.events.push(NewEvent::new(events::APPROVAL_REQUESTED, json!({ "stage": stage.as_str() })));
+                    out.events.push(NewEvent::new(
+                        events::APPROVAL_REQUESTED,
+                        json!({ "stage": stage.as_str() }),
+                    ));
                 }
             }
             Effect::Blocked { reason } => {
                 out.blocked_reason = Some(reason.clone());
-                out.events.push(NewEvent::new(events::BLOCKED, json!({ "reason": reason })));
+                out.events
+                    .push(NewEvent::new(events::BLOCKED, json!({ "reason": reason })));
             }
             Effect::NeedsInfo => {
-                out.events.push(NewEvent::new(events::NEEDS_INFO, json!({ "stage": decision.progress.stage.as_str() })));
+                out.events.push(NewEvent::new(
+                    events::NEEDS_INFO,
+                    json!({ "stage": decision.progress.stage.as_str() }),
+                ));
             }
             // The merge runs after the write, from the item's `merging` status; STOP's events are
             // written by the command that stopped the item.

@@ -166,7 +166,10 @@ impl Repo {
     pub async fn merge_base(&self, a: &str, b: &str) -> Result<String> {
         check_ref("revision", a)?;
         check_ref("revision", b)?;
-        Git::new(&self.path).args(["merge-base", a, b]).run_line().await
+        Git::new(&self.path)
+            .args(["merge-base", a, b])
+            .run_line()
+            .await
     }
 
     /// Deletes `branch`, merged or not; a branch that does not exist is already deleted.

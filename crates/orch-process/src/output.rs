@@ -210,6 +210,8 @@ impl CappedLog {
         self.remaining -= needed;
         self.write(entry.as_bytes()).await;
         self.write(b"\n").await;
+        // Line by line, so `orch logs -f` and a person tailing the file see output as it comes.
+        self.flush().await;
     }
 
     async fn write(&mut self, bytes: &[u8]) {

@@ -28,7 +28,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a demo project and drive one work item through the whole pipeline.
-    #[command(after_help = "Examples:\n  orch demo --yes\n  orch demo --dir /tmp/d --staging-port 9511 --prod-port 9510\n  orch demo            # then, in another terminal: orch --config orch-demo/orch.toml approve DEMO-1")]
+    #[command(
+        after_help = "Examples:\n  orch demo --yes\n  orch demo --dir /tmp/d --staging-port 9511 --prod-port 9510\n  orch demo            # then, in another terminal: orch --config orch-demo/orch.toml approve DEMO-1"
+    )]
     Demo(DemoArgs),
     /// Write orch's default pipeline and role prompts into a repository's `.orch/`.
     #[command(after_help = "Examples:\n  orch init\n  orch init ../my-service --force")]
@@ -46,16 +48,22 @@ pub enum Command {
     #[command(after_help = "Example:\n  orch stop DEMO-3")]
     Stop(IdArgs),
     /// Resume a blocked or needs-info item at its stage.
-    #[command(after_help = "Examples:\n  orch retry DEMO-2\n  orch retry DEMO-2 --answer \"use port 8080\"")]
+    #[command(
+        after_help = "Examples:\n  orch retry DEMO-2\n  orch retry DEMO-2 --answer \"use port 8080\""
+    )]
     Retry(RetryArgs),
     /// Show an item's run logs (the agents' output and the gates' commands).
-    #[command(after_help = "Examples:\n  orch logs DEMO-1\n  orch logs DEMO-1 --stage review\n  orch logs -f DEMO-1")]
+    #[command(
+        after_help = "Examples:\n  orch logs DEMO-1\n  orch logs DEMO-1 --stage review\n  orch logs -f DEMO-1"
+    )]
     Logs(LogsArgs),
     /// Where every item stands, per project.
     #[command(after_help = "Examples:\n  orch status\n  orch status --json")]
     Status(JsonArgs),
     /// Run a project's staging checks against a URL and print the verdict (exit 0 or 1).
-    #[command(after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict")]
+    #[command(
+        after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict"
+    )]
     StagingCheck(StagingCheckArgs),
     /// Measure orch's overhead: N items through the full pipeline, against a shell baseline.
     #[command(after_help = "Example:\n  orch bench --items 50")]
@@ -92,7 +100,9 @@ pub struct InitArgs {
 #[derive(Debug, Subcommand)]
 pub enum ItemCommand {
     /// File a new work item.
-    #[command(after_help = "Example:\n  orch item add --title \"Change the greeting\" --body \"Say hello from orch\"")]
+    #[command(
+        after_help = "Example:\n  orch item add --title \"Change the greeting\" --body \"Say hello from orch\""
+    )]
     Add(ItemAddArgs),
     /// List work items.
     #[command(after_help = "Examples:\n  orch item list\n  orch item list --json")]

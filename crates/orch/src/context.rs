@@ -17,9 +17,14 @@ pub struct Context {
 
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(UsageError(format!("store url `{url}`: PostgreSQL is not supported yet; use sqlite://FILE")).into());
+        return Err(UsageError(format!(
+            "store url `{url}`: PostgreSQL is not supported yet; use sqlite://FILE"
+        ))
+        .into());
     }
-    let store = SqliteStore::open(url).await.with_context(|| "opening the store".to_owned())?;
+    let store = SqliteStore::open(url)
+        .await
+        .with_context(|| "opening the store".to_owned())?;
     Ok(Arc::new(store))
 }
 
@@ -49,8 +54,15 @@ impl Context {
                 let mut ids = self.engine.projects().map(|p| p.id().clone());
                 match (ids.next(), ids.next()) {
                     (Some(id), None) => Ok(id),
-                    (None, _) => Err(UsageError(format!("{} lists no projects", self.settings.path.display())).into()),
-                    (Some(_), Some(_)) => Err(UsageError("several projects are configured; pass --project NAME".into()).into()),
+                    (None, _) => Err(UsageError(format!(
+                        "{} lists no projects",
+                        self.settings.path.display()
+                    ))
+                    .into()),
+                    (Some(_), Some(_)) => Err(UsageError(
+                        "several projects are configured; pass --project NAME".into(),
+                    )
+                    .into()),
                 }
             }
         }

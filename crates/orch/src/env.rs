@@ -16,7 +16,10 @@ pub const LOG: &str = "ORCH_LOG";
 /// Reads a boolean switch: unset means `default`; `false`, `0`, `no`, `off` mean false.
 pub fn flag(name: &str, default: bool) -> bool {
     match std::env::var(name) {
-        Ok(v) => !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"),
+        Ok(v) => !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
+        ),
         Err(_) => default,
     }
 }

@@ -17,7 +17,10 @@ pub const ROLES: [(&str, &str); 6] = [
 
 /// The `.orch/` files of a project: pipeline, roles, and the given agents/deploy files.
 pub fn orch_files(agents_toml: &str, deploy_toml: &str) -> Vec<(String, String)> {
-    let mut files = vec![(".orch/pipeline.toml".to_owned(), orch_core::pipeline::DEFAULT_PIPELINE_TOML.to_owned())];
+    let mut files = vec![(
+        ".orch/pipeline.toml".to_owned(),
+        orch_core::pipeline::DEFAULT_PIPELINE_TOML.to_owned(),
+    )];
     for (name, text) in ROLES {
         files.push((format!(".orch/agents/{name}.md"), text.to_owned()));
     }
@@ -35,13 +38,22 @@ pub fn demo_files() -> Vec<(String, String)> {
         ("src/main.rs", include_str!("../kit/demo/src/main.rs")),
         ("README.md", include_str!("../kit/demo/README.md")),
         ("CHANGELOG.md", include_str!("../kit/demo/CHANGELOG.md")),
-        ("docs/operations/INFRA.md", include_str!("../kit/demo/docs/operations/INFRA.md")),
-        (".orch/scenario.toml", include_str!("../kit/demo/scenario.toml")),
+        (
+            "docs/operations/INFRA.md",
+            include_str!("../kit/demo/docs/operations/INFRA.md"),
+        ),
+        (
+            ".orch/scenario.toml",
+            include_str!("../kit/demo/scenario.toml"),
+        ),
     ]
     .into_iter()
     .map(|(p, t)| (p.to_owned(), t.to_owned()))
     .collect();
-    files.extend(orch_files(include_str!("../kit/demo/agents.toml"), include_str!("../kit/demo/deploy.toml")));
+    files.extend(orch_files(
+        include_str!("../kit/demo/agents.toml"),
+        include_str!("../kit/demo/deploy.toml"),
+    ));
     files
 }
 
@@ -55,7 +67,11 @@ pub const INIT_DEPLOY_TOML: &str = include_str!("../kit/demo/deploy.toml");
 
 /// Writes files under `root`; refuses to overwrite an existing file unless `force`.
 /// Returns the paths written and the paths skipped.
-pub fn write_files(root: &Path, files: &[(String, String)], force: bool) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+pub fn write_files(
+    root: &Path,
+    files: &[(String, String)],
+    force: bool,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut written = Vec::new();
     let mut skipped = Vec::new();
     for (rel, text) in files {
@@ -65,7 +81,8 @@ pub fn write_files(root: &Path, files: &[(String, String)], force: bool) -> anyh
             continue;
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(rel.clone());
@@ -80,7 +97,10 @@ mod tests {
     #[test]
     fn default_roles_parse_and_are_pinned() {
         for (name, text) in ROLES {
-            let role = orch_core::role::Role::parse(&orch_core::RoleName::parse(name).expect("valid"), text);
+            let role = orch_core::role::Role::parse(
+                &orch_core::RoleName::parse(name).expect("valid"),
+                text,
+            );
             assert!(role.is_ok(), "{name}: {role:?}");
             insta::assert_snapshot!(format!("role_{name}"), text);
         }
@@ -89,14 +109,30 @@ mod tests {
     #[test]
     fn deployer_may_write_only_its_two_logs() {
         let (_, text) = ROLES[5];
-        let role = orch_core::role::Role::parse(&orch_core::RoleName::parse("deployer").expect("valid"), text).expect("valid");
-        assert_eq!(role.writes, ["docs/work-items/*/14-deploy-log.md", "docs/work-items/*/15-staging-log.md"]);
+        let role = orch_core::role::Role::parse(
+            &orch_core::RoleName::parse("deployer").expect("valid"),
+            text,
+        )
+        .expect("valid");
+        assert_eq!(
+            role.writes,
+            [
+                "docs/work-items/*/14-deploy-log.md",
+                "docs/work-items/*/15-staging-log.md"
+            ]
+        );
     }
 
     #[test]
     fn demo_kit_parses() {
         let files = demo_files();
-        let get = |p: &str| files.iter().find(|(n, _)| n == p).map(|(_, t)| t.clone()).expect(p);
+        let get = |p: &str| {
+            files
+                .iter()
+                .find(|(n, _)| n == p)
+                .map(|(_, t)| t.clone())
+                .expect(p)
+        };
         orch_agent::scripted::Scenario::from_toml(&get(".orch/scenario.toml")).expect("scenario");
         orch_agent::AgentsConfig::from_toml(&get(".orch/agents.toml")).expect("agents");
         orch_deploy::DeploySpec::from_toml(&get(".orch/deploy.toml")).expect("deploy");

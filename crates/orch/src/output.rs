@@ -6,14 +6,27 @@ use std::time::Instant;
 /// Prints rows as columns aligned on the widest cell; the first row is the header.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(i, cell)| if i + 1 == row.len() { cell.clone() } else { format!("{cell:<w$}", w = widths[i]) })
+            .map(|(i, cell)| {
+                if i + 1 == row.len() {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}", w = widths[i])
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -39,16 +52,31 @@ pub struct ProgressPrinter {
 
 impl ProgressPrinter {
     pub fn new() -> Self {
-        Self { start: Instant::now() }
+        Self {
+            start: Instant::now(),
+        }
     }
 }
 
 impl orch_engine::Reporter for ProgressPrinter {
     fn report(&self, p: orch_engine::Progress) {
         let elapsed = self.start.elapsed().as_secs_f64();
-        let what = p.what.lines().next().unwrap_or("").chars().take(160).collect::<String>();
+        let what = p
+            .what
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(160)
+            .collect::<String>();
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "[{elapsed:>6.1}s] {:<10} {:<16} {}", p.item, format!("{}#{}", p.stage, p.attempt), what);
+        let _ = writeln!(
+            out,
+            "[{elapsed:>6.1}s] {:<10} {:<16} {}",
+            p.item,
+            format!("{}#{}", p.stage, p.attempt),
+            what
+        );
     }
 }
 

@@ -30,7 +30,9 @@ pub struct StoreSection {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { url: "sqlite://orch.db".to_owned() }
+        Self {
+            url: "sqlite://orch.db".to_owned(),
+        }
     }
 }
 
@@ -43,7 +45,10 @@ pub struct EngineSection {
 
 impl Default for EngineSection {
     fn default() -> Self {
-        Self { max_parallel: 4, lease_secs: 30 }
+        Self {
+            max_parallel: 4,
+            lease_secs: 30,
+        }
     }
 }
 
@@ -74,22 +79,34 @@ pub struct Settings {
 }
 
 /// Parses one registry entry: the single parser for every caller (contract 14).
-pub fn parse_project(entry: &ProjectEntry, data_dir: &Path) -> Result<orch_engine::ProjectSettings, String> {
+pub fn parse_project(
+    entry: &ProjectEntry,
+    data_dir: &Path,
+) -> Result<orch_engine::ProjectSettings, String> {
     let id = ProjectId::parse(&entry.name).map_err(|e| format!("projects.name: {e}"))?;
     if entry.repo.trim().is_empty() {
-        return Err(format!("project `{id}`, field `repo`: must name the project's git repository"));
+        return Err(format!(
+            "project `{id}`, field `repo`: must name the project's git repository"
+        ));
     }
     if entry.staging_port == 0 || entry.prod_port == 0 || entry.staging_port == entry.prod_port {
-        return Err(format!("project `{id}`, fields `staging_port`/`prod_port`: need two different non-zero ports"));
+        return Err(format!(
+            "project `{id}`, fields `staging_port`/`prod_port`: need two different non-zero ports"
+        ));
     }
     let health_override = match (entry.health_tries, entry.health_interval_ms) {
         (None, None) => None,
         (tries, interval) => {
             let tries = tries.unwrap_or(10);
             if tries == 0 {
-                return Err(format!("project `{id}`, field `health_tries`: must be at least 1"));
+                return Err(format!(
+                    "project `{id}`, field `health_tries`: must be at least 1"
+                ));
             }
-            Some((tries, std::time::Duration::from_millis(interval.unwrap_or(6000))))
+            Some((
+                tries,
+                std::time::Duration::from_millis(interval.unwrap_or(6000)),
+            ))
         }
     };
     Ok(orch_engine::ProjectSettings {
@@ -113,25 +130,38 @@ impl Settings {
         })?;
         let file: ConfigFile =
             toml::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-        let abs = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
-        let data_dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let abs = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        let data_dir = abs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let mut projects = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for entry in &file.projects {
-            let p = parse_project(entry, &data_dir).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+            let p = parse_project(entry, &data_dir)
+                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
             if !seen.insert(p.id.clone()) {
-                return Err(UsageError(format!("{}: project `{}` is listed twice", path.display(), p.id)).into());
+                return Err(UsageError(format!(
+                    "{}: project `{}` is listed twice",
+                    path.display(),
+                    p.id
+                ))
+                .into());
             }
             projects.push(p);
         }
         let mut store_url = std::env::var(env::STORE_URL).unwrap_or(file.store.url);
-        if let Some(rel) = store_url.strip_prefix("sqlite://") {
-            if !rel.starts_with('/') && !rel.starts_with(':') {
-                store_url = format!("sqlite://{}", data_dir.join(rel).display());
-            }
+        if let Some(rel) = store_url.strip_prefix("sqlite://")
+            && !rel.starts_with('/')
+            && !rel.starts_with(':')
+        {
+            store_url = format!("sqlite://{}", data_dir.join(rel).display());
         }
         let max_parallel = match std::env::var(env::MAX_PARALLEL) {
-            Ok(v) => v.parse().map_err(|_| UsageError(format!("{}={v}: not a number", env::MAX_PARALLEL)))?,
+            Ok(v) => v
+                .parse()
+                .map_err(|_| UsageError(format!("{}={v}: not a number", env::MAX_PARALLEL)))?,
             Err(_) => file.engine.max_parallel,
         };
         Ok(Self {
@@ -141,7 +171,9 @@ impl Settings {
             lease_secs: file.engine.lease_secs.max(1),
             projects,
             staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true),
-            crashpoint: std::env::var(env::CRASHPOINT).ok().filter(|s| !s.is_empty()),
+            crashpoint: std::env::var(env::CRASHPOINT)
+                .ok()
+                .filter(|s| !s.is_empty()),
         })
     }
 }

@@ -1,9 +1,13 @@
 use super::*;
-use crate::pipeline::{Pipeline, DEFAULT_PIPELINE_TOML};
+use crate::pipeline::{DEFAULT_PIPELINE_TOML, Pipeline};
 
 fn stage(name: &str) -> Stage {
     let p = Pipeline::from_toml(DEFAULT_PIPELINE_TOML).expect("valid");
-    p.stages().iter().find(|s| s.name.as_str() == name).cloned().expect("stage exists")
+    p.stages()
+        .iter()
+        .find(|s| s.name.as_str() == name)
+        .cloned()
+        .expect("stage exists")
 }
 
 fn paths(v: &[&str]) -> Vec<String> {
@@ -20,7 +24,11 @@ fn check(stage_name: &str, input: GateInput<'_>, class: VerdictClass, reasons: &
 }
 
 fn ok_tests() -> Vec<CommandResult> {
-    vec![CommandResult { name: "tests".into(), outcome: ExitOutcome::Exited(0), output_tail: String::new() }]
+    vec![CommandResult {
+        name: "tests".into(),
+        outcome: ExitOutcome::Exited(0),
+        output_tail: String::new(),
+    }]
 }
 
 #[test]
@@ -147,9 +155,12 @@ fn doc_gate_turns_an_approve_into_request_changes() {
         "review",
         input(code_only),
         VerdictClass::Fail,
-        &["doc-gate: code changed (src/main.rs) without a change to the docs (docs/**, CHANGELOG.md): REQUEST_CHANGES"],
+        &[
+            "doc-gate: code changed (src/main.rs) without a change to the docs (docs/**, CHANGELOG.md): REQUEST_CHANGES",
+        ],
     );
-    let with_changelog: &'static [String] = Box::leak(paths(&["src/main.rs", "CHANGELOG.md"]).into_boxed_slice());
+    let with_changelog: &'static [String] =
+        Box::leak(paths(&["src/main.rs", "CHANGELOG.md"]).into_boxed_slice());
     check("review", input(with_changelog), VerdictClass::Pass, &[]);
     let docs_only: &'static [String] = Box::leak(paths(&["docs/guide.md"]).into_boxed_slice());
     check("review", input(docs_only), VerdictClass::Pass, &[]);
@@ -168,26 +179,44 @@ fn verdict_values_map_to_classes() {
         commands: &[],
         artifact_dir: DIR,
     };
-    check("analysis", input("---\nanalysis_status: READY\n---\n"), VerdictClass::Pass, &[]);
-    check("analysis", input("---\nanalysis_status: NEEDS_INFO\n---\n"), VerdictClass::NeedsInfo, &[]);
+    check(
+        "analysis",
+        input("---\nanalysis_status: READY\n---\n"),
+        VerdictClass::Pass,
+        &[],
+    );
+    check(
+        "analysis",
+        input("---\nanalysis_status: NEEDS_INFO\n---\n"),
+        VerdictClass::NeedsInfo,
+        &[],
+    );
     check(
         "analysis",
         input("---\nanalysis_status: ready\n---\n"),
         VerdictClass::Fail,
-        &["verdict: 01-analysis.md: field `analysis_status` is `ready`, not one of READY, NEEDS_INFO (values are exact and uppercase)"],
+        &[
+            "verdict: 01-analysis.md: field `analysis_status` is `ready`, not one of READY, NEEDS_INFO (values are exact and uppercase)",
+        ],
     );
-    let v = evaluate(&stage("review"), &GateInput {
-        artifact: Some("---\nreview_verdict: REQUEST_CHANGES\n---\nAdd a CHANGELOG entry.\n"),
-        agent_exit: Some(ExitOutcome::Exited(0)),
-        stage_changes: &paths(&["docs/work-items/DEMO-1/04-review.md"]),
-        branch_changes: &paths(&["CHANGELOG.md"]),
-        write_allowlist: Some(&paths(&["docs/work-items/*/04-review.md"])),
-        commands: &[],
-        artifact_dir: DIR,
-    });
+    let v = evaluate(
+        &stage("review"),
+        &GateInput {
+            artifact: Some("---\nreview_verdict: REQUEST_CHANGES\n---\nAdd a CHANGELOG entry.\n"),
+            agent_exit: Some(ExitOutcome::Exited(0)),
+            stage_changes: &paths(&["docs/work-items/DEMO-1/04-review.md"]),
+            branch_changes: &paths(&["CHANGELOG.md"]),
+            write_allowlist: Some(&paths(&["docs/work-items/*/04-review.md"])),
+            commands: &[],
+            artifact_dir: DIR,
+        },
+    );
     assert_eq!(v.class, VerdictClass::Fail);
     assert_eq!(v.value.as_deref(), Some("REQUEST_CHANGES"));
-    assert_eq!(v.reasons(), ["verdict: 04-review.md: review_verdict is REQUEST_CHANGES"]);
+    assert_eq!(
+        v.reasons(),
+        ["verdict: 04-review.md: review_verdict is REQUEST_CHANGES"]
+    );
 }
 
 #[test]
@@ -222,7 +251,12 @@ fn action_stages_read_only_the_artifact_orch_wrote() {
         commands: &[],
         artifact_dir: DIR,
     };
-    check("deploy-staging", input(Some("---\nstaging_status: SUCCESS\n---\n")), VerdictClass::Pass, &[]);
+    check(
+        "deploy-staging",
+        input(Some("---\nstaging_status: SUCCESS\n---\n")),
+        VerdictClass::Pass,
+        &[],
+    );
     check(
         "deploy-staging",
         input(None),

@@ -1,6 +1,6 @@
 use super::*;
 use crate::gate::{GateFailure, GateVerdict, VerdictClass};
-use crate::pipeline::{GateKind, DEFAULT_PIPELINE_TOML};
+use crate::pipeline::{DEFAULT_PIPELINE_TOML, GateKind};
 
 fn pipeline() -> Pipeline {
     Pipeline::from_toml(DEFAULT_PIPELINE_TOML).expect("valid")
@@ -12,7 +12,11 @@ fn name(s: &str) -> StageName {
 
 fn pass() -> Outcome {
     Outcome::Verdict {
-        verdict: GateVerdict { class: VerdictClass::Pass, value: None, failures: vec![] },
+        verdict: GateVerdict {
+            class: VerdictClass::Pass,
+            value: None,
+            failures: vec![],
+        },
         fingerprint: String::new(),
     }
 }
@@ -22,7 +26,10 @@ fn fail(reason: &str, fingerprint: &str) -> Outcome {
         verdict: GateVerdict {
             class: VerdictClass::Fail,
             value: None,
-            failures: vec![GateFailure { gate: GateKind::Command, reason: reason.into() }],
+            failures: vec![GateFailure {
+                gate: GateKind::Command,
+                reason: reason.into(),
+            }],
         },
         fingerprint: fingerprint.into(),
     }
@@ -51,8 +58,19 @@ fn summary(d: &Decision) -> String {
         .effects
         .iter()
         .map(|e| match e {
-            Effect::StartRun { stage, attempt, feedback } => {
-                format!("start {stage}#{attempt}{}", if feedback.is_empty() { String::new() } else { format!(" fb={}", feedback.len()) })
+            Effect::StartRun {
+                stage,
+                attempt,
+                feedback,
+            } => {
+                format!(
+                    "start {stage}#{attempt}{}",
+                    if feedback.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" fb={}", feedback.len())
+                    }
+                )
             }
             Effect::Blocked { reason } => format!("blocked: {reason}"),
             Effect::NeedsInfo => "needs-info".into(),
@@ -60,12 +78,27 @@ fn summary(d: &Decision) -> String {
             Effect::Cancel => "cancel".into(),
         })
         .collect();
-    format!("{} {} [{}]", d.progress.stage, d.progress.status.as_str(), effects.join(", "))
+    format!(
+        "{} {} [{}]",
+        d.progress.stage,
+        d.progress.status.as_str(),
+        effects.join(", ")
+    )
 }
 
 #[test]
 fn happy_path_through_the_canon() {
-    let lines = run(vec![pass(), pass(), pass(), pass(), pass(), pass(), Outcome::Approved, pass(), Outcome::Merged]);
+    let lines = run(vec![
+        pass(),
+        pass(),
+        pass(),
+        pass(),
+        pass(),
+        pass(),
+        Outcome::Approved,
+        pass(),
+        Outcome::Merged,
+    ]);
     assert_eq!(
         lines,
         [
@@ -85,7 +118,14 @@ fn happy_path_through_the_canon() {
 
 #[test]
 fn rollback_carries_feedback_and_counts_attempts() {
-    let lines = run(vec![pass(), pass(), pass(), fail("REQUEST_CHANGES", "r1"), pass(), pass()]);
+    let lines = run(vec![
+        pass(),
+        pass(),
+        pass(),
+        fail("REQUEST_CHANGES", "r1"),
+        pass(),
+        pass(),
+    ]);
     assert_eq!(lines[4], "development queued [start development#2 fb=2]");
     assert_eq!(lines[6], "qa queued [start qa#1]");
 }
@@ -93,10 +133,20 @@ fn rollback_carries_feedback_and_counts_attempts() {
 #[test]
 fn budget_spent_blocks() {
     // development -> development has budget 3: three retries, the fourth failure blocks.
-    let lines = run(vec![pass(), pass(), fail("a", "1"), fail("b", "2"), fail("c", "3"), fail("d", "4")]);
+    let lines = run(vec![
+        pass(),
+        pass(),
+        fail("a", "1"),
+        fail("b", "2"),
+        fail("c", "3"),
+        fail("d", "4"),
+    ]);
     assert_eq!(lines[3], "development queued [start development#2 fb=2]");
     assert_eq!(lines[5], "development queued [start development#4 fb=2]");
-    assert_eq!(lines[6], "development blocked [blocked: budget of 3 for development->development is spent (command: d)]");
+    assert_eq!(
+        lines[6],
+        "development blocked [blocked: budget of 3 for development->development is spent (command: d)]"
+    );
 }
 
 #[test]
@@ -111,19 +161,36 @@ fn repeated_identical_failure_stops_at_once() {
 #[test]
 fn needs_info_waits_and_retry_resumes_with_the_answer() {
     let needs = Outcome::Verdict {
-        verdict: GateVerdict { class: VerdictClass::NeedsInfo, value: Some("NEEDS_INFO".into()), failures: vec![] },
+        verdict: GateVerdict {
+            class: VerdictClass::NeedsInfo,
+            value: Some("NEEDS_INFO".into()),
+            failures: vec![],
+        },
         fingerprint: String::new(),
     };
-    let lines = run(vec![needs, Outcome::Retried { answer: Some("use port 8080".into()) }, Outcome::Approved]);
+    let lines = run(vec![
+        needs,
+        Outcome::Retried {
+            answer: Some("use port 8080".into()),
+        },
+        Outcome::Approved,
+    ]);
     assert_eq!(lines[1], "analysis needs-info [needs-info]");
     assert_eq!(lines[2], "analysis queued [start analysis#2 fb=1]");
-    assert_eq!(lines[3], "error: item is queued, not awaiting approval at an approval stage");
+    assert_eq!(
+        lines[3],
+        "error: item is queued, not awaiting approval at an approval stage"
+    );
 }
 
 #[test]
 fn block_verdict_does_not_spend_budget() {
     let block = Outcome::Verdict {
-        verdict: GateVerdict { class: VerdictClass::Block("sandbox broken".into()), value: None, failures: vec![] },
+        verdict: GateVerdict {
+            class: VerdictClass::Block("sandbox broken".into()),
+            value: None,
+            failures: vec![],
+        },
         fingerprint: String::new(),
     };
     let lines = run(vec![block, Outcome::Retried { answer: None }]);
@@ -144,5 +211,8 @@ fn a_stage_missing_from_the_pipeline_is_an_error() {
     let p = pipeline();
     let mut progress = start(&p).progress;
     progress.stage = name("gone");
-    assert_eq!(decide(&p, &progress, pass()), Err(DecideError::UnknownStage(name("gone"))));
+    assert_eq!(
+        decide(&p, &progress, pass()),
+        Err(DecideError::UnknownStage(name("gone")))
+    );
 }

@@ -94,20 +94,30 @@ fn validated_build(deployer: &ProcessDeployer, validated_sha: &str) -> Result<Bu
             .to_owned();
         return Err(DeployError::Frozen { marker, reason });
     }
-    let proof: Validation = read_record(&deployer.layout.validation(validated_sha))?.ok_or_else(|| {
-        DeployError::NotValidated {
-            validated: validated_sha.to_owned(),
-            proof: deployer.layout.validation(validated_sha),
-        }
-    })?;
+    let proof: Validation =
+        read_record(&deployer.layout.validation(validated_sha))?.ok_or_else(|| {
+            DeployError::NotValidated {
+                validated: validated_sha.to_owned(),
+                proof: deployer.layout.validation(validated_sha),
+            }
+        })?;
     let expected_dir = deployer.layout.build_dir(validated_sha);
-    let tampered = |detail: String| DeployError::BuildTampered { build_dir: expected_dir.clone(), detail };
+    let tampered = |detail: String| DeployError::BuildTampered {
+        build_dir: expected_dir.clone(),
+        detail,
+    };
     let build = load_verified(&expected_dir)?;
     if build.sha != validated_sha || proof.sha != validated_sha {
-        return Err(tampered(format!("its label says it was built from {}", build.sha)));
+        return Err(tampered(format!(
+            "its label says it was built from {}",
+            build.sha
+        )));
     }
     if build.digest != proof.digest {
-        return Err(tampered(format!("staging validated digest {}, the label says {}", proof.digest, build.digest)));
+        return Err(tampered(format!(
+            "staging validated digest {}, the label says {}",
+            proof.digest, build.digest
+        )));
     }
     Ok(build)
 }

@@ -61,7 +61,10 @@ pub(super) async fn deploy_staging(
     if verdict.is_success() {
         // Promotion reads this proof, not whatever staging runs now: other items may use staging
         // between this item's staging and its (human-approved) promotion.
-        let proof = Validation { sha: build.sha.clone(), digest: build.digest.clone() };
+        let proof = Validation {
+            sha: build.sha.clone(),
+            digest: build.digest.clone(),
+        };
         if let Err(e) = write_record(&deployer.layout.validation(sha), &proof) {
             verdict = fold(&results, tolerance, Some(&e.to_string()));
         }

@@ -22,7 +22,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     if a.items == 0 {
         return Err(crate::error::UsageError("--items must be at least 1".into()).into());
     }
-    let dir = tempfile::Builder::new().prefix("orch-bench-").tempdir().context("cannot create a temp dir")?;
+    let dir = tempfile::Builder::new()
+        .prefix("orch-bench-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
     let root = dir.path().to_path_buf();
     println!("bench: {} items, directory {}", a.items, root.display());
 
@@ -31,7 +34,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     write_bench_repo(&repo).await?;
     let config = root.join("orch/orch.toml");
     let file = ConfigFile {
-        store: StoreSection { url: "sqlite://orch.db".into() },
+        store: StoreSection {
+            url: "sqlite://orch.db".into(),
+        },
         engine: EngineSection::default(),
         projects: vec![ProjectEntry {
             name: "bench".into(),
@@ -48,13 +53,18 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
 
     let t0 = Instant::now();
     for i in 1..=a.items {
-        ctx.engine.create_item(&project, &format!("bench item {i}"), "").await?;
+        ctx.engine
+            .create_item(&project, &format!("bench item {i}"), "")
+            .await?;
     }
     let cancel = CancellationToken::new();
     loop {
         ctx.engine.run_until_idle(&cancel).await?;
         let items = ctx.engine.store().list_items(None).await?;
-        let waiting: Vec<_> = items.iter().filter(|i| i.progress.status == ItemStatus::AwaitingApproval).collect();
+        let waiting: Vec<_> = items
+            .iter()
+            .filter(|i| i.progress.status == ItemStatus::AwaitingApproval)
+            .collect();
         if waiting.is_empty() {
             break;
         }
@@ -64,7 +74,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     }
     let orch_secs = t0.elapsed().as_secs_f64();
     let items = ctx.engine.store().list_items(None).await?;
-    let done = items.iter().filter(|i| i.progress.status == ItemStatus::Done).count();
+    let done = items
+        .iter()
+        .filter(|i| i.progress.status == ItemStatus::Done)
+        .count();
     let peak_kib = peak_rss_kib();
 
     let base_repo = root.join("baseline/repo");
@@ -93,13 +106,35 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     println!();
     println!("{:<34} {:>12} {:>12}", "", "orch", "baseline");
     println!("{:<34} {:>12} {:>12}", "items done", done, a.items);
-    println!("{:<34} {:>12.2} {:>12.2}", "wall time (s)", orch_secs, base_secs);
-    println!("{:<34} {:>12.2} {:>12.2}", "items per second", n / orch_secs, n / base_secs);
-    println!("{:<34} {:>12.1} {:>12.1}", "ms per stage transition", orch_secs * 1000.0 / transitions, base_secs * 1000.0 / transitions);
+    println!(
+        "{:<34} {:>12.2} {:>12.2}",
+        "wall time (s)", orch_secs, base_secs
+    );
+    println!(
+        "{:<34} {:>12.2} {:>12.2}",
+        "items per second",
+        n / orch_secs,
+        n / base_secs
+    );
+    println!(
+        "{:<34} {:>12.1} {:>12.1}",
+        "ms per stage transition",
+        orch_secs * 1000.0 / transitions,
+        base_secs * 1000.0 / transitions
+    );
     println!();
-    println!("ratio orch / baseline wall time:     {:.2}", orch_secs / base_secs);
-    println!("orch overhead per stage transition:  {:.1} ms", (orch_secs - base_secs) * 1000.0 / transitions);
-    println!("orch peak memory (VmHWM):            {} MiB", peak_kib / 1024);
+    println!(
+        "ratio orch / baseline wall time:     {:.2}",
+        orch_secs / base_secs
+    );
+    println!(
+        "orch overhead per stage transition:  {:.1} ms",
+        (orch_secs - base_secs) * 1000.0 / transitions
+    );
+    println!(
+        "orch peak memory (VmHWM):            {} MiB",
+        peak_kib / 1024
+    );
     if a.keep {
         let kept = dir.keep();
         println!("kept {}", kept.display());
@@ -109,14 +144,23 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
 
 async fn write_bench_repo(repo: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(repo)?;
-    let mut files = kit::orch_files(include_str!("../../kit/bench/agents.toml"), include_str!("../../kit/bench/deploy.toml"));
+    let mut files = kit::orch_files(
+        include_str!("../../kit/bench/agents.toml"),
+        include_str!("../../kit/bench/deploy.toml"),
+    );
     for (path, text) in &mut files {
         if path == ".orch/pipeline.toml" {
             *text = text.replace("run = \"cargo test --quiet\"", "run = \"true\"");
         }
     }
-    files.push((".orch/scenario.toml".into(), include_str!("../../kit/bench/scenario.toml").into()));
-    files.push(("app.py".into(), include_str!("../../kit/bench/app.py").into()));
+    files.push((
+        ".orch/scenario.toml".into(),
+        include_str!("../../kit/bench/scenario.toml").into(),
+    ));
+    files.push((
+        "app.py".into(),
+        include_str!("../../kit/bench/app.py").into(),
+    ));
     files.push(("CHANGELOG.md".into(), "# Changelog\n".into()));
     kit::write_files(repo, &files, true)?;
     let git = orch_git::Repo::init(repo, "main").await?;
@@ -133,7 +177,11 @@ fn free_port() -> anyhow::Result<u16> {
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }

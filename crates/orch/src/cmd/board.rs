@@ -2,16 +2,26 @@
 
 use crate::cli::{ApproveArgs, IdArgs, RetryArgs};
 use crate::cmd::actor;
-use crate::context::{item_id, Context};
+use crate::context::{Context, item_id};
 
 pub async fn approve(ctx: &Context, a: ApproveArgs) -> anyhow::Result<i32> {
     let id = item_id(&a.id)?;
     let ev = ctx.engine.approval_evidence(&id).await?;
     println!("Approving {}: {}", ev.item, ev.title);
-    println!("  build SHA: {}", ev.sha.as_deref().unwrap_or("(none recorded)"));
-    println!("  digest:    {}", ev.digest.as_deref().unwrap_or("(none recorded)"));
+    println!(
+        "  build SHA: {}",
+        ev.sha.as_deref().unwrap_or("(none recorded)")
+    );
+    println!(
+        "  digest:    {}",
+        ev.digest.as_deref().unwrap_or("(none recorded)")
+    );
     if let Some(v) = &ev.staging {
-        if let Some(reasons) = v.get("reasons").and_then(|r| r.as_array()).filter(|r| !r.is_empty()) {
+        if let Some(reasons) = v
+            .get("reasons")
+            .and_then(|r| r.as_array())
+            .filter(|r| !r.is_empty())
+        {
             println!("  staging reasons: {reasons:?}");
         } else {
             println!("  staging: passed");

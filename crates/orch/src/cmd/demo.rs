@@ -12,7 +12,7 @@ use crate::cli::DemoArgs;
 use crate::context::Context;
 use crate::error::UsageError;
 use crate::kit;
-use crate::output::{millis, table, ProgressPrinter};
+use crate::output::{ProgressPrinter, millis, table};
 use crate::settings::{ConfigFile, EngineSection, ProjectEntry, StoreSection};
 
 const PROJECT: &str = "demo";
@@ -21,7 +21,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
     for port in [a.staging_port, a.prod_port] {
         if port == 8500 {
-            return Err(UsageError("port 8500 is kept for orch's own server; choose another".into()).into());
+            return Err(UsageError(
+                "port 8500 is kept for orch's own server; choose another".into(),
+            )
+            .into());
         }
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             return Err(UsageError(format!(
@@ -67,7 +70,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let mut told = false;
     let status = loop {
         ctx.engine.run_until_idle(&cancel).await?;
-        let current = ctx.engine.store().get_item(&item.id).await?.context("the demo item vanished")?;
+        let current = ctx
+            .engine
+            .store()
+            .get_item(&item.id)
+            .await?
+            .context("the demo item vanished")?;
         match current.progress.status {
             ItemStatus::AwaitingApproval if a.yes => {
                 println!("--yes: approving {} for deploy", item.id);
@@ -88,7 +96,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
                     _ = cancel.cancelled() => break current.progress.status,
                 }
             }
-            s if s.is_terminal() || matches!(s, ItemStatus::Blocked | ItemStatus::NeedsInfo) => break s,
+            s if s.is_terminal() || matches!(s, ItemStatus::Blocked | ItemStatus::NeedsInfo) => {
+                break s;
+            }
             _ if cancel.is_cancelled() => break current.progress.status,
             _ => {}
         }
@@ -104,25 +114,58 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     }
     let cfg = config.display();
     println!("\nWhere to look:");
-    println!("  history:    orch --config {cfg} item show {} --events", item.id);
+    println!(
+        "  history:    orch --config {cfg} item show {} --events",
+        item.id
+    );
     println!("  agent logs: orch --config {cfg} logs {}", item.id);
-    println!("  artifacts:  {}/repo/docs/work-items/{}/", a.dir.display(), item.id);
-    println!("  merged:     git -C {}/repo log --oneline", a.dir.display());
+    println!(
+        "  artifacts:  {}/repo/docs/work-items/{}/",
+        a.dir.display(),
+        item.id
+    );
+    println!(
+        "  merged:     git -C {}/repo log --oneline",
+        a.dir.display()
+    );
     if a.keep_running {
-        println!("  staging:    http://127.0.0.1:{}/   prod: {prod}  (left running)", a.staging_port);
+        println!(
+            "  staging:    http://127.0.0.1:{}/   prod: {prod}  (left running)",
+            a.staging_port
+        );
     } else if let Some(p) = ctx.engine.projects().next() {
         stop_instances(&ctx, p).await;
         println!("  (staging and prod were stopped; --keep-running leaves them up)");
     }
-    println!("\nDemo finished in {} with {} {}.", millis(started.elapsed().as_millis() as i64), item.id, status.as_str());
+    println!(
+        "\nDemo finished in {} with {} {}.",
+        millis(started.elapsed().as_millis() as i64),
+        item.id,
+        status.as_str()
+    );
     Ok(if status == ItemStatus::Done { 0 } else { 1 })
 }
 
 async fn stop_instances(ctx: &Context, project: &orch_engine::Project) {
-    let root = project.settings.data_dir.join("deploy").join(project.id().as_str());
-    let text = std::fs::read_to_string(project.settings.repo.join(orch_engine::project::files::DEPLOY)).unwrap_or_default();
-    let Ok(spec) = orch_deploy::DeploySpec::from_toml(&text) else { return };
-    let ports = orch_deploy::Ports { staging: project.settings.staging_port, prod: project.settings.prod_port };
+    let root = project
+        .settings
+        .data_dir
+        .join("deploy")
+        .join(project.id().as_str());
+    let text = std::fs::read_to_string(
+        project
+            .settings
+            .repo
+            .join(orch_engine::project::files::DEPLOY),
+    )
+    .unwrap_or_default();
+    let Ok(spec) = orch_deploy::DeploySpec::from_toml(&text) else {
+        return;
+    };
+    let ports = orch_deploy::Ports {
+        staging: project.settings.staging_port,
+        prod: project.settings.prod_port,
+    };
     if let Ok(d) = orch_deploy::ProcessDeployer::new(root, spec, ports) {
         let _ = d.stop(orch_deploy::Env::Staging).await;
         let _ = d.stop(orch_deploy::Env::Prod).await;
@@ -132,29 +175,50 @@ async fn stop_instances(ctx: &Context, project: &orch_engine::Project) {
 
 async fn print_summary(ctx: &Context, id: &orch_core::ItemId) -> anyhow::Result<()> {
     let runs = ctx.engine.store().list_runs(id).await?;
-    let mut rows = vec![vec!["STAGE".into(), "ATTEMPT".into(), "RESULT".into(), "TOOK".into()]];
+    let mut rows = vec![vec![
+        "STAGE".into(),
+        "ATTEMPT".into(),
+        "RESULT".into(),
+        "TOOK".into(),
+    ]];
     for r in &runs {
         let took = match (r.started_at, r.finished_at) {
             (Some(s), Some(f)) => millis(f - s),
             (None, Some(_)) => "approval".into(),
             _ => "-".into(),
         };
-        let value = r.verdict.as_ref().and_then(|v| v.get("value")).and_then(|v| v.as_str()).unwrap_or("");
-        rows.push(vec![r.stage.to_string(), r.attempt.to_string(), format!("{} {value}", r.state.as_str()), took]);
+        let value = r
+            .verdict
+            .as_ref()
+            .and_then(|v| v.get("value"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        rows.push(vec![
+            r.stage.to_string(),
+            r.attempt.to_string(),
+            format!("{} {value}", r.state.as_str()),
+            took,
+        ]);
     }
     println!("\nSummary of {id}:\n{}", table(&rows));
     Ok(())
 }
 
 /// Writes the demo repository and `orch.toml`; returns the configuration path.
-async fn create_demo(dir: &Path, staging_port: u16, prod_port: u16) -> anyhow::Result<std::path::PathBuf> {
+async fn create_demo(
+    dir: &Path,
+    staging_port: u16,
+    prod_port: u16,
+) -> anyhow::Result<std::path::PathBuf> {
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).with_context(|| format!("cannot create {}", repo.display()))?;
     kit::write_files(&repo, &kit::demo_files(), true)?;
     let git = orch_git::Repo::init(&repo, "main").await?;
     git.commit_all(&repo, "demo-app: initial version").await?;
     let config = ConfigFile {
-        store: StoreSection { url: "sqlite://orch.db".into() },
+        store: StoreSection {
+            url: "sqlite://orch.db".into(),
+        },
         engine: EngineSection::default(),
         projects: vec![ProjectEntry {
             name: PROJECT.into(),

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::cli::{ItemAddArgs, ItemListArgs, ItemShowArgs};
-use crate::context::{item_id, Context};
+use crate::context::{Context, item_id};
 use crate::error::UsageError;
 use crate::output::{millis, table};
 
@@ -11,7 +11,10 @@ pub async fn add(ctx: &Context, a: ItemAddArgs) -> anyhow::Result<i32> {
     let project = ctx.project_id(a.project.as_deref())?;
     let item = ctx.engine.create_item(&project, &a.title, &a.body).await?;
     println!("Filed {} in project {}: {}", item.id, project, item.title);
-    println!("It waits at stage `{}`; `orch run` processes it.", item.progress.stage);
+    println!(
+        "It waits at stage `{}`; `orch run` processes it.",
+        item.progress.stage
+    );
     Ok(0)
 }
 
@@ -31,20 +34,37 @@ pub async fn list(ctx: &Context, a: ItemListArgs) -> anyhow::Result<i32> {
     };
     let items = ctx.engine.store().list_items(project.as_ref()).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&items.iter().map(item_json).collect::<Vec<_>>())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&items.iter().map(item_json).collect::<Vec<_>>())?
+        );
         return Ok(0);
     }
     if items.is_empty() {
         println!("No work items. File one: orch item add --title \"...\"");
         return Ok(0);
     }
-    let mut rows = vec![vec!["ID".into(), "STAGE".into(), "STATUS".into(), "TITLE".into()]];
+    let mut rows = vec![vec![
+        "ID".into(),
+        "STAGE".into(),
+        "STATUS".into(),
+        "TITLE".into(),
+    ]];
     for i in &items {
         let status = match &i.blocked_reason {
-            Some(r) => format!("{} ({})", i.progress.status.as_str(), r.chars().take(60).collect::<String>()),
+            Some(r) => format!(
+                "{} ({})",
+                i.progress.status.as_str(),
+                r.chars().take(60).collect::<String>()
+            ),
             None => i.progress.status.as_str().to_owned(),
         };
-        rows.push(vec![i.id.to_string(), i.progress.stage.to_string(), status, i.title.clone()]);
+        rows.push(vec![
+            i.id.to_string(),
+            i.progress.stage.to_string(),
+            status,
+            i.title.clone(),
+        ]);
     }
     print!("{}", table(&rows));
     Ok(0)
@@ -53,7 +73,10 @@ pub async fn list(ctx: &Context, a: ItemListArgs) -> anyhow::Result<i32> {
 pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
     let id = item_id(&a.id)?;
     let store = ctx.engine.store();
-    let item = store.get_item(&id).await?.ok_or_else(|| UsageError(format!("no work item `{id}`; see `orch item list`")))?;
+    let item = store
+        .get_item(&id)
+        .await?
+        .ok_or_else(|| UsageError(format!("no work item `{id}`; see `orch item list`")))?;
     let runs = store.list_runs(&id).await?;
     let events = store.list_events(&id, 0).await?;
     if a.json {
@@ -76,14 +99,25 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!("{}  {}", item.id, item.title);
-    println!("project {}  stage {}  status {}", item.project, item.progress.stage, item.progress.status.as_str());
+    println!(
+        "project {}  stage {}  status {}",
+        item.project,
+        item.progress.stage,
+        item.progress.status.as_str()
+    );
     if let Some(r) = &item.blocked_reason {
         println!("blocked: {r}");
     }
     if !item.body.trim().is_empty() {
         println!("\n{}\n", item.body.trim());
     }
-    let mut rows = vec![vec!["STAGE".into(), "ATTEMPT".into(), "STATE".into(), "TOOK".into(), "VERDICT".into()]];
+    let mut rows = vec![vec![
+        "STAGE".into(),
+        "ATTEMPT".into(),
+        "STATE".into(),
+        "TOOK".into(),
+        "VERDICT".into(),
+    ]];
     for r in &runs {
         let took = match (r.started_at, r.finished_at) {
             (Some(s), Some(f)) => millis(f - s),
@@ -96,14 +130,29 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
                 let reasons: Vec<String> = v
                     .get("reasons")
                     .and_then(|x| x.as_array())
-                    .map(|a| a.iter().filter_map(|s| s.as_str()).map(|s| s.lines().next().unwrap_or("").to_owned()).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str())
+                            .map(|s| s.lines().next().unwrap_or("").to_owned())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let value = v.get("value").and_then(|x| x.as_str()).unwrap_or("");
                 let class = v.get("class").and_then(|x| x.as_str()).unwrap_or("?");
-                if reasons.is_empty() { format!("{class} {value}") } else { format!("{class}: {}", reasons.join("; ")) }
+                if reasons.is_empty() {
+                    format!("{class} {value}")
+                } else {
+                    format!("{class}: {}", reasons.join("; "))
+                }
             })
             .unwrap_or_default();
-        rows.push(vec![r.stage.to_string(), r.attempt.to_string(), r.state.as_str().into(), took, verdict]);
+        rows.push(vec![
+            r.stage.to_string(),
+            r.attempt.to_string(),
+            r.state.as_str().into(),
+            took,
+            verdict,
+        ]);
     }
     print!("\n{}", table(&rows));
     if a.events {
@@ -112,7 +161,11 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
             println!("  {:>3} {} {}", e.seq, e.kind, e.data);
         }
     } else {
-        println!("\n{} events; `--events` lists them, `orch logs {}` shows the agents' output.", events.len(), item.id);
+        println!(
+            "\n{} events; `--events` lists them, `orch logs {}` shows the agents' output.",
+            events.len(),
+            item.id
+        );
     }
     Ok(0)
 }

@@ -5,13 +5,16 @@ use std::time::Duration;
 use orch_core::transition::ItemStatus;
 
 use crate::cli::LogsArgs;
-use crate::context::{item_id, Context};
+use crate::context::{Context, item_id};
 use crate::error::UsageError;
 
 pub async fn run(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
     let id = item_id(&a.id)?;
     let store = ctx.engine.store();
-    let item = store.get_item(&id).await?.ok_or_else(|| UsageError(format!("no work item `{id}`")))?;
+    let item = store
+        .get_item(&id)
+        .await?
+        .ok_or_else(|| UsageError(format!("no work item `{id}`")))?;
     let project = ctx.engine.project(&item.project)?;
     // How much of each log was printed, by path.
     let mut printed: std::collections::BTreeMap<std::path::PathBuf, usize> = Default::default();
@@ -21,10 +24,17 @@ pub async fn run(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
                 continue;
             }
             let path = project.run_log(&id, r.stage.as_str(), r.attempt);
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             let done = printed.entry(path).or_insert(0);
             if *done == 0 && !bytes.is_empty() {
-                println!("==> {} attempt {} ({}) <==", r.stage, r.attempt, r.state.as_str());
+                println!(
+                    "==> {} attempt {} ({}) <==",
+                    r.stage,
+                    r.attempt,
+                    r.state.as_str()
+                );
             }
             if bytes.len() > *done {
                 print!("{}", String::from_utf8_lossy(&bytes[*done..]));
@@ -35,7 +45,12 @@ pub async fn run(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
             break;
         }
         let item = store.get_item(&id).await?;
-        let moving = item.is_some_and(|i| matches!(i.progress.status, ItemStatus::Queued | ItemStatus::Running | ItemStatus::Merging));
+        let moving = item.is_some_and(|i| {
+            matches!(
+                i.progress.status,
+                ItemStatus::Queued | ItemStatus::Running | ItemStatus::Merging
+            )
+        });
         if !moving {
             break;
         }

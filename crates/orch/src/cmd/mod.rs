@@ -43,5 +43,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 
 /// The name a person acts under: `--by`, else `$USER`, else `cli`.
 pub fn actor(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".to_owned())
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".to_owned())
 }

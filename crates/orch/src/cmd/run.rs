@@ -9,11 +9,16 @@ pub async fn run(ctx: &Context) -> anyhow::Result<i32> {
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing nothing new; running agents are stopped, their runs will be retried");
+            eprintln!(
+                "interrupted: finishing nothing new; running agents are stopped, their runs will be retried"
+            );
             on_signal.cancel();
         }
     });
     let summary = ctx.engine.run_until_idle(&cancel).await?;
-    println!("{} stage run(s), {} item(s) merged. Nothing left to run; see `orch status`.", summary.runs, summary.merged);
+    println!(
+        "{} stage run(s), {} item(s) merged. Nothing left to run; see `orch status`.",
+        summary.runs, summary.merged
+    );
     Ok(0)
 }

@@ -10,13 +10,27 @@ use crate::error::UsageError;
 pub async fn run(ctx: &Context, a: StagingCheckArgs) -> anyhow::Result<i32> {
     let id = ctx.project_id(a.project.as_deref())?;
     let project = ctx.engine.project(&id)?;
-    let file = project.settings.repo.join(orch_engine::project::files::DEPLOY);
-    let text = std::fs::read_to_string(&file).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
-    let spec = orch_deploy::DeploySpec::from_toml(&text).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
-    let mode = orch_deploy::Mode::parse(&a.mode).ok_or_else(|| UsageError(format!("unknown mode `{}`", a.mode)))?;
+    let file = project
+        .settings
+        .repo
+        .join(orch_engine::project::files::DEPLOY);
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+    let spec = orch_deploy::DeploySpec::from_toml(&text)
+        .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+    let mode = orch_deploy::Mode::parse(&a.mode)
+        .ok_or_else(|| UsageError(format!("unknown mode `{}`", a.mode)))?;
     let tolerance = ctx.settings.staging_tolerance && !a.strict;
-    let runs = orch_deploy::run_checks(&a.base_url, &spec.staging, mode, &project.settings.repo, &CancellationToken::new()).await;
-    let results: Vec<orch_core::staging::CheckResult> = runs.iter().map(|r| r.result.clone()).collect();
+    let runs = orch_deploy::run_checks(
+        &a.base_url,
+        &spec.staging,
+        mode,
+        &project.settings.repo,
+        &CancellationToken::new(),
+    )
+    .await;
+    let results: Vec<orch_core::staging::CheckResult> =
+        runs.iter().map(|r| r.result.clone()).collect();
     let verdict = orch_core::staging::fold(&results, tolerance, None);
     for line in orch_deploy::report_lines(&runs, &verdict) {
         println!("{line}");

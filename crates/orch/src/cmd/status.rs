@@ -15,25 +15,53 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
         by_project.entry(p.id().to_string()).or_default();
     }
     for i in &items {
-        *by_project.entry(i.project.to_string()).or_default().entry(i.progress.status.as_str()).or_default() += 1;
+        *by_project
+            .entry(i.project.to_string())
+            .or_default()
+            .entry(i.progress.status.as_str())
+            .or_default() += 1;
     }
-    let open: Vec<&orch_store::ItemRecord> = items.iter().filter(|i| !i.progress.status.is_terminal()).collect();
+    let open: Vec<&orch_store::ItemRecord> = items
+        .iter()
+        .filter(|i| !i.progress.status.is_terminal())
+        .collect();
     if a.json {
         let open: Vec<_> = open.iter().map(|i| super::item::item_json(i)).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "projects": by_project, "open_items": open }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "projects": by_project, "open_items": open }))?
+        );
         return Ok(0);
     }
     let mut rows = vec![vec!["PROJECT".into(), "ITEMS".into(), "BY STATUS".into()]];
     for (project, counts) in &by_project {
         let total: u32 = counts.values().sum();
         let detail: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-        rows.push(vec![project.clone(), total.to_string(), if detail.is_empty() { "-".into() } else { detail.join(", ") }]);
+        rows.push(vec![
+            project.clone(),
+            total.to_string(),
+            if detail.is_empty() {
+                "-".into()
+            } else {
+                detail.join(", ")
+            },
+        ]);
     }
     print!("{}", table(&rows));
     if !open.is_empty() {
-        let mut rows = vec![vec!["ITEM".into(), "STAGE".into(), "STATUS".into(), "TITLE".into()]];
+        let mut rows = vec![vec![
+            "ITEM".into(),
+            "STAGE".into(),
+            "STATUS".into(),
+            "TITLE".into(),
+        ]];
         for i in open {
-            rows.push(vec![i.id.to_string(), i.progress.stage.to_string(), i.progress.status.as_str().into(), i.title.clone()]);
+            rows.push(vec![
+                i.id.to_string(),
+                i.progress.stage.to_string(),
+                i.progress.status.as_str().into(),
+                i.title.clone(),
+            ]);
         }
         print!("\n{}", table(&rows));
     }

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Orch, BIN};
+use crate::harness::{BIN, Orch};
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -10,12 +10,22 @@ fn stderr_of(out: &std::process::Output) -> String {
 
 #[test]
 fn unknown_flag_and_missing_config() {
-    let out = Command::new(BIN).arg("--frobnicate").output().expect("runs");
+    let out = Command::new(BIN)
+        .arg("--frobnicate")
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("--frobnicate"));
-    let out = Command::new(BIN).args(["--config", "/nonexistent/orch.toml", "status"]).output().expect("runs");
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/orch.toml", "status"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("cannot read /nonexistent/orch.toml"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("cannot read /nonexistent/orch.toml"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
@@ -23,11 +33,17 @@ fn broken_project_files_name_the_file_and_field() {
     let orch = Orch::new(None);
     let pipeline = orch.repo().join(".orch/pipeline.toml");
     let good = std::fs::read_to_string(&pipeline).expect("read");
-    std::fs::write(&pipeline, good.replace("on_pass = \"review\"", "on_pass = \"reveiw\"")).expect("write");
+    std::fs::write(
+        &pipeline,
+        good.replace("on_pass = \"review\"", "on_pass = \"reveiw\""),
+    )
+    .expect("write");
     let out = orch.run(&["status"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr_of(&out).contains(".orch/pipeline.toml: stage `development`, field `on_pass`: no stage is named `reveiw`"),
+        stderr_of(&out).contains(
+            ".orch/pipeline.toml: stage `development`, field `on_pass`: no stage is named `reveiw`"
+        ),
         "{}",
         stderr_of(&out)
     );
@@ -37,16 +53,31 @@ fn broken_project_files_name_the_file_and_field() {
     std::fs::write(&role, "# no frontmatter\n").expect("write");
     let out = orch.run(&["status"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains(".orch/agents/reviewer.md: role file has no frontmatter"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains(".orch/agents/reviewer.md: role file has no frontmatter"),
+        "{}",
+        stderr_of(&out)
+    );
     std::fs::remove_file(&role).expect("rm");
     let out = orch.run(&["status"]);
-    assert!(stderr_of(&out).contains(".orch/agents/reviewer.md: is missing; stage `review` needs role `reviewer`"));
+    assert!(
+        stderr_of(&out)
+            .contains(".orch/agents/reviewer.md: is missing; stage `review` needs role `reviewer`")
+    );
 
     let orch = Orch::new(None);
-    std::fs::write(orch.repo().join(".orch/scenario.toml"), "[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"../escape\", content = \"x\" }]\n").expect("write");
+    std::fs::write(
+        orch.repo().join(".orch/scenario.toml"),
+        "[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"../escape\", content = \"x\" }]\n",
+    )
+    .expect("write");
     let out = orch.run(&["status"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("path `../escape` must be relative"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("path `../escape` must be relative"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
@@ -55,12 +86,20 @@ fn bad_item_ids_and_commands_out_of_place() {
     for bad in ["../QUICK-1", "QUICK/1", "quick-1"] {
         let out = orch.run(&["item", "show", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
-        assert!(stderr_of(&out).contains("invalid work item id"), "{}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains("invalid work item id"),
+            "{}",
+            stderr_of(&out)
+        );
     }
     orch.ok(&["item", "add", "--title", "x"]);
     let out = orch.run(&["approve", "QUICK-1"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("not awaiting approval"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("not awaiting approval"),
+        "{}",
+        stderr_of(&out)
+    );
     let out = orch.run(&["retry", "QUICK-1"]);
     assert_eq!(out.status.code(), Some(2));
     let out = orch.run(&["item", "show", "QUICK-9"]);
@@ -76,7 +115,10 @@ fn hanging_test_command_is_killed_and_blocks_after_budget() {
     let orch = Orch::new(None);
     let pipeline = orch.repo().join(".orch/pipeline.toml");
     let text = std::fs::read_to_string(&pipeline).expect("read");
-    let text = text.replace("run = \"true\", timeout_secs = 600", "run = \"sleep 30\", timeout_secs = 1");
+    let text = text.replace(
+        "run = \"true\", timeout_secs = 600",
+        "run = \"sleep 30\", timeout_secs = 1",
+    );
     std::fs::write(&pipeline, text).expect("write");
     crate::harness::git(&orch.repo(), &["commit", "-qam", "slow tests"]);
     let main_before = crate::harness::git(&orch.repo(), &["rev-parse", "main"]);
@@ -86,7 +128,10 @@ fn hanging_test_command_is_killed_and_blocks_after_budget() {
     assert_eq!(item["status"], "blocked", "{item:#}");
     let reason = item["blocked_reason"].as_str().unwrap_or("");
     assert!(reason.contains("timed out after 1s"), "{reason}");
-    assert_eq!(crate::harness::git(&orch.repo(), &["rev-parse", "main"]), main_before);
+    assert_eq!(
+        crate::harness::git(&orch.repo(), &["rev-parse", "main"]),
+        main_before
+    );
 }
 
 #[test]

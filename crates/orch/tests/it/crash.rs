@@ -4,9 +4,17 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use crate::harness::{assert_clean_history, git, passed_stages, Orch};
+use crate::harness::{Orch, assert_clean_history, git, passed_stages};
 
-const ALL_STAGES: [&str; 7] = ["analysis", "architecture", "development", "review", "qa", "deploy-staging", "deploy"];
+const ALL_STAGES: [&str; 7] = [
+    "analysis",
+    "architecture",
+    "development",
+    "review",
+    "qa",
+    "deploy-staging",
+    "deploy",
+];
 
 fn finish_and_check(orch: &Orch) {
     let item = orch.drive_to_end("QUICK-1");
@@ -25,8 +33,16 @@ fn crash_at(point: &str, approve_first: bool) {
         orch.ok(&["run"]);
         orch.ok(&["approve", "QUICK-1"]);
     }
-    let out = orch.command(&["run"]).env("ORCH_CRASHPOINT", point).output().expect("runs");
-    assert_eq!(out.status.signal(), Some(9), "orch must die at {point}: {out:?}");
+    let out = orch
+        .command(&["run"])
+        .env("ORCH_CRASHPOINT", point)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "orch must die at {point}: {out:?}"
+    );
     finish_and_check(&orch);
 }
 
@@ -54,7 +70,7 @@ fn crash_after_merge_before_done() {
 /// process group, resets the worktree and runs the stage again.
 #[test]
 fn crash_during_an_agent_run() {
-    let agents = r#"
+    let agents = r##"
 [default]
 kind = "scripted"
 scenario = ".orch/scenario.toml"
@@ -69,7 +85,7 @@ printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT"
 echo "developer working"
 if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
 """]
-"#;
+"##;
     let orch = Orch::new(Some(agents));
     orch.ok(&["item", "add", "--title", "crash me"]);
     let mut child = orch.command(&["run"]).spawn().expect("spawn");
@@ -77,7 +93,10 @@ if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
     let log = orch.path().join("logs/quick/QUICK-1/development-1.log");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("developer working")) {
-        assert!(Instant::now() < deadline, "the developer agent never started");
+        assert!(
+            Instant::now() < deadline,
+            "the developer agent never started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let item = orch.item("QUICK-1");
@@ -90,8 +109,12 @@ if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
     std::fs::write(orch.path().join("second-run"), "").expect("marker");
     finish_and_check(&orch);
     if let Some(pgid) = pgid {
-        let alive = std::process::Command::new("kill").args(["-0", &format!("-{pgid}")]).status().is_ok_and(|s| s.success());
-        assert!(!alive, "the orphaned agent group {pgid} must have been killed");
+        let group = nix::unistd::Pid::from_raw(i32::try_from(pgid).expect("pgid"));
+        let alive = nix::sys::signal::killpg(group, None).is_ok();
+        assert!(
+            !alive,
+            "the orphaned agent group {pgid} must have been killed"
+        );
     }
     let item = orch.item("QUICK-1");
     let claims = item["events"]
@@ -100,5 +123,8 @@ if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
         .iter()
         .filter(|e| e["kind"] == "run.claimed" && e["data"]["stage"] == "development")
         .count();
-    assert_eq!(claims, 2, "the development run was claimed again after the crash");
+    assert_eq!(
+        claims, 2,
+        "the development run was claimed again after the crash"
+    );
 }

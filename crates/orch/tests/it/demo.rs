@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::harness::{assert_clean_history, free_port, BIN};
+use crate::harness::{BIN, assert_clean_history, free_port};
 
 #[test]
 fn demo_drives_one_item_to_done() {
@@ -13,13 +13,27 @@ fn demo_drives_one_item_to_done() {
     let out = Command::new(BIN)
         .args(["demo", "--yes", "--dir"])
         .arg(&demo)
-        .args(["--staging-port", &staging.to_string(), "--prod-port", &prod.to_string()])
+        .args([
+            "--staging-port",
+            &staging.to_string(),
+            "--prod-port",
+            &prod.to_string(),
+        ])
         .env_remove("ORCH_CRASHPOINT")
         .output()
         .expect("orch demo runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("prod http://127.0.0.1:{prod}/ answers 200: Hello from orch!")), "{stdout}");
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "prod http://127.0.0.1:{prod}/ answers 200: Hello from orch!"
+        )),
+        "{stdout}"
+    );
     assert!(stdout.contains("with DEMO-1 done"), "{stdout}");
 
     let show = Command::new(BIN)
@@ -35,7 +49,13 @@ fn demo_drives_one_item_to_done() {
         .as_array()
         .expect("runs")
         .iter()
-        .map(|r| (r["stage"].as_str().unwrap_or("").to_owned(), r["attempt"].as_i64().unwrap_or(0), r["state"].as_str().unwrap_or("").to_owned()))
+        .map(|r| {
+            (
+                r["stage"].as_str().unwrap_or("").to_owned(),
+                r["attempt"].as_i64().unwrap_or(0),
+                r["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     let expect = [
         ("analysis", 1, "passed"),
@@ -49,12 +69,19 @@ fn demo_drives_one_item_to_done() {
         ("confirm-deploy", 1, "passed"),
         ("deploy", 1, "passed"),
     ];
-    let expect: Vec<(String, i64, String)> = expect.iter().map(|(s, a, st)| (s.to_string(), *a, st.to_string())).collect();
+    let expect: Vec<(String, i64, String)> = expect
+        .iter()
+        .map(|(s, a, st)| (s.to_string(), *a, st.to_string()))
+        .collect();
     assert_eq!(runs, expect);
 
     // The second development attempt was told why the review failed.
-    let prompt = std::fs::read_to_string(demo.join("logs/demo/DEMO-1/development-2.prompt.md")).expect("prompt");
-    assert!(prompt.contains("review_verdict is REQUEST_CHANGES"), "{prompt}");
+    let prompt = std::fs::read_to_string(demo.join("logs/demo/DEMO-1/development-2.prompt.md"))
+        .expect("prompt");
+    assert!(
+        prompt.contains("review_verdict is REQUEST_CHANGES"),
+        "{prompt}"
+    );
     assert!(prompt.contains("CHANGELOG.md has no entry"), "{prompt}");
 
     // The change reached main through a merge, with the artifacts; the worktree is gone.
@@ -63,14 +90,24 @@ fn demo_drives_one_item_to_done() {
     assert!(main.contains("Hello from orch!"));
     let log = crate::harness::git(&repo, &["log", "--oneline", "main"]);
     assert!(log.contains("Merge DEMO-1: Change the greeting"), "{log}");
-    assert!(repo.join("docs/work-items/DEMO-1/14-deploy-log.md").exists());
+    assert!(
+        repo.join("docs/work-items/DEMO-1/14-deploy-log.md")
+            .exists()
+    );
     assert!(!demo.join("worktrees/demo/DEMO-1").exists());
 
     // Without --keep-running, the instances are stopped.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", prod)).is_err(), "prod must be stopped after the demo");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", prod)).is_err(),
+        "prod must be stopped after the demo"
+    );
 
     // A second demo in the same directory is refused, with exit code 2.
-    let again = Command::new(BIN).args(["demo", "--yes", "--dir"]).arg(&demo).output().expect("runs");
+    let again = Command::new(BIN)
+        .args(["demo", "--yes", "--dir"])
+        .arg(&demo)
+        .output()
+        .expect("runs");
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a demo"));
 }

@@ -15,8 +15,6 @@ pub fn free_port() -> u16 {
 
 pub struct Orch {
     pub dir: tempfile::TempDir,
-    pub staging_port: u16,
-    pub prod_port: u16,
 }
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -27,13 +25,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The default pipeline with `true` as the test command.
 pub fn quick_pipeline() -> String {
-    include_str!("../../../orch-core/src/default_pipeline.toml").replace("run = \"cargo test --quiet\"", "run = \"true\"")
+    include_str!("../../../orch-core/src/default_pipeline.toml")
+        .replace("run = \"cargo test --quiet\"", "run = \"true\"")
 }
 
 impl Orch {
@@ -48,13 +51,33 @@ impl Orch {
             std::fs::write(p, text).expect("write");
         };
         w(".orch/pipeline.toml", &quick_pipeline());
-        for role in ["analyst", "architect", "developer", "reviewer", "tester", "deployer"] {
-            let text = std::fs::read_to_string(format!("{}/kit/roles/{role}.md", env!("CARGO_MANIFEST_DIR"))).expect("role");
+        for role in [
+            "analyst",
+            "architect",
+            "developer",
+            "reviewer",
+            "tester",
+            "deployer",
+        ] {
+            let text = std::fs::read_to_string(format!(
+                "{}/kit/roles/{role}.md",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("role");
             w(&format!(".orch/agents/{role}.md"), &text);
         }
-        w(".orch/agents.toml", agents_toml.unwrap_or(include_str!("../../kit/bench/agents.toml")));
-        w(".orch/scenario.toml", include_str!("../../kit/bench/scenario.toml"));
-        w(".orch/deploy.toml", include_str!("../../kit/bench/deploy.toml"));
+        w(
+            ".orch/agents.toml",
+            agents_toml.unwrap_or(include_str!("../../kit/bench/agents.toml")),
+        );
+        w(
+            ".orch/scenario.toml",
+            include_str!("../../kit/bench/scenario.toml"),
+        );
+        w(
+            ".orch/deploy.toml",
+            include_str!("../../kit/bench/deploy.toml"),
+        );
         w("app.py", include_str!("../../kit/bench/app.py"));
         w("CHANGELOG.md", "# Changelog\n");
         git(&repo, &["init", "-q", "-b", "main"]);
@@ -69,7 +92,7 @@ impl Orch {
             ),
         )
         .expect("orch.toml");
-        Self { dir, staging_port, prod_port }
+        Self { dir }
     }
 
     pub fn path(&self) -> &Path {
@@ -82,8 +105,12 @@ impl Orch {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("--config").arg(self.dir.path().join("orch.toml")).args(args);
-        c.env_remove("ORCH_CRASHPOINT").env_remove("ORCH_CONFIG").env_remove("ORCH_STORE_URL");
+        c.arg("--config")
+            .arg(self.dir.path().join("orch.toml"))
+            .args(args);
+        c.env_remove("ORCH_CRASHPOINT")
+            .env_remove("ORCH_CONFIG")
+            .env_remove("ORCH_STORE_URL");
         c
     }
 
@@ -128,11 +155,19 @@ impl Drop for Orch {
     fn drop(&mut self) {
         // Stop the deployed instances this test started.
         for env in ["staging", "prod"] {
-            let current = self.dir.path().join(format!("deploy/quick/{env}/current.json"));
+            let current = self
+                .dir
+                .path()
+                .join(format!("deploy/quick/{env}/current.json"));
             if let Ok(text) = std::fs::read_to_string(current) {
-                if let Some(pid) = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["pid"].as_i64()) {
-                    let _ = Command::new("kill").arg("-9").arg(format!("-{pid}")).status();
-                    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                let pid = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["pid"].as_i64());
+                // Never 0 or 1: killpg(0) is our own group, kill(-1) is every process.
+                if let Some(pid) = pid.filter(|p| *p > 1).and_then(|p| i32::try_from(p).ok()) {
+                    let pid = nix::unistd::Pid::from_raw(pid);
+                    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 }
             }
         }
@@ -144,18 +179,34 @@ impl Drop for Orch {
 pub fn assert_clean_history(item: &Value) {
     let events = item["events"].as_array().expect("events");
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e["seq"].as_i64(), Some(i as i64 + 1), "events must be gap-free: {e}");
+        assert_eq!(
+            e["seq"].as_i64(),
+            Some(i as i64 + 1),
+            "events must be gap-free: {e}"
+        );
     }
     let runs = item["runs"].as_array().expect("runs");
     for r in runs {
         let id = r["id"].as_i64();
-        let verdicts = events.iter().filter(|e| e["kind"] == "gate.verdict" && e["run_id"].as_i64() == id).count();
-        let finished = matches!(r["state"].as_str(), Some("passed" | "failed")) && r["stage"] != "confirm-deploy";
-        assert_eq!(verdicts, usize::from(finished), "run {r} must have exactly {} verdict(s)", usize::from(finished));
+        let verdicts = events
+            .iter()
+            .filter(|e| e["kind"] == "gate.verdict" && e["run_id"].as_i64() == id)
+            .count();
+        let finished = matches!(r["state"].as_str(), Some("passed" | "failed"))
+            && r["stage"] != "confirm-deploy";
+        assert_eq!(
+            verdicts,
+            usize::from(finished),
+            "run {r} must have exactly {} verdict(s)",
+            usize::from(finished)
+        );
     }
     for r in runs {
         let id = r["id"].as_i64();
-        let passed = events.iter().filter(|e| e["kind"] == "stage.passed" && e["run_id"].as_i64() == id).count();
+        let passed = events
+            .iter()
+            .filter(|e| e["kind"] == "stage.passed" && e["run_id"].as_i64() == id)
+            .count();
         assert!(passed <= 1, "run {r} passed {passed} times");
     }
 }
