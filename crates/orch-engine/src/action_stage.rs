@@ -44,6 +44,7 @@ impl Engine {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut evs = Vec::new();
         let mut block = None;
+        let mut lines: Vec<String> = Vec::new();
         let (text, facts) = match action {
             Action::DeployStaging => {
                 self.crashpoint("during-deploy");
@@ -73,6 +74,9 @@ impl Engine {
                         reasons.join("; ")
                     ));
                 }
+                lines.push(format!("deploy-staging of {head} to {}", report.base_url));
+                lines.extend(report.error.iter().map(|e| format!("error: {e}")));
+                lines.extend(report.lines.iter().cloned());
                 let digest = report.build.as_ref().map(|b| b.digest.clone());
                 (
                     report.log_markdown(&now),
@@ -105,6 +109,18 @@ impl Engine {
         if cancel.is_cancelled() {
             return Err(StageError::Abandoned);
         }
+        // The action's steps go to the run log, where `orch logs` shows them beside the agents'.
+        let log = project.run_log(&item.id, run.stage.as_str(), run.attempt);
+        if let Some(parent) = log.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_err(&log, e))?;
+        }
+        let mut text_log = lines.join("\n");
+        text_log.push('\n');
+        tokio::fs::write(&log, text_log)
+            .await
+            .map_err(|e| io_err(&log, e))?;
         let file = stage.artifact.clone().unwrap_or_default();
         let path = wt.join(&dir).join(&file);
         if let Some(parent) = path.parent() {

@@ -119,6 +119,7 @@ impl Engine {
             artifact: stage.artifact.clone(),
             prompt: text,
             model: role.model.clone(),
+            tools: role.tools.clone(),
             timeout: std::time::Duration::from_secs(stage.timeout_secs),
             stall: built.stall,
             log: log.clone(),

@@ -228,15 +228,13 @@ impl Engine {
         Ok(summary)
     }
 
+    /// Whether a queued run appeared meanwhile (filed by a person while we ran). A merge that
+    /// failed is not retried in a loop: it waits for the next pass; its failure was reported.
     async fn has_claimable_work(&self) -> Result<bool, EngineError> {
         let items = self.store.list_items(None).await?;
-        Ok(items.iter().any(|i| {
-            matches!(
-                i.progress.status,
-                orch_core::transition::ItemStatus::Queued
-                    | orch_core::transition::ItemStatus::Merging
-            )
-        }))
+        Ok(items
+            .iter()
+            .any(|i| i.progress.status == orch_core::transition::ItemStatus::Queued))
     }
 
     fn report(&self, item: &str, stage: &str, attempt: u32, what: impl Into<String>) {

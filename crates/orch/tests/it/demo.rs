@@ -111,3 +111,104 @@ fn demo_drives_one_item_to_done() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a demo"));
 }
+
+/// Without `--yes` the demo waits at confirm-deploy until `orch approve` comes from elsewhere.
+#[test]
+fn demo_waits_for_an_approval_from_another_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = dir.path().join("demo");
+    let (staging, prod) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["demo", "--dir"])
+        .arg(&demo)
+        .args([
+            "--staging-port",
+            &staging.to_string(),
+            "--prod-port",
+            &prod.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("demo starts");
+    let config = demo.join("orch.toml");
+    let status = || -> Option<String> {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(["item", "show", "DEMO-1", "--json"])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["status"].as_str().map(str::to_owned)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while status().as_deref() != Some("awaiting-approval") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo never reached confirm-deploy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let approve = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["approve", "DEMO-1", "--by", "alice"])
+        .output()
+        .expect("approve");
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    let approved = String::from_utf8_lossy(&approve.stdout);
+    assert!(
+        approved.contains("build SHA: "),
+        "the approver sees the evidence first: {approved}"
+    );
+    let out = child.wait_with_output().expect("demo ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("waits for approval"), "{stdout}");
+    assert!(stdout.contains("answers 200: Hello from orch!"), "{stdout}");
+    let show = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["item", "show", "DEMO-1", "--json"])
+        .output()
+        .expect("show");
+    let item: serde_json::Value = serde_json::from_slice(&show.stdout).expect("json");
+    let approval = item["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"] == "approval.granted"))
+        .cloned();
+    assert_eq!(
+        approval.as_ref().map(|a| a["data"]["by"].clone()),
+        Some(serde_json::json!("alice")),
+        "{approval:?}"
+    );
+}
+
+#[test]
+fn demo_refuses_a_busy_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let out = Command::new(BIN)
+        .args(["demo", "--yes", "--dir"])
+        .arg(dir.path().join("demo"))
+        .args([
+            "--staging-port",
+            &port.to_string(),
+            "--prod-port",
+            &free_port().to_string(),
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("port {port} is in use")), "{err}");
+    assert!(
+        !dir.path().join("demo").exists(),
+        "nothing is created when the demo cannot start"
+    );
+}
