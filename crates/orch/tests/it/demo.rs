@@ -118,7 +118,7 @@ fn demo_waits_for_an_approval_from_another_terminal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let demo = dir.path().join("demo");
     let (staging, prod) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["demo", "--dir"])
         .arg(&demo)
         .args([
