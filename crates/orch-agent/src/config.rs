@@ -9,6 +9,13 @@
 //! [roles.reviewer]
 //! kind = "command"
 //! command = ["my-review-bot", "--strict"]
+//!
+//! [roles.developer]
+//! kind = "claude"                   # or "codex"
+//! model = "sonnet"                  # overrides the role file's model
+//! api_key_env = "ANTHROPIC_API_KEY" # the NAME of orch's variable holding the key
+//! # program = "/opt/claude/bin/claude", args = [...], base_url = "...", max_turns = 50,
+//! # private_home = true (claude), price = { input_per_mtok = 1.25, output_per_mtok = 10 } (codex)
 //! ```
 
 use std::collections::BTreeMap;
@@ -19,6 +26,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::Agent;
+use crate::claude::ClaudeAgent;
+use crate::codex::{CodexAgent, TokenPrice};
 use crate::command::CommandAgent;
 use crate::scripted::{Scenario, ScriptedAgent};
 
@@ -27,6 +36,10 @@ use crate::scripted::{Scenario, ScriptedAgent};
 pub enum AgentKind {
     Scripted,
     Command,
+    /// Claude Code (`claude -p`).
+    Claude,
+    /// The Codex CLI (`codex exec`).
+    Codex,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +49,46 @@ pub struct AgentSpec {
     pub scenario: Option<String>,
     pub command: Option<Vec<String>>,
     pub stall_secs: Option<u64>,
+    /// claude, codex: the CLI to run, a name on PATH or a path.
+    pub program: Option<String>,
+    /// claude, codex: arguments added after orch's own.
+    pub args: Option<Vec<String>>,
+    /// claude, codex: the model, overriding the role file's.
+    pub model: Option<String>,
+    /// claude, codex: the model endpoint.
+    pub base_url: Option<String>,
+    /// claude, codex: the NAME of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// claude: `--max-turns`.
+    pub max_turns: Option<u32>,
+    /// claude: run with a private `HOME` beside the run log.
+    pub private_home: Option<bool>,
+    /// codex: token prices to compute a cost from, as Codex reports none.
+    pub price: Option<TokenPrice>,
+}
+
+impl AgentSpec {
+    /// The settings given that `kind` does not read, by name.
+    fn settings_not_for_kind(&self) -> Vec<&'static str> {
+        use AgentKind::{Claude, Codex, Command, Scripted};
+        let given = [
+            ("scenario", self.scenario.is_some(), &[Scripted][..]),
+            ("command", self.command.is_some(), &[Command]),
+            ("program", self.program.is_some(), &[Claude, Codex]),
+            ("args", self.args.is_some(), &[Claude, Codex]),
+            ("model", self.model.is_some(), &[Claude, Codex]),
+            ("base_url", self.base_url.is_some(), &[Claude, Codex]),
+            ("api_key_env", self.api_key_env.is_some(), &[Claude, Codex]),
+            ("max_turns", self.max_turns.is_some(), &[Claude]),
+            ("private_home", self.private_home.is_some(), &[Claude]),
+            ("price", self.price.is_some(), &[Codex]),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, set, kinds)| *set && !kinds.contains(&self.kind))
+            .map(|(name, _, _)| name)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,8 +166,36 @@ fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
             err("a command agent needs `command`, such as [\"my-agent\", \"--flag\"]")
         }
         _ if spec.stall_secs == Some(0) => err("stall_secs must be at least 1"),
-        _ => Ok(()),
+        AgentKind::Claude if spec.max_turns == Some(0) => err("max_turns must be at least 1"),
+        _ if spec.program.as_ref().is_some_and(|p| p.is_empty()) => {
+            err("`program` must not be empty; leave it out to use the CLI on PATH")
+        }
+        _ if spec
+            .api_key_env
+            .as_ref()
+            .is_some_and(|name| !is_variable_name(name)) =>
+        {
+            err(
+                "`api_key_env` must be the NAME of an environment variable, such as \"ANTHROPIC_API_KEY\", not the key itself",
+            )
+        }
+        _ => match spec.settings_not_for_kind().as_slice() {
+            [] => Ok(()),
+            names => err(&format!(
+                "{} not used by a {} agent; remove {}",
+                names.join(", "),
+                format!("{:?}", spec.kind).to_lowercase(),
+                if names.len() == 1 { "it" } else { "them" }
+            )),
+        },
     }
+}
+
+fn is_variable_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn build_one(spec: &AgentSpec, repo: &Path) -> Result<BuiltAgent, ConfigError> {
@@ -142,6 +223,29 @@ fn build_one(spec: &AgentSpec, repo: &Path) -> Result<BuiltAgent, ConfigError> {
                 args: argv.collect(),
             })
         }
+        AgentKind::Claude => {
+            let default = ClaudeAgent::default();
+            Arc::new(ClaudeAgent {
+                program: spec.program.clone().unwrap_or(default.program),
+                extra_args: spec.args.clone().unwrap_or_default(),
+                model: spec.model.clone(),
+                max_turns: spec.max_turns.unwrap_or(default.max_turns),
+                base_url: spec.base_url.clone(),
+                api_key_env: spec.api_key_env.clone(),
+                private_home: spec.private_home.unwrap_or(default.private_home),
+            })
+        }
+        AgentKind::Codex => Arc::new(CodexAgent {
+            program: spec
+                .program
+                .clone()
+                .unwrap_or_else(|| CodexAgent::default().program),
+            extra_args: spec.args.clone().unwrap_or_default(),
+            model: spec.model.clone(),
+            base_url: spec.base_url.clone(),
+            api_key_env: spec.api_key_env.clone(),
+            price: spec.price,
+        }),
     };
     Ok(BuiltAgent { agent, stall })
 }
@@ -165,6 +269,26 @@ mod tests {
                 "[default]\nkind = \"command\"\ncommand = [\"x\"]\n[roles.Bad]\nkind = \"command\"\ncommand = [\"y\"]\n",
                 "agent for role `Bad`: invalid role name `Bad`: may hold only lowercase letters, digits and `-`",
             ),
+            (
+                "[default]\nkind = \"claude\"\nprice = { input_per_mtok = 1.0, output_per_mtok = 2.0 }\nscenario = \"s.toml\"\n",
+                "agent for the default: scenario, price not used by a claude agent; remove them",
+            ),
+            (
+                "[default]\nkind = \"codex\"\nmax_turns = 3\n",
+                "agent for the default: max_turns not used by a codex agent; remove it",
+            ),
+            (
+                "[default]\nkind = \"claude\"\napi_key_env = \"sk-ant-123\"\n",
+                "agent for the default: `api_key_env` must be the NAME of an environment variable, such as \"ANTHROPIC_API_KEY\", not the key itself",
+            ),
+            (
+                "[default]\nkind = \"claude\"\nmax_turns = 0\n",
+                "agent for the default: max_turns must be at least 1",
+            ),
+            (
+                "[default]\nkind = \"codex\"\nprogram = \"\"\n",
+                "agent for the default: `program` must not be empty; leave it out to use the CLI on PATH",
+            ),
         ];
         for (text, expect) in cases {
             assert_eq!(
@@ -186,6 +310,25 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_examples_are_valid() {
+        let pages = [
+            include_str!("../../../docs/agents/claude-code.md"),
+            include_str!("../../../docs/agents/codex.md"),
+        ];
+        for page in pages {
+            let example = page
+                .split("```toml\n")
+                .nth(1)
+                .and_then(|rest| rest.split("```").next())
+                .expect("the page has a TOML example");
+            let built = AgentsConfig::from_toml(example)
+                .and_then(|c| c.build(Path::new(".")))
+                .map(|agents| agents.len());
+            assert_eq!(built.map_err(|e| e.to_string()), Ok(2), "{example}");
+        }
+    }
+
+    #[test]
     fn builds_overrides_per_role() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("s.toml"), "[[steps]]\nstage = \"qa\"\n").expect("write");
@@ -199,6 +342,14 @@ mod tests {
             built.get("reviewer").map(|b| (b.agent.kind(), b.stall)),
             Some(("command", Duration::from_secs(5)))
         );
+        let clis = AgentsConfig::from_toml(
+            "[default]\nkind = \"claude\"\nmodel = \"opus\"\napi_key_env = \"MY_KEY\"\nmax_turns = 7\n[roles.qa]\nkind = \"codex\"\nbase_url = \"http://127.0.0.1:1/v1\"\nprice = { input_per_mtok = 1.25, output_per_mtok = 10.0 }\n",
+        )
+        .expect("valid")
+        .build(dir.path())
+        .expect("builds");
+        assert_eq!(clis.get("").map(|b| b.agent.kind()), Some("claude"));
+        assert_eq!(clis.get("qa").map(|b| b.agent.kind()), Some("codex"));
         let missing =
             AgentsConfig::from_toml("[default]\nkind = \"scripted\"\nscenario = \"nope.toml\"\n")
                 .expect("valid")

@@ -4,10 +4,20 @@
 //! reports only how it ended and what it spent. It never decides a verdict: the engine's gates
 //! read what it left on disk.
 //!
+//! Agents: [`scripted::ScriptedAgent`] (no model, for the demo and tests),
+//! [`command::CommandAgent`] (any program), [`claude::ClaudeAgent`] (Claude Code) and
+//! [`codex::CodexAgent`] (the Codex CLI), chosen per role by [`AgentsConfig`]. The CLI adapters
+//! report only the usage their CLI printed: a number it did not give stays unknown.
+//!
 //! Invariants: no tracker or forge secret reaches an agent's environment (children start from
 //! `orch_process::safe_env`); a timed-out, stalled or cancelled agent is killed with its whole
 //! process group.
 
+pub mod claude;
+mod claude_stream;
+mod cli;
+pub mod codex;
+mod codex_stream;
 pub mod command;
 pub mod config;
 pub mod prompt;
@@ -51,6 +61,8 @@ pub struct AgentRequest {
     pub artifact: Option<String>,
     pub prompt: String,
     pub model: Option<String>,
+    /// The role's tools (`Read`, `Write`, `Bash`...), for agents that can restrict theirs.
+    pub tools: Vec<String>,
     pub timeout: Duration,
     pub stall: Duration,
     /// The run log; the agent's output is appended here.
@@ -60,7 +72,7 @@ pub struct AgentRequest {
 }
 
 impl AgentRequest {
-    /// The variables of [`env`] for this request.
+    /// The variables of [`mod@env`] for this request.
     pub fn env_vars(&self) -> Vec<(String, String)> {
         let prompt_file = &self.prompt_file;
         vec![
@@ -86,12 +98,18 @@ impl AgentRequest {
 }
 
 /// What a run spent, as the agent reported it. Unknown fields stay `None`: never invented.
+///
+/// Token counts keep each CLI's convention: Claude Code's `input_tokens` exclude cached input,
+/// Codex's include it (its `cache_read_tokens` are a part of its `input_tokens`).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub cache_read_tokens: Option<u64>,
     pub cache_write_tokens: Option<u64>,
+    /// Reasoning tokens, a part of `output_tokens` (Codex reports them).
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
     pub turns: Option<u32>,
     pub duration_ms: u64,

@@ -280,6 +280,7 @@ mod tests {
             artifact: None,
             prompt: String::new(),
             model: None,
+            tools: Vec::new(),
             timeout: Duration::from_secs(5),
             stall: Duration::from_secs(5),
             log: dir.join("run.log"),

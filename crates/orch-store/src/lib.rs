@@ -13,10 +13,15 @@
 //! - An item has at most one active (queued, running or waiting) run.
 //!
 //! Backends: [`SqliteStore`] (`SqliteStore::open("sqlite:///var/lib/orch/orch.db")`, or
-//! `sqlite::memory:` for tests). A backend never decides anything about the pipeline: it stores
-//! what the engine decided, atomically, and refuses writes that break the invariants above.
+//! `sqlite::memory:` for tests) and [`PgStore`] (`PgStore::open("postgres://orch@db/orch")`, for
+//! workers on several machines); [`open_store`] picks one by the URL's scheme. A backend never
+//! decides anything about the pipeline: it stores what the engine decided, atomically, and
+//! refuses writes that break the invariants above.
 
+mod postgres;
 mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use orch_core::transition::ItemProgress;
@@ -24,7 +29,33 @@ use orch_core::{ItemId, ProjectId, StageName};
 use serde_json::Value;
 use thiserror::Error;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// Opens the store at `url`, choosing the backend by its scheme: `sqlite:` for [`SqliteStore`],
+/// `postgres://` or `postgresql://` for [`PgStore`].
+///
+/// Any other scheme (or none) is [`StoreError::Open`] naming the accepted ones; a URL is shown in
+/// errors with its password masked.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(SqliteStore::open(url).await?));
+    }
+    if postgres::is_postgres(url) {
+        return Ok(Arc::new(PgStore::open(url).await?));
+    }
+    Err(StoreError::Open {
+        url: postgres::masked(url),
+        reason: format!(
+            "unknown store URL scheme; use sqlite:///path/to/orch.db, sqlite::memory:, or {}",
+            postgres::SCHEMES
+                .iter()
+                .map(|scheme| format!("{scheme}user@host/database"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    })
+}
 
 /// Milliseconds since the Unix epoch, as stored.
 pub type Millis = i64;

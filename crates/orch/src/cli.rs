@@ -65,6 +65,17 @@ pub enum Command {
         after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict"
     )]
     StagingCheck(StagingCheckArgs),
+    /// Serve the JSON API and webhooks, and process work items as they become ready.
+    #[command(
+        after_help = "Secrets come from the environment, never from flags (they would show in `ps`):\n  \
+ORCH_API_TOKEN               bearer token of the JSON API (unset: the API is read-only)\n  \
+ORCH_PLANE_WEBHOOK_SECRET    HMAC secret of /hooks/plane (unset: deliveries refused)\n  \
+ORCH_GITEA_WEBHOOK_SECRET    HMAC secret of /hooks/gitea (Gitea and Forgejo)\n  \
+ORCH_GITHUB_WEBHOOK_SECRET   HMAC secret of /hooks/github\n\n\
+Example:\n  ORCH_API_TOKEN=$(openssl rand -hex 32) orch serve --listen 127.0.0.1:8500\n  \
+curl -H \"Authorization: Bearer $ORCH_API_TOKEN\" http://127.0.0.1:8500/api/v1/items"
+    )]
+    Serve(ServeArgs),
     /// Measure orch's overhead: N items through the full pipeline, against a shell baseline.
     #[command(after_help = "Example:\n  orch bench --items 50")]
     Bench(BenchArgs),
@@ -193,9 +204,19 @@ pub struct StagingCheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8500", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     #[arg(long, default_value_t = 200)]
     pub items: u32,
+    /// Stage runs orch executes at once. 1 compares like with like: the baseline is sequential.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
     /// Keep the bench directory instead of deleting it.
     #[arg(long)]
     pub keep: bool,

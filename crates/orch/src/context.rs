@@ -3,9 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use orch_engine::{Engine, Project, Reporter};
-use orch_store::{SqliteStore, Store};
+use orch_store::Store;
 
 use crate::error::UsageError;
 use crate::settings::Settings;
@@ -15,17 +14,12 @@ pub struct Context {
     pub engine: Arc<Engine>,
 }
 
+/// Opens the store named by `url`: `sqlite://FILE` (the default) or `postgres://...`.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(UsageError(format!(
-            "store url `{url}`: PostgreSQL is not supported yet; use sqlite://FILE"
-        ))
-        .into());
-    }
-    let store = SqliteStore::open(url)
-        .await
-        .with_context(|| "opening the store".to_owned())?;
-    Ok(Arc::new(store))
+    orch_store::open_store(url).await.map_err(|e| match e {
+        orch_store::StoreError::Open { .. } => anyhow::Error::new(UsageError(e.to_string())),
+        other => anyhow::Error::new(other).context("opening the store"),
+    })
 }
 
 impl Context {

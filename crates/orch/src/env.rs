@@ -10,6 +10,14 @@ pub const STAGING_INFRA_TOLERANCE_ENABLED: &str = "ORCH_STAGING_INFRA_TOLERANCE_
 pub const MAX_PARALLEL: &str = "ORCH_MAX_PARALLEL";
 /// Test hook: a named point at which orch kills itself with SIGKILL (crash-safety tests).
 pub const CRASHPOINT: &str = "ORCH_CRASHPOINT";
+/// `orch serve`: the bearer token the JSON API requires. Unset: the API is read-only.
+pub const API_TOKEN: &str = "ORCH_API_TOKEN";
+/// `orch serve`: the HMAC-SHA256 secret of Plane webhooks. Unset: Plane deliveries are refused.
+pub const PLANE_WEBHOOK_SECRET: &str = "ORCH_PLANE_WEBHOOK_SECRET";
+/// `orch serve`: the HMAC-SHA256 secret of Gitea/Forgejo webhooks. Unset: they are refused.
+pub const GITEA_WEBHOOK_SECRET: &str = "ORCH_GITEA_WEBHOOK_SECRET";
+/// `orch serve`: the HMAC-SHA256 secret of GitHub webhooks. Unset: they are refused.
+pub const GITHUB_WEBHOOK_SECRET: &str = "ORCH_GITHUB_WEBHOOK_SECRET";
 /// Log filter for orch's own diagnostics (tracing `EnvFilter` syntax), default `warn`.
 pub const LOG: &str = "ORCH_LOG";
 

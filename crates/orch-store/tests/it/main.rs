@@ -1,5 +1,7 @@
 //! Integration tests of orch-store: a conformance suite every backend must pass, and the
-//! SQLite-specific checks (file handling, schema versions, constraints inside the database).
+//! backend-specific checks (SQLite: file handling, schema versions, constraints inside the
+//! database; PostgreSQL: the same on a server, plus connection errors and `open_store`).
 
 mod conformance;
+mod postgres;
 mod sqlite;

@@ -27,7 +27,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         .tempdir()
         .context("cannot create a temp dir")?;
     let root = dir.path().to_path_buf();
-    println!("bench: {} items, directory {}", a.items, root.display());
+    println!(
+        "bench: {} items, {} stage run(s) at once, directory {}",
+        a.items,
+        a.parallel.max(1),
+        root.display()
+    );
 
     let (staging, prod) = (free_port()?, free_port()?);
     let repo = root.join("orch/repo");
@@ -37,7 +42,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         store: StoreSection {
             url: "sqlite://orch.db".into(),
         },
-        engine: EngineSection::default(),
+        engine: EngineSection {
+            max_parallel: a.parallel.max(1),
+            ..EngineSection::default()
+        },
         projects: vec![ProjectEntry {
             name: "bench".into(),
             repo: "repo".into(),

@@ -1,7 +1,5 @@
 //! `orch item add|list|show`: the built-in board.
 
-use serde_json::json;
-
 use crate::cli::{ItemAddArgs, ItemListArgs, ItemShowArgs};
 use crate::context::{Context, item_id};
 use crate::error::UsageError;
@@ -18,14 +16,7 @@ pub async fn add(ctx: &Context, a: ItemAddArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn item_json(i: &orch_store::ItemRecord) -> serde_json::Value {
-    json!({
-        "id": i.id.as_str(), "project": i.project.as_str(), "title": i.title, "body": i.body,
-        "stage": i.progress.stage.as_str(), "status": i.progress.status.as_str(),
-        "attempts": i.progress.attempts, "blocked_reason": i.blocked_reason,
-        "created_at": i.created_at, "updated_at": i.updated_at,
-    })
-}
+pub use orch_server::views::item_json;
 
 pub async fn list(ctx: &Context, a: ItemListArgs) -> anyhow::Result<i32> {
     let project = match &a.project {
@@ -80,21 +71,7 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
     let runs = store.list_runs(&id).await?;
     let events = store.list_events(&id, 0).await?;
     if a.json {
-        let runs: Vec<_> = runs
-            .iter()
-            .map(|r| json!({
-                "id": r.id, "stage": r.stage.as_str(), "attempt": r.attempt, "state": r.state.as_str(),
-                "epoch": r.epoch, "verdict": r.verdict, "usage": r.usage, "feedback": r.feedback, "checkpoint": r.checkpoint,
-                "created_at": r.created_at, "started_at": r.started_at, "finished_at": r.finished_at,
-            }))
-            .collect();
-        let events: Vec<_> = events
-            .iter()
-            .map(|e| json!({ "seq": e.seq, "at": e.at, "kind": e.kind, "run_id": e.run_id, "data": e.data }))
-            .collect();
-        let mut out = item_json(&item);
-        out["runs"] = json!(runs);
-        out["events"] = json!(events);
+        let out = orch_server::views::item_detail_json(&item, &runs, &events);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }

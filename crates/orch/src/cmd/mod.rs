@@ -7,6 +7,7 @@ mod init;
 mod item;
 mod logs;
 mod run;
+mod serve;
 mod staging_check;
 mod status;
 
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::Logs(a) => logs::run(&ctx, a).await,
                 Command::Status(a) => status::run(&ctx, a).await,
                 Command::StagingCheck(a) => staging_check::run(&ctx, a).await,
+                Command::Serve(a) => serve::run(&ctx, a).await,
                 Command::Demo(_) | Command::Init(_) | Command::Bench(_) => Ok(2),
             }
         }

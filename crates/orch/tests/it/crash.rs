@@ -109,8 +109,8 @@ if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
     std::fs::write(orch.path().join("second-run"), "").expect("marker");
     finish_and_check(&orch);
     if let Some(pgid) = pgid {
-        let group = nix::unistd::Pid::from_raw(i32::try_from(pgid).expect("pgid"));
-        let alive = nix::sys::signal::killpg(group, None).is_ok();
+        // Zombies do not count: the orphan's new parent may not have reaped it yet.
+        let alive = orch_process::group_is_alive(u32::try_from(pgid).expect("pgid"));
         assert!(
             !alive,
             "the orphaned agent group {pgid} must have been killed"

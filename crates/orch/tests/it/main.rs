@@ -2,6 +2,8 @@
 //! deploys on loopback ports.
 
 mod bad_input;
+mod bench;
 mod crash;
 mod demo;
 mod harness;
+mod serve;

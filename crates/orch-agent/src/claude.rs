@@ -1,0 +1,161 @@
+//! The Claude Code adapter: runs `claude -p --output-format stream-json` in the worktree, with
+//! the prompt on standard input, and reads its usage from the final `result` event.
+//!
+//! The child gets `safe_env`, the request's `ORCH_*` variables and only what the CLI needs: the
+//! model endpoint and API key when configured (the key read from the variable the config names,
+//! never logged), switches that stop its non-essential traffic and self-update, and optionally a
+//! private `HOME` beside the run log. Every attempt starts a new session: sessions are not resumed.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use orch_core::gate::ExitOutcome;
+use tokio_util::sync::CancellationToken;
+
+use crate::claude_stream::ClaudeStream;
+use crate::cli::{self, CliInvocation};
+use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
+
+/// The program run when the config names none.
+pub const DEFAULT_PROGRAM: &str = "claude";
+/// The turn limit when the config sets none: room for a development stage's edit-test loops.
+pub const DEFAULT_MAX_TURNS: u32 = 100;
+const NPM_PACKAGE: &str = "@anthropic-ai/claude-code";
+
+#[derive(Debug, Clone)]
+pub struct ClaudeAgent {
+    /// A name looked up on PATH, or a path.
+    pub program: String,
+    /// Added after orch's own arguments.
+    pub extra_args: Vec<String>,
+    /// Overrides the role's model.
+    pub model: Option<String>,
+    pub max_turns: u32,
+    /// Given as `ANTHROPIC_BASE_URL`.
+    pub base_url: Option<String>,
+    /// The NAME of orch's environment variable holding the API key, given as `ANTHROPIC_API_KEY`.
+    pub api_key_env: Option<String>,
+    /// Runs with `HOME` set to a fresh directory beside the run log, so the user's own Claude
+    /// settings, sessions and login neither apply nor change.
+    pub private_home: bool,
+}
+
+impl Default for ClaudeAgent {
+    fn default() -> Self {
+        Self {
+            program: DEFAULT_PROGRAM.to_owned(),
+            extra_args: Vec::new(),
+            model: None,
+            max_turns: DEFAULT_MAX_TURNS,
+            base_url: None,
+            api_key_env: None,
+            private_home: false,
+        }
+    }
+}
+
+impl ClaudeAgent {
+    fn args(&self, req: &AgentRequest) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            "acceptEdits",
+        ]
+        .map(str::to_owned)
+        .into();
+        if !req.tools.is_empty() {
+            // One comma-separated value: the option takes several, and would swallow what follows.
+            args.extend(["--allowedTools".to_owned(), req.tools.join(",")]);
+        }
+        args.extend(["--max-turns".to_owned(), self.max_turns.to_string()]);
+        if let Some(model) = self.model.as_ref().or(req.model.as_ref()) {
+            args.extend(["--model".to_owned(), model.clone()]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    fn env(&self, req: &AgentRequest) -> Result<Vec<(String, String)>, String> {
+        let mut env = orch_process::safe_env();
+        env.extend(req.env_vars());
+        let mut set = |name: &str, value: String| {
+            env.retain(|(n, _)| n != name);
+            env.push((name.to_owned(), value));
+        };
+        set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned());
+        set("DISABLE_AUTOUPDATER", "1".to_owned());
+        if let Some(url) = &self.base_url {
+            set("ANTHROPIC_BASE_URL", url.clone());
+        }
+        if let Some(name) = &self.api_key_env {
+            set("ANTHROPIC_API_KEY", cli::secret_from_env(name)?);
+        }
+        if self.private_home {
+            let home = cli::private_dir(&req.log, "home");
+            create_dir(&home)?;
+            set("HOME", home.display().to_string());
+        }
+        Ok(env)
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))
+}
+
+#[async_trait]
+impl Agent for ClaudeAgent {
+    fn kind(&self) -> &'static str {
+        "claude"
+    }
+
+    async fn run(
+        &self,
+        req: &AgentRequest,
+        cancel: &CancellationToken,
+        observer: &mut dyn RunObserver,
+    ) -> AgentRun {
+        let env = match self.env(req) {
+            Ok(env) => env,
+            Err(message) => return cli::failed_to_start(req, message),
+        };
+        let invocation = CliInvocation {
+            npm_package: NPM_PACKAGE,
+            program: self.program.clone(),
+            args: self.args(req),
+            env,
+            stdin: req.prompt.clone().into_bytes(),
+        };
+        let mut stream = ClaudeStream::default();
+        let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
+        let result = stream.result.unwrap_or_default();
+        let outcome = match finished.outcome {
+            // The CLI said its run failed: a clean exit must not make that a pass.
+            ExitOutcome::Exited(0) if result.is_error == Some(true) => {
+                cli::log_line(
+                    &req.log,
+                    "orch: claude exited 0 but reported an error result; counted as exit code 1",
+                );
+                ExitOutcome::Exited(1)
+            }
+            other => other,
+        };
+        AgentRun {
+            outcome,
+            usage: Usage {
+                input_tokens: result.input_tokens,
+                output_tokens: result.output_tokens,
+                cache_read_tokens: result.cache_read_tokens,
+                cache_write_tokens: result.cache_write_tokens,
+                reasoning_tokens: None,
+                cost_usd: result.cost_usd,
+                turns: result.turns,
+                duration_ms: cli::millis(finished.duration),
+            },
+        }
+    }
+}

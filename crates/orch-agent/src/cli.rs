@@ -1,0 +1,260 @@
+//! What the agent CLI adapters share: finding the program, handing an API key to the child only,
+//! and running it through `orch_process` while turning its JSON lines into a readable run log.
+//!
+//! The CLI's raw stream is kept beside the run log (`<run>.stream.jsonl`, capped by
+//! `orch_process`); the run log itself gets one readable line per event worth reading.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use orch_core::gate::ExitOutcome;
+use orch_process::{Finished, Stream};
+use tokio_util::sync::CancellationToken;
+
+use crate::{AgentRequest, AgentRun, RunObserver, Usage};
+
+/// Turns a CLI's output lines into readable log lines, keeping what it needs to report usage.
+pub(crate) trait StreamParser: Send {
+    /// The readable lines for one line of the CLI's standard output (often none).
+    fn parse_line(&mut self, line: &str) -> Vec<String>;
+}
+
+/// The readable run log stops growing past this size, with one line saying so.
+const READABLE_LOG_CAP_BYTES: u64 = 5 * 1024 * 1024;
+/// Text quoted from the stream (assistant messages, tool inputs) is cut at this many characters.
+const QUOTE_CHARS: usize = 400;
+
+/// One CLI run, ready to start.
+#[derive(Debug)]
+pub(crate) struct CliInvocation {
+    /// What the user installs when the program is missing, such as `@openai/codex`.
+    pub npm_package: &'static str,
+    pub program: String,
+    pub args: Vec<String>,
+    /// The whole environment of the child.
+    pub env: Vec<(String, String)>,
+    /// Written to the child's standard input (the prompt).
+    pub stdin: Vec<u8>,
+}
+
+/// Runs the CLI to its end with `parser` reading its standard output, and returns how it ended.
+pub(crate) async fn run_cli(
+    invocation: CliInvocation,
+    parser: &mut dyn StreamParser,
+    req: &AgentRequest,
+    cancel: &CancellationToken,
+    observer: &mut dyn RunObserver,
+) -> Finished {
+    let mut log = ReadableLog::open(&req.log);
+    if let Err(reason) = find_program(&invocation.program, &invocation.env) {
+        let message = format!(
+            "{reason}; install it with `npm install -g {}` or set `program` in .orch/agents.toml",
+            invocation.npm_package
+        );
+        log.write(&format!("orch: {message}"));
+        return Finished {
+            outcome: ExitOutcome::FailedToStart(message),
+            tail: String::new(),
+            pid: None,
+            duration: std::time::Duration::ZERO,
+        };
+    }
+    let spec = orch_process::Spec {
+        program: invocation.program.clone(),
+        args: invocation.args,
+        cwd: req.worktree.clone(),
+        env: invocation.env,
+        stdin: Some(invocation.stdin),
+        timeout: req.timeout,
+        stall: Some(req.stall),
+        log: Some(raw_stream_path(&req.log)),
+        ..orch_process::Spec::new(&invocation.program, &req.worktree)
+    };
+    let mut watcher = StreamWatcher {
+        observer,
+        parser,
+        log,
+    };
+    let finished = orch_process::run(&spec, cancel, &mut watcher).await;
+    if let ExitOutcome::FailedToStart(message) = &finished.outcome {
+        watcher.log.write(&format!("orch: {message}"));
+    }
+    finished
+}
+
+/// The run of an agent that could not even be started, with the reason in its run log.
+pub(crate) fn failed_to_start(req: &AgentRequest, message: String) -> AgentRun {
+    log_line(&req.log, &format!("orch: {message}"));
+    AgentRun {
+        outcome: ExitOutcome::FailedToStart(message),
+        usage: Usage::default(),
+    }
+}
+
+/// Appends one line to the run log.
+pub(crate) fn log_line(log: &Path, line: &str) {
+    ReadableLog::open(log).write(line);
+}
+
+pub(crate) fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where the CLI's raw output is kept: beside the run log.
+pub(crate) fn raw_stream_path(log: &Path) -> PathBuf {
+    log.with_extension("stream.jsonl")
+}
+
+/// A directory private to this run, beside the run log (a HOME, a CODEX_HOME).
+pub(crate) fn private_dir(log: &Path, name: &str) -> PathBuf {
+    log.with_extension(name)
+}
+
+/// The value of the variable `name` in orch's own environment, for one child only.
+pub(crate) fn secret_from_env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| {
+        format!(
+            "the environment variable `{name}` (named by `api_key_env` in .orch/agents.toml) is not \
+             set or not UTF-8; export it where orch runs"
+        )
+    })
+}
+
+/// `text` cut to a readable length, on one line.
+pub(crate) fn quote(text: &str) -> String {
+    let one_line = text.trim().replace('\n', " ⏎ ");
+    match one_line.char_indices().nth(QUOTE_CHARS) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+/// Looks `program` up as the child will: as a path when it has a `/`, else on the child's PATH.
+fn find_program(program: &str, env: &[(String, String)]) -> Result<(), String> {
+    if program.contains('/') {
+        return if is_executable(Path::new(program)) {
+            Ok(())
+        } else {
+            Err(format!("`{program}` is not an executable file"))
+        };
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "PATH")
+        .map_or("", |(_, value)| value.as_str());
+    let found = path
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .any(|dir| is_executable(&Path::new(dir).join(program)));
+    if found {
+        Ok(())
+    } else {
+        Err(format!("`{program}` was not found on PATH"))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Feeds standard output to the parser and writes readable lines (and standard error) to the log.
+struct StreamWatcher<'a> {
+    observer: &'a mut dyn RunObserver,
+    parser: &'a mut dyn StreamParser,
+    log: ReadableLog,
+}
+
+impl orch_process::Observer for StreamWatcher<'_> {
+    fn started(&mut self, pid: u32) {
+        self.observer.started(pid);
+    }
+
+    fn line(&mut self, stream: Stream, line: &str) {
+        match stream {
+            Stream::Stdout => {
+                for readable in self.parser.parse_line(line) {
+                    self.log.write(&readable);
+                }
+            }
+            Stream::Stderr => self.log.write(&format!("[stderr] {}", quote(line))),
+        }
+    }
+}
+
+/// The readable run log. Written synchronously because `Observer::line` is not async; the lines
+/// are short and the file is local. A log that cannot be written does not fail the run (the
+/// gates decide), so write errors only stop the logging.
+struct ReadableLog {
+    file: Option<File>,
+    written: u64,
+}
+
+impl ReadableLog {
+    fn open(path: &Path) -> Self {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok();
+        Self { file, written: 0 }
+    }
+
+    fn write(&mut self, line: &str) {
+        let Some(file) = &mut self.file else { return };
+        let entry = format!("{line}\n");
+        self.written += entry.len() as u64;
+        let result = if self.written > READABLE_LOG_CAP_BYTES {
+            let note =
+                "orch: the run log reached its size cap; the rest is in the .stream.jsonl file";
+            let written = writeln!(file, "{note}");
+            self.file = None;
+            written
+        } else {
+            file.write_all(entry.as_bytes())
+        };
+        if result.is_err() {
+            self.file = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_one_line_and_cut_on_a_char_boundary() {
+        assert_eq!(quote("  two\nlines "), "two ⏎ lines");
+        let long = "é".repeat(QUOTE_CHARS + 5);
+        let quoted = quote(&long);
+        assert_eq!(quoted.chars().count(), QUOTE_CHARS + 1);
+        assert!(quoted.ends_with('…'));
+    }
+
+    #[test]
+    fn programs_are_looked_up_on_the_childs_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tool = dir.path().join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").expect("write");
+        let path = vec![("PATH".to_owned(), dir.path().display().to_string())];
+        // Not executable yet: not found, as execvp would not run it either.
+        assert_eq!(
+            find_program("tool", &path),
+            Err("`tool` was not found on PATH".to_owned())
+        );
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(find_program("tool", &path), Ok(()));
+        assert_eq!(find_program(&tool.display().to_string(), &[]), Ok(()));
+        assert_eq!(
+            find_program("tool", &[]),
+            Err("`tool` was not found on PATH".to_owned())
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The adapters with stand-in programs: what the child gets (arguments, standard input,
+//! environment), and how failures to start and error results are reported.
+
+use std::path::Path;
+
+use orch_agent::claude::ClaudeAgent;
+use orch_agent::codex::CodexAgent;
+use orch_agent::{Agent, AgentRun};
+use orch_core::gate::ExitOutcome;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Workspace, script};
+
+/// Set in the environment of the re-run test binary: the secrets below are then in "orch's"
+/// environment, which a test cannot change for itself without `unsafe`.
+const CHILD_MARKER: &str = "ORCH_AGENT_TEST_CHILD";
+const TRACKER_TOKEN: (&str, &str) = ("ORCH_TEST_TRACKER_TOKEN", "tracker-secret-value");
+const AGENT_KEY: (&str, &str) = ("ORCH_TEST_AGENT_KEY", "agent-key-value");
+
+/// Records its arguments, standard input and environment in the worktree, then prints `result`.
+fn recording_cli(dir: &Path, result: &str) -> String {
+    let body = format!(
+        "printf '%s\\n' \"$@\" > \"$ORCH_WORKTREE/args.txt\"\n\
+         cat > \"$ORCH_WORKTREE/stdin.txt\"\n\
+         env > \"$ORCH_WORKTREE/env.txt\"\n\
+         echo 'not json: a warning the CLI printed'\n\
+         echo '{result}'\n"
+    );
+    script(dir, "fake-cli", &body).display().to_string()
+}
+
+async fn run(agent: &dyn Agent, ws: &Workspace, tools: &[&str]) -> AgentRun {
+    agent
+        .run(&ws.request(tools), &CancellationToken::new(), &mut ())
+        .await
+}
+
+fn read(ws: &Workspace, name: &str) -> String {
+    std::fs::read_to_string(ws.worktree.join(name)).unwrap_or_default()
+}
+
+#[test]
+fn the_child_gets_the_agent_key_and_no_other_secret() {
+    if let Some(done) = std::env::var_os(CHILD_MARKER) {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(check_child_environments());
+        std::fs::write(done, "checked").expect("write the marker");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let done = dir.path().join("done");
+    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "fake_cli::the_child_gets_the_agent_key_and_no_other_secret",
+            "--nocapture",
+        ])
+        .env(CHILD_MARKER, &done)
+        .env(TRACKER_TOKEN.0, TRACKER_TOKEN.1)
+        .env(AGENT_KEY.0, AGENT_KEY.1)
+        .status()
+        .expect("the test binary runs again");
+    assert!(
+        status.success(),
+        "the re-run test failed: see its output above"
+    );
+    // Guards against a filter that matched no test: the checks did run.
+    assert!(
+        done.is_file(),
+        "the re-run test binary did not run the checks"
+    );
+}
+
+async fn check_child_environments() {
+    let ws = Workspace::new();
+    let claude = ClaudeAgent {
+        program: recording_cli(
+            &ws.logs_parent(),
+            r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"usage":{"input_tokens":5,"output_tokens":6}}"#,
+        ),
+        base_url: Some("http://127.0.0.1:9/".to_owned()),
+        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        private_home: true,
+        model: Some("opus".to_owned()),
+        extra_args: vec!["--debug".to_owned()],
+        ..ClaudeAgent::default()
+    };
+    let run_ = run(&claude, &ws, &["Read", "Write", "Bash"]).await;
+    assert_eq!(run_.outcome, ExitOutcome::Exited(0), "{}", ws.run_log());
+    assert_eq!(
+        (run_.usage.input_tokens, run_.usage.output_tokens),
+        (Some(5), Some(6))
+    );
+    assert_eq!(
+        read(&ws, "args.txt").lines().collect::<Vec<_>>(),
+        [
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            "acceptEdits",
+            "--allowedTools",
+            "Read,Write,Bash",
+            "--max-turns",
+            "100",
+            "--model",
+            "opus",
+            "--debug",
+        ]
+    );
+    assert_eq!(read(&ws, "stdin.txt"), ws.request(&[]).prompt);
+    let env = read(&ws, "env.txt");
+    let home = ws.logs.join("analysis-1.home");
+    for expected in [
+        format!("ANTHROPIC_API_KEY={}", AGENT_KEY.1),
+        "ANTHROPIC_BASE_URL=http://127.0.0.1:9/".to_owned(),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1".to_owned(),
+        "DISABLE_AUTOUPDATER=1".to_owned(),
+        format!("HOME={}", home.display()),
+        "ORCH_ITEM_ID=DEMO-1".to_owned(),
+        "ORCH_ARTIFACT=01-analysis.md".to_owned(),
+    ] {
+        assert!(
+            env.lines().any(|l| l == expected),
+            "{expected} missing from\n{env}"
+        );
+    }
+    assert!(home.is_dir());
+    assert_no_secret_leaked(&env, &ws);
+    // The key went under the CLI's own name, not under orch's.
+    assert!(!env.contains(AGENT_KEY.0), "{env}");
+
+    let ws = Workspace::new();
+    let codex = CodexAgent {
+        program: recording_cli(
+            &ws.logs_parent(),
+            r#"{"type":"turn.completed","usage":{"input_tokens":7,"cached_input_tokens":0,"output_tokens":8,"reasoning_output_tokens":0}}"#,
+        ),
+        base_url: Some("http://127.0.0.1:9/v1".to_owned()),
+        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        ..CodexAgent::default()
+    };
+    let run_ = run(&codex, &ws, &[]).await;
+    assert_eq!(run_.outcome, ExitOutcome::Exited(0), "{}", ws.run_log());
+    assert_eq!(
+        (run_.usage.input_tokens, run_.usage.output_tokens),
+        (Some(7), Some(8))
+    );
+    assert_eq!(
+        read(&ws, "args.txt").lines().collect::<Vec<_>>(),
+        [
+            "exec",
+            "--json",
+            "--sandbox",
+            "workspace-write",
+            "--skip-git-repo-check",
+            "-"
+        ]
+    );
+    assert_eq!(read(&ws, "stdin.txt"), ws.request(&[]).prompt);
+    let env = read(&ws, "env.txt");
+    let codex_home = ws.logs.join("analysis-1.codex-home");
+    for expected in [
+        format!("{}={}", AGENT_KEY.0, AGENT_KEY.1),
+        format!("CODEX_HOME={}", codex_home.display()),
+        "ORCH_STAGE=analysis".to_owned(),
+    ] {
+        assert!(
+            env.lines().any(|l| l == expected),
+            "{expected} missing from\n{env}"
+        );
+    }
+    assert_no_secret_leaked(&env, &ws);
+    let config = std::fs::read_to_string(codex_home.join("config.toml")).expect("config.toml");
+    let config: toml::Table = toml::from_str(&config).expect("valid TOML");
+    assert_eq!(config["model"].as_str(), Some("scripted-model"));
+    assert_eq!(config["model_provider"].as_str(), Some("orch"));
+    let provider = &config["model_providers"]["orch"];
+    assert_eq!(provider["base_url"].as_str(), Some("http://127.0.0.1:9/v1"));
+    assert_eq!(provider["wire_api"].as_str(), Some("responses"));
+    assert_eq!(provider["env_key"].as_str(), Some(AGENT_KEY.0));
+    assert!(!config.to_string().contains(AGENT_KEY.1));
+}
+
+fn assert_no_secret_leaked(env: &str, ws: &Workspace) {
+    assert!(
+        !env.contains(TRACKER_TOKEN.0) && !env.contains(TRACKER_TOKEN.1),
+        "{env}"
+    );
+    assert!(!env.contains(CHILD_MARKER), "{env}");
+    let (log, stream) = (ws.run_log(), ws.stream_log());
+    assert!(
+        log.contains("unreadable output line skipped: not json"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(AGENT_KEY.1) && !stream.contains(AGENT_KEY.1),
+        "{log}\n{stream}"
+    );
+}
+
+#[tokio::test]
+async fn a_cli_that_is_not_installed_fails_to_start_naming_its_package() {
+    let ws = Workspace::new();
+    let claude = ClaudeAgent {
+        program: "orch-test-no-such-claude".to_owned(),
+        ..ClaudeAgent::default()
+    };
+    let codex = CodexAgent {
+        program: "/nonexistent/codex".to_owned(),
+        ..CodexAgent::default()
+    };
+    for (agent, expected) in [
+        (
+            &claude as &dyn Agent,
+            "`orch-test-no-such-claude` was not found on PATH; install it with `npm install -g @anthropic-ai/claude-code` or set `program` in .orch/agents.toml",
+        ),
+        (
+            &codex,
+            "`/nonexistent/codex` is not an executable file; install it with `npm install -g @openai/codex` or set `program` in .orch/agents.toml",
+        ),
+    ] {
+        let run_ = run(agent, &ws, &[]).await;
+        assert_eq!(
+            run_.outcome,
+            ExitOutcome::FailedToStart(expected.to_owned())
+        );
+        assert_eq!(run_.usage.input_tokens, None);
+        assert!(ws.run_log().contains(expected), "{}", ws.run_log());
+    }
+}
+
+#[tokio::test]
+async fn an_unset_key_variable_fails_to_start_naming_it() {
+    let ws = Workspace::new();
+    let agent = ClaudeAgent {
+        program: "true".to_owned(),
+        api_key_env: Some("ORCH_TEST_VARIABLE_NOBODY_SETS".to_owned()),
+        ..ClaudeAgent::default()
+    };
+    let run_ = run(&agent, &ws, &[]).await;
+    assert!(
+        matches!(&run_.outcome, ExitOutcome::FailedToStart(m) if m.contains("`ORCH_TEST_VARIABLE_NOBODY_SETS`")),
+        "{:?}",
+        run_.outcome
+    );
+}
+
+#[tokio::test]
+async fn an_error_result_fails_the_run_even_after_a_clean_exit() {
+    let ws = Workspace::new();
+    let agent = ClaudeAgent {
+        program: recording_cli(
+            &ws.logs_parent(),
+            r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":3,"total_cost_usd":0.5,"usage":{"input_tokens":1,"output_tokens":2}}"#,
+        ),
+        ..ClaudeAgent::default()
+    };
+    let run_ = run(&agent, &ws, &[]).await;
+    assert_eq!(run_.outcome, ExitOutcome::Exited(1));
+    assert_eq!(
+        (run_.usage.turns, run_.usage.cost_usd),
+        (Some(3), Some(0.5))
+    );
+    assert!(
+        ws.run_log().contains("reported an error result"),
+        "{}",
+        ws.run_log()
+    );
+}
+
+#[tokio::test]
+async fn a_run_without_a_result_reports_no_usage() {
+    let ws = Workspace::new();
+    let agent = ClaudeAgent {
+        program: script(
+            &ws.logs_parent(),
+            "cut-short",
+            "cat >/dev/null\necho '{\"type\":\"result\",\"usa'\nexit 3\n",
+        )
+        .display()
+        .to_string(),
+        ..ClaudeAgent::default()
+    };
+    let run_ = run(&agent, &ws, &[]).await;
+    assert_eq!(run_.outcome, ExitOutcome::Exited(3));
+    assert_eq!(
+        orch_agent::Usage {
+            duration_ms: 0,
+            ..run_.usage
+        },
+        orch_agent::Usage::default()
+    );
+}

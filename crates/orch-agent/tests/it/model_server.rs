@@ -1,0 +1,345 @@
+//! A scripted model endpoint on loopback, enough of the Anthropic Messages API and of the OpenAI
+//! Responses API for the real CLIs to do one thing: write a file through their own tool, then
+//! finish. Hand-written HTTP/1.1: one request per connection, answered with `Connection: close`.
+//!
+//! The tool call is answered to a request that offers tools and carries no tool result yet; the
+//! closing message to one that carries the result. Anything else (model listings, token counts,
+//! side queries) gets a harmless answer that reports no tokens. Every request line is kept, so a
+//! failing test can show what the CLI asked for.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the model makes the CLI do.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Absolute, for Claude Code's `Write` tool.
+    pub file_path: String,
+    /// For Codex: a shell command, run in the worktree, that writes the file.
+    pub command: String,
+    pub content: String,
+}
+
+/// The tokens the server reported, summed over its scripted answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
+}
+
+/// Token counts of the two scripted answers: (input, output, cache read, cache write/reasoning).
+const FIRST: (u64, u64, u64, u64) = (123, 45, 7, 11);
+const SECOND: (u64, u64, u64, u64) = (200, 30, 0, 0);
+
+#[derive(Debug, Default)]
+struct State {
+    requests: Vec<String>,
+    bodies: Vec<String>,
+    reported: Reported,
+}
+
+#[derive(Debug)]
+pub struct ModelServer {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ModelServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ModelServer {
+    pub async fn start(script: Script) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (state, script) = (Arc::clone(&shared), script.clone());
+                tokio::spawn(async move { serve(socket, &state, &script).await });
+            }
+        });
+        Self { url, state, task }
+    }
+
+    /// Every request line seen, such as `POST /v1/messages?beta=true`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().expect("lock").requests.clone()
+    }
+
+    /// Whether some request's body holds `text` (JSON-escaped as it would be there).
+    pub fn saw(&self, text: &str) -> bool {
+        let escaped = Value::from(text).to_string();
+        let escaped = escaped.trim_matches('"');
+        let state = self.state.lock().expect("lock");
+        state.bodies.iter().any(|body| body.contains(escaped))
+    }
+
+    pub fn reported(&self) -> Reported {
+        self.state.lock().expect("lock").reported
+    }
+}
+
+struct Request {
+    line: String,
+    body: Value,
+}
+
+async fn serve(socket: TcpStream, state: &Mutex<State>, script: &Script) {
+    let mut socket = BufReader::new(socket);
+    let Some(request) = read_request(&mut socket).await else {
+        return;
+    };
+    eprintln!("model server: {}", request.line);
+    let (content_type, body) = answer(&request, state, script);
+    {
+        let mut state = state.lock().expect("lock");
+        state.requests.push(request.line);
+        state.bodies.push(request.body.to_string());
+    }
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let socket = socket.get_mut();
+    let _ = socket.write_all(head.as_bytes()).await;
+    let _ = socket.write_all(body.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+async fn read_request(socket: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    socket.read_line(&mut line).await.ok()?;
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        let mut header = String::new();
+        socket.read_line(&mut header).await.ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        let value = value.trim();
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.parse().ok()?,
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            "content-encoding" => eprintln!("model server: body encoded with {value}"),
+            _ => {}
+        }
+    }
+    let body = if chunked {
+        read_chunked(socket).await?
+    } else {
+        let mut body = vec![0; length];
+        socket.read_exact(&mut body).await.ok()?;
+        body
+    };
+    Some(Request {
+        line: line.trim_end().to_owned(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    })
+}
+
+async fn read_chunked(socket: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        socket.read_line(&mut size).await.ok()?;
+        let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        socket.read_exact(&mut chunk).await.ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+fn answer(request: &Request, state: &Mutex<State>, script: &Script) -> (&'static str, String) {
+    let path = request.line.split(' ').nth(1).unwrap_or("");
+    let body = &request.body;
+    let text = body.to_string();
+    let streamed = body["stream"] == true;
+    if path.starts_with("/v1/messages/count_tokens") {
+        return json_answer(json!({ "input_tokens": 1 }));
+    }
+    if path.starts_with("/v1/messages") {
+        let offers_write = body["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["name"] == "Write"));
+        let last = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .map(Value::to_string)
+            .unwrap_or_default();
+        return if !streamed {
+            json_answer(anthropic::plain_message("ok"))
+        } else if last.contains("\"tool_result\"") {
+            count(state, Api::Anthropic, SECOND);
+            sse(anthropic::text_stream("The analysis is written.", SECOND))
+        } else if offers_write {
+            count(state, Api::Anthropic, FIRST);
+            let input = json!({ "file_path": script.file_path, "content": script.content });
+            sse(anthropic::write_stream(&input, FIRST))
+        } else {
+            sse(anthropic::text_stream("ok", (0, 0, 0, 0)))
+        };
+    }
+    if path.starts_with("/v1/responses") {
+        return if text.contains("\"function_call_output\"") {
+            count(state, Api::OpenAi, SECOND);
+            sse(openai::message_stream("The analysis is written.", SECOND))
+        } else if text.contains("exec_command") {
+            count(state, Api::OpenAi, FIRST);
+            sse(openai::exec_stream(&script.command, FIRST))
+        } else {
+            sse(openai::message_stream("ok", (0, 0, 0, 0)))
+        };
+    }
+    if path.starts_with("/v1/models") {
+        return json_answer(json!({ "object": "list", "data": [], "models": [] }));
+    }
+    json_answer(json!({}))
+}
+
+#[derive(Clone, Copy)]
+enum Api {
+    Anthropic,
+    OpenAi,
+}
+
+/// Adds an answer's tokens; the fourth number is cache writes for Anthropic, reasoning for OpenAI.
+fn count(
+    state: &Mutex<State>,
+    api: Api,
+    (input, output, cache_read, fourth): (u64, u64, u64, u64),
+) {
+    let mut state = state.lock().expect("lock");
+    let r = &mut state.reported;
+    r.input += input;
+    r.output += output;
+    r.cache_read += cache_read;
+    match api {
+        Api::Anthropic => r.cache_write += fourth,
+        Api::OpenAi => r.reasoning += fourth,
+    }
+}
+
+fn json_answer(value: Value) -> (&'static str, String) {
+    ("application/json", value.to_string())
+}
+
+fn sse(events: Vec<Value>) -> (&'static str, String) {
+    let body = events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+        .collect();
+    ("text/event-stream", body)
+}
+
+mod anthropic {
+    use serde_json::{Value, json};
+
+    fn start(usage: (u64, u64, u64, u64)) -> Value {
+        let (input, _, cache_read, cache_write) = usage;
+        json!({ "type": "message_start", "message": {
+            "id": "msg_scripted", "type": "message", "role": "assistant", "model": "claude-scripted",
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": { "input_tokens": input, "output_tokens": 1,
+                       "cache_read_input_tokens": cache_read,
+                       "cache_creation_input_tokens": cache_write } } })
+    }
+
+    fn end(stop_reason: &str, output: u64) -> [Value; 2] {
+        [
+            json!({ "type": "message_delta", "delta": { "stop_reason": stop_reason, "stop_sequence": null },
+                    "usage": { "output_tokens": output } }),
+            json!({ "type": "message_stop" }),
+        ]
+    }
+
+    pub fn write_stream(input: &Value, usage: (u64, u64, u64, u64)) -> Vec<Value> {
+        let mut events = vec![
+            start(usage),
+            json!({ "type": "content_block_start", "index": 0, "content_block":
+                    { "type": "tool_use", "id": "toolu_scripted", "name": "Write", "input": {} } }),
+            json!({ "type": "content_block_delta", "index": 0, "delta":
+                    { "type": "input_json_delta", "partial_json": input.to_string() } }),
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ];
+        events.extend(end("tool_use", usage.1));
+        events
+    }
+
+    pub fn text_stream(text: &str, usage: (u64, u64, u64, u64)) -> Vec<Value> {
+        let mut events = vec![
+            start(usage),
+            json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+            json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": text } }),
+            json!({ "type": "content_block_stop", "index": 0 }),
+        ];
+        events.extend(end("end_turn", usage.1));
+        events
+    }
+
+    pub fn plain_message(text: &str) -> Value {
+        json!({ "id": "msg_side", "type": "message", "role": "assistant", "model": "claude-scripted",
+                "content": [{ "type": "text", "text": text }], "stop_reason": "end_turn",
+                "stop_sequence": null, "usage": { "input_tokens": 0, "output_tokens": 0 } })
+    }
+}
+
+mod openai {
+    use serde_json::{Value, json};
+
+    fn response(status: &str, output: &[Value], usage: Option<(u64, u64, u64, u64)>) -> Value {
+        let mut response = json!({ "id": "resp_scripted", "object": "response", "status": status,
+                                   "model": "gpt-scripted", "output": output });
+        if let Some((input, output, cached, reasoning)) = usage {
+            response["usage"] = json!({
+                "input_tokens": input, "input_tokens_details": { "cached_tokens": cached },
+                "output_tokens": output, "output_tokens_details": { "reasoning_tokens": reasoning },
+                "total_tokens": input + output });
+        }
+        response
+    }
+
+    fn around(item: Value, usage: (u64, u64, u64, u64), middle: Vec<Value>) -> Vec<Value> {
+        let mut events = vec![
+            json!({ "type": "response.created", "response": response("in_progress", &[], None) }),
+            json!({ "type": "response.output_item.added", "output_index": 0, "item": item }),
+        ];
+        events.extend(middle);
+        events
+            .push(json!({ "type": "response.output_item.done", "output_index": 0, "item": item }));
+        events.push(json!({ "type": "response.completed",
+                            "response": response("completed", &[item], Some(usage)) }));
+        events
+    }
+
+    pub fn exec_stream(command: &str, usage: (u64, u64, u64, u64)) -> Vec<Value> {
+        let arguments = json!({ "cmd": command }).to_string();
+        let item = json!({ "type": "function_call", "id": "fc_scripted", "call_id": "call_scripted",
+                           "name": "exec_command", "arguments": arguments, "status": "completed" });
+        around(item, usage, Vec::new())
+    }
+
+    pub fn message_stream(text: &str, usage: (u64, u64, u64, u64)) -> Vec<Value> {
+        let item = json!({ "type": "message", "id": "msg_scripted", "role": "assistant", "status": "completed",
+                           "content": [{ "type": "output_text", "text": text, "annotations": [] }] });
+        let delta = json!({ "type": "response.output_text.delta", "item_id": "msg_scripted",
+                            "output_index": 0, "content_index": 0, "delta": text });
+        around(item, usage, vec![delta])
+    }
+}

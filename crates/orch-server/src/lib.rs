@@ -1,0 +1,79 @@
+//! orch-server: orch's HTTP face. A JSON API over the engine (list, show, file, approve, stop,
+//! retry), signed webhook intake for Plane, Gitea/Forgejo and GitHub, health and metrics.
+//!
+//! Quick start (the binary's `orch serve` does this with its own engine and signals):
+//!
+//! ```no_run
+//! # async fn example(engine: std::sync::Arc<orch_engine::Engine>) -> std::io::Result<()> {
+//! use orch_server::{AppState, WebhookSource};
+//! let state = AppState::new(engine)
+//!     .with_api_token("a-long-random-token")
+//!     .with_webhook_secret(WebhookSource::Github, "shared-secret");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8500").await?;
+//! orch_server::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//!
+//! Invariants:
+//! - A webhook delivery is verified (HMAC-SHA256 over the raw body, compared in constant time)
+//!   before a byte of it is parsed; a delivery that fails leaves nothing behind but a counter.
+//! - The server never decides anything about the pipeline: every change goes through the
+//!   engine's commands, which ask orch-core.
+//! - Secrets never appear in responses, logs or `Debug` output.
+//! - No global state: the listener, the shutdown signal and everything shared arrive as arguments.
+
+mod api;
+mod auth;
+mod error;
+mod metrics;
+mod state;
+pub mod views;
+mod webhook;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+pub use metrics::{DeliveryResult, WebhookMetrics};
+pub use state::AppState;
+pub use webhook::WebhookSource;
+
+/// The largest request body accepted, webhooks included; larger ones get 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Every route of the server over `state`.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/items", get(api::list_items).post(api::create_item))
+        .route("/items/{id}", get(api::show_item))
+        .route("/items/{id}/approve", post(api::approve_item))
+        .route("/items/{id}/stop", post(api::stop_item))
+        .route("/items/{id}/retry", post(api::retry_item))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::render))
+        .route("/hooks/{source}", post(webhook::receive))
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::NotFound("no such route; see docs/server.md".into()) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes, then stops accepting and lets the
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,309 @@
+//! A temporary project with an engine, the server on a loopback port, and an HTTP client small
+//! enough to read: one request per connection, `Connection: close`, read to the end.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use orch_core::ProjectId;
+use orch_engine::{Engine, Project, ProjectSettings, Settings, Silent};
+use orch_server::{AppState, WebhookSource};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-api-token";
+pub const PLANE_SECRET: &str = "plane-secret";
+pub const GITEA_SECRET: &str = "gitea-secret";
+pub const GITHUB_SECRET: &str = "github-secret";
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A git repository with the default pipeline, the kit's role prompts and scripted agents.
+fn write_project(repo: &Path) {
+    let files: [(&str, &str); 11] = [
+        (
+            ".orch/pipeline.toml",
+            include_str!("../../../orch-core/src/default_pipeline.toml"),
+        ),
+        (
+            ".orch/agents/analyst.md",
+            include_str!("../../../orch/kit/roles/analyst.md"),
+        ),
+        (
+            ".orch/agents/architect.md",
+            include_str!("../../../orch/kit/roles/architect.md"),
+        ),
+        (
+            ".orch/agents/developer.md",
+            include_str!("../../../orch/kit/roles/developer.md"),
+        ),
+        (
+            ".orch/agents/reviewer.md",
+            include_str!("../../../orch/kit/roles/reviewer.md"),
+        ),
+        (
+            ".orch/agents/tester.md",
+            include_str!("../../../orch/kit/roles/tester.md"),
+        ),
+        (
+            ".orch/agents/deployer.md",
+            include_str!("../../../orch/kit/roles/deployer.md"),
+        ),
+        (
+            ".orch/agents.toml",
+            include_str!("../../../orch/kit/bench/agents.toml"),
+        ),
+        (
+            ".orch/scenario.toml",
+            include_str!("../../../orch/kit/bench/scenario.toml"),
+        ),
+        (
+            ".orch/deploy.toml",
+            include_str!("../../../orch/kit/bench/deploy.toml"),
+        ),
+        ("app.py", include_str!("../../../orch/kit/bench/app.py")),
+    ];
+    for (rel, text) in files {
+        let path = repo.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", "initial"]);
+}
+
+/// The server under test; dropping it shuts the server down.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// A server with every secret configured.
+    pub async fn start() -> Self {
+        Self::start_with(|state| {
+            state
+                .with_api_token(TOKEN)
+                .with_webhook_secret(WebhookSource::Plane, PLANE_SECRET)
+                .with_webhook_secret(WebhookSource::Gitea, GITEA_SECRET)
+                .with_webhook_secret(WebhookSource::Github, GITHUB_SECRET)
+        })
+        .await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(AppState) -> AppState) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        write_project(&repo);
+        let store = orch_store::open_store(&format!(
+            "sqlite://{}",
+            dir.path().join("orch.db").display()
+        ))
+        .await
+        .expect("store opens");
+        let project = Project::load(ProjectSettings {
+            id: ProjectId::parse("quick").expect("project id"),
+            repo,
+            data_dir: dir.path().to_path_buf(),
+            // Never bound: these tests run no deploy.
+            staging_port: 18511,
+            prod_port: 18510,
+            health_override: None,
+        })
+        .expect("project loads");
+        let engine = Arc::new(Engine::new(
+            store,
+            vec![project],
+            Settings::new("test:1:0".into()),
+            Arc::new(Silent),
+        ));
+        engine.register_projects().await.expect("register");
+        let state = configure(AppState::new(engine));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(orch_server::serve(
+            listener,
+            state.clone(),
+            shutdown.clone().cancelled_owned(),
+        ));
+        Self {
+            addr,
+            state,
+            shutdown,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub async fn send(&self, request: Request<'_>) -> Response {
+        request.send(self.addr).await
+    }
+
+    /// Stops the server and waits for it: `serve` must return Ok.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("serve returns Ok");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// One HTTP request.
+pub struct Request<'a> {
+    method: &'a str,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl<'a> Request<'a> {
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new("GET", path)
+    }
+
+    pub fn post(path: impl Into<String>) -> Self {
+        Self::new("POST", path)
+    }
+
+    fn new(method: &'a str, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub fn token(self, token: &str) -> Self {
+        self.header("Authorization", format!("Bearer {token}"))
+    }
+
+    pub fn json(mut self, body: &Value) -> Self {
+        self.body = body.to_string().into_bytes();
+        self.header("Content-Type", "application/json")
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    async fn send(self, addr: SocketAddr) -> Response {
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.method,
+            self.path,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut reader, mut writer) = stream.into_split();
+        // Written concurrently with the read: a server that refuses a large body answers
+        // before reading it, and closes.
+        let body = self.body;
+        let writing = tokio::spawn(async move {
+            let _ = writer.write_all(head.as_bytes()).await;
+            let _ = writer.write_all(&body).await;
+            writer
+        });
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                // A reset after the answer arrived (the unread body of a refused request).
+                Err(_) if !raw.is_empty() => break,
+                Err(e) => panic!("reading the response: {e}"),
+            }
+        }
+        drop(writing.await);
+        Response::parse(&raw)
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a full response head");
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        assert!(
+            !headers
+                .iter()
+                .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")),
+            "this client reads only sized bodies"
+        );
+        Self {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {:?}", self.body))
+            .to_owned()
+    }
+}

@@ -1,0 +1,334 @@
+//! The PostgreSQL backend: one server shared by workers on many machines.
+//!
+//! Every write is one READ COMMITTED transaction that locks the rows it decides on
+//! (`SELECT ... FOR UPDATE`) before deciding, so a fence check and the write it guards cannot be
+//! split by a claim or a cancellation. Claims take `FOR UPDATE SKIP LOCKED`, so workers claiming
+//! at once get different runs instead of queueing on one. Locks are taken run first, item
+//! second, everywhere (see `items`).
+//!
+//! Opening connects once, with a bounded timeout and no retries, so a wrong URL or a server that
+//! is down is reported at once; the pool then connects lazily. A password in the URL is never
+//! shown: errors and `Debug` carry the URL with it masked.
+
+/// The database clock in milliseconds since the Unix epoch, as an SQL expression (a macro so it
+/// can be spliced into `concat!`-built static queries). `clock_timestamp()` rather than `now()`,
+/// which would be frozen at the start of the transaction.
+macro_rules! now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+mod items;
+mod migrate;
+mod rows;
+mod runs;
+mod url;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orch_core::transition::ItemProgress;
+use orch_core::{ItemId, ProjectId};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+
+use crate::{
+    EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun, ProjectRecord, Result,
+    RunRecord, Store, StoreError,
+};
+
+pub(crate) use url::{SCHEMES, is_postgres, masked};
+
+/// How long opening waits for the server to answer before reporting it unreachable, unless the
+/// URL says otherwise (`?connect_timeout=SECONDS`).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a free connection (or a new one) before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per process; a server serves many workers, so each keeps a modest share.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The [`Store`] on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The URL it was opened with, password masked.
+    shown_url: String,
+}
+
+impl PgStore {
+    /// Connects to the server at `url` (`postgres://` or `postgresql://`) and migrates its
+    /// database.
+    ///
+    /// Fails with [`StoreError::Open`] (naming the URL with its password masked) when the URL
+    /// does not parse, the server does not answer within 5 s (or the URL's
+    /// `connect_timeout=SECONDS`) or refuses the connection, or the schema is newer than this
+    /// orch knows.
+    pub async fn open(url: &str) -> Result<Self> {
+        let shown_url = masked(url);
+        let open_error = |reason: String| StoreError::Open {
+            url: shown_url.clone(),
+            reason,
+        };
+        if !is_postgres(url) {
+            return Err(open_error(format!(
+                "not a PostgreSQL URL; it must start with {}",
+                SCHEMES.join(" or ")
+            )));
+        }
+        let (sqlx_url, connect_timeout) = url::take_connect_timeout(url).map_err(&open_error)?;
+        let connect_timeout = connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let options = PgConnectOptions::from_str(&sqlx_url)
+            .map_err(|e| open_error(format!("the URL does not parse: {e}")))?;
+        let mut conn = tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| {
+                open_error(format!(
+                    "the server did not answer within {} s; check the host and port, and that \
+                     PostgreSQL is running",
+                    connect_timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| open_error(format!("cannot connect: {e}")))?;
+        migrate::run(&mut conn, &shown_url)
+            .await
+            .map_err(|e| match e {
+                StoreError::Open { .. } => e,
+                other => open_error(format!("migrating the schema failed: {other}")),
+            })?;
+        conn.close()
+            .await
+            .map_err(|e| open_error(format!("closing the migration connection failed: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Self { pool, shown_url })
+    }
+
+    /// The newest schema version this orch can open (and migrates every database up to).
+    pub fn schema_version() -> i64 {
+        migrate::latest_version()
+    }
+
+    /// The URL this store was opened with, its password masked.
+    pub fn url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// Closes every connection, waiting for those in use. Later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction; dropping it without committing (an error, a cancelled future)
+    /// rolls back.
+    async fn write(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+fn check_lease_ms(lease_ms: i64) -> Result<()> {
+    if lease_ms <= 0 {
+        return Err(StoreError::Invalid(format!(
+            "a lease must last a positive number of milliseconds, not {lease_ms} (use expire_lease to end one)"
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn upsert_project(&self, id: &ProjectId, repo_path: &str) -> Result<ProjectRecord> {
+        let sql = format!(
+            "INSERT INTO projects (id, repo_path, next_item_number, created_at) VALUES ($1, $2, 1, {})
+             ON CONFLICT (id) DO UPDATE SET repo_path = excluded.repo_path
+             RETURNING {}",
+            now_ms!(),
+            rows::PROJECT_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(repo_path)
+            .fetch_one(&self.pool)
+            .await?;
+        rows::project(&row)
+    }
+
+    async fn get_project(&self, id: &ProjectId) -> Result<Option<ProjectRecord>> {
+        let sql = format!(
+            "SELECT {} FROM projects WHERE id = $1",
+            rows::PROJECT_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::project).transpose()
+    }
+
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
+        // Byte order, as on SQLite, whatever the database's collation.
+        let sql = format!(
+            "SELECT {} FROM projects ORDER BY id COLLATE \"C\"",
+            rows::PROJECT_COLUMNS
+        );
+        rows::all(
+            &sqlx::query(&sql).fetch_all(&self.pool).await?,
+            rows::project,
+        )
+    }
+
+    async fn create_item(
+        &self,
+        project: &ProjectId,
+        prefix: &str,
+        title: &str,
+        body: &str,
+        progress: &ItemProgress,
+        first_run: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<ItemRecord> {
+        let mut tx = self.write().await?;
+        let item = items::create(
+            &mut tx, project, prefix, title, body, progress, &first_run, &events,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(item)
+    }
+
+    async fn get_item(&self, id: &ItemId) -> Result<Option<ItemRecord>> {
+        items::get(&self.pool, id).await
+    }
+
+    async fn list_items(&self, project: Option<&ProjectId>) -> Result<Vec<ItemRecord>> {
+        // Ids sort by length first so `DEMO-9` comes before `DEMO-10` within one millisecond.
+        let order = "ORDER BY created_at, length(id), id COLLATE \"C\"";
+        let columns = rows::ITEM_COLUMNS;
+        let found = match project {
+            Some(p) => {
+                let sql = format!("SELECT {columns} FROM work_items WHERE project_id = $1 {order}");
+                sqlx::query(&sql)
+                    .bind(p.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = format!("SELECT {columns} FROM work_items {order}");
+                sqlx::query(&sql).fetch_all(&self.pool).await?
+            }
+        };
+        rows::all(&found, rows::item)
+    }
+
+    async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>> {
+        let sql = format!("SELECT {} FROM stage_runs WHERE id = $1", rows::RUN_COLUMNS);
+        let row = sqlx::query(&sql)
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::run).transpose()
+    }
+
+    async fn list_runs(&self, item: &ItemId) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {} FROM stage_runs WHERE item_id = $1 ORDER BY id",
+            rows::RUN_COLUMNS
+        );
+        let found = sqlx::query(&sql)
+            .bind(item.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows::all(&found, rows::run)
+    }
+
+    async fn list_running(&self) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {} FROM stage_runs WHERE state = 'running' ORDER BY id",
+            rows::RUN_COLUMNS
+        );
+        rows::all(&sqlx::query(&sql).fetch_all(&self.pool).await?, rows::run)
+    }
+
+    async fn list_events(&self, item: &ItemId, after: i64) -> Result<Vec<EventRecord>> {
+        let sql = format!(
+            "SELECT {} FROM events WHERE item_id = $1 AND seq > $2 ORDER BY seq",
+            rows::EVENT_COLUMNS
+        );
+        let found = sqlx::query(&sql)
+            .bind(item.as_str())
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows::all(&found, rows::event)
+    }
+
+    async fn append_events(&self, item: &ItemId, events: Vec<NewEvent>) -> Result<()> {
+        let mut tx = self.write().await?;
+        items::require_item(&mut tx, item).await?;
+        items::append_events(&mut tx, item, &events).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>> {
+        check_lease_ms(lease_ms)?;
+        let mut tx = self.write().await?;
+        let claimed = runs::claim_next(&mut tx, owner, lease_ms).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn renew_lease(&self, fence: Fence, lease_ms: i64) -> Result<()> {
+        check_lease_ms(lease_ms)?;
+        let mut tx = self.write().await?;
+        runs::renew(&mut tx, fence, lease_ms).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn expire_lease(&self, fence: Fence) -> Result<()> {
+        let mut tx = self.write().await?;
+        runs::expire(&mut tx, fence).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn save_checkpoint(
+        &self,
+        fence: Fence,
+        checkpoint: Value,
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        runs::save_checkpoint(&mut tx, fence, &checkpoint, &events).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn finish_run(&self, fence: Fence, finish: FinishRun) -> Result<()> {
+        let mut tx = self.write().await?;
+        runs::finish(&mut tx, fence, &finish).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn change_item(&self, item: &ItemId, change: ItemChange) -> Result<()> {
+        let mut tx = self.write().await?;
+        items::change(&mut tx, item, &change).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool> {
+        let sql = concat!(
+            "INSERT INTO inbox (source, delivery_id, received_at, body) VALUES ($1, $2, ",
+            now_ms!(),
+            ", $3) ON CONFLICT (source, delivery_id) DO NOTHING"
+        );
+        let done = sqlx::query(sql)
+            .bind(source)
+            .bind(delivery_id)
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
