@@ -4,6 +4,7 @@
 //! check: its index and id) and say what is allowed, because a person fixes this file by hand.
 
 mod checks;
+mod hook;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ use orch_core::staging::CheckCategory;
 use crate::error::DeployError;
 use crate::template;
 use raw::{RawDeploy, RawHealth};
+
+pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, HookSpec};
 
 /// Contract 7: ten tries six seconds apart unless the project says otherwise.
 pub const DEFAULT_HEALTH_TRIES: u32 = 10;
@@ -132,15 +135,42 @@ pub struct JsonExpectation {
 }
 
 impl DeploySpec {
-    /// Parses and validates the text of `.orch/deploy.toml`.
+    /// Parses and validates the text of `.orch/deploy.toml` of a `process` deployer; a file
+    /// saying `kind = "hook"` is an error here (read it with [`DeployConfig::from_toml`]).
     pub fn from_toml(text: &str) -> Result<DeploySpec, DeployError> {
-        let raw: RawDeploy = toml::from_str(text).map_err(|e| DeployError::ConfigSyntax {
-            message: e.to_string(),
+        match DeployConfig::from_toml(text)? {
+            DeployConfig::Process(spec) => Ok(spec),
+            DeployConfig::Hook(_) => Err(config_err(
+                "kind",
+                "is \"hook\", but this needs the process deployer's [build] and [run]",
+            )),
+        }
+    }
+
+    /// Validates the sections of a `process` deployer (`kind` is absent or `"process"`).
+    fn from_raw(raw: RawDeploy) -> Result<DeploySpec, DeployError> {
+        if raw.hook.is_some() {
+            return Err(config_err(
+                "hook",
+                "is set, but kind is \"process\"; set kind = \"hook\" or remove [hook]",
+            ));
+        }
+        let build = raw.build.ok_or_else(|| {
+            config_err(
+                "build",
+                "is missing; the process deployer needs [build] command and artifact",
+            )
+        })?;
+        let run = raw.run.ok_or_else(|| {
+            config_err(
+                "run",
+                "is missing; the process deployer needs [run] command",
+            )
         })?;
         Ok(DeploySpec {
-            build: build_from_raw(raw.build)?,
-            run: run_from_raw(raw.run)?,
-            health: health_from_raw(raw.health)?,
+            build: build_from_raw(build)?,
+            run: run_from_raw(run)?,
+            health: health_from_raw(raw.health.unwrap_or_default())?,
             staging: checks::staging_from_raw(raw.staging)?,
         })
     }

@@ -95,6 +95,13 @@ pub enum DeployError {
     )]
     Frozen { marker: PathBuf, reason: String },
 
+    #[error("the {env} deploy hook {outcome}; see its output in {log}")]
+    HookFailed {
+        env: Env,
+        outcome: String,
+        log: PathBuf,
+    },
+
     #[error("cancelled before it finished")]
     Cancelled,
 }

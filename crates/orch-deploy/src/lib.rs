@@ -6,7 +6,8 @@
 //! - [`probe_health`] is the health probe of contract 7.
 //! - [`Deployer`] is the port the engine calls on the two action stages; [`ProcessDeployer`] is
 //!   the default implementation (a build directory keyed by SHA, detached processes on loopback
-//!   ports, restore on a failed promotion, freeze on a failed restore).
+//!   ports, restore on a failed promotion, freeze on a failed restore); [`HookDeployer`] runs the
+//!   project's own deploy script under the exit-code contract (`kind = "hook"`, [`DeployConfig`]).
 //! - [`StagingReport::log_markdown`] and [`DeployReport::log_markdown`] render the stage logs.
 //!
 //! Invariants:
@@ -25,6 +26,7 @@ mod config;
 mod deployer;
 mod error;
 mod health;
+mod hook;
 mod http;
 mod instance;
 mod layout;
@@ -35,12 +37,13 @@ mod template;
 pub use build::Build;
 pub use checks::{CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
-    BuildSpec, CheckSpec, DeploySpec, HealthSpec, JsonExpectation, Mode, Probe, RunSpec,
-    StagingSpec,
+    BuildSpec, CheckSpec, DEFAULT_HOOK_TIMEOUT, DeployConfig, DeploySpec, HealthSpec, HookSpec,
+    JsonExpectation, Mode, Probe, RunSpec, StagingSpec,
 };
 pub use deployer::Deployer;
 pub use error::DeployError;
 pub use health::{HealthOutcome, probe_health};
+pub use hook::{ARTIFACT_LINE_PREFIX, HookDeployer};
 pub use instance::{Env, InstanceRecord, Ports};
 pub use process_deployer::ProcessDeployer;
 pub use report::{DeployReport, DeployStatus, StagingReport};

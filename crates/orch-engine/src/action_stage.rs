@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::execute::{Measured, StageError, fingerprint};
 use crate::project::{Project, artifact_dir, branch};
-use crate::{Engine, EngineError, events};
+use crate::{Engine, EngineError, approval, events};
 
 impl Engine {
     pub(crate) async fn run_action_stage(
@@ -31,7 +31,14 @@ impl Engine {
                 message: "is missing; deploy stages need it".to_owned(),
             }));
         };
-        let _one_deploy_at_a_time = project.deploy_lock.lock().await;
+        // One deploy per project at a time, across every task and every worker process (flock
+        // conflicts between two descriptors of one process too).
+        let _one_deploy_at_a_time = crate::locks::project_lock(
+            &project.settings.data_dir,
+            crate::locks::LockKind::Deploy,
+            project.id().as_str(),
+        )
+        .await?;
         let repo = orch_git::Repo::open(&project.settings.repo).await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;
@@ -90,6 +97,13 @@ impl Engine {
                         &"no deploy-staging run of this item passed; nothing is validated to promote",
                     ));
                 };
+                let history = self.store.list_events(&item.id, 0).await?;
+                if let Err(reason) = approval::approval_covers(&project.pipeline, &history, &sha) {
+                    return Ok(Measured::refused(
+                        orch_core::pipeline::GateKind::Action,
+                        reason,
+                    ));
+                }
                 self.crashpoint("during-deploy");
                 let report = deployer.promote(&sha, cancel).await;
                 evs.push(NewEvent::for_run(

@@ -6,7 +6,7 @@ use orch_core::{ItemId, ProjectId};
 use orch_store::{ItemChange, ItemRecord, NewEvent, RunState, StoreError};
 use serde_json::json;
 
-use crate::{Engine, EngineError, events, record};
+use crate::{Engine, EngineError, approval, events, record};
 
 /// What an approver sees before approving: the staging verdict and the artifact it is bound to.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,17 +69,14 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownItem(id.to_string()))
     }
 
-    /// The evidence an approval is bound to.
+    /// The evidence an approval would be bound to: the passed staging run of the item's current
+    /// build, if there is one.
     pub async fn approval_evidence(&self, id: &ItemId) -> Result<ApproveEvidence, EngineError> {
         let item = self.item(id).await?;
+        let project = self.project(&item.project)?;
         let runs = self.store.list_runs(id).await?;
-        let staging = runs
-            .iter()
-            .rev()
-            .find(|r| {
-                r.state == RunState::Passed
-                    && r.verdict.as_ref().is_some_and(|v| v.get("sha").is_some())
-            })
+        let staging = approval::validated_staging(&project.pipeline, &runs)
+            .ok()
             .and_then(|r| r.verdict.clone());
         let field = |k: &str| {
             staging
@@ -97,13 +94,28 @@ impl Engine {
         })
     }
 
-    /// Approves the item's current approval stage.
+    /// Approves the item's current approval stage, bound to the SHA and digest its latest passed
+    /// staging run validated. Refused for an agent, for anyone not on the project's approvers
+    /// (when it names some), and when nothing of the current build passed staging.
     pub async fn approve(&self, id: &ItemId, by: &str) -> Result<(), EngineError> {
         let item = self.item(id).await?;
+        let project = self.project(&item.project)?;
+        let refused = |message: String| EngineError::Refused {
+            item: id.to_string(),
+            message,
+        };
+        if let Some(why) = approval::refuse_approver(by, &project.settings.approvers) {
+            return Err(refused(why));
+        }
+        // Another status is refused by the transition below, with the message that fits it.
+        if item.progress.status == ItemStatus::AwaitingApproval {
+            let runs = self.store.list_runs(id).await?;
+            approval::validated_staging(&project.pipeline, &runs).map_err(refused)?;
+        }
         let evidence = self.approval_evidence(id).await?;
         let extra = vec![NewEvent::new(
             events::APPROVED,
-            json!({ "by": by, "stage": item.progress.stage.as_str(), "sha": evidence.sha, "digest": evidence.digest }),
+            json!({ "by": by.trim(), "stage": item.progress.stage.as_str(), "sha": evidence.sha, "digest": evidence.digest }),
         )];
         self.change(
             item,

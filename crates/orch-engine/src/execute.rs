@@ -26,6 +26,17 @@ pub(crate) struct Measured {
 }
 
 impl Measured {
+    /// A stage that refused to act (a guard did not hold) is FAILED with the guard's reason.
+    pub(crate) fn refused(gate: GateKind, reason: String) -> Self {
+        Self {
+            fingerprint: format!("refused|{reason}"),
+            verdict: GateVerdict::failed(gate, reason),
+            usage: None,
+            facts: Value::Null,
+            events: Vec::new(),
+        }
+    }
+
     /// An internal error while deciding is FAILED, never SUCCESS (fail-closed).
     pub(crate) fn internal_error(gate: GateKind, error: &dyn std::fmt::Display) -> Self {
         let reason = format!("internal error: {error}");

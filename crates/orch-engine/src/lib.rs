@@ -14,9 +14,11 @@
 
 mod action_stage;
 mod agent_stage;
+mod approval;
 mod commands;
 pub mod events;
 mod execute;
+mod locks;
 mod merge;
 pub mod project;
 mod reaper;
@@ -50,6 +52,12 @@ pub enum EngineError {
     Store(#[from] orch_store::StoreError),
     #[error("git: {0}")]
     Git(#[from] orch_git::GitError),
+    /// A per-project lock (merges, deploys: one at a time) could not be taken.
+    #[error("cannot take the lock {path}: {source}; check that the data directory is writable")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Tuning of the engine; the binary fills it from configuration and environment.

@@ -19,6 +19,12 @@ impl Engine {
             let Ok(project) = self.project(&item.project) else {
                 continue;
             };
+            let _merging = crate::locks::project_lock(
+                &project.settings.data_dir,
+                crate::locks::LockKind::Merge,
+                item.project.as_str(),
+            )
+            .await?;
             let repo = orch_git::Repo::open(&project.settings.repo).await?;
             let message = format!("Merge {}: {}", item.id, item.title);
             let merged = match repo.merge_into_default(&branch(&item.id), &message).await {

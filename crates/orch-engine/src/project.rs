@@ -34,6 +34,8 @@ pub struct ProjectSettings {
     pub prod_port: u16,
     /// Health probe tries and interval override (tests and the demo use short ones).
     pub health_override: Option<(u32, std::time::Duration)>,
+    /// Who may approve this project's items; empty means any person (never an agent).
+    pub approvers: Vec<String>,
 }
 
 pub struct Project {
@@ -42,9 +44,6 @@ pub struct Project {
     pub roles: BTreeMap<RoleName, Role>,
     agents: BTreeMap<String, BuiltAgent>,
     pub deployer: Option<Arc<dyn orch_deploy::Deployer>>,
-    /// One deploy per project at a time: staging and prod are single instances, so concurrent
-    /// items queue here instead of replacing each other's instance mid-check.
-    pub deploy_lock: tokio::sync::Mutex<()>,
 }
 
 fn read(repo: &Path, rel: &str) -> Result<Option<String>, EngineError> {
@@ -126,23 +125,8 @@ impl Project {
             .stages()
             .iter()
             .any(|s| matches!(s.kind, StageKind::Action { .. }));
-        let deployer: Option<Arc<dyn orch_deploy::Deployer>> = match read(&repo, files::DEPLOY)? {
-            Some(text) => {
-                let mut spec = orch_deploy::DeploySpec::from_toml(&text)
-                    .map_err(|e| config_err(files::DEPLOY, e))?;
-                if let Some((tries, interval)) = settings.health_override {
-                    spec.health.tries = tries;
-                    spec.health.interval = interval;
-                }
-                let root = settings.data_dir.join("deploy").join(settings.id.as_str());
-                let ports = orch_deploy::Ports {
-                    staging: settings.staging_port,
-                    prod: settings.prod_port,
-                };
-                let deployer = orch_deploy::ProcessDeployer::new(root, spec, ports)
-                    .map_err(|e| config_err(files::DEPLOY, e))?;
-                Some(Arc::new(deployer))
-            }
+        let deployer = match read(&repo, files::DEPLOY)? {
+            Some(text) => Some(build_deployer(&settings, &text)?),
             None if needs_deployer => {
                 return Err(config_err(
                     files::DEPLOY,
@@ -157,7 +141,6 @@ impl Project {
             roles,
             agents,
             deployer,
-            deploy_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -188,6 +171,37 @@ impl Project {
             .join(item.as_str())
             .join(format!("{stage}-{attempt}.log"))
     }
+}
+
+/// The deployer `.orch/deploy.toml` chooses with its `kind`.
+fn build_deployer(
+    settings: &ProjectSettings,
+    text: &str,
+) -> Result<Arc<dyn orch_deploy::Deployer>, EngineError> {
+    let config =
+        orch_deploy::DeployConfig::from_toml(text).map_err(|e| config_err(files::DEPLOY, e))?;
+    let root = settings.data_dir.join("deploy").join(settings.id.as_str());
+    let ports = orch_deploy::Ports {
+        staging: settings.staging_port,
+        prod: settings.prod_port,
+    };
+    let deployer: Arc<dyn orch_deploy::Deployer> = match config {
+        orch_deploy::DeployConfig::Process(mut spec) => {
+            if let Some((tries, interval)) = settings.health_override {
+                spec.health.tries = tries;
+                spec.health.interval = interval;
+            }
+            Arc::new(
+                orch_deploy::ProcessDeployer::new(root, spec, ports)
+                    .map_err(|e| config_err(files::DEPLOY, e))?,
+            )
+        }
+        orch_deploy::DeployConfig::Hook(spec) => Arc::new(
+            orch_deploy::HookDeployer::new(root, settings.id.as_str(), spec, ports)
+                .map_err(|e| config_err(files::DEPLOY, e))?,
+        ),
+    };
+    Ok(deployer)
 }
 
 /// The branch of an item.

@@ -76,6 +76,13 @@ Example:\n  ORCH_API_TOKEN=$(openssl rand -hex 32) orch serve --listen 127.0.0.1
 curl -H \"Authorization: Bearer $ORCH_API_TOKEN\" http://127.0.0.1:8500/api/v1/items"
     )]
     Serve(ServeArgs),
+    /// Claim and run stage runs from the shared store until SIGTERM or Ctrl-C (no HTTP server).
+    #[command(
+        after_help = "Run several workers against one PostgreSQL store, with the same orch.toml and one \
+data directory (shared storage when they are on several machines); each claims runs exclusively \
+under a lease, and a run whose worker dies is re-claimed when its lease expires.\n\nExample:\n  ORCH_STORE_URL=postgres://orch@db.internal/orch orch worker --poll-secs 5"
+    )]
+    Worker(WorkerArgs),
     /// Measure orch's overhead: N items through the full pipeline, against a shell baseline.
     #[command(after_help = "Example:\n  orch bench --items 50")]
     Bench(BenchArgs),
@@ -220,4 +227,11 @@ pub struct BenchArgs {
     /// Keep the bench directory instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Seconds to rest when nothing is runnable before looking again.
+    #[arg(long, default_value_t = 2, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub poll_secs: u64,
 }

@@ -64,6 +64,9 @@ pub struct ProjectEntry {
     pub health_tries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_interval_ms: Option<u64>,
+    /// The people who may approve this project's items; empty or absent means any person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
 }
 
 /// Resolved settings.
@@ -109,6 +112,11 @@ pub fn parse_project(
             ))
         }
     };
+    if let Some(index) = entry.approvers.iter().position(|a| a.trim().is_empty()) {
+        return Err(format!(
+            "project `{id}`, field `approvers[{index}]`: is empty; list people's names, or leave `approvers` out to let any person approve"
+        ));
+    }
     Ok(orch_engine::ProjectSettings {
         id,
         repo: data_dir.join(&entry.repo),
@@ -116,6 +124,11 @@ pub fn parse_project(
         staging_port: entry.staging_port,
         prod_port: entry.prod_port,
         health_override,
+        approvers: entry
+            .approvers
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .collect(),
     })
 }
 

@@ -9,10 +9,12 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDeploy {
-    pub build: RawBuild,
-    pub run: RawRun,
-    #[serde(default)]
-    pub health: RawHealth,
+    /// `"process"` (the default) or `"hook"`.
+    pub kind: Option<String>,
+    pub build: Option<RawBuild>,
+    pub run: Option<RawRun>,
+    pub health: Option<RawHealth>,
+    pub hook: Option<RawHook>,
     #[serde(default)]
     pub staging: RawStaging,
 }
@@ -31,6 +33,13 @@ pub(super) struct RawRun {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    pub command: Option<Vec<String>>,
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -130,6 +130,7 @@ impl Server {
             staging_port: 18511,
             prod_port: 18510,
             health_override: None,
+            approvers: Vec::new(),
         })
         .expect("project loads");
         let engine = Arc::new(Engine::new(

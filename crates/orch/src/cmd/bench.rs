@@ -53,6 +53,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             prod_port: prod,
             health_tries: Some(200),
             health_interval_ms: Some(20),
+            approvers: Vec::new(),
         }],
     };
     std::fs::write(&config, toml::to_string_pretty(&file)?)?;
@@ -86,6 +87,20 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         .iter()
         .filter(|i| i.progress.status == ItemStatus::Done)
         .count();
+    // Anything not done is shown with its reason: a bench that hides failures measures nothing.
+    for i in items
+        .iter()
+        .filter(|i| i.progress.status != ItemStatus::Done)
+        .take(5)
+    {
+        println!(
+            "not done: {} at {} ({}): {}",
+            i.id,
+            i.progress.stage,
+            i.progress.status.as_str(),
+            i.blocked_reason.as_deref().unwrap_or("-")
+        );
+    }
     let peak_kib = peak_rss_kib();
 
     let base_repo = root.join("baseline/repo");

@@ -227,6 +227,7 @@ async fn create_demo(
             prod_port,
             health_tries: Some(40),
             health_interval_ms: Some(250),
+            approvers: Vec::new(),
         }],
     };
     let path = dir.join("orch.toml");

@@ -10,6 +10,7 @@ mod run;
 mod serve;
 mod staging_check;
 mod status;
+mod worker;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::Status(a) => status::run(&ctx, a).await,
                 Command::StagingCheck(a) => staging_check::run(&ctx, a).await,
                 Command::Serve(a) => serve::run(&ctx, a).await,
+                Command::Worker(a) => worker::run(&ctx, a).await,
                 Command::Demo(_) | Command::Init(_) | Command::Bench(_) => Ok(2),
             }
         }

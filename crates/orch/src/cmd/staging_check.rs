@@ -16,14 +16,14 @@ pub async fn run(ctx: &Context, a: StagingCheckArgs) -> anyhow::Result<i32> {
         .join(orch_engine::project::files::DEPLOY);
     let text = std::fs::read_to_string(&file)
         .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
-    let spec = orch_deploy::DeploySpec::from_toml(&text)
+    let config = orch_deploy::DeployConfig::from_toml(&text)
         .map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
     let mode = orch_deploy::Mode::parse(&a.mode)
         .ok_or_else(|| UsageError(format!("unknown mode `{}`", a.mode)))?;
     let tolerance = ctx.settings.staging_tolerance && !a.strict;
     let runs = orch_deploy::run_checks(
         &a.base_url,
-        &spec.staging,
+        config.staging(),
         mode,
         &project.settings.repo,
         &CancellationToken::new(),

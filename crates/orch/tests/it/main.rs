@@ -7,3 +7,5 @@ mod crash;
 mod demo;
 mod harness;
 mod serve;
+mod staging;
+mod worker;

@@ -1,0 +1,161 @@
+//! `kind = "hook"`: the project's own deploy script does the building and running; orch gives it
+//! the documented environment, judges its exit code (contract 3) and runs the staging checks.
+
+use std::time::Duration;
+
+use super::raw::{RawDeploy, RawHook};
+use super::{DeploySpec, StagingSpec, checks, config_err, positive_secs};
+use crate::error::DeployError;
+
+/// A deploy hook may build an image; ten minutes unless the project says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The deployers `.orch/deploy.toml` can choose with `kind`.
+const KINDS: [&str; 2] = ["process", "hook"];
+
+/// A project's validated deploy settings, one variant per deployer kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployConfig {
+    Process(DeploySpec),
+    Hook(HookSpec),
+}
+
+/// The settings of a hook deployer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    /// The argv of the hook; a relative program (`./deploy.sh`) is found in the validated worktree.
+    pub command: Vec<String>,
+    /// A hook still running after this is killed and FAILED.
+    pub timeout: Duration,
+    pub staging: StagingSpec,
+}
+
+impl DeployConfig {
+    /// Parses and validates the text of `.orch/deploy.toml` for whichever `kind` it names.
+    pub fn from_toml(text: &str) -> Result<DeployConfig, DeployError> {
+        let raw: RawDeploy = toml::from_str(text).map_err(|e| DeployError::ConfigSyntax {
+            message: e.to_string(),
+        })?;
+        match raw.kind.as_deref().unwrap_or("process") {
+            "process" => DeploySpec::from_raw(raw).map(DeployConfig::Process),
+            "hook" => hook_from_raw(raw).map(DeployConfig::Hook),
+            other => Err(config_err(
+                "kind",
+                format!(
+                    "`{other}` is not a deployer; use one of: {}",
+                    KINDS.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// The staging checks, whichever deployer runs them.
+    pub fn staging(&self) -> &StagingSpec {
+        match self {
+            DeployConfig::Process(spec) => &spec.staging,
+            DeployConfig::Hook(spec) => &spec.staging,
+        }
+    }
+}
+
+fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
+    // The hook builds, runs and health-checks by itself: process settings would be ignored, and
+    // an ignored setting misleads whoever reads the file.
+    let process_only = [
+        ("build", raw.build.is_some()),
+        ("run", raw.run.is_some()),
+        ("health", raw.health.is_some()),
+    ];
+    if let Some((field, _)) = process_only.iter().find(|(_, present)| *present) {
+        return Err(config_err(
+            *field,
+            format!(
+                "is a process deployer setting, but kind = \"hook\"; remove [{field}] (the hook builds, runs and health-checks)"
+            ),
+        ));
+    }
+    let RawHook {
+        command,
+        timeout_secs,
+    } = raw.hook.ok_or_else(|| {
+        config_err(
+            "hook.command",
+            "is missing; kind = \"hook\" needs [hook] command = [\"./deploy.sh\"]",
+        )
+    })?;
+    let command = command.unwrap_or_default();
+    if command
+        .first()
+        .is_none_or(|program| program.trim().is_empty())
+    {
+        return Err(config_err(
+            "hook.command",
+            "is missing or empty; give the hook's argv, e.g. [\"./deploy.sh\"]",
+        ));
+    }
+    Ok(HookSpec {
+        command,
+        timeout: positive_secs("hook.timeout_secs", timeout_secs, DEFAULT_HOOK_TIMEOUT)?,
+        staging: checks::staging_from_raw(raw.staging)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(text: &str) -> String {
+        match DeployConfig::from_toml(text) {
+            Err(DeployError::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_hook_config_reads_its_command_timeout_and_checks() {
+        let text =
+            "kind = \"hook\"\n[hook]\ncommand = [\"./deploy.sh\", \"--all\"]\ntimeout_secs = 5\n";
+        let Ok(DeployConfig::Hook(spec)) = DeployConfig::from_toml(text) else {
+            panic!("a valid hook config");
+        };
+        assert_eq!(spec.command, ["./deploy.sh", "--all"]);
+        assert_eq!(spec.timeout, Duration::from_secs(5));
+        let default = "kind = \"hook\"\n[hook]\ncommand = [\"./deploy.sh\"]\n";
+        let Ok(DeployConfig::Hook(spec)) = DeployConfig::from_toml(default) else {
+            panic!("a valid hook config");
+        };
+        assert_eq!(spec.timeout, DEFAULT_HOOK_TIMEOUT);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of("kind = \"hook\"\n"), "hook.command");
+        assert_eq!(
+            field_of("kind = \"hook\"\n[hook]\ntimeout_secs = 3\n"),
+            "hook.command"
+        );
+        assert_eq!(
+            field_of("kind = \"hook\"\n[hook]\ncommand = []\n"),
+            "hook.command"
+        );
+        let both = "kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\n[build]\ncommand = \"make\"\nartifact = \"app\"\n";
+        assert_eq!(field_of(both), "build");
+        let process_with_hook = "[hook]\ncommand = [\"./d.sh\"]\n[build]\ncommand = \"make\"\nartifact = \"app\"\n[run]\ncommand = [\"{artifact}\"]\n";
+        assert_eq!(field_of(process_with_hook), "hook");
+        assert_eq!(field_of("kind = \"docker\"\n"), "kind");
+        assert_eq!(
+            field_of("kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\ntimeout_secs = 0\n"),
+            "hook.timeout_secs"
+        );
+        assert_eq!(field_of("[run]\ncommand = [\"x\"]\n"), "build");
+    }
+
+    #[test]
+    fn the_process_reader_refuses_a_hook_config() {
+        let text = "kind = \"hook\"\n[hook]\ncommand = [\"./deploy.sh\"]\n";
+        assert!(matches!(
+            DeploySpec::from_toml(text),
+            Err(DeployError::Config { field, .. }) if field == "kind"
+        ));
+    }
+}

@@ -1,0 +1,333 @@
+//! The `hook` deployer: the project's own script builds and runs the app (a docker compose file,
+//! an ssh to a host), orch gives it the documented environment and judges only its exit code
+//! (contract 3), then validates staging with the same checks as the process deployer.
+//!
+//! ```text
+//! <root>/hook/<sha>.staging.log        the hook's output when it deployed <sha> to staging
+//! <root>/hook/<sha>.prod.log           the hook's output when it promoted <sha>
+//! <root>/hook/<sha>.validated.json     the proof that <sha> passed staging (build once)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use orch_core::gate::ExitOutcome;
+use orch_core::staging::{CheckResult, fold};
+use orch_process::{Observer, Spec, Stream};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::build::check_sha_format;
+use crate::checks::{report_lines, run_checks};
+use crate::config::{HookSpec, Mode};
+use crate::deployer::Deployer;
+use crate::error::DeployError;
+use crate::instance::{Env, Ports};
+use crate::layout::{read_record, remove_file, write_record};
+use crate::report::{DeployReport, DeployStatus, StagingReport};
+
+/// A staging hook may print this, then the reference of what it built (`ORCH_ARTIFACT=reg/app@sha256:..`);
+/// prod then receives that reference as `SOURCE_IMAGE` instead of the SHA-tagged name.
+pub const ARTIFACT_LINE_PREFIX: &str = "ORCH_ARTIFACT=";
+
+#[derive(Debug, Clone)]
+pub struct HookDeployer {
+    root: PathBuf,
+    project: String,
+    spec: HookSpec,
+    ports: Ports,
+    mode: Mode,
+}
+
+/// Written when staging passed `sha`: promotion reads it, never whatever staging runs now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct HookValidation {
+    sha: String,
+    /// What prod receives as `SOURCE_IMAGE`.
+    artifact: String,
+    /// The validated worktree, handed to the prod hook as `BUILD_CONTEXT`.
+    build_context: PathBuf,
+}
+
+impl HookDeployer {
+    /// A hook deployer for `project`, keeping its logs and proofs under `root`.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        project: &str,
+        spec: HookSpec,
+        ports: Ports,
+    ) -> Result<HookDeployer, DeployError> {
+        if ports.staging == 0 || ports.prod == 0 || ports.staging == ports.prod {
+            return Err(DeployError::Config {
+                field: "ports".to_owned(),
+                problem: format!(
+                    "staging ({}) and prod ({}) need two different, non-zero ports",
+                    ports.staging, ports.prod
+                ),
+            });
+        }
+        Ok(HookDeployer {
+            root: root.into(),
+            project: project.to_owned(),
+            spec,
+            ports,
+            mode: Mode::Stub,
+        })
+    }
+
+    pub fn with_mode(mut self, mode: Mode) -> HookDeployer {
+        self.mode = mode;
+        self
+    }
+
+    /// Where the hook's output goes when it deploys `sha` to `env`.
+    pub fn hook_log(&self, env: Env, sha: &str) -> PathBuf {
+        self.root.join("hook").join(format!("{sha}.{env}.log"))
+    }
+
+    fn proof_path(&self, sha: &str) -> PathBuf {
+        self.root.join("hook").join(format!("{sha}.validated.json"))
+    }
+
+    /// The SHA-tagged name of a build, used when the staging hook names no artifact of its own.
+    fn tagged(&self, sha: &str) -> String {
+        format!("orch-{}:{sha}", self.project)
+    }
+
+    /// Runs the hook for `env` and maps its ending onto contract 3; `Ok` carries what it printed
+    /// after [`ARTIFACT_LINE_PREFIX`], if anything.
+    async fn run_hook(
+        &self,
+        env: Env,
+        hook: HookEnv<'_>,
+        cancel: &CancellationToken,
+        lines: &mut Vec<String>,
+    ) -> Result<Option<String>, DeployError> {
+        let log = self.hook_log(env, hook.sha);
+        let hook_dir = self.root.join("hook");
+        std::fs::create_dir_all(&hook_dir).map_err(DeployError::io("create", &hook_dir))?;
+        remove_file(&log)?;
+        let program = self.spec.command.first().cloned().unwrap_or_default();
+        // A relative program with a slash (`./deploy.sh`) is the project's own script.
+        let program = if program.contains('/') && Path::new(&program).is_relative() {
+            hook.build_context.join(&program).display().to_string()
+        } else {
+            program
+        };
+        let port = self.ports.of(env).to_string();
+        let spec = Spec::new(program, hook.build_context)
+            .args(self.spec.command.iter().skip(1))
+            .env("TARGET_SERVICE", env.as_str())
+            .env("TARGET_PORT", port.as_str())
+            .env("BUILD_CONTEXT", hook.build_context.display().to_string())
+            .env("GIT_SHA", hook.sha)
+            .env("TARGET_IMAGE", hook.target_image)
+            .env("SOURCE_IMAGE", hook.source_image.unwrap_or_default())
+            .timeout(self.spec.timeout)
+            .log(&log);
+        lines.push(format!(
+            "{env}: running the hook `{}` (output in {})",
+            self.spec.command.join(" "),
+            log.display()
+        ));
+        let mut printed = ArtifactLine::default();
+        let finished = orch_process::run(&spec, cancel, &mut printed).await;
+        if cancel.is_cancelled() {
+            return Err(DeployError::Cancelled);
+        }
+        match finished.outcome {
+            ExitOutcome::Exited(0) => {
+                lines.push(format!("{env}: the hook exited 0"));
+                Ok(printed.0)
+            }
+            outcome => Err(DeployError::HookFailed {
+                env,
+                outcome: hook_outcome(&outcome),
+                log,
+            }),
+        }
+    }
+
+    async fn staging(
+        &self,
+        worktree: &Path,
+        sha: &str,
+        tolerance: bool,
+        cancel: &CancellationToken,
+    ) -> StagingReport {
+        let base_url = format!("http://127.0.0.1:{}", self.ports.staging);
+        let mut steps = Vec::new();
+        // A failed run voids an earlier proof of the same SHA, whatever failed.
+        let _ = remove_file(&self.proof_path(sha));
+        let hooked = match check_sha_format(sha) {
+            Ok(()) => {
+                let env = HookEnv {
+                    build_context: worktree,
+                    sha,
+                    target_image: &self.tagged(sha),
+                    source_image: None,
+                };
+                self.run_hook(Env::Staging, env, cancel, &mut steps).await
+            }
+            Err(e) => Err(e),
+        };
+        let artifact = match hooked {
+            Ok(printed) => printed.unwrap_or_else(|| self.tagged(sha)),
+            Err(e) => return failed_before_checks(sha, base_url, tolerance, steps, &e),
+        };
+        let checks = run_checks(&base_url, &self.spec.staging, self.mode, worktree, cancel).await;
+        let results: Vec<CheckResult> = checks.iter().map(|run| run.result.clone()).collect();
+        let error = cancel
+            .is_cancelled()
+            .then(|| DeployError::Cancelled.to_string());
+        let mut verdict = fold(&results, tolerance, error.as_deref());
+        if verdict.is_success() {
+            let proof = HookValidation {
+                sha: sha.to_owned(),
+                artifact,
+                build_context: worktree.to_owned(),
+            };
+            if let Err(e) = write_record(&self.proof_path(sha), &proof) {
+                verdict = fold(&results, tolerance, Some(&e.to_string()));
+            }
+        }
+        steps.extend(report_lines(&checks, &verdict));
+        StagingReport {
+            sha: sha.to_owned(),
+            build: None,
+            base_url,
+            checks,
+            verdict,
+            lines: steps,
+            error,
+        }
+    }
+
+    async fn prod(&self, validated_sha: &str, cancel: &CancellationToken) -> DeployReport {
+        let mut report = DeployReport {
+            status: DeployStatus::Success,
+            sha: validated_sha.to_owned(),
+            digest: None,
+            restored: None,
+            frozen: false,
+            lines: Vec::new(),
+        };
+        let result = match self.validated(validated_sha) {
+            Ok(proof) => {
+                report.digest = Some(proof.artifact.clone());
+                report
+                    .lines
+                    .push(format!("promoting {validated_sha} ({})", proof.artifact));
+                let env = HookEnv {
+                    build_context: &proof.build_context,
+                    sha: validated_sha,
+                    target_image: &format!("orch-{}:prod", self.project),
+                    source_image: Some(&proof.artifact),
+                };
+                self.run_hook(Env::Prod, env, cancel, &mut report.lines)
+                    .await
+                    .map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            let reason = e.to_string();
+            report.lines.push(format!("FAILED: {reason}"));
+            report.status = DeployStatus::Failed { reason };
+        }
+        report
+    }
+
+    /// The proof staging wrote for exactly this SHA (build once, contract 6).
+    fn validated(&self, sha: &str) -> Result<HookValidation, DeployError> {
+        check_sha_format(sha)?;
+        let path = self.proof_path(sha);
+        let proof: HookValidation =
+            read_record(&path)?.ok_or_else(|| DeployError::NotValidated {
+                validated: sha.to_owned(),
+                proof: path.clone(),
+            })?;
+        if proof.sha != sha {
+            return Err(DeployError::Record {
+                path,
+                detail: format!("it validates {}, not {sha}", proof.sha),
+            });
+        }
+        Ok(proof)
+    }
+}
+
+#[async_trait]
+impl Deployer for HookDeployer {
+    async fn deploy_staging(
+        &self,
+        worktree: &Path,
+        sha: &str,
+        tolerance: bool,
+        cancel: &CancellationToken,
+    ) -> StagingReport {
+        self.staging(worktree, sha, tolerance, cancel).await
+    }
+
+    async fn promote(&self, validated_sha: &str, cancel: &CancellationToken) -> DeployReport {
+        self.prod(validated_sha, cancel).await
+    }
+}
+
+/// The per-run part of the hook's environment.
+struct HookEnv<'a> {
+    build_context: &'a Path,
+    sha: &'a str,
+    target_image: &'a str,
+    source_image: Option<&'a str>,
+}
+
+/// Keeps the last `ORCH_ARTIFACT=` line the hook printed on stdout.
+#[derive(Default)]
+struct ArtifactLine(Option<String>);
+
+impl Observer for ArtifactLine {
+    fn line(&mut self, stream: Stream, line: &str) {
+        if stream == Stream::Stdout
+            && let Some(reference) = line.trim().strip_prefix(ARTIFACT_LINE_PREFIX)
+            && !reference.is_empty()
+        {
+            self.0 = Some(reference.to_owned());
+        }
+    }
+}
+
+/// Contract 3 in words: every ending but exit 0 is FAILED, and the reason says which it was.
+fn hook_outcome(outcome: &ExitOutcome) -> String {
+    match outcome {
+        ExitOutcome::Exited(1) => "exited 1: the deploy failed".to_owned(),
+        ExitOutcome::Exited(2) => {
+            "exited 2: misuse or configuration error; fix the hook's settings".to_owned()
+        }
+        ExitOutcome::Exited(code) => {
+            format!("exited {code}, which the hook contract does not define (0, 1 or 2)")
+        }
+        other => other.describe(),
+    }
+}
+
+fn failed_before_checks(
+    sha: &str,
+    base_url: String,
+    tolerance: bool,
+    mut lines: Vec<String>,
+    error: &DeployError,
+) -> StagingReport {
+    let reason = error.to_string();
+    let verdict = fold(&[], tolerance, Some(&reason));
+    lines.extend(report_lines(&[], &verdict));
+    StagingReport {
+        sha: sha.to_owned(),
+        build: None,
+        base_url,
+        checks: Vec::new(),
+        verdict,
+        lines,
+        error: Some(reason),
+    }
+}

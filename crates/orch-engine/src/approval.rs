@@ -1,0 +1,118 @@
+//! An approval belongs to one artifact: the build a passed staging run validated (its SHA and
+//! digest). These rules decide who may approve, whether there is anything to approve, and whether
+//! the recorded approval covers the SHA a deploy is about to promote. Pure functions over the
+//! item's runs and events, so each rule is testable without a store.
+
+use orch_core::pipeline::{Action, Pipeline, StageKind};
+use orch_store::{EventRecord, RunRecord, RunState};
+
+use crate::events;
+
+/// Agent kinds orch runs; an approval in one of these names is an agent approving itself.
+const AGENT_KINDS: [&str; 4] = ["scripted", "command", "claude", "codex"];
+
+/// Why `by` may not approve, if so: an agent never approves, and when the project names its
+/// approvers, only they do.
+pub(crate) fn refuse_approver(by: &str, approvers: &[String]) -> Option<String> {
+    let by = by.trim();
+    if by.is_empty() {
+        return Some("an approval needs the approver's name (--by NAME)".to_owned());
+    }
+    let lowered = by.to_ascii_lowercase();
+    if AGENT_KINDS.contains(&lowered.as_str()) || lowered.starts_with("agent:") {
+        return Some(format!(
+            "`{by}` names an agent; an agent can never approve a change, a person must"
+        ));
+    }
+    if !approvers.is_empty() && !approvers.iter().any(|a| a == by) {
+        return Some(format!(
+            "`{by}` may not approve items of this project; its approvers are: {}",
+            approvers.join(", ")
+        ));
+    }
+    None
+}
+
+fn is_deploy_staging(pipeline: &Pipeline, run: &RunRecord) -> bool {
+    pipeline.stage(&run.stage).is_some_and(|stage| {
+        stage.kind
+            == StageKind::Action {
+                action: Action::DeployStaging,
+            }
+    })
+}
+
+fn is_approval(pipeline: &Pipeline, run: &RunRecord) -> bool {
+    pipeline
+        .stage(&run.stage)
+        .is_some_and(|stage| stage.kind == StageKind::Approval)
+}
+
+/// The staging run an approval now would be bound to: the item's latest deploy-staging run, which
+/// must have passed, with nothing but approval runs after it. Any later agent or action run means
+/// the item moved on (a rollback, a new build), so that old validation proves nothing now.
+pub(crate) fn validated_staging<'a>(
+    pipeline: &Pipeline,
+    runs: &'a [RunRecord],
+) -> Result<&'a RunRecord, String> {
+    let Some(position) = runs.iter().rposition(|r| is_deploy_staging(pipeline, r)) else {
+        return Err(
+            "no deploy-staging run exists yet; nothing was validated to approve".to_owned(),
+        );
+    };
+    let staging = &runs[position];
+    if staging.state != RunState::Passed {
+        return Err(format!(
+            "its latest deploy-staging run (attempt {}) is {}, not passed; nothing is validated to approve",
+            staging.attempt,
+            staging.state.as_str()
+        ));
+    }
+    if let Some(later) = runs[position + 1..]
+        .iter()
+        .find(|r| !is_approval(pipeline, r))
+    {
+        return Err(format!(
+            "a {} run followed its last passed deploy-staging run; stage it again before approving",
+            later.stage
+        ));
+    }
+    Ok(staging)
+}
+
+/// Whether the latest approval of the item was given for `sha`. A pipeline without an approval
+/// stage has nothing to check.
+pub(crate) fn approval_covers(
+    pipeline: &Pipeline,
+    events_so_far: &[EventRecord],
+    sha: &str,
+) -> Result<(), String> {
+    let needs_approval = pipeline
+        .stages()
+        .iter()
+        .any(|stage| stage.kind == StageKind::Approval);
+    if !needs_approval {
+        return Ok(());
+    }
+    let Some(approval) = events_so_far
+        .iter()
+        .rev()
+        .find(|e| e.kind == events::APPROVED)
+    else {
+        return Err(format!(
+            "no approval is recorded for {sha}; approve it before it is promoted"
+        ));
+    };
+    match approval.data.get("sha").and_then(|v| v.as_str()) {
+        Some(approved) if approved == sha => Ok(()),
+        Some(approved) => Err(format!(
+            "the approval was given for {approved}, but {sha} is to be promoted; a new build needs a new approval"
+        )),
+        None => Err(format!(
+            "the latest approval names no SHA, so it covers nothing; approve {sha} again"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

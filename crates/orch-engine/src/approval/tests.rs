@@ -1,0 +1,136 @@
+use orch_core::pipeline::{DEFAULT_PIPELINE_TOML, Pipeline};
+use orch_core::{ItemId, ProjectId, StageName};
+use orch_store::{EventRecord, RunRecord, RunState};
+use serde_json::{Value, json};
+
+use super::*;
+
+const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const SHA_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn pipeline() -> Pipeline {
+    Pipeline::from_toml(DEFAULT_PIPELINE_TOML).expect("default pipeline")
+}
+
+fn run(id: i64, stage: &str, state: RunState) -> RunRecord {
+    RunRecord {
+        id,
+        item: ItemId::parse("QUICK-1").expect("item id"),
+        project: ProjectId::parse("quick").expect("project id"),
+        stage: StageName::parse(stage).expect("stage name"),
+        attempt: 1,
+        state,
+        epoch: 1,
+        lease: None,
+        feedback: Vec::new(),
+        checkpoint: Value::Null,
+        verdict: Some(json!({ "sha": SHA_A })),
+        usage: None,
+        created_at: 0,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn event(seq: i64, kind: &str, data: Value) -> EventRecord {
+    EventRecord {
+        item: ItemId::parse("QUICK-1").expect("item id"),
+        seq,
+        at: 0,
+        kind: kind.to_owned(),
+        run_id: None,
+        data,
+    }
+}
+
+#[test]
+fn agents_never_approve_and_a_list_of_approvers_is_enforced() {
+    for agent in ["scripted", "command", "claude", "Codex", "agent:developer"] {
+        let refusal = refuse_approver(agent, &[]).expect("an agent is refused");
+        assert!(refusal.contains("names an agent"), "{refusal}");
+    }
+    assert_eq!(refuse_approver("alice", &[]), None, "no list: any person");
+    let approvers = vec!["alice".to_owned(), "bob".to_owned()];
+    assert_eq!(refuse_approver("bob", &approvers), None);
+    let refusal = refuse_approver("mallory", &approvers).expect("not on the list");
+    assert!(
+        refusal.contains("its approvers are: alice, bob"),
+        "{refusal}"
+    );
+    assert!(refuse_approver("  ", &[]).is_some(), "a name is required");
+}
+
+#[test]
+fn only_the_latest_passed_staging_run_with_nothing_after_it_can_be_approved() {
+    let p = pipeline();
+    let ok = [
+        run(1, "development", RunState::Passed),
+        run(2, "deploy-staging", RunState::Passed),
+        run(3, "confirm-deploy", RunState::Waiting),
+    ];
+    assert_eq!(validated_staging(&p, &ok).map(|r| r.id), Ok(2));
+
+    let none = [run(1, "development", RunState::Passed)];
+    assert!(validated_staging(&p, &none).is_err_and(|e| e.contains("no deploy-staging run")));
+
+    let failed = [
+        run(1, "deploy-staging", RunState::Passed),
+        run(2, "development", RunState::Passed),
+        run(3, "deploy-staging", RunState::Failed),
+    ];
+    assert!(validated_staging(&p, &failed).is_err_and(|e| e.contains("not passed")));
+
+    let rolled_back = [
+        run(1, "deploy-staging", RunState::Passed),
+        run(2, "confirm-deploy", RunState::Passed),
+        run(3, "deploy", RunState::Failed),
+        run(4, "development", RunState::Running),
+    ];
+    assert!(validated_staging(&p, &rolled_back).is_err_and(|e| e.contains("deploy run followed")));
+}
+
+#[test]
+fn a_deploy_is_covered_only_by_an_approval_of_its_own_sha() {
+    let p = pipeline();
+    assert!(approval_covers(&p, &[], SHA_A).is_err_and(|e| e.contains("no approval")));
+    let approved_a = [event(
+        1,
+        events::APPROVED,
+        json!({ "by": "alice", "sha": SHA_A }),
+    )];
+    assert_eq!(approval_covers(&p, &approved_a, SHA_A), Ok(()));
+    let refusal = approval_covers(&p, &approved_a, SHA_B).expect_err("another SHA");
+    assert!(
+        refusal.contains(&format!("given for {SHA_A}, but {SHA_B}")),
+        "{refusal}"
+    );
+
+    let newer_b = [
+        event(1, events::APPROVED, json!({ "sha": SHA_A })),
+        event(2, events::APPROVED, json!({ "sha": SHA_B })),
+    ];
+    assert!(
+        approval_covers(&p, &newer_b, SHA_A).is_err(),
+        "the latest approval decides"
+    );
+    let no_sha = [event(1, events::APPROVED, json!({ "sha": null }))];
+    assert!(approval_covers(&p, &no_sha, SHA_A).is_err());
+}
+
+#[test]
+fn a_pipeline_without_an_approval_stage_needs_no_approval() {
+    let text = DEFAULT_PIPELINE_TOML
+        .replace("on_pass = \"confirm-deploy\"", "on_pass = \"deploy\"")
+        .replace(
+            "[[stages]]\nname = \"confirm-deploy\"\nkind = \"approval\"\non_pass = \"deploy\"\n\n",
+            "",
+        );
+    let without = Pipeline::from_toml(&text).expect("a pipeline without approval");
+    assert!(
+        without
+            .stages()
+            .iter()
+            .all(|s| s.kind != StageKind::Approval)
+    );
+    assert_eq!(approval_covers(&without, &[], SHA_A), Ok(()));
+}
