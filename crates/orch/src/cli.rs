@@ -35,6 +35,16 @@ pub enum Command {
     /// Write orch's default pipeline and role prompts into a repository's `.orch/`.
     #[command(after_help = "Examples:\n  orch init\n  orch init ../my-service --force")]
     Init(InitArgs),
+    /// Bring a new project online: plan (default, read-only), apply (create what is missing), verify.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  orch onboard --name billing --repo ../billing             # plan: lists what apply would do\n  \
+orch onboard apply --name billing --repo ../billing --staging-port 8611 --prod-port 8610\n  \
+orch onboard verify --name billing --repo ../billing\n\n\
+apply never deletes or overwrites: a repository with commits gets the kit on branch orch/onboarding, \
+to merge yourself; an existing .env is never touched; orch.toml only gets a [[projects]] table appended."
+    )]
+    Onboard(OnboardArgs),
     /// Process ready work items until none is left (items then wait for people or are done).
     #[command(after_help = "Example:\n  orch run")]
     Run,
@@ -113,6 +123,45 @@ pub struct InitArgs {
     /// Overwrite files that already exist.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OnboardArgs {
+    #[command(subcommand)]
+    pub action: Option<OnboardAction>,
+    /// Without a subcommand: the target of `plan`.
+    #[command(flatten)]
+    pub target: Option<OnboardTarget>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OnboardAction {
+    /// List every action apply would take and what already exists; writes nothing.
+    #[command(after_help = "Example:\n  orch onboard plan --name billing --repo ../billing")]
+    Plan(OnboardTarget),
+    /// Create what is missing (repository, kit, commit, registry entry); never deletes.
+    #[command(
+        after_help = "Example:\n  orch onboard apply --name billing --repo ../billing\n\nRunning it again changes nothing."
+    )]
+    Apply(OnboardTarget),
+    /// Check the project with the server's parsers and list every gap (exit 1 if any).
+    #[command(after_help = "Example:\n  orch onboard verify --name billing --repo ../billing")]
+    Verify(OnboardTarget),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OnboardTarget {
+    /// The project's name in orch.toml: lowercase letters, digits and `-`.
+    #[arg(long)]
+    pub name: String,
+    /// The project's git repository (created when missing).
+    #[arg(long, value_name = "PATH")]
+    pub repo: PathBuf,
+    /// Defaults to the first free pair from 8600 (prod 8600, staging 8601).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub staging_port: Option<u16>,
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub prod_port: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! Files orch writes into repositories, embedded in the binary: the `.orch/` defaults that
-//! `orch init` writes, and the demo project that `orch demo` creates.
+//! `orch init` writes, the demo project that `orch demo` creates, and the skeleton that
+//! `orch onboard` renders into a new project's repository.
 
 use std::path::Path;
 
@@ -56,6 +57,28 @@ pub fn demo_files() -> Vec<(String, String)> {
     ));
     files
 }
+
+/// The skeleton of a repository that `orch onboard` renders, by path, with `{{PLACEHOLDER}}`s
+/// (the dictionary is `cmd::onboard::template::PLACEHOLDERS`). Like every kit file, each is
+/// written only where the repository has none.
+pub const SKELETON: [(&str, &str); 7] = [
+    ("AGENTS.md", include_str!("../kit/skeleton/AGENTS.md")),
+    ("CLAUDE.md", include_str!("../kit/skeleton/CLAUDE.md")),
+    (
+        "CONTRIBUTING.md",
+        include_str!("../kit/skeleton/CONTRIBUTING.md"),
+    ),
+    ("README.md", include_str!("../kit/skeleton/README.md")),
+    (
+        "docs/README.md",
+        include_str!("../kit/skeleton/docs/README.md"),
+    ),
+    (
+        "docs/operations/INFRA.md",
+        include_str!("../kit/skeleton/docs/operations/INFRA.md"),
+    ),
+    (".env.example", include_str!("../kit/skeleton/env.example")),
+];
 
 /// An `agents.toml` for `orch init`: a command agent placeholder the user points at their agent.
 pub const INIT_AGENTS_TOML: &str = "# Which agent does each role; see orch's docs for the kinds.\n\

@@ -6,6 +6,7 @@ mod demo;
 mod init;
 mod item;
 mod logs;
+mod onboard;
 mod run;
 mod serve;
 mod staging_check;
@@ -24,6 +25,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::run(args).await,
         Command::Init(args) => init::run(args),
         Command::Bench(args) => bench::run(args).await,
+        Command::Onboard(args) => onboard::run(&cli.config, args),
         command => {
             let ctx = Context::open(&cli.config, Arc::new(ProgressPrinter::new())).await?;
             match command {
@@ -39,7 +41,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::StagingCheck(a) => staging_check::run(&ctx, a).await,
                 Command::Serve(a) => serve::run(&ctx, a).await,
                 Command::Worker(a) => worker::run(&ctx, a).await,
-                Command::Demo(_) | Command::Init(_) | Command::Bench(_) => Ok(2),
+                Command::Demo(_) | Command::Init(_) | Command::Bench(_) | Command::Onboard(_) => {
+                    Ok(2)
+                }
             }
         }
     }

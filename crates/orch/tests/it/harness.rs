@@ -8,9 +8,24 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_orch");
 
+/// A free loopback port below the kernel's ephemeral range (32768 and up), so that no outgoing
+/// connection (a database client, a health probe) can take it between now and its use.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let seed = std::process::id().wrapping_mul(7919).wrapping_add(nanos);
+    for _ in 0..10_000 {
+        let offset = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 97) % 12_000;
+        let port = u16::try_from(20_000 + offset).expect("in range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
 }
 
 pub struct Orch {
