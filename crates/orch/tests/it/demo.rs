@@ -9,7 +9,8 @@ use crate::harness::{BIN, assert_clean_history, free_port};
 fn demo_drives_one_item_to_done() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The README runs the demo from orch's own checkout: inside another Cargo workspace.
-    std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\nmembers = []\n").expect("outer workspace");
+    std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\nmembers = []\n")
+        .expect("outer workspace");
     let demo = dir.path().join("demo");
     let (staging, prod) = (free_port(), free_port());
     let out = Command::new(BIN)
