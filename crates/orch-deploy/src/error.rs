@@ -119,3 +119,20 @@ impl DeployError {
         }
     }
 }
+
+impl DeployError {
+    /// Whether the change itself caused this failure (it does not build, builds nothing usable,
+    /// or does not come up healthy). Everything else (a taken port, the disk, git, a bad
+    /// configuration, a lost record) is the sandbox's or the operator's fault: it must never send
+    /// the item back to development (contract 4), so the engine blocks the item instead.
+    pub fn caused_by_change(&self) -> bool {
+        matches!(
+            self,
+            DeployError::BuildFailed { .. }
+                | DeployError::ArtifactMissing { .. }
+                | DeployError::ArtifactNotPlain { .. }
+                | DeployError::Unhealthy { .. }
+                | DeployError::HookFailed { .. }
+        )
+    }
+}

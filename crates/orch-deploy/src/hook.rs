@@ -200,6 +200,7 @@ impl HookDeployer {
             verdict,
             lines: steps,
             error,
+            infra_error: false,
         }
     }
 
@@ -329,5 +330,6 @@ fn failed_before_checks(
         verdict,
         lines,
         error: Some(reason),
+        infra_error: !error.caused_by_change(),
     }
 }

@@ -22,6 +22,9 @@ pub struct StagingReport {
     pub lines: Vec<String>,
     /// Why the deploy failed before or around the checks (build, port, health, cancel).
     pub error: Option<String>,
+    /// The failure before the checks was not caused by the change (see
+    /// [`crate::DeployError::caused_by_change`]): a taken port, the disk, the configuration.
+    pub infra_error: bool,
 }
 
 impl StagingReport {
@@ -160,6 +163,7 @@ mod tests {
             verdict,
             lines: lines.iter().map(|l| (*l).to_owned()).collect(),
             error: error.map(str::to_owned),
+            infra_error: false,
         }
     }
 

@@ -70,7 +70,14 @@ impl Engine {
                     "sha": head, "base_url": report.base_url, "verdict": report.verdict.verdict_line(),
                     "waived": report.waived(), "lines": report.lines, "error": report.error,
                 })));
-                if let StagingVerdict::Failed {
+                if report.infra_error {
+                    // Staging could not even run: the sandbox or its configuration, not the change.
+                    block = Some(format!(
+                        "staging could not run: {} (infrastructure or configuration, not the change; \
+                         fix it, then `orch retry`)",
+                        report.error.as_deref().unwrap_or("unknown error")
+                    ));
+                } else if let StagingVerdict::Failed {
                     infra_only: true,
                     reasons,
                 } = &report.verdict

@@ -81,6 +81,7 @@ pub(super) async fn deploy_staging(
         verdict,
         lines,
         error,
+        infra_error: false,
     }
 }
 
@@ -103,5 +104,6 @@ fn failed_before_checks(
         verdict,
         lines,
         error: Some(reason),
+        infra_error: !error.caused_by_change(),
     }
 }

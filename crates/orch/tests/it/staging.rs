@@ -288,3 +288,33 @@ fn a_hook_project_deploys_through_its_script_and_keeps_the_hook_output() {
     );
     assert!(read(format!("{sha}.prod.log")).contains(&format!("from orch-quick:{sha}")));
 }
+
+/// A staging port held by another program is the sandbox's fault: the item is blocked with the
+/// reason, never sent back to development.
+#[test]
+fn a_taken_staging_port_blocks_the_item_instead_of_rolling_it_back() {
+    let orch = Orch::new(None);
+    let config: toml::Value =
+        toml::from_str(&std::fs::read_to_string(orch.path().join("orch.toml")).expect("read"))
+            .expect("toml");
+    let port = config["projects"][0]["staging_port"]
+        .as_integer()
+        .expect("staging_port");
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).expect("port")))
+        .expect("bind");
+    orch.ok(&["item", "add", "--title", "x"]);
+    run_with(&orch, TOLERANT);
+    let item = orch.item("QUICK-1");
+    assert_eq!(item["status"], "blocked", "{item:#}");
+    let reason = item["blocked_reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(&format!("port {port} is in use")),
+        "{reason}"
+    );
+    assert!(reason.contains("not the change"), "{reason}");
+    assert_eq!(
+        runs_of(&item, "development"),
+        1,
+        "never rolled back to development"
+    );
+}
