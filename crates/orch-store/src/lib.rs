@@ -19,6 +19,7 @@
 //! refuses writes that break the invariants above.
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
