@@ -155,6 +155,7 @@ impl Agent for ClaudeAgent {
                 cost_usd: result.cost_usd,
                 turns: result.turns,
                 duration_ms: cli::millis(finished.duration),
+                input_includes_cache: false,
             },
         }
     }

@@ -176,6 +176,7 @@ impl Agent for CodexAgent {
                 cost_usd: self.price.and_then(|p| p.cost(&usage)),
                 turns: (usage.turns > 0).then_some(usage.turns),
                 duration_ms: cli::millis(finished.duration),
+                input_includes_cache: true,
             },
         }
     }

@@ -113,6 +113,40 @@ pub struct Usage {
     pub cost_usd: Option<f64>,
     pub turns: Option<u32>,
     pub duration_ms: u64,
+    /// True when `input_tokens` already include `cache_read_tokens` (Codex's convention).
+    #[serde(default)]
+    pub input_includes_cache: bool,
+}
+
+impl Usage {
+    /// What the run spent in the terms budgets use: every token the model processed (input,
+    /// cached or not, plus output) and the cost. A count the agent did not report stays unknown.
+    pub fn run_spend(&self) -> orch_core::spend::RunSpend {
+        let tokens = match (self.input_tokens, self.output_tokens) {
+            (Some(input), Some(output)) => {
+                let cached = if self.input_includes_cache {
+                    0
+                } else {
+                    self.cache_read_tokens.unwrap_or(0) + self.cache_write_tokens.unwrap_or(0)
+                };
+                Some(input.saturating_add(output).saturating_add(cached))
+            }
+            _ => None,
+        };
+        orch_core::spend::RunSpend {
+            tokens,
+            cost: self.cost_usd.and_then(orch_core::spend::usd_to_micro),
+        }
+    }
+
+    /// The spend of a usage record as the store keeps it (JSON). A record that does not read as
+    /// a [`Usage`] is a run of unknown spend, never zero.
+    pub fn run_spend_of_json(record: Option<&serde_json::Value>) -> orch_core::spend::RunSpend {
+        record
+            .and_then(|v| serde_json::from_value::<Usage>(v.clone()).ok())
+            .map(|u| u.run_spend())
+            .unwrap_or_default()
+    }
 }
 
 /// How a run ended.
@@ -145,4 +179,54 @@ pub trait Agent: Send + Sync + std::fmt::Debug {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun;
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::Usage;
+    use orch_core::spend::RunSpend;
+
+    #[test]
+    fn spend_counts_cached_input_once_whatever_the_convention() {
+        // Claude Code: cached input is reported beside input_tokens.
+        let claude = Usage {
+            input_tokens: Some(323),
+            output_tokens: Some(75),
+            cache_read_tokens: Some(7),
+            cache_write_tokens: Some(11),
+            cost_usd: Some(0.00356),
+            ..Usage::default()
+        };
+        assert_eq!(
+            claude.run_spend(),
+            RunSpend {
+                tokens: Some(416),
+                cost: Some(3560)
+            }
+        );
+        // Codex: cached input is a part of input_tokens.
+        let codex = Usage {
+            input_tokens: Some(323),
+            output_tokens: Some(75),
+            cache_read_tokens: Some(7),
+            input_includes_cache: true,
+            ..Usage::default()
+        };
+        assert_eq!(
+            codex.run_spend(),
+            RunSpend {
+                tokens: Some(398),
+                cost: None
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_is_unknown_spend_never_zero() {
+        let bogus = serde_json::json!({ "input_tokens": "many" });
+        assert_eq!(Usage::run_spend_of_json(Some(&bogus)), RunSpend::default());
+        assert_eq!(Usage::run_spend_of_json(None), RunSpend::default());
+        let partial = serde_json::json!({ "output_tokens": 5, "duration_ms": 1 });
+        assert_eq!(Usage::run_spend_of_json(Some(&partial)).tokens, None);
+    }
 }

@@ -13,6 +13,7 @@ pub mod glob;
 pub mod id;
 pub mod pipeline;
 pub mod role;
+pub mod spend;
 pub mod staging;
 pub mod states;
 pub mod transition;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::id::{RoleName, StageName};
+use crate::spend::{SpendLimit, usd_to_micro};
 
 /// Where an item goes after a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,12 +139,16 @@ pub struct Stage {
     pub on_fail: Option<FailEdge>,
     /// Seconds an agent may run before its process group is killed.
     pub timeout_secs: u64,
+    /// The cap on what this stage's runs of one item may spend, all attempts together.
+    pub spend: SpendLimit,
 }
 
 /// A validated pipeline: at least one stage, every edge to a known stage, every fail edge budgeted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pipeline {
     stages: Vec<Stage>,
+    /// The cap on what one item may spend over all its stages.
+    spend: SpendLimit,
 }
 
 /// Why a pipeline file was refused.
@@ -155,6 +160,11 @@ pub enum PipelineError {
     Empty,
     #[error("stage #{index}: {message}")]
     Stage { index: usize, message: String },
+    #[error("field `{field}`: {message}")]
+    Top {
+        field: &'static str,
+        message: String,
+    },
     #[error("stage `{stage}`, field `{field}`: {message}")]
     Field {
         stage: String,
@@ -178,6 +188,35 @@ struct RawPipeline {
     defaults: RawDefaults,
     #[serde(default)]
     stages: Vec<RawStage>,
+    spend: Option<RawSpend>,
+}
+
+/// `max_tokens` and `max_usd`, at the top of the file (per item) or on a stage.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSpend {
+    max_tokens: Option<u64>,
+    max_usd: Option<f64>,
+}
+
+impl RawSpend {
+    /// The validated limit, or the field (`spend.…`) that is wrong and why.
+    fn limit(self) -> Result<SpendLimit, (&'static str, &'static str)> {
+        if self.max_tokens == Some(0) {
+            return Err(("spend.max_tokens", "must be at least 1"));
+        }
+        let max_cost = match self.max_usd {
+            None => None,
+            Some(usd) => match usd_to_micro(usd) {
+                Some(micro) if micro > 0 => Some(micro),
+                _ => return Err(("spend.max_usd", "must be a positive amount of USD")),
+            },
+        };
+        Ok(SpendLimit {
+            max_tokens: self.max_tokens,
+            max_cost,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -201,6 +240,7 @@ struct RawStage {
     on_pass: Option<String>,
     on_fail: Option<RawEdge>,
     timeout_secs: Option<u64>,
+    spend: Option<RawSpend>,
 }
 
 #[derive(Deserialize)]
@@ -279,11 +319,24 @@ impl Pipeline {
         for s in raw.stages {
             stages.push(stage_from_raw(s, &names, default_budget, default_timeout)?);
         }
-        Ok(Self { stages })
+        let spend = raw
+            .spend
+            .unwrap_or_default()
+            .limit()
+            .map_err(|(field, message)| PipelineError::Top {
+                field,
+                message: message.to_owned(),
+            })?;
+        Ok(Self { stages, spend })
     }
 
     pub fn stages(&self) -> &[Stage] {
         &self.stages
+    }
+
+    /// The cap on what one item may spend over all its stages.
+    pub fn spend_limit(&self) -> SpendLimit {
+        self.spend
     }
 
     pub fn first(&self) -> &Stage {
@@ -553,6 +606,11 @@ fn stage_from_raw(
             "an approval stage does not fail; STOP cancels it",
         ));
     }
+    let spend = s
+        .spend
+        .unwrap_or_default()
+        .limit()
+        .map_err(|(field, message)| field_err(n, field, message))?;
     let timeout_secs = s.timeout_secs.unwrap_or(default_timeout);
     if timeout_secs == 0 {
         return Err(field_err(n, "timeout_secs", "must be at least 1"));
@@ -566,6 +624,7 @@ fn stage_from_raw(
         on_pass,
         on_fail,
         timeout_secs,
+        spend,
     })
 }
 
@@ -612,6 +671,43 @@ mod tests {
     }
 
     #[test]
+    fn spend_limits_parse_per_item_and_per_stage() {
+        let stage = "[[stages]]\nname = \"a\"\nkind = \"agent\"\nrole = \"dev\"\nartifact = \"a.md\"\nverdict = { field = \"s\", pass = [\"OK\"] }\non_pass = \"done\"\n";
+        let p = Pipeline::from_toml(&format!(
+            "[spend]\nmax_usd = 2.5\n{stage}spend = {{ max_tokens = 1000 }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            p.spend_limit(),
+            SpendLimit {
+                max_tokens: None,
+                max_cost: Some(2_500_000)
+            }
+        );
+        assert_eq!(
+            p.first().spend,
+            SpendLimit {
+                max_tokens: Some(1000),
+                max_cost: None
+            }
+        );
+        let unlimited = Pipeline::from_toml(stage).expect("valid");
+        assert!(unlimited.spend_limit().is_unlimited());
+        check_err(
+            &format!("[spend]\nmax_usd = -1.0\n{stage}"),
+            "field `spend.max_usd`: must be a positive amount of USD",
+        );
+        check_err(
+            &format!("{stage}spend = {{ max_tokens = 0 }}\n"),
+            "stage `a`, field `spend.max_tokens`: must be at least 1",
+        );
+        check_err(
+            &format!("[spend]\nmax_dollars = 1.0\n{stage}"),
+            "pipeline file is not valid TOML: TOML parse error at line 2, column 1\n  |\n2 | max_dollars = 1.0\n  | ^^^^^^^^^^^\nunknown field `max_dollars`, expected `max_tokens` or `max_usd`\n",
+        );
+    }
+
+    #[test]
     fn validation_names_stage_and_field() {
         check_err(
             "",
@@ -651,7 +747,7 @@ mod tests {
         );
         check_err(
             "[[stages]]\nname = \"a\"\nkind = \"approval\"\non_pass = \"done\"\nbogus = 1\n",
-            "pipeline file is not valid TOML: TOML parse error at line 5, column 1\n  |\n5 | bogus = 1\n  | ^^^^^\nunknown field `bogus`, expected one of `name`, `kind`, `role`, `action`, `artifact`, `verdict`, `gates`, `on_pass`, `on_fail`, `timeout_secs`\n",
+            "pipeline file is not valid TOML: TOML parse error at line 5, column 1\n  |\n5 | bogus = 1\n  | ^^^^^\nunknown field `bogus`, expected one of `name`, `kind`, `role`, `action`, `artifact`, `verdict`, `gates`, `on_pass`, `on_fail`, `timeout_secs`, `spend`\n",
         );
     }
 }

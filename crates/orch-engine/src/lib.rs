@@ -23,6 +23,7 @@ mod merge;
 pub mod project;
 mod reaper;
 mod record;
+pub mod spend;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

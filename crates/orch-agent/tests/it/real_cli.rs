@@ -117,6 +117,7 @@ async fn codex_writes_the_artifact_and_reports_the_servers_tokens() {
             cost_usd: None,
             turns: Some(1),
             duration_ms: 0,
+            input_includes_cache: true,
         },
         "requests: {requests:#?}\nrun log:\n{log}"
     );
