@@ -344,4 +344,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records a webhook delivery; `false` when (source, delivery id) was seen before.
     async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool>;
+
+    /// Waits until a run may have become claimable (queued by any process) or `timeout` has
+    /// passed, whichever comes first. A hint, never the truth: callers poll after it returns,
+    /// so a spurious or a lost wake-up costs at most one poll interval. The default (SQLite)
+    /// just waits out the timeout; PostgreSQL listens for the `orch_work` notification.
+    async fn wait_for_work(&self, timeout: std::time::Duration) -> WakeUp {
+        tokio::time::sleep(timeout).await;
+        WakeUp::Timeout
+    }
+}
+
+/// Why [`Store::wait_for_work`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeUp {
+    /// Another process said a run was queued.
+    Notified,
+    Timeout,
 }
