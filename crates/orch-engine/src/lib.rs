@@ -68,6 +68,8 @@ pub struct Settings {
     pub owner: String,
     pub lease: Duration,
     pub max_parallel: usize,
+    /// Caps on runs held at once across every process sharing the store.
+    pub claim_limits: orch_store::ClaimLimits,
     /// Staging infra tolerance (contract 4); `false` makes INFRA failures FAILED.
     pub staging_tolerance: bool,
     /// Test hook: the name of a point at which the process kills itself with SIGKILL.
@@ -80,6 +82,7 @@ impl Settings {
             owner,
             lease: Duration::from_secs(30),
             max_parallel: 4,
+            claim_limits: orch_store::ClaimLimits::default(),
             staging_tolerance: true,
             crashpoint: None,
         }
@@ -201,7 +204,11 @@ impl Engine {
                 let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
                 let Some(run) = self
                     .store
-                    .claim_next_run(&self.settings.owner, lease_ms)
+                    .claim_next_run_within(
+                        &self.settings.owner,
+                        lease_ms,
+                        self.settings.claim_limits,
+                    )
                     .await?
                 else {
                     break;
@@ -221,7 +228,11 @@ impl Engine {
                 None if !claimed_any => {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
                     summary.merged += self.finish_merges().await?;
-                    if self.has_claimable_work().await? {
+                    // Under claim limits a queued run may be unclaimable because other
+                    // processes hold the slots: rest until the next poll instead of spinning.
+                    if self.settings.claim_limits.is_unlimited()
+                        && self.has_claimable_work().await?
+                    {
                         continue;
                     }
                     break;

@@ -325,7 +325,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// running with `owner`, epoch + 1 and expiry = database now + `lease_ms`; sets its item's
     /// status to running; appends a `run.claimed` event (data: owner, epoch, reclaimed: bool).
     /// All in one transaction; two callers never get the same run with the same epoch.
-    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>>;
+    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>> {
+        self.claim_next_run_within(owner, lease_ms, ClaimLimits::default())
+            .await
+    }
+    /// [`Store::claim_next_run`], claiming nothing that would break `limits`: runs held under
+    /// an unexpired lease are counted across every process sharing the store, and the count and
+    /// the claim are one serialized step, so concurrent claimers cannot overshoot together.
+    async fn claim_next_run_within(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        limits: ClaimLimits,
+    ) -> Result<Option<RunRecord>>;
     /// Extends the lease to database now + `lease_ms`, if `fence` still holds.
     async fn renew_lease(&self, fence: Fence, lease_ms: i64) -> Result<()>;
     /// Expires a lease now (its owner is known to be dead), so the run can be claimed at once.
@@ -352,6 +364,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn wait_for_work(&self, timeout: std::time::Duration) -> WakeUp {
         tokio::time::sleep(timeout).await;
         WakeUp::Timeout
+    }
+}
+
+/// Caps on the runs held at once under a live lease, by every process sharing a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// Across all projects.
+    pub global: Option<u32>,
+    /// Within each project.
+    pub per_project: Option<u32>,
+}
+
+impl ClaimLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.global.is_none() && self.per_project.is_none()
     }
 }
 

@@ -37,8 +37,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::{
-    EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun, ProjectRecord, Result,
-    RunRecord, Store, StoreError, WakeUp,
+    ClaimLimits, EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun,
+    ProjectRecord, Result, RunRecord, Store, StoreError, WakeUp,
 };
 
 pub(crate) use url::{SCHEMES, is_postgres, masked};
@@ -290,10 +290,15 @@ impl Store for PgStore {
         Ok(tx.commit().await?)
     }
 
-    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>> {
+    async fn claim_next_run_within(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        limits: ClaimLimits,
+    ) -> Result<Option<RunRecord>> {
         check_lease_ms(lease_ms)?;
         let mut tx = self.write().await?;
-        let claimed = runs::claim_next(&mut tx, owner, lease_ms).await?;
+        let claimed = runs::claim_next(&mut tx, owner, lease_ms, limits).await?;
         tx.commit().await?;
         Ok(claimed)
     }

@@ -34,8 +34,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
-    EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun, ProjectRecord, Result,
-    RunRecord, Store, StoreError,
+    ClaimLimits, EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun,
+    ProjectRecord, Result, RunRecord, Store, StoreError,
 };
 
 /// How long a writer waits for another process's write transaction before giving up.
@@ -305,10 +305,15 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>> {
+    async fn claim_next_run_within(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        limits: ClaimLimits,
+    ) -> Result<Option<RunRecord>> {
         runs::check_lease_ms(lease_ms)?;
         let mut w = self.write().await?;
-        let claimed = runs::claim_next(&mut w.tx, owner, lease_ms).await?;
+        let claimed = runs::claim_next(&mut w.tx, owner, lease_ms, limits).await?;
         w.commit().await?;
         Ok(claimed)
     }

@@ -41,6 +41,12 @@ impl Default for StoreSection {
 pub struct EngineSection {
     pub max_parallel: usize,
     pub lease_secs: u64,
+    /// Stage runs held at once by all processes sharing the store; none = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
+    /// Stage runs of one project held at once by all processes sharing the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running_per_project: Option<u32>,
 }
 
 impl Default for EngineSection {
@@ -48,6 +54,8 @@ impl Default for EngineSection {
         Self {
             max_parallel: 4,
             lease_secs: 30,
+            max_running: None,
+            max_running_per_project: None,
         }
     }
 }
@@ -76,6 +84,8 @@ pub struct Settings {
     pub store_url: String,
     pub max_parallel: usize,
     pub lease_secs: u64,
+    /// `[engine] max_running` and `max_running_per_project`, across every process.
+    pub claim_limits: orch_store::ClaimLimits,
     pub projects: Vec<orch_engine::ProjectSettings>,
     pub staging_tolerance: bool,
     pub crashpoint: Option<String>,
@@ -177,11 +187,30 @@ impl Settings {
                 .map_err(|_| UsageError(format!("{}={v}: not a number", env::MAX_PARALLEL)))?,
             Err(_) => file.engine.max_parallel,
         };
+        for (field, value) in [
+            ("max_running", file.engine.max_running),
+            (
+                "max_running_per_project",
+                file.engine.max_running_per_project,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(UsageError(format!(
+                    "{}: [engine] {field} must be at least 1; leave it out for no limit",
+                    path.display()
+                ))
+                .into());
+            }
+        }
         Ok(Self {
             path: abs,
             store_url,
             max_parallel,
             lease_secs: file.engine.lease_secs.max(1),
+            claim_limits: orch_store::ClaimLimits {
+                global: file.engine.max_running,
+                per_project: file.engine.max_running_per_project,
+            },
             projects,
             staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true),
             crashpoint: std::env::var(env::CRASHPOINT)

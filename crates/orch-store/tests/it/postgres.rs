@@ -52,6 +52,8 @@ conformance!(
     runs::a_stale_fence_changes_nothing,
     concurrency::concurrent_claimers_on_one_handle_never_share_a_run,
     concurrency::concurrent_claimers_on_separate_handles_never_share_a_run,
+    concurrency::claims_respect_global_and_per_project_limits,
+    concurrency::concurrent_claimers_never_overshoot_a_limit,
 );
 
 async fn open(db: &PgDatabase) -> PgStore {
