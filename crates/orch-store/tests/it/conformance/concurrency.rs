@@ -170,7 +170,7 @@ pub async fn claims_respect_global_and_per_project_limits(b: &dyn Backend) {
 /// exceeds it, although every claimer races the others.
 pub async fn concurrent_claimers_never_overshoot_a_limit(b: &dyn Backend) {
     const LIMIT: u32 = 3;
-    let handles = vec![b.open().await, b.open().await, b.open().await];
+    let handles = [b.open().await, b.open().await, b.open().await];
     demo_project(&*handles[0]).await;
     for n in 0..ITEMS {
         new_item(&*handles[0], &format!("item {n}")).await;
