@@ -24,6 +24,7 @@ pub mod project;
 mod reaper;
 mod record;
 pub mod spend;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -119,6 +120,7 @@ pub struct Engine {
     reporter: Arc<dyn Reporter>,
     /// Cancellation of the runs this process executes, by run id, so STOP reaches them at once.
     running: Mutex<BTreeMap<i64, CancellationToken>>,
+    claims: Mutex<stats::ClaimStats>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -154,7 +156,13 @@ impl Engine {
             settings,
             reporter,
             running: Mutex::new(BTreeMap::new()),
+            claims: Mutex::default(),
         }
+    }
+
+    /// How long this engine's successful claims took so far.
+    pub fn claim_stats(&self) -> stats::ClaimStats {
+        self.claims.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -202,6 +210,7 @@ impl Engine {
             let mut claimed_any = false;
             while tasks.len() < self.settings.max_parallel.max(1) {
                 let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+                let asked = std::time::Instant::now();
                 let Some(run) = self
                     .store
                     .claim_next_run_within(
@@ -213,6 +222,9 @@ impl Engine {
                 else {
                     break;
                 };
+                if let Ok(mut claims) = self.claims.lock() {
+                    claims.record(asked.elapsed());
+                }
                 claimed_any = true;
                 summary.runs += 1;
                 let engine = Arc::clone(self);

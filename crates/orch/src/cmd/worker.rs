@@ -43,7 +43,10 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<i32> {
             _ = ctx.engine.store().wait_for_work(poll) => {}
         }
     }
-    println!("orch worker: stopped");
+    println!(
+        "orch worker: stopped after {}",
+        ctx.engine.claim_stats().describe()
+    );
     Ok(0)
 }
 
