@@ -140,6 +140,7 @@ impl HookDeployer {
                 lines.push(format!("{env}: the hook exited 0"));
                 Ok(printed.0)
             }
+            ExitOutcome::Exited(2) => Err(DeployError::HookMisuse { env, log }),
             outcome => Err(DeployError::HookFailed {
                 env,
                 outcome: hook_outcome(&outcome),
@@ -298,13 +299,11 @@ impl Observer for ArtifactLine {
     }
 }
 
-/// Contract 3 in words: every ending but exit 0 is FAILED, and the reason says which it was.
+/// Contract 3 in words: every ending but exit 0 is FAILED, and the reason says which it was
+/// (exit 2 has its own error, [`DeployError::HookMisuse`]).
 fn hook_outcome(outcome: &ExitOutcome) -> String {
     match outcome {
         ExitOutcome::Exited(1) => "exited 1: the deploy failed".to_owned(),
-        ExitOutcome::Exited(2) => {
-            "exited 2: misuse or configuration error; fix the hook's settings".to_owned()
-        }
         ExitOutcome::Exited(code) => {
             format!("exited {code}, which the hook contract does not define (0, 1 or 2)")
         }
