@@ -109,6 +109,23 @@ pub enum DeployError {
     )]
     HookMisuse { env: Env, log: PathBuf },
 
+    #[error(
+        "the docker engine cannot be reached with `{binary}` (DOCKER_HOST: {host}): {detail}; start dockerd or fix docker.binary / docker.host in .orch/deploy.toml"
+    )]
+    DockerUnreachable {
+        binary: String,
+        host: String,
+        detail: String,
+    },
+
+    #[error("docker could not {action}: {detail}")]
+    Docker { action: String, detail: String },
+
+    #[error(
+        "the image {image} is not the one staging validated ({detail}); refusing to promote it, deploy staging again"
+    )]
+    ImageMismatch { image: String, detail: String },
+
     #[error("cancelled before it finished")]
     Cancelled,
 }

@@ -174,7 +174,11 @@ impl HookDeployer {
         };
         let artifact = match hooked {
             Ok(printed) => printed.unwrap_or_else(|| self.tagged(sha)),
-            Err(e) => return failed_before_checks(sha, base_url, tolerance, steps, &e),
+            Err(e) => {
+                return StagingReport::failed_before_checks(
+                    sha, None, base_url, tolerance, steps, &e,
+                );
+            }
         };
         let checks = run_checks(&base_url, &self.spec.staging, self.mode, worktree, cancel).await;
         let results: Vec<CheckResult> = checks.iter().map(|run| run.result.clone()).collect();
@@ -308,27 +312,5 @@ fn hook_outcome(outcome: &ExitOutcome) -> String {
             format!("exited {code}, which the hook contract does not define (0, 1 or 2)")
         }
         other => other.describe(),
-    }
-}
-
-fn failed_before_checks(
-    sha: &str,
-    base_url: String,
-    tolerance: bool,
-    mut lines: Vec<String>,
-    error: &DeployError,
-) -> StagingReport {
-    let reason = error.to_string();
-    let verdict = fold(&[], tolerance, Some(&reason));
-    lines.extend(report_lines(&[], &verdict));
-    StagingReport {
-        sha: sha.to_owned(),
-        build: None,
-        base_url,
-        checks: Vec::new(),
-        verdict,
-        lines,
-        error: Some(reason),
-        infra_error: !error.caused_by_change(),
     }
 }

@@ -7,7 +7,9 @@
 //! - [`Deployer`] is the port the engine calls on the two action stages; [`ProcessDeployer`] is
 //!   the default implementation (a build directory keyed by SHA, detached processes on loopback
 //!   ports, restore on a failed promotion, freeze on a failed restore); [`HookDeployer`] runs the
-//!   project's own deploy script under the exit-code contract (`kind = "hook"`, [`DeployConfig`]).
+//!   project's own deploy script under the exit-code contract (`kind = "hook"`, [`DeployConfig`]);
+//!   [`DockerDeployer`] builds one image per SHA with the docker CLI and promotes it by retagging
+//!   (`kind = "docker"`).
 //! - [`StagingReport::log_markdown`] and [`DeployReport::log_markdown`] render the stage logs.
 //!
 //! Invariants:
@@ -24,6 +26,7 @@ mod build;
 mod checks;
 mod config;
 mod deployer;
+mod docker;
 mod error;
 mod health;
 mod hook;
@@ -37,10 +40,12 @@ mod template;
 pub use build::Build;
 pub use checks::{CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
-    BuildSpec, CheckSpec, DEFAULT_HOOK_TIMEOUT, DeployConfig, DeploySpec, HealthSpec, HookSpec,
-    JsonExpectation, Mode, Probe, RunSpec, StagingSpec,
+    BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HOOK_TIMEOUT, DEFAULT_PORT_ENV,
+    DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation, Mode, Probe,
+    REVISION_LABEL, RunSpec, StagingSpec,
 };
 pub use deployer::Deployer;
+pub use docker::DockerDeployer;
 pub use error::DeployError;
 pub use health::{HealthOutcome, probe_health};
 pub use hook::{ARTIFACT_LINE_PREFIX, HookDeployer};

@@ -189,11 +189,7 @@ async fn exit_2_blocks_the_item_as_infrastructure_while_exit_1_is_the_changes_fa
         let f = Fixture::new(&format!("exit {code}"), "", PASSING_CHECK);
         let report = f.staging(SHA_A).await;
         assert!(!report.verdict.is_success(), "exit {code}: {report:?}");
-        assert_eq!(
-            report.infra_error, infra,
-            "exit {code}: {:?}",
-            report.error
-        );
+        assert_eq!(report.infra_error, infra, "exit {code}: {:?}", report.error);
     }
 }
 
