@@ -13,6 +13,7 @@
 //! <root>/docker/prod.json            the image prod last ran healthily
 //! <root>/docker/<env>.container.log  the output of a container that never became healthy
 //! <root>/prod/FROZEN                 present after a failed restore; blocks promotion
+//! <root>/prod/PAUSED                 present after a restore; blocks promotion until resumed
 //! ```
 //!
 //! An unreachable docker daemon fails the step before anything is touched, and is never the
@@ -147,8 +148,9 @@ impl DockerDeployer {
         self.dir().join(format!("{env}.container.log"))
     }
 
-    fn frozen_marker(&self) -> PathBuf {
-        Layout::new(&self.root).frozen_marker()
+    /// The shared prod markers (FROZEN, PAUSED) live where the process deployer keeps them.
+    fn layout(&self) -> Layout {
+        Layout::new(&self.root)
     }
 
     /// Replaces `env`'s container with one running `image` and waits for its health probe. On

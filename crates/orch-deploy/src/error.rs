@@ -95,6 +95,11 @@ pub enum DeployError {
     )]
     Frozen { marker: PathBuf, reason: String },
 
+    #[error(
+        "promotions are paused since prod was restored: {reason}. Check prod and why the promotion failed, then resume promotions (delete {marker}) to allow deploys again"
+    )]
+    Paused { marker: PathBuf, reason: String },
+
     #[error("the {env} deploy hook {outcome}; see its output in {log}")]
     HookFailed {
         env: Env,

@@ -19,7 +19,8 @@
 //!   whose SHA and digest match what passed staging (build once, contract 6).
 //! - Probes and checks talk only to loopback addresses; every child process is started through
 //!   `orch-process` with a cleared environment.
-//! - A restore is never rolled back: if it fails, prod is frozen until a person clears it.
+//! - A restore is never rolled back: if it fails, prod is frozen until a person clears it; if it
+//!   succeeds, further promotions pause until a person resumes them ([`resume_promotions`]).
 
 mod artifact;
 mod build;
@@ -33,6 +34,7 @@ mod hook;
 mod http;
 mod instance;
 mod layout;
+mod pause;
 mod process_deployer;
 mod report;
 mod template;
@@ -50,6 +52,7 @@ pub use error::DeployError;
 pub use health::{HealthOutcome, probe_health};
 pub use hook::{ARTIFACT_LINE_PREFIX, HookDeployer};
 pub use instance::{Env, InstanceRecord, Ports};
+pub use pause::resume_promotions;
 pub use process_deployer::ProcessDeployer;
 pub use report::{DeployReport, DeployStatus, StagingReport};
 

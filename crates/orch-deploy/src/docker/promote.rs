@@ -1,5 +1,6 @@
 //! `promote` of the docker deployer: the image staging validated becomes `:prod` by a retag (never
-//! a build); on a failed health check `:previous` is restored, and a failed restore freezes prod.
+//! a build); on a failed health check `:previous` is restored (and promotions pause), and a failed
+//! restore freezes prod.
 
 use tokio_util::sync::CancellationToken;
 
@@ -9,6 +10,7 @@ use crate::config::REVISION_LABEL;
 use crate::error::DeployError;
 use crate::instance::{self, Env};
 use crate::layout::{read_record, remove_file, write_record};
+use crate::pause;
 use crate::process_deployer::{Validation, short};
 use crate::report::{DeployReport, DeployStatus};
 
@@ -78,6 +80,7 @@ pub(super) async fn promote(
                 deployer.image(PREVIOUS_TAG),
                 short_id(&previous.id)
             );
+            pause::pause_after_restore(&deployer.layout(), &mut report.lines, &reason);
             refuse(report, &reason)
         }
         Err(restore_error) => {
@@ -99,7 +102,7 @@ fn refuse(mut report: DeployReport, reason: &dyn std::fmt::Display) -> DeployRep
 
 /// A restore failed: prod is frozen until a person fixes it and deletes the marker.
 fn freeze(deployer: &DockerDeployer, mut report: DeployReport, reason: &str) -> DeployReport {
-    let marker = deployer.frozen_marker();
+    let marker = deployer.layout().frozen_marker();
     let written = marker
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -126,14 +129,7 @@ async fn validated_image(
     cancel: &CancellationToken,
 ) -> Result<ImageInfo, DeployError> {
     check_sha_format(sha)?;
-    let marker = deployer.frozen_marker();
-    if marker.exists() {
-        let reason = std::fs::read_to_string(&marker)
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        return Err(DeployError::Frozen { marker, reason });
-    }
+    pause::refuse_if_held(&deployer.layout())?;
     deployer.cli.ping(cancel).await?;
     let proof_path = deployer.proof_path(sha);
     let proof: Validation = read_record(&proof_path)?.ok_or_else(|| DeployError::NotValidated {

@@ -410,6 +410,20 @@ async fn a_failed_prod_health_check_restores_the_previous_image_which_answers() 
             .contains(&format!("restored_to: \"{good}\"")),
         "the deploy log names the restore"
     );
+
+    // Promotions now wait for a person, even of the image that runs fine.
+    let paused = f.promote(&good).await;
+    assert!(
+        reason_of(&paused).starts_with("promotions are paused since prod was restored"),
+        "{paused:#?}"
+    );
+    let root = f.dir.path().join("deploy");
+    assert!(
+        orch_deploy::resume_promotions(&root)
+            .expect("resume")
+            .is_some()
+    );
+    assert!(f.promote(&good).await.is_success());
 }
 
 #[tokio::test]
