@@ -46,8 +46,11 @@ fn docker_usable() -> bool {
     false
 }
 
-/// The static test server, compiled once per test binary build.
+/// The static test server, compiled once per version of its source and shared by every test
+/// process (nextest runs each test in its own): compiled to a private file, then renamed into
+/// place, so a concurrent test never sees half a binary.
 fn server_binary() -> PathBuf {
+    use std::hash::{DefaultHasher, Hash, Hasher};
     static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(|| Mutex::new(None))
@@ -56,23 +59,30 @@ fn server_binary() -> PathBuf {
     if let Some(path) = built.as_ref() {
         return path.clone();
     }
+    let mut hasher = DefaultHasher::new();
+    SERVER_C.hash(&mut hasher);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("orch-docker-app-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir for the test app");
-    let source = dir.join("server.c");
-    std::fs::write(&source, SERVER_C).expect("write server.c");
+        .join(format!("orch-docker-app-{:016x}", hasher.finish()));
     let binary = dir.join("server");
-    let out = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("gcc runs (install gcc and the static libc: build-essential)");
-    assert!(
-        out.status.success(),
-        "gcc -static failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !binary.is_file() {
+        std::fs::create_dir_all(&dir).expect("mkdir for the test app");
+        let source = dir.join(format!("server.{}.c", std::process::id()));
+        std::fs::write(&source, SERVER_C).expect("write server.c");
+        let partial = dir.join(format!("server.{}.partial", std::process::id()));
+        let out = Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&partial)
+            .arg(&source)
+            .output()
+            .expect("gcc runs (install gcc and the static libc: .ci/install-docker.sh)");
+        assert!(
+            out.status.success(),
+            "gcc -static failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&partial, &binary).expect("move the test app into place");
+        let _ = std::fs::remove_file(&source);
+    }
     *built = Some(binary.clone());
     binary
 }
