@@ -24,7 +24,6 @@ mod promote;
 mod staging;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -240,7 +239,7 @@ impl DockerDeployer {
         }
         let spec = self
             .cli
-            .command(&std::env::temp_dir(), Duration::from_secs(60))
+            .command(&std::env::temp_dir(), cli::CLI_TIMEOUT)
             .args(args);
         match self.cli.run_spec(&spec, cancel).await? {
             Ok(_) => Ok(()),

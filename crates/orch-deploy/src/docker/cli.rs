@@ -14,7 +14,7 @@ use crate::config::DockerSpec;
 use crate::error::DeployError;
 
 /// Every CLI call but a build: they ask the daemon one thing and should answer in seconds.
-const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the daemon says when the object asked about does not exist.
 const NO_SUCH: &str = "No such";
