@@ -200,6 +200,16 @@ fn build_deployer(
             orch_deploy::HookDeployer::new(root, settings.id.as_str(), spec, ports)
                 .map_err(|e| config_err(files::DEPLOY, e))?,
         ),
+        orch_deploy::DeployConfig::Docker(mut spec) => {
+            if let Some((tries, interval)) = settings.health_override {
+                spec.health.tries = tries;
+                spec.health.interval = interval;
+            }
+            Arc::new(
+                orch_deploy::DockerDeployer::new(root, settings.id.as_str(), spec, ports)
+                    .map_err(|e| config_err(files::DEPLOY, e))?,
+            )
+        }
     };
     Ok(deployer)
 }
