@@ -33,6 +33,11 @@ use thiserror::Error;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// `url` with any password replaced by `***`, safe for messages and logs.
+pub fn masked_url(url: &str) -> String {
+    postgres::masked(url)
+}
+
 /// Opens the store at `url`, choosing the backend by its scheme: `sqlite:` for [`SqliteStore`],
 /// `postgres://` or `postgresql://` for [`PgStore`].
 ///

@@ -93,8 +93,12 @@ data directory (shared storage when they are on several machines); each claims r
 under a lease, and a run whose worker dies is re-claimed when its lease expires.\n\nExample:\n  ORCH_STORE_URL=postgres://orch@db.internal/orch orch worker --poll-secs 5"
     )]
     Worker(WorkerArgs),
-    /// Measure orch's overhead: N items through the full pipeline, against a shell baseline.
-    #[command(after_help = "Example:\n  orch bench --items 50")]
+    /// Measure orch: overhead against a shell baseline, or scaling with worker processes.
+    #[command(
+        after_help = "Examples:\n  orch bench --items 50                 overhead per stage transition vs a shell baseline\n  \
+orch bench --items 200 --workers 1,2,4 --postgres postgres://orch@127.0.0.1/orch\n                                        \
+items/s, claim latency and memory per worker, vs one SQLite worker"
+    )]
     Bench(BenchArgs),
 }
 
@@ -276,6 +280,18 @@ pub struct BenchArgs {
     /// Keep the bench directory instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Scaling mode: run the items with this many `orch worker` processes on PostgreSQL, for
+    /// each count given, next to one worker on SQLite (the baseline), and print a table.
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub workers: Vec<usize>,
+    /// The PostgreSQL server for the scaling mode (a database is created per row, then dropped).
+    #[arg(
+        long,
+        env = "ORCH_BENCH_POSTGRES_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub postgres: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -165,7 +165,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     Ok(if done == a.items as usize { 0 } else { 1 })
 }
 
-async fn write_bench_repo(repo: &Path) -> anyhow::Result<()> {
+pub(super) async fn write_bench_repo(repo: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(repo)?;
     let mut files = kit::orch_files(
         include_str!("../../kit/bench/agents.toml"),

@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` maps the parsed command line to them.
 
 mod bench;
+mod bench_scale;
 mod board;
 mod demo;
 mod init;
@@ -24,6 +25,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Init(args) => init::run(args),
+        Command::Bench(args) if !args.workers.is_empty() => {
+            let workers = args.workers.clone();
+            bench_scale::run(&args, &workers).await
+        }
         Command::Bench(args) => bench::run(args).await,
         Command::Onboard(args) => onboard::run(&cli.config, args),
         command => {
