@@ -142,6 +142,25 @@ pub fn parse_project(
     })
 }
 
+/// The registry entries of [`env::PROJECTS_JSON`]: a JSON array of objects with the fields of
+/// `[[projects]]`. Each entry is then checked by [`parse_project`], like the file's.
+fn registry_from_json(json: &str) -> Result<Vec<ProjectEntry>, UsageError> {
+    let values: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| {
+        UsageError(format!(
+            "{}: not a JSON array of project entries: {e}",
+            env::PROJECTS_JSON
+        ))
+    })?;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            serde_json::from_value(value)
+                .map_err(|e| UsageError(format!("{}: entry {index}: {e}", env::PROJECTS_JSON)))
+        })
+        .collect()
+}
+
 impl Settings {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -159,18 +178,19 @@ impl Settings {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let (entries, source) = match std::env::var(env::PROJECTS_JSON) {
+            Ok(json) => (registry_from_json(&json)?, env::PROJECTS_JSON.to_owned()),
+            Err(_) => (file.projects.clone(), path.display().to_string()),
+        };
         let mut projects = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
-        for entry in &file.projects {
+        for entry in &entries {
             let p = parse_project(entry, &data_dir)
-                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+                .map_err(|e| UsageError(format!("{source}: {e}")))?;
             if !seen.insert(p.id.clone()) {
-                return Err(UsageError(format!(
-                    "{}: project `{}` is listed twice",
-                    path.display(),
-                    p.id
-                ))
-                .into());
+                return Err(
+                    UsageError(format!("{source}: project `{}` is listed twice", p.id)).into(),
+                );
             }
             projects.push(p);
         }

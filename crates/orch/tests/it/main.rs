@@ -8,6 +8,7 @@ mod crash;
 mod demo;
 mod harness;
 mod onboard;
+mod projects;
 mod serve;
 mod staging;
 mod worker;
