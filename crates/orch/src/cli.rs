@@ -75,6 +75,13 @@ to merge yourself; an existing .env is never touched; orch.toml only gets a [[pr
         after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict"
     )]
     StagingCheck(StagingCheckArgs),
+    /// Let a project's promotions run again after a prod restore paused them.
+    #[command(
+        after_help = "After prod was restored, orch refuses further promotions of the project until a person\n\
+has looked at why the deploy failed. This clears that pause (not FROZEN, which needs a fix by hand).\n\n\
+Example:\n  orch resume-promotions --project billing"
+    )]
+    ResumePromotions(ResumePromotionsArgs),
     /// Serve the JSON API and webhooks, and process work items as they become ready.
     #[command(
         after_help = "Secrets come from the environment, never from flags (they would show in `ps`):\n  \
@@ -259,6 +266,13 @@ pub struct StagingCheckArgs {
     /// Make INFRA failures FAILED for this run.
     #[arg(long)]
     pub strict: bool,
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumePromotionsArgs {
+    /// The project (optional when only one is configured).
     #[arg(long)]
     pub project: Option<String>,
 }

@@ -8,6 +8,7 @@ mod init;
 mod item;
 mod logs;
 mod onboard;
+mod resume_promotions;
 mod run;
 mod serve;
 mod staging_check;
@@ -44,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::Logs(a) => logs::run(&ctx, a).await,
                 Command::Status(a) => status::run(&ctx, a).await,
                 Command::StagingCheck(a) => staging_check::run(&ctx, a).await,
+                Command::ResumePromotions(a) => resume_promotions::run(&ctx, &a),
                 Command::Serve(a) => serve::run(&ctx, a).await,
                 Command::Worker(a) => worker::run(&ctx, a).await,
                 Command::Demo(_) | Command::Init(_) | Command::Bench(_) | Command::Onboard(_) => {

@@ -318,3 +318,29 @@ fn a_taken_staging_port_blocks_the_item_instead_of_rolling_it_back() {
         "never rolled back to development"
     );
 }
+
+/// After a restore the deployer writes `deploy/<project>/prod/PAUSED`; `orch resume-promotions`
+/// is how a person clears it, and says what it cleared.
+#[test]
+fn resume_promotions_clears_the_pause_and_says_why_it_was_there() {
+    let orch = Orch::new(None);
+    let marker = orch.path().join("deploy/quick/prod/PAUSED");
+    std::fs::create_dir_all(marker.parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        &marker,
+        "prod was restored to abc123 after def456 failed its health check\n",
+    )
+    .expect("marker");
+    let out = orch.ok(&["resume-promotions"]);
+    assert!(
+        out.contains(
+            "quick: promotions resumed; they had paused because: prod was restored to abc123"
+        ),
+        "{out}"
+    );
+    assert!(!marker.exists(), "the pause is cleared");
+    let again = orch.ok(&["resume-promotions", "--project", "quick"]);
+    assert!(again.contains("were not paused"), "{again}");
+    let unknown = orch.run(&["resume-promotions", "--project", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}
