@@ -263,10 +263,11 @@ impl Engine {
     /// Whether a queued run appeared meanwhile (filed by a person while we ran). A merge that
     /// failed is not retried in a loop: it waits for the next pass; its failure was reported.
     async fn has_claimable_work(&self) -> Result<bool, EngineError> {
-        let items = self.store.list_items(None).await?;
-        Ok(items
-            .iter()
-            .any(|i| i.progress.status == orch_core::transition::ItemStatus::Queued))
+        let queued = self
+            .store
+            .list_items_with_status(orch_core::transition::ItemStatus::Queued)
+            .await?;
+        Ok(!queued.is_empty())
     }
 
     fn report(&self, item: &str, stage: &str, attempt: u32, what: impl Into<String>) {

@@ -314,6 +314,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_item(&self, id: &ItemId) -> Result<Option<ItemRecord>>;
     /// Items, oldest first; all projects when `project` is `None`.
     async fn list_items(&self, project: Option<&ProjectId>) -> Result<Vec<ItemRecord>>;
+    /// Items in `status`, oldest first, from the status index: what the engine's loop asks on
+    /// every pass (items to merge, queued work), without reading every item ever filed.
+    async fn list_items_with_status(
+        &self,
+        status: orch_core::transition::ItemStatus,
+    ) -> Result<Vec<ItemRecord>>;
 
     async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>>;
     /// Every run of an item, in creation order.

@@ -241,6 +241,21 @@ impl Store for PgStore {
         rows::all(&found, rows::item)
     }
 
+    async fn list_items_with_status(
+        &self,
+        status: orch_core::transition::ItemStatus,
+    ) -> Result<Vec<ItemRecord>> {
+        let sql = format!(
+            "SELECT {} FROM work_items WHERE status = $1 ORDER BY created_at, length(id), id COLLATE \"C\"",
+            rows::ITEM_COLUMNS
+        );
+        let found = sqlx::query(&sql)
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows::all(&found, rows::item)
+    }
+
     async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {} FROM stage_runs WHERE id = $1", rows::RUN_COLUMNS);
         let row = sqlx::query(&sql)

@@ -35,6 +35,7 @@ conformance!(
     items::projects_are_upserted_and_listed,
     items::create_item_numbers_items_and_writes_run_and_events,
     items::items_are_listed_oldest_first_and_per_project,
+    items::items_are_listed_by_status_oldest_first,
     items::create_item_refuses_unknown_project_and_bad_input,
     items::change_item_refuses_an_unexpected_status,
     items::change_item_ends_the_active_run_and_fences_its_holder,
