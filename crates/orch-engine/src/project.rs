@@ -36,6 +36,8 @@ pub struct ProjectSettings {
     pub health_override: Option<(u32, std::time::Duration)>,
     /// Who may approve this project's items; empty means any person (never an agent).
     pub approvers: Vec<String>,
+    /// How long an approval stays good for its promotion; `None`: until it is used.
+    pub approval_ttl: Option<std::time::Duration>,
 }
 
 pub struct Project {

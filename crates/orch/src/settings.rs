@@ -75,6 +75,9 @@ pub struct ProjectEntry {
     /// The people who may approve this project's items; empty or absent means any person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// Seconds an approval stays good: a promotion that starts later asks for a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ttl_secs: Option<u64>,
 }
 
 /// Resolved settings.
@@ -127,6 +130,11 @@ pub fn parse_project(
             "project `{id}`, field `approvers[{index}]`: is empty; list people's names, or leave `approvers` out to let any person approve"
         ));
     }
+    if entry.approval_ttl_secs == Some(0) {
+        return Err(format!(
+            "project `{id}`, field `approval_ttl_secs`: must be at least 1; leave it out for approvals that do not expire"
+        ));
+    }
     Ok(orch_engine::ProjectSettings {
         id,
         repo: data_dir.join(&entry.repo),
@@ -139,6 +147,7 @@ pub fn parse_project(
             .iter()
             .map(|a| a.trim().to_owned())
             .collect(),
+        approval_ttl: entry.approval_ttl_secs.map(std::time::Duration::from_secs),
     })
 }
 

@@ -136,6 +136,7 @@ async fn measure(
             health_tries: None,
             health_interval_ms: None,
             approvers: Vec::new(),
+            approval_ttl_secs: None,
         });
     }
     let config = data.join("orch.toml");
