@@ -1,6 +1,7 @@
-//! A scripted model endpoint on loopback, enough of the Anthropic Messages API and of the OpenAI
-//! Responses API for the real CLIs to do one thing: write a file through their own tool, then
-//! finish. Hand-written HTTP/1.1: one request per connection, answered with `Connection: close`.
+//! A scripted model endpoint on loopback, enough of the Anthropic Messages API, of the OpenAI
+//! Responses API and of the OpenAI Chat Completions API for the real CLIs to do one thing: write a
+//! file through their own tool (or, for aider, in its whole-file edit format), then finish.
+//! Hand-written HTTP/1.1: one request per connection, answered with `Connection: close`.
 //!
 //! The tool call is answered to a request that offers tools and carries no tool result yet; the
 //! closing message to one that carries the result. Anything else (model listings, token counts,
@@ -20,6 +21,8 @@ pub struct Script {
     pub file_path: String,
     /// For Codex: a shell command, run in the worktree, that writes the file.
     pub command: String,
+    /// For aider: the file's path relative to the worktree, as its edit format names files.
+    pub relative_path: String,
     pub content: String,
 }
 
@@ -36,6 +39,8 @@ pub struct Reported {
 /// Token counts of the two scripted answers: (input, output, cache read, cache write/reasoning).
 const FIRST: (u64, u64, u64, u64) = (123, 45, 7, 11);
 const SECOND: (u64, u64, u64, u64) = (200, 30, 0, 0);
+/// Token counts of the one Chat Completions answer: (prompt, completion).
+const CHAT: (u64, u64) = (321, 54);
 
 #[derive(Debug, Default)]
 struct State {
@@ -207,6 +212,15 @@ fn answer(request: &Request, state: &Mutex<State>, script: &Script) -> (&'static
             sse(openai::message_stream("ok", (0, 0, 0, 0)))
         };
     }
+    if path.starts_with("/v1/chat/completions") {
+        count(state, Api::OpenAi, (CHAT.0, CHAT.1, 0, 0));
+        let content = chat::whole_file_edit(&script.relative_path, &script.content);
+        return if streamed {
+            chat::stream(&content, CHAT)
+        } else {
+            json_answer(chat::completion(&content, CHAT))
+        };
+    }
     if path.starts_with("/v1/models") {
         return json_answer(json!({ "object": "list", "data": [], "models": [] }));
     }
@@ -341,5 +355,52 @@ mod openai {
         let delta = json!({ "type": "response.output_text.delta", "item_id": "msg_scripted",
                             "output_index": 0, "content_index": 0, "delta": text });
         around(item, usage, vec![delta])
+    }
+}
+
+/// The Chat Completions API, as aider's model client (litellm, with the OpenAI client) calls it.
+mod chat {
+    use serde_json::{Value, json};
+
+    /// An answer in aider's "whole" edit format: the file's path, then its whole new content in a
+    /// fenced block.
+    pub fn whole_file_edit(path: &str, content: &str) -> String {
+        format!("{path}\n```\n{content}```\n")
+    }
+
+    fn usage((prompt, completion): (u64, u64)) -> Value {
+        json!({ "prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion })
+    }
+
+    pub fn completion(content: &str, tokens: (u64, u64)) -> Value {
+        json!({ "id": "chatcmpl-scripted", "object": "chat.completion", "created": 0,
+                "model": "scripted-model",
+                "choices": [{ "index": 0, "finish_reason": "stop",
+                              "message": { "role": "assistant", "content": content } }],
+                "usage": usage(tokens) })
+    }
+
+    /// Server-sent chunks: the content, the finish reason, a usage chunk, then `[DONE]`.
+    pub fn stream(content: &str, tokens: (u64, u64)) -> (&'static str, String) {
+        let chunk = |choices: Value, usage: Value| {
+            json!({ "id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0,
+                    "model": "scripted-model", "choices": choices, "usage": usage })
+        };
+        let events = [
+            chunk(
+                json!([{ "index": 0, "delta": { "role": "assistant", "content": content },
+                         "finish_reason": null }]),
+                Value::Null,
+            ),
+            chunk(
+                json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }]),
+                Value::Null,
+            ),
+            chunk(json!([]), usage(tokens)),
+        ];
+        let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+        body.push_str("data: [DONE]\n\n");
+        ("text/event-stream", body)
     }
 }

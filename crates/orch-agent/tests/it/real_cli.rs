@@ -1,7 +1,8 @@
-//! The adapters drive the real Claude Code and Codex CLIs against the scripted model server.
+//! The adapters drive the real Claude Code, Codex and aider CLIs against the scripted model server.
 
 use std::time::Instant;
 
+use orch_agent::aider::AiderAgent;
 use orch_agent::claude::ClaudeAgent;
 use orch_agent::codex::CodexAgent;
 use orch_agent::{Agent, Usage};
@@ -16,6 +17,7 @@ fn script(ws: &Workspace) -> Script {
     Script {
         file_path: ws.artifact_path().display().to_string(),
         command: format!("printf '%s' '{ARTIFACT_CONTENT}' > {relative}"),
+        relative_path: relative.clone(),
         content: ARTIFACT_CONTENT.to_owned(),
     }
 }
@@ -115,11 +117,81 @@ async fn codex_writes_the_artifact_and_reports_the_servers_tokens() {
             cache_write_tokens: None,
             reasoning_tokens: Some(reported.reasoning),
             cost_usd: None,
+            cost_estimated: false,
             turns: Some(1),
             duration_ms: 0,
+            session_id: run.usage.session_id.clone(),
         },
         "requests: {requests:#?}\nrun log:\n{log}"
     );
     assert!(log.contains("command (exit 0): "), "{log}");
+    let thread = run.usage.session_id.as_deref().unwrap_or_default();
+    assert!(
+        log.contains(&format!("codex: thread {thread} started")),
+        "{log}"
+    );
     eprintln!("codex run log:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aider_writes_the_artifact_and_reports_the_servers_tokens() {
+    let Some(program) = real_cli("ORCH_TEST_AIDER_BIN", "aider") else {
+        return;
+    };
+    let ws = Workspace::new();
+    let server = ModelServer::start(script(&ws)).await;
+    let agent = AiderAgent {
+        program: program.display().to_string(),
+        model: Some("openai/scripted-model".to_owned()),
+        base_url: Some(format!("{}/v1", server.url)),
+        // Any variable of the test's environment does: the server accepts every key. With an
+        // endpoint, aider gets it as OPENAI_API_KEY.
+        api_key_env: Some("PATH".to_owned()),
+        ..AiderAgent::default()
+    };
+    let started = Instant::now();
+    let req = ws.request(&[]);
+    let run = agent.run(&req, &CancellationToken::new(), &mut ()).await;
+    eprintln!("aider run took {:?}: {run:?}", started.elapsed());
+    let requests = server.requests();
+    let log = ws.run_log();
+    assert_eq!(
+        run.outcome,
+        ExitOutcome::Exited(0),
+        "requests: {requests:#?}\nrun log:\n{log}"
+    );
+    assert!(server.saw(&req.prompt), "the prompt reached the model");
+    let artifact = std::fs::read_to_string(ws.artifact_path()).expect("artifact written");
+    assert_eq!(artifact, ARTIFACT_CONTENT);
+    // The gates read the frontmatter: the artifact is what a passing stage needs.
+    assert!(artifact.starts_with("---\nanalysis_status: READY\n---\n"));
+    let reported = server.reported();
+    assert_eq!(
+        Usage {
+            duration_ms: 0,
+            ..run.usage.clone()
+        },
+        Usage {
+            input_tokens: Some(reported.input),
+            output_tokens: Some(reported.output),
+            turns: Some(1),
+            ..Usage::default()
+        },
+        "requests: {requests:#?}\nrun log:\n{log}"
+    );
+    assert!(
+        log.contains("aider: Applied edit to docs/work-items/DEMO-1/01-analysis.md"),
+        "{log}"
+    );
+    // Nothing but the artifact was written into the worktree, and nothing was committed.
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .current_dir(&ws.worktree)
+        .output()
+        .expect("git status");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "?? docs/work-items/DEMO-1/01-analysis.md\n"
+    );
+    eprintln!("aider run log:\n{log}");
 }
