@@ -3,9 +3,11 @@
 //! terminal), and reads its usage from the final `result` event (see [`crate::gemini_stream`]).
 //!
 //! The approval mode follows the role's tools: `yolo` (every tool, shell included) when the role
-//! may use `Bash`, else `auto_edit` (file edits only). The child runs with a private `HOME`
-//! beside the run log, so the user's own Gemini settings and login neither apply nor change; the
-//! API key is given as `GEMINI_API_KEY`, an endpoint as `GOOGLE_GEMINI_BASE_URL`. The Gemini CLI
+//! may use `Bash`, else `auto_edit` (file edits only); the worktree is trusted
+//! (`GEMINI_CLI_TRUST_WORKSPACE`), else the CLI would fall back to asking. The child runs with a
+//! private `HOME` beside the run log holding orch's `.gemini/settings.json`, so the user's own
+//! Gemini settings and login neither apply nor change; the API key is given as `GEMINI_API_KEY`,
+//! an endpoint as `GOOGLE_GEMINI_BASE_URL`. The Gemini CLI
 //! reports tokens but no cost: a cost comes only from configured prices. The session id is
 //! recorded, but sessions are not resumed: they live in that home, private to each attempt.
 
@@ -20,6 +22,15 @@ use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 /// The program run when the config names none.
 pub const DEFAULT_PROGRAM: &str = "gemini";
 const INSTALL: &str = "npm install -g @google/gemini-cli";
+/// The private home's `.gemini/settings.json`: authenticate with `GEMINI_API_KEY` (even with an
+/// endpoint set, which alone would select the CLI's "gateway" method), and no usage statistics,
+/// update checks or update notices.
+const SETTINGS: &str = r#"{
+  "security": { "auth": { "selectedType": "gemini-api-key" } },
+  "privacy": { "usageStatisticsEnabled": false },
+  "general": { "enableAutoUpdate": false, "enableAutoUpdateNotification": false }
+}
+"#;
 
 #[derive(Debug, Clone)]
 pub struct GeminiAgent {
@@ -75,9 +86,14 @@ impl GeminiAgent {
         let mut env = orch_process::safe_env();
         env.extend(req.env_vars());
         let home = cli::private_dir(&req.log, "gemini-home");
-        std::fs::create_dir_all(&home)
-            .map_err(|e| format!("cannot create the directory {}: {e}", home.display()))?;
+        let settings_dir = home.join(".gemini");
+        std::fs::create_dir_all(&settings_dir)
+            .and_then(|()| std::fs::write(settings_dir.join("settings.json"), SETTINGS))
+            .map_err(|e| format!("cannot prepare {}: {e}", home.display()))?;
         cli::set_env(&mut env, "HOME", home.display().to_string());
+        // The worktree is orch's: without trust the CLI would drop the approval mode to
+        // `default`, which refuses every edit in headless mode.
+        cli::set_env(&mut env, "GEMINI_CLI_TRUST_WORKSPACE", "true".to_owned());
         if let Some(url) = &self.base_url {
             cli::set_env(&mut env, "GOOGLE_GEMINI_BASE_URL", url.clone());
         }

@@ -298,7 +298,15 @@ async fn check_gemini_environment() {
             format!("GEMINI_API_KEY={}", AGENT_KEY.1),
             "GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:9".to_owned(),
             format!("HOME={}", ws.logs.join("analysis-1.gemini-home").display()),
+            "GEMINI_CLI_TRUST_WORKSPACE=true".to_owned(),
         ],
+    );
+    let settings = ws.logs.join("analysis-1.gemini-home/.gemini/settings.json");
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(settings).expect("settings")).expect("JSON");
+    assert_eq!(
+        settings["security"]["auth"]["selectedType"],
+        "gemini-api-key"
     );
     assert!(!env.contains(AGENT_KEY.0), "{env}");
     assert_no_secret_leaked(&env, &ws);

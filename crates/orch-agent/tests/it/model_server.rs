@@ -1,6 +1,7 @@
 //! A scripted model endpoint on loopback, enough of the Anthropic Messages API, of the OpenAI
-//! Responses API and of the OpenAI Chat Completions API for the real CLIs to do one thing: write a
-//! file through their own tool (or, for aider, in its whole-file edit format), then finish.
+//! Responses API, of the OpenAI Chat Completions API and of the Gemini API (`generateContent`)
+//! for the real CLIs to do one thing: write a file through their own tool (or, for aider, in its
+//! whole-file edit format), then finish.
 //! Hand-written HTTP/1.1: one request per connection, answered with `Connection: close`.
 //!
 //! The tool call is answered to a request that offers tools and carries no tool result yet; the
@@ -221,6 +222,26 @@ fn answer(request: &Request, state: &Mutex<State>, script: &Script) -> (&'static
             json_answer(chat::completion(&content, CHAT))
         };
     }
+    if path.starts_with("/v1beta/models/") {
+        let (events, tokens) = if text.contains("\"functionResponse\"") {
+            (gemini::text("The analysis is written.", SECOND), SECOND)
+        } else if text.contains("\"functionDeclarations\"") && path.contains(":stream") {
+            let args = json!({ "file_path": script.file_path, "content": script.content });
+            (gemini::call("write_file", &args, FIRST), FIRST)
+        } else {
+            // Side queries (which speaker is next, loop checks...): an answer of no tokens.
+            (
+                gemini::text("{\"next_speaker\": \"user\"}", (0, 0, 0, 0)),
+                (0, 0, 0, 0),
+            )
+        };
+        count(state, Api::OpenAi, (tokens.0, tokens.1, tokens.2, 0));
+        return if path.contains("alt=sse") {
+            ("text/event-stream", format!("data: {events}\n\n"))
+        } else {
+            json_answer(events)
+        };
+    }
     if path.starts_with("/v1/models") {
         return json_answer(json!({ "object": "list", "data": [], "models": [] }));
     }
@@ -402,5 +423,31 @@ mod chat {
         let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
         body.push_str("data: [DONE]\n\n");
         ("text/event-stream", body)
+    }
+}
+
+/// The Gemini API's `GenerateContentResponse`, as the Gemini CLI's client (`@google/genai`) reads
+/// it, streamed or not.
+mod gemini {
+    use serde_json::{Value, json};
+
+    fn response(parts: Value, (input, output, cached, _): (u64, u64, u64, u64)) -> Value {
+        json!({ "candidates": [{ "index": 0, "finishReason": "STOP",
+                                 "content": { "role": "model", "parts": parts } }],
+                "usageMetadata": { "promptTokenCount": input, "candidatesTokenCount": output,
+                                   "cachedContentTokenCount": cached,
+                                   "totalTokenCount": input + output },
+                "modelVersion": "scripted-model" })
+    }
+
+    pub fn call(name: &str, args: &Value, usage: (u64, u64, u64, u64)) -> Value {
+        response(
+            json!([{ "functionCall": { "name": name, "args": args } }]),
+            usage,
+        )
+    }
+
+    pub fn text(text: &str, usage: (u64, u64, u64, u64)) -> Value {
+        response(json!([{ "text": text }]), usage)
     }
 }

@@ -1,10 +1,12 @@
-//! The adapters drive the real Claude Code, Codex and aider CLIs against the scripted model server.
+//! The adapters drive the real Claude Code, Codex, aider and Gemini CLIs against the scripted model
+//! server.
 
 use std::time::Instant;
 
 use orch_agent::aider::AiderAgent;
 use orch_agent::claude::ClaudeAgent;
 use orch_agent::codex::CodexAgent;
+use orch_agent::gemini::GeminiAgent;
 use orch_agent::{Agent, Usage};
 use orch_core::gate::ExitOutcome;
 use tokio_util::sync::CancellationToken;
@@ -194,4 +196,54 @@ async fn aider_writes_the_artifact_and_reports_the_servers_tokens() {
         "?? docs/work-items/DEMO-1/01-analysis.md\n"
     );
     eprintln!("aider run log:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_cli_writes_the_artifact_and_reports_the_servers_tokens() {
+    let Some(program) = real_cli("ORCH_TEST_GEMINI_BIN", "gemini") else {
+        return;
+    };
+    let ws = Workspace::new();
+    let server = ModelServer::start(script(&ws)).await;
+    let agent = GeminiAgent {
+        program: program.display().to_string(),
+        base_url: Some(server.url.clone()),
+        api_key_env: Some("PATH".to_owned()),
+        ..GeminiAgent::default()
+    };
+    let started = Instant::now();
+    let req = ws.request(&["Read", "Write"]);
+    let run = agent.run(&req, &CancellationToken::new(), &mut ()).await;
+    eprintln!("gemini run took {:?}: {run:?}", started.elapsed());
+    let requests = server.requests();
+    let log = ws.run_log();
+    assert_eq!(
+        run.outcome,
+        ExitOutcome::Exited(0),
+        "requests: {requests:#?}\nrun log:\n{log}\nstream:\n{}",
+        ws.stream_log()
+    );
+    assert!(server.saw(&req.prompt), "the prompt reached the model");
+    let artifact = std::fs::read_to_string(ws.artifact_path()).expect("artifact written");
+    assert_eq!(artifact, ARTIFACT_CONTENT);
+    let reported = server.reported();
+    let session = run.usage.session_id.clone();
+    assert!(session.is_some(), "{log}");
+    assert_eq!(
+        Usage {
+            duration_ms: 0,
+            ..run.usage.clone()
+        },
+        Usage {
+            input_tokens: Some(reported.input),
+            output_tokens: Some(reported.output),
+            cache_read_tokens: Some(reported.cache_read),
+            session_id: session,
+            ..Usage::default()
+        },
+        "requests: {requests:#?}\nrun log:\n{log}"
+    );
+    assert!(log.contains("tool write_file: "), "{log}");
+    assert!(log.contains("gemini: finished (success)"), "{log}");
+    eprintln!("gemini run log:\n{log}");
 }
