@@ -214,12 +214,29 @@ fn answer(request: &Request, state: &Mutex<State>, script: &Script) -> (&'static
         };
     }
     if path.starts_with("/v1/chat/completions") {
-        count(state, Api::OpenAi, (CHAT.0, CHAT.1, 0, 0));
-        let content = chat::whole_file_edit(&script.relative_path, &script.content);
-        return if streamed {
-            chat::stream(&content, CHAT)
-        } else {
+        let offers_write = body["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == "write"));
+        let last_role = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .map(|m| m["role"].clone());
+        // OpenCode (streamed, with tools): a `write` call, then a closing message. aider
+        // (not streamed, as orch runs it, no tools): the file in its whole-file edit format.
+        // Anything else streamed (OpenCode's session title): a short text of no tokens.
+        return if last_role.as_ref().is_some_and(|r| r == "tool") {
+            count(state, Api::OpenAi, SECOND);
+            chat::stream(chat::text_delta("The analysis is written."), "stop", SECOND)
+        } else if offers_write {
+            count(state, Api::OpenAi, FIRST);
+            let args = json!({ "filePath": script.file_path, "content": script.content });
+            chat::stream(chat::call_delta("write", &args), "tool_calls", FIRST)
+        } else if !streamed {
+            count(state, Api::OpenAi, (CHAT.0, CHAT.1, 0, 0));
+            let content = chat::whole_file_edit(&script.relative_path, &script.content);
             json_answer(chat::completion(&content, CHAT))
+        } else {
+            chat::stream(chat::text_delta("Scripted analysis"), "stop", (0, 0, 0, 0))
         };
     }
     if path.starts_with("/v1beta/models/") {
@@ -402,30 +419,44 @@ mod chat {
                 "usage": usage(tokens) })
     }
 
-    /// Server-sent chunks: the content, the finish reason, a usage chunk, then `[DONE]`.
-    pub fn stream(content: &str, tokens: (u64, u64)) -> (&'static str, String) {
+    pub fn text_delta(text: &str) -> Value {
+        json!({ "role": "assistant", "content": text })
+    }
+
+    pub fn call_delta(name: &str, args: &Value) -> Value {
+        json!({ "role": "assistant", "tool_calls": [{ "index": 0, "id": "call_scripted",
+                "type": "function", "function": { "name": name, "arguments": args.to_string() } }] })
+    }
+
+    /// Server-sent chunks: the delta, the finish reason, a usage chunk (the prompt tokens include
+    /// the cached ones, as OpenAI counts them), then `[DONE]`.
+    pub fn stream(
+        delta: Value,
+        finish: &str,
+        (prompt, completion, cached, _): (u64, u64, u64, u64),
+    ) -> (&'static str, String) {
         let chunk = |choices: Value, usage: Value| {
             json!({ "id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0,
                     "model": "scripted-model", "choices": choices, "usage": usage })
         };
+        let mut total = usage((prompt, completion));
+        total["prompt_tokens_details"] = json!({ "cached_tokens": cached });
         let events = [
             chunk(
-                json!([{ "index": 0, "delta": { "role": "assistant", "content": content },
-                         "finish_reason": null }]),
+                json!([{ "index": 0, "delta": delta, "finish_reason": null }]),
                 Value::Null,
             ),
             chunk(
-                json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }]),
+                json!([{ "index": 0, "delta": {}, "finish_reason": finish }]),
                 Value::Null,
             ),
-            chunk(json!([]), usage(tokens)),
+            chunk(json!([]), total),
         ];
         let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
         body.push_str("data: [DONE]\n\n");
         ("text/event-stream", body)
     }
 }
-
 /// The Gemini API's `GenerateContentResponse`, as the Gemini CLI's client (`@google/genai`) reads
 /// it, streamed or not.
 mod gemini {

@@ -1,5 +1,5 @@
-//! The adapters drive the real Claude Code, Codex, aider and Gemini CLIs against the scripted model
-//! server.
+//! The adapters drive the real Claude Code, Codex, aider, Gemini and OpenCode CLIs against the
+//! scripted model server.
 
 use std::time::Instant;
 
@@ -7,6 +7,7 @@ use orch_agent::aider::AiderAgent;
 use orch_agent::claude::ClaudeAgent;
 use orch_agent::codex::CodexAgent;
 use orch_agent::gemini::GeminiAgent;
+use orch_agent::opencode::OpenCodeAgent;
 use orch_agent::{Agent, Usage};
 use orch_core::gate::ExitOutcome;
 use tokio_util::sync::CancellationToken;
@@ -246,4 +247,70 @@ async fn gemini_cli_writes_the_artifact_and_reports_the_servers_tokens() {
     assert!(log.contains("tool write_file: "), "{log}");
     assert!(log.contains("gemini: finished (success)"), "{log}");
     eprintln!("gemini run log:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opencode_writes_the_artifact_and_reports_the_servers_tokens() {
+    let Some(program) = real_cli("ORCH_TEST_OPENCODE_BIN", "opencode") else {
+        return;
+    };
+    let ws = Workspace::new();
+    let server = ModelServer::start(script(&ws)).await;
+    let agent = OpenCodeAgent {
+        program: program.display().to_string(),
+        base_url: Some(format!("{}/v1", server.url)),
+        api_key_env: Some("PATH".to_owned()),
+        ..OpenCodeAgent::default()
+    };
+    let started = Instant::now();
+    let req = ws.request(&[]);
+    let run = agent.run(&req, &CancellationToken::new(), &mut ()).await;
+    eprintln!("opencode run took {:?}: {run:?}", started.elapsed());
+    let requests = server.requests();
+    let log = ws.run_log();
+    assert_eq!(
+        run.outcome,
+        ExitOutcome::Exited(0),
+        "requests: {requests:#?}\nrun log:\n{log}\nstream:\n{}",
+        ws.stream_log()
+    );
+    assert!(server.saw(&req.prompt), "the prompt reached the model");
+    let artifact = std::fs::read_to_string(ws.artifact_path()).expect("artifact written");
+    assert_eq!(artifact, ARTIFACT_CONTENT);
+    let reported = server.reported();
+    let session = run.usage.session_id.clone();
+    assert!(
+        session.as_deref().is_some_and(|s| s.starts_with("ses_")),
+        "{log}"
+    );
+    assert_eq!(
+        Usage {
+            duration_ms: 0,
+            ..run.usage.clone()
+        },
+        Usage {
+            // OpenCode counts input without the cached part; the server's prompt tokens hold it.
+            input_tokens: Some(reported.input - reported.cache_read),
+            output_tokens: Some(reported.output),
+            cache_read_tokens: Some(reported.cache_read),
+            cache_write_tokens: Some(0),
+            reasoning_tokens: Some(0),
+            turns: Some(2),
+            session_id: session,
+            ..Usage::default()
+        },
+        "requests: {requests:#?}\nrun log:\n{log}"
+    );
+    assert!(log.contains("tool write: "), "{log}");
+    // Nothing but the artifact was written into the worktree.
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .current_dir(&ws.worktree)
+        .output()
+        .expect("git status");
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "?? docs/work-items/DEMO-1/01-analysis.md\n"
+    );
+    eprintln!("opencode run log:\n{log}");
 }
