@@ -205,6 +205,26 @@ mod tests {
     }
 
     #[test]
+    fn the_session_id_is_kept_and_an_api_error_result_is_classified() {
+        let (_, result) = check(&[
+            INIT,
+            r#"{"type":"result","subtype":"success","is_error":true,"session_id":"s-2","result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}"}"#,
+        ]);
+        let error = result.and_then(|r| r.model_error).expect("a model error");
+        assert_eq!((error.status, error.retryable), (Some(529), true));
+        let mut stream = ClaudeStream::default();
+        stream.parse_line(INIT);
+        assert_eq!(stream.session_id.as_deref(), Some("s-1"));
+        stream.parse_line(RESULT);
+        assert_eq!(stream.session_id.as_deref(), Some("s-1"));
+        // A plain error result names no model API error.
+        let (_, result) = check(&[
+            r#"{"type":"result","subtype":"error_max_turns","is_error":true,"result":"Reached 100 turns"}"#,
+        ]);
+        assert_eq!(result.and_then(|r| r.model_error), None);
+    }
+
+    #[test]
     fn malformed_and_truncated_lines_are_logged_and_skipped() {
         let truncated_result = &RESULT[..RESULT.len() / 2];
         let (log, result) = check(&[INIT, "not json at all", truncated_result, "", TOOL_CALL]);

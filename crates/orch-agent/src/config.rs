@@ -221,12 +221,19 @@ fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
         }
         _ => match spec.settings_not_for_kind().as_slice() {
             [] => Ok(()),
-            names => err(&format!(
-                "{} not used by a {} agent; remove {}",
-                names.join(", "),
-                format!("{:?}", spec.kind).to_lowercase(),
-                if names.len() == 1 { "it" } else { "them" }
-            )),
+            names => {
+                let kind = format!("{:?}", spec.kind).to_lowercase();
+                let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                err(&format!(
+                    "{} not used by {article} {kind} agent; remove {}",
+                    names.join(", "),
+                    if names.len() == 1 { "it" } else { "them" }
+                ))
+            }
         },
     }
 }
@@ -379,6 +386,14 @@ mod tests {
                 "agent for the default: max_turns must be at least 1",
             ),
             (
+                "[default]\nkind = \"aider\"\nmax_turns = 3\n",
+                "agent for the default: max_turns not used by an aider agent; remove it",
+            ),
+            (
+                "[default]\nkind = \"opencode\"\n[prices.m]\ninput_per_mtok = -1.0\noutput_per_mtok = 1.0\n",
+                "agent for the price of model `m`: prices must be zero or more US dollars per million tokens",
+            ),
+            (
                 "[default]\nkind = \"codex\"\nprogram = \"\"\n",
                 "agent for the default: `program` must not be empty; leave it out to use the CLI on PATH",
             ),
@@ -443,6 +458,19 @@ mod tests {
         .expect("builds");
         assert_eq!(clis.get("").map(|b| b.agent.kind()), Some("claude"));
         assert_eq!(clis.get("qa").map(|b| b.agent.kind()), Some("codex"));
+        let more = AgentsConfig::from_toml(
+            "[default]\nkind = \"aider\"\nmodel = \"sonnet\"\n[roles.qa]\nkind = \"gemini\"\nprice = { input_per_mtok = 1.0, output_per_mtok = 2.0 }\n[roles.reviewer]\nkind = \"opencode\"\n[prices.\"sonnet\"]\ninput_per_mtok = 3.0\ncached_input_per_mtok = 0.3\noutput_per_mtok = 15.0\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            more.prices
+                .get("sonnet")
+                .and_then(|p| p.cache_read_per_mtok),
+            Some(0.3)
+        );
+        let more = more.build(dir.path()).expect("builds");
+        let kinds: Vec<_> = more.values().map(|b| b.agent.kind()).collect();
+        assert_eq!(kinds, ["aider", "gemini", "opencode"]);
         let missing =
             AgentsConfig::from_toml("[default]\nkind = \"scripted\"\nscenario = \"nope.toml\"\n")
                 .expect("valid")

@@ -507,3 +507,42 @@ async fn a_run_without_a_result_reports_no_usage() {
         orch_agent::Usage::default()
     );
 }
+
+#[tokio::test]
+async fn claude_resumes_the_requested_session_unless_its_home_is_private() {
+    let ws = Workspace::new();
+    let result = r#"{"type":"result","subtype":"success","is_error":false,"session_id":"s-2","usage":{"input_tokens":1,"output_tokens":1}}"#;
+    let claude = ClaudeAgent {
+        program: recording_cli(&ws.logs_parent(), result),
+        ..ClaudeAgent::default()
+    };
+    let req = orch_agent::AgentRequest {
+        resume_session: Some("s-1".to_owned()),
+        ..ws.request(&[])
+    };
+    let run_ = claude.run(&req, &CancellationToken::new(), &mut ()).await;
+    let args = read(&ws, "args.txt");
+    assert!(args.contains("\n--resume\ns-1\n"), "{args}");
+    // The session the run ended in is recorded, for the attempt after it.
+    assert_eq!(run_.usage.session_id.as_deref(), Some("s-2"));
+
+    let ws = Workspace::new();
+    let claude = ClaudeAgent {
+        program: recording_cli(&ws.logs_parent(), result),
+        private_home: true,
+        ..ClaudeAgent::default()
+    };
+    let req = orch_agent::AgentRequest {
+        resume_session: Some("s-1".to_owned()),
+        ..ws.request(&[])
+    };
+    claude.run(&req, &CancellationToken::new(), &mut ()).await;
+    assert!(!read(&ws, "args.txt").contains("--resume"));
+    assert!(
+        ws.run_log().contains(
+            "orch: claude does not resume session s-1 (private_home gives every attempt a new home); starting a new one"
+        ),
+        "{}",
+        ws.run_log()
+    );
+}
