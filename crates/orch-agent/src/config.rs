@@ -422,6 +422,9 @@ mod tests {
         let pages = [
             include_str!("../../../docs/agents/claude-code.md"),
             include_str!("../../../docs/agents/codex.md"),
+            include_str!("../../../docs/agents/aider.md"),
+            include_str!("../../../docs/agents/gemini.md"),
+            include_str!("../../../docs/agents/opencode.md"),
         ];
         for page in pages {
             let example = page
