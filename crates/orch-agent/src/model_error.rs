@@ -88,7 +88,11 @@ fn http_status(lower: &str) -> Option<u16> {
         let Ok(status) = lower[begin..end].parse::<u16>() else {
             continue;
         };
-        let before = &lower[begin.saturating_sub(16)..begin];
+        let mut from = begin.saturating_sub(16);
+        while !lower.is_char_boundary(from) {
+            from -= 1;
+        }
+        let before = &lower[from..begin];
         let introduced = ["status", "code", "error", "http", "exception"]
             .iter()
             .any(|word| before.contains(word));
@@ -140,6 +144,9 @@ mod tests {
             ("tool Write: /wt/docs/500.md", None),
             ("error code: 4290", None),
             ("all good", None),
+            // Text of any script around the number: no slicing inside a character.
+            ("错误错误错误 429 ééééé status 503", Some((Some(503), true))),
+            ("错误错误错误429", None),
         ];
         for (message, expected) in cases {
             assert_eq!(class(message), expected, "{message}");
