@@ -230,10 +230,7 @@ impl Agent for AiderAgent {
         // Aider exits 0 after giving up on a failing model API: that is no pass.
         let failed = (output.model_error.is_some() && usage.turns.is_none())
             .then_some("the model API failed and no answer came");
-        AgentRun {
-            outcome: cli::fail_clean_exit(finished.outcome, failed, req),
-            usage,
-            model_error: output.model_error,
-        }
+        let outcome = cli::fail_clean_exit(finished.outcome, failed, req);
+        cli::ran(req, outcome, usage, output.model_error)
     }
 }

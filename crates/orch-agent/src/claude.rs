@@ -143,21 +143,18 @@ impl Agent for ClaudeAgent {
             (result.is_error == Some(true)).then_some("it reported an error result"),
             req,
         );
-        AgentRun {
-            outcome,
-            model_error: result.model_error,
-            usage: Usage {
-                input_tokens: result.input_tokens,
-                output_tokens: result.output_tokens,
-                cache_read_tokens: result.cache_read_tokens,
-                cache_write_tokens: result.cache_write_tokens,
-                reasoning_tokens: None,
-                cost_usd: result.cost_usd,
-                cost_estimated: false,
-                turns: result.turns,
-                duration_ms: cli::millis(finished.duration),
-                session_id: stream.session_id,
-            },
-        }
+        let usage = Usage {
+            input_tokens: result.input_tokens,
+            output_tokens: result.output_tokens,
+            cache_read_tokens: result.cache_read_tokens,
+            cache_write_tokens: result.cache_write_tokens,
+            reasoning_tokens: None,
+            cost_usd: result.cost_usd,
+            cost_estimated: false,
+            turns: result.turns,
+            duration_ms: cli::millis(finished.duration),
+            session_id: stream.session_id,
+        };
+        cli::ran(req, outcome, usage, result.model_error)
     }
 }

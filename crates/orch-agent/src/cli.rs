@@ -99,6 +99,24 @@ pub(crate) fn failed_to_start(req: &AgentRequest, message: String) -> AgentRun {
     AgentRun::ended(ExitOutcome::FailedToStart(message))
 }
 
+/// The run of a CLI that ran: a model API error it reported is also written to the run log, with
+/// its classification, where `orch logs` shows it.
+pub(crate) fn ran(
+    req: &AgentRequest,
+    outcome: ExitOutcome,
+    usage: crate::Usage,
+    model_error: Option<crate::model_error::ModelError>,
+) -> AgentRun {
+    if let Some(error) = &model_error {
+        log_line(&req.log, &format!("orch: {error}"));
+    }
+    AgentRun {
+        outcome,
+        usage,
+        model_error,
+    }
+}
+
 /// Notes in the run log that `cli` starts a new session although the request asked to resume
 /// one, and why.
 pub(crate) fn cannot_resume(req: &AgentRequest, cli: &str, why: &str) {

@@ -159,10 +159,6 @@ impl Agent for CodexAgent {
             model.map(String::as_str),
             InputCount::IncludesCacheRead,
         );
-        AgentRun {
-            outcome: finished.outcome,
-            usage,
-            model_error: stream.model_error,
-        }
+        cli::ran(req, finished.outcome, usage, stream.model_error)
     }
 }

@@ -148,10 +148,7 @@ impl Agent for GeminiAgent {
         let failed = result
             .failed
             .then_some("its result event says the run failed");
-        AgentRun {
-            outcome: cli::fail_clean_exit(finished.outcome, failed, req),
-            usage,
-            model_error: stream.model_error,
-        }
+        let outcome = cli::fail_clean_exit(finished.outcome, failed, req);
+        cli::ran(req, outcome, usage, stream.model_error)
     }
 }

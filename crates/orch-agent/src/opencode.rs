@@ -173,10 +173,7 @@ impl Agent for OpenCodeAgent {
         self.pricing
             .estimate(&mut usage, self.model(req), InputCount::ExcludesCacheRead);
         let failed = stream.failed.then_some("it reported an error");
-        AgentRun {
-            outcome: cli::fail_clean_exit(finished.outcome, failed, req),
-            usage,
-            model_error: stream.model_error,
-        }
+        let outcome = cli::fail_clean_exit(finished.outcome, failed, req);
+        cli::ran(req, outcome, usage, stream.model_error)
     }
 }

@@ -121,6 +121,12 @@ async fn aider_giving_up_on_a_rate_limit_fails_the_run_as_retryable() {
     let log = ws.run_log();
     assert!(log.contains("aider: litellm.RateLimitError"), "{log}");
     assert!(
+        log.contains(
+            "orch: the model API failed with HTTP 429 (retryable): litellm.RateLimitError"
+        ),
+        "{log}"
+    );
+    assert!(
         log.contains("orch: the CLI exited 0 but the model API failed and no answer came"),
         "{log}"
     );
@@ -151,9 +157,14 @@ async fn a_server_error_from_codex_is_reported_as_retryable() {
         Some((Some(500), true))
     );
     assert_eq!(run_.usage.session_id.as_deref(), Some("th-7"));
+    let log = ws.run_log();
     assert!(
-        ws.run_log()
-            .contains("codex: turn failed: unexpected status 500")
+        log.contains("codex: turn failed: unexpected status 500"),
+        "{log}"
+    );
+    assert!(
+        log.contains("orch: the model API failed with HTTP 500 (retryable)"),
+        "{log}"
     );
 }
 
