@@ -54,7 +54,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # aider: a Python package with many dependencies, kept in a venv of its own (about 2 minutes and
-# 300 MB on a cold install). Needs Python 3.10 to 3.12 with the venv module.
+# 700 MB on a cold install). Needs Python 3.10 to 3.12 with the venv module.
 aider_version() {
   [ -x "$AIDER_VENV/bin/python" ] || return 0
   "$AIDER_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("aider-chat"))' \
