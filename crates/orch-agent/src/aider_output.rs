@@ -38,19 +38,47 @@ impl StreamParser for AiderOutput {
                 self.costed_lines += 1;
             }
         }
-        if looks_like_an_api_error(text)
-            && let Some(error) = model_error::classify(text)
-        {
+        if let Some(error) = api_error(text) {
             self.model_error = Some(error);
         }
         vec![format!("aider: {}", quote(text))]
     }
 }
 
-/// Aider prints the model client's exceptions as they are: `litellm.<Name>Error: ...`. The
-/// model's own text can say anything, so nothing else is read as an error.
-fn looks_like_an_api_error(text: &str) -> bool {
-    text.starts_with("litellm.")
+/// The model client's exceptions, as aider prints them (`litellm.<Name>: ...`), with the HTTP
+/// status each stands for and whether aider retries it (its own table, aider/exceptions.py).
+/// Their messages often carry no status (`litellm.BadRequestError: OpenAIException - ...`).
+const EXCEPTIONS: [(&str, Option<u16>, bool); 13] = [
+    ("APIConnectionError", None, true),
+    ("Timeout", Some(408), true),
+    ("RateLimitError", Some(429), true),
+    ("InternalServerError", Some(500), true),
+    ("BadGatewayError", Some(502), true),
+    ("ServiceUnavailableError", Some(503), true),
+    ("APIError", None, true),
+    ("BadRequestError", Some(400), false),
+    ("ContextWindowExceededError", Some(400), false),
+    ("AuthenticationError", Some(401), false),
+    ("PermissionDeniedError", Some(403), false),
+    ("NotFoundError", Some(404), false),
+    ("UnprocessableEntityError", Some(422), true),
+];
+
+/// The model API error a printed line reports. Only the client's exceptions count: the model's
+/// own text can say anything.
+fn api_error(text: &str) -> Option<ModelError> {
+    let rest = text.strip_prefix("litellm.")?;
+    let name = rest.split(':').next().unwrap_or_default();
+    match EXCEPTIONS.iter().find(|(known, _, _)| *known == name) {
+        Some((_, status, retryable)) => Some(ModelError {
+            status: model_error::classify(text)
+                .and_then(|e| e.status)
+                .or(*status),
+            retryable: *retryable,
+            message: quote(text),
+        }),
+        None => model_error::classify(text),
+    }
 }
 
 /// The usage summed over the `message_send` events of an analytics log.
@@ -164,6 +192,16 @@ mod tests {
         assert_eq!((error.status, error.retryable), (Some(429), true));
         let (_, quiet) = parse(&["We handle Error code: 429 in the client."]);
         assert_eq!(quiet.model_error, None);
+        // As aider 0.86.2 printed a 400 answer: no status in the message, the exception names it.
+        let (_, refused) = parse(&[
+            "litellm.BadRequestError: OpenAIException - the scripted model refuses this",
+            "request",
+        ]);
+        let error = refused.model_error.expect("the refusal is noted");
+        assert_eq!((error.status, error.retryable), (Some(400), false));
+        let (_, down) = parse(&["litellm.APIConnectionError: Connection refused"]);
+        let error = down.model_error.expect("the connection error is noted");
+        assert_eq!((error.status, error.retryable), (None, true));
     }
 
     #[test]

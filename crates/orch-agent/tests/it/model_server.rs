@@ -48,6 +48,8 @@ struct State {
     requests: Vec<String>,
     bodies: Vec<String>,
     reported: Reported,
+    /// Answer every model call with this HTTP error status instead.
+    fail_with: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -66,9 +68,22 @@ impl Drop for ModelServer {
 
 impl ModelServer {
     pub async fn start(script: Script) -> Self {
+        Self::start_with(script, None).await
+    }
+
+    /// A server that answers every model call with the HTTP error `status`, in the error shape
+    /// the OpenAI, Anthropic and Gemini APIs share (`error.message`, `error.code`, `error.type`).
+    pub async fn failing(script: Script, status: u16) -> Self {
+        Self::start_with(script, Some(status)).await
+    }
+
+    async fn start_with(script: Script, fail_with: Option<u16>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            fail_with,
+            ..State::default()
+        }));
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -108,14 +123,18 @@ async fn serve(socket: TcpStream, state: &Mutex<State>, script: &Script) {
         return;
     };
     eprintln!("model server: {}", request.line);
-    let (content_type, body) = answer(&request, state, script);
+    let fail_with = state.lock().expect("lock").fail_with;
+    let (status, (content_type, body)) = match fail_with {
+        Some(code) if request.line.starts_with("POST ") => (code, failure(code)),
+        _ => (200, answer(&request, state, script)),
+    };
     {
         let mut state = state.lock().expect("lock");
         state.requests.push(request.line);
         state.bodies.push(request.body.to_string());
     }
     let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} Scripted\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let socket = socket.get_mut();
@@ -170,6 +189,12 @@ async fn read_chunked(socket: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
         }
         body.extend_from_slice(&chunk[..size]);
     }
+}
+
+fn failure(status: u16) -> (&'static str, String) {
+    json_answer(json!({ "type": "error", "error": {
+        "code": status, "type": "invalid_request_error", "status": "INVALID_ARGUMENT",
+        "message": "the scripted model refuses this request" } }))
 }
 
 fn answer(request: &Request, state: &Mutex<State>, script: &Script) -> (&'static str, String) {

@@ -314,3 +314,55 @@ async fn opencode_writes_the_artifact_and_reports_the_servers_tokens() {
     );
     eprintln!("opencode run log:\n{log}");
 }
+
+/// A model API error with the real CLIs: 400 is not retried by them, so the run ends at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_request_fails_the_run_as_not_retryable() {
+    let clis = [
+        ("ORCH_TEST_AIDER_BIN", "aider"),
+        ("ORCH_TEST_OPENCODE_BIN", "opencode"),
+    ];
+    for (variable, name) in clis {
+        let Some(program) = real_cli(variable, name) else {
+            continue;
+        };
+        let ws = Workspace::new();
+        let server = ModelServer::failing(script(&ws), 400).await;
+        let program = program.display().to_string();
+        let base_url = Some(format!("{}/v1", server.url));
+        let api_key_env = Some("PATH".to_owned());
+        let agent: Box<dyn Agent> = if name == "aider" {
+            Box::new(AiderAgent {
+                program,
+                model: Some("openai/scripted-model".to_owned()),
+                base_url,
+                api_key_env,
+                ..AiderAgent::default()
+            })
+        } else {
+            Box::new(OpenCodeAgent {
+                program,
+                base_url,
+                api_key_env,
+                ..OpenCodeAgent::default()
+            })
+        };
+        let run = agent
+            .run(&ws.request(&[]), &CancellationToken::new(), &mut ())
+            .await;
+        let log = ws.run_log();
+        assert_eq!(run.outcome, ExitOutcome::Exited(1), "{name}: {log}");
+        let error = run.model_error.clone();
+        assert_eq!(
+            error.map(|e| (e.status, e.retryable)),
+            Some((Some(400), false)),
+            "{name}: {log}"
+        );
+        assert!(
+            log.contains("orch: the model API failed with HTTP 400 (not retryable)"),
+            "{name}: {log}"
+        );
+        assert!(!server.requests().is_empty(), "{name} asked the model");
+        assert_eq!(run.usage.input_tokens, None, "{name}: {log}");
+    }
+}
