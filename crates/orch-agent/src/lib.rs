@@ -113,8 +113,9 @@ impl AgentRequest {
 
 /// What a run spent, as the agent reported it. Unknown fields stay `None`: never invented.
 ///
-/// Token counts keep each CLI's convention: Claude Code's `input_tokens` exclude cached input,
-/// Codex's include it (its `cache_read_tokens` are a part of its `input_tokens`).
+/// Token counts keep each CLI's convention: Claude Code's and OpenCode's `input_tokens` exclude
+/// cached input; Codex's, the Gemini CLI's and aider's include it (their `cache_read_tokens`, when
+/// reported, are a part of their `input_tokens`).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: Option<u64>,

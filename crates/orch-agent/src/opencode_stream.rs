@@ -6,7 +6,9 @@
 //! `step-finish`) give them: `text` (`part.text`), `tool_use` (`part.tool`, `part.state.status`,
 //! `part.state.input`, `part.state.output` or `part.state.error`), `step_finish` (`part.reason`,
 //! `part.cost` in USD, `part.tokens.input` (without cached input), `.output`, `.reasoning`,
-//! `.cache.read`, `.cache.write`) and `error` (`error.name`, `error.data.message`).
+//! `.cache.read`, `.cache.write`) and `error` (`error.name`, `error.data.message`,
+//! `.statusCode`, `.isRetryable`). opencode-ai 1.18.33 printed exactly these shapes against the
+//! scripted model server (tests/it/real_cli.rs), including an `error` event for a refused request.
 //!
 //! OpenCode reports a cost of 0 for a model it has no price for, so a zero cost is read as
 //! unknown; a configured price then gives an estimate.
