@@ -87,10 +87,15 @@ impl GeminiAgent {
         env.extend(req.env_vars());
         let home = cli::private_dir(&req.log, "gemini-home");
         let settings_dir = home.join(".gemini");
+        let tmp = home.join("tmp");
         std::fs::create_dir_all(&settings_dir)
+            .and_then(|()| std::fs::create_dir_all(&tmp))
             .and_then(|()| std::fs::write(settings_dir.join("settings.json"), SETTINGS))
             .map_err(|e| format!("cannot prepare {}: {e}", home.display()))?;
         cli::set_env(&mut env, "HOME", home.display().to_string());
+        // The CLI writes a report of every API error to the temporary directory: keep them with
+        // the run rather than in the machine's /tmp.
+        cli::set_env(&mut env, "TMPDIR", tmp.display().to_string());
         // The worktree is orch's: without trust the CLI would drop the approval mode to
         // `default`, which refuses every edit in headless mode.
         cli::set_env(&mut env, "GEMINI_CLI_TRUST_WORKSPACE", "true".to_owned());

@@ -299,6 +299,10 @@ async fn check_gemini_environment() {
             "GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:9".to_owned(),
             format!("HOME={}", ws.logs.join("analysis-1.gemini-home").display()),
             "GEMINI_CLI_TRUST_WORKSPACE=true".to_owned(),
+            format!(
+                "TMPDIR={}",
+                ws.logs.join("analysis-1.gemini-home/tmp").display()
+            ),
         ],
     );
     let settings = ws.logs.join("analysis-1.gemini-home/.gemini/settings.json");

@@ -377,6 +377,13 @@ async fn a_refused_request_fails_the_run_as_not_retryable() {
             "{name}: {log}"
         );
         assert!(!server.requests().is_empty(), "{name} asked the model");
+        if name == "gemini" {
+            // Its error report stayed with the run.
+            let reports = std::fs::read_dir(ws.logs.join("analysis-1.gemini-home/tmp"))
+                .map(|dir| dir.count())
+                .unwrap_or_default();
+            assert!(reports > 0, "no error report in the run's TMPDIR");
+        }
         // No tokens were spent: unknown (aider, OpenCode) or the 0 the CLI reported (Gemini).
         assert_eq!(run.usage.input_tokens.unwrap_or(0), 0, "{name}: {log}");
     }
