@@ -207,6 +207,7 @@ fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
         }
         _ if spec.stall_secs == Some(0) => err("stall_secs must be at least 1"),
         AgentKind::Claude if spec.max_turns == Some(0) => err("max_turns must be at least 1"),
+        _ if spec.price.as_ref().is_some_and(|p| !is_valid_price(p)) => err(BAD_PRICE),
         _ if spec.program.as_ref().is_some_and(|p| p.is_empty()) => {
             err("`program` must not be empty; leave it out to use the CLI on PATH")
         }
@@ -238,27 +239,28 @@ fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Prices are finite and not negative: a typo must not make every run look free or make costs
-/// meaningless.
+const BAD_PRICE: &str = "prices must be zero or more US dollars per million tokens";
+
+/// Prices are finite and not negative: a typo must not make costs meaningless.
+fn is_valid_price(price: &TokenPrice) -> bool {
+    [
+        Some(price.input_per_mtok),
+        price.cache_read_per_mtok,
+        Some(price.output_per_mtok),
+    ]
+    .into_iter()
+    .flatten()
+    .all(|v| v.is_finite() && v >= 0.0)
+}
+
 fn check_prices(prices: &PriceTable) -> Result<(), ConfigError> {
-    for (model, price) in prices {
-        let values = [
-            Some(price.input_per_mtok),
-            price.cache_read_per_mtok,
-            Some(price.output_per_mtok),
-        ];
-        if values
-            .into_iter()
-            .flatten()
-            .any(|v| !v.is_finite() || v < 0.0)
-        {
-            return Err(ConfigError::Spec {
-                who: format!("the price of model `{model}`"),
-                message: "prices must be zero or more US dollars per million tokens".to_owned(),
-            });
-        }
+    match prices.iter().find(|(_, price)| !is_valid_price(price)) {
+        Some((model, _)) => Err(ConfigError::Spec {
+            who: format!("the price of model `{model}`"),
+            message: BAD_PRICE.to_owned(),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn is_variable_name(name: &str) -> bool {
@@ -392,6 +394,10 @@ mod tests {
             (
                 "[default]\nkind = \"opencode\"\n[prices.m]\ninput_per_mtok = -1.0\noutput_per_mtok = 1.0\n",
                 "agent for the price of model `m`: prices must be zero or more US dollars per million tokens",
+            ),
+            (
+                "[default]\nkind = \"gemini\"\nprice = { input_per_mtok = 1.0, output_per_mtok = -2.0 }\n",
+                "agent for the default: prices must be zero or more US dollars per million tokens",
             ),
             (
                 "[default]\nkind = \"codex\"\nprogram = \"\"\n",
