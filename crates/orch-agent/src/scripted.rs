@@ -172,7 +172,10 @@ impl Agent for ScriptedAgent {
             duration_ms,
             ..Usage::default()
         };
-        AgentRun { outcome, usage }
+        AgentRun {
+            usage,
+            ..AgentRun::ended(outcome)
+        }
     }
 }
 
@@ -285,6 +288,7 @@ mod tests {
             stall: Duration::from_secs(5),
             log: dir.join("run.log"),
             prompt_file: dir.join("run.prompt.md"),
+            resume_session: None,
         }
     }
 
