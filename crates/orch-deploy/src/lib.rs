@@ -37,8 +37,8 @@ mod template;
 pub use build::Build;
 pub use checks::{CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
-    BuildSpec, CheckSpec, DEFAULT_HOOK_TIMEOUT, DeployConfig, DeploySpec, HealthSpec, HookSpec,
-    JsonExpectation, Mode, Probe, RunSpec, StagingSpec,
+    BuildSpec, CheckSpec, DEFAULT_HEALTH_PATH, DEFAULT_HOOK_TIMEOUT, DeployConfig, DeploySpec,
+    HealthSpec, HookSpec, JsonExpectation, Mode, Probe, RunSpec, StagingSpec,
 };
 pub use deployer::Deployer;
 pub use error::DeployError;

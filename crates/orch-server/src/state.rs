@@ -7,6 +7,7 @@ use std::sync::Arc;
 use orch_engine::Engine;
 use tokio::sync::Notify;
 
+use crate::dashboard::SessionKey;
 use crate::metrics::WebhookMetrics;
 use crate::webhook::WebhookSource;
 
@@ -32,6 +33,8 @@ impl fmt::Debug for Secret {
 pub struct AppState {
     engine: Arc<Engine>,
     api_token: Option<Secret>,
+    /// Derived from the API token; signs dashboard sessions and CSRF tokens.
+    session_key: Option<SessionKey>,
     webhook_secrets: Arc<BTreeMap<WebhookSource, Secret>>,
     metrics: Arc<WebhookMetrics>,
     work_added: Arc<Notify>,
@@ -44,6 +47,7 @@ impl AppState {
         Self {
             engine,
             api_token: None,
+            session_key: None,
             webhook_secrets: Arc::new(BTreeMap::new()),
             metrics: Arc::new(WebhookMetrics::default()),
             work_added: Arc::new(Notify::new()),
@@ -54,6 +58,7 @@ impl AppState {
     #[must_use]
     pub fn with_api_token(mut self, token: impl Into<String>) -> Self {
         let token = token.into();
+        self.session_key = (!token.is_empty()).then(|| SessionKey::derive(token.as_bytes()));
         self.api_token = (!token.is_empty()).then_some(Secret(token));
         self
     }
@@ -87,6 +92,10 @@ impl AppState {
 
     pub(crate) fn api_token(&self) -> Option<&Secret> {
         self.api_token.as_ref()
+    }
+
+    pub(crate) fn session_key(&self) -> Option<&SessionKey> {
+        self.session_key.as_ref()
     }
 
     pub(crate) fn webhook_secret(&self, source: WebhookSource) -> Option<&Secret> {
