@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use orch_engine::Engine;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::dashboard::SessionKey;
 use crate::metrics::WebhookMetrics;
@@ -38,6 +39,9 @@ pub struct AppState {
     webhook_secrets: Arc<BTreeMap<WebhookSource, Secret>>,
     metrics: Arc<WebhookMetrics>,
     work_added: Arc<Notify>,
+    /// Cancelled when the server shuts down, so long-lived responses (log streams) end and the
+    /// graceful shutdown does not wait for them.
+    shutting_down: CancellationToken,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
             webhook_secrets: Arc::new(BTreeMap::new()),
             metrics: Arc::new(WebhookMetrics::default()),
             work_added: Arc::new(Notify::new()),
+            shutting_down: CancellationToken::new(),
         }
     }
 
@@ -100,6 +105,10 @@ impl AppState {
 
     pub(crate) fn webhook_secret(&self, source: WebhookSource) -> Option<&Secret> {
         self.webhook_secrets.get(&source)
+    }
+
+    pub(crate) fn shutting_down(&self) -> &CancellationToken {
+        &self.shutting_down
     }
 
     pub(crate) fn notify_work_added(&self) {

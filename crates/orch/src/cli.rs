@@ -106,9 +106,14 @@ pub struct DemoArgs {
     /// Approve the deploy automatically instead of waiting for `orch approve`.
     #[arg(long)]
     pub yes: bool,
-    /// Leave the staging and prod instances running after the demo.
+    /// After the demo, leave staging and prod running and keep serving the dashboard until
+    /// Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+    /// Where the demo serves the dashboard while it runs (with `ORCH_API_TOKEN` set, you can
+    /// log in there and approve; without it the dashboard is read-only).
+    #[arg(long, default_value = "127.0.0.1:8500", value_name = "ADDR")]
+    pub dashboard: std::net::SocketAddr,
     #[arg(long, default_value_t = 8511, value_name = "PORT")]
     pub staging_port: u16,
     #[arg(long, default_value_t = 8510, value_name = "PORT")]

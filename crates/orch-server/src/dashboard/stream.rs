@@ -7,7 +7,7 @@
 //! longer than that is sent in pieces.
 //!
 //! Events: `message` (data: one or more log lines), `run` (data: `stage attempt`, sent first),
-//! `end` (data: the run's final state).
+//! `end` (data: the run's final state, or `server stopping` when the server shuts down).
 
 use std::convert::Infallible;
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -122,7 +122,13 @@ fn tail(
                     t.phase = Phase::Ended;
                     return Some((Ok(Event::default().event("end").data(end.as_str())), t));
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = t.state.shutting_down().cancelled() => {
+                        t.phase = Phase::Ended;
+                        return Some((Ok(Event::default().event("end").data("server stopping")), t));
+                    }
+                }
             },
         }
     })

@@ -347,3 +347,24 @@ async fn the_log_streams_new_lines_and_ends_with_the_run() {
     assert_eq!(anonymous.status, 303, "the stream needs a session too");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_open_log_stream_does_not_hold_the_shutdown() {
+    let server = Server::start().await;
+    let id = file_item(&server).await;
+    let cookie = session(&server).await;
+    let (addr, path) = (server.addr, format!("/items/{id}/log/stream"));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut first = [0u8; 512];
+    let n = stream.read(&mut first).await.expect("the stream starts");
+    assert!(String::from_utf8_lossy(&first[..n]).contains("200 OK"));
+    // The run is queued, so the stream would follow it indefinitely; the shutdown ends it.
+    tokio::time::timeout(Duration::from_secs(5), server.stop())
+        .await
+        .expect("the server stops although a stream is open");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).await;
+    assert!(String::from_utf8_lossy(&rest).contains("server stopping"));
+}
