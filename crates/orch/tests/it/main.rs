@@ -4,6 +4,7 @@
 mod bad_input;
 mod bench;
 mod crash;
+mod dashboard;
 mod demo;
 mod harness;
 mod onboard;

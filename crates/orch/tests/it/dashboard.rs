@@ -1,0 +1,256 @@
+//! The read side of a running orch: `/metrics` after real runs, the read commands with spend,
+//! and the dashboard driven by a real headless Chromium through chromedriver.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Orch, free_port, git};
+
+mod browser;
+
+/// Scripted agents that report tokens, narrate, and make the reviewer ask for changes once;
+/// `slow_ms` is how long development's first attempt takes (the browser test watches it).
+fn scenario(slow_ms: u64) -> String {
+    let step = |stage: &str, attempt: Option<u32>, extra: &str, files: &str| {
+        let attempt = attempt
+            .map(|a| format!("attempt = {a}\n"))
+            .unwrap_or_default();
+        format!("[[steps]]\nstage = \"{stage}\"\n{attempt}{extra}files = [{files}]\n\n")
+    };
+    let artifact = |name: &str, field: &str, value: &str| {
+        format!(
+            "{{ path = \"docs/work-items/{{item}}/{name}\", content = \"---\\n{field}: {value}\\n---\\n# {name}\\n\" }}"
+        )
+    };
+    [
+        step(
+            "analysis",
+            None,
+            "say = [\"reading the request\"]\ntokens = [1000, 200]\n",
+            &artifact("01-analysis.md", "analysis_status", "READY"),
+        ),
+        step(
+            "architecture",
+            None,
+            "tokens = [500, 100]\n",
+            &artifact("02-design.md", "design_status", "READY"),
+        ),
+        step(
+            "development",
+            Some(1),
+            &format!(
+                "say = [\"dev line one\", \"dev line two\"]\nsleep_ms = {slow_ms}\ntokens = [300, 30]\n"
+            ),
+            &format!(
+                "{{ path = \"changes/{{item}}.txt\", content = \"change\\n\" }}, {}",
+                artifact("03-dev-notes.md", "dev_status", "DONE")
+            ),
+        ),
+        step(
+            "development",
+            None,
+            "tokens = [300, 30]\n",
+            &format!(
+                "{{ path = \"CHANGELOG.md\", content = \"# Changelog\\n\\n- {{item}}\\n\" }}, {}",
+                artifact("03-dev-notes.md", "dev_status", "DONE")
+            ),
+        ),
+        step(
+            "review",
+            Some(1),
+            "",
+            &artifact("04-review.md", "review_verdict", "REQUEST_CHANGES"),
+        ),
+        step(
+            "review",
+            None,
+            "",
+            &artifact("04-review.md", "review_verdict", "APPROVE"),
+        ),
+        step(
+            "qa",
+            None,
+            "",
+            &artifact("05-test-report.md", "qa_status", "PASS"),
+        ),
+    ]
+    .concat()
+}
+
+/// An installation whose agents follow [`scenario`].
+fn installation(slow_ms: u64) -> Orch {
+    let orch = Orch::new(None);
+    std::fs::write(orch.repo().join(".orch/scenario.toml"), scenario(slow_ms)).expect("scenario");
+    git(&orch.repo(), &["commit", "-qam", "dashboard scenario"]);
+    orch
+}
+
+/// `orch serve` running in the background; SIGTERM and a wait when dropped.
+struct Served {
+    child: Child,
+    port: u16,
+    output: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Served {
+    fn start(orch: &Orch, token: Option<&str>) -> Self {
+        let port = free_port();
+        let mut command = orch.command(&["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        match token {
+            Some(t) => command.env("ORCH_API_TOKEN", t),
+            None => command.env_remove("ORCH_API_TOKEN"),
+        };
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("orch serve starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut banner = String::new();
+        stdout.read_line(&mut banner).expect("banner");
+        assert!(banner.contains("listening"), "{banner}");
+        // Drained, so progress lines never fill the pipe and block the server.
+        let output = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            text
+        });
+        Self {
+            child,
+            port,
+            output: Some(output),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("write");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).expect("read");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        (status, body.to_owned())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(output) = self.output.take() {
+            let _ = output.join();
+        }
+    }
+}
+
+/// Prometheus text parsed into `name{labels}` → value; every sample line must parse, and every
+/// family must be announced by `# TYPE` before its samples.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut typed: Vec<String> = Vec::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.push(rest.split_whitespace().next().expect("a name").to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("a number in {line:?}"));
+        let name = series.split('{').next().expect("a name");
+        assert!(
+            typed.iter().any(|t| name == t
+                || name
+                    .strip_prefix(t.as_str())
+                    .is_some_and(|s| { ["_bucket", "_sum", "_count"].contains(&s) })),
+            "{name} has no # TYPE line before it"
+        );
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "{series} twice"
+        );
+    }
+    samples
+}
+
+#[test]
+fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
+    let orch = installation(0);
+    orch.ok(&["item", "add", "--title", "Metered"]);
+    // Runs until the item waits for approval: one review rollback on the way.
+    orch.ok(&["run"]);
+    let served = Served::start(&orch, None);
+    let (status, text) = served.get("/metrics");
+    assert_eq!(status, 200, "{text}");
+    let m = parse_metrics(&text);
+    let get = |series: &str| {
+        *m.get(series)
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(
+        get(r#"orch_items{project="quick",stage="confirm-deploy",status="awaiting-approval"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"orch_stage_run_duration_seconds_count{project="quick",stage="development"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(
+            r#"orch_stage_run_duration_seconds_bucket{project="quick",stage="development",le="+Inf"}"#
+        ),
+        2.0
+    );
+    // Review's first verdict: REQUEST_CHANGES, and the first development wrote no CHANGELOG.
+    for gate in ["verdict", "doc-gate"] {
+        let series =
+            format!(r#"orch_gate_failures_total{{project="quick",stage="review",gate="{gate}"}}"#);
+        assert_eq!(get(&series), 1.0);
+    }
+    assert_eq!(
+        get(r#"orch_agent_tokens_total{project="quick",stage="analysis"}"#),
+        1200.0
+    );
+    assert_eq!(
+        get(r#"orch_agent_tokens_total{project="quick",stage="development"}"#),
+        660.0
+    );
+    assert_eq!(
+        get(r#"orch_agent_runs_total{project="quick",stage="development",cost_known="true"}"#),
+        2.0
+    );
+    assert_eq!(get(r#"orch_lease_reaps_total{project="quick"}"#), 0.0);
+    assert_eq!(
+        get(r#"orch_webhook_deliveries_total{source="github",result="accepted"}"#),
+        0.0
+    );
+}
