@@ -64,7 +64,7 @@ to merge yourself; an existing .env is never touched; orch.toml only gets a [[pr
     Retry(RetryArgs),
     /// Show an item's run logs (the agents' output and the gates' commands).
     #[command(
-        after_help = "Examples:\n  orch logs DEMO-1\n  orch logs DEMO-1 --stage review\n  orch logs -f DEMO-1"
+        after_help = "Examples:\n  orch logs DEMO-1\n  orch logs DEMO-1 --stage review\n  orch logs -f DEMO-1\n  orch logs DEMO-1 --json"
     )]
     Logs(LogsArgs),
     /// Where every item stands, per project.
@@ -243,6 +243,9 @@ pub struct LogsArgs {
     /// Keep printing new output until the item stops moving.
     #[arg(short, long)]
     pub follow: bool,
+    /// Print the logs as JSON: each run (as in `item show --json`) with its log text.
+    #[arg(long, conflicts_with = "follow")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
 //! `/items/{id}/log/stream`: the live agent log as server-sent events.
 //!
-//! The stream follows the log file of the item's current run (its latest one): it first sends
+//! The stream follows the log file of the item's current run: it first sends
 //! the last [`START_BYTES`] of the file, then every new complete line as it appears, polling the
 //! file every [`POLL`]. When the run is over and the file has nothing more, it sends an `end`
 //! event and closes. Memory is bounded: at most [`CHUNK_BYTES`] are read per poll, and a line
@@ -44,7 +44,7 @@ pub(crate) async fn log_stream(
         Ok(item) => item,
         Err(e) => return e.into_response(),
     };
-    let runs = match state.engine().store().list_runs(&item.id).await {
+    let mut runs = match state.engine().store().list_runs(&item.id).await {
         Ok(runs) => runs,
         Err(e) => return super::HtmlError::from(e).into_response(),
     };
@@ -52,13 +52,19 @@ pub(crate) async fn log_stream(
         Ok(p) => p,
         Err(e) => return super::HtmlError::from(e).into_response(),
     };
-    let Some(run) = runs.into_iter().max_by_key(|r| r.id) else {
+    // The current run: the latest one still going, else the latest that wrote a log (an
+    // approval waiting for a person writes none; its item's last agent log is shown instead).
+    runs.sort_by_key(|r| r.id);
+    let current = runs.into_iter().rev().find_map(|run| {
+        let path = project.run_log(&item.id, run.stage.as_str(), run.attempt);
+        (is_going(run.state) || path.is_file()).then_some((run, path))
+    });
+    let Some((run, path)) = current else {
         let done = stream::iter([Ok::<_, Infallible>(
             Event::default().event("end").data("no runs yet"),
         )]);
         return Sse::new(done).into_response();
     };
-    let path = project.run_log(&item.id, run.stage.as_str(), run.attempt);
     Sse::new(tail(state, run, path))
         .keep_alive(KeepAlive::default())
         .into_response()

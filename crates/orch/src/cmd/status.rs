@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use orch_engine::spend::ItemSpend;
+use orch_server::views;
 use serde_json::json;
 
 use crate::cli::JsonArgs;
@@ -25,8 +27,20 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
         .iter()
         .filter(|i| !i.progress.status.is_terminal())
         .collect();
+    let mut spends = Vec::with_capacity(open.len());
+    for i in &open {
+        spends.push(ItemSpend::of_runs(&ctx.engine.store().list_runs(&i.id).await?).total);
+    }
     if a.json {
-        let open: Vec<_> = open.iter().map(|i| super::item::item_json(i)).collect();
+        let open: Vec<_> = open
+            .iter()
+            .zip(&spends)
+            .map(|(i, spend)| {
+                let mut out = views::item_json(i);
+                out["spend"] = views::spend_json(spend);
+                out
+            })
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({ "projects": by_project, "open_items": open }))?
@@ -51,15 +65,19 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
     if !open.is_empty() {
         let mut rows = vec![vec![
             "ITEM".into(),
+            "PROJECT".into(),
             "STAGE".into(),
             "STATUS".into(),
+            "SPEND".into(),
             "TITLE".into(),
         ]];
-        for i in open {
+        for (i, spend) in open.iter().zip(&spends) {
             rows.push(vec![
                 i.id.to_string(),
+                i.project.to_string(),
                 i.progress.stage.to_string(),
                 i.progress.status.as_str().into(),
+                spend.describe(),
                 i.title.clone(),
             ]);
         }

@@ -254,3 +254,53 @@ fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
         0.0
     );
 }
+
+#[test]
+fn read_commands_show_spend_and_speak_json() {
+    let orch = installation(0);
+    orch.ok(&["item", "add", "--title", "Counted"]);
+    orch.ok(&["run"]);
+
+    let status = orch.ok(&["status"]);
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("QUICK-1"))
+        .unwrap_or_else(|| panic!("no QUICK-1 row:\n{status}"));
+    assert!(row.contains("awaiting-approval"), "{row}");
+    assert!(row.contains("2460 tokens (+?), $0.00 (+?)"), "{row}");
+    let status: serde_json::Value =
+        serde_json::from_str(&orch.ok(&["status", "--json"])).expect("json");
+    assert_eq!(status["open_items"][0]["spend"]["tokens"], 2460);
+
+    let show = orch.ok(&["item", "show", "QUICK-1"]);
+    let spend = show
+        .split("spend:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{show}"));
+    let line = |stage: &str| {
+        spend
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(stage))
+            .unwrap_or_else(|| panic!("no {stage} line in {spend}"))
+            .to_owned()
+    };
+    assert!(line("development").contains("660 tokens"), "{spend}");
+    assert!(line("analysis").contains("1200 tokens"), "{spend}");
+    assert!(line("total").contains("2460 tokens"), "{spend}");
+    let item = orch.item("QUICK-1");
+    assert_eq!(item["spend"]["total"]["tokens"], 2460);
+    assert_eq!(item["spend"]["by_stage"]["development"]["runs"], 2);
+
+    let logs: serde_json::Value =
+        serde_json::from_str(&orch.ok(&["logs", "QUICK-1", "--stage", "development", "--json"]))
+            .expect("json");
+    let logs = logs.as_array().expect("a list");
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert_eq!(logs[0]["run"]["attempt"], 1);
+    assert!(
+        logs[0]["log"]
+            .as_str()
+            .is_some_and(|l| l.contains("dev line two")),
+        "{logs:?}"
+    );
+}
