@@ -67,6 +67,8 @@ pub(crate) enum Viewer<'a> {
     Session { csrf: &'a str },
     /// No token is configured: the dashboard is read-only for everyone.
     ReadOnly,
+    /// Nobody known (the login page, error pages): offer the login.
+    Anonymous,
 }
 
 /// Wraps `body` in the page frame: head, stylesheet, navigation.
@@ -93,6 +95,7 @@ pub(crate) fn page(title: &str, viewer: Viewer<'_>, body: &str) -> Page {
             );
         }
         Viewer::ReadOnly => out.push_str("<span class=\"hint\">read-only: no API token set</span>"),
+        Viewer::Anonymous => out.push_str("<a class=\"hint\" href=\"/login\">Log in</a>"),
     }
     let _ = writeln!(out, "</header><main>{body}</main></body></html>");
     Page(out)

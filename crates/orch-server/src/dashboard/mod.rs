@@ -142,7 +142,7 @@ fn refuse(status: StatusCode, message: &str) -> Response {
         status.as_u16(),
         esc(message)
     );
-    (status, page("Error", Viewer::ReadOnly, &body)).into_response()
+    (status, page("Error", Viewer::Anonymous, &body)).into_response()
 }
 
 async fn login_form(State(state): State<AppState>) -> Page {
@@ -158,7 +158,12 @@ async fn login_form(State(state): State<AppState>) -> Page {
          (<code>ORCH_API_TOKEN</code>), so nobody can log in and the dashboard only shows.</p>\
          <p><a href=\"/\">Go to the board</a></p></section>"
     };
-    page("Log in", Viewer::ReadOnly, body)
+    let viewer = if state.session_key().is_some() {
+        Viewer::Anonymous
+    } else {
+        Viewer::ReadOnly
+    };
+    page("Log in", viewer, body)
 }
 
 #[derive(Debug, Deserialize)]
