@@ -226,3 +226,21 @@ fn write(g: &Gathered, out: &mut Exposition) {
         out.sample("orch_lease_reaps_total", &[("project", project)], *n as f64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Histogram::default();
+        for secs in [0.5, 4.0, 4.0, 10_000.0] {
+            h.observe(secs);
+        }
+        assert_eq!(h.buckets[0], 1, "<= 1 s");
+        assert_eq!(h.buckets[1], 3, "<= 5 s");
+        assert_eq!(h.buckets[DURATION_BUCKETS.len() - 1], 3, "<= 7200 s");
+        assert_eq!(h.count, 4, "+Inf holds all");
+        assert!((h.sum - 10_008.5).abs() < 1e-9);
+    }
+}

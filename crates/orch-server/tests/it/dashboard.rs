@@ -368,3 +368,23 @@ async fn an_open_log_stream_does_not_hold_the_shutdown() {
     let _ = stream.read_to_end(&mut rest).await;
     assert!(String::from_utf8_lossy(&rest).contains("server stopping"));
 }
+
+#[tokio::test]
+async fn the_projects_page_probes_staging_and_prod() {
+    let server = Server::start().await;
+    let cookie = session(&server).await;
+    let page = server
+        .send(Request::get("/projects").header("Cookie", cookie))
+        .await;
+    assert_eq!(page.status, 200, "{page:?}");
+    // The test project's ports are never bound: both instances are down, and the page says why.
+    assert!(page.body.contains("<code>/healthz</code>"), "{}", page.body);
+    assert_eq!(
+        page.body.matches("class=\"health down\"").count(),
+        2,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(":18511") && page.body.contains(":18510"));
+    server.stop().await;
+}

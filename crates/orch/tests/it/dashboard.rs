@@ -253,6 +253,25 @@ fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
         get(r#"orch_webhook_deliveries_total{source="github",result="accepted"}"#),
         0.0
     );
+
+    // Without a token the pages are public and read-only: the item page shows the timeline with
+    // the rollback's reasons, per-run spend, the artifacts' frontmatter and the branch's diff.
+    let (status, page) = served.get("/items/QUICK-1");
+    assert_eq!(status, 200, "{page}");
+    for expected in [
+        "failed gates: doc-gate, verdict",
+        "review_verdict is REQUEST_CHANGES",
+        "1200 tokens, $0.00",
+        "<tr><th>review_verdict</th><td>APPROVE</td></tr>",
+        "+++ b/changes/QUICK-1.txt",
+        "data-stream=\"/items/QUICK-1/log/stream\"",
+    ] {
+        assert!(
+            page.contains(expected),
+            "no {expected:?} in the item page:\n{page}"
+        );
+    }
+    assert!(!page.contains("approve-button"), "no forms without a token");
 }
 
 #[test]

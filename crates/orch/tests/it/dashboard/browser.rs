@@ -395,6 +395,13 @@ fn the_dashboard_in_chromium_moves_streams_refuses_forgeries_and_approves() {
         Duration::from_secs(10),
     );
     browser.screenshot("board-finished.png");
+
+    // Prod now runs the item's build: the projects page probes it healthy.
+    browser.goto(&served.url("/projects"));
+    let prod = browser.script(
+        "return document.querySelector('tr[data-project=\"quick\"] td:last-child').className;",
+    );
+    assert_eq!(prod, "health up", "prod answers its health path");
 }
 
 /// A script returning true when the card is in `stage`'s column, else null.
