@@ -58,6 +58,7 @@ pub(crate) async fn render(
     out: &mut Exposition,
 ) -> Result<(), StoreError> {
     let mut g = Gathered::default();
+    let mut runs_by_project: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
     for p in projects {
         g.lease_reaps.entry(p.clone()).or_default();
     }
@@ -74,21 +75,19 @@ pub(crate) async fn render(
         for run in &runs {
             gather_run(&mut g, &project, run);
         }
-        for (stage, spent) in ItemSpend::of_runs(&runs).by_stage {
-            let sum = g.spend.entry((project.clone(), stage)).or_default();
-            sum.tokens = sum.tokens.saturating_add(spent.tokens);
-            sum.cost = sum.cost.saturating_add(spent.cost);
-            sum.runs += spent.runs;
-            sum.runs_without_tokens += spent.runs_without_tokens;
-            sum.runs_without_cost += spent.runs_without_cost;
-        }
         let reaps = store
             .list_events(&item.id, 0)
             .await?
             .iter()
             .filter(|e| e.kind == LEASE_EXPIRED)
             .count();
-        *g.lease_reaps.entry(project).or_default() += reaps as u64;
+        *g.lease_reaps.entry(project.clone()).or_default() += reaps as u64;
+        runs_by_project.entry(project).or_default().extend(runs);
+    }
+    for (project, runs) in &runs_by_project {
+        for (stage, spent) in ItemSpend::of_runs(runs).by_stage {
+            g.spend.insert((project.clone(), stage), spent);
+        }
     }
     write(&g, out);
     Ok(())

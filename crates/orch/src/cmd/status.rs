@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use orch_core::spend::Spend;
 use orch_engine::spend::ItemSpend;
 use orch_server::views;
 use serde_json::json;
@@ -23,14 +24,29 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
             .entry(i.progress.status.as_str())
             .or_default() += 1;
     }
+    // Every item's runs: open items show their own spend, projects the sum over all items.
+    let mut runs = BTreeMap::new();
+    for i in &items {
+        runs.insert(&i.id, ctx.engine.store().list_runs(&i.id).await?);
+    }
+    let project_spend: BTreeMap<String, Spend> = by_project
+        .keys()
+        .map(|p| {
+            let of_project = items
+                .iter()
+                .filter(|i| i.project.as_str() == p)
+                .flat_map(|i| runs.get(&i.id).into_iter().flatten());
+            (p.clone(), ItemSpend::of_runs(of_project).total)
+        })
+        .collect();
     let open: Vec<&orch_store::ItemRecord> = items
         .iter()
         .filter(|i| !i.progress.status.is_terminal())
         .collect();
-    let mut spends = Vec::with_capacity(open.len());
-    for i in &open {
-        spends.push(ItemSpend::of_runs(&ctx.engine.store().list_runs(&i.id).await?).total);
-    }
+    let spends: Vec<Spend> = open
+        .iter()
+        .map(|i| ItemSpend::of_runs(runs.get(&i.id).into_iter().flatten()).total)
+        .collect();
     if a.json {
         let open: Vec<_> = open
             .iter()
@@ -43,11 +59,23 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "projects": by_project, "open_items": open }))?
+            serde_json::to_string_pretty(&json!({
+                "projects": by_project,
+                "project_spend": project_spend
+                    .iter()
+                    .map(|(p, s)| (p.clone(), views::spend_json(s)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "open_items": open,
+            }))?
         );
         return Ok(0);
     }
-    let mut rows = vec![vec!["PROJECT".into(), "ITEMS".into(), "BY STATUS".into()]];
+    let mut rows = vec![vec![
+        "PROJECT".into(),
+        "ITEMS".into(),
+        "BY STATUS".into(),
+        "SPEND".into(),
+    ]];
     for (project, counts) in &by_project {
         let total: u32 = counts.values().sum();
         let detail: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
@@ -59,6 +87,9 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
             } else {
                 detail.join(", ")
             },
+            project_spend
+                .get(project)
+                .map_or_else(|| "-".into(), Spend::describe),
         ]);
     }
     print!("{}", table(&rows));

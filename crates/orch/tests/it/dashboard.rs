@@ -287,9 +287,15 @@ fn read_commands_show_spend_and_speak_json() {
         .unwrap_or_else(|| panic!("no QUICK-1 row:\n{status}"));
     assert!(row.contains("awaiting-approval"), "{row}");
     assert!(row.contains("2460 tokens (+?), $0.00 (+?)"), "{row}");
+    let project = status
+        .lines()
+        .find(|l| l.starts_with("quick "))
+        .unwrap_or_else(|| panic!("no project row:\n{status}"));
+    assert!(project.contains("2460 tokens (+?)"), "{project}");
     let status: serde_json::Value =
         serde_json::from_str(&orch.ok(&["status", "--json"])).expect("json");
     assert_eq!(status["open_items"][0]["spend"]["tokens"], 2460);
+    assert_eq!(status["project_spend"]["quick"]["tokens"], 2460);
 
     let show = orch.ok(&["item", "show", "QUICK-1"]);
     let spend = show
