@@ -130,13 +130,29 @@ impl Served {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.request("GET", path, &[], "");
+        (status, body)
+    }
+
+    /// One request per connection: the status, the head and the body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .expect("write");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+             Content-Length: {}\r\n",
+            self.port,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        write!(stream, "{head}\r\n{body}").expect("write");
         let mut raw = String::new();
         stream.read_to_string(&mut raw).expect("read");
         let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
@@ -145,7 +161,27 @@ impl Served {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("a status");
-        (status, body.to_owned())
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    /// Logs in with `token` like the login form does; the session cookie (`name=value`).
+    fn login(&self, token: &str) -> String {
+        let origin = format!("http://127.0.0.1:{}", self.port);
+        let (status, head, body) = self.request(
+            "POST",
+            "/login",
+            &[
+                ("Origin", &origin),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            &format!("token={token}"),
+        );
+        assert_eq!(status, 303, "{head}\n{body}");
+        head.lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_owned()
     }
 }
 
@@ -328,4 +364,60 @@ fn read_commands_show_spend_and_speak_json() {
             .is_some_and(|l| l.contains("dev line two")),
         "{logs:?}"
     );
+}
+
+#[test]
+fn a_question_is_answered_with_the_dashboard_retry_form() {
+    let orch = installation(0);
+    // The analyst asks a question on its first attempt.
+    let question = "[[steps]]\nstage = \"analysis\"\nattempt = 1\n\
+        files = [{ path = \"docs/work-items/{item}/01-analysis.md\", \
+        content = \"---\\nanalysis_status: NEEDS_INFO\\n---\\nWhich port?\\n\" }]\n\n";
+    std::fs::write(
+        orch.repo().join(".orch/scenario.toml"),
+        format!("{question}{}", scenario(0)),
+    )
+    .expect("scenario");
+    git(&orch.repo(), &["commit", "-qam", "a question first"]);
+    orch.ok(&["item", "add", "--title", "Ask first"]);
+    orch.ok(&["run"]);
+    assert_eq!(orch.item("QUICK-1")["status"], "needs-info");
+
+    let served = Served::start(&orch, Some("retry-token"));
+    let cookie = served.login("retry-token");
+    let (status, _, page) = served.request("GET", "/items/QUICK-1", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("id=\"retry-button\""),
+        "a needs-info item offers retry"
+    );
+    assert!(!page.contains("id=\"approve-button\""));
+    let at = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    let csrf = page[at..].split('"').next().expect("token");
+
+    let origin = format!("http://127.0.0.1:{}", served.port);
+    let (status, head, body) = served.request(
+        "POST",
+        "/items/QUICK-1/retry",
+        &[
+            ("Origin", &origin),
+            ("Cookie", &cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &format!("csrf={csrf}&answer=use+port+8080"),
+    );
+    assert_eq!(status, 303, "{head}\n{body}");
+    // The server's engine loop takes the item on: analysis passes on its second attempt.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let item = orch.item("QUICK-1");
+        let retried = item["events"].as_array().expect("events").iter().any(|e| {
+            e["kind"] == "item.retried" && e["data"].to_string().contains("use port 8080")
+        });
+        if retried && item["stage"] != "analysis" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retry did not take: {item}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
