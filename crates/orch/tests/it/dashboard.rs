@@ -421,3 +421,102 @@ fn a_question_is_answered_with_the_dashboard_retry_form() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_demo_serves_the_dashboard_and_keeps_it_up_until_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = dir.path().join("demo");
+    let (staging, prod, dashboard) = (free_port(), free_port(), free_port());
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args(["demo", "--yes", "--keep-running", "--dir"])
+        .arg(&demo)
+        .args([
+            "--staging-port",
+            &staging.to_string(),
+            "--prod-port",
+            &prod.to_string(),
+            "--dashboard",
+            &format!("127.0.0.1:{dashboard}"),
+        ])
+        .env_remove("ORCH_API_TOKEN")
+        .env_remove("ORCH_CRASHPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("orch demo starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !seen.contains("Ctrl-C stops it") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not finish:\n{seen}"
+        );
+    }
+    let url = format!("http://127.0.0.1:{dashboard}/");
+    assert!(seen.contains(&format!("Dashboard: {url}")), "{seen}");
+    let announced = seen.find("Dashboard: ").expect("announced");
+    let filed = seen.find("Filed DEMO-1").expect("filed");
+    let first_stage = seen.find("analysis#1").expect("a stage line");
+    assert!(
+        filed < announced && announced < first_stage,
+        "the URL comes at the start:\n{seen}"
+    );
+    assert!(seen.contains("with DEMO-1 done"), "{seen}");
+
+    // After the demo the dashboard still answers, read-only (no token), with DEMO-1 finished.
+    let mut stream = TcpStream::connect(("127.0.0.1", dashboard)).expect("still serving");
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).expect("read");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let finished = page
+        .split("data-stage=\"finished\"")
+        .nth(1)
+        .expect("a finished column");
+    assert!(finished.contains("data-item=\"DEMO-1\""), "{page}");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not stop on Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Staging and prod were left running on purpose; this test stops them.
+    for env in ["staging", "prod"] {
+        let current = demo.join(format!("deploy/demo/{env}/current.json"));
+        let pid = std::fs::read_to_string(current)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["pid"].as_i64())
+            .filter(|p| *p > 1)
+            .and_then(|p| i32::try_from(p).ok());
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    assert!(status.success(), "{status:?}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", dashboard)).is_err(),
+        "the dashboard stopped with the demo"
+    );
+}
