@@ -63,7 +63,7 @@ impl Access {
     /// The viewer the page frame shows.
     fn viewer(&self) -> Viewer<'_> {
         match self {
-            Access::Session { csrf, .. } => Viewer::Session { csrf },
+            Access::Session { csrf } => Viewer::Session { csrf },
             Access::ReadOnly => Viewer::ReadOnly,
         }
     }
