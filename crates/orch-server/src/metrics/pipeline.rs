@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use orch_core::spend::Spend;
 use orch_engine::spend::ItemSpend;
-use orch_store::{RunRecord, Store, StoreError};
+use orch_store::{EventRecord, RunRecord, Store, StoreError};
 
 use super::exposition::{Exposition, Kind};
 
@@ -16,8 +16,12 @@ use super::exposition::{Exposition, Kind};
 pub(crate) const DURATION_BUCKETS: [f64; 9] =
     [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0];
 
-/// The event the store writes when a run's lease is expired for a dead owner.
-const LEASE_EXPIRED: &str = "run.lease_expired";
+/// Whether `event` is a reap: a claim that took a run over from an owner whose lease ran out
+/// (it died, or stopped renewing). Both the reaper of dead local owners and plain expiry end in
+/// such a claim, so each reap is counted once.
+fn is_reap(event: &EventRecord) -> bool {
+    event.kind == orch_engine::events::RUN_CLAIMED && event.data["reclaimed"] == true
+}
 
 type ProjectStage = (String, String);
 
@@ -79,7 +83,7 @@ pub(crate) async fn render(
             .list_events(&item.id, 0)
             .await?
             .iter()
-            .filter(|e| e.kind == LEASE_EXPIRED)
+            .filter(|e| is_reap(e))
             .count();
         *g.lease_reaps.entry(project.clone()).or_default() += reaps as u64;
         runs_by_project.entry(project).or_default().extend(runs);
@@ -219,7 +223,7 @@ fn write(g: &Gathered, out: &mut Exposition) {
     out.family(
         "orch_lease_reaps_total",
         Kind::Counter,
-        "Run leases expired because their owner process died, by project.",
+        "Runs taken over after their owner's lease expired (it died or stalled), by project.",
     );
     for (project, n) in &g.lease_reaps {
         out.sample("orch_lease_reaps_total", &[("project", project)], *n as f64);
@@ -229,6 +233,29 @@ fn write(g: &Gathered, out: &mut Exposition) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_claims_that_took_a_run_over_are_reaps() {
+        let event = |kind: &str, data| EventRecord {
+            item: orch_core::ItemId::parse("A-1").expect("id"),
+            seq: 1,
+            at: 0,
+            kind: kind.to_owned(),
+            run_id: Some(1),
+            data,
+        };
+        assert!(is_reap(&event("run.claimed", json!({ "reclaimed": true }))));
+        assert!(!is_reap(&event(
+            "run.claimed",
+            json!({ "reclaimed": false })
+        )));
+        assert!(!is_reap(&event(
+            "run.lease_expired",
+            json!({ "owner": "x" })
+        )));
+        assert!(!is_reap(&event("run.claimed", json!({}))));
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

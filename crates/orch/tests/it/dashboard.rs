@@ -242,7 +242,14 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
     let orch = installation(0);
     orch.ok(&["item", "add", "--title", "Metered"]);
-    // Runs until the item waits for approval: one review rollback on the way.
+    // orch dies (SIGKILL) after the first gates; the next `orch run` reaps that run and takes it
+    // over, then runs until the item waits for approval, with one review rollback on the way.
+    let crashed = orch
+        .command(&["run"])
+        .env("ORCH_CRASHPOINT", "after-gates")
+        .output()
+        .expect("runs");
+    assert!(!crashed.status.success(), "orch must die at the crashpoint");
     orch.ok(&["run"]);
     let served = Served::start(&orch, None);
     let (status, text) = served.get("/metrics");
@@ -272,6 +279,7 @@ fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
             format!(r#"orch_gate_failures_total{{project="quick",stage="review",gate="{gate}"}}"#);
         assert_eq!(get(&series), 1.0);
     }
+    // Analysis ran twice (the crash lost its first finish), but only one run is recorded.
     assert_eq!(
         get(r#"orch_agent_tokens_total{project="quick",stage="analysis"}"#),
         1200.0
@@ -284,7 +292,7 @@ fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
         get(r#"orch_agent_runs_total{project="quick",stage="development",cost_known="true"}"#),
         2.0
     );
-    assert_eq!(get(r#"orch_lease_reaps_total{project="quick"}"#), 0.0);
+    assert_eq!(get(r#"orch_lease_reaps_total{project="quick"}"#), 1.0);
     assert_eq!(
         get(r#"orch_webhook_deliveries_total{source="github",result="accepted"}"#),
         0.0
