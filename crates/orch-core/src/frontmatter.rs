@@ -131,6 +131,11 @@ impl Frontmatter {
             })
     }
 
+    /// Every field with its raw value, sorted by name, for showing an artifact to people.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &serde_yaml::Value)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// The body after the closing fence is not kept; this gives the number of fields.
     pub fn len(&self) -> usize {
         self.fields.len()

@@ -42,9 +42,9 @@ mod template;
 pub use build::Build;
 pub use checks::{CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
-    BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HOOK_TIMEOUT, DEFAULT_PORT_ENV,
-    DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation, Mode, Probe,
-    REVISION_LABEL, RunSpec, StagingSpec,
+    BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HEALTH_PATH, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation,
+    Mode, Probe, REVISION_LABEL, RunSpec, StagingSpec,
 };
 pub use deployer::Deployer;
 pub use docker::DockerDeployer;

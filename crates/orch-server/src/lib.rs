@@ -1,5 +1,6 @@
 //! orch-server: orch's HTTP face. A JSON API over the engine (list, show, file, approve, stop,
-//! retry), signed webhook intake for Plane, Gitea/Forgejo and GitHub, health and metrics.
+//! retry), signed webhook intake for Plane, Gitea/Forgejo and GitHub, the HTML dashboard (board,
+//! items with live logs, projects; see `dashboard`), health and metrics.
 //!
 //! Quick start (the binary's `orch serve` does this with its own engine and signals):
 //!
@@ -24,6 +25,7 @@
 
 mod api;
 mod auth;
+mod dashboard;
 mod error;
 mod metrics;
 mod state;
@@ -61,18 +63,24 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/hooks/{source}", post(webhook::receive))
         .nest("/api/v1", api)
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound("no such route; see docs/server.md".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes, then stops accepting and lets the
-/// requests in flight finish.
+/// Serves [`router`] on `listener` until `shutdown` completes, then stops accepting, ends the
+/// open log streams and lets the requests in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let streams = state.shutting_down().clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams.cancel();
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,4 +1,8 @@
-//! Webhook delivery counters and their Prometheus text rendering.
+//! `/metrics` in the Prometheus text format: the webhook delivery counters this process keeps,
+//! and the pipeline metrics read from the store at each scrape (`pipeline`).
+
+mod exposition;
+mod pipeline;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +11,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::webhook::WebhookSource;
 
@@ -91,9 +96,17 @@ impl WebhookMetrics {
     }
 }
 
-pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    (
+pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let mut out = exposition::Exposition::default();
+    out.push_raw(&state.metrics().to_prometheus());
+    let projects: Vec<String> = state
+        .engine()
+        .projects()
+        .map(|p| p.id().to_string())
+        .collect();
+    pipeline::render(state.engine().store().as_ref(), &projects, &mut out).await?;
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().to_prometheus(),
-    )
+        out.finish(),
+    ))
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use orch_engine::Engine;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
+use crate::dashboard::SessionKey;
 use crate::metrics::WebhookMetrics;
 use crate::webhook::WebhookSource;
 
@@ -32,9 +34,14 @@ impl fmt::Debug for Secret {
 pub struct AppState {
     engine: Arc<Engine>,
     api_token: Option<Secret>,
+    /// Derived from the API token; signs dashboard sessions and CSRF tokens.
+    session_key: Option<SessionKey>,
     webhook_secrets: Arc<BTreeMap<WebhookSource, Secret>>,
     metrics: Arc<WebhookMetrics>,
     work_added: Arc<Notify>,
+    /// Cancelled when the server shuts down, so long-lived responses (log streams) end and the
+    /// graceful shutdown does not wait for them.
+    shutting_down: CancellationToken,
 }
 
 impl AppState {
@@ -44,9 +51,11 @@ impl AppState {
         Self {
             engine,
             api_token: None,
+            session_key: None,
             webhook_secrets: Arc::new(BTreeMap::new()),
             metrics: Arc::new(WebhookMetrics::default()),
             work_added: Arc::new(Notify::new()),
+            shutting_down: CancellationToken::new(),
         }
     }
 
@@ -54,6 +63,7 @@ impl AppState {
     #[must_use]
     pub fn with_api_token(mut self, token: impl Into<String>) -> Self {
         let token = token.into();
+        self.session_key = (!token.is_empty()).then(|| SessionKey::derive(token.as_bytes()));
         self.api_token = (!token.is_empty()).then_some(Secret(token));
         self
     }
@@ -89,8 +99,16 @@ impl AppState {
         self.api_token.as_ref()
     }
 
+    pub(crate) fn session_key(&self) -> Option<&SessionKey> {
+        self.session_key.as_ref()
+    }
+
     pub(crate) fn webhook_secret(&self, source: WebhookSource) -> Option<&Secret> {
         self.webhook_secrets.get(&source)
+    }
+
+    pub(crate) fn shutting_down(&self) -> &CancellationToken {
+        &self.shutting_down
     }
 
     pub(crate) fn notify_work_added(&self) {

@@ -1,6 +1,8 @@
 //! The JSON shape of items, runs and events: one mapping, used by the API and by the CLI's
 //! `--json` output, so both always say the same thing.
 
+use orch_core::spend::Spend;
+use orch_engine::spend::ItemSpend;
 use orch_store::{EventRecord, ItemRecord, RunRecord};
 use serde_json::{Value, json};
 
@@ -26,10 +28,32 @@ pub fn event_json(e: &EventRecord) -> Value {
     json!({ "seq": e.seq, "at": e.at, "kind": e.kind, "run_id": e.run_id, "data": e.data })
 }
 
-/// An item with its runs and its whole history (`orch item show --json`, `GET /items/{id}`).
+/// What some runs spent: exact micro-dollars, the counts of runs that reported no tokens or
+/// no cost, and the same as one line for people.
+pub fn spend_json(s: &Spend) -> Value {
+    json!({
+        "tokens": s.tokens, "cost_micro_usd": s.cost, "runs": s.runs,
+        "runs_without_tokens": s.runs_without_tokens, "runs_without_cost": s.runs_without_cost,
+        "described": s.describe(),
+    })
+}
+
+/// An item's spend in total and per stage.
+pub fn item_spend_json(s: &ItemSpend) -> Value {
+    let by_stage: serde_json::Map<String, Value> = s
+        .by_stage
+        .iter()
+        .map(|(stage, spent)| (stage.clone(), spend_json(spent)))
+        .collect();
+    json!({ "total": spend_json(&s.total), "by_stage": by_stage })
+}
+
+/// An item with its runs, its spend and its whole history (`orch item show --json`,
+/// `GET /items/{id}`).
 pub fn item_detail_json(item: &ItemRecord, runs: &[RunRecord], events: &[EventRecord]) -> Value {
     let mut out = item_json(item);
     out["runs"] = runs.iter().map(run_json).collect();
+    out["spend"] = item_spend_json(&ItemSpend::of_runs(runs));
     out["events"] = events.iter().map(event_json).collect();
     out
 }

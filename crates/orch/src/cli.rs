@@ -64,7 +64,7 @@ to merge yourself; an existing .env is never touched; orch.toml only gets a [[pr
     Retry(RetryArgs),
     /// Show an item's run logs (the agents' output and the gates' commands).
     #[command(
-        after_help = "Examples:\n  orch logs DEMO-1\n  orch logs DEMO-1 --stage review\n  orch logs -f DEMO-1"
+        after_help = "Examples:\n  orch logs DEMO-1\n  orch logs DEMO-1 --stage review\n  orch logs -f DEMO-1\n  orch logs DEMO-1 --json"
     )]
     Logs(LogsArgs),
     /// Where every item stands, per project.
@@ -117,9 +117,14 @@ pub struct DemoArgs {
     /// Approve the deploy automatically instead of waiting for `orch approve`.
     #[arg(long)]
     pub yes: bool,
-    /// Leave the staging and prod instances running after the demo.
+    /// After the demo, leave staging and prod running and keep serving the dashboard until
+    /// Ctrl-C.
     #[arg(long)]
     pub keep_running: bool,
+    /// Where the demo serves the dashboard while it runs (with `ORCH_API_TOKEN` set, you can
+    /// log in there and approve; without it the dashboard is read-only).
+    #[arg(long, default_value = "127.0.0.1:8500", value_name = "ADDR")]
+    pub dashboard: std::net::SocketAddr,
     #[arg(long, default_value_t = 8511, value_name = "PORT")]
     pub staging_port: u16,
     #[arg(long, default_value_t = 8510, value_name = "PORT")]
@@ -249,6 +254,9 @@ pub struct LogsArgs {
     /// Keep printing new output until the item stops moving.
     #[arg(short, long)]
     pub follow: bool,
+    /// Print the logs as JSON: each run (as in `item show --json`) with its log text.
+    #[arg(long, conflicts_with = "follow")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,5 +2,6 @@
 //! repository, served on a loopback port and driven by a minimal HTTP/1.1 client.
 
 mod api;
+mod dashboard;
 mod support;
 mod webhooks;

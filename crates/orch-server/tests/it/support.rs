@@ -161,6 +161,11 @@ impl Server {
         }
     }
 
+    /// orch's data directory (logs, worktrees) of this server.
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     pub async fn send(&self, request: Request<'_>) -> Response {
         request.send(self.addr).await
     }
@@ -299,6 +304,14 @@ impl Response {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The `error` message of a JSON error body.

@@ -61,6 +61,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     println!("Filed {}: {}", item.id, item.title);
 
     let cancel = CancellationToken::new();
+    let dashboard = serve_dashboard(&ctx, a.dashboard, &cancel).await?;
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -143,7 +144,64 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         item.id,
         status.as_str()
     );
+    if let Some(server) = dashboard {
+        if a.keep_running && !cancel.is_cancelled() {
+            println!(
+                "Dashboard still at {}; Ctrl-C stops it (staging and prod stay up).",
+                server.url
+            );
+            cancel.cancelled().await;
+        }
+        server.stop(&cancel).await;
+    }
     Ok(if status == ItemStatus::Done { 0 } else { 1 })
+}
+
+/// The dashboard served beside the demo.
+struct Dashboard {
+    url: String,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Dashboard {
+    async fn stop(self, cancel: &CancellationToken) {
+        cancel.cancel();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("the dashboard stopped with an error: {e}"),
+            Err(e) => eprintln!("the dashboard task failed: {e}"),
+        }
+    }
+}
+
+/// Serves the dashboard on `addr` until `cancel`; prints its URL. A taken address is not fatal:
+/// the demo runs without a dashboard and says how to choose another.
+async fn serve_dashboard(
+    ctx: &Context,
+    addr: std::net::SocketAddr,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Dashboard>> {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            println!("No dashboard: cannot listen on {addr} ({e}); pass --dashboard ADDR.");
+            return Ok(None);
+        }
+    };
+    let url = format!("http://{}/", listener.local_addr()?);
+    let (state, _) = super::serve::app_state(Arc::clone(&ctx.engine))?;
+    let access = if super::serve::secret(crate::env::API_TOKEN)?.is_some() {
+        "log in with ORCH_API_TOKEN to approve from it"
+    } else {
+        "read-only; set ORCH_API_TOKEN to approve from it"
+    };
+    println!("Dashboard: {url}  ({access})");
+    let task = tokio::spawn(orch_server::serve(
+        listener,
+        state,
+        cancel.clone().cancelled_owned(),
+    ));
+    Ok(Some(Dashboard { url, task }))
 }
 
 async fn stop_instances(ctx: &Context, project: &orch_engine::Project) {

@@ -4,6 +4,7 @@ use crate::cli::{ItemAddArgs, ItemListArgs, ItemShowArgs};
 use crate::context::{Context, item_id};
 use crate::error::UsageError;
 use crate::output::{millis, table};
+use orch_engine::spend::ItemSpend;
 
 pub async fn add(ctx: &Context, a: ItemAddArgs) -> anyhow::Result<i32> {
     let project = ctx.project_id(a.project.as_deref())?;
@@ -132,6 +133,7 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
         ]);
     }
     print!("\n{}", table(&rows));
+    print_spend(&ItemSpend::of_runs(&runs));
     if a.events {
         println!("\nevents:");
         for e in &events {
@@ -145,4 +147,26 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Spend per stage (all attempts together) and in total.
+fn print_spend(spend: &ItemSpend) {
+    if spend.total.runs == 0 {
+        println!("\nspend: no agent run reported usage yet");
+        return;
+    }
+    let mut rows = vec![vec!["STAGE".into(), "RUNS".into(), "SPEND".into()]];
+    for (stage, spent) in &spend.by_stage {
+        rows.push(vec![
+            stage.clone(),
+            spent.runs.to_string(),
+            spent.describe(),
+        ]);
+    }
+    rows.push(vec![
+        "total".into(),
+        spend.total.runs.to_string(),
+        spend.total.describe(),
+    ]);
+    print!("\nspend:\n{}", table(&rows));
 }

@@ -16,6 +16,24 @@ pub async fn run(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
         .await?
         .ok_or_else(|| UsageError(format!("no work item `{id}`")))?;
     let project = ctx.engine.project(&item.project)?;
+    if a.json {
+        let mut out = Vec::new();
+        for r in store.list_runs(&id).await? {
+            if a.stage.as_deref().is_some_and(|s| s != r.stage.as_str()) {
+                continue;
+            }
+            let path = project.run_log(&id, r.stage.as_str(), r.attempt);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            out.push(serde_json::json!({
+                "run": orch_server::views::run_json(&r),
+                "log": String::from_utf8_lossy(&bytes),
+            }));
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
     // How much of each log was printed, by path.
     let mut printed: std::collections::BTreeMap<std::path::PathBuf, usize> = Default::default();
     loop {

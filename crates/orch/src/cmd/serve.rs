@@ -56,7 +56,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<i32> {
 
 /// The server state with the secrets from the environment, and one line per secret saying
 /// whether it is set (never its value).
-fn app_state(engine: Arc<Engine>) -> anyhow::Result<(AppState, Vec<String>)> {
+pub(crate) fn app_state(engine: Arc<Engine>) -> anyhow::Result<(AppState, Vec<String>)> {
     let mut state = AppState::new(engine);
     let mut lines = Vec::new();
     match secret(env::API_TOKEN)? {
@@ -90,7 +90,7 @@ fn app_state(engine: Arc<Engine>) -> anyhow::Result<(AppState, Vec<String>)> {
 }
 
 /// A secret from the environment; unset or blank is `None`.
-fn secret(name: &str) -> anyhow::Result<Option<String>> {
+pub(crate) fn secret(name: &str) -> anyhow::Result<Option<String>> {
     match std::env::var(name) {
         Ok(v) if v.trim().is_empty() => Ok(None),
         Ok(v) => Ok(Some(v.trim().to_owned())),

@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use orch_core::spend::Spend;
+use orch_engine::spend::ItemSpend;
+use orch_server::views;
 use serde_json::json;
 
 use crate::cli::JsonArgs;
@@ -21,19 +24,58 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
             .entry(i.progress.status.as_str())
             .or_default() += 1;
     }
+    // Every item's runs: open items show their own spend, projects the sum over all items.
+    let mut runs = BTreeMap::new();
+    for i in &items {
+        runs.insert(&i.id, ctx.engine.store().list_runs(&i.id).await?);
+    }
+    let project_spend: BTreeMap<String, Spend> = by_project
+        .keys()
+        .map(|p| {
+            let of_project = items
+                .iter()
+                .filter(|i| i.project.as_str() == p)
+                .flat_map(|i| runs.get(&i.id).into_iter().flatten());
+            (p.clone(), ItemSpend::of_runs(of_project).total)
+        })
+        .collect();
     let open: Vec<&orch_store::ItemRecord> = items
         .iter()
         .filter(|i| !i.progress.status.is_terminal())
         .collect();
+    let spends: Vec<Spend> = open
+        .iter()
+        .map(|i| ItemSpend::of_runs(runs.get(&i.id).into_iter().flatten()).total)
+        .collect();
     if a.json {
-        let open: Vec<_> = open.iter().map(|i| super::item::item_json(i)).collect();
+        let open: Vec<_> = open
+            .iter()
+            .zip(&spends)
+            .map(|(i, spend)| {
+                let mut out = views::item_json(i);
+                out["spend"] = views::spend_json(spend);
+                out
+            })
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "projects": by_project, "open_items": open }))?
+            serde_json::to_string_pretty(&json!({
+                "projects": by_project,
+                "project_spend": project_spend
+                    .iter()
+                    .map(|(p, s)| (p.clone(), views::spend_json(s)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "open_items": open,
+            }))?
         );
         return Ok(0);
     }
-    let mut rows = vec![vec!["PROJECT".into(), "ITEMS".into(), "BY STATUS".into()]];
+    let mut rows = vec![vec![
+        "PROJECT".into(),
+        "ITEMS".into(),
+        "BY STATUS".into(),
+        "SPEND".into(),
+    ]];
     for (project, counts) in &by_project {
         let total: u32 = counts.values().sum();
         let detail: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
@@ -45,21 +87,28 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
             } else {
                 detail.join(", ")
             },
+            project_spend
+                .get(project)
+                .map_or_else(|| "-".into(), Spend::describe),
         ]);
     }
     print!("{}", table(&rows));
     if !open.is_empty() {
         let mut rows = vec![vec![
             "ITEM".into(),
+            "PROJECT".into(),
             "STAGE".into(),
             "STATUS".into(),
+            "SPEND".into(),
             "TITLE".into(),
         ]];
-        for i in open {
+        for (i, spend) in open.iter().zip(&spends) {
             rows.push(vec![
                 i.id.to_string(),
+                i.project.to_string(),
                 i.progress.stage.to_string(),
                 i.progress.status.as_str().into(),
+                spend.describe(),
                 i.title.clone(),
             ]);
         }

@@ -5,6 +5,7 @@ mod bad_input;
 mod bench;
 mod chaos;
 mod crash;
+mod dashboard;
 mod demo;
 mod harness;
 mod onboard;

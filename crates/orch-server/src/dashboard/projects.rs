@@ -1,0 +1,110 @@
+//! `/projects`: each project with the health of its staging and prod instances, probed now on
+//! their configured ports and health path, once each and time-bounded.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use orch_deploy::{DEFAULT_HEALTH_PATH, DeployConfig, HealthOutcome, probe_health};
+use orch_engine::Project;
+use tokio_util::sync::CancellationToken;
+
+use super::access;
+use super::html::{esc, page};
+use crate::state::AppState;
+
+/// How long one probe may take; the page waits at most this long for all of them.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let access = match access(&state, &headers) {
+        Ok(a) => a,
+        Err(refused) => return refused.into_response(),
+    };
+    let projects: Vec<_> = state.engine().projects().cloned().collect();
+    let probes = projects.iter().map(|p| project_health(p));
+    let rows = futures_util::future::join_all(probes).await;
+    let mut body = String::from(
+        "<h1>Projects</h1><table class=\"projects\"><thead><tr><th>project</th><th>repository</th>\
+         <th>health path</th><th>staging</th><th>prod</th></tr></thead><tbody>",
+    );
+    for (project, health) in projects.iter().zip(rows) {
+        let _ = write!(
+            body,
+            "<tr data-project=\"{id}\"><td><a href=\"/?project={id}\">{id}</a></td><td><code>{repo}</code></td>\
+             <td><code>{path}</code></td>{staging}{prod}</tr>",
+            id = esc(project.id().as_str()),
+            repo = esc(&project.settings.repo.display().to_string()),
+            path = esc(&health.path),
+            staging = cell(project.settings.staging_port, &health.staging),
+            prod = cell(project.settings.prod_port, &health.prod),
+        );
+    }
+    body.push_str("</tbody></table>");
+    page("Projects", access.viewer(), &body).into_response()
+}
+
+struct ProjectHealth {
+    path: String,
+    staging: HealthOutcome,
+    prod: HealthOutcome,
+}
+
+async fn project_health(project: &Project) -> ProjectHealth {
+    let path = health_path(project);
+    let probe = |port: u16| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        async move {
+            probe_health(
+                &url,
+                1,
+                Duration::ZERO,
+                PROBE_TIMEOUT,
+                &CancellationToken::new(),
+            )
+            .await
+        }
+    };
+    let (staging, prod) = tokio::join!(
+        probe(project.settings.staging_port),
+        probe(project.settings.prod_port)
+    );
+    ProjectHealth {
+        path,
+        staging,
+        prod,
+    }
+}
+
+/// The health path of the project's process or docker deployer; a hook deployer (or a project without
+/// a readable deploy file) is probed on the default path.
+fn health_path(project: &Project) -> String {
+    std::fs::read_to_string(
+        project
+            .settings
+            .repo
+            .join(orch_engine::project::files::DEPLOY),
+    )
+    .ok()
+    .and_then(|text| DeployConfig::from_toml(&text).ok())
+    .and_then(|config| match config {
+        DeployConfig::Process(spec) => Some(spec.health.path),
+        DeployConfig::Docker(spec) => Some(spec.health.path),
+        DeployConfig::Hook(_) => None,
+    })
+    .unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_owned())
+}
+
+fn cell(port: u16, outcome: &HealthOutcome) -> String {
+    let (class, word) = if outcome.healthy {
+        ("up", "healthy")
+    } else {
+        ("down", "down")
+    };
+    format!(
+        "<td class=\"health {class}\">:{port} <b>{word}</b> <span class=\"hint\">{}</span></td>",
+        esc(&outcome.last_detail)
+    )
+}
