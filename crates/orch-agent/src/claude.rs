@@ -13,7 +13,7 @@ use orch_core::gate::ExitOutcome;
 use tokio_util::sync::CancellationToken;
 
 use crate::claude_stream::ClaudeStream;
-use crate::cli::{self, CliInvocation};
+use crate::cli::{self, CliInvocation, StreamParser};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 
 /// The program run when the config names none.
@@ -132,6 +132,8 @@ impl Agent for ClaudeAgent {
         };
         let mut stream = ClaudeStream::default();
         let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
+        // A run killed before its result (a timeout, a spend limit) spent what its messages said.
+        let messages = stream.usage_so_far().filter(|_| stream.result.is_none());
         let result = stream.result.unwrap_or_default();
         let outcome = match finished.outcome {
             // The CLI said its run failed: a clean exit must not make that a pass.
@@ -144,18 +146,25 @@ impl Agent for ClaudeAgent {
             }
             other => other,
         };
+        let usage = Usage {
+            input_tokens: result.input_tokens,
+            output_tokens: result.output_tokens,
+            cache_read_tokens: result.cache_read_tokens,
+            cache_write_tokens: result.cache_write_tokens,
+            reasoning_tokens: None,
+            cost_usd: result.cost_usd,
+            turns: result.turns,
+            duration_ms: cli::millis(finished.duration),
+            input_includes_cache: false,
+        };
         AgentRun {
             outcome,
-            usage: Usage {
-                input_tokens: result.input_tokens,
-                output_tokens: result.output_tokens,
-                cache_read_tokens: result.cache_read_tokens,
-                cache_write_tokens: result.cache_write_tokens,
-                reasoning_tokens: None,
-                cost_usd: result.cost_usd,
-                turns: result.turns,
-                duration_ms: cli::millis(finished.duration),
-                input_includes_cache: false,
+            usage: match messages {
+                Some(seen) => Usage {
+                    duration_ms: usage.duration_ms,
+                    ..seen
+                },
+                None => usage,
             },
         }
     }

@@ -19,6 +19,12 @@ use crate::{AgentRequest, AgentRun, RunObserver, Usage};
 pub(crate) trait StreamParser: Send {
     /// The readable lines for one line of the CLI's standard output (often none).
     fn parse_line(&mut self, line: &str) -> Vec<String>;
+
+    /// What the run has spent so far by the stream's own reports, for live spend checks;
+    /// `None` until the CLI reported any.
+    fn usage_so_far(&self) -> Option<Usage> {
+        None
+    }
 }
 
 /// The readable run log stops growing past this size, with one line saying so.
@@ -72,12 +78,16 @@ pub(crate) async fn run_cli(
         log: Some(raw_stream_path(&req.log)),
         ..orch_process::Spec::new(&invocation.program, &req.worktree)
     };
+    // Cancelled by the watcher when the observer says a spend limit was reached.
+    let stop = cancel.child_token();
     let mut watcher = StreamWatcher {
         observer,
         parser,
         log,
+        reported: None,
+        stop: stop.clone(),
     };
-    let finished = orch_process::run(&spec, cancel, &mut watcher).await;
+    let finished = orch_process::run(&spec, &stop, &mut watcher).await;
     if let ExitOutcome::FailedToStart(message) = &finished.outcome {
         watcher.log.write(&format!("orch: {message}"));
     }
@@ -162,10 +172,32 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Feeds standard output to the parser and writes readable lines (and standard error) to the log.
+/// Each change of the parser's usage goes to the observer, which may stop the run.
 struct StreamWatcher<'a> {
     observer: &'a mut dyn RunObserver,
     parser: &'a mut dyn StreamParser,
     log: ReadableLog,
+    /// The usage last given to the observer.
+    reported: Option<Usage>,
+    stop: CancellationToken,
+}
+
+impl StreamWatcher<'_> {
+    fn report_usage(&mut self) {
+        let Some(usage) = self.parser.usage_so_far() else {
+            return;
+        };
+        if self.reported.as_ref() == Some(&usage) {
+            return;
+        }
+        let go_on = self.observer.usage_so_far(&usage);
+        self.reported = Some(usage);
+        if !go_on && !self.stop.is_cancelled() {
+            self.log
+                .write("orch: stopping the agent: a spend limit was reached");
+            self.stop.cancel();
+        }
+    }
 }
 
 impl orch_process::Observer for StreamWatcher<'_> {
@@ -179,6 +211,7 @@ impl orch_process::Observer for StreamWatcher<'_> {
                 for readable in self.parser.parse_line(line) {
                     self.log.write(&readable);
                 }
+                self.report_usage();
             }
             Stream::Stderr => self.log.write(&format!("[stderr] {}", quote(line))),
         }
@@ -228,6 +261,88 @@ impl ReadableLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts output lines as tokens: one per line.
+    struct LineTokens(u64);
+
+    impl StreamParser for LineTokens {
+        fn parse_line(&mut self, _line: &str) -> Vec<String> {
+            self.0 += 1;
+            Vec::new()
+        }
+
+        fn usage_so_far(&self) -> Option<Usage> {
+            Some(Usage {
+                input_tokens: Some(self.0),
+                output_tokens: Some(0),
+                ..Usage::default()
+            })
+        }
+    }
+
+    /// Stops the run once the tokens reach its limit; records what it was told.
+    struct Limit(u64, Vec<u64>);
+
+    impl RunObserver for Limit {
+        fn started(&mut self, _pgid: u32) {}
+
+        fn usage_so_far(&mut self, usage: &Usage) -> bool {
+            let tokens = usage.input_tokens.unwrap_or(0);
+            self.1.push(tokens);
+            tokens < self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn an_observer_that_says_stop_kills_the_cli_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = AgentRequest {
+            item: orch_core::ItemId::parse("A-1").expect("valid"),
+            title: "t".into(),
+            stage: orch_core::StageName::parse("dev").expect("valid"),
+            attempt: 1,
+            worktree: dir.path().to_path_buf(),
+            artifact_dir: "docs/work-items/A-1/".into(),
+            artifact: None,
+            prompt: String::new(),
+            model: None,
+            tools: Vec::new(),
+            timeout: std::time::Duration::from_secs(60),
+            stall: std::time::Duration::from_secs(60),
+            log: dir.path().join("run.log"),
+            prompt_file: dir.path().join("run.prompt.md"),
+        };
+        let invocation = CliInvocation {
+            npm_package: "none",
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "echo a; echo b; echo c; sleep 60; echo d".into(),
+            ],
+            env: orch_process::safe_env(),
+            stdin: Vec::new(),
+        };
+        let mut observer = Limit(2, Vec::new());
+        let started = std::time::Instant::now();
+        let finished = run_cli(
+            invocation,
+            &mut LineTokens(0),
+            &req,
+            &CancellationToken::new(),
+            &mut observer,
+        )
+        .await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the CLI ran on"
+        );
+        assert_eq!(finished.outcome, ExitOutcome::Signaled(15));
+        // Told of each change until it said stop; the line after that changed nothing.
+        assert_eq!(observer.1[..2], [1, 2]);
+        assert!(!observer.1.contains(&4), "{:?}", observer.1);
+        let log = std::fs::read_to_string(&req.log).expect("log");
+        assert!(log.contains("a spend limit was reached"), "{log}");
+    }
 
     #[test]
     fn quotes_are_one_line_and_cut_on_a_char_boundary() {
