@@ -188,6 +188,7 @@ impl Engine {
             usage: None,
             facts,
             events: evs,
+            overrun: None,
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bench;
+mod budget;
 mod crash;
 mod demo;
 mod harness;
