@@ -7,6 +7,7 @@ mod budget;
 mod crash;
 mod demo;
 mod harness;
+mod isolation;
 mod onboard;
 mod serve;
 mod staging;
