@@ -61,6 +61,7 @@ impl Engine {
         role_name: &RoleName,
         cancel: &CancellationToken,
     ) -> Result<Measured, StageError> {
+        self.kill_previous_agent(run).await;
         let runs = self.store.list_runs(&item.id).await?;
         let budget = RunBudget::new(&project.pipeline, &run.stage, &runs, run.id);
         if let Some(overrun) = budget.before_run() {
@@ -71,7 +72,6 @@ impl Engine {
         let default = repo.default_branch().await?;
         repo.ensure_worktree(&wt, &branch(&item.id), &default)
             .await?;
-        self.kill_previous_agent(run).await;
 
         // The base commit is fixed at the first execution of this run, so a re-execution after a
         // crash starts from exactly the same tree.

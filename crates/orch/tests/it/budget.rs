@@ -66,7 +66,8 @@ fn project(pipeline: &str, scenario: &str) -> Orch {
     orch
 }
 
-fn write_committed(orch: &Orch, rel: &str, text: &str) {
+/// Writes `rel` in the project repository and commits it.
+pub(crate) fn write_committed(orch: &Orch, rel: &str, text: &str) {
     std::fs::write(orch.repo().join(rel), text).expect("write");
     git(&orch.repo(), &["commit", "-qam", &format!("test: {rel}")]);
 }
@@ -81,7 +82,7 @@ fn events<'a>(item: &'a Value, kind: &str) -> Vec<&'a Value> {
 }
 
 /// (stage, attempt, state) of every run.
-fn runs(item: &Value) -> Vec<(String, i64, String)> {
+pub(crate) fn runs(item: &Value) -> Vec<(String, i64, String)> {
     item["runs"]
         .as_array()
         .expect("runs")

@@ -4,12 +4,8 @@
 
 use serde_json::Value;
 
+use crate::budget::{runs, write_committed};
 use crate::harness::{Orch, assert_clean_history, git, quick_pipeline};
-
-fn write_committed(orch: &Orch, rel: &str, text: &str) {
-    std::fs::write(orch.repo().join(rel), text).expect("write");
-    git(&orch.repo(), &["commit", "-qam", &format!("test: {rel}")]);
-}
 
 /// The bench scenario with `first` put ahead of its steps (steps for an exact attempt win).
 fn scenario_with(first: &str) -> String {
@@ -20,21 +16,6 @@ fn scenario_with(first: &str) -> String {
             "content = \"change of {item}, attempt {attempt}\\n\""
         )
     )
-}
-
-fn runs(item: &Value) -> Vec<(String, i64, String)> {
-    item["runs"]
-        .as_array()
-        .expect("runs")
-        .iter()
-        .map(|r| {
-            (
-                r["stage"].as_str().unwrap_or("").to_owned(),
-                r["attempt"].as_i64().unwrap_or(0),
-                r["state"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
 }
 
 fn run_of<'a>(item: &'a Value, stage: &str, attempt: i64) -> &'a Value {
