@@ -280,28 +280,26 @@ mod tests {
         }
     }
 
-    /// Stops the run once the tokens reach its limit; records what it was told.
+    /// Says stop once the run's tokens reach its limit; records the tokens it was told of.
     struct Limit(u64, Vec<u64>);
 
     impl RunObserver for Limit {
         fn started(&mut self, _pgid: u32) {}
 
         fn usage_so_far(&mut self, usage: &Usage) -> bool {
-            let tokens = usage.input_tokens.unwrap_or(0);
+            let tokens = usage.run_spend().tokens.unwrap_or(0);
             self.1.push(tokens);
             tokens < self.0
         }
     }
 
-    #[tokio::test]
-    async fn an_observer_that_says_stop_kills_the_cli_at_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let req = AgentRequest {
+    fn request(dir: &Path) -> AgentRequest {
+        AgentRequest {
             item: orch_core::ItemId::parse("A-1").expect("valid"),
             title: "t".into(),
             stage: orch_core::StageName::parse("dev").expect("valid"),
             attempt: 1,
-            worktree: dir.path().to_path_buf(),
+            worktree: dir.to_path_buf(),
             artifact_dir: "docs/work-items/A-1/".into(),
             artifact: None,
             prompt: String::new(),
@@ -309,9 +307,28 @@ mod tests {
             tools: Vec::new(),
             timeout: std::time::Duration::from_secs(60),
             stall: std::time::Duration::from_secs(60),
-            log: dir.path().join("run.log"),
-            prompt_file: dir.path().join("run.prompt.md"),
-        };
+            log: dir.join("run.log"),
+            prompt_file: dir.join("run.prompt.md"),
+        }
+    }
+
+    /// An executable shell script in `dir` that reads its input, prints `line`, then would work
+    /// for a minute.
+    fn slow_cli(dir: &Path, line: &str) -> String {
+        let path = dir.join("slow-cli");
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\ncat >/dev/null\necho '{line}'\nsleep 60\n"),
+        )
+        .expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path.display().to_string()
+    }
+
+    #[tokio::test]
+    async fn an_observer_that_says_stop_kills_the_cli_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = request(dir.path());
         let invocation = CliInvocation {
             npm_package: "none",
             program: "/bin/sh".into(),
@@ -342,6 +359,45 @@ mod tests {
         assert!(!observer.1.contains(&4), "{:?}", observer.1);
         let log = std::fs::read_to_string(&req.log).expect("log");
         assert!(log.contains("a spend limit was reached"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn claude_and_codex_are_stopped_by_the_usage_they_stream() {
+        use crate::Agent;
+        let claude_message = r#"{"type":"assistant","message":{"id":"m1","usage":{"input_tokens":600,"output_tokens":100},"content":[]}}"#;
+        let codex_turn = r#"{"type":"turn.completed","usage":{"input_tokens":600,"cached_input_tokens":0,"output_tokens":100}}"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let claude = crate::claude::ClaudeAgent {
+            program: slow_cli(dir.path(), claude_message),
+            ..Default::default()
+        };
+        let run_dir = tempfile::tempdir().expect("tempdir");
+        let codex_dir = tempfile::tempdir().expect("tempdir");
+        let codex = crate::codex::CodexAgent {
+            program: slow_cli(codex_dir.path(), codex_turn),
+            ..Default::default()
+        };
+        for agent in [&claude as &dyn Agent, &codex] {
+            let req = request(run_dir.path());
+            let mut observer = Limit(500, Vec::new());
+            let started = std::time::Instant::now();
+            let run = agent
+                .run(&req, &CancellationToken::new(), &mut observer)
+                .await;
+            let kind = agent.kind();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{kind} ran on"
+            );
+            assert_eq!(run.outcome, ExitOutcome::Signaled(15), "{kind}");
+            assert_eq!(observer.1, [700], "{kind}");
+            // Killed before any final result: the usage streamed so far is what it spent.
+            assert_eq!(
+                (run.usage.input_tokens, run.usage.output_tokens),
+                (Some(600), Some(100)),
+                "{kind}"
+            );
+        }
     }
 
     #[test]
