@@ -262,7 +262,7 @@ impl Engine {
             state: RunState::Cancelled,
             verdict: json!({ "class": "refused", "value": null, "reasons": [reason], "gates": [] }),
             usage: None,
-            progress: decision.progress.clone(),
+            progress: decision.progress,
             blocked_reason: planned.blocked_reason,
             next_run: planned.next_run,
             events: evs,
