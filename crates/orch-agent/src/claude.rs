@@ -4,12 +4,13 @@
 //! The child gets `safe_env`, the request's `ORCH_*` variables and only what the CLI needs: the
 //! model endpoint and API key when configured (the key read from the variable the config names,
 //! never logged), switches that stop its non-essential traffic and self-update, and optionally a
-//! private `HOME` beside the run log. Every attempt starts a new session: sessions are not resumed.
+//! private `HOME` beside the run log. The session id is recorded; a request to resume a session
+//! passes `--resume <id>`, which finds the session only where the earlier attempt left it: not
+//! with `private_home`, which gives every attempt a new home (that case starts a new session).
 
 use std::path::Path;
 
 use async_trait::async_trait;
-use orch_core::gate::ExitOutcome;
 use tokio_util::sync::CancellationToken;
 
 use crate::claude_stream::ClaudeStream;
@@ -20,7 +21,7 @@ use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 pub const DEFAULT_PROGRAM: &str = "claude";
 /// The turn limit when the config sets none: room for a development stage's edit-test loops.
 pub const DEFAULT_MAX_TURNS: u32 = 100;
-const NPM_PACKAGE: &str = "@anthropic-ai/claude-code";
+const INSTALL: &str = "npm install -g @anthropic-ai/claude-code";
 
 #[derive(Debug, Clone)]
 pub struct ClaudeAgent {
@@ -71,6 +72,9 @@ impl ClaudeAgent {
             args.extend(["--allowedTools".to_owned(), req.tools.join(",")]);
         }
         args.extend(["--max-turns".to_owned(), self.max_turns.to_string()]);
+        if let (Some(session), false) = (&req.resume_session, self.private_home) {
+            args.extend(["--resume".to_owned(), session.clone()]);
+        }
         if let Some(model) = self.model.as_ref().or(req.model.as_ref()) {
             args.extend(["--model".to_owned(), model.clone()]);
         }
@@ -81,10 +85,7 @@ impl ClaudeAgent {
     fn env(&self, req: &AgentRequest) -> Result<Vec<(String, String)>, String> {
         let mut env = orch_process::safe_env();
         env.extend(req.env_vars());
-        let mut set = |name: &str, value: String| {
-            env.retain(|(n, _)| n != name);
-            env.push((name.to_owned(), value));
-        };
+        let mut set = |name: &str, value: String| cli::set_env(&mut env, name, value);
         set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned());
         set("DISABLE_AUTOUPDATER", "1".to_owned());
         if let Some(url) = &self.base_url {
@@ -123,8 +124,11 @@ impl Agent for ClaudeAgent {
             Ok(env) => env,
             Err(message) => return cli::failed_to_start(req, message),
         };
+        if self.private_home {
+            cli::cannot_resume(req, "claude", "private_home gives every attempt a new home");
+        }
         let invocation = CliInvocation {
-            npm_package: NPM_PACKAGE,
+            install: INSTALL,
             program: self.program.clone(),
             args: self.args(req),
             env,
@@ -135,17 +139,12 @@ impl Agent for ClaudeAgent {
         // A run killed before its result (a timeout, a spend limit) spent what its messages said.
         let messages = stream.usage_so_far().filter(|_| stream.result.is_none());
         let result = stream.result.unwrap_or_default();
-        let outcome = match finished.outcome {
-            // The CLI said its run failed: a clean exit must not make that a pass.
-            ExitOutcome::Exited(0) if result.is_error == Some(true) => {
-                cli::log_line(
-                    &req.log,
-                    "orch: claude exited 0 but reported an error result; counted as exit code 1",
-                );
-                ExitOutcome::Exited(1)
-            }
-            other => other,
-        };
+        // The CLI said its run failed: a clean exit must not make that a pass.
+        let outcome = cli::fail_clean_exit(
+            finished.outcome,
+            (result.is_error == Some(true)).then_some("it reported an error result"),
+            req,
+        );
         let usage = Usage {
             input_tokens: result.input_tokens,
             output_tokens: result.output_tokens,
@@ -153,19 +152,22 @@ impl Agent for ClaudeAgent {
             cache_write_tokens: result.cache_write_tokens,
             reasoning_tokens: None,
             cost_usd: result.cost_usd,
+            cost_estimated: false,
             turns: result.turns,
             duration_ms: cli::millis(finished.duration),
+            session_id: stream.session_id,
+            // Claude Code reports cached input beside `input_tokens`, not inside it.
             input_includes_cache: false,
         };
-        AgentRun {
-            outcome,
-            usage: match messages {
-                Some(seen) => Usage {
-                    duration_ms: usage.duration_ms,
-                    ..seen
-                },
-                None => usage,
+        // Killed before its result: what the messages reported is what is known.
+        let usage = match messages {
+            Some(seen) => Usage {
+                duration_ms: usage.duration_ms,
+                session_id: usage.session_id,
+                ..seen
             },
-        }
+            None => usage,
+        };
+        cli::ran(req, outcome, usage, result.model_error)
     }
 }

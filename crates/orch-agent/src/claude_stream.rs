@@ -23,12 +23,16 @@ pub(crate) struct ClaudeResult {
     pub cache_write_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
     pub turns: Option<u32>,
+    /// The model API error the result text names, when the result is an error.
+    pub model_error: Option<crate::model_error::ModelError>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct ClaudeStream {
     /// The last `result` event seen; `None` when the run ended without one.
     pub result: Option<ClaudeResult>,
+    /// The session id of the `system` `init` or `result` event, to resume the session later.
+    pub session_id: Option<String>,
     /// Token counts (input, output, cache read, cache write) of each assistant message by its id.
     /// Claude Code repeats a message's usage on every event of that message, so it is kept
     /// once per id; a message without an id counts on its own.
@@ -46,6 +50,9 @@ impl StreamParser for ClaudeStream {
                 quote(line)
             )];
         };
+        if let Some(id) = event["session_id"].as_str() {
+            self.session_id = Some(id.to_owned());
+        }
         match event["type"].as_str() {
             Some("system") if event["subtype"] == "init" => vec![format!(
                 "claude: session {} started, model {}, in {}",
@@ -148,8 +155,16 @@ fn describe_tool_error(block: &Value) -> Option<String> {
 
 fn read_result(event: &Value) -> ClaudeResult {
     let usage = &event["usage"];
+    let is_error = event["is_error"].as_bool();
     ClaudeResult {
-        is_error: event["is_error"].as_bool(),
+        model_error: (is_error == Some(true))
+            .then(|| {
+                event["result"]
+                    .as_str()
+                    .and_then(crate::model_error::classify)
+            })
+            .flatten(),
+        is_error,
         input_tokens: usage["input_tokens"].as_u64(),
         output_tokens: usage["output_tokens"].as_u64(),
         cache_read_tokens: usage["cache_read_input_tokens"].as_u64(),
@@ -231,6 +246,7 @@ mod tests {
                 cache_write_tokens: Some(11),
                 cost_usd: Some(0.0123),
                 turns: Some(2),
+                model_error: None,
             })
         );
     }
@@ -263,6 +279,26 @@ mod tests {
             (Some(30), Some(7), Some(10), Some(2))
         );
         assert_eq!(seen.run_spend().tokens, Some(49));
+    }
+
+    #[test]
+    fn the_session_id_is_kept_and_an_api_error_result_is_classified() {
+        let (_, result) = check(&[
+            INIT,
+            r#"{"type":"result","subtype":"success","is_error":true,"session_id":"s-2","result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}"}"#,
+        ]);
+        let error = result.and_then(|r| r.model_error).expect("a model error");
+        assert_eq!((error.status, error.retryable), (Some(529), true));
+        let mut stream = ClaudeStream::default();
+        stream.parse_line(INIT);
+        assert_eq!(stream.session_id.as_deref(), Some("s-1"));
+        stream.parse_line(RESULT);
+        assert_eq!(stream.session_id.as_deref(), Some("s-1"));
+        // A plain error result names no model API error.
+        let (_, result) = check(&[
+            r#"{"type":"result","subtype":"error_max_turns","is_error":true,"result":"Reached 100 turns"}"#,
+        ]);
+        assert_eq!(result.and_then(|r| r.model_error), None);
     }
 
     #[test]

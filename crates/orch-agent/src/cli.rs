@@ -25,6 +25,11 @@ pub(crate) trait StreamParser: Send {
     fn usage_so_far(&self) -> Option<Usage> {
         None
     }
+
+    /// The readable lines of what the parser still holds when the output ends.
+    fn finish(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The readable run log stops growing past this size, with one line saying so.
@@ -35,8 +40,9 @@ const QUOTE_CHARS: usize = 400;
 /// One CLI run, ready to start.
 #[derive(Debug)]
 pub(crate) struct CliInvocation {
-    /// What the user installs when the program is missing, such as `@openai/codex`.
-    pub npm_package: &'static str,
+    /// How the user installs the program when it is missing, such as `npm install -g
+    /// @openai/codex`.
+    pub install: &'static str,
     pub program: String,
     pub args: Vec<String>,
     /// The whole environment of the child.
@@ -56,8 +62,8 @@ pub(crate) async fn run_cli(
     let mut log = ReadableLog::open(&req.log);
     if let Err(reason) = find_program(&invocation.program, &invocation.env) {
         let message = format!(
-            "{reason}; install it with `npm install -g {}` or set `program` in .orch/agents.toml",
-            invocation.npm_package
+            "{reason}; install it with `{}` or set `program` in .orch/agents.toml",
+            invocation.install
         );
         log.write(&format!("orch: {message}"));
         return Finished {
@@ -88,6 +94,9 @@ pub(crate) async fn run_cli(
         stop: stop.clone(),
     };
     let finished = orch_process::run(&spec, &stop, &mut watcher).await;
+    for line in watcher.parser.finish() {
+        watcher.log.write(&line);
+    }
     if let ExitOutcome::FailedToStart(message) = &finished.outcome {
         watcher.log.write(&format!("orch: {message}"));
     }
@@ -97,10 +106,61 @@ pub(crate) async fn run_cli(
 /// The run of an agent that could not even be started, with the reason in its run log.
 pub(crate) fn failed_to_start(req: &AgentRequest, message: String) -> AgentRun {
     log_line(&req.log, &format!("orch: {message}"));
-    AgentRun {
-        outcome: ExitOutcome::FailedToStart(message),
-        usage: Usage::default(),
+    AgentRun::ended(ExitOutcome::FailedToStart(message))
+}
+
+/// The run of a CLI that ran: a model API error it reported is also written to the run log, with
+/// its classification, where `orch logs` shows it.
+pub(crate) fn ran(
+    req: &AgentRequest,
+    outcome: ExitOutcome,
+    usage: crate::Usage,
+    model_error: Option<crate::model_error::ModelError>,
+) -> AgentRun {
+    if let Some(error) = &model_error {
+        log_line(&req.log, &format!("orch: {error}"));
     }
+    AgentRun {
+        outcome,
+        usage,
+        model_error,
+    }
+}
+
+/// Notes in the run log that `cli` starts a new session although the request asked to resume
+/// one, and why.
+pub(crate) fn cannot_resume(req: &AgentRequest, cli: &str, why: &str) {
+    if let Some(session) = &req.resume_session {
+        log_line(
+            &req.log,
+            &format!("orch: {cli} does not resume session {session} ({why}); starting a new one"),
+        );
+    }
+}
+
+/// A CLI that exited 0 although its output said the run failed: counted as exit code 1, with a
+/// line in the run log saying why. Any other outcome is kept.
+pub(crate) fn fail_clean_exit(
+    outcome: ExitOutcome,
+    failed: Option<&str>,
+    req: &AgentRequest,
+) -> ExitOutcome {
+    match (outcome, failed) {
+        (ExitOutcome::Exited(0), Some(why)) => {
+            log_line(
+                &req.log,
+                &format!("orch: the CLI exited 0 but {why}; counted as exit code 1"),
+            );
+            ExitOutcome::Exited(1)
+        }
+        (outcome, _) => outcome,
+    }
+}
+
+/// Sets `name` in `env`, replacing an earlier value.
+pub(crate) fn set_env(env: &mut Vec<(String, String)>, name: &str, value: String) {
+    env.retain(|(n, _)| n != name);
+    env.push((name.to_owned(), value));
 }
 
 /// Appends one line to the run log.
@@ -309,6 +369,7 @@ mod tests {
             stall: std::time::Duration::from_secs(60),
             log: dir.join("run.log"),
             prompt_file: dir.join("run.prompt.md"),
+            resume_session: None,
         }
     }
 
@@ -330,7 +391,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let req = request(dir.path());
         let invocation = CliInvocation {
-            npm_package: "none",
+            install: "nothing to install",
             program: "/bin/sh".into(),
             args: vec![
                 "-c".into(),

@@ -5,22 +5,24 @@
 //! (model, and a model provider when an endpoint or key is configured), so the user's own Codex
 //! configuration neither applies nor changes. The API key is read from the variable the config
 //! names and passed to this child only, under that same name, which the provider's `env_key`
-//! points at. Codex reports no cost: `cost_usd` is computed only from a configured price table.
-//! Every attempt starts a new session: sessions are not resumed.
+//! points at. Codex reports no cost: `cost_usd` is computed only from a configured price (see
+//! [`crate::price`]). The thread id is recorded as the session id, but sessions are not resumed:
+//! they live in `CODEX_HOME`, which is private to each attempt.
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{self, CliInvocation};
-use crate::codex_stream::{CodexStream, CodexUsage};
+use crate::codex_stream::CodexStream;
+pub use crate::price::TokenPrice;
+use crate::price::{InputCount, Pricing};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 
 /// The program run when the config names none.
 pub const DEFAULT_PROGRAM: &str = "codex";
 /// The endpoint used when only an API key is configured.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
-const NPM_PACKAGE: &str = "@openai/codex";
+const INSTALL: &str = "npm install -g @openai/codex";
 /// The name of the model provider orch writes into the generated `config.toml`.
 const PROVIDER: &str = "orch";
 
@@ -36,7 +38,8 @@ pub struct CodexAgent {
     pub base_url: Option<String>,
     /// The NAME of orch's environment variable holding the API key.
     pub api_key_env: Option<String>,
-    pub price: Option<TokenPrice>,
+    /// Prices to compute a cost from, as Codex reports none.
+    pub pricing: Pricing,
 }
 
 impl Default for CodexAgent {
@@ -47,35 +50,8 @@ impl Default for CodexAgent {
             model: None,
             base_url: None,
             api_key_env: None,
-            price: None,
+            pricing: Pricing::default(),
         }
-    }
-}
-
-/// US dollars per million tokens, to compute a run's cost, which Codex does not report.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenPrice {
-    pub input_per_mtok: f64,
-    /// Cached input; the input price when not given.
-    pub cached_input_per_mtok: Option<f64>,
-    /// Reasoning tokens are output tokens and priced as such.
-    pub output_per_mtok: f64,
-}
-
-impl TokenPrice {
-    /// The cost of `usage`, or `None` when a count it needs is unknown.
-    fn cost(&self, usage: &CodexUsage) -> Option<f64> {
-        let input = usage.input_tokens?;
-        let cached = usage.cached_input_tokens?.min(input);
-        let output = usage.output_tokens?;
-        let per_token = |price_per_mtok: f64, tokens: u64| price_per_mtok * tokens as f64 / 1e6;
-        let cached_price = self.cached_input_per_mtok.unwrap_or(self.input_per_mtok);
-        Some(
-            per_token(self.input_per_mtok, input - cached)
-                + per_token(cached_price, cached)
-                + per_token(self.output_per_mtok, output),
-        )
     }
 }
 
@@ -127,10 +103,7 @@ impl CodexAgent {
         std::fs::create_dir_all(&home)
             .and_then(|()| std::fs::write(home.join("config.toml"), config))
             .map_err(|e| format!("cannot prepare CODEX_HOME {}: {e}", home.display()))?;
-        let mut set = |name: &str, value: String| {
-            env.retain(|(n, _)| n != name);
-            env.push((name.to_owned(), value));
-        };
+        let mut set = |name: &str, value: String| cli::set_env(&mut env, name, value);
         set("CODEX_HOME", home.display().to_string());
         if let Some(name) = &self.api_key_env {
             set(name, cli::secret_from_env(name)?);
@@ -155,8 +128,13 @@ impl Agent for CodexAgent {
             Ok(env) => env,
             Err(message) => return cli::failed_to_start(req, message),
         };
+        cli::cannot_resume(
+            req,
+            "codex",
+            "its sessions live in a CODEX_HOME private to each attempt",
+        );
         let invocation = CliInvocation {
-            npm_package: NPM_PACKAGE,
+            install: INSTALL,
             program: self.program.clone(),
             args: self.args(),
             env,
@@ -164,20 +142,23 @@ impl Agent for CodexAgent {
         };
         let mut stream = CodexStream::default();
         let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
-        let usage = stream.usage;
-        AgentRun {
-            outcome: finished.outcome,
-            usage: Usage {
-                input_tokens: usage.input_tokens,
-                output_tokens: usage.output_tokens,
-                cache_read_tokens: usage.cached_input_tokens,
-                cache_write_tokens: None,
-                reasoning_tokens: usage.reasoning_tokens,
-                cost_usd: self.price.and_then(|p| p.cost(&usage)),
-                turns: (usage.turns > 0).then_some(usage.turns),
-                duration_ms: cli::millis(finished.duration),
-                input_includes_cache: true,
-            },
-        }
+        let counted = stream.usage;
+        let mut usage = Usage {
+            input_tokens: counted.input_tokens,
+            output_tokens: counted.output_tokens,
+            cache_read_tokens: counted.cached_input_tokens,
+            reasoning_tokens: counted.reasoning_tokens,
+            turns: (counted.turns > 0).then_some(counted.turns),
+            duration_ms: cli::millis(finished.duration),
+            session_id: stream.thread_id,
+            ..Usage::default()
+        };
+        let model = self.model.as_ref().or(req.model.as_ref());
+        self.pricing.estimate(
+            &mut usage,
+            model.map(String::as_str),
+            InputCount::IncludesCacheRead,
+        );
+        cli::ran(req, finished.outcome, usage, stream.model_error)
     }
 }

@@ -21,6 +21,10 @@ pub(crate) struct CodexUsage {
 #[derive(Debug, Default)]
 pub(crate) struct CodexStream {
     pub usage: CodexUsage,
+    /// The id of `thread.started`: Codex's session.
+    pub thread_id: Option<String>,
+    /// The last model API error an `error` event or a failed turn named.
+    pub model_error: Option<crate::model_error::ModelError>,
 }
 
 impl StreamParser for CodexStream {
@@ -35,20 +39,25 @@ impl StreamParser for CodexStream {
             )];
         };
         match event["type"].as_str() {
-            Some("thread.started") => vec![format!(
-                "codex: thread {} started",
-                event["thread_id"].as_str().unwrap_or("?")
-            )],
+            Some("thread.started") => {
+                self.thread_id = event["thread_id"].as_str().map(str::to_owned);
+                vec![format!(
+                    "codex: thread {} started",
+                    self.thread_id.as_deref().unwrap_or("?")
+                )]
+            }
             Some("item.completed") => describe_item(&event["item"]).into_iter().collect(),
             Some("turn.completed") => vec![self.add_turn(&event["usage"])],
-            Some("turn.failed") => vec![format!(
-                "codex: turn failed: {}",
-                quote(event["error"]["message"].as_str().unwrap_or("(no message)"))
-            )],
-            Some("error") => vec![format!(
-                "codex: error: {}",
-                quote(event["message"].as_str().unwrap_or("(no message)"))
-            )],
+            Some("turn.failed") => {
+                let message = event["error"]["message"].as_str().unwrap_or("(no message)");
+                self.note_error(message);
+                vec![format!("codex: turn failed: {}", quote(message))]
+            }
+            Some("error") => {
+                let message = event["message"].as_str().unwrap_or("(no message)");
+                self.note_error(message);
+                vec![format!("codex: error: {}", quote(message))]
+            }
             _ => Vec::new(),
         }
     }
@@ -69,6 +78,12 @@ impl StreamParser for CodexStream {
 }
 
 impl CodexStream {
+    fn note_error(&mut self, message: &str) {
+        if let Some(error) = crate::model_error::classify(message) {
+            self.model_error = Some(error);
+        }
+    }
+
     fn add_turn(&mut self, usage: &Value) -> String {
         let u = &mut self.usage;
         u.turns += 1;

@@ -49,11 +49,11 @@ impl Agent for CommandAgent {
         let finished = orch_process::run(&spec, cancel, &mut Forward(observer)).await;
         let duration_ms = u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX);
         AgentRun {
-            outcome: finished.outcome,
             usage: Usage {
                 duration_ms,
                 ..Usage::default()
             },
+            ..AgentRun::ended(finished.outcome)
         }
     }
 }

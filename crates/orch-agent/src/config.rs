@@ -11,11 +11,16 @@
 //! command = ["my-review-bot", "--strict"]
 //!
 //! [roles.developer]
-//! kind = "claude"                   # or "codex"
+//! kind = "claude"                   # or "codex", "aider", "gemini", "opencode"
 //! model = "sonnet"                  # overrides the role file's model
 //! api_key_env = "ANTHROPIC_API_KEY" # the NAME of orch's variable holding the key
 //! # program = "/opt/claude/bin/claude", args = [...], base_url = "...", max_turns = 50,
-//! # private_home = true (claude), price = { input_per_mtok = 1.25, output_per_mtok = 10 } (codex)
+//! # private_home = true (claude), price = { input_per_mtok = 1.25, output_per_mtok = 10 }
+//!
+//! [prices."gpt-5-codex"]            # per model, for CLIs that report no cost (see `price`)
+//! input_per_mtok = 1.25
+//! cache_read_per_mtok = 0.125
+//! output_per_mtok = 10.0
 //! ```
 
 use std::collections::BTreeMap;
@@ -26,9 +31,13 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::Agent;
+use crate::aider::AiderAgent;
 use crate::claude::ClaudeAgent;
-use crate::codex::{CodexAgent, TokenPrice};
+use crate::codex::CodexAgent;
 use crate::command::CommandAgent;
+use crate::gemini::GeminiAgent;
+use crate::opencode::OpenCodeAgent;
+use crate::price::{PriceTable, Pricing, TokenPrice};
 use crate::scripted::{Scenario, ScriptedAgent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -40,6 +49,31 @@ pub enum AgentKind {
     Claude,
     /// The Codex CLI (`codex exec`).
     Codex,
+    /// aider (`aider --message-file`).
+    Aider,
+    /// The Gemini CLI (`gemini --output-format stream-json`).
+    Gemini,
+    /// OpenCode (`opencode run --format json`).
+    #[serde(rename = "opencode")]
+    OpenCode,
+}
+
+impl AgentKind {
+    /// The agents that run a model CLI, which share most settings.
+    const CLIS: [AgentKind; 5] = [
+        AgentKind::Claude,
+        AgentKind::Codex,
+        AgentKind::Aider,
+        AgentKind::Gemini,
+        AgentKind::OpenCode,
+    ];
+    /// The CLIs that report no cost of their own for some runs, which a price can give.
+    const PRICED: [AgentKind; 4] = [
+        AgentKind::Codex,
+        AgentKind::Aider,
+        AgentKind::Gemini,
+        AgentKind::OpenCode,
+    ];
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,39 +83,41 @@ pub struct AgentSpec {
     pub scenario: Option<String>,
     pub command: Option<Vec<String>>,
     pub stall_secs: Option<u64>,
-    /// claude, codex: the CLI to run, a name on PATH or a path.
+    /// The CLIs: the CLI to run, a name on PATH or a path.
     pub program: Option<String>,
-    /// claude, codex: arguments added after orch's own.
+    /// The CLIs: arguments added after orch's own.
     pub args: Option<Vec<String>>,
-    /// claude, codex: the model, overriding the role file's.
+    /// The CLIs: the model, overriding the role file's.
     pub model: Option<String>,
-    /// claude, codex: the model endpoint.
+    /// The CLIs: the model endpoint.
     pub base_url: Option<String>,
-    /// claude, codex: the NAME of the environment variable holding the API key.
+    /// The CLIs: the NAME of the environment variable holding the API key.
     pub api_key_env: Option<String>,
     /// claude: `--max-turns`.
     pub max_turns: Option<u32>,
     /// claude: run with a private `HOME` beside the run log.
     pub private_home: Option<bool>,
-    /// codex: token prices to compute a cost from, as Codex reports none.
+    /// codex, aider, gemini, opencode: this agent's token prices, whatever the model, to compute
+    /// a cost when the CLI reports none; wins over the `[prices]` table.
     pub price: Option<TokenPrice>,
 }
 
 impl AgentSpec {
     /// The settings given that `kind` does not read, by name.
     fn settings_not_for_kind(&self) -> Vec<&'static str> {
-        use AgentKind::{Claude, Codex, Command, Scripted};
+        use AgentKind::{Claude, Command, Scripted};
+        let clis = &AgentKind::CLIS[..];
         let given = [
             ("scenario", self.scenario.is_some(), &[Scripted][..]),
             ("command", self.command.is_some(), &[Command]),
-            ("program", self.program.is_some(), &[Claude, Codex]),
-            ("args", self.args.is_some(), &[Claude, Codex]),
-            ("model", self.model.is_some(), &[Claude, Codex]),
-            ("base_url", self.base_url.is_some(), &[Claude, Codex]),
-            ("api_key_env", self.api_key_env.is_some(), &[Claude, Codex]),
+            ("program", self.program.is_some(), clis),
+            ("args", self.args.is_some(), clis),
+            ("model", self.model.is_some(), clis),
+            ("base_url", self.base_url.is_some(), clis),
+            ("api_key_env", self.api_key_env.is_some(), clis),
             ("max_turns", self.max_turns.is_some(), &[Claude]),
             ("private_home", self.private_home.is_some(), &[Claude]),
-            ("price", self.price.is_some(), &[Codex]),
+            ("price", self.price.is_some(), &AgentKind::PRICED),
         ];
         given
             .into_iter()
@@ -97,6 +133,9 @@ pub struct AgentsConfig {
     pub default: AgentSpec,
     #[serde(default)]
     pub roles: BTreeMap<String, AgentSpec>,
+    /// Token prices per model name, for the CLIs that report no cost.
+    #[serde(default)]
+    pub prices: PriceTable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +168,7 @@ impl AgentsConfig {
         let c: AgentsConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         check(&c.default, "the default")?;
+        check_prices(&c.prices)?;
         for (role, spec) in &c.roles {
             orch_core::RoleName::parse(role).map_err(|e| ConfigError::Spec {
                 who: format!("role `{role}`"),
@@ -143,9 +183,9 @@ impl AgentsConfig {
     /// `repo` is the project's checkout, where relative scenario paths are read from.
     pub fn build(&self, repo: &Path) -> Result<BTreeMap<String, BuiltAgent>, ConfigError> {
         let mut out = BTreeMap::new();
-        out.insert(String::new(), build_one(&self.default, repo)?);
+        out.insert(String::new(), build_one(&self.default, repo, &self.prices)?);
         for (role, spec) in &self.roles {
-            out.insert(role.clone(), build_one(spec, repo)?);
+            out.insert(role.clone(), build_one(spec, repo, &self.prices)?);
         }
         Ok(out)
     }
@@ -167,6 +207,7 @@ fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
         }
         _ if spec.stall_secs == Some(0) => err("stall_secs must be at least 1"),
         AgentKind::Claude if spec.max_turns == Some(0) => err("max_turns must be at least 1"),
+        _ if spec.price.as_ref().is_some_and(|p| !is_valid_price(p)) => err(BAD_PRICE),
         _ if spec.program.as_ref().is_some_and(|p| p.is_empty()) => {
             err("`program` must not be empty; leave it out to use the CLI on PATH")
         }
@@ -181,13 +222,44 @@ fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
         }
         _ => match spec.settings_not_for_kind().as_slice() {
             [] => Ok(()),
-            names => err(&format!(
-                "{} not used by a {} agent; remove {}",
-                names.join(", "),
-                format!("{:?}", spec.kind).to_lowercase(),
-                if names.len() == 1 { "it" } else { "them" }
-            )),
+            names => {
+                let kind = format!("{:?}", spec.kind).to_lowercase();
+                let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                err(&format!(
+                    "{} not used by {article} {kind} agent; remove {}",
+                    names.join(", "),
+                    if names.len() == 1 { "it" } else { "them" }
+                ))
+            }
         },
+    }
+}
+
+const BAD_PRICE: &str = "prices must be zero or more US dollars per million tokens";
+
+/// Prices are finite and not negative: a typo must not make costs meaningless.
+fn is_valid_price(price: &TokenPrice) -> bool {
+    [
+        Some(price.input_per_mtok),
+        price.cache_read_per_mtok,
+        Some(price.output_per_mtok),
+    ]
+    .into_iter()
+    .flatten()
+    .all(|v| v.is_finite() && v >= 0.0)
+}
+
+fn check_prices(prices: &PriceTable) -> Result<(), ConfigError> {
+    match prices.iter().find(|(_, price)| !is_valid_price(price)) {
+        Some((model, _)) => Err(ConfigError::Spec {
+            who: format!("the price of model `{model}`"),
+            message: BAD_PRICE.to_owned(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -198,7 +270,16 @@ fn is_variable_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn build_one(spec: &AgentSpec, repo: &Path) -> Result<BuiltAgent, ConfigError> {
+fn build_one(
+    spec: &AgentSpec,
+    repo: &Path,
+    prices: &PriceTable,
+) -> Result<BuiltAgent, ConfigError> {
+    let program = |default: &str| spec.program.clone().unwrap_or_else(|| default.to_owned());
+    let pricing = Pricing {
+        price: spec.price,
+        table: prices.clone(),
+    };
     let stall = spec
         .stall_secs
         .map(Duration::from_secs)
@@ -236,15 +317,36 @@ fn build_one(spec: &AgentSpec, repo: &Path) -> Result<BuiltAgent, ConfigError> {
             })
         }
         AgentKind::Codex => Arc::new(CodexAgent {
-            program: spec
-                .program
-                .clone()
-                .unwrap_or_else(|| CodexAgent::default().program),
+            program: program(crate::codex::DEFAULT_PROGRAM),
             extra_args: spec.args.clone().unwrap_or_default(),
             model: spec.model.clone(),
             base_url: spec.base_url.clone(),
             api_key_env: spec.api_key_env.clone(),
-            price: spec.price,
+            pricing,
+        }),
+        AgentKind::Aider => Arc::new(AiderAgent {
+            program: program(crate::aider::DEFAULT_PROGRAM),
+            extra_args: spec.args.clone().unwrap_or_default(),
+            model: spec.model.clone(),
+            base_url: spec.base_url.clone(),
+            api_key_env: spec.api_key_env.clone(),
+            pricing,
+        }),
+        AgentKind::Gemini => Arc::new(GeminiAgent {
+            program: program(crate::gemini::DEFAULT_PROGRAM),
+            extra_args: spec.args.clone().unwrap_or_default(),
+            model: spec.model.clone(),
+            base_url: spec.base_url.clone(),
+            api_key_env: spec.api_key_env.clone(),
+            pricing,
+        }),
+        AgentKind::OpenCode => Arc::new(OpenCodeAgent {
+            program: program(crate::opencode::DEFAULT_PROGRAM),
+            extra_args: spec.args.clone().unwrap_or_default(),
+            model: spec.model.clone(),
+            base_url: spec.base_url.clone(),
+            api_key_env: spec.api_key_env.clone(),
+            pricing,
         }),
     };
     Ok(BuiltAgent { agent, stall })
@@ -286,6 +388,18 @@ mod tests {
                 "agent for the default: max_turns must be at least 1",
             ),
             (
+                "[default]\nkind = \"aider\"\nmax_turns = 3\n",
+                "agent for the default: max_turns not used by an aider agent; remove it",
+            ),
+            (
+                "[default]\nkind = \"opencode\"\n[prices.m]\ninput_per_mtok = -1.0\noutput_per_mtok = 1.0\n",
+                "agent for the price of model `m`: prices must be zero or more US dollars per million tokens",
+            ),
+            (
+                "[default]\nkind = \"gemini\"\nprice = { input_per_mtok = 1.0, output_per_mtok = -2.0 }\n",
+                "agent for the default: prices must be zero or more US dollars per million tokens",
+            ),
+            (
                 "[default]\nkind = \"codex\"\nprogram = \"\"\n",
                 "agent for the default: `program` must not be empty; leave it out to use the CLI on PATH",
             ),
@@ -314,6 +428,9 @@ mod tests {
         let pages = [
             include_str!("../../../docs/agents/claude-code.md"),
             include_str!("../../../docs/agents/codex.md"),
+            include_str!("../../../docs/agents/aider.md"),
+            include_str!("../../../docs/agents/gemini.md"),
+            include_str!("../../../docs/agents/opencode.md"),
         ];
         for page in pages {
             let example = page
@@ -350,6 +467,19 @@ mod tests {
         .expect("builds");
         assert_eq!(clis.get("").map(|b| b.agent.kind()), Some("claude"));
         assert_eq!(clis.get("qa").map(|b| b.agent.kind()), Some("codex"));
+        let more = AgentsConfig::from_toml(
+            "[default]\nkind = \"aider\"\nmodel = \"sonnet\"\n[roles.qa]\nkind = \"gemini\"\nprice = { input_per_mtok = 1.0, output_per_mtok = 2.0 }\n[roles.reviewer]\nkind = \"opencode\"\n[prices.\"sonnet\"]\ninput_per_mtok = 3.0\ncached_input_per_mtok = 0.3\noutput_per_mtok = 15.0\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            more.prices
+                .get("sonnet")
+                .and_then(|p| p.cache_read_per_mtok),
+            Some(0.3)
+        );
+        let more = more.build(dir.path()).expect("builds");
+        let kinds: Vec<_> = more.values().map(|b| b.agent.kind()).collect();
+        assert_eq!(kinds, ["aider", "gemini", "opencode"]);
         let missing =
             AgentsConfig::from_toml("[default]\nkind = \"scripted\"\nscenario = \"nope.toml\"\n")
                 .expect("valid")

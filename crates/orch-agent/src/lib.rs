@@ -5,14 +5,18 @@
 //! read what it left on disk.
 //!
 //! Agents: [`scripted::ScriptedAgent`] (no model, for the demo and tests),
-//! [`command::CommandAgent`] (any program), [`claude::ClaudeAgent`] (Claude Code) and
-//! [`codex::CodexAgent`] (the Codex CLI), chosen per role by [`AgentsConfig`]. The CLI adapters
-//! report only the usage their CLI printed: a number it did not give stays unknown.
+//! [`command::CommandAgent`] (any program), and the CLI adapters [`claude::ClaudeAgent`] (Claude
+//! Code), [`codex::CodexAgent`] (the Codex CLI), [`aider::AiderAgent`], [`gemini::GeminiAgent`]
+//! (the Gemini CLI) and [`opencode::OpenCodeAgent`], chosen per role by [`AgentsConfig`]. The CLI
+//! adapters report only the usage their CLI printed: a number it did not give stays unknown, and a
+//! cost computed from a configured [`price::PriceTable`] is marked as estimated.
 //!
 //! Invariants: no tracker or forge secret reaches an agent's environment (children start from
 //! `orch_process::safe_env`); a timed-out, stalled or cancelled agent is killed with its whole
 //! process group.
 
+pub mod aider;
+mod aider_output;
 pub mod claude;
 mod claude_stream;
 mod cli;
@@ -20,6 +24,12 @@ pub mod codex;
 mod codex_stream;
 pub mod command;
 pub mod config;
+pub mod gemini;
+mod gemini_stream;
+pub mod model_error;
+pub mod opencode;
+mod opencode_stream;
+pub mod price;
 pub mod prompt;
 pub mod scripted;
 
@@ -69,6 +79,10 @@ pub struct AgentRequest {
     pub log: PathBuf,
     /// The rendered prompt, written beside the log by the engine before the run.
     pub prompt_file: PathBuf,
+    /// The CLI session of an earlier attempt to continue ([`Usage::session_id`] of its run), for
+    /// the CLIs that can resume one (Claude Code, Codex, Gemini CLI, OpenCode); the others start
+    /// a new session and say so in the run log.
+    pub resume_session: Option<String>,
 }
 
 impl AgentRequest {
@@ -99,8 +113,9 @@ impl AgentRequest {
 
 /// What a run spent, as the agent reported it. Unknown fields stay `None`: never invented.
 ///
-/// Token counts keep each CLI's convention: Claude Code's `input_tokens` exclude cached input,
-/// Codex's include it (its `cache_read_tokens` are a part of its `input_tokens`).
+/// Token counts keep each CLI's convention: Claude Code's and OpenCode's `input_tokens` exclude
+/// cached input; Codex's, the Gemini CLI's and aider's include it (their `cache_read_tokens`, when
+/// reported, are a part of their `input_tokens`).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: Option<u64>,
@@ -111,8 +126,14 @@ pub struct Usage {
     #[serde(default)]
     pub reasoning_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
+    /// `cost_usd` was computed by orch from a configured price table, not reported by the CLI.
+    #[serde(default)]
+    pub cost_estimated: bool,
     pub turns: Option<u32>,
     pub duration_ms: u64,
+    /// The CLI's session id, to resume it in a later attempt ([`AgentRequest::resume_session`]).
+    #[serde(default)]
+    pub session_id: Option<String>,
     /// True when `input_tokens` already include `cache_read_tokens` (Codex's convention).
     #[serde(default)]
     pub input_includes_cache: bool,
@@ -154,6 +175,28 @@ impl Usage {
 pub struct AgentRun {
     pub outcome: ExitOutcome,
     pub usage: Usage,
+    /// The last error the model API returned, as the CLI reported it.
+    pub model_error: Option<model_error::ModelError>,
+}
+
+impl AgentRun {
+    /// A run that ended with `outcome`, with nothing else known.
+    pub fn ended(outcome: ExitOutcome) -> Self {
+        Self {
+            outcome,
+            usage: Usage::default(),
+            model_error: None,
+        }
+    }
+
+    /// How the run ended, for people and events: the exit, then the model API's error if the CLI
+    /// reported one, saying whether trying again later may help.
+    pub fn describe(&self) -> String {
+        match &self.model_error {
+            Some(error) => format!("{}; {error}", self.outcome.describe()),
+            None => self.outcome.describe(),
+        }
+    }
 }
 
 /// Watches a run for the engine: where its process group is, and what it has spent so far.

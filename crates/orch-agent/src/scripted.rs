@@ -178,7 +178,10 @@ impl Agent for ScriptedAgent {
             Some(step) => perform(step, req, cancel, &mut log, observer, &usage).await,
         };
         usage.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        AgentRun { outcome, usage }
+        AgentRun {
+            usage,
+            ..AgentRun::ended(outcome)
+        }
     }
 }
 
@@ -300,6 +303,7 @@ mod tests {
             stall: Duration::from_secs(5),
             log: dir.join("run.log"),
             prompt_file: dir.join("run.prompt.md"),
+            resume_session: None,
         }
     }
 

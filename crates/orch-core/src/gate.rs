@@ -50,6 +50,10 @@ pub enum VerdictClass {
     NeedsInfo,
     /// Stop the item without spending its fail budget: the fault is not the item's.
     Block(String),
+    /// The approval the stage relied on no longer holds (it expired): go back to the approval
+    /// stage that led here and wait for a person again. Spends no budget; the build and its
+    /// staging validation stay as they were.
+    Reapprove(String),
 }
 
 /// One failed gate with its reason.

@@ -248,6 +248,13 @@ pub fn decide(
                     effects.push(Effect::NeedsInfo);
                 }
                 VerdictClass::Block(reason) => block(&mut p, &mut effects, reason),
+                VerdictClass::Reapprove(reason) => match approval_before(pipeline, &p.stage) {
+                    Some(approval) => {
+                        p = enter(pipeline, p, approval, vec![reason], &mut effects);
+                    }
+                    // Nothing to go back to: a person must look.
+                    None => block(&mut p, &mut effects, reason),
+                },
                 VerdictClass::Fail => {
                     let reasons = verdict.reasons();
                     let summary = reasons
@@ -334,6 +341,15 @@ fn hold_for_spend(
     }
     block(&mut p, effects, overrun.to_string());
     p
+}
+
+/// The approval stage whose pass leads to `stage`, if there is one.
+fn approval_before(pipeline: &Pipeline, stage: &StageName) -> Option<StageName> {
+    pipeline
+        .stages()
+        .iter()
+        .find(|s| s.kind == StageKind::Approval && s.on_pass == Target::Stage(stage.clone()))
+        .map(|s| s.name.clone())
 }
 
 fn block(p: &mut ItemProgress, effects: &mut Vec<Effect>, reason: String) {

@@ -15,13 +15,17 @@ use crate::error::DeployError;
 use crate::layout::{Layout, read_record, write_record};
 
 /// A kept build: what was built, from which commit, and where its copy lives.
+///
+/// The docker deployer reports its image the same way: `digest` is the image id, `dir` its
+/// records directory and `artifact` the SHA-tagged image name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
     pub sha: String,
     pub digest: String,
-    /// `<root>/builds/<sha>`.
+    /// `<root>/builds/<sha>` (docker: `<root>/docker`).
     pub dir: PathBuf,
-    /// The absolute path of the kept copy of the artifact (what `{artifact}` stands for).
+    /// The absolute path of the kept copy of the artifact (what `{artifact}` stands for);
+    /// docker: the image name `orch-<project>:<sha>`.
     pub artifact: PathBuf,
     pub built_at: String,
     /// `true` when an existing build of this SHA was reused instead of building again.
@@ -92,15 +96,7 @@ pub(crate) async fn ensure_build(
     sha: &str,
     cancel: &CancellationToken,
 ) -> Result<Build, DeployError> {
-    check_sha_format(sha)?;
-    let head = worktree_head(worktree, cancel).await?;
-    if head != sha {
-        return Err(DeployError::WorktreeNotAtSha {
-            worktree: worktree.to_owned(),
-            expected: sha.to_owned(),
-            head,
-        });
-    }
+    check_worktree_at(worktree, sha, cancel).await?;
     let dir = layout.build_dir(sha);
     if dir.exists() {
         match load_verified(&dir) {
@@ -115,6 +111,25 @@ pub(crate) async fn ensure_build(
     }
     run_build_command(layout, spec, worktree, sha, cancel).await?;
     keep_artifact(layout, spec, worktree, sha).await
+}
+
+/// Checks that `sha` is a full SHA and that `worktree` is checked out at it: a build's label must
+/// tell the truth about the commit it came from.
+pub(crate) async fn check_worktree_at(
+    worktree: &Path,
+    sha: &str,
+    cancel: &CancellationToken,
+) -> Result<(), DeployError> {
+    check_sha_format(sha)?;
+    let head = worktree_head(worktree, cancel).await?;
+    if head != sha {
+        return Err(DeployError::WorktreeNotAtSha {
+            worktree: worktree.to_owned(),
+            expected: sha.to_owned(),
+            head,
+        });
+    }
+    Ok(())
 }
 
 /// A SHA names a directory, so it must be exactly a full hex object id.
@@ -132,8 +147,9 @@ pub(crate) fn check_sha_format(sha: &str) -> Result<(), DeployError> {
     }
 }
 
+/// Collects a child's stdout lines.
 #[derive(Default)]
-struct StdoutLines(Vec<String>);
+pub(crate) struct StdoutLines(pub Vec<String>);
 
 impl Observer for StdoutLines {
     fn line(&mut self, stream: Stream, line: &str) {
@@ -192,6 +208,11 @@ async fn run_build_command(
     if finished.outcome.success() {
         return Ok(());
     }
+    Err(build_failed(&spec.command, &finished))
+}
+
+/// [`DeployError::BuildFailed`] for a build that ended as `finished`, with its last lines.
+pub(crate) fn build_failed(command: &str, finished: &orch_process::Finished) -> DeployError {
     let tail: Vec<&str> = finished.tail.lines().rev().take(5).collect();
     let tail = if tail.is_empty() {
         String::new()
@@ -201,11 +222,11 @@ async fn run_build_command(
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )
     };
-    Err(DeployError::BuildFailed {
-        command: spec.command.clone(),
+    DeployError::BuildFailed {
+        command: command.to_owned(),
         outcome: finished.outcome.describe(),
         tail,
-    })
+    }
 }
 
 /// Copies the built artifact into `builds/<sha>` through a temporary directory renamed into

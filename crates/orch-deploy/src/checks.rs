@@ -13,6 +13,7 @@ use orch_process::{ExitOutcome, Spec};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CheckSpec, JsonExpectation, Mode, Probe, StagingSpec};
+use crate::docker::DockerCli;
 use crate::{http, template};
 
 /// One try of one check, for the event log.
@@ -40,6 +41,9 @@ pub struct CheckRun {
 /// Command checks run in `workdir` with `STAGING_BASE_URL` and `STAGING_MODE` set. Checks left
 /// when `cancel` fires are FAILED as cancelled; the caller should also treat the run as an
 /// internal error, so that a cancelled run can never be waived into a success.
+///
+/// `kind = "exec"` checks need a container to run in: here they are never measured (FAILED);
+/// the docker deployer runs them through [`run_checks_in`].
 pub async fn run_checks(
     base_url: &str,
     spec: &StagingSpec,
@@ -47,20 +51,47 @@ pub async fn run_checks(
     workdir: &Path,
     cancel: &CancellationToken,
 ) -> Vec<CheckRun> {
+    run_checks_in(base_url, spec, mode, workdir, None, cancel).await
+}
+
+/// Where `kind = "exec"` checks run: a container, reached through the docker CLI.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExecTarget<'a> {
+    pub cli: &'a DockerCli,
+    pub container: &'a str,
+}
+
+/// [`run_checks`], with `exec` checks run in `container` when one is given.
+pub(crate) async fn run_checks_in(
+    base_url: &str,
+    spec: &StagingSpec,
+    mode: Mode,
+    workdir: &Path,
+    container: Option<ExecTarget<'_>>,
+    cancel: &CancellationToken,
+) -> Vec<CheckRun> {
+    let place = Place {
+        base_url,
+        mode,
+        workdir,
+        container,
+    };
     let mut runs = Vec::new();
     for check in spec.checks.iter().filter(|c| c.modes.contains(&mode)) {
-        runs.push(run_check(base_url, check, mode, workdir, cancel).await);
+        runs.push(run_check(&place, check, cancel).await);
     }
     runs
 }
 
-async fn run_check(
-    base_url: &str,
-    check: &CheckSpec,
+/// Where and how the checks of one staging run measure.
+struct Place<'a> {
+    base_url: &'a str,
     mode: Mode,
-    workdir: &Path,
-    cancel: &CancellationToken,
-) -> CheckRun {
+    workdir: &'a Path,
+    container: Option<ExecTarget<'a>>,
+}
+
+async fn run_check(place: &Place<'_>, check: &CheckSpec, cancel: &CancellationToken) -> CheckRun {
     let mut measurements: Vec<Measurement> = Vec::new();
     let mut consecutive = 0;
     let mut passed = false;
@@ -74,7 +105,7 @@ async fn run_check(
             break;
         }
         let started = Instant::now();
-        let outcome = measure(base_url, check, mode, workdir, cancel).await;
+        let outcome = measure(place, check, cancel).await;
         measurements.push(Measurement {
             check_id: check.id.clone(),
             try_no,
@@ -175,13 +206,13 @@ impl TryOutcome {
     }
 }
 
-async fn measure(
-    base_url: &str,
-    check: &CheckSpec,
-    mode: Mode,
-    workdir: &Path,
-    cancel: &CancellationToken,
-) -> TryOutcome {
+async fn measure(place: &Place<'_>, check: &CheckSpec, cancel: &CancellationToken) -> TryOutcome {
+    let Place {
+        base_url,
+        mode,
+        workdir,
+        container,
+    } = *place;
     match &check.probe {
         Probe::Http {
             path,
@@ -216,29 +247,76 @@ async fn measure(
                 .env("STAGING_MODE", mode.as_str())
                 .timeout(check.timeout);
             let finished = orch_process::run(&spec, cancel, &mut ()).await;
-            let last_line = finished
-                .tail
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            let said = if last_line.is_empty() {
-                String::new()
-            } else {
-                format!(": {last_line}")
-            };
-            match finished.outcome {
-                ExitOutcome::Exited(code) if code == *expect_exit => {
-                    TryOutcome::measured(true, format!("`{run}` exited {code}"))
-                }
-                ExitOutcome::Exited(code) => TryOutcome::measured(
-                    false,
-                    format!("`{run}` exited {code}, expected {expect_exit}{said}"),
-                ),
-                other => TryOutcome::unmeasured(format!("`{run}` {}{said}", other.describe())),
-            }
+            judge_exit(run, &finished, *expect_exit, false)
         }
+        Probe::Exec { argv, expect_exit } => {
+            let shown = argv.join(" ");
+            let Some(target) = container else {
+                return TryOutcome::unmeasured(format!(
+                    "`{shown}` is an exec check and there is no staging container to run it in"
+                ));
+            };
+            let mut filled = Vec::with_capacity(argv.len());
+            for arg in argv {
+                match template::fill(arg, &[("base_url", base_url)]) {
+                    Ok(arg) => filled.push(arg),
+                    Err(name) => {
+                        return TryOutcome::unmeasured(format!(
+                            "unknown placeholder `{{{name}}}` in `{shown}`"
+                        ));
+                    }
+                }
+            }
+            let spec = target
+                .cli
+                .command(workdir, check.timeout)
+                .args([
+                    "exec".to_owned(),
+                    "--env".to_owned(),
+                    format!("STAGING_BASE_URL={base_url}"),
+                    "--env".to_owned(),
+                    format!("STAGING_MODE={}", mode.as_str()),
+                    target.container.to_owned(),
+                ])
+                .args(filled);
+            let finished = orch_process::run(&spec, cancel, &mut ()).await;
+            judge_exit(&shown, &finished, *expect_exit, true)
+        }
+    }
+}
+
+/// The verdict of one command try from how it ended. Through `docker exec`, exits 125 to 127
+/// are docker's own (the daemon, or a program that would not start): nothing was measured.
+fn judge_exit(
+    shown: &str,
+    finished: &orch_process::Finished,
+    expect_exit: i32,
+    via_docker_exec: bool,
+) -> TryOutcome {
+    let last_line = finished
+        .tail
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let said = if last_line.is_empty() {
+        String::new()
+    } else {
+        format!(": {last_line}")
+    };
+    match finished.outcome {
+        ExitOutcome::Exited(code) if code == expect_exit => {
+            TryOutcome::measured(true, format!("`{shown}` exited {code}"))
+        }
+        ExitOutcome::Exited(code @ 125..=127) if via_docker_exec => TryOutcome::unmeasured(
+            format!("`docker exec {shown}` exited {code}, docker's own failure{said}"),
+        ),
+        ExitOutcome::Exited(code) => TryOutcome::measured(
+            false,
+            format!("`{shown}` exited {code}, expected {expect_exit}{said}"),
+        ),
+        ref other => TryOutcome::unmeasured(format!("`{shown}` {}{said}", other.describe())),
     }
 }
 

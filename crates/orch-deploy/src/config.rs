@@ -4,6 +4,7 @@
 //! check: its index and id) and say what is allowed, because a person fixes this file by hand.
 
 mod checks;
+mod docker;
 mod hook;
 mod raw;
 
@@ -17,6 +18,7 @@ use crate::error::DeployError;
 use crate::template;
 use raw::{RawDeploy, RawHealth};
 
+pub use docker::{DEFAULT_DOCKER_BINARY, DEFAULT_PORT_ENV, DockerSpec, REVISION_LABEL};
 pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, HookSpec};
 
 /// Contract 7: ten tries six seconds apart unless the project says otherwise.
@@ -125,6 +127,9 @@ pub enum Probe {
     },
     /// A shell command; `{base_url}` is replaced by the staging URL.
     Command { run: String, expect_exit: i32 },
+    /// An argv run inside the staging container with `docker exec` (docker deployer only; no
+    /// shell, because a `FROM scratch` image has none); `{base_url}` is replaced as above.
+    Exec { argv: Vec<String>, expect_exit: i32 },
 }
 
 /// A dotted path into a JSON answer (`a.b.0`) and the value it must have.
@@ -140,20 +145,27 @@ impl DeploySpec {
     pub fn from_toml(text: &str) -> Result<DeploySpec, DeployError> {
         match DeployConfig::from_toml(text)? {
             DeployConfig::Process(spec) => Ok(spec),
-            DeployConfig::Hook(_) => Err(config_err(
+            DeployConfig::Hook(_) | DeployConfig::Docker(_) => Err(config_err(
                 "kind",
-                "is \"hook\", but this needs the process deployer's [build] and [run]",
+                "is not \"process\", but this needs the process deployer's [build] and [run]",
             )),
         }
     }
 
     /// Validates the sections of a `process` deployer (`kind` is absent or `"process"`).
     fn from_raw(raw: RawDeploy) -> Result<DeploySpec, DeployError> {
-        if raw.hook.is_some() {
-            return Err(config_err(
-                "hook",
-                "is set, but kind is \"process\"; set kind = \"hook\" or remove [hook]",
-            ));
+        for (field, present) in [
+            ("hook", raw.hook.is_some()),
+            ("docker", raw.docker.is_some()),
+        ] {
+            if present {
+                return Err(config_err(
+                    field,
+                    format!(
+                        "is set, but kind is \"process\"; set kind = \"{field}\" or remove [{field}]"
+                    ),
+                ));
+            }
         }
         let build = raw.build.ok_or_else(|| {
             config_err(
@@ -171,7 +183,9 @@ impl DeploySpec {
             build: build_from_raw(build)?,
             run: run_from_raw(run)?,
             health: health_from_raw(raw.health.unwrap_or_default())?,
-            staging: checks::staging_from_raw(raw.staging)?,
+            staging: checks::staging_from_raw(raw.staging).and_then(|staging| {
+                checks::refuse_exec_checks(&staging, "process").map(|()| staging)
+            })?,
         })
     }
 }
@@ -190,19 +204,11 @@ fn build_from_raw(raw: raw::RawBuild) -> Result<BuildSpec, DeployError> {
             "is empty; give the shell command that builds the artifact",
         ));
     }
-    let artifact = PathBuf::from(&raw.artifact);
-    let stays_inside = !raw.artifact.is_empty()
-        && artifact
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-        && artifact.file_name().is_some();
-    if !stays_inside {
+    let artifact = relative_inside("build.artifact", &raw.artifact)?;
+    if artifact.file_name().is_none() {
         return Err(config_err(
             "build.artifact",
-            format!(
-                "`{}` must be a relative path inside the worktree (no `..`, not absolute)",
-                raw.artifact
-            ),
+            format!("`{}` must name a file or directory", raw.artifact),
         ));
     }
     Ok(BuildSpec {
@@ -214,6 +220,36 @@ fn build_from_raw(raw: raw::RawBuild) -> Result<BuildSpec, DeployError> {
             DEFAULT_BUILD_TIMEOUT,
         )?,
     })
+}
+
+/// A path that stays inside the worktree: relative, without `..`.
+fn relative_inside(field: &str, text: &str) -> Result<PathBuf, DeployError> {
+    let path = PathBuf::from(text);
+    let stays_inside = !text.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if stays_inside {
+        Ok(path)
+    } else {
+        Err(config_err(
+            field,
+            format!("`{text}` must be a relative path inside the worktree (no `..`, not absolute)"),
+        ))
+    }
+}
+
+/// Refuses a name a shell or `docker run -e` could not carry as an environment variable.
+fn check_env_name(field: &str, name: &str) -> Result<(), DeployError> {
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(config_err(
+            field,
+            "is not a valid environment variable name",
+        ))
+    }
 }
 
 fn run_from_raw(raw: raw::RawRun) -> Result<RunSpec, DeployError> {
@@ -237,14 +273,7 @@ fn run_from_raw(raw: raw::RawRun) -> Result<RunSpec, DeployError> {
         )?;
     }
     for (name, value) in &raw.env {
-        let valid_name =
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_name {
-            return Err(config_err(
-                format!("run.env.{name}"),
-                "is not a valid environment variable name",
-            ));
-        }
+        check_env_name(&format!("run.env.{name}"), name)?;
         check_placeholders(&format!("run.env.{name}"), value, &dummy, &RUN_PLACEHOLDERS)?;
     }
     Ok(RunSpec {

@@ -95,12 +95,41 @@ pub enum DeployError {
     )]
     Frozen { marker: PathBuf, reason: String },
 
+    #[error(
+        "promotions are paused since prod was restored: {reason}. Check prod and why the promotion failed, then resume promotions (delete {marker}) to allow deploys again"
+    )]
+    Paused { marker: PathBuf, reason: String },
+
     #[error("the {env} deploy hook {outcome}; see its output in {log}")]
     HookFailed {
         env: Env,
         outcome: String,
         log: PathBuf,
     },
+
+    /// Contract 3's exit 2: the hook says it was misused or misconfigured. Not the change's
+    /// fault: the item is blocked for a person, never sent back to development.
+    #[error(
+        "the {env} deploy hook exited 2: misuse or configuration error; fix the hook's settings (see its output in {log})"
+    )]
+    HookMisuse { env: Env, log: PathBuf },
+
+    #[error(
+        "the docker engine cannot be reached with `{binary}` (DOCKER_HOST: {host}): {detail}; start dockerd or fix docker.binary / docker.host in .orch/deploy.toml"
+    )]
+    DockerUnreachable {
+        binary: String,
+        host: String,
+        detail: String,
+    },
+
+    #[error("docker could not {action}: {detail}")]
+    Docker { action: String, detail: String },
+
+    #[error(
+        "the image {image} is not the one staging validated ({detail}); refusing to promote it, deploy staging again"
+    )]
+    ImageMismatch { image: String, detail: String },
 
     #[error("cancelled before it finished")]
     Cancelled,
@@ -122,8 +151,9 @@ impl DeployError {
 
 impl DeployError {
     /// Whether the change itself caused this failure (it does not build, builds nothing usable,
-    /// or does not come up healthy). Everything else (a taken port, the disk, git, a bad
-    /// configuration, a lost record) is the sandbox's or the operator's fault: it must never send
+    /// or does not come up healthy; a hook that exits 1 or otherwise fails). Everything else (a
+    /// taken port, the disk, git, a bad configuration, a hook exiting 2 for misuse, an unreachable
+    /// container engine, a lost record) is the sandbox's or the operator's fault: it must never send
     /// the item back to development (contract 4), so the engine blocks the item instead.
     pub fn caused_by_change(&self) -> bool {
         matches!(

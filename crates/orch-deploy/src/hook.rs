@@ -140,6 +140,7 @@ impl HookDeployer {
                 lines.push(format!("{env}: the hook exited 0"));
                 Ok(printed.0)
             }
+            ExitOutcome::Exited(2) => Err(DeployError::HookMisuse { env, log }),
             outcome => Err(DeployError::HookFailed {
                 env,
                 outcome: hook_outcome(&outcome),
@@ -173,7 +174,11 @@ impl HookDeployer {
         };
         let artifact = match hooked {
             Ok(printed) => printed.unwrap_or_else(|| self.tagged(sha)),
-            Err(e) => return failed_before_checks(sha, base_url, tolerance, steps, &e),
+            Err(e) => {
+                return StagingReport::failed_before_checks(
+                    sha, None, base_url, tolerance, steps, &e,
+                );
+            }
         };
         let checks = run_checks(&base_url, &self.spec.staging, self.mode, worktree, cancel).await;
         let results: Vec<CheckResult> = checks.iter().map(|run| run.result.clone()).collect();
@@ -298,38 +303,14 @@ impl Observer for ArtifactLine {
     }
 }
 
-/// Contract 3 in words: every ending but exit 0 is FAILED, and the reason says which it was.
+/// Contract 3 in words: every ending but exit 0 is FAILED, and the reason says which it was
+/// (exit 2 has its own error, [`DeployError::HookMisuse`]).
 fn hook_outcome(outcome: &ExitOutcome) -> String {
     match outcome {
         ExitOutcome::Exited(1) => "exited 1: the deploy failed".to_owned(),
-        ExitOutcome::Exited(2) => {
-            "exited 2: misuse or configuration error; fix the hook's settings".to_owned()
-        }
         ExitOutcome::Exited(code) => {
             format!("exited {code}, which the hook contract does not define (0, 1 or 2)")
         }
         other => other.describe(),
-    }
-}
-
-fn failed_before_checks(
-    sha: &str,
-    base_url: String,
-    tolerance: bool,
-    mut lines: Vec<String>,
-    error: &DeployError,
-) -> StagingReport {
-    let reason = error.to_string();
-    let verdict = fold(&[], tolerance, Some(&reason));
-    lines.extend(report_lines(&[], &verdict));
-    StagingReport {
-        sha: sha.to_owned(),
-        build: None,
-        base_url,
-        checks: Vec::new(),
-        verdict,
-        lines,
-        error: Some(reason),
-        infra_error: !error.caused_by_change(),
     }
 }

@@ -9,6 +9,7 @@
 //! <root>/prod/current.json                the running prod instance
 //! <root>/prod/previous.json               the prod instance a promotion replaced (the restore target)
 //! <root>/prod/FROZEN                      present after a failed restore; blocks promotion
+//! <root>/prod/PAUSED                      present after a restore; blocks promotion until resumed
 //! ```
 //!
 //! Records are written to a temporary file and renamed into place, so a crash leaves either the
@@ -68,6 +69,10 @@ impl Layout {
 
     pub fn frozen_marker(&self) -> PathBuf {
         self.env_dir(Env::Prod).join("FROZEN")
+    }
+
+    pub fn paused_marker(&self) -> PathBuf {
+        self.env_dir(Env::Prod).join("PAUSED")
     }
 }
 

@@ -7,7 +7,9 @@
 //! - [`Deployer`] is the port the engine calls on the two action stages; [`ProcessDeployer`] is
 //!   the default implementation (a build directory keyed by SHA, detached processes on loopback
 //!   ports, restore on a failed promotion, freeze on a failed restore); [`HookDeployer`] runs the
-//!   project's own deploy script under the exit-code contract (`kind = "hook"`, [`DeployConfig`]).
+//!   project's own deploy script under the exit-code contract (`kind = "hook"`, [`DeployConfig`]);
+//!   [`DockerDeployer`] builds one image per SHA with the docker CLI and promotes it by retagging
+//!   (`kind = "docker"`).
 //! - [`StagingReport::log_markdown`] and [`DeployReport::log_markdown`] render the stage logs.
 //!
 //! Invariants:
@@ -17,19 +19,22 @@
 //!   whose SHA and digest match what passed staging (build once, contract 6).
 //! - Probes and checks talk only to loopback addresses; every child process is started through
 //!   `orch-process` with a cleared environment.
-//! - A restore is never rolled back: if it fails, prod is frozen until a person clears it.
+//! - A restore is never rolled back: if it fails, prod is frozen until a person clears it; if it
+//!   succeeds, further promotions pause until a person resumes them ([`resume_promotions`]).
 
 mod artifact;
 mod build;
 mod checks;
 mod config;
 mod deployer;
+mod docker;
 mod error;
 mod health;
 mod hook;
 mod http;
 mod instance;
 mod layout;
+mod pause;
 mod process_deployer;
 mod report;
 mod template;
@@ -37,14 +42,17 @@ mod template;
 pub use build::Build;
 pub use checks::{CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
-    BuildSpec, CheckSpec, DEFAULT_HOOK_TIMEOUT, DeployConfig, DeploySpec, HealthSpec, HookSpec,
-    JsonExpectation, Mode, Probe, RunSpec, StagingSpec,
+    BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HOOK_TIMEOUT, DEFAULT_PORT_ENV,
+    DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation, Mode, Probe,
+    REVISION_LABEL, RunSpec, StagingSpec,
 };
 pub use deployer::Deployer;
+pub use docker::DockerDeployer;
 pub use error::DeployError;
 pub use health::{HealthOutcome, probe_health};
 pub use hook::{ARTIFACT_LINE_PREFIX, HookDeployer};
 pub use instance::{Env, InstanceRecord, Ports};
+pub use pause::resume_promotions;
 pub use process_deployer::ProcessDeployer;
 pub use report::{DeployReport, DeployStatus, StagingReport};
 

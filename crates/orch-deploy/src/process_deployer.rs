@@ -188,6 +188,6 @@ pub(crate) struct Validation {
 }
 
 /// The first 12 digits of a SHA, for log lines.
-fn short(sha: &str) -> &str {
+pub(crate) fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }

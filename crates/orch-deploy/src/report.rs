@@ -28,6 +28,31 @@ pub struct StagingReport {
 }
 
 impl StagingReport {
+    /// A staging run that failed before its checks could run: FAILED with its reason, never a
+    /// false green, and `infra_error` when the change did not cause it.
+    pub(crate) fn failed_before_checks(
+        sha: &str,
+        build: Option<Build>,
+        base_url: String,
+        tolerance: bool,
+        mut lines: Vec<String>,
+        error: &crate::DeployError,
+    ) -> StagingReport {
+        let reason = error.to_string();
+        let verdict = orch_core::staging::fold(&[], tolerance, Some(&reason));
+        lines.extend(crate::checks::report_lines(&[], &verdict));
+        StagingReport {
+            sha: sha.to_owned(),
+            build,
+            base_url,
+            checks: Vec::new(),
+            verdict,
+            lines,
+            error: Some(reason),
+            infra_error: !error.caused_by_change(),
+        }
+    }
+
     pub fn waived(&self) -> &[String] {
         match &self.verdict {
             StagingVerdict::Success { waived } => waived,

@@ -111,6 +111,16 @@ impl Engine {
                         reason,
                     ));
                 }
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                if let Some(reason) =
+                    approval::approval_expired(&history, project.settings.approval_ttl, now_ms)
+                {
+                    // Nothing was touched: the same build waits for a fresh approval.
+                    let mut refused =
+                        Measured::refused(orch_core::pipeline::GateKind::Action, reason.clone());
+                    refused.verdict.class = VerdictClass::Reapprove(reason);
+                    return Ok(refused);
+                }
                 self.crashpoint("during-deploy");
                 let report = deployer.promote(&sha, cancel).await;
                 evs.push(NewEvent::for_run(

@@ -145,6 +145,7 @@ impl Engine {
             stall: built.stall,
             log: log.clone(),
             prompt_file,
+            resume_session: None,
         };
         self.crashpoint("during-agent");
         let mut observer = StageObserver {

@@ -68,9 +68,10 @@ pub(crate) fn validated_staging<'a>(
             staging.state.as_str()
         ));
     }
+    // A promotion that only found its approval expired changed nothing: the build stands.
     if let Some(later) = runs[position + 1..]
         .iter()
-        .find(|r| !is_approval(pipeline, r))
+        .find(|r| !is_approval(pipeline, r) && !asked_for_reapproval(r))
     {
         return Err(format!(
             "a {} run followed its last passed deploy-staging run; stage it again before approving",
@@ -112,6 +113,43 @@ pub(crate) fn approval_covers(
             "the latest approval names no SHA, so it covers nothing; approve {sha} again"
         )),
     }
+}
+
+/// Whether `run` ended by sending the item back for a new approval (its verdict class).
+fn asked_for_reapproval(run: &RunRecord) -> bool {
+    run.verdict
+        .as_ref()
+        .and_then(|v| v.get("class"))
+        .and_then(|c| c.as_str())
+        == Some("reapprove")
+}
+
+/// Why the latest approval no longer holds at `now_ms` under `ttl`, if it expired. The approval
+/// event's time is the store's clock; `now_ms` should come from the same clock family (UTC ms).
+pub(crate) fn approval_expired(
+    events_so_far: &[EventRecord],
+    ttl: Option<std::time::Duration>,
+    now_ms: i64,
+) -> Option<String> {
+    let ttl = ttl?;
+    let approval = events_so_far
+        .iter()
+        .rev()
+        .find(|e| e.kind == events::APPROVED)?;
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let age_ms = now_ms.saturating_sub(approval.at);
+    (age_ms > ttl_ms).then(|| {
+        let by = approval
+            .data
+            .get("by")
+            .and_then(|b| b.as_str())
+            .unwrap_or("someone");
+        format!(
+            "the approval by {by} expired: it was given {} s ago and approvals of this project last {} s; approve again",
+            age_ms / 1000,
+            ttl.as_secs()
+        )
+    })
 }
 
 #[cfg(test)]

@@ -321,6 +321,7 @@ pub(crate) fn class_name(class: &VerdictClass) -> &'static str {
         VerdictClass::Fail => "fail",
         VerdictClass::NeedsInfo => "needs-info",
         VerdictClass::Block(_) => "block",
+        VerdictClass::Reapprove(_) => "reapprove",
     }
 }
 
@@ -331,8 +332,10 @@ fn verdict_json(v: &GateVerdict, facts: &Value) -> Value {
         "reasons": v.reasons(),
         "gates": v.failures.iter().map(|f| f.gate.name()).collect::<Vec<_>>(),
     });
-    if let VerdictClass::Block(reason) = &v.class {
-        out["block_reason"] = json!(reason);
+    match &v.class {
+        VerdictClass::Block(reason) => out["block_reason"] = json!(reason),
+        VerdictClass::Reapprove(reason) => out["reapprove_reason"] = json!(reason),
+        _ => {}
     }
     if let (Some(o), Value::Object(f)) = (out.as_object_mut(), facts) {
         for (k, val) in f {

@@ -24,6 +24,7 @@ pub mod project;
 mod reaper;
 mod record;
 pub mod spend;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,8 @@ pub struct Settings {
     pub owner: String,
     pub lease: Duration,
     pub max_parallel: usize,
+    /// Caps on runs held at once across every process sharing the store.
+    pub claim_limits: orch_store::ClaimLimits,
     /// Staging infra tolerance (contract 4); `false` makes INFRA failures FAILED.
     pub staging_tolerance: bool,
     /// Test hook: the name of a point at which the process kills itself with SIGKILL.
@@ -80,6 +83,7 @@ impl Settings {
             owner,
             lease: Duration::from_secs(30),
             max_parallel: 4,
+            claim_limits: orch_store::ClaimLimits::default(),
             staging_tolerance: true,
             crashpoint: None,
         }
@@ -116,6 +120,7 @@ pub struct Engine {
     reporter: Arc<dyn Reporter>,
     /// Cancellation of the runs this process executes, by run id, so STOP reaches them at once.
     running: Mutex<BTreeMap<i64, CancellationToken>>,
+    claims: Mutex<stats::ClaimStats>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -151,7 +156,13 @@ impl Engine {
             settings,
             reporter,
             running: Mutex::new(BTreeMap::new()),
+            claims: Mutex::default(),
         }
+    }
+
+    /// How long this engine's successful claims took so far.
+    pub fn claim_stats(&self) -> stats::ClaimStats {
+        self.claims.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -199,13 +210,21 @@ impl Engine {
             let mut claimed_any = false;
             while tasks.len() < self.settings.max_parallel.max(1) {
                 let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+                let asked = std::time::Instant::now();
                 let Some(run) = self
                     .store
-                    .claim_next_run(&self.settings.owner, lease_ms)
+                    .claim_next_run_within(
+                        &self.settings.owner,
+                        lease_ms,
+                        self.settings.claim_limits,
+                    )
                     .await?
                 else {
                     break;
                 };
+                if let Ok(mut claims) = self.claims.lock() {
+                    claims.record(asked.elapsed());
+                }
                 claimed_any = true;
                 summary.runs += 1;
                 let engine = Arc::clone(self);
@@ -221,7 +240,11 @@ impl Engine {
                 None if !claimed_any => {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
                     summary.merged += self.finish_merges().await?;
-                    if self.has_claimable_work().await? {
+                    // Under claim limits a queued run may be unclaimable because other
+                    // processes hold the slots: rest until the next poll instead of spinning.
+                    if self.settings.claim_limits.is_unlimited()
+                        && self.has_claimable_work().await?
+                    {
                         continue;
                     }
                     break;
@@ -240,10 +263,11 @@ impl Engine {
     /// Whether a queued run appeared meanwhile (filed by a person while we ran). A merge that
     /// failed is not retried in a loop: it waits for the next pass; its failure was reported.
     async fn has_claimable_work(&self) -> Result<bool, EngineError> {
-        let items = self.store.list_items(None).await?;
-        Ok(items
-            .iter()
-            .any(|i| i.progress.status == orch_core::transition::ItemStatus::Queued))
+        let queued = self
+            .store
+            .list_items_with_status(orch_core::transition::ItemStatus::Queued)
+            .await?;
+        Ok(!queued.is_empty())
     }
 
     fn report(&self, item: &str, stage: &str, attempt: u32, what: impl Into<String>) {

@@ -12,10 +12,11 @@ impl Engine {
     /// Merges every item waiting in `merging`; returns how many were finished.
     pub(crate) async fn finish_merges(&self) -> Result<u32, EngineError> {
         let mut done = 0;
-        for item in self.store.list_items(None).await? {
-            if item.progress.status != ItemStatus::Merging {
-                continue;
-            }
+        for item in self
+            .store
+            .list_items_with_status(ItemStatus::Merging)
+            .await?
+        {
             let Ok(project) = self.project(&item.project) else {
                 continue;
             };

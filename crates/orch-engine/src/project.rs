@@ -36,6 +36,8 @@ pub struct ProjectSettings {
     pub health_override: Option<(u32, std::time::Duration)>,
     /// Who may approve this project's items; empty means any person (never an agent).
     pub approvers: Vec<String>,
+    /// How long an approval stays good for its promotion; `None`: until it is used.
+    pub approval_ttl: Option<std::time::Duration>,
 }
 
 pub struct Project {
@@ -200,6 +202,16 @@ fn build_deployer(
             orch_deploy::HookDeployer::new(root, settings.id.as_str(), spec, ports)
                 .map_err(|e| config_err(files::DEPLOY, e))?,
         ),
+        orch_deploy::DeployConfig::Docker(mut spec) => {
+            if let Some((tries, interval)) = settings.health_override {
+                spec.health.tries = tries;
+                spec.health.interval = interval;
+            }
+            Arc::new(
+                orch_deploy::DockerDeployer::new(root, settings.id.as_str(), spec, ports)
+                    .map_err(|e| config_err(files::DEPLOY, e))?,
+            )
+        }
     };
     Ok(deployer)
 }

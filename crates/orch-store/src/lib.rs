@@ -33,6 +33,11 @@ use thiserror::Error;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// `url` with any password replaced by `***`, safe for messages and logs.
+pub fn masked_url(url: &str) -> String {
+    postgres::masked(url)
+}
+
 /// Opens the store at `url`, choosing the backend by its scheme: `sqlite:` for [`SqliteStore`],
 /// `postgres://` or `postgresql://` for [`PgStore`].
 ///
@@ -309,6 +314,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_item(&self, id: &ItemId) -> Result<Option<ItemRecord>>;
     /// Items, oldest first; all projects when `project` is `None`.
     async fn list_items(&self, project: Option<&ProjectId>) -> Result<Vec<ItemRecord>>;
+    /// Items in `status`, oldest first, from the status index: what the engine's loop asks on
+    /// every pass (items to merge, queued work), without reading every item ever filed.
+    async fn list_items_with_status(
+        &self,
+        status: orch_core::transition::ItemStatus,
+    ) -> Result<Vec<ItemRecord>>;
 
     async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>>;
     /// Every run of an item, in creation order.
@@ -325,7 +336,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// running with `owner`, epoch + 1 and expiry = database now + `lease_ms`; sets its item's
     /// status to running; appends a `run.claimed` event (data: owner, epoch, reclaimed: bool).
     /// All in one transaction; two callers never get the same run with the same epoch.
-    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>>;
+    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>> {
+        self.claim_next_run_within(owner, lease_ms, ClaimLimits::default())
+            .await
+    }
+    /// [`Store::claim_next_run`], claiming nothing that would break `limits`: runs held under
+    /// an unexpired lease are counted across every process sharing the store, and the count and
+    /// the claim are one serialized step, so concurrent claimers cannot overshoot together.
+    async fn claim_next_run_within(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        limits: ClaimLimits,
+    ) -> Result<Option<RunRecord>>;
     /// Extends the lease to database now + `lease_ms`, if `fence` still holds.
     async fn renew_lease(&self, fence: Fence, lease_ms: i64) -> Result<()>;
     /// Expires a lease now (its owner is known to be dead), so the run can be claimed at once.
@@ -344,4 +367,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records a webhook delivery; `false` when (source, delivery id) was seen before.
     async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool>;
+
+    /// Waits until a run may have become claimable (queued by any process) or `timeout` has
+    /// passed, whichever comes first. A hint, never the truth: callers poll after it returns,
+    /// so a spurious or a lost wake-up costs at most one poll interval. The default (SQLite)
+    /// just waits out the timeout; PostgreSQL listens for the `orch_work` notification.
+    async fn wait_for_work(&self, timeout: std::time::Duration) -> WakeUp {
+        tokio::time::sleep(timeout).await;
+        WakeUp::Timeout
+    }
+}
+
+/// Caps on the runs held at once under a live lease, by every process sharing a store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// Across all projects.
+    pub global: Option<u32>,
+    /// Within each project.
+    pub per_project: Option<u32>,
+}
+
+impl ClaimLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.global.is_none() && self.per_project.is_none()
+    }
+}
+
+/// Why [`Store::wait_for_work`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeUp {
+    /// Another process said a run was queued.
+    Notified,
+    Timeout,
 }

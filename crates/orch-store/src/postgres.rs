@@ -26,18 +26,19 @@ mod runs;
 mod url;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use orch_core::transition::ItemProgress;
 use orch_core::{ItemId, ProjectId};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::{
-    EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun, ProjectRecord, Result,
-    RunRecord, Store, StoreError,
+    ClaimLimits, EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun,
+    ProjectRecord, Result, RunRecord, Store, StoreError, WakeUp,
 };
 
 pub(crate) use url::{SCHEMES, is_postgres, masked};
@@ -56,7 +57,13 @@ pub struct PgStore {
     pool: PgPool,
     /// The URL it was opened with, password masked.
     shown_url: String,
+    /// The connection listening on [`WORK_CHANNEL`], opened by the first
+    /// [`Store::wait_for_work`] and kept (PgListener reconnects by itself).
+    listener: Arc<tokio::sync::Mutex<Option<PgListener>>>,
 }
+
+/// The channel the `stage_runs_notify_work` trigger (migration 2) notifies.
+const WORK_CHANNEL: &str = "orch_work";
 
 impl PgStore {
     /// Connects to the server at `url` (`postgres://` or `postgresql://`) and migrates its
@@ -105,7 +112,11 @@ impl PgStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(Self { pool, shown_url })
+        Ok(Self {
+            pool,
+            shown_url,
+            listener: Arc::default(),
+        })
     }
 
     /// The newest schema version this orch can open (and migrates every database up to).
@@ -121,6 +132,12 @@ impl PgStore {
     /// Closes every connection, waiting for those in use. Later calls fail.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn listen(&self) -> Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(WORK_CHANNEL).await?;
+        Ok(listener)
     }
 
     /// Starts a transaction; dropping it without committing (an error, a cancelled future)
@@ -224,6 +241,21 @@ impl Store for PgStore {
         rows::all(&found, rows::item)
     }
 
+    async fn list_items_with_status(
+        &self,
+        status: orch_core::transition::ItemStatus,
+    ) -> Result<Vec<ItemRecord>> {
+        let sql = format!(
+            "SELECT {} FROM work_items WHERE status = $1 ORDER BY created_at, length(id), id COLLATE \"C\"",
+            rows::ITEM_COLUMNS
+        );
+        let found = sqlx::query(&sql)
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows::all(&found, rows::item)
+    }
+
     async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {} FROM stage_runs WHERE id = $1", rows::RUN_COLUMNS);
         let row = sqlx::query(&sql)
@@ -273,10 +305,15 @@ impl Store for PgStore {
         Ok(tx.commit().await?)
     }
 
-    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>> {
+    async fn claim_next_run_within(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        limits: ClaimLimits,
+    ) -> Result<Option<RunRecord>> {
         check_lease_ms(lease_ms)?;
         let mut tx = self.write().await?;
-        let claimed = runs::claim_next(&mut tx, owner, lease_ms).await?;
+        let claimed = runs::claim_next(&mut tx, owner, lease_ms, limits).await?;
         tx.commit().await?;
         Ok(claimed)
     }
@@ -315,6 +352,35 @@ impl Store for PgStore {
         let mut tx = self.write().await?;
         items::change(&mut tx, item, &change).await?;
         Ok(tx.commit().await?)
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) -> WakeUp {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut slot = self.listener.lock().await;
+        if slot.is_none() {
+            match self.listen().await {
+                Ok(listener) => *slot = Some(listener),
+                Err(e) => {
+                    // Polling stays the truth: without a listener, wait out the interval.
+                    tracing::debug!("cannot listen for {WORK_CHANNEL}: {e}; polling only");
+                    tokio::time::sleep_until(deadline).await;
+                    return WakeUp::Timeout;
+                }
+            }
+        }
+        let Some(listener) = slot.as_mut() else {
+            return WakeUp::Timeout;
+        };
+        match tokio::time::timeout_at(deadline, listener.recv()).await {
+            Ok(Ok(_)) => WakeUp::Notified,
+            Ok(Err(e)) => {
+                tracing::debug!("listening for {WORK_CHANNEL} failed: {e}; reconnecting later");
+                *slot = None;
+                tokio::time::sleep_until(deadline).await;
+                WakeUp::Timeout
+            }
+            Err(_) => WakeUp::Timeout,
+        }
     }
 
     async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool> {

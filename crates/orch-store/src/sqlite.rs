@@ -34,8 +34,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
-    EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun, ProjectRecord, Result,
-    RunRecord, Store, StoreError,
+    ClaimLimits, EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun,
+    ProjectRecord, Result, RunRecord, Store, StoreError,
 };
 
 /// How long a writer waits for another process's write transaction before giving up.
@@ -252,6 +252,21 @@ impl Store for SqliteStore {
         rows::all(&found, rows::item)
     }
 
+    async fn list_items_with_status(
+        &self,
+        status: orch_core::transition::ItemStatus,
+    ) -> Result<Vec<ItemRecord>> {
+        let sql = format!(
+            "SELECT {} FROM work_items WHERE status = ? ORDER BY created_at, length(id), id",
+            rows::ITEM_COLUMNS
+        );
+        let found = sqlx::query(&sql)
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows::all(&found, rows::item)
+    }
+
     async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {} FROM stage_runs WHERE id = ?", rows::RUN_COLUMNS);
         let row = sqlx::query(&sql)
@@ -305,10 +320,15 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn claim_next_run(&self, owner: &str, lease_ms: i64) -> Result<Option<RunRecord>> {
+    async fn claim_next_run_within(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        limits: ClaimLimits,
+    ) -> Result<Option<RunRecord>> {
         runs::check_lease_ms(lease_ms)?;
         let mut w = self.write().await?;
-        let claimed = runs::claim_next(&mut w.tx, owner, lease_ms).await?;
+        let claimed = runs::claim_next(&mut w.tx, owner, lease_ms, limits).await?;
         w.commit().await?;
         Ok(claimed)
     }

@@ -75,6 +75,13 @@ to merge yourself; an existing .env is never touched; orch.toml only gets a [[pr
         after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict"
     )]
     StagingCheck(StagingCheckArgs),
+    /// Let a project's promotions run again after a prod restore paused them.
+    #[command(
+        after_help = "After prod was restored, orch refuses further promotions of the project until a person\n\
+has looked at why the deploy failed. This clears that pause (not FROZEN, which needs a fix by hand).\n\n\
+Example:\n  orch resume-promotions --project billing"
+    )]
+    ResumePromotions(ResumePromotionsArgs),
     /// Serve the JSON API and webhooks, and process work items as they become ready.
     #[command(
         after_help = "Secrets come from the environment, never from flags (they would show in `ps`):\n  \
@@ -93,8 +100,12 @@ data directory (shared storage when they are on several machines); each claims r
 under a lease, and a run whose worker dies is re-claimed when its lease expires.\n\nExample:\n  ORCH_STORE_URL=postgres://orch@db.internal/orch orch worker --poll-secs 5"
     )]
     Worker(WorkerArgs),
-    /// Measure orch's overhead: N items through the full pipeline, against a shell baseline.
-    #[command(after_help = "Example:\n  orch bench --items 50")]
+    /// Measure orch: overhead against a shell baseline, or scaling with worker processes.
+    #[command(
+        after_help = "Examples:\n  orch bench --items 50                 overhead per stage transition vs a shell baseline\n  \
+orch bench --items 200 --workers 1,2,4 --postgres postgres://orch@127.0.0.1/orch\n                                        \
+items/s, claim latency and memory per worker, vs one SQLite worker"
+    )]
     Bench(BenchArgs),
 }
 
@@ -260,6 +271,13 @@ pub struct StagingCheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ResumePromotionsArgs {
+    /// The project (optional when only one is configured).
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8500", value_name = "ADDR")]
@@ -276,6 +294,18 @@ pub struct BenchArgs {
     /// Keep the bench directory instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Scaling mode: run the items with this many `orch worker` processes on PostgreSQL, for
+    /// each count given, next to one worker on SQLite (the baseline), and print a table.
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub workers: Vec<usize>,
+    /// The PostgreSQL server for the scaling mode (a database is created per row, then dropped).
+    #[arg(
+        long,
+        env = "ORCH_BENCH_POSTGRES_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub postgres: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,7 @@ impl Context {
         let mut engine_settings = orch_engine::Settings::new(orch_engine::owner_name());
         engine_settings.lease = std::time::Duration::from_secs(settings.lease_secs);
         engine_settings.max_parallel = settings.max_parallel.max(1);
+        engine_settings.claim_limits = settings.claim_limits;
         engine_settings.staging_tolerance = settings.staging_tolerance;
         engine_settings.crashpoint = settings.crashpoint.clone();
         let engine = Arc::new(Engine::new(store, projects, engine_settings, reporter));

@@ -6,6 +6,9 @@ pub const CONFIG: &str = "ORCH_CONFIG";
 pub const STORE_URL: &str = "ORCH_STORE_URL";
 /// `false`, `0` or `no` turns off staging INFRA tolerance globally (contract 4). Default true.
 pub const STAGING_INFRA_TOLERANCE_ENABLED: &str = "ORCH_STAGING_INFRA_TOLERANCE_ENABLED";
+/// The project registry as a JSON array of `[[projects]]` entries (same fields), replacing the
+/// file's `[[projects]]`: for containers and service managers that configure by environment.
+pub const PROJECTS_JSON: &str = "ORCH_PROJECTS_JSON";
 /// Overrides `[engine] max_parallel`.
 pub const MAX_PARALLEL: &str = "ORCH_MAX_PARALLEL";
 /// Test hook: a named point at which orch kills itself with SIGKILL (crash-safety tests).

@@ -41,6 +41,12 @@ impl Default for StoreSection {
 pub struct EngineSection {
     pub max_parallel: usize,
     pub lease_secs: u64,
+    /// Stage runs held at once by all processes sharing the store; none = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
+    /// Stage runs of one project held at once by all processes sharing the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running_per_project: Option<u32>,
 }
 
 impl Default for EngineSection {
@@ -48,6 +54,8 @@ impl Default for EngineSection {
         Self {
             max_parallel: 4,
             lease_secs: 30,
+            max_running: None,
+            max_running_per_project: None,
         }
     }
 }
@@ -67,6 +75,9 @@ pub struct ProjectEntry {
     /// The people who may approve this project's items; empty or absent means any person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// Seconds an approval stays good: a promotion that starts later asks for a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ttl_secs: Option<u64>,
 }
 
 /// Resolved settings.
@@ -76,6 +87,8 @@ pub struct Settings {
     pub store_url: String,
     pub max_parallel: usize,
     pub lease_secs: u64,
+    /// `[engine] max_running` and `max_running_per_project`, across every process.
+    pub claim_limits: orch_store::ClaimLimits,
     pub projects: Vec<orch_engine::ProjectSettings>,
     pub staging_tolerance: bool,
     pub crashpoint: Option<String>,
@@ -117,6 +130,11 @@ pub fn parse_project(
             "project `{id}`, field `approvers[{index}]`: is empty; list people's names, or leave `approvers` out to let any person approve"
         ));
     }
+    if entry.approval_ttl_secs == Some(0) {
+        return Err(format!(
+            "project `{id}`, field `approval_ttl_secs`: must be at least 1; leave it out for approvals that do not expire"
+        ));
+    }
     Ok(orch_engine::ProjectSettings {
         id,
         repo: data_dir.join(&entry.repo),
@@ -129,7 +147,27 @@ pub fn parse_project(
             .iter()
             .map(|a| a.trim().to_owned())
             .collect(),
+        approval_ttl: entry.approval_ttl_secs.map(std::time::Duration::from_secs),
     })
+}
+
+/// The registry entries of [`env::PROJECTS_JSON`]: a JSON array of objects with the fields of
+/// `[[projects]]`. Each entry is then checked by [`parse_project`], like the file's.
+fn registry_from_json(json: &str) -> Result<Vec<ProjectEntry>, UsageError> {
+    let values: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| {
+        UsageError(format!(
+            "{}: not a JSON array of project entries: {e}",
+            env::PROJECTS_JSON
+        ))
+    })?;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            serde_json::from_value(value)
+                .map_err(|e| UsageError(format!("{}: entry {index}: {e}", env::PROJECTS_JSON)))
+        })
+        .collect()
 }
 
 impl Settings {
@@ -149,18 +187,19 @@ impl Settings {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let (entries, source) = match std::env::var(env::PROJECTS_JSON) {
+            Ok(json) => (registry_from_json(&json)?, env::PROJECTS_JSON.to_owned()),
+            Err(_) => (file.projects.clone(), path.display().to_string()),
+        };
         let mut projects = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
-        for entry in &file.projects {
+        for entry in &entries {
             let p = parse_project(entry, &data_dir)
-                .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+                .map_err(|e| UsageError(format!("{source}: {e}")))?;
             if !seen.insert(p.id.clone()) {
-                return Err(UsageError(format!(
-                    "{}: project `{}` is listed twice",
-                    path.display(),
-                    p.id
-                ))
-                .into());
+                return Err(
+                    UsageError(format!("{source}: project `{}` is listed twice", p.id)).into(),
+                );
             }
             projects.push(p);
         }
@@ -177,11 +216,30 @@ impl Settings {
                 .map_err(|_| UsageError(format!("{}={v}: not a number", env::MAX_PARALLEL)))?,
             Err(_) => file.engine.max_parallel,
         };
+        for (field, value) in [
+            ("max_running", file.engine.max_running),
+            (
+                "max_running_per_project",
+                file.engine.max_running_per_project,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(UsageError(format!(
+                    "{}: [engine] {field} must be at least 1; leave it out for no limit",
+                    path.display()
+                ))
+                .into());
+            }
+        }
         Ok(Self {
             path: abs,
             store_url,
             max_parallel,
             lease_secs: file.engine.lease_secs.max(1),
+            claim_limits: orch_store::ClaimLimits {
+                global: file.engine.max_running,
+                per_project: file.engine.max_running_per_project,
+            },
             projects,
             staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true),
             crashpoint: std::env::var(env::CRASHPOINT)

@@ -3,8 +3,11 @@
 
 use std::path::Path;
 
+use orch_agent::aider::AiderAgent;
 use orch_agent::claude::ClaudeAgent;
 use orch_agent::codex::CodexAgent;
+use orch_agent::gemini::GeminiAgent;
+use orch_agent::opencode::OpenCodeAgent;
 use orch_agent::{Agent, AgentRun};
 use orch_core::gate::ExitOutcome;
 use tokio_util::sync::CancellationToken;
@@ -181,8 +184,198 @@ async fn check_child_environments() {
     assert_eq!(provider["wire_api"].as_str(), Some("responses"));
     assert_eq!(provider["env_key"].as_str(), Some(AGENT_KEY.0));
     assert!(!config.to_string().contains(AGENT_KEY.1));
+
+    check_aider_environment().await;
+    check_gemini_environment().await;
+    check_opencode_environment().await;
 }
 
+/// Lines `env.txt` must hold.
+fn assert_env_has(env: &str, expected: &[String]) {
+    for line in expected {
+        assert!(env.lines().any(|l| l == line), "{line} missing from\n{env}");
+    }
+}
+
+async fn check_aider_environment() {
+    let ws = Workspace::new();
+    let aider = AiderAgent {
+        program: recording_cli(&ws.logs_parent(), "Tokens: 5 sent, 6 received."),
+        base_url: Some("http://127.0.0.1:9/v1".to_owned()),
+        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        extra_args: vec!["--verbose".to_owned()],
+        ..AiderAgent::default()
+    };
+    let run_ = run(&aider, &ws, &[]).await;
+    assert_eq!(run_.outcome, ExitOutcome::Exited(0), "{}", ws.run_log());
+    let private = ws.logs.join("analysis-1.aider");
+    let at = |name: &str| private.join(name).display().to_string();
+    let mut expected: Vec<String> = [
+        "--yes-always",
+        "--no-auto-commits",
+        "--no-dirty-commits",
+        "--no-check-update",
+        "--no-show-model-warnings",
+        "--no-analytics",
+        "--no-pretty",
+        "--no-stream",
+        "--no-fancy-input",
+        "--no-gitignore",
+        "--no-restore-chat-history",
+        "--no-suggest-shell-commands",
+        "--no-detect-urls",
+        "--map-tokens",
+        "0",
+        "--message-file",
+    ]
+    .map(str::to_owned)
+    .into();
+    expected.extend([
+        at("message.md"),
+        "--analytics-log".to_owned(),
+        at("analytics.jsonl"),
+        "--chat-history-file".to_owned(),
+        at("chat-history.md"),
+        "--input-history-file".to_owned(),
+        at("input-history"),
+        "--model".to_owned(),
+        "scripted-model".to_owned(),
+        "--openai-api-base".to_owned(),
+        "http://127.0.0.1:9/v1".to_owned(),
+        "--verbose".to_owned(),
+        "docs/work-items/DEMO-1/01-analysis.md".to_owned(),
+    ]);
+    assert_eq!(read(&ws, "args.txt").lines().collect::<Vec<_>>(), expected);
+    let prompt = std::fs::read_to_string(private.join("message.md")).expect("the prompt file");
+    assert_eq!(prompt, ws.request(&[]).prompt);
+    let env = read(&ws, "env.txt");
+    assert_env_has(
+        &env,
+        &[
+            format!("OPENAI_API_KEY={}", AGENT_KEY.1),
+            format!("HOME={}", private.join("home").display()),
+            "LITELLM_LOCAL_MODEL_COST_MAP=True".to_owned(),
+            "ORCH_ARTIFACT=01-analysis.md".to_owned(),
+        ],
+    );
+    assert!(!env.contains(AGENT_KEY.0), "{env}");
+    assert_no_secret_leaked(&env, &ws);
+}
+
+async fn check_gemini_environment() {
+    let ws = Workspace::new();
+    let gemini = GeminiAgent {
+        program: recording_cli(
+            &ws.logs_parent(),
+            r#"{"type":"result","status":"success","stats":{"input_tokens":5,"output_tokens":6,"cached":0}}"#,
+        ),
+        base_url: Some("http://127.0.0.1:9".to_owned()),
+        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        ..GeminiAgent::default()
+    };
+    let run_ = run(&gemini, &ws, &["Read", "Write"]).await;
+    assert_eq!(run_.outcome, ExitOutcome::Exited(0), "{}", ws.run_log());
+    assert_eq!(
+        (run_.usage.input_tokens, run_.usage.output_tokens),
+        (Some(5), Some(6))
+    );
+    assert_eq!(
+        read(&ws, "args.txt").lines().collect::<Vec<_>>(),
+        [
+            "--output-format",
+            "stream-json",
+            "--approval-mode",
+            "auto_edit",
+            "--model",
+            "scripted-model"
+        ]
+    );
+    assert_eq!(read(&ws, "stdin.txt"), ws.request(&[]).prompt);
+    let env = read(&ws, "env.txt");
+    assert_env_has(
+        &env,
+        &[
+            format!("GEMINI_API_KEY={}", AGENT_KEY.1),
+            "GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:9".to_owned(),
+            format!("HOME={}", ws.logs.join("analysis-1.gemini-home").display()),
+            "GEMINI_CLI_TRUST_WORKSPACE=true".to_owned(),
+            format!(
+                "TMPDIR={}",
+                ws.logs.join("analysis-1.gemini-home/tmp").display()
+            ),
+        ],
+    );
+    let settings = ws.logs.join("analysis-1.gemini-home/.gemini/settings.json");
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(settings).expect("settings")).expect("JSON");
+    assert_eq!(
+        settings["security"]["auth"]["selectedType"],
+        "gemini-api-key"
+    );
+    assert!(!env.contains(AGENT_KEY.0), "{env}");
+    assert_no_secret_leaked(&env, &ws);
+    // A role that may run commands gets every tool.
+    let ws = Workspace::new();
+    let gemini = GeminiAgent {
+        program: recording_cli(&ws.logs_parent(), "{}"),
+        ..GeminiAgent::default()
+    };
+    run(&gemini, &ws, &["Read", "Bash"]).await;
+    assert!(read(&ws, "args.txt").contains("\nyolo\n"));
+}
+
+async fn check_opencode_environment() {
+    let ws = Workspace::new();
+    let opencode = OpenCodeAgent {
+        program: recording_cli(
+            &ws.logs_parent(),
+            r#"{"type":"step_finish","sessionID":"ses_9","part":{"type":"step-finish","cost":0,"tokens":{"input":5,"output":6,"reasoning":0,"cache":{"read":0,"write":0}}}}"#,
+        ),
+        base_url: Some("http://127.0.0.1:9/v1".to_owned()),
+        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        ..OpenCodeAgent::default()
+    };
+    let run_ = run(&opencode, &ws, &[]).await;
+    assert_eq!(run_.outcome, ExitOutcome::Exited(0), "{}", ws.run_log());
+    assert_eq!(
+        (
+            run_.usage.input_tokens,
+            run_.usage.output_tokens,
+            run_.usage.session_id.as_deref()
+        ),
+        (Some(5), Some(6), Some("ses_9"))
+    );
+    assert_eq!(
+        read(&ws, "args.txt").lines().collect::<Vec<_>>(),
+        ["run", "--format", "json", "--model", "orch/scripted-model"]
+    );
+    assert_eq!(read(&ws, "stdin.txt"), ws.request(&[]).prompt);
+    let home = ws.logs.join("analysis-1.opencode-home");
+    let env = read(&ws, "env.txt");
+    assert_env_has(
+        &env,
+        &[
+            format!("{}={}", AGENT_KEY.0, AGENT_KEY.1),
+            format!("HOME={}", home.display()),
+            format!("OPENCODE_CONFIG={}", home.join("opencode.json").display()),
+        ],
+    );
+    assert_no_secret_leaked(&env, &ws);
+    let config = std::fs::read_to_string(home.join("opencode.json")).expect("the config");
+    assert!(!config.contains(AGENT_KEY.1), "{config}");
+    let config: serde_json::Value = serde_json::from_str(&config).expect("JSON");
+    let provider = &config["provider"]["orch"];
+    assert_eq!(provider["npm"], "@ai-sdk/openai-compatible");
+    assert_eq!(provider["options"]["baseURL"], "http://127.0.0.1:9/v1");
+    assert_eq!(
+        provider["options"]["apiKey"],
+        format!("{{env:{}}}", AGENT_KEY.0)
+    );
+    assert!(provider["models"]["scripted-model"].is_object(), "{config}");
+}
+
+/// Also checks that the line the stand-in printed before its result reached the run log: noted
+/// as unreadable by the JSON parsers, quoted by aider's plain-text one.
 fn assert_no_secret_leaked(env: &str, ws: &Workspace) {
     assert!(
         !env.contains(TRACKER_TOKEN.0) && !env.contains(TRACKER_TOKEN.1),
@@ -191,7 +384,8 @@ fn assert_no_secret_leaked(env: &str, ws: &Workspace) {
     assert!(!env.contains(CHILD_MARKER), "{env}");
     let (log, stream) = (ws.run_log(), ws.stream_log());
     assert!(
-        log.contains("unreadable output line skipped: not json"),
+        log.contains("unreadable output line skipped: not json")
+            || log.contains("aider: not json: a warning the CLI printed"),
         "{log}"
     );
     assert!(
@@ -211,9 +405,33 @@ async fn a_cli_that_is_not_installed_fails_to_start_naming_its_package() {
         program: "/nonexistent/codex".to_owned(),
         ..CodexAgent::default()
     };
+    let aider = AiderAgent {
+        program: "orch-test-no-such-aider".to_owned(),
+        ..AiderAgent::default()
+    };
+    let gemini = GeminiAgent {
+        program: "orch-test-no-such-gemini".to_owned(),
+        ..GeminiAgent::default()
+    };
+    let opencode = OpenCodeAgent {
+        program: "orch-test-no-such-opencode".to_owned(),
+        ..OpenCodeAgent::default()
+    };
     for (agent, expected) in [
         (
-            &claude as &dyn Agent,
+            &aider as &dyn Agent,
+            "`orch-test-no-such-aider` was not found on PATH; install it with `pip install aider-chat` or set `program` in .orch/agents.toml",
+        ),
+        (
+            &gemini,
+            "`orch-test-no-such-gemini` was not found on PATH; install it with `npm install -g @google/gemini-cli` or set `program` in .orch/agents.toml",
+        ),
+        (
+            &opencode,
+            "`orch-test-no-such-opencode` was not found on PATH; install it with `npm install -g opencode-ai` or set `program` in .orch/agents.toml",
+        ),
+        (
+            &claude,
             "`orch-test-no-such-claude` was not found on PATH; install it with `npm install -g @anthropic-ai/claude-code` or set `program` in .orch/agents.toml",
         ),
         (
@@ -291,5 +509,44 @@ async fn a_run_without_a_result_reports_no_usage() {
             ..run_.usage
         },
         orch_agent::Usage::default()
+    );
+}
+
+#[tokio::test]
+async fn claude_resumes_the_requested_session_unless_its_home_is_private() {
+    let ws = Workspace::new();
+    let result = r#"{"type":"result","subtype":"success","is_error":false,"session_id":"s-2","usage":{"input_tokens":1,"output_tokens":1}}"#;
+    let claude = ClaudeAgent {
+        program: recording_cli(&ws.logs_parent(), result),
+        ..ClaudeAgent::default()
+    };
+    let req = orch_agent::AgentRequest {
+        resume_session: Some("s-1".to_owned()),
+        ..ws.request(&[])
+    };
+    let run_ = claude.run(&req, &CancellationToken::new(), &mut ()).await;
+    let args = read(&ws, "args.txt");
+    assert!(args.contains("\n--resume\ns-1\n"), "{args}");
+    // The session the run ended in is recorded, for the attempt after it.
+    assert_eq!(run_.usage.session_id.as_deref(), Some("s-2"));
+
+    let ws = Workspace::new();
+    let claude = ClaudeAgent {
+        program: recording_cli(&ws.logs_parent(), result),
+        private_home: true,
+        ..ClaudeAgent::default()
+    };
+    let req = orch_agent::AgentRequest {
+        resume_session: Some("s-1".to_owned()),
+        ..ws.request(&[])
+    };
+    claude.run(&req, &CancellationToken::new(), &mut ()).await;
+    assert!(!read(&ws, "args.txt").contains("--resume"));
+    assert!(
+        ws.run_log().contains(
+            "orch: claude does not resume session s-1 (private_home gives every attempt a new home); starting a new one"
+        ),
+        "{}",
+        ws.run_log()
     );
 }

@@ -1,7 +1,8 @@
-//! orch-agent's integration tests: the Claude Code and Codex adapters driving the real CLIs
-//! against a scripted model server on loopback, and the adapters' environment and failure
+//! orch-agent's integration tests: the CLI adapters driving the real CLIs against a scripted
+//! model server on loopback, and the adapters' environment, failure handling and bad-output
 //! handling with stand-in programs.
 
+mod bad_output;
 mod fake_cli;
 mod model_server;
 mod real_cli;

@@ -1,6 +1,8 @@
-//! A scripted model endpoint on loopback, enough of the Anthropic Messages API and of the OpenAI
-//! Responses API for the real CLIs to do one thing: write a file through their own tool, then
-//! finish. Hand-written HTTP/1.1: one request per connection, answered with `Connection: close`.
+//! A scripted model endpoint on loopback, enough of the Anthropic Messages API, of the OpenAI
+//! Responses API, of the OpenAI Chat Completions API and of the Gemini API (`generateContent`)
+//! for the real CLIs to do one thing: write a file through their own tool (or, for aider, in its
+//! whole-file edit format), then finish.
+//! Hand-written HTTP/1.1: one request per connection, answered with `Connection: close`.
 //!
 //! The tool call is answered to a request that offers tools and carries no tool result yet; the
 //! closing message to one that carries the result. Anything else (model listings, token counts,
@@ -20,6 +22,8 @@ pub struct Script {
     pub file_path: String,
     /// For Codex: a shell command, run in the worktree, that writes the file.
     pub command: String,
+    /// For aider: the file's path relative to the worktree, as its edit format names files.
+    pub relative_path: String,
     pub content: String,
 }
 
@@ -36,12 +40,16 @@ pub struct Reported {
 /// Token counts of the two scripted answers: (input, output, cache read, cache write/reasoning).
 const FIRST: (u64, u64, u64, u64) = (123, 45, 7, 11);
 const SECOND: (u64, u64, u64, u64) = (200, 30, 0, 0);
+/// Token counts of the one Chat Completions answer: (prompt, completion).
+const CHAT: (u64, u64) = (321, 54);
 
 #[derive(Debug, Default)]
 struct State {
     requests: Vec<String>,
     bodies: Vec<String>,
     reported: Reported,
+    /// Answer every model call with this HTTP error status instead.
+    fail_with: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -60,9 +68,22 @@ impl Drop for ModelServer {
 
 impl ModelServer {
     pub async fn start(script: Script) -> Self {
+        Self::start_with(script, None).await
+    }
+
+    /// A server that answers every model call with the HTTP error `status`, in the error shape
+    /// the OpenAI, Anthropic and Gemini APIs share (`error.message`, `error.code`, `error.type`).
+    pub async fn failing(script: Script, status: u16) -> Self {
+        Self::start_with(script, Some(status)).await
+    }
+
+    async fn start_with(script: Script, fail_with: Option<u16>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            fail_with,
+            ..State::default()
+        }));
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -102,14 +123,18 @@ async fn serve(socket: TcpStream, state: &Mutex<State>, script: &Script) {
         return;
     };
     eprintln!("model server: {}", request.line);
-    let (content_type, body) = answer(&request, state, script);
+    let fail_with = state.lock().expect("lock").fail_with;
+    let (status, (content_type, body)) = match fail_with {
+        Some(code) if request.line.starts_with("POST ") => (code, failure(code)),
+        _ => (200, answer(&request, state, script)),
+    };
     {
         let mut state = state.lock().expect("lock");
         state.requests.push(request.line);
         state.bodies.push(request.body.to_string());
     }
     let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} Scripted\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     let socket = socket.get_mut();
@@ -166,6 +191,12 @@ async fn read_chunked(socket: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     }
 }
 
+fn failure(status: u16) -> (&'static str, String) {
+    json_answer(json!({ "type": "error", "error": {
+        "code": status, "type": "invalid_request_error", "status": "INVALID_ARGUMENT",
+        "message": "the scripted model refuses this request" } }))
+}
+
 fn answer(request: &Request, state: &Mutex<State>, script: &Script) -> (&'static str, String) {
     let path = request.line.split(' ').nth(1).unwrap_or("");
     let body = &request.body;
@@ -205,6 +236,52 @@ fn answer(request: &Request, state: &Mutex<State>, script: &Script) -> (&'static
             sse(openai::exec_stream(&script.command, FIRST))
         } else {
             sse(openai::message_stream("ok", (0, 0, 0, 0)))
+        };
+    }
+    if path.starts_with("/v1/chat/completions") {
+        let offers_write = body["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == "write"));
+        let last_role = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .map(|m| m["role"].clone());
+        // OpenCode (streamed, with tools): a `write` call, then a closing message. aider
+        // (not streamed, as orch runs it, no tools): the file in its whole-file edit format.
+        // Anything else streamed (OpenCode's session title): a short text of no tokens.
+        return if last_role.as_ref().is_some_and(|r| r == "tool") {
+            count(state, Api::OpenAi, SECOND);
+            chat::stream(chat::text_delta("The analysis is written."), "stop", SECOND)
+        } else if offers_write {
+            count(state, Api::OpenAi, FIRST);
+            let args = json!({ "filePath": script.file_path, "content": script.content });
+            chat::stream(chat::call_delta("write", &args), "tool_calls", FIRST)
+        } else if !streamed {
+            count(state, Api::OpenAi, (CHAT.0, CHAT.1, 0, 0));
+            let content = chat::whole_file_edit(&script.relative_path, &script.content);
+            json_answer(chat::completion(&content, CHAT))
+        } else {
+            chat::stream(chat::text_delta("Scripted analysis"), "stop", (0, 0, 0, 0))
+        };
+    }
+    if path.starts_with("/v1beta/models/") {
+        let (events, tokens) = if text.contains("\"functionResponse\"") {
+            (gemini::text("The analysis is written.", SECOND), SECOND)
+        } else if text.contains("\"functionDeclarations\"") && path.contains(":stream") {
+            let args = json!({ "file_path": script.file_path, "content": script.content });
+            (gemini::call("write_file", &args, FIRST), FIRST)
+        } else {
+            // Side queries (which speaker is next, loop checks...): an answer of no tokens.
+            (
+                gemini::text("{\"next_speaker\": \"user\"}", (0, 0, 0, 0)),
+                (0, 0, 0, 0),
+            )
+        };
+        count(state, Api::OpenAi, (tokens.0, tokens.1, tokens.2, 0));
+        return if path.contains("alt=sse") {
+            ("text/event-stream", format!("data: {events}\n\n"))
+        } else {
+            json_answer(events)
         };
     }
     if path.starts_with("/v1/models") {
@@ -341,5 +418,92 @@ mod openai {
         let delta = json!({ "type": "response.output_text.delta", "item_id": "msg_scripted",
                             "output_index": 0, "content_index": 0, "delta": text });
         around(item, usage, vec![delta])
+    }
+}
+
+/// The Chat Completions API, as aider's model client (litellm, with the OpenAI client) calls it.
+mod chat {
+    use serde_json::{Value, json};
+
+    /// An answer in aider's "whole" edit format: the file's path, then its whole new content in a
+    /// fenced block.
+    pub fn whole_file_edit(path: &str, content: &str) -> String {
+        format!("{path}\n```\n{content}```\n")
+    }
+
+    fn usage((prompt, completion): (u64, u64)) -> Value {
+        json!({ "prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion })
+    }
+
+    pub fn completion(content: &str, tokens: (u64, u64)) -> Value {
+        json!({ "id": "chatcmpl-scripted", "object": "chat.completion", "created": 0,
+                "model": "scripted-model",
+                "choices": [{ "index": 0, "finish_reason": "stop",
+                              "message": { "role": "assistant", "content": content } }],
+                "usage": usage(tokens) })
+    }
+
+    pub fn text_delta(text: &str) -> Value {
+        json!({ "role": "assistant", "content": text })
+    }
+
+    pub fn call_delta(name: &str, args: &Value) -> Value {
+        json!({ "role": "assistant", "tool_calls": [{ "index": 0, "id": "call_scripted",
+                "type": "function", "function": { "name": name, "arguments": args.to_string() } }] })
+    }
+
+    /// Server-sent chunks: the delta, the finish reason, a usage chunk (the prompt tokens include
+    /// the cached ones, as OpenAI counts them), then `[DONE]`.
+    pub fn stream(
+        delta: Value,
+        finish: &str,
+        (prompt, completion, cached, _): (u64, u64, u64, u64),
+    ) -> (&'static str, String) {
+        let chunk = |choices: Value, usage: Value| {
+            json!({ "id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0,
+                    "model": "scripted-model", "choices": choices, "usage": usage })
+        };
+        let mut total = usage((prompt, completion));
+        total["prompt_tokens_details"] = json!({ "cached_tokens": cached });
+        let events = [
+            chunk(
+                json!([{ "index": 0, "delta": delta, "finish_reason": null }]),
+                Value::Null,
+            ),
+            chunk(
+                json!([{ "index": 0, "delta": {}, "finish_reason": finish }]),
+                Value::Null,
+            ),
+            chunk(json!([]), total),
+        ];
+        let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+        body.push_str("data: [DONE]\n\n");
+        ("text/event-stream", body)
+    }
+}
+/// The Gemini API's `GenerateContentResponse`, as the Gemini CLI's client (`@google/genai`) reads
+/// it, streamed or not.
+mod gemini {
+    use serde_json::{Value, json};
+
+    fn response(parts: Value, (input, output, cached, _): (u64, u64, u64, u64)) -> Value {
+        json!({ "candidates": [{ "index": 0, "finishReason": "STOP",
+                                 "content": { "role": "model", "parts": parts } }],
+                "usageMetadata": { "promptTokenCount": input, "candidatesTokenCount": output,
+                                   "cachedContentTokenCount": cached,
+                                   "totalTokenCount": input + output },
+                "modelVersion": "scripted-model" })
+    }
+
+    pub fn call(name: &str, args: &Value, usage: (u64, u64, u64, u64)) -> Value {
+        response(
+            json!([{ "functionCall": { "name": name, "args": args } }]),
+            usage,
+        )
+    }
+
+    pub fn text(text: &str, usage: (u64, u64, u64, u64)) -> Value {
+        response(json!([{ "text": text }]), usage)
     }
 }

@@ -73,6 +73,7 @@ impl Workspace {
             stall: Duration::from_secs(60),
             log: self.logs.join("analysis-1.log"),
             prompt_file: self.logs.join("analysis-1.prompt.md"),
+            resume_session: None,
         }
     }
 
@@ -92,7 +93,8 @@ impl Workspace {
     }
 }
 
-/// The real CLI `name`: `$<env_var>`, else on PATH, else installed by `.ci/install-agent-clis.sh`.
+/// The real CLI `name`: `$<env_var>`, else on PATH, else installed by `.ci/install-agent-clis.sh`
+/// (npm packages in `.ci/tools/node_modules`, aider in `.ci/tools/aider-venv`).
 /// `None` (after saying so) when it is not installed, except in CI, where that fails the test.
 pub fn real_cli(env_var: &str, name: &str) -> Option<PathBuf> {
     let from_env = std::env::var_os(env_var).map(PathBuf::from);
@@ -104,10 +106,11 @@ pub fn real_cli(env_var: &str, name: &str) -> Option<PathBuf> {
         })
     };
     let installed = || {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../.ci/tools/node_modules/.bin")
-            .join(name);
-        path.is_file().then_some(path)
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/tools");
+        ["node_modules/.bin", "aider-venv/bin"]
+            .iter()
+            .map(|dir| tools.join(dir).join(name))
+            .find(|path| path.is_file())
     };
     let found = from_env.or_else(on_path).or_else(installed);
     if found.is_none() {

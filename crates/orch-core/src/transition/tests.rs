@@ -301,3 +301,30 @@ fn an_overrun_does_not_change_decisions_that_start_no_run() {
         Err(DecideError::NotRunning { status: "blocked" })
     );
 }
+
+#[test]
+fn an_expired_approval_goes_back_to_the_approval_stage_without_spending_budget() {
+    let reapprove = || Outcome::Verdict {
+        verdict: GateVerdict {
+            class: VerdictClass::Reapprove("the approval expired".into()),
+            value: None,
+            failures: vec![],
+        },
+        fingerprint: String::new(),
+        overrun: None,
+    };
+    let mut outcomes = vec![pass(), pass(), pass(), pass(), pass(), pass()];
+    outcomes.extend([Outcome::Approved, reapprove(), Outcome::Approved, pass()]);
+    let lines = run(outcomes);
+    assert_eq!(lines[7], "deploy queued [start deploy#1]");
+    assert_eq!(
+        lines[8],
+        "confirm-deploy awaiting-approval [start confirm-deploy#2 fb=1]"
+    );
+    assert_eq!(lines[9], "deploy queued [start deploy#2]");
+    assert_eq!(lines[10], "deploy merging [merge]");
+
+    // A stage with no approval before it has nowhere to go back to: it blocks instead.
+    let early = run(vec![reapprove()]);
+    assert_eq!(early[1], "analysis blocked [blocked: the approval expired]");
+}

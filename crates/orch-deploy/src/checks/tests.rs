@@ -360,3 +360,100 @@ fn report_lines_put_the_waiver_before_the_verdict() {
         ]
     );
 }
+
+fn exec_check(id: &str, argv: &[&str]) -> CheckSpec {
+    CheckSpec {
+        probe: Probe::Exec {
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            expect_exit: 0,
+        },
+        tries: 1,
+        ..http_check(id, None)
+    }
+}
+
+#[tokio::test]
+async fn an_exec_check_without_a_container_is_never_a_pass() {
+    let run = run_one("http://127.0.0.1:1", exec_check("self", &["/app", "check"])).await;
+    assert!(!run.result.passed);
+    assert_eq!(tries(&run), vec![(false, false)]);
+    assert!(
+        run.result.detail.contains("no staging container"),
+        "{}",
+        run.result.detail
+    );
+}
+
+/// A stand-in for the docker CLI: it records its argv and exits with the code in its first
+/// program argument, following `docker exec`'s documented contract (the command's own exit code;
+/// 125 when docker itself failed, 126/127 when the command could not be run or found).
+fn fake_docker(dir: &std::path::Path) -> crate::docker::DockerCli {
+    let script = dir.join("docker");
+    let argv_log = dir.join("argv");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n# docker exec [--env X]... CONTAINER PROGRAM CODE\nfor last; do :; done\nexit \"$last\"\n",
+            argv_log.display()
+        ),
+    )
+    .expect("write fake docker");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let text = format!(
+        "kind = \"docker\"\n[docker]\nbinary = \"{}\"\n",
+        script.display()
+    );
+    let Ok(crate::config::DeployConfig::Docker(spec)) =
+        crate::config::DeployConfig::from_toml(&text)
+    else {
+        panic!("a docker config");
+    };
+    crate::docker::DockerCli::new(&spec)
+}
+
+#[tokio::test]
+async fn an_exec_check_runs_its_argv_in_the_container_and_docker_failures_are_unmeasured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cli = fake_docker(dir.path());
+    let target = ExecTarget {
+        cli: &cli,
+        container: "orch-shop-staging",
+    };
+    let base = "http://127.0.0.1:8511";
+    for (code, ok, measured) in [("0", true, true), ("4", false, true), ("125", false, false)] {
+        let spec = StagingSpec {
+            infra_allowlist: Vec::new(),
+            checks: vec![exec_check("self", &["/app", "{base_url}", code])],
+        };
+        let runs = run_checks_in(
+            base,
+            &spec,
+            Mode::Stub,
+            dir.path(),
+            Some(target),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            tries(&runs[0]),
+            vec![(ok, measured)],
+            "exit {code}: {runs:?}"
+        );
+    }
+    let argv = std::fs::read_to_string(dir.path().join("argv")).expect("argv");
+    assert_eq!(
+        argv.lines().collect::<Vec<_>>(),
+        [
+            "exec",
+            "--env",
+            "STAGING_BASE_URL=http://127.0.0.1:8511",
+            "--env",
+            "STAGING_MODE=stub",
+            "orch-shop-staging",
+            "/app",
+            "http://127.0.0.1:8511",
+            "125"
+        ]
+    );
+}

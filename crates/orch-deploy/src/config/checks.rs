@@ -47,6 +47,24 @@ pub(super) fn staging_from_raw(raw: RawStaging) -> Result<StagingSpec, DeployErr
     })
 }
 
+/// Refuses `kind = "exec"` checks: only the docker deployer has a container to run them in.
+pub(super) fn refuse_exec_checks(staging: &StagingSpec, deployer: &str) -> Result<(), DeployError> {
+    let exec = staging
+        .checks
+        .iter()
+        .enumerate()
+        .find(|(_, check)| matches!(check.probe, Probe::Exec { .. }));
+    match exec {
+        Some((index, check)) => Err(config_err(
+            format!("staging.checks[{index}] (id `{}`)", check.id),
+            format!(
+                "kind \"exec\" runs in the docker deployer's staging container, but kind = \"{deployer}\"; use kind = \"command\""
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn check_from_raw(field: &str, raw: RawCheck) -> Result<CheckSpec, DeployError> {
     let id_is_valid = !raw.id.is_empty()
         && raw
@@ -114,6 +132,8 @@ fn probe_from_raw(field: &str, raw: &RawCheck) -> Result<Probe, DeployError> {
         ("run", raw.run.is_some()),
         ("expect_exit", raw.expect_exit.is_some()),
     ];
+    let exec_fields = [("exec", raw.exec.is_some())];
+    let not_http: Vec<_> = command_fields.iter().chain(&exec_fields).copied().collect();
     let reject_foreign =
         |kind: &str, foreign: &[(&str, bool)]| match foreign.iter().find(|(_, set)| *set) {
             Some((name, _)) => Err(config_err(
@@ -124,7 +144,7 @@ fn probe_from_raw(field: &str, raw: &RawCheck) -> Result<Probe, DeployError> {
         };
     match raw.kind.as_str() {
         "http" => {
-            reject_foreign("http", &command_fields)?;
+            reject_foreign("http", &not_http)?;
             let path = raw
                 .path
                 .clone()
@@ -152,6 +172,7 @@ fn probe_from_raw(field: &str, raw: &RawCheck) -> Result<Probe, DeployError> {
         }
         "command" => {
             reject_foreign("command", &http_fields)?;
+            reject_foreign("command", &exec_fields)?;
             let run = raw
                 .run
                 .clone()
@@ -169,9 +190,29 @@ fn probe_from_raw(field: &str, raw: &RawCheck) -> Result<Probe, DeployError> {
                 expect_exit: raw.expect_exit.unwrap_or(0),
             })
         }
+        "exec" => {
+            reject_foreign("exec", &http_fields)?;
+            reject_foreign("exec", &[("run", raw.run.is_some())])?;
+            let argv = raw.exec.clone().unwrap_or_default();
+            if argv.first().is_none_or(|program| program.trim().is_empty()) {
+                return Err(config_err(
+                    field,
+                    "an exec check needs `exec`, the argv to run in the staging container",
+                ));
+            }
+            let dummy = [("base_url", "")];
+            for (index, arg) in argv.iter().enumerate() {
+                let arg_field = format!("{field}.exec[{index}]");
+                check_placeholders(&arg_field, arg, &dummy, &CHECK_PLACEHOLDERS)?;
+            }
+            Ok(Probe::Exec {
+                argv,
+                expect_exit: raw.expect_exit.unwrap_or(0),
+            })
+        }
         other => Err(config_err(
             field,
-            format!("unknown kind `{other}`; known: http, command"),
+            format!("unknown kind `{other}`; known: http, command, exec"),
         )),
     }
 }

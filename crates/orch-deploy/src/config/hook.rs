@@ -4,20 +4,21 @@
 use std::time::Duration;
 
 use super::raw::{RawDeploy, RawHook};
-use super::{DeploySpec, StagingSpec, checks, config_err, positive_secs};
+use super::{DeploySpec, DockerSpec, StagingSpec, checks, config_err, docker, positive_secs};
 use crate::error::DeployError;
 
 /// A deploy hook may build an image; ten minutes unless the project says otherwise.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The deployers `.orch/deploy.toml` can choose with `kind`.
-const KINDS: [&str; 2] = ["process", "hook"];
+const KINDS: [&str; 3] = ["process", "hook", "docker"];
 
 /// A project's validated deploy settings, one variant per deployer kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeployConfig {
     Process(DeploySpec),
     Hook(HookSpec),
+    Docker(DockerSpec),
 }
 
 /// The settings of a hook deployer.
@@ -39,6 +40,7 @@ impl DeployConfig {
         match raw.kind.as_deref().unwrap_or("process") {
             "process" => DeploySpec::from_raw(raw).map(DeployConfig::Process),
             "hook" => hook_from_raw(raw).map(DeployConfig::Hook),
+            "docker" => docker::docker_from_raw(raw).map(DeployConfig::Docker),
             other => Err(config_err(
                 "kind",
                 format!(
@@ -54,6 +56,7 @@ impl DeployConfig {
         match self {
             DeployConfig::Process(spec) => &spec.staging,
             DeployConfig::Hook(spec) => &spec.staging,
+            DeployConfig::Docker(spec) => &spec.staging,
         }
     }
 }
@@ -65,12 +68,13 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
         ("build", raw.build.is_some()),
         ("run", raw.run.is_some()),
         ("health", raw.health.is_some()),
+        ("docker", raw.docker.is_some()),
     ];
     if let Some((field, _)) = process_only.iter().find(|(_, present)| *present) {
         return Err(config_err(
             *field,
             format!(
-                "is a process deployer setting, but kind = \"hook\"; remove [{field}] (the hook builds, runs and health-checks)"
+                "does not apply to kind = \"hook\"; remove [{field}] (the hook builds, runs and health-checks by itself)"
             ),
         ));
     }
@@ -96,7 +100,8 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
     Ok(HookSpec {
         command,
         timeout: positive_secs("hook.timeout_secs", timeout_secs, DEFAULT_HOOK_TIMEOUT)?,
-        staging: checks::staging_from_raw(raw.staging)?,
+        staging: checks::staging_from_raw(raw.staging)
+            .and_then(|staging| checks::refuse_exec_checks(&staging, "hook").map(|()| staging))?,
     })
 }
 
@@ -142,7 +147,7 @@ mod tests {
         assert_eq!(field_of(both), "build");
         let process_with_hook = "[hook]\ncommand = [\"./d.sh\"]\n[build]\ncommand = \"make\"\nartifact = \"app\"\n[run]\ncommand = [\"{artifact}\"]\n";
         assert_eq!(field_of(process_with_hook), "hook");
-        assert_eq!(field_of("kind = \"docker\"\n"), "kind");
+        assert_eq!(field_of("kind = \"podman\"\n"), "kind");
         assert_eq!(
             field_of("kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\ntimeout_secs = 0\n"),
             "hook.timeout_secs"

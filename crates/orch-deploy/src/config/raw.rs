@@ -9,14 +9,32 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDeploy {
-    /// `"process"` (the default) or `"hook"`.
+    /// `"process"` (the default), `"hook"` or `"docker"`.
     pub kind: Option<String>,
     pub build: Option<RawBuild>,
     pub run: Option<RawRun>,
     pub health: Option<RawHealth>,
     pub hook: Option<RawHook>,
+    pub docker: Option<RawDocker>,
     #[serde(default)]
     pub staging: RawStaging,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDocker {
+    pub binary: Option<String>,
+    pub host: Option<String>,
+    pub dockerfile: Option<String>,
+    pub context: Option<String>,
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    pub build_timeout_secs: Option<u64>,
+    pub port_env: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +93,8 @@ pub(super) struct RawCheck {
     // command
     pub run: Option<String>,
     pub expect_exit: Option<i32>,
+    // exec (docker deployer only)
+    pub exec: Option<Vec<String>>,
     // retries and scope
     pub tries: Option<u32>,
     pub interval_ms: Option<u64>,

@@ -8,6 +8,7 @@ use crate::build::{Build, check_sha_format, load_verified};
 use crate::error::DeployError;
 use crate::instance::{self, Env, InstanceRecord};
 use crate::layout::{read_record, write_record};
+use crate::pause;
 use crate::report::{DeployReport, DeployStatus};
 
 pub(super) async fn promote(
@@ -52,6 +53,7 @@ pub(super) async fn promote(
         Ok(()) => {
             report.restored = Some(previous.sha.clone());
             let reason = format!("{error}; prod was restored to {}", short(&previous.sha));
+            pause::pause_after_restore(&deployer.layout, &mut report.lines, &reason);
             refuse(report, &reason)
         }
         Err(restore_error) => {
@@ -86,14 +88,7 @@ fn refuse(mut report: DeployReport, reason: &dyn std::fmt::Display) -> DeployRep
 /// once, contract 6: never promote anything else).
 fn validated_build(deployer: &ProcessDeployer, validated_sha: &str) -> Result<Build, DeployError> {
     check_sha_format(validated_sha)?;
-    let marker = deployer.layout.frozen_marker();
-    if marker.exists() {
-        let reason = std::fs::read_to_string(&marker)
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        return Err(DeployError::Frozen { marker, reason });
-    }
+    pause::refuse_if_held(&deployer.layout)?;
     let proof: Validation =
         read_record(&deployer.layout.validation(validated_sha))?.ok_or_else(|| {
             DeployError::NotValidated {

@@ -6,7 +6,7 @@ use orch_core::staging::{CheckResult, fold};
 use tokio_util::sync::CancellationToken;
 
 use super::{ProcessDeployer, Validation};
-use crate::build::{Build, ensure_build};
+use crate::build::ensure_build;
 use crate::checks::{report_lines, run_checks};
 use crate::error::DeployError;
 use crate::instance::Env;
@@ -32,14 +32,30 @@ pub(super) async fn deploy_staging(
     .await
     {
         Ok(build) => build,
-        Err(e) => return failed_before_checks(sha, None, base_url, tolerance, &e),
+        Err(e) => {
+            return StagingReport::failed_before_checks(
+                sha,
+                None,
+                base_url,
+                tolerance,
+                Vec::new(),
+                &e,
+            );
+        }
     };
     let mut steps = Vec::new();
     if let Err(e) = deployer
         .start_healthy(Env::Staging, &build, cancel, &mut steps)
         .await
     {
-        return failed_before_checks(sha, Some(build), base_url, tolerance, &e);
+        return StagingReport::failed_before_checks(
+            sha,
+            Some(build),
+            base_url,
+            tolerance,
+            Vec::new(),
+            &e,
+        );
     }
     for step in &steps {
         tracing::info!(sha, "{step}");
@@ -82,28 +98,5 @@ pub(super) async fn deploy_staging(
         lines,
         error,
         infra_error: false,
-    }
-}
-
-/// A failure before the checks could run: FAILED with its reason, never a false green.
-fn failed_before_checks(
-    sha: &str,
-    build: Option<Build>,
-    base_url: String,
-    tolerance: bool,
-    error: &DeployError,
-) -> StagingReport {
-    let reason = error.to_string();
-    let verdict = fold(&[], tolerance, Some(&reason));
-    let lines = report_lines(&[], &verdict);
-    StagingReport {
-        sha: sha.to_owned(),
-        build,
-        base_url,
-        checks: Vec::new(),
-        verdict,
-        lines,
-        error: Some(reason),
-        infra_error: !error.caused_by_change(),
     }
 }

@@ -184,6 +184,16 @@ async fn every_exit_but_zero_is_failed_with_the_contract_meaning_and_leaves_noth
 }
 
 #[tokio::test]
+async fn exit_2_blocks_the_item_as_infrastructure_while_exit_1_is_the_changes_fault() {
+    for (code, infra) in [(1, false), (2, true), (3, false)] {
+        let f = Fixture::new(&format!("exit {code}"), "", PASSING_CHECK);
+        let report = f.staging(SHA_A).await;
+        assert!(!report.verdict.is_success(), "exit {code}: {report:?}");
+        assert_eq!(report.infra_error, infra, "exit {code}: {:?}", report.error);
+    }
+}
+
+#[tokio::test]
 async fn a_killed_hook_is_failed_naming_the_signal() {
     let f = Fixture::new("kill -9 $$", "", PASSING_CHECK);
     let reason = failure_reason(&f.staging(SHA_A).await);

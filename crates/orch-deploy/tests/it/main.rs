@@ -1,6 +1,7 @@
-//! Integration tests of the process and hook deployers: real git repos, real Python instances on loopback
-//! ports, real health probes and checks.
+//! Integration tests of the process, hook and docker deployers: real git repos, real Python
+//! instances and docker containers on loopback ports, real health probes and checks.
 
+mod docker;
 mod hook;
 mod promote;
 mod staging;

@@ -162,6 +162,54 @@ async fn a_prod_build_that_fails_its_health_check_is_replaced_by_the_previous_on
 }
 
 #[tokio::test]
+async fn after_a_restore_promotions_pause_until_a_person_resumes_them() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    with_v1_in_prod(&project).await;
+    let v2 = stage_v2(&project).await;
+    project.fail_health_of(&["Hello v2"]);
+    let restored = project.promote(&v2).await;
+    assert!(restored.restored.is_some(), "{:#?}", restored.lines);
+    assert!(
+        restored
+            .lines
+            .iter()
+            .any(|l| l.contains("promotions are PAUSED")),
+        "{:#?}",
+        restored.lines
+    );
+
+    project.fail_health_of(&[]);
+    let again = project.promote(&v2).await;
+    let refused = reason(&again.status);
+    assert!(
+        refused.starts_with("promotions are paused since prod was restored"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("the prod instance never became healthy"),
+        "{refused}"
+    );
+    assert_eq!(
+        project.greeting_on(Env::Prod).await.as_deref(),
+        Ok("Hello v1"),
+        "a refused promotion leaves prod alone"
+    );
+
+    let cleared = orch_deploy::resume_promotions(&project.root()).expect("resume");
+    assert!(cleared.is_some_and(|r| r.contains("prod was restored")));
+    assert_eq!(
+        orch_deploy::resume_promotions(&project.root()).expect("resume again"),
+        None,
+        "nothing left to resume"
+    );
+    assert_eq!(project.promote(&v2).await.status, DeployStatus::Success);
+    assert_eq!(
+        project.greeting_on(Env::Prod).await.as_deref(),
+        Ok("Hello v2")
+    );
+}
+
+#[tokio::test]
 async fn a_failed_restore_freezes_prod_until_a_person_clears_it() {
     let project = Project::new("Hello v1", GREETING_CHECK);
     with_v1_in_prod(&project).await;

@@ -182,7 +182,7 @@ pub fn free_ports() -> Ports {
     }
 }
 
-fn git(repo: &Path, args: &[&str]) -> String {
+pub fn git(repo: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .arg("-C")
         .arg(repo)

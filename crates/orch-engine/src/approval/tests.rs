@@ -134,3 +134,35 @@ fn a_pipeline_without_an_approval_stage_needs_no_approval() {
     );
     assert_eq!(approval_covers(&without, &[], SHA_A), Ok(()));
 }
+
+#[test]
+fn an_approval_expires_after_its_ttl_and_only_then() {
+    let approved_at_10s = [EventRecord {
+        at: 10_000,
+        ..event(1, events::APPROVED, json!({ "by": "alice", "sha": SHA_A }))
+    }];
+    let ttl = Some(std::time::Duration::from_secs(60));
+    assert_eq!(approval_expired(&approved_at_10s, ttl, 70_000), None);
+    let expired = approval_expired(&approved_at_10s, ttl, 70_001).expect("expired");
+    assert!(
+        expired.contains("approval by alice expired") && expired.contains("last 60 s"),
+        "{expired}"
+    );
+    // Without a TTL approvals do not expire; without an approval there is nothing to expire.
+    assert_eq!(approval_expired(&approved_at_10s, None, i64::MAX), None);
+    assert_eq!(approval_expired(&[], ttl, 70_001), None);
+}
+
+#[test]
+fn a_promotion_sent_back_for_reapproval_keeps_the_staging_validation() {
+    let p = pipeline();
+    let mut reapproved = run(3, "deploy", RunState::Failed);
+    reapproved.verdict = Some(json!({ "class": "reapprove" }));
+    let runs = [
+        run(1, "deploy-staging", RunState::Passed),
+        run(2, "confirm-deploy", RunState::Passed),
+        reapproved,
+        run(4, "confirm-deploy", RunState::Waiting),
+    ];
+    assert_eq!(validated_staging(&p, &runs).map(|r| r.id), Ok(1));
+}

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::{items, rows};
-use crate::{Fence, FinishRun, NewEvent, Result, RunRecord, RunState, StoreError};
+use crate::{ClaimLimits, Fence, FinishRun, NewEvent, Result, RunRecord, RunState, StoreError};
+
+/// The advisory lock that makes limited claims one at a time ("orchclam" in ASCII).
+const CLAIM_LOCK: i64 = 0x6f72_6368_636c_616d;
 
 /// Claims the oldest queued run, or the oldest running run whose lease expired.
 ///
@@ -18,13 +21,33 @@ pub(super) async fn claim_next(
     conn: &mut PgConnection,
     owner: &str,
     lease_ms: i64,
+    limits: ClaimLimits,
 ) -> Result<Option<RunRecord>> {
+    if !limits.is_unlimited() {
+        // Counting and claiming must be one step across workers, or two claimers could both see
+        // room for one more run. Held to the end of the transaction; only limited claims take it.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIM_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
     let candidate: Option<(i64, String)> = sqlx::query_as(concat!(
-        "SELECT id, state FROM stage_runs
-         WHERE state = 'queued' OR (state = 'running' AND lease_expires_at < ",
+        "SELECT r.id, r.state FROM stage_runs r
+         WHERE (r.state = 'queued' OR (r.state = 'running' AND r.lease_expires_at < ",
         now_ms!(),
-        ") ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        "))
+         AND ($1::bigint IS NULL OR (SELECT count(*) FROM stage_runs h
+              WHERE h.state = 'running' AND h.lease_expires_at >= ",
+        now_ms!(),
+        ") < $1)
+         AND ($2::bigint IS NULL OR (SELECT count(*) FROM stage_runs h
+              WHERE h.state = 'running' AND h.project_id = r.project_id AND h.lease_expires_at >= ",
+        now_ms!(),
+        ") < $2)
+         ORDER BY r.created_at, r.id LIMIT 1 FOR UPDATE OF r SKIP LOCKED"
     ))
+    .bind(limits.global.map(i64::from))
+    .bind(limits.per_project.map(i64::from))
     .fetch_optional(&mut *conn)
     .await?;
     let Some((run_id, previous_state)) = candidate else {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 
 use super::{items, rows};
-use crate::{Fence, FinishRun, NewEvent, Result, RunRecord, RunState, StoreError};
+use crate::{ClaimLimits, Fence, FinishRun, NewEvent, Result, RunRecord, RunState, StoreError};
 
 pub(super) fn check_lease_ms(lease_ms: i64) -> Result<()> {
     if lease_ms <= 0 {
@@ -19,17 +19,32 @@ pub(super) fn check_lease_ms(lease_ms: i64) -> Result<()> {
 }
 
 /// Claims the oldest queued run, or the oldest running run whose lease expired.
+///
+/// Under `BEGIN IMMEDIATE` the whole file is one writer at a time, so counting the live leases
+/// for `limits` and claiming cannot be split by another process.
 pub(super) async fn claim_next(
     conn: &mut SqliteConnection,
     owner: &str,
     lease_ms: i64,
+    limits: ClaimLimits,
 ) -> Result<Option<RunRecord>> {
     let candidate: Option<(i64, String, i64)> = sqlx::query_as(concat!(
-        "SELECT id, state, epoch FROM stage_runs
-         WHERE state = 'queued' OR (state = 'running' AND lease_expires_at < ",
+        "SELECT r.id, r.state, r.epoch FROM stage_runs r
+         WHERE (r.state = 'queued' OR (r.state = 'running' AND r.lease_expires_at < ",
         now_ms!(),
-        ") ORDER BY created_at, id LIMIT 1"
+        "))
+         AND (?1 IS NULL OR (SELECT count(*) FROM stage_runs h
+              WHERE h.state = 'running' AND h.lease_expires_at >= ",
+        now_ms!(),
+        ") < ?1)
+         AND (?2 IS NULL OR (SELECT count(*) FROM stage_runs h
+              WHERE h.state = 'running' AND h.project_id = r.project_id AND h.lease_expires_at >= ",
+        now_ms!(),
+        ") < ?2)
+         ORDER BY r.created_at, r.id LIMIT 1"
     ))
+    .bind(limits.global.map(i64::from))
+    .bind(limits.per_project.map(i64::from))
     .fetch_optional(&mut *conn)
     .await?;
     let Some((run_id, previous_state, epoch)) = candidate else {

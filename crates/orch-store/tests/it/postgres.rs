@@ -35,6 +35,7 @@ conformance!(
     items::projects_are_upserted_and_listed,
     items::create_item_numbers_items_and_writes_run_and_events,
     items::items_are_listed_oldest_first_and_per_project,
+    items::items_are_listed_by_status_oldest_first,
     items::create_item_refuses_unknown_project_and_bad_input,
     items::change_item_refuses_an_unexpected_status,
     items::change_item_ends_the_active_run_and_fences_its_holder,
@@ -52,6 +53,8 @@ conformance!(
     runs::a_stale_fence_changes_nothing,
     concurrency::concurrent_claimers_on_one_handle_never_share_a_run,
     concurrency::concurrent_claimers_on_separate_handles_never_share_a_run,
+    concurrency::claims_respect_global_and_per_project_limits,
+    concurrency::concurrent_claimers_never_overshoot_a_limit,
 );
 
 async fn open(db: &PgDatabase) -> PgStore {
@@ -72,11 +75,16 @@ async fn workers_opening_a_fresh_database_at_once_migrate_it_once() {
     for task in opening {
         task.await.expect("open task").expect("every open succeeds");
     }
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version")
-        .fetch_all(&mut db.raw().await)
-        .await
-        .expect("versions");
-    assert_eq!(versions, vec![PgStore::schema_version()]);
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+            .fetch_all(&mut db.raw().await)
+            .await
+            .expect("versions");
+    // Each migration applied exactly once, however many processes opened the database.
+    assert_eq!(
+        versions,
+        (1..=PgStore::schema_version()).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -207,4 +215,45 @@ async fn a_password_in_the_url_is_never_shown() {
     let debug = format!("{store:?}");
     assert!(!debug.contains("s3cret-Pa55"), "{debug}");
     demo_project(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_wakes_a_waiting_worker_on_another_connection() {
+    use orch_store::WakeUp;
+    use std::time::{Duration, Instant};
+
+    let Some(db) = PgDatabase::create("wake_on_work").await else {
+        return;
+    };
+    let worker = open(&db).await;
+    let filer = open(&db).await;
+    demo_project(&filer).await;
+
+    // Nothing queued: the wait lasts its whole timeout.
+    let quiet = Instant::now();
+    assert_eq!(
+        worker.wait_for_work(Duration::from_millis(300)).await,
+        WakeUp::Timeout
+    );
+    assert!(quiet.elapsed() >= Duration::from_millis(300));
+
+    // A run queued by another connection ends the wait long before its 30 s timeout.
+    let waiting = tokio::spawn({
+        let worker = worker.clone();
+        async move {
+            let started = Instant::now();
+            (
+                worker.wait_for_work(Duration::from_secs(30)).await,
+                started.elapsed(),
+            )
+        }
+    });
+    // The first wait above already listens, so the notification cannot slip past.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    new_item(&filer, "wake up").await;
+    let (woke, after) = waiting.await.expect("join");
+    assert_eq!(woke, WakeUp::Notified);
+    assert!(after < Duration::from_secs(10), "woken after {after:?}");
+    let run = claim(&worker, "w1").await;
+    assert_eq!(run.attempt, 1);
 }

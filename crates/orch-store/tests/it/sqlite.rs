@@ -62,6 +62,7 @@ conformance!(
     items::projects_are_upserted_and_listed,
     items::create_item_numbers_items_and_writes_run_and_events,
     items::items_are_listed_oldest_first_and_per_project,
+    items::items_are_listed_by_status_oldest_first,
     items::create_item_refuses_unknown_project_and_bad_input,
     items::change_item_refuses_an_unexpected_status,
     items::change_item_ends_the_active_run_and_fences_its_holder,
@@ -79,6 +80,8 @@ conformance!(
     runs::a_stale_fence_changes_nothing,
     concurrency::concurrent_claimers_on_one_handle_never_share_a_run,
     concurrency::concurrent_claimers_on_separate_handles_never_share_a_run,
+    concurrency::claims_respect_global_and_per_project_limits,
+    concurrency::concurrent_claimers_never_overshoot_a_limit,
 );
 
 #[tokio::test]

@@ -54,6 +54,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             health_tries: Some(200),
             health_interval_ms: Some(20),
             approvers: Vec::new(),
+            approval_ttl_secs: None,
         }],
     };
     std::fs::write(&config, toml::to_string_pretty(&file)?)?;
@@ -165,7 +166,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     Ok(if done == a.items as usize { 0 } else { 1 })
 }
 
-async fn write_bench_repo(repo: &Path) -> anyhow::Result<()> {
+pub(super) async fn write_bench_repo(repo: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(repo)?;
     let mut files = kit::orch_files(
         include_str!("../../kit/bench/agents.toml"),

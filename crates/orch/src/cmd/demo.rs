@@ -228,6 +228,7 @@ async fn create_demo(
             health_tries: Some(40),
             health_interval_ms: Some(250),
             approvers: Vec::new(),
+            approval_ttl_secs: None,
         }],
     };
     let path = dir.join("orch.toml");

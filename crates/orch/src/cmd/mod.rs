@@ -1,12 +1,14 @@
 //! One module per command; `dispatch` maps the parsed command line to them.
 
 mod bench;
+mod bench_scale;
 mod board;
 mod demo;
 mod init;
 mod item;
 mod logs;
 mod onboard;
+mod resume_promotions;
 mod run;
 mod serve;
 mod staging_check;
@@ -24,6 +26,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Init(args) => init::run(args),
+        Command::Bench(args) if !args.workers.is_empty() => {
+            let workers = args.workers.clone();
+            bench_scale::run(&args, &workers).await
+        }
         Command::Bench(args) => bench::run(args).await,
         Command::Onboard(args) => onboard::run(&cli.config, args),
         command => {
@@ -39,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::Logs(a) => logs::run(&ctx, a).await,
                 Command::Status(a) => status::run(&ctx, a).await,
                 Command::StagingCheck(a) => staging_check::run(&ctx, a).await,
+                Command::ResumePromotions(a) => resume_promotions::run(&ctx, &a),
                 Command::Serve(a) => serve::run(&ctx, a).await,
                 Command::Worker(a) => worker::run(&ctx, a).await,
                 Command::Demo(_) | Command::Init(_) | Command::Bench(_) | Command::Onboard(_) => {

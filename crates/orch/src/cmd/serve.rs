@@ -133,7 +133,8 @@ async fn run_engine(engine: Arc<Engine>, work_added: Arc<Notify>, shutdown: Canc
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = work_added.notified() => {}
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            // Another process (a worker, the CLI) queued a run: PostgreSQL says so at once.
+            _ = engine.store().wait_for_work(POLL_INTERVAL) => {}
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `orch worker`: a long-running process that only claims and runs stage runs, until SIGTERM or
 //! Ctrl-C. Several workers share one store (PostgreSQL, on one or many machines): the store makes
 //! every claim exclusive under a lease, and the merge at the end of a pipeline is idempotent, so
-//! workers need no other coordination.
+//! workers need no other coordination. On PostgreSQL an idle worker is woken by the store's
+//! `orch_work` notification as soon as a run is queued, instead of at its next poll.
 
 use std::time::Duration;
 
@@ -35,12 +36,17 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<i32> {
                 args.poll_secs
             ),
         }
+        // Idle until the poll interval ends, or sooner when the store says a run was queued
+        // (PostgreSQL's NOTIFY): polling stays the truth, the wake-up only shortens the wait.
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(poll) => {}
+            _ = ctx.engine.store().wait_for_work(poll) => {}
         }
     }
-    println!("orch worker: stopped");
+    println!(
+        "orch worker: stopped after {}",
+        ctx.engine.claim_stats().describe()
+    );
     Ok(0)
 }
 

@@ -25,3 +25,43 @@ fn bench_runs_both_sides_and_reports_a_ratio() {
     );
     assert!(stdout.contains("orch peak memory (VmHWM):"), "{stdout}");
 }
+
+/// The scaling mode runs real worker processes: on SQLite always, and on PostgreSQL when the test
+/// server is configured (always in CI). Every row must have finished every item.
+#[test]
+fn bench_scaling_mode_runs_worker_processes_and_prints_the_table() {
+    let postgres = std::env::var("ORCH_TEST_POSTGRES_URL").ok();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["bench", "--items", "4", "--workers", "1,2"]);
+    cmd.env_remove("ORCH_BENCH_POSTGRES_URL");
+    if let Some(url) = &postgres {
+        cmd.args(["--postgres", url]);
+    } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must give the PostgreSQL test server (ORCH_TEST_POSTGRES_URL)"
+        );
+    }
+    let out = cmd.output().expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| sqlite | 1 | 4/4 |"), "{stdout}");
+    if postgres.is_some() {
+        assert!(stdout.contains("| postgres | 1 | 4/4 |"), "{stdout}");
+        assert!(stdout.contains("| postgres | 2 | 4/4 |"), "{stdout}");
+    }
+    // Claim latency was measured inside the workers, not left blank.
+    let sqlite_row = stdout
+        .lines()
+        .find(|l| l.starts_with("| sqlite |"))
+        .expect("sqlite row");
+    let cells: Vec<&str> = sqlite_row.split('|').map(str::trim).collect();
+    assert!(
+        cells[7].parse::<f64>().is_ok() && cells[9].parse::<u64>().is_ok_and(|m| m > 0),
+        "claim p50 and peak memory are numbers: {sqlite_row}"
+    );
+}

@@ -4,11 +4,13 @@
 mod bad_input;
 mod bench;
 mod budget;
+mod chaos;
 mod crash;
 mod demo;
 mod harness;
 mod isolation;
 mod onboard;
+mod projects;
 mod serve;
 mod staging;
 mod worker;

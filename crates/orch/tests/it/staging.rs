@@ -318,3 +318,85 @@ fn a_taken_staging_port_blocks_the_item_instead_of_rolling_it_back() {
         "never rolled back to development"
     );
 }
+
+/// After a restore the deployer writes `deploy/<project>/prod/PAUSED`; `orch resume-promotions`
+/// is how a person clears it, and says what it cleared.
+#[test]
+fn resume_promotions_clears_the_pause_and_says_why_it_was_there() {
+    let orch = Orch::new(None);
+    let marker = orch.path().join("deploy/quick/prod/PAUSED");
+    std::fs::create_dir_all(marker.parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        &marker,
+        "prod was restored to abc123 after def456 failed its health check\n",
+    )
+    .expect("marker");
+    let out = orch.ok(&["resume-promotions"]);
+    assert!(
+        out.contains(
+            "quick: promotions resumed; they had paused because: prod was restored to abc123"
+        ),
+        "{out}"
+    );
+    assert!(!marker.exists(), "the pause is cleared");
+    let again = orch.ok(&["resume-promotions", "--project", "quick"]);
+    assert!(again.contains("were not paused"), "{again}");
+    let unknown = orch.run(&["resume-promotions", "--project", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+/// An approval older than the project's `approval_ttl_secs` when the promotion starts does not
+/// cover it: the item goes back to confirm-deploy for a fresh approval, and the same validated
+/// build (no second staging run) is promoted once a person approves again.
+#[test]
+fn an_expired_approval_asks_again_and_keeps_the_validated_build() {
+    let orch = Orch::new(None);
+    let config = orch.path().join("orch.toml");
+    let mut text = std::fs::read_to_string(&config).expect("orch.toml");
+    text.push_str("approval_ttl_secs = 1\n");
+    std::fs::write(&config, text).expect("orch.toml");
+    orch.ok(&["item", "add", "--title", "approve me twice"]);
+    orch.ok(&["run"]);
+    assert_eq!(orch.item("QUICK-1")["status"], "awaiting-approval");
+    orch.ok(&["approve", "QUICK-1", "--by", "alice"]);
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    orch.ok(&["run"]);
+    let item = orch.item("QUICK-1");
+    assert_eq!(item["status"], "awaiting-approval", "{item}");
+    assert_eq!(item["stage"], "confirm-deploy");
+    let deploy_runs: Vec<&Value> = item["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["stage"] == "deploy")
+        .collect();
+    assert_eq!(deploy_runs.len(), 1);
+    assert_eq!(deploy_runs[0]["verdict"]["class"], "reapprove");
+    assert!(
+        deploy_runs[0]["verdict"]["reapprove_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("approval by alice expired")),
+        "{}",
+        deploy_runs[0]
+    );
+    assert!(
+        !orch.path().join("deploy/quick/prod/current.json").exists(),
+        "nothing was promoted on the expired approval"
+    );
+
+    orch.ok(&["approve", "QUICK-1", "--by", "bob"]);
+    orch.ok(&["run"]);
+    let item = orch.item("QUICK-1");
+    assert_eq!(item["status"], "done", "{item}");
+    let staging_runs = item["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["stage"] == "deploy-staging")
+        .count();
+    assert_eq!(
+        staging_runs, 1,
+        "the build validated once is the one promoted"
+    );
+    crate::harness::assert_clean_history(&item);
+}

@@ -371,3 +371,35 @@ pub async fn change_item_starts_the_next_run_and_keeps_one_active(b: &dyn Backen
         ["item.created", "item.blocked", "item.retried"]
     );
 }
+
+pub async fn items_are_listed_by_status_oldest_first(b: &dyn Backend) {
+    let store = b.open().await;
+    demo_project(&*store).await;
+    for n in 1..=11 {
+        new_item(&*store, &format!("demo {n}")).await;
+    }
+    // Claiming moves the two oldest items to running; the rest stay queued.
+    claim(&*store, "w").await;
+    claim(&*store, "w").await;
+    let ids = |items: Vec<ItemRecord>| -> Vec<String> {
+        items.iter().map(|i| i.id.to_string()).collect()
+    };
+    let running = store
+        .list_items_with_status(ItemStatus::Running)
+        .await
+        .expect("running");
+    assert_eq!(ids(running), ["DEMO-1", "DEMO-2"]);
+    let queued = store
+        .list_items_with_status(ItemStatus::Queued)
+        .await
+        .expect("queued");
+    let expected: Vec<String> = (3..=11).map(|n| format!("DEMO-{n}")).collect();
+    assert_eq!(ids(queued), expected, "oldest first, DEMO-9 before DEMO-10");
+    assert!(
+        store
+            .list_items_with_status(ItemStatus::Merging)
+            .await
+            .expect("merging")
+            .is_empty()
+    );
+}

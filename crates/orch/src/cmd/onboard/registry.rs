@@ -151,6 +151,7 @@ impl Registry {
             health_tries: None,
             health_interval_ms: None,
             approvers: Vec::new(),
+            approval_ttl_secs: None,
         };
         settings::parse_project(&entry, &self.data_dir)
             .map_err(|e| UsageError(format!("the new entry does not parse: {e}")))?;

@@ -1,0 +1,179 @@
+//! The OpenCode adapter: runs `opencode run --format json [--model <provider/model>]` in the
+//! worktree with the prompt on standard input, and reads its usage from its `step_finish` events
+//! (see [`crate::opencode_stream`]).
+//!
+//! The child runs with a private `HOME` beside the run log (OpenCode keeps its settings, sessions
+//! and caches under it), so the user's own configuration neither applies nor changes. When an
+//! endpoint is configured, orch writes an OpenCode configuration file there (`OPENCODE_CONFIG`)
+//! declaring a provider `orch` for any OpenAI-compatible endpoint, with the model, and the API key
+//! read by OpenCode from the variable the config names. The session id is recorded, but sessions
+//! are not resumed: they live in that home, private to each attempt.
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, CliInvocation};
+use crate::opencode_stream::OpenCodeStream;
+use crate::price::{InputCount, Pricing};
+use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
+
+/// The program run when the config names none.
+pub const DEFAULT_PROGRAM: &str = "opencode";
+const INSTALL: &str = "npm install -g opencode-ai";
+/// The provider orch declares for a configured endpoint.
+const PROVIDER: &str = "orch";
+
+#[derive(Debug, Clone)]
+pub struct OpenCodeAgent {
+    /// A name looked up on PATH, or a path.
+    pub program: String,
+    /// Added after orch's own arguments.
+    pub extra_args: Vec<String>,
+    /// Overrides the role's model: `provider/model`, or a bare name with `base_url`.
+    pub model: Option<String>,
+    /// An OpenAI-compatible endpoint, declared as the provider `orch`.
+    pub base_url: Option<String>,
+    /// The NAME of orch's environment variable holding the API key; the child gets it under the
+    /// same name (the variable its provider reads, or the one orch's provider names).
+    pub api_key_env: Option<String>,
+    pub pricing: Pricing,
+}
+
+impl Default for OpenCodeAgent {
+    fn default() -> Self {
+        Self {
+            program: DEFAULT_PROGRAM.to_owned(),
+            extra_args: Vec::new(),
+            model: None,
+            base_url: None,
+            api_key_env: None,
+            pricing: Pricing::default(),
+        }
+    }
+}
+
+impl OpenCodeAgent {
+    fn model<'a>(&'a self, req: &'a AgentRequest) -> Option<&'a str> {
+        self.model.as_deref().or(req.model.as_deref())
+    }
+
+    /// The model as OpenCode names it: under orch's provider when an endpoint is configured.
+    fn model_argument(&self, req: &AgentRequest) -> Option<String> {
+        let model = self.model(req)?;
+        Some(match &self.base_url {
+            Some(_) => format!("{PROVIDER}/{model}"),
+            None => model.to_owned(),
+        })
+    }
+
+    fn args(&self, req: &AgentRequest) -> Vec<String> {
+        let mut args: Vec<String> = ["run", "--format", "json"].map(str::to_owned).into();
+        if let Some(model) = self.model_argument(req) {
+            args.extend(["--model".to_owned(), model]);
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// OpenCode's configuration declaring orch's provider, for a configured endpoint.
+    fn config(&self, req: &AgentRequest) -> Option<serde_json::Value> {
+        let url = self.base_url.as_ref()?;
+        let mut options = json!({ "baseURL": url });
+        if let Some(name) = &self.api_key_env {
+            // OpenCode substitutes `{env:NAME}` itself: the key is never written to the file.
+            options["apiKey"] = format!("{{env:{name}}}").into();
+        }
+        let mut models = serde_json::Map::new();
+        if let Some(model) = self.model(req) {
+            models.insert(model.to_owned(), json!({ "name": model }));
+        }
+        Some(json!({
+            "$schema": "https://opencode.ai/config.json",
+            "autoupdate": false,
+            "share": "disabled",
+            "provider": { PROVIDER: {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": PROVIDER,
+                "options": options,
+                "models": models,
+            } },
+        }))
+    }
+
+    fn env(&self, req: &AgentRequest) -> Result<Vec<(String, String)>, String> {
+        let mut env = orch_process::safe_env();
+        env.extend(req.env_vars());
+        let home = cli::private_dir(&req.log, "opencode-home");
+        let prepare = |config: Option<serde_json::Value>| -> std::io::Result<()> {
+            std::fs::create_dir_all(&home)?;
+            match config {
+                Some(config) => std::fs::write(home.join("opencode.json"), config.to_string()),
+                None => Ok(()),
+            }
+        };
+        let config = self.config(req);
+        let has_config = config.is_some();
+        prepare(config).map_err(|e| format!("cannot prepare {}: {e}", home.display()))?;
+        cli::set_env(&mut env, "HOME", home.display().to_string());
+        if has_config {
+            let file = home.join("opencode.json").display().to_string();
+            cli::set_env(&mut env, "OPENCODE_CONFIG", file);
+        }
+        if let Some(name) = &self.api_key_env {
+            cli::set_env(&mut env, name, cli::secret_from_env(name)?);
+        }
+        Ok(env)
+    }
+}
+
+#[async_trait]
+impl Agent for OpenCodeAgent {
+    fn kind(&self) -> &'static str {
+        "opencode"
+    }
+
+    async fn run(
+        &self,
+        req: &AgentRequest,
+        cancel: &CancellationToken,
+        observer: &mut dyn RunObserver,
+    ) -> AgentRun {
+        let env = match self.env(req) {
+            Ok(env) => env,
+            Err(message) => return cli::failed_to_start(req, message),
+        };
+        cli::cannot_resume(
+            req,
+            "opencode",
+            "its sessions live in a home private to each attempt",
+        );
+        let invocation = CliInvocation {
+            install: INSTALL,
+            program: self.program.clone(),
+            args: self.args(req),
+            env,
+            stdin: req.prompt.clone().into_bytes(),
+        };
+        let mut stream = OpenCodeStream::default();
+        let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
+        let counted = &stream.usage;
+        let mut usage = Usage {
+            input_tokens: counted.input_tokens,
+            output_tokens: counted.output_tokens,
+            cache_read_tokens: counted.cache_read_tokens,
+            cache_write_tokens: counted.cache_write_tokens,
+            reasoning_tokens: counted.reasoning_tokens,
+            cost_usd: counted.cost_usd,
+            turns: (counted.steps > 0).then_some(counted.steps),
+            duration_ms: cli::millis(finished.duration),
+            session_id: stream.session_id.clone(),
+            ..Usage::default()
+        };
+        self.pricing
+            .estimate(&mut usage, self.model(req), InputCount::ExcludesCacheRead);
+        let failed = stream.failed.then_some("it reported an error");
+        let outcome = cli::fail_clean_exit(finished.outcome, failed, req);
+        cli::ran(req, outcome, usage, stream.model_error)
+    }
+}
