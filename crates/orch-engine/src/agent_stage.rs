@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::execute::{Measured, StageError, fingerprint};
 use crate::project::{Project, artifact_dir, branch};
 use crate::spend::RunBudget;
-use crate::{Engine, events};
+use crate::{Engine, events, session};
 
 /// Watches the agent: records its process group in the run's checkpoint, so a crash can be
 /// cleaned up, and stops it when what it reports it spent reaches a spend limit.
@@ -145,7 +145,7 @@ impl Engine {
             stall: built.stall,
             log: log.clone(),
             prompt_file,
-            resume_session: None,
+            resume_session: session::to_resume(&runs, run),
         };
         self.crashpoint("during-agent");
         let mut observer = StageObserver {
@@ -162,7 +162,7 @@ impl Engine {
         let mut evs = vec![NewEvent::for_run(
             events::AGENT_FINISHED,
             run.id,
-            json!({ "agent": built.agent.kind(), "outcome": agent_run.outcome.describe(), "usage": agent_run.usage }),
+            json!({ "agent": built.agent.kind(), "outcome": agent_run.outcome.describe(), "usage": agent_run.usage, "resumed": req.resume_session }),
         )];
         let overrun = match observer.stopped_for {
             Some(live) => Some((live, "during-run")),

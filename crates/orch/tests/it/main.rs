@@ -11,6 +11,7 @@ mod harness;
 mod isolation;
 mod onboard;
 mod projects;
+mod resume;
 mod serve;
 mod staging;
 mod worker;
