@@ -423,22 +423,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn claude_and_codex_are_stopped_by_the_usage_they_stream() {
+    async fn claude_codex_and_opencode_are_stopped_by_the_usage_they_stream() {
         use crate::Agent;
         let claude_message = r#"{"type":"assistant","message":{"id":"m1","usage":{"input_tokens":600,"output_tokens":100},"content":[]}}"#;
         let codex_turn = r#"{"type":"turn.completed","usage":{"input_tokens":600,"cached_input_tokens":0,"output_tokens":100}}"#;
-        let dir = tempfile::tempdir().expect("tempdir");
+        let opencode_step = r#"{"type":"step_finish","sessionID":"ses_1","part":{"type":"step-finish","reason":"tool-calls","cost":0,"tokens":{"input":600,"output":100,"reasoning":0,"cache":{"read":0,"write":0}}}}"#;
+        let dirs: Vec<_> = (0..4)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
         let claude = crate::claude::ClaudeAgent {
-            program: slow_cli(dir.path(), claude_message),
+            program: slow_cli(dirs[0].path(), claude_message),
             ..Default::default()
         };
-        let run_dir = tempfile::tempdir().expect("tempdir");
-        let codex_dir = tempfile::tempdir().expect("tempdir");
         let codex = crate::codex::CodexAgent {
-            program: slow_cli(codex_dir.path(), codex_turn),
+            program: slow_cli(dirs[1].path(), codex_turn),
             ..Default::default()
         };
-        for agent in [&claude as &dyn Agent, &codex] {
+        let opencode = crate::opencode::OpenCodeAgent {
+            program: slow_cli(dirs[2].path(), opencode_step),
+            ..Default::default()
+        };
+        let run_dir = &dirs[3];
+        for agent in [&claude as &dyn Agent, &codex, &opencode] {
             let req = request(run_dir.path());
             let mut observer = Limit(500, Vec::new());
             let started = std::time::Instant::now();

@@ -62,7 +62,8 @@ impl StreamParser for CodexStream {
         }
     }
 
-    /// The completed turns' tokens; the cost comes from the price table at the run's end.
+    /// The completed turns' tokens, as the run's record has them; the cost comes from the price
+    /// table at the run's end. `None` before the first turn completed.
     fn usage_so_far(&self) -> Option<Usage> {
         let u = &self.usage;
         (u.turns > 0).then(|| Usage {

@@ -206,7 +206,7 @@ pub trait RunObserver: Send {
     fn started(&mut self, pgid: u32);
 
     /// Called whenever the agent reports what the run has spent so far (Claude Code per
-    /// assistant message, Codex per turn, the scripted agent once). `false` stops the run: the
+    /// assistant message, Codex per turn, OpenCode per step, the scripted agent once). `false` stops the run: the
     /// agent is killed with its process group, as on a cancel. Spend limits are enforced here.
     fn usage_so_far(&mut self, _usage: &Usage) -> bool {
         true
