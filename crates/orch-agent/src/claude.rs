@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::claude_stream::ClaudeStream;
-use crate::cli::{self, CliInvocation};
+use crate::cli::{self, CliInvocation, StreamParser};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 
 /// The program run when the config names none.
@@ -136,6 +136,8 @@ impl Agent for ClaudeAgent {
         };
         let mut stream = ClaudeStream::default();
         let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
+        // A run killed before its result (a timeout, a spend limit) spent what its messages said.
+        let messages = stream.usage_so_far().filter(|_| stream.result.is_none());
         let result = stream.result.unwrap_or_default();
         // The CLI said its run failed: a clean exit must not make that a pass.
         let outcome = cli::fail_clean_exit(
@@ -156,6 +158,15 @@ impl Agent for ClaudeAgent {
             session_id: stream.session_id,
             // Claude Code reports cached input beside `input_tokens`, not inside it.
             input_includes_cache: false,
+        };
+        // Killed before its result: what the messages reported is what is known.
+        let usage = match messages {
+            Some(seen) => Usage {
+                duration_ms: usage.duration_ms,
+                session_id: usage.session_id,
+                ..seen
+            },
+            None => usage,
         };
         cli::ran(req, outcome, usage, result.model_error)
     }

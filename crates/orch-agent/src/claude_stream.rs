@@ -1,12 +1,16 @@
-//! Reads Claude Code's `--output-format stream-json` lines: readable log lines as they come, and
-//! the usage of the final `result` event.
+//! Reads Claude Code's `--output-format stream-json` lines: readable log lines as they come, the
+//! usage of the final `result` event, and the usage of each assistant message on the way (the
+//! only usage there is before the end, and all of it when a run is killed before its result).
 //!
 //! The events read are `system` (subtype `init`), `assistant` (text and tool calls), `user`
 //! (tool results, of which only errors are logged) and `result`. Anything else is skipped
 //! quietly; a line that is not JSON is logged as such and skipped.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
+use crate::Usage;
 use crate::cli::{StreamParser, quote};
 
 /// What the final `result` event said. Every field is `None` when missing or of the wrong type.
@@ -29,6 +33,10 @@ pub(crate) struct ClaudeStream {
     pub result: Option<ClaudeResult>,
     /// The session id of the `system` `init` or `result` event, to resume the session later.
     pub session_id: Option<String>,
+    /// Token counts (input, output, cache read, cache write) of each assistant message by its id.
+    /// Claude Code repeats a message's usage on every event of that message, so it is kept
+    /// once per id; a message without an id counts on its own.
+    messages: BTreeMap<String, [u64; 4]>,
 }
 
 impl StreamParser for ClaudeStream {
@@ -52,9 +60,12 @@ impl StreamParser for ClaudeStream {
                 text_or(&event["model"], "?"),
                 text_or(&event["cwd"], "?"),
             )],
-            Some("assistant") => content(&event)
-                .filter_map(describe_assistant_block)
-                .collect(),
+            Some("assistant") => {
+                self.count_message(&event["message"]);
+                content(&event)
+                    .filter_map(describe_assistant_block)
+                    .collect()
+            }
             Some("user") => content(&event).filter_map(describe_tool_error).collect(),
             Some("result") => {
                 let result = read_result(&event);
@@ -64,6 +75,42 @@ impl StreamParser for ClaudeStream {
             }
             _ => Vec::new(),
         }
+    }
+
+    fn usage_so_far(&self) -> Option<Usage> {
+        if self.messages.is_empty() {
+            return None;
+        }
+        let sum = |i: usize| Some(self.messages.values().map(|m| m[i]).sum::<u64>());
+        Some(Usage {
+            input_tokens: sum(0),
+            output_tokens: sum(1),
+            cache_read_tokens: sum(2),
+            cache_write_tokens: sum(3),
+            ..Usage::default()
+        })
+    }
+}
+
+impl ClaudeStream {
+    fn count_message(&mut self, message: &Value) {
+        let usage = &message["usage"];
+        if !usage.is_object() {
+            return;
+        }
+        let key = message["id"]
+            .as_str()
+            .map_or_else(|| format!("#{}", self.messages.len()), str::to_owned);
+        let read = |k: &str| usage[k].as_u64().unwrap_or(0);
+        self.messages.insert(
+            key,
+            [
+                read("input_tokens"),
+                read("output_tokens"),
+                read("cache_read_input_tokens"),
+                read("cache_creation_input_tokens"),
+            ],
+        );
     }
 }
 
@@ -202,6 +249,36 @@ mod tests {
                 model_error: None,
             })
         );
+    }
+
+    #[test]
+    fn assistant_messages_add_up_once_per_message_before_any_result() {
+        let message = |id: &str, input: u64, output: u64| {
+            format!(
+                r#"{{"type":"assistant","message":{{"id":"{id}","usage":{{"input_tokens":{input},"output_tokens":{output},"cache_read_input_tokens":5,"cache_creation_input_tokens":1}},"content":[]}}}}"#
+            )
+        };
+        let mut stream = ClaudeStream::default();
+        assert_eq!(stream.usage_so_far(), None);
+        // The second event of message m1 repeats its usage (one event per content block).
+        for line in [
+            message("m1", 10, 2),
+            message("m1", 10, 3),
+            message("m2", 20, 4),
+        ] {
+            stream.parse_line(&line);
+        }
+        let seen = stream.usage_so_far().expect("usage");
+        assert_eq!(
+            (
+                seen.input_tokens,
+                seen.output_tokens,
+                seen.cache_read_tokens,
+                seen.cache_write_tokens
+            ),
+            (Some(30), Some(7), Some(10), Some(2))
+        );
+        assert_eq!(seen.run_spend().tokens, Some(49));
     }
 
     #[test]

@@ -13,12 +13,18 @@ use orch_core::gate::ExitOutcome;
 use orch_process::{Finished, Stream};
 use tokio_util::sync::CancellationToken;
 
-use crate::{AgentRequest, AgentRun, RunObserver};
+use crate::{AgentRequest, AgentRun, RunObserver, Usage};
 
 /// Turns a CLI's output lines into readable log lines, keeping what it needs to report usage.
 pub(crate) trait StreamParser: Send {
     /// The readable lines for one line of the CLI's standard output (often none).
     fn parse_line(&mut self, line: &str) -> Vec<String>;
+
+    /// What the run has spent so far by the stream's own reports, for live spend checks;
+    /// `None` until the CLI reported any.
+    fn usage_so_far(&self) -> Option<Usage> {
+        None
+    }
 
     /// The readable lines of what the parser still holds when the output ends.
     fn finish(&mut self) -> Vec<String> {
@@ -78,12 +84,16 @@ pub(crate) async fn run_cli(
         log: Some(raw_stream_path(&req.log)),
         ..orch_process::Spec::new(&invocation.program, &req.worktree)
     };
+    // Cancelled by the watcher when the observer says a spend limit was reached.
+    let stop = cancel.child_token();
     let mut watcher = StreamWatcher {
         observer,
         parser,
         log,
+        reported: None,
+        stop: stop.clone(),
     };
-    let finished = orch_process::run(&spec, cancel, &mut watcher).await;
+    let finished = orch_process::run(&spec, &stop, &mut watcher).await;
     for line in watcher.parser.finish() {
         watcher.log.write(&line);
     }
@@ -222,10 +232,32 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Feeds standard output to the parser and writes readable lines (and standard error) to the log.
+/// Each change of the parser's usage goes to the observer, which may stop the run.
 struct StreamWatcher<'a> {
     observer: &'a mut dyn RunObserver,
     parser: &'a mut dyn StreamParser,
     log: ReadableLog,
+    /// The usage last given to the observer.
+    reported: Option<Usage>,
+    stop: CancellationToken,
+}
+
+impl StreamWatcher<'_> {
+    fn report_usage(&mut self) {
+        let Some(usage) = self.parser.usage_so_far() else {
+            return;
+        };
+        if self.reported.as_ref() == Some(&usage) {
+            return;
+        }
+        let go_on = self.observer.usage_so_far(&usage);
+        self.reported = Some(usage);
+        if !go_on && !self.stop.is_cancelled() {
+            self.log
+                .write("orch: stopping the agent: a spend limit was reached");
+            self.stop.cancel();
+        }
+    }
 }
 
 impl orch_process::Observer for StreamWatcher<'_> {
@@ -239,6 +271,7 @@ impl orch_process::Observer for StreamWatcher<'_> {
                 for readable in self.parser.parse_line(line) {
                     self.log.write(&readable);
                 }
+                self.report_usage();
             }
             Stream::Stderr => self.log.write(&format!("[stderr] {}", quote(line))),
         }
@@ -288,6 +321,151 @@ impl ReadableLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts output lines as tokens: one per line.
+    struct LineTokens(u64);
+
+    impl StreamParser for LineTokens {
+        fn parse_line(&mut self, _line: &str) -> Vec<String> {
+            self.0 += 1;
+            Vec::new()
+        }
+
+        fn usage_so_far(&self) -> Option<Usage> {
+            Some(Usage {
+                input_tokens: Some(self.0),
+                output_tokens: Some(0),
+                ..Usage::default()
+            })
+        }
+    }
+
+    /// Says stop once the run's tokens reach its limit; records the tokens it was told of.
+    struct Limit(u64, Vec<u64>);
+
+    impl RunObserver for Limit {
+        fn started(&mut self, _pgid: u32) {}
+
+        fn usage_so_far(&mut self, usage: &Usage) -> bool {
+            let tokens = usage.run_spend().tokens.unwrap_or(0);
+            self.1.push(tokens);
+            tokens < self.0
+        }
+    }
+
+    fn request(dir: &Path) -> AgentRequest {
+        AgentRequest {
+            item: orch_core::ItemId::parse("A-1").expect("valid"),
+            title: "t".into(),
+            stage: orch_core::StageName::parse("dev").expect("valid"),
+            attempt: 1,
+            worktree: dir.to_path_buf(),
+            artifact_dir: "docs/work-items/A-1/".into(),
+            artifact: None,
+            prompt: String::new(),
+            model: None,
+            tools: Vec::new(),
+            timeout: std::time::Duration::from_secs(60),
+            stall: std::time::Duration::from_secs(60),
+            log: dir.join("run.log"),
+            prompt_file: dir.join("run.prompt.md"),
+            resume_session: None,
+        }
+    }
+
+    /// An executable shell script in `dir` that reads its input, prints `line`, then would work
+    /// for a minute.
+    fn slow_cli(dir: &Path, line: &str) -> String {
+        let path = dir.join("slow-cli");
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\ncat >/dev/null\necho '{line}'\nsleep 60\n"),
+        )
+        .expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path.display().to_string()
+    }
+
+    #[tokio::test]
+    async fn an_observer_that_says_stop_kills_the_cli_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = request(dir.path());
+        let invocation = CliInvocation {
+            install: "nothing to install",
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                "echo a; echo b; echo c; sleep 60; echo d".into(),
+            ],
+            env: orch_process::safe_env(),
+            stdin: Vec::new(),
+        };
+        let mut observer = Limit(2, Vec::new());
+        let started = std::time::Instant::now();
+        let finished = run_cli(
+            invocation,
+            &mut LineTokens(0),
+            &req,
+            &CancellationToken::new(),
+            &mut observer,
+        )
+        .await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the CLI ran on"
+        );
+        assert_eq!(finished.outcome, ExitOutcome::Signaled(15));
+        // Told of each change until it said stop; the line after that changed nothing.
+        assert_eq!(observer.1[..2], [1, 2]);
+        assert!(!observer.1.contains(&4), "{:?}", observer.1);
+        let log = std::fs::read_to_string(&req.log).expect("log");
+        assert!(log.contains("a spend limit was reached"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn claude_codex_and_opencode_are_stopped_by_the_usage_they_stream() {
+        use crate::Agent;
+        let claude_message = r#"{"type":"assistant","message":{"id":"m1","usage":{"input_tokens":600,"output_tokens":100},"content":[]}}"#;
+        let codex_turn = r#"{"type":"turn.completed","usage":{"input_tokens":600,"cached_input_tokens":0,"output_tokens":100}}"#;
+        let opencode_step = r#"{"type":"step_finish","sessionID":"ses_1","part":{"type":"step-finish","reason":"tool-calls","cost":0,"tokens":{"input":600,"output":100,"reasoning":0,"cache":{"read":0,"write":0}}}}"#;
+        let dirs: Vec<_> = (0..4)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let claude = crate::claude::ClaudeAgent {
+            program: slow_cli(dirs[0].path(), claude_message),
+            ..Default::default()
+        };
+        let codex = crate::codex::CodexAgent {
+            program: slow_cli(dirs[1].path(), codex_turn),
+            ..Default::default()
+        };
+        let opencode = crate::opencode::OpenCodeAgent {
+            program: slow_cli(dirs[2].path(), opencode_step),
+            ..Default::default()
+        };
+        let run_dir = &dirs[3];
+        for agent in [&claude as &dyn Agent, &codex, &opencode] {
+            let req = request(run_dir.path());
+            let mut observer = Limit(500, Vec::new());
+            let started = std::time::Instant::now();
+            let run = agent
+                .run(&req, &CancellationToken::new(), &mut observer)
+                .await;
+            let kind = agent.kind();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{kind} ran on"
+            );
+            assert_eq!(run.outcome, ExitOutcome::Signaled(15), "{kind}");
+            assert_eq!(observer.1, [700], "{kind}");
+            // Killed before any final result: the usage streamed so far is what it spent.
+            assert_eq!(
+                (run.usage.input_tokens, run.usage.output_tokens),
+                (Some(600), Some(100)),
+                "{kind}"
+            );
+        }
+    }
 
     #[test]
     fn quotes_are_one_line_and_cut_on_a_char_boundary() {

@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, CliInvocation};
+use crate::cli::{self, CliInvocation, StreamParser};
 use crate::codex_stream::CodexStream;
 pub use crate::price::TokenPrice;
 use crate::price::{InputCount, Pricing};
@@ -142,16 +142,11 @@ impl Agent for CodexAgent {
         };
         let mut stream = CodexStream::default();
         let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
-        let counted = stream.usage;
+        let counted = stream.usage_so_far().unwrap_or_default();
         let mut usage = Usage {
-            input_tokens: counted.input_tokens,
-            output_tokens: counted.output_tokens,
-            cache_read_tokens: counted.cached_input_tokens,
-            reasoning_tokens: counted.reasoning_tokens,
-            turns: (counted.turns > 0).then_some(counted.turns),
             duration_ms: cli::millis(finished.duration),
             session_id: stream.thread_id,
-            ..Usage::default()
+            ..counted
         };
         let model = self.model.as_ref().or(req.model.as_ref());
         self.pricing.estimate(

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::Usage;
 use crate::cli::{StreamParser, quote};
 
 /// The summed usage of the turns. All `None` when no turn completed.
@@ -59,6 +60,21 @@ impl StreamParser for CodexStream {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The completed turns' tokens, as the run's record has them; the cost comes from the price
+    /// table at the run's end. `None` before the first turn completed.
+    fn usage_so_far(&self) -> Option<Usage> {
+        let u = &self.usage;
+        (u.turns > 0).then(|| Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_read_tokens: u.cached_input_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            turns: Some(u.turns),
+            input_includes_cache: true,
+            ..Usage::default()
+        })
     }
 }
 

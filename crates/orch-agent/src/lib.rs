@@ -199,10 +199,18 @@ impl AgentRun {
     }
 }
 
-/// Called when the agent's process starts, with its process group id, so the engine can record
-/// it and kill or adopt it after a crash.
+/// Watches a run for the engine: where its process group is, and what it has spent so far.
 pub trait RunObserver: Send {
+    /// Called when the agent's process starts, with its process group id, so the engine can
+    /// record it and kill or adopt it after a crash.
     fn started(&mut self, pgid: u32);
+
+    /// Called whenever the agent reports what the run has spent so far (Claude Code per
+    /// assistant message, Codex per turn, OpenCode per step, the scripted agent once). `false` stops the run: the
+    /// agent is killed with its process group, as on a cancel. Spend limits are enforced here.
+    fn usage_so_far(&mut self, _usage: &Usage) -> bool {
+        true
+    }
 }
 
 impl RunObserver for () {

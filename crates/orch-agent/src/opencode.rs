@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, CliInvocation};
+use crate::cli::{self, CliInvocation, StreamParser};
 use crate::opencode_stream::OpenCodeStream;
 use crate::price::{InputCount, Pricing};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
@@ -157,18 +157,11 @@ impl Agent for OpenCodeAgent {
         };
         let mut stream = OpenCodeStream::default();
         let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
-        let counted = &stream.usage;
+        let counted = stream.usage_so_far().unwrap_or_default();
         let mut usage = Usage {
-            input_tokens: counted.input_tokens,
-            output_tokens: counted.output_tokens,
-            cache_read_tokens: counted.cache_read_tokens,
-            cache_write_tokens: counted.cache_write_tokens,
-            reasoning_tokens: counted.reasoning_tokens,
-            cost_usd: counted.cost_usd,
-            turns: (counted.steps > 0).then_some(counted.steps),
             duration_ms: cli::millis(finished.duration),
             session_id: stream.session_id.clone(),
-            ..Usage::default()
+            ..counted
         };
         self.pricing
             .estimate(&mut usage, self.model(req), InputCount::ExcludesCacheRead);

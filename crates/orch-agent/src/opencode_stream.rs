@@ -15,6 +15,7 @@
 
 use serde_json::Value;
 
+use crate::Usage;
 use crate::cli::{StreamParser, quote};
 use crate::model_error::{self, ModelError};
 
@@ -67,6 +68,22 @@ impl StreamParser for OpenCodeStream {
             _ => None,
         };
         line.into_iter().collect()
+    }
+
+    /// The finished steps' usage, as the run's record has it (its cost too when OpenCode gave
+    /// one); `None` before the first step finished.
+    fn usage_so_far(&self) -> Option<Usage> {
+        let u = &self.usage;
+        (u.steps > 0).then(|| Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cache_read_tokens: u.cache_read_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+            reasoning_tokens: u.reasoning_tokens,
+            cost_usd: u.cost_usd,
+            turns: Some(u.steps),
+            ..Usage::default()
+        })
     }
 }
 

@@ -37,9 +37,17 @@ pub struct Step {
     pub say: Vec<String>,
     #[serde(default)]
     pub files: Vec<FileEdit>,
-    /// Tokens to report as spent, so usage accounting can be exercised without a model.
+    /// Tokens to report as spent (input, output), so usage accounting can be exercised without
+    /// a model. They are reported to the run's observer before the step sleeps or writes.
     #[serde(default)]
     pub tokens: Option<(u64, u64)>,
+    /// USD to report as spent; `0.0` when only `tokens` are given.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// Report the usage only with the run's end, as an agent that streams none does: no live
+    /// spend check sees it, only the check after the run.
+    #[serde(default)]
+    pub usage_at_end: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,12 +151,22 @@ impl Agent for ScriptedAgent {
         &self,
         req: &AgentRequest,
         cancel: &CancellationToken,
-        _observer: &mut dyn RunObserver,
+        observer: &mut dyn RunObserver,
     ) -> AgentRun {
         // Runs in-process: there is no process group to report.
         let started = Instant::now();
         let mut log = Log::open(&req.log).await;
-        let outcome = match self.scenario.step(req.stage.as_str(), req.attempt) {
+        let step = self.scenario.step(req.stage.as_str(), req.attempt);
+        let mut usage = Usage {
+            turns: Some(1),
+            ..Usage::default()
+        };
+        if let Some(step) = step {
+            usage.input_tokens = step.tokens.map(|t| t.0);
+            usage.output_tokens = step.tokens.map(|t| t.1);
+            usage.cost_usd = step.cost_usd.or(step.tokens.map(|_| 0.0));
+        }
+        let outcome = match step {
             None => {
                 log.line(&format!(
                     "scripted agent: the scenario has no step for stage `{}` (attempt {})",
@@ -157,21 +175,9 @@ impl Agent for ScriptedAgent {
                 .await;
                 ExitOutcome::Exited(2)
             }
-            Some(step) => perform(step, req, cancel, &mut log).await,
+            Some(step) => perform(step, req, cancel, &mut log, observer, &usage).await,
         };
-        let tokens = self
-            .scenario
-            .step(req.stage.as_str(), req.attempt)
-            .and_then(|s| s.tokens);
-        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let usage = Usage {
-            input_tokens: tokens.map(|t| t.0),
-            output_tokens: tokens.map(|t| t.1),
-            cost_usd: tokens.map(|_| 0.0),
-            turns: Some(1),
-            duration_ms,
-            ..Usage::default()
-        };
+        usage.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         AgentRun {
             usage,
             ..AgentRun::ended(outcome)
@@ -184,9 +190,18 @@ async fn perform(
     req: &AgentRequest,
     cancel: &CancellationToken,
     log: &mut Log,
+    observer: &mut dyn RunObserver,
+    usage: &Usage,
 ) -> ExitOutcome {
     for line in &step.say {
         log.line(&expand(line, req)).await;
+    }
+    let reports = (step.tokens.is_some() || step.cost_usd.is_some()) && !step.usage_at_end;
+    if reports && !observer.usage_so_far(usage) {
+        log.line("scripted agent: stopped by orch after reporting its usage")
+            .await;
+        // What a killed process would report; nothing of the step is written.
+        return ExitOutcome::Signaled(15);
     }
     if step.sleep_ms > 0 {
         let sleep = Duration::from_millis(step.sleep_ms);
@@ -377,6 +392,72 @@ exit_code = 3
         cancel.cancel();
         let run = agent.run(&req(dir.path(), "qa", 1), &cancel, &mut ()).await;
         assert_eq!(run.outcome, ExitOutcome::Signaled(15));
+    }
+
+    /// Says stop once the reported tokens reach a limit, and remembers what it saw.
+    struct Limit(u64, Vec<Option<u64>>);
+
+    impl RunObserver for Limit {
+        fn started(&mut self, _pgid: u32) {}
+
+        fn usage_so_far(&mut self, usage: &Usage) -> bool {
+            self.1.push(usage.input_tokens);
+            usage.input_tokens.unwrap_or(0) < self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_its_usage_and_stops_when_the_observer_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = ScriptedAgent::new(
+            Scenario::from_toml(
+                "[[steps]]\nstage = \"qa\"\ntokens = [500, 20]\ncost_usd = 0.25\nsleep_ms = 60000\n\
+                 files = [{ path = \"x.txt\", content = \"x\" }]\n",
+            )
+            .expect("valid"),
+        );
+        let mut observer = Limit(100, Vec::new());
+        let started = Instant::now();
+        let run = agent
+            .run(
+                &req(dir.path(), "qa", 1),
+                &CancellationToken::new(),
+                &mut observer,
+            )
+            .await;
+        assert!(started.elapsed() < Duration::from_secs(10), "it slept");
+        assert_eq!(run.outcome, ExitOutcome::Signaled(15));
+        assert_eq!(observer.1, [Some(500)]);
+        assert_eq!(
+            (
+                run.usage.input_tokens,
+                run.usage.output_tokens,
+                run.usage.cost_usd
+            ),
+            (Some(500), Some(20), Some(0.25))
+        );
+        assert!(
+            !dir.path().join("x.txt").exists(),
+            "a stopped step writes nothing"
+        );
+
+        let agent = ScriptedAgent::new(
+            Scenario::from_toml(
+                "[[steps]]\nstage = \"qa\"\ntokens = [500, 20]\nusage_at_end = true\n",
+            )
+            .expect("valid"),
+        );
+        let mut observer = Limit(100, Vec::new());
+        let run = agent
+            .run(
+                &req(dir.path(), "qa", 1),
+                &CancellationToken::new(),
+                &mut observer,
+            )
+            .await;
+        assert_eq!(run.outcome, ExitOutcome::Exited(0));
+        assert!(observer.1.is_empty(), "reported live: {:?}", observer.1);
+        assert_eq!(run.usage.input_tokens, Some(500));
     }
 
     #[test]

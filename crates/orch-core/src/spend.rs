@@ -9,6 +9,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::id::StageName;
+use crate::pipeline::Pipeline;
+
 /// Millionths of a US dollar.
 pub type MicroUsd = u64;
 
@@ -65,6 +68,25 @@ impl Spend {
             Some(c) => self.cost = self.cost.saturating_add(c),
             None => self.runs_without_cost += 1,
         }
+    }
+
+    /// This spend with a run that is still going: what it reported so far adds up, and what it
+    /// has not reported yet is not counted as unknown (it may arrive with the run's end). Used to
+    /// stop a run live; the run's final record is added with [`Spend::add`].
+    pub fn with_running(mut self, run: RunSpend) -> Self {
+        if let Some(t) = run.tokens {
+            self.tokens = self.tokens.saturating_add(t);
+        }
+        if let Some(c) = run.cost {
+            self.cost = self.cost.saturating_add(c);
+        }
+        self
+    }
+
+    /// This spend with one more finished run.
+    pub fn with(mut self, run: RunSpend) -> Self {
+        self.add(run);
+        self
     }
 
     pub fn sum(runs: impl IntoIterator<Item = RunSpend>) -> Self {
@@ -202,6 +224,26 @@ impl SpendLimit {
     }
 }
 
+/// The first limit a run of `stage` has reached, given what the item spent in all (`item`) and
+/// in that stage (`stage_spent`, all attempts): the item's limit is checked first, then the
+/// stage's. `None` means the run may go on (or start).
+pub fn first_overrun(
+    pipeline: &Pipeline,
+    stage: &StageName,
+    item: &Spend,
+    stage_spent: &Spend,
+) -> Option<Overrun> {
+    pipeline
+        .spend_limit()
+        .check(LimitScope::Item, item)
+        .or_else(|| {
+            pipeline.stage(stage).and_then(|s| {
+                s.spend
+                    .check(LimitScope::Stage(stage.to_string()), stage_spent)
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +323,49 @@ mod tests {
         };
         assert_eq!(tokens_only.check(LimitScope::Item, &unknown_cost), None);
         assert!(SpendLimit::default().is_unlimited());
+    }
+
+    #[test]
+    fn a_running_run_adds_what_it_reported_and_nothing_unknown() {
+        let before = Spend::sum([run(Some(10), Some(5))]);
+        let live = before.with_running(run(Some(90), None));
+        assert_eq!((live.tokens, live.cost, live.runs), (100, 5, 1));
+        assert_eq!(live.runs_without_cost, 0);
+        // The same run, finished without a cost, is unknown cost.
+        let done = before.with(run(Some(90), None));
+        assert_eq!(
+            (done.tokens, done.runs, done.runs_without_cost),
+            (100, 2, 1)
+        );
+    }
+
+    #[test]
+    fn the_items_limit_is_checked_before_the_stages() {
+        let pipeline = Pipeline::from_toml(
+            "[spend]\nmax_tokens = 100\n[[stages]]\nname = \"a\"\nkind = \"agent\"\nrole = \"dev\"\n\
+             artifact = \"a.md\"\nverdict = { field = \"s\", pass = [\"OK\"] }\non_pass = \"done\"\n\
+             spend = { max_usd = 0.5 }\n",
+        )
+        .expect("valid");
+        let a = StageName::parse("a").expect("valid");
+        let spent = |tokens, cost| Spend::sum([run(Some(tokens), Some(cost))]);
+        let say = |item: Spend, stage: Spend| {
+            first_overrun(&pipeline, &a, &item, &stage).map(|o| o.to_string())
+        };
+        assert_eq!(say(spent(99, 0), spent(99, 499_999)), None);
+        assert_eq!(
+            say(spent(100, 0), spent(99, 600_000)).as_deref(),
+            Some("the item's token budget of 100 is spent (100 tokens used)")
+        );
+        assert_eq!(
+            say(spent(99, 0), spent(99, 500_000)).as_deref(),
+            Some("stage a's cost budget of $0.50 is spent ($0.50 used)")
+        );
+        // A stage the pipeline no longer has answers to the item's limit only.
+        let gone = StageName::parse("gone").expect("valid");
+        assert_eq!(
+            first_overrun(&pipeline, &gone, &spent(1, 0), &spent(1, 9_000_000)),
+            None
+        );
     }
 }

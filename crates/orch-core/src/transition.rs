@@ -1,8 +1,8 @@
 //! The transition function: given an item's progress and what just happened, the next progress
 //! and the effects the engine must carry out, returned as data.
 //!
-//! Budgets and the repeated-identical-failure stop live here, so every rule of the pipeline is a
-//! plain function call in a test.
+//! Budgets (fail edges and spend) and the repeated-identical-failure stop live here, so every
+//! rule of the pipeline is a plain function call in a test.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::gate::{GateVerdict, VerdictClass};
 use crate::id::StageName;
 use crate::pipeline::{Pipeline, StageKind, Target};
+use crate::spend::Overrun;
 
 /// Where an item stands. `Done`, `Cancelled` are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -104,10 +105,19 @@ pub enum Effect {
 pub enum Outcome {
     /// The current stage's gates decided. `fingerprint` identifies the failure (gate, reasons and
     /// the attempt's resulting tree) so an identical repeat is caught.
+    ///
+    /// `overrun` is a spend limit the item's spend reached with this run (see
+    /// [`crate::spend::first_overrun`]). The verdict is decided as usual, but an item that would
+    /// go on to another run is held there instead: blocked, with the overrun as its reason, so
+    /// that nothing more is spent until a person raises the budget and retries.
     Verdict {
         verdict: GateVerdict,
         fingerprint: String,
+        overrun: Option<Overrun>,
     },
+    /// The current stage's run was refused before it started: the item's or the stage's spend
+    /// had already reached its limit. The item is blocked at this stage; a retry runs it again.
+    OverBudget(Overrun),
     /// A person approved the current approval stage.
     Approved,
     /// A person stopped the item (STOP).
@@ -210,9 +220,18 @@ pub fn decide(
             }
             p.status = ItemStatus::Done;
         }
+        Outcome::OverBudget(overrun) => {
+            if !matches!(status, ItemStatus::Running | ItemStatus::Queued) {
+                return Err(DecideError::NotRunning {
+                    status: status.as_str(),
+                });
+            }
+            block(&mut p, &mut effects, overrun.to_string());
+        }
         Outcome::Verdict {
             verdict,
             fingerprint,
+            overrun,
         } => {
             if !matches!(status, ItemStatus::Running | ItemStatus::Queued) {
                 return Err(DecideError::NotRunning {
@@ -284,12 +303,44 @@ pub fn decide(
                     }
                 }
             }
+            if let Some(overrun) = overrun {
+                p = hold_for_spend(current, p, &mut effects, &overrun);
+            }
         }
     }
     Ok(Decision {
         progress: p,
         effects,
     })
+}
+
+/// Holds an item that reached a spend limit where its decision would start another run: the
+/// run is not created, the item is blocked at that stage (whose attempt count is left as it
+/// was, so a retry's run is its next attempt) with the overrun as the reason. Decisions that
+/// start no run (a merge, a block, needs-info) stand: they spend nothing more.
+///
+/// The feedback the held run would have had is dropped; the earlier attempts' artifacts still
+/// reach the next prompt.
+fn hold_for_spend(
+    before: &ItemProgress,
+    mut p: ItemProgress,
+    effects: &mut Vec<Effect>,
+    overrun: &Overrun,
+) -> ItemProgress {
+    let Some(index) = effects
+        .iter()
+        .position(|e| matches!(e, Effect::StartRun { .. }))
+    else {
+        return p;
+    };
+    if let Effect::StartRun { stage, .. } = effects.remove(index) {
+        match before.attempts.get(&stage) {
+            Some(n) => p.attempts.insert(stage, *n),
+            None => p.attempts.remove(&stage),
+        };
+    }
+    block(&mut p, effects, overrun.to_string());
+    p
 }
 
 /// The approval stage whose pass leads to `stage`, if there is one.

@@ -198,6 +198,7 @@ impl Engine {
             usage: None,
             facts,
             events: evs,
+            overrun: None,
         })
     }
 

@@ -5,26 +5,32 @@ use std::path::Path;
 use std::sync::Arc;
 
 use orch_agent::prompt::{self, PromptContext};
-use orch_agent::{AgentRequest, RunObserver};
+use orch_agent::{AgentRequest, RunObserver, Usage};
 use orch_core::RoleName;
 use orch_core::gate::{self, CommandResult, GateInput};
 use orch_core::pipeline::{GateKind, GateSpec, Stage};
+use orch_core::spend::Overrun;
 use orch_store::{Fence, ItemRecord, NewEvent, RunRecord, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::execute::{Measured, StageError, fingerprint};
 use crate::project::{Project, artifact_dir, branch};
-use crate::{Engine, events};
+use crate::spend::RunBudget;
+use crate::{Engine, events, session};
 
-/// Records the agent's process group in the run's checkpoint, so a crash can be cleaned up.
-struct RecordPgid {
+/// Watches the agent: records its process group in the run's checkpoint, so a crash can be
+/// cleaned up, and stops it when what it reports it spent reaches a spend limit.
+struct StageObserver<'a> {
     store: Arc<dyn Store>,
     fence: Fence,
     base: String,
+    budget: &'a RunBudget<'a>,
+    /// The limit the run reached while it ran, when it was stopped for it.
+    stopped_for: Option<Overrun>,
 }
 
-impl RunObserver for RecordPgid {
+impl RunObserver for StageObserver<'_> {
     fn started(&mut self, pgid: u32) {
         let store = Arc::clone(&self.store);
         let fence = self.fence;
@@ -32,6 +38,16 @@ impl RunObserver for RecordPgid {
         tokio::spawn(async move {
             let _ = store.save_checkpoint(fence, checkpoint, Vec::new()).await;
         });
+    }
+
+    fn usage_so_far(&mut self, usage: &Usage) -> bool {
+        match self.budget.during_run(usage) {
+            None => true,
+            Some(overrun) => {
+                self.stopped_for.get_or_insert(overrun);
+                false
+            }
+        }
     }
 }
 
@@ -45,12 +61,17 @@ impl Engine {
         role_name: &RoleName,
         cancel: &CancellationToken,
     ) -> Result<Measured, StageError> {
+        self.kill_previous_agent(run).await;
+        let runs = self.store.list_runs(&item.id).await?;
+        let budget = RunBudget::new(&project.pipeline, &run.stage, &runs, run.id);
+        if let Some(overrun) = budget.before_run() {
+            return Err(StageError::OverBudget(overrun));
+        }
         let repo = orch_git::Repo::open(&project.settings.repo).await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;
         repo.ensure_worktree(&wt, &branch(&item.id), &default)
             .await?;
-        self.kill_previous_agent(run).await;
 
         // The base commit is fixed at the first execution of this run, so a re-execution after a
         // crash starts from exactly the same tree.
@@ -124,13 +145,15 @@ impl Engine {
             stall: built.stall,
             log: log.clone(),
             prompt_file,
-            resume_session: None,
+            resume_session: session::to_resume(&runs, run),
         };
         self.crashpoint("during-agent");
-        let mut observer = RecordPgid {
+        let mut observer = StageObserver {
             store: Arc::clone(&self.store),
             fence: run.fence(),
             base: base.clone(),
+            budget: &budget,
+            stopped_for: None,
         };
         let agent_run = built.agent.run(&req, cancel, &mut observer).await;
         if cancel.is_cancelled() {
@@ -139,8 +162,17 @@ impl Engine {
         let mut evs = vec![NewEvent::for_run(
             events::AGENT_FINISHED,
             run.id,
-            json!({ "agent": built.agent.kind(), "outcome": agent_run.outcome.describe(), "usage": agent_run.usage }),
+            json!({ "agent": built.agent.kind(), "outcome": agent_run.outcome.describe(), "usage": agent_run.usage, "resumed": req.resume_session }),
         )];
+        let overrun = match observer.stopped_for {
+            Some(live) => Some((live, "during-run")),
+            None => budget
+                .after_run(&agent_run.usage)
+                .map(|after| (after, "after-run")),
+        };
+        if let Some((overrun, when)) = &overrun {
+            evs.push(events::spend_limit_reached(run, &overrun.to_string(), when));
+        }
 
         let stage_changes = repo.changed_paths(&wt, &base).await?;
         let fork = repo.merge_base(&default, &base).await?;
@@ -208,6 +240,7 @@ impl Engine {
             usage,
             facts: json!({ "base": base }),
             events: evs,
+            overrun: overrun.map(|(o, _)| o),
         })
     }
 

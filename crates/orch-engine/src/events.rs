@@ -23,3 +23,24 @@ pub const RETRIED: &str = "item.retried";
 pub const STOPPED: &str = "item.stopped";
 pub const MERGED: &str = "item.merged";
 pub const DONE: &str = "item.done";
+/// A spend limit was reached: `when` is `before-run` (the run did not start), `during-run` (the
+/// agent was stopped) or `after-run`; `reason` names the limit.
+pub const SPEND_LIMIT_REACHED: &str = "spend.limit-reached";
+
+/// The [`SPEND_LIMIT_REACHED`] event of `run`.
+pub(crate) fn spend_limit_reached(
+    run: &orch_store::RunRecord,
+    reason: &str,
+    when: &str,
+) -> orch_store::NewEvent {
+    orch_store::NewEvent::for_run(
+        SPEND_LIMIT_REACHED,
+        run.id,
+        serde_json::json!({
+            "stage": run.stage.as_str(),
+            "attempt": run.attempt,
+            "reason": reason,
+            "when": when,
+        }),
+    )
+}

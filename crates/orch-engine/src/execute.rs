@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use orch_core::gate::{GateVerdict, VerdictClass};
 use orch_core::pipeline::{GateKind, Stage, StageKind};
+use orch_core::spend::Overrun;
 use orch_core::transition::{self, Outcome};
 use orch_store::{FinishRun, ItemRecord, NewEvent, RunRecord, RunState, StoreError};
 use serde_json::{Value, json};
@@ -23,6 +24,8 @@ pub(crate) struct Measured {
     /// Facts kept on the run's verdict record (such as the SHA a staging deploy validated).
     pub facts: Value,
     pub events: Vec<NewEvent>,
+    /// A spend limit this run reached: the item is held instead of going on to another run.
+    pub overrun: Option<Overrun>,
 }
 
 impl Measured {
@@ -34,6 +37,7 @@ impl Measured {
             usage: None,
             facts: Value::Null,
             events: Vec::new(),
+            overrun: None,
         }
     }
 
@@ -46,12 +50,10 @@ impl Measured {
             usage: None,
             facts: Value::Null,
             events: Vec::new(),
+            overrun: None,
         }
     }
 }
-
-/// The run was stopped or its lease lost while executing: record nothing.
-pub(crate) struct Abandoned;
 
 impl Engine {
     pub(crate) async fn execute(
@@ -94,10 +96,15 @@ impl Engine {
         renewal.abort();
         let measured = match measured {
             Ok(m) => m,
-            Err(Abandoned) => {
+            Err(StageError::Abandoned) => {
                 self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "stopped");
                 return Ok(());
             }
+            Err(StageError::OverBudget(overrun)) if !cancel.is_cancelled() => {
+                return self.record_over_budget(&project, &item, run, overrun).await;
+            }
+            Err(StageError::OverBudget(_)) => return Ok(()),
+            Err(StageError::Engine(e)) => Measured::internal_error(GateKind::Verdict, &e),
         };
         if cancel.is_cancelled() {
             // STOP or a lost lease: the fenced write below would be refused anyway.
@@ -114,8 +121,8 @@ impl Engine {
         run: &RunRecord,
         stage: &Stage,
         cancel: &CancellationToken,
-    ) -> Result<Measured, Abandoned> {
-        let result = match &stage.kind {
+    ) -> Result<Measured, StageError> {
+        match &stage.kind {
             StageKind::Agent { role } => {
                 self.run_agent_stage(project, item, run, stage, role, cancel)
                     .await
@@ -128,11 +135,6 @@ impl Engine {
                 GateKind::Verdict,
                 &"an approval stage was claimed as a run",
             )),
-        };
-        match result {
-            Ok(m) => Ok(m),
-            Err(StageError::Abandoned) => Err(Abandoned),
-            Err(StageError::Engine(e)) => Ok(Measured::internal_error(GateKind::Verdict, &e)),
         }
     }
 
@@ -180,6 +182,7 @@ impl Engine {
         let outcome = Outcome::Verdict {
             verdict: m.verdict,
             fingerprint: m.fingerprint,
+            overrun: m.overrun,
         };
         let decision = match transition::decide(&project.pipeline, &item.progress, outcome) {
             Ok(d) => d,
@@ -219,10 +222,8 @@ impl Engine {
             next_run: planned.next_run,
             events: evs,
         };
-        match self.store.finish_run(run.fence(), finish).await {
-            Ok(()) => {}
-            Err(StoreError::LeaseLost { .. }) => return Ok(()),
-            Err(e) => return Err(e.into()),
+        if !self.finish(run, finish).await? {
+            return Ok(());
         }
         let mut what = if passed {
             "PASS".to_owned()
@@ -235,12 +236,60 @@ impl Engine {
         self.report(item.id.as_str(), run.stage.as_str(), run.attempt, what);
         Ok(())
     }
+
+    /// Records a run refused before it started because a spend limit was already reached: the
+    /// run ends cancelled (it spent nothing) and the item is blocked with the limit as reason.
+    async fn record_over_budget(
+        &self,
+        project: &Project,
+        item: &ItemRecord,
+        run: &RunRecord,
+        overrun: Overrun,
+    ) -> Result<(), EngineError> {
+        let reason = overrun.to_string();
+        let outcome = Outcome::OverBudget(overrun);
+        let decision = match transition::decide(&project.pipeline, &item.progress, outcome) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::info!("{}: refusal of {} not recorded: {e}", item.id, run.stage);
+                return Ok(());
+            }
+        };
+        let planned = record::plan(&project.pipeline, &decision);
+        let mut evs = vec![events::spend_limit_reached(run, &reason, "before-run")];
+        evs.extend(planned.events);
+        let finish = FinishRun {
+            state: RunState::Cancelled,
+            verdict: json!({ "class": "refused", "value": null, "reasons": [reason], "gates": [] }),
+            usage: None,
+            progress: decision.progress,
+            blocked_reason: planned.blocked_reason,
+            next_run: planned.next_run,
+            events: evs,
+        };
+        if self.finish(run, finish).await? {
+            let what = format!("NOT STARTED -> BLOCKED: {reason}");
+            self.report(item.id.as_str(), run.stage.as_str(), run.attempt, what);
+        }
+        Ok(())
+    }
+
+    /// Ends the run with its fenced write; `false` when the lease was lost (nothing written).
+    async fn finish(&self, run: &RunRecord, finish: FinishRun) -> Result<bool, EngineError> {
+        match self.store.finish_run(run.fence(), finish).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::LeaseLost { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Why a stage could not be measured.
 pub(crate) enum StageError {
     /// Stopped or lease lost: record nothing.
     Abandoned,
+    /// A spend limit was reached before the run started: it does not start, the item blocks.
+    OverBudget(Overrun),
     /// An error of orch or its adapters: FAILED with the reason.
     Engine(EngineError),
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::gate::{GateFailure, GateVerdict, VerdictClass};
 use crate::pipeline::{DEFAULT_PIPELINE_TOML, GateKind};
+use crate::spend::{LimitScope, Overrun};
 
 fn pipeline() -> Pipeline {
     Pipeline::from_toml(DEFAULT_PIPELINE_TOML).expect("valid")
@@ -18,6 +19,7 @@ fn pass() -> Outcome {
             failures: vec![],
         },
         fingerprint: String::new(),
+        overrun: None,
     }
 }
 
@@ -32,6 +34,7 @@ fn fail(reason: &str, fingerprint: &str) -> Outcome {
             }],
         },
         fingerprint: fingerprint.into(),
+        overrun: None,
     }
 }
 
@@ -167,6 +170,7 @@ fn needs_info_waits_and_retry_resumes_with_the_answer() {
             failures: vec![],
         },
         fingerprint: String::new(),
+        overrun: None,
     };
     let lines = run(vec![
         needs,
@@ -192,6 +196,7 @@ fn block_verdict_does_not_spend_budget() {
             failures: vec![],
         },
         fingerprint: String::new(),
+        overrun: None,
     };
     let lines = run(vec![block, Outcome::Retried { answer: None }]);
     assert_eq!(lines[1], "analysis blocked [blocked: sandbox broken]");
@@ -217,6 +222,86 @@ fn a_stage_missing_from_the_pipeline_is_an_error() {
     );
 }
 
+fn over_tokens(stage: &str) -> Overrun {
+    Overrun::Tokens {
+        scope: LimitScope::Stage(stage.into()),
+        limit: 100,
+        spent: 150,
+    }
+}
+
+/// `outcome` (a verdict) with a spend overrun attached.
+fn over(outcome: Outcome, overrun: Overrun) -> Outcome {
+    match outcome {
+        Outcome::Verdict {
+            verdict,
+            fingerprint,
+            ..
+        } => Outcome::Verdict {
+            verdict,
+            fingerprint,
+            overrun: Some(overrun),
+        },
+        other => other,
+    }
+}
+
+#[test]
+fn a_run_refused_for_spend_blocks_at_its_stage_and_a_retry_runs_it_again() {
+    let lines = run(vec![
+        pass(),
+        Outcome::OverBudget(over_tokens("architecture")),
+        Outcome::Retried { answer: None },
+    ]);
+    assert_eq!(
+        lines[2],
+        "architecture blocked [blocked: stage architecture's token budget of 100 is spent (150 tokens used)]"
+    );
+    assert_eq!(lines[3], "architecture queued [start architecture#2]");
+}
+
+#[test]
+fn a_run_that_overspent_holds_the_item_where_it_would_go_next() {
+    // A pass: held at the next stage, whose first run a retry starts.
+    let lines = run(vec![
+        over(pass(), over_tokens("analysis")),
+        Outcome::Retried { answer: None },
+    ]);
+    assert_eq!(
+        lines[1],
+        "architecture blocked [blocked: stage analysis's token budget of 100 is spent (150 tokens used)]"
+    );
+    assert_eq!(lines[2], "architecture queued [start architecture#1]");
+    // A failure with a fail edge: held at the edge's target, attempt count unchanged.
+    let lines = run(vec![
+        pass(),
+        pass(),
+        over(fail("tests", "f1"), over_tokens("development")),
+        Outcome::Retried { answer: None },
+    ]);
+    assert_eq!(
+        lines[3],
+        "development blocked [blocked: stage development's token budget of 100 is spent (150 tokens used)]"
+    );
+    assert_eq!(lines[4], "development queued [start development#2]");
+}
+
+#[test]
+fn an_overrun_does_not_change_decisions_that_start_no_run() {
+    let p = pipeline();
+    let mut progress = start(&p).progress;
+    progress.stage = name("deploy");
+    progress.status = ItemStatus::Running;
+    let d = decide(&p, &progress, over(pass(), over_tokens("deploy"))).expect("decides");
+    assert_eq!(summary(&d), "deploy merging [merge]");
+    // Refused outside a run: the item moved on without this worker.
+    progress.status = ItemStatus::Blocked;
+    assert_eq!(
+        decide(&p, &progress, Outcome::OverBudget(over_tokens("deploy"))),
+        Err(DecideError::NotRunning { status: "blocked" })
+    );
+}
+
 #[test]
 fn an_expired_approval_goes_back_to_the_approval_stage_without_spending_budget() {
     let reapprove = || Outcome::Verdict {
@@ -226,6 +311,7 @@ fn an_expired_approval_goes_back_to_the_approval_stage_without_spending_budget()
             failures: vec![],
         },
         fingerprint: String::new(),
+        overrun: None,
     };
     let mut outcomes = vec![pass(), pass(), pass(), pass(), pass(), pass()];
     outcomes.extend([Outcome::Approved, reapprove(), Outcome::Approved, pass()]);

@@ -3,13 +3,16 @@
 
 mod bad_input;
 mod bench;
+mod budget;
 mod chaos;
 mod crash;
 mod dashboard;
 mod demo;
 mod harness;
+mod isolation;
 mod onboard;
 mod projects;
+mod resume;
 mod serve;
 mod staging;
 mod worker;
