@@ -125,6 +125,21 @@ pub struct DeployReport {
 }
 
 impl DeployReport {
+    /// A promotion that failed before touching prod, or whose outcome cannot be known.
+    pub fn failed(sha: &str, reason: &dyn std::fmt::Display) -> DeployReport {
+        let reason = reason.to_string();
+        DeployReport {
+            status: DeployStatus::Failed {
+                reason: reason.clone(),
+            },
+            sha: sha.to_owned(),
+            digest: None,
+            restored: None,
+            frozen: false,
+            lines: vec![format!("FAILED: {reason}")],
+        }
+    }
+
     pub fn is_success(&self) -> bool {
         self.status == DeployStatus::Success
     }
