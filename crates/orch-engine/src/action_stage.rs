@@ -112,7 +112,10 @@ impl Engine {
                     ));
                 }
                 self.crashpoint("during-deploy");
-                let report = deployer.promote(&sha, cancel).await;
+                let report = match deployer.self_deploy() {
+                    Some(own) => self.promote_detached(own, run, &sha, cancel).await?,
+                    None => deployer.promote(&sha, cancel).await,
+                };
                 evs.push(NewEvent::for_run(
                     events::DEPLOY_PROD,
                     run.id,

@@ -9,6 +9,7 @@ mod demo;
 mod harness;
 mod onboard;
 mod projects;
+mod selfdeploy;
 mod serve;
 mod staging;
 mod worker;

@@ -1,0 +1,123 @@
+//! The self-deploy finalizer (contract 8, phases B and C). The deploy stage of a project that is
+//! orch itself starts prod's hook detached, records it in the run's checkpoint under the run's
+//! lease, and waits for the hook's exit file. The wait holds nothing a restart would lose: if this
+//! orch dies (the hook restarting it, a crash), the run's lease is freed (at once by an orch on
+//! this machine, else when it expires) and the run is claimed and executed again, by whichever
+//! orch is up, through the same pass every `orch run`, `orch worker` and `orch serve` makes. That
+//! execution finds the recorded deploy, never starts a second one, and judges the one that ran.
+//! The verdict is then recorded by the usual fenced `finish_run`: once, however many orch
+//! processes finalize.
+
+use std::time::Duration;
+
+use orch_deploy::{DeployReport, DetachedDeploy, DetachedState, SelfDeploy};
+use orch_store::{NewEvent, RunRecord};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::execute::StageError;
+use crate::{Engine, events};
+
+/// The key of the run's checkpoint that holds its detached deploy.
+pub(crate) const CHECKPOINT_KEY: &str = "detached_deploy";
+
+/// How often the finalizer looks for the hook's exit file.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The deploy id of a run: one detached deploy per stage run, whatever its epoch.
+fn deploy_id(run: &RunRecord) -> String {
+    format!("run-{}", run.id)
+}
+
+/// The detached deploy an earlier execution of this run started, if any.
+fn recorded(checkpoint: &Value) -> Option<Result<DetachedDeploy, serde_json::Error>> {
+    checkpoint
+        .get(CHECKPOINT_KEY)
+        .map(|value| serde_json::from_value(value.clone()))
+}
+
+impl Engine {
+    /// Promotes `sha` through a detached deploy and returns the verdict's report. Resumes the
+    /// deploy an earlier execution of this run recorded instead of starting another.
+    pub(crate) async fn promote_detached(
+        &self,
+        own: &dyn SelfDeploy,
+        run: &RunRecord,
+        sha: &str,
+        cancel: &CancellationToken,
+    ) -> Result<DeployReport, StageError> {
+        let deploy = match recorded(&run.checkpoint) {
+            Some(Ok(deploy)) if deploy.sha == sha => deploy,
+            Some(Ok(deploy)) => {
+                return Ok(DeployReport::failed(
+                    sha,
+                    &format!(
+                        "this run's detached deploy {} promoted {}, not the validated {sha}",
+                        deploy.id, deploy.sha
+                    ),
+                ));
+            }
+            // Whatever ran cannot be known: never start another one on top of it.
+            Some(Err(e)) => {
+                return Ok(DeployReport::failed(
+                    sha,
+                    &format!("the run's record of its detached deploy is unreadable: {e}"),
+                ));
+            }
+            None => {
+                let deploy = match own.start_detached(&deploy_id(run), sha) {
+                    Ok(deploy) => deploy,
+                    Err(e) => return Ok(DeployReport::failed(sha, &e)),
+                };
+                let started = NewEvent::for_run(
+                    events::DEPLOY_DETACHED,
+                    run.id,
+                    json!({
+                        "id": deploy.id, "sha": deploy.sha, "pid": deploy.pid,
+                        "exit_file": deploy.exit_file, "log": deploy.log,
+                    }),
+                );
+                // Under the lease: a run taken over meanwhile is abandoned, and its new holder
+                // finds the deploy by its id (starting is idempotent) rather than in this record.
+                self.store
+                    .save_checkpoint(
+                        run.fence(),
+                        json!({ CHECKPOINT_KEY: deploy }),
+                        vec![started],
+                    )
+                    .await?;
+                self.crashpoint("after-detached-start");
+                deploy
+            }
+        };
+        let ended = loop {
+            match own.poll(&deploy).await {
+                DetachedState::Ended(ended) => break ended,
+                DetachedState::Running => {
+                    tokio::select! {
+                        // Stopped or the lease lost: the hook runs on, and whoever holds the run
+                        // next finalizes it.
+                        () = cancel.cancelled() => return Err(StageError::Abandoned),
+                        () = tokio::time::sleep(POLL) => {}
+                    }
+                }
+            }
+        };
+        Ok(own.conclude(&deploy, ended, cancel).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_without_a_deploy_starts_one_and_a_broken_one_is_an_error() {
+        assert!(recorded(&json!({ "base": "abc" })).is_none());
+        assert!(recorded(&Value::Null).is_none());
+        assert!(matches!(
+            recorded(&json!({ CHECKPOINT_KEY: { "id": 3 } })),
+            Some(Err(_))
+        ));
+    }
+}
