@@ -261,3 +261,51 @@ async fn an_unvalidated_sha_or_a_bad_id_starts_nothing() {
     ));
     assert!(f.prod_runs().is_empty(), "no hook ran");
 }
+
+#[tokio::test]
+async fn a_self_deployed_app_that_dies_during_the_soak_is_failed() {
+    let f = Fixture::staged(START_APP, "[soak]\nsecs = 3\ninterval_ms = 100").await;
+    let deploy = f.own().start_detached("run-13", SHA).expect("started");
+    let ended = wait_until_ended(f.own(), &deploy).await;
+    let app_pid = f.worktree().join("app.pid");
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let pid = read_pid(&app_pid).expect("the hook recorded the app's pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the app");
+    });
+    let report = f
+        .own()
+        .conclude(&deploy, ended, &CancellationToken::new())
+        .await;
+    killer.await.expect("killer");
+    let why = reason(&report);
+    assert!(why.contains("3s soak window"), "{why}");
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains("prod: healthy after")),
+        "it was healthy before it died: {:#?}",
+        report.lines
+    );
+}
+
+#[tokio::test]
+async fn a_self_deployed_app_that_stays_up_passes_its_soak() {
+    let f = Fixture::staged(START_APP, "[soak]\nsecs = 1\ninterval_ms = 100").await;
+    let deploy = f.own().start_detached("run-14", SHA).expect("started");
+    let report = f.finish(&deploy).await;
+    assert_eq!(report.status, DeployStatus::Success, "{:#?}", report.lines);
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains("stayed healthy through its 1s soak window")),
+        "{:#?}",
+        report.lines
+    );
+}
