@@ -154,6 +154,11 @@ pub enum DeployError {
         text: String,
     },
 
+    #[error(
+        "another detached deploy, {id} (pid {pid}), is still running on prod; wait for it to end (the orch that runs its stage judges it) or stop it by hand (kill -- -{pid}), then retry"
+    )]
+    DetachedBusy { id: String, pid: u32 },
+
     #[error("`{id}` is not a valid detached deploy id (letters, digits and `-` only)")]
     InvalidDeployId { id: String },
 

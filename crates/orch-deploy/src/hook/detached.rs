@@ -50,6 +50,35 @@ impl HookDeployer {
         self.root.join("selfdeploy").join(id)
     }
 
+    /// A stopped run leaves its detached hook running (killing a deploy halfway through prod is
+    /// worse), so a new deploy of the project waits until no other one still runs: two hooks on
+    /// one prod would race.
+    fn refuse_if_another_runs(&self, id: &str) -> Result<(), DeployError> {
+        let base = self.root.join("selfdeploy");
+        let entries = match std::fs::read_dir(&base) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(DeployError::io("read", &base)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(DeployError::io("read", &base))?;
+            if entry.file_name().to_str() == Some(id) {
+                continue;
+            }
+            let Some(other) = read_record::<DetachedDeploy>(&entry.path().join("deploy.json"))?
+            else {
+                continue;
+            };
+            let pid = other.pid.or_else(|| read_pid(&other.pid_file));
+            if let Some(pid) = pid.filter(|pid| orch_process::is_alive(*pid))
+                && !other.exit_file.exists()
+            {
+                return Err(DeployError::DetachedBusy { id: other.id, pid });
+            }
+        }
+        Ok(())
+    }
+
     /// The verdict on prod after its hook exited 0: orch's own health probe, then the soak.
     async fn judge_prod(
         &self,
@@ -98,6 +127,7 @@ impl SelfDeploy for HookDeployer {
         if let Some(started) = read_record::<DetachedDeploy>(&record)? {
             return Ok(started);
         }
+        self.refuse_if_another_runs(id)?;
         let mut deploy = DetachedDeploy {
             id: id.to_owned(),
             sha: validated_sha.to_owned(),

@@ -309,3 +309,42 @@ async fn a_self_deployed_app_that_stays_up_passes_its_soak() {
         report.lines
     );
 }
+
+#[tokio::test]
+async fn a_new_detached_deploy_waits_until_the_previous_one_ended() {
+    let f = Fixture::staged("sleep 30", "").await;
+    let first = f.own().start_detached("run-20", SHA).expect("started");
+    let busy = f.own().start_detached("run-21", SHA);
+    assert!(
+        matches!(&busy, Err(DeployError::DetachedBusy { id, .. }) if id == "run-20"),
+        "{busy:?}"
+    );
+    assert_eq!(
+        f.own()
+            .start_detached("run-20", SHA)
+            .expect("its own deploy"),
+        first,
+        "a deploy never waits for itself"
+    );
+    let wrapper = first.pid.expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !first.pid_file.exists() {
+        assert!(Instant::now() < deadline, "the wrapper never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    orch_process::kill_group(wrapper, Duration::from_millis(100))
+        .await
+        .expect("kill");
+    let second = f
+        .own()
+        .start_detached("run-21", SHA)
+        .expect("the first one is gone");
+    let next = second.pid.expect("pid");
+    while f.prod_runs().len() < 2 {
+        assert!(Instant::now() < deadline, "the second hook never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    orch_process::kill_group(next, Duration::from_millis(100))
+        .await
+        .expect("kill");
+}
