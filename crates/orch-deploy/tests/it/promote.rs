@@ -334,7 +334,11 @@ async fn an_app_that_dies_mid_soak_is_a_failed_deploy_restored_and_paused() {
         false
     });
     let report = project.promote(&v2).await;
-    assert!(killer.await.expect("killer"), "v2 was killed mid-soak");
+    assert!(
+        killer.await.expect("killer"),
+        "v2 never ran healthy in prod, so it could not die mid-soak: {:#?}",
+        report.lines
+    );
     let why = reason(&report.status);
     assert!(why.contains("soak window"), "{why}");
     assert_eq!(

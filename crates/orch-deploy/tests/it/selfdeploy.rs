@@ -112,6 +112,17 @@ fn read_pid(path: &Path) -> Option<i32> {
     (pid > 1).then_some(pid)
 }
 
+/// Waits for the wrapper's pid file: only then has `setsid` made it a session leader (the pid
+/// `start_detached` returns is `setsid`'s, which becomes the wrapper by `exec`).
+async fn wait_for_wrapper(deploy: &DetachedDeploy) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !deploy.pid_file.exists() {
+        assert!(Instant::now() < deadline, "the wrapper never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    deploy.pid.expect("the wrapper's pid")
+}
+
 async fn wait_until_ended(
     own: &dyn SelfDeploy,
     deploy: &DetachedDeploy,
@@ -143,7 +154,12 @@ const START_APP: &str =
 async fn a_hook_that_exits_0_is_success_once_prod_answers_its_health_probe() {
     let f = Fixture::staged(START_APP, "").await;
     let deploy = f.own().start_detached("run-7", SHA).expect("started");
-    let pid = deploy.pid.expect("the wrapper's pid");
+    let pid = wait_for_wrapper(&deploy).await;
+    assert_eq!(
+        std::fs::read_to_string(&deploy.pid_file).ok(),
+        Some(format!("{pid}\n")),
+        "the wrapper recorded its own pid"
+    );
     let session = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(
         i32::try_from(pid).expect("pid"),
     )));
@@ -229,13 +245,7 @@ async fn a_hook_past_its_timeout_is_killed_with_its_group() {
 async fn a_hook_killed_with_its_wrapper_leaves_no_exit_code_and_is_failed() {
     let f = Fixture::staged("sleep 30", "").await;
     let deploy = f.own().start_detached("run-11", SHA).expect("started");
-    let wrapper = deploy.pid.expect("pid");
-    // Once the wrapper wrote its pid file, `setsid` has made it the leader of its own group.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !deploy.pid_file.exists() {
-        assert!(Instant::now() < deadline, "the wrapper never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let wrapper = wait_for_wrapper(&deploy).await;
     orch_process::kill_group(wrapper, Duration::from_millis(100))
         .await
         .expect("kill");
@@ -326,12 +336,7 @@ async fn a_new_detached_deploy_waits_until_the_previous_one_ended() {
         first,
         "a deploy never waits for itself"
     );
-    let wrapper = first.pid.expect("pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !first.pid_file.exists() {
-        assert!(Instant::now() < deadline, "the wrapper never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let wrapper = wait_for_wrapper(&first).await;
     orch_process::kill_group(wrapper, Duration::from_millis(100))
         .await
         .expect("kill");
@@ -339,7 +344,8 @@ async fn a_new_detached_deploy_waits_until_the_previous_one_ended() {
         .own()
         .start_detached("run-21", SHA)
         .expect("the first one is gone");
-    let next = second.pid.expect("pid");
+    let next = wait_for_wrapper(&second).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
     while f.prod_runs().len() < 2 {
         assert!(Instant::now() < deadline, "the second hook never ran");
         tokio::time::sleep(Duration::from_millis(20)).await;
