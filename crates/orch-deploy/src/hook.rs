@@ -225,6 +225,7 @@ impl HookDeployer {
 
     async fn prod(&self, validated_sha: &str, cancel: &CancellationToken) -> DeployReport {
         let mut report = DeployReport {
+            infra_error: false,
             status: DeployStatus::Success,
             sha: validated_sha.to_owned(),
             digest: None,

@@ -55,6 +55,7 @@ impl Engine {
                         "this run's detached deploy {} promoted {}, not the validated {sha}",
                         deploy.id, deploy.sha
                     ),
+                    false,
                 ));
             }
             // Whatever ran cannot be known: never start another one on top of it.
@@ -62,12 +63,13 @@ impl Engine {
                 return Ok(DeployReport::failed(
                     sha,
                     &format!("the run's record of its detached deploy is unreadable: {e}"),
+                    false,
                 ));
             }
             None => {
                 let deploy = match own.start_detached(&deploy_id(run), sha) {
                     Ok(deploy) => deploy,
-                    Err(e) => return Ok(DeployReport::failed(sha, &e)),
+                    Err(e) => return Ok(DeployReport::failed(sha, &e, e.caused_by_change())),
                 };
                 let started = NewEvent::for_run(
                     events::DEPLOY_DETACHED,

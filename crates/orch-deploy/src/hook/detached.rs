@@ -215,6 +215,7 @@ impl SelfDeploy for HookDeployer {
         cancel: &CancellationToken,
     ) -> DeployReport {
         let mut report = DeployReport {
+            infra_error: false,
             status: DeployStatus::Success,
             sha: deploy.sha.clone(),
             digest: Some(deploy.artifact.clone()),
@@ -249,6 +250,8 @@ impl SelfDeploy for HookDeployer {
             let reason = e.to_string();
             report.lines.push(format!("FAILED: {reason}"));
             report.status = DeployStatus::Failed { reason };
+            // A misused hook or a deploy that vanished needs a person, not another development.
+            report.infra_error = !e.caused_by_change();
         }
         report
     }

@@ -203,14 +203,16 @@ async fn exit_0_without_a_healthy_prod_is_failed() {
 
 #[tokio::test]
 async fn every_other_ending_is_failed_and_says_which() {
-    for (body, expected) in [
-        ("exit 1", "exited 1: the deploy failed"),
-        ("exit 2", "exited 2: misuse or configuration error"),
+    // Only exit 2 (misuse, configuration) is not the change's fault.
+    for (body, expected, not_the_change) in [
+        ("exit 1", "exited 1: the deploy failed", false),
+        ("exit 2", "exited 2: misuse or configuration error", true),
         (
             "exit 5",
             "exited 5, which the hook contract does not define",
+            false,
         ),
-        ("kill -9 $$", "was killed by signal 9"),
+        ("kill -9 $$", "was killed by signal 9", false),
     ] {
         let f = Fixture::staged(body, "").await;
         let deploy = f.own().start_detached("run-9", SHA).expect("started");
@@ -220,6 +222,7 @@ async fn every_other_ending_is_failed_and_says_which() {
             "{body}: {}",
             reason(&report)
         );
+        assert_eq!(report.infra_error, not_the_change, "{body}");
     }
 }
 
@@ -255,6 +258,10 @@ async fn a_hook_killed_with_its_wrapper_leaves_no_exit_code_and_is_failed() {
         "{}",
         reason(&report)
     );
+    assert!(
+        report.infra_error,
+        "a vanished deploy needs a person, not a new development"
+    );
 }
 
 #[tokio::test]
@@ -278,8 +285,15 @@ async fn a_self_deployed_app_that_dies_during_the_soak_is_failed() {
     let deploy = f.own().start_detached("run-13", SHA).expect("started");
     let ended = wait_until_ended(f.own(), &deploy).await;
     let app_pid = f.worktree().join("app.pid");
+    let port = f.ports.prod;
+    // Once the app answers (and orch's probe with it), it dies during the soak.
     let killer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while crate::support::get(port, "/healthz").await.is_err() {
+            assert!(Instant::now() < deadline, "the app never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let pid = read_pid(&app_pid).expect("the hook recorded the app's pid");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),

@@ -223,3 +223,31 @@ fn a_self_deploy_hook_that_exits_1_fails_the_deploy() {
 fn a_self_deploy_hook_killed_by_a_signal_fails_the_deploy() {
     a_failed_self_deploy("kill -9 $$", "was killed by signal 9");
 }
+
+/// Exit 2 is a misused or misconfigured hook, not the change: the item is blocked for a person
+/// instead of going back to development.
+#[test]
+fn a_self_deploy_hook_that_exits_2_blocks_the_item() {
+    let orch = self_deploying("exit 2");
+    let exit_file = kill_orch_during_the_detached_deploy(&orch);
+    wait_for(&exit_file);
+    orch.ok(&["run"]);
+
+    let item = orch.item("QUICK-1");
+    assert_clean_history(&item);
+    assert_eq!(item["status"], "blocked", "{item:#}");
+    let why = item["blocked_reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("exited 2") && why.contains("not the change"),
+        "{why}"
+    );
+    let deploy_id = deploy_run(&item)["id"].as_i64();
+    let later = item["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["id"].as_i64() > deploy_id)
+        .count();
+    assert_eq!(later, 0, "nothing runs after a blocked deploy");
+    assert_eq!(prod_runs(&orch), 1);
+}
