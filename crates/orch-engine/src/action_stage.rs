@@ -113,7 +113,10 @@ impl Engine {
                 }
                 self.crashpoint("during-deploy");
                 let report = match deployer.self_deploy() {
-                    Some(own) => self.promote_detached(own, run, &sha, cancel).await?,
+                    Some(own) => {
+                        self.promote_detached(own, &project.pipeline, run, &sha, cancel)
+                            .await?
+                    }
                     None => deployer.promote(&sha, cancel).await,
                 };
                 if let (true, orch_deploy::DeployStatus::Failed { reason }) =

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use orch_core::pipeline::{Pipeline, StageKind};
 use orch_deploy::{DeployReport, DetachedDeploy, DetachedState, SelfDeploy};
 use orch_store::{NewEvent, RunRecord};
 use serde_json::{Value, json};
@@ -29,6 +30,25 @@ fn deploy_id(run: &RunRecord) -> String {
     format!("run-{}", run.id)
 }
 
+/// Phase A: orch restarts itself only after a person approved the very build, so a
+/// self-deploying project's pipeline must have an approval stage (whose approval the deploy
+/// stage then checks like any other).
+fn approval_gates_the_deploy(pipeline: &Pipeline) -> Result<(), String> {
+    if pipeline
+        .stages()
+        .iter()
+        .any(|stage| stage.kind == StageKind::Approval)
+    {
+        Ok(())
+    } else {
+        Err(
+            "a self-deploy (hook.self_deploy = true) needs an approval stage before deploy in \
+             .orch/pipeline.toml (contract 8, phase A); add one, then `orch retry`"
+                .to_owned(),
+        )
+    }
+}
+
 /// The detached deploy an earlier execution of this run started, if any.
 fn recorded(checkpoint: &Value) -> Option<Result<DetachedDeploy, serde_json::Error>> {
     checkpoint
@@ -42,10 +62,14 @@ impl Engine {
     pub(crate) async fn promote_detached(
         &self,
         own: &dyn SelfDeploy,
+        pipeline: &Pipeline,
         run: &RunRecord,
         sha: &str,
         cancel: &CancellationToken,
     ) -> Result<DeployReport, StageError> {
+        if let Err(reason) = approval_gates_the_deploy(pipeline) {
+            return Ok(DeployReport::failed(sha, &reason, false));
+        }
         let deploy = match recorded(&run.checkpoint) {
             Some(Ok(deploy)) if deploy.sha == sha => deploy,
             Some(Ok(deploy)) => {
@@ -112,6 +136,23 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_self_deploy_needs_an_approval_stage() {
+        let default =
+            Pipeline::from_toml(include_str!("../../orch-core/src/default_pipeline.toml"))
+                .expect("the default pipeline");
+        assert_eq!(approval_gates_the_deploy(&default), Ok(()));
+        let unapproved = Pipeline::from_toml(
+            "[[stages]]\nname = \"deploy\"\nkind = \"action\"\naction = \"deploy\"\n\
+             artifact = \"14-deploy-log.md\"\n\
+             verdict = { field = \"deploy_status\", pass = [\"SUCCESS\"], fail = [\"FAILED\"] }\n\
+             on_pass = \"done\"\n",
+        )
+        .expect("a pipeline without approval");
+        let refused = approval_gates_the_deploy(&unapproved).expect_err("refused");
+        assert!(refused.contains("needs an approval stage"), "{refused}");
+    }
 
     #[test]
     fn a_checkpoint_without_a_deploy_starts_one_and_a_broken_one_is_an_error() {
