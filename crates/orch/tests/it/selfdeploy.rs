@@ -251,3 +251,34 @@ fn a_self_deploy_hook_that_exits_2_blocks_the_item() {
     assert_eq!(later, 0, "nothing runs after a blocked deploy");
     assert_eq!(prod_runs(&orch), 1);
 }
+
+/// Two orch processes start at once after the crash: the store's lease lets one of them
+/// finalize the deploy, and its verdict is recorded once.
+#[test]
+fn two_orch_processes_finalize_a_detached_deploy_once() {
+    let orch = self_deploying(START_APP);
+    let _app = ProdApp(orch.path().to_owned());
+    let exit_file = kill_orch_during_the_detached_deploy(&orch);
+    wait_for(&exit_file);
+    let runs: Vec<_> = (0..2)
+        .map(|_| orch.command(&["run"]).spawn().expect("spawn orch run"))
+        .collect();
+    for mut child in runs {
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "orch run: {status:?}");
+    }
+    orch.ok(&["run"]);
+
+    let item = orch.item("QUICK-1");
+    assert_eq!(item["status"], "done", "{item:#}");
+    assert_clean_history(&item);
+    assert_eq!(prod_runs(&orch), 1, "the detached hook ran exactly once");
+    assert_eq!(count_events(&item, "stage.passed", "deploy"), 1);
+    let prod_events = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "deploy.prod")
+        .count();
+    assert_eq!(prod_events, 1, "one verdict on prod");
+}
