@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use orch_core::pipeline::{Pipeline, StageKind};
 use orch_deploy::{DeployReport, DetachedDeploy, DetachedState, SelfDeploy};
-use orch_store::{NewEvent, RunRecord};
+use orch_store::{NewEvent, RunRecord, StoreError};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -105,13 +105,24 @@ impl Engine {
                 );
                 // Under the lease: a run taken over meanwhile is abandoned, and its new holder
                 // finds the deploy by its id (starting is idempotent) rather than in this record.
-                self.store
+                let saved = self
+                    .store
                     .save_checkpoint(
                         run.fence(),
                         json!({ CHECKPOINT_KEY: deploy }),
                         vec![started],
                     )
-                    .await?;
+                    .await;
+                match saved {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. }) => return Err(StageError::Abandoned),
+                    // The hook runs all the same: judge it rather than fail a deploy in flight.
+                    Err(e) => tracing::warn!(
+                        "run {}: cannot record its detached deploy {}: {e}",
+                        run.id,
+                        deploy.id
+                    ),
+                }
                 self.crashpoint("after-detached-start");
                 deploy
             }
