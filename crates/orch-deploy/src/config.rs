@@ -16,10 +16,10 @@ use orch_core::staging::CheckCategory;
 
 use crate::error::DeployError;
 use crate::template;
-use raw::{RawDeploy, RawHealth};
+use raw::{RawDeploy, RawHealth, RawSoak};
 
 pub use docker::{DEFAULT_DOCKER_BINARY, DEFAULT_PORT_ENV, DockerSpec, REVISION_LABEL};
-pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, HookSpec};
+pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, HookSpec, SelfDeploySpec};
 
 /// Contract 7: ten tries six seconds apart unless the project says otherwise.
 pub const DEFAULT_HEALTH_TRIES: u32 = 10;
@@ -30,6 +30,7 @@ pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_CHECK_TRIES: u32 = 3;
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_SOAK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Placeholders each configured command may use.
 const RUN_PLACEHOLDERS: [&str; 2] = ["artifact", "port"];
@@ -41,7 +42,17 @@ pub struct DeploySpec {
     pub build: BuildSpec,
     pub run: RunSpec,
     pub health: HealthSpec,
+    /// Keep probing prod this long after a promotion before it counts (`[soak]`).
+    pub soak: Option<SoakSpec>,
     pub staging: StagingSpec,
+}
+
+/// The soak window: after a promotion is healthy, prod's health is probed every `interval` for
+/// `duration`; one failed probe fails the promotion (and restores the previous build).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoakSpec {
+    pub duration: Duration,
+    pub interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +194,7 @@ impl DeploySpec {
             build: build_from_raw(build)?,
             run: run_from_raw(run)?,
             health: health_from_raw(raw.health.unwrap_or_default())?,
+            soak: soak_from_raw(raw.soak)?,
             staging: checks::staging_from_raw(raw.staging).and_then(|staging| {
                 checks::refuse_exec_checks(&staging, "process").map(|()| staging)
             })?,
@@ -293,6 +305,27 @@ fn health_from_raw(raw: RawHealth) -> Result<HealthSpec, DeployError> {
             .map_or(DEFAULT_HEALTH_INTERVAL, Duration::from_millis),
         timeout: positive_ms("health.timeout_ms", raw.timeout_ms, DEFAULT_HEALTH_TIMEOUT)?,
     })
+}
+
+fn soak_from_raw(raw: Option<RawSoak>) -> Result<Option<SoakSpec>, DeployError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let secs = raw.secs.ok_or_else(|| {
+        config_err(
+            "soak.secs",
+            "is missing; say how many seconds prod is watched after a promotion, or remove [soak]",
+        )
+    })?;
+    let duration = positive_secs("soak.secs", Some(secs), Duration::ZERO)?;
+    let interval = positive_ms("soak.interval_ms", raw.interval_ms, DEFAULT_SOAK_INTERVAL)?;
+    if interval > duration {
+        return Err(config_err(
+            "soak.interval_ms",
+            format!(
+                "is longer than the soak itself ({secs}s); prod would never be probed during it"
+            ),
+        ));
+    }
+    Ok(Some(SoakSpec { duration, interval }))
 }
 
 fn check_placeholders(

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{DeployReport, StagingReport};
+use crate::selfdeploy::SelfDeploy;
 
 /// Builds once and runs on staging, then promotes that same build to prod.
 ///
@@ -27,4 +28,10 @@ pub trait Deployer: Send + Sync {
     /// Promotes the build that passed staging at `validated_sha` to prod; on a failed health
     /// check restores the previous prod build, and freezes prod if that fails too.
     async fn promote(&self, validated_sha: &str, cancel: &CancellationToken) -> DeployReport;
+
+    /// `Some` when prod's deploy must run detached because the project is orch itself (contract
+    /// 8); the engine then calls this instead of [`Deployer::promote`].
+    fn self_deploy(&self) -> Option<&dyn SelfDeploy> {
+        None
+    }
 }

@@ -131,6 +131,37 @@ pub enum DeployError {
     )]
     ImageMismatch { image: String, detail: String },
 
+    #[error("prod stopped being healthy {after_secs}s into its {soak_secs}s soak window: {detail}")]
+    SoakFailed {
+        after_secs: u64,
+        soak_secs: u64,
+        detail: String,
+    },
+
+    #[error(
+        "the detached deploy {id} ended without recording its exit code (no {exit_file}); it was killed or never started, see {log}"
+    )]
+    DetachedVanished {
+        id: String,
+        exit_file: PathBuf,
+        log: PathBuf,
+    },
+
+    #[error("the detached deploy {id} recorded `{text}` in {exit_file}, which is no exit code")]
+    DetachedExitUnreadable {
+        id: String,
+        exit_file: PathBuf,
+        text: String,
+    },
+
+    #[error(
+        "another detached deploy, {id} (pid {pid}), is still running on prod; wait for it to end (the orch that runs its stage judges it) or stop it by hand (kill -- -{pid}), then retry"
+    )]
+    DetachedBusy { id: String, pid: u32 },
+
+    #[error("`{id}` is not a valid detached deploy id (letters, digits and `-` only)")]
+    InvalidDeployId { id: String },
+
     #[error("cancelled before it finished")]
     Cancelled,
 }
@@ -163,6 +194,7 @@ impl DeployError {
                 | DeployError::ArtifactNotPlain { .. }
                 | DeployError::Unhealthy { .. }
                 | DeployError::HookFailed { .. }
+                | DeployError::SoakFailed { .. }
         )
     }
 }

@@ -8,6 +8,8 @@
 //! <root>/hook/<sha>.validated.json     the proof that <sha> passed staging (build once)
 //! ```
 
+mod detached;
+
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -25,6 +27,7 @@ use crate::error::DeployError;
 use crate::instance::{Env, Ports};
 use crate::layout::{read_record, remove_file, write_record};
 use crate::report::{DeployReport, DeployStatus, StagingReport};
+use crate::selfdeploy::SelfDeploy;
 
 /// A staging hook may print this, then the reference of what it built (`ORCH_ARTIFACT=reg/app@sha256:..`);
 /// prod then receives that reference as `SOURCE_IMAGE` instead of the SHA-tagged name.
@@ -89,9 +92,37 @@ impl HookDeployer {
         self.root.join("hook").join(format!("{sha}.validated.json"))
     }
 
+    /// What prod's hook is asked to run (`TARGET_IMAGE`).
+    fn prod_image(&self) -> String {
+        format!("orch-{}:prod", self.project)
+    }
+
     /// The SHA-tagged name of a build, used when the staging hook names no artifact of its own.
     fn tagged(&self, sha: &str) -> String {
         format!("orch-{}:{sha}", self.project)
+    }
+
+    /// The hook's run for `env`: its program (a relative one with a slash is the project's own
+    /// script, found in the build context), orch's cleared environment plus the documented
+    /// variables, its timeout and its log.
+    fn hook_spec(&self, env: Env, hook: &HookEnv<'_>, log: &Path) -> Spec {
+        let program = self.spec.command.first().cloned().unwrap_or_default();
+        let program = if program.contains('/') && Path::new(&program).is_relative() {
+            hook.build_context.join(&program).display().to_string()
+        } else {
+            program
+        };
+        let port = self.ports.of(env).to_string();
+        Spec::new(program, hook.build_context)
+            .args(self.spec.command.iter().skip(1))
+            .env("TARGET_SERVICE", env.as_str())
+            .env("TARGET_PORT", port.as_str())
+            .env("BUILD_CONTEXT", hook.build_context.display().to_string())
+            .env("GIT_SHA", hook.sha)
+            .env("TARGET_IMAGE", hook.target_image)
+            .env("SOURCE_IMAGE", hook.source_image.unwrap_or_default())
+            .timeout(self.spec.timeout)
+            .log(log)
     }
 
     /// Runs the hook for `env` and maps its ending onto contract 3; `Ok` carries what it printed
@@ -107,24 +138,7 @@ impl HookDeployer {
         let hook_dir = self.root.join("hook");
         std::fs::create_dir_all(&hook_dir).map_err(DeployError::io("create", &hook_dir))?;
         remove_file(&log)?;
-        let program = self.spec.command.first().cloned().unwrap_or_default();
-        // A relative program with a slash (`./deploy.sh`) is the project's own script.
-        let program = if program.contains('/') && Path::new(&program).is_relative() {
-            hook.build_context.join(&program).display().to_string()
-        } else {
-            program
-        };
-        let port = self.ports.of(env).to_string();
-        let spec = Spec::new(program, hook.build_context)
-            .args(self.spec.command.iter().skip(1))
-            .env("TARGET_SERVICE", env.as_str())
-            .env("TARGET_PORT", port.as_str())
-            .env("BUILD_CONTEXT", hook.build_context.display().to_string())
-            .env("GIT_SHA", hook.sha)
-            .env("TARGET_IMAGE", hook.target_image)
-            .env("SOURCE_IMAGE", hook.source_image.unwrap_or_default())
-            .timeout(self.spec.timeout)
-            .log(&log);
+        let spec = self.hook_spec(env, &hook, &log);
         lines.push(format!(
             "{env}: running the hook `{}` (output in {})",
             self.spec.command.join(" "),
@@ -211,6 +225,7 @@ impl HookDeployer {
 
     async fn prod(&self, validated_sha: &str, cancel: &CancellationToken) -> DeployReport {
         let mut report = DeployReport {
+            infra_error: false,
             status: DeployStatus::Success,
             sha: validated_sha.to_owned(),
             digest: None,
@@ -224,12 +239,8 @@ impl HookDeployer {
                 report
                     .lines
                     .push(format!("promoting {validated_sha} ({})", proof.artifact));
-                let env = HookEnv {
-                    build_context: &proof.build_context,
-                    sha: validated_sha,
-                    target_image: &format!("orch-{}:prod", self.project),
-                    source_image: Some(&proof.artifact),
-                };
+                let target_image = self.prod_image();
+                let env = HookEnv::prod(&proof, &target_image);
                 self.run_hook(Env::Prod, env, cancel, &mut report.lines)
                     .await
                     .map(drop)
@@ -278,6 +289,13 @@ impl Deployer for HookDeployer {
     async fn promote(&self, validated_sha: &str, cancel: &CancellationToken) -> DeployReport {
         self.prod(validated_sha, cancel).await
     }
+
+    fn self_deploy(&self) -> Option<&dyn SelfDeploy> {
+        self.spec
+            .self_deploy
+            .is_some()
+            .then_some(self as &dyn SelfDeploy)
+    }
 }
 
 /// The per-run part of the hook's environment.
@@ -286,6 +304,18 @@ struct HookEnv<'a> {
     sha: &'a str,
     target_image: &'a str,
     source_image: Option<&'a str>,
+}
+
+impl<'a> HookEnv<'a> {
+    /// Prod's environment: the worktree, SHA and artifact that staging validated.
+    fn prod(proof: &'a HookValidation, target_image: &'a str) -> HookEnv<'a> {
+        HookEnv {
+            build_context: &proof.build_context,
+            sha: &proof.sha,
+            target_image,
+            source_image: Some(&proof.artifact),
+        }
+    }
 }
 
 /// Keeps the last `ORCH_ARTIFACT=` line the hook printed on stdout.

@@ -37,6 +37,8 @@ mod layout;
 mod pause;
 mod process_deployer;
 mod report;
+mod selfdeploy;
+mod soak;
 mod template;
 
 pub use build::Build;
@@ -44,7 +46,7 @@ pub use checks::{CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
     BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HEALTH_PATH, DEFAULT_HOOK_TIMEOUT,
     DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation,
-    Mode, Probe, REVISION_LABEL, RunSpec, StagingSpec,
+    Mode, Probe, REVISION_LABEL, RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
 };
 pub use deployer::Deployer;
 pub use docker::DockerDeployer;
@@ -55,6 +57,7 @@ pub use instance::{Env, InstanceRecord, Ports};
 pub use pause::resume_promotions;
 pub use process_deployer::ProcessDeployer;
 pub use report::{DeployReport, DeployStatus, StagingReport};
+pub use selfdeploy::{DetachedDeploy, DetachedState, SelfDeploy};
 
 /// Configuration errors are [`DeployError::Config`] and [`DeployError::ConfigSyntax`]; the crate
 /// keeps one error type, and this name says what [`DeploySpec::from_toml`] reports.

@@ -122,9 +122,34 @@ pub struct DeployReport {
     pub frozen: bool,
     /// What happened, step by step, for the log.
     pub lines: Vec<String>,
+    /// The deploy failed for a reason that is not the change's (a self-deploy hook's exit 2, a
+    /// detached deploy that vanished or is busy): the engine blocks the item for a person instead
+    /// of sending it back to development. Set only by the self-deploy path so far.
+    pub infra_error: bool,
 }
 
 impl DeployReport {
+    /// A promotion that failed before touching prod, or whose outcome cannot be known;
+    /// `caused_by_change` says whether the change is to blame (see [`DeployReport::infra_error`]).
+    pub fn failed(
+        sha: &str,
+        reason: &dyn std::fmt::Display,
+        caused_by_change: bool,
+    ) -> DeployReport {
+        let reason = reason.to_string();
+        DeployReport {
+            infra_error: !caused_by_change,
+            status: DeployStatus::Failed {
+                reason: reason.clone(),
+            },
+            sha: sha.to_owned(),
+            digest: None,
+            restored: None,
+            frozen: false,
+            lines: vec![format!("FAILED: {reason}")],
+        }
+    }
+
     pub fn is_success(&self) -> bool {
         self.status == DeployStatus::Success
     }
@@ -243,6 +268,7 @@ mod tests {
     #[test]
     fn deploy_log_names_the_restore() {
         let report = DeployReport {
+            infra_error: false,
             status: DeployStatus::Failed {
                 reason: "prod never became healthy".into(),
             },

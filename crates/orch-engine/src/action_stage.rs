@@ -122,7 +122,22 @@ impl Engine {
                     return Ok(refused);
                 }
                 self.crashpoint("during-deploy");
-                let report = deployer.promote(&sha, cancel).await;
+                let report = match deployer.self_deploy() {
+                    Some(own) => {
+                        self.promote_detached(own, &project.pipeline, run, &sha, cancel)
+                            .await?
+                    }
+                    None => deployer.promote(&sha, cancel).await,
+                };
+                if let (true, orch_deploy::DeployStatus::Failed { reason }) =
+                    (report.infra_error, &report.status)
+                {
+                    // Not the change: a person fixes the deploy, then `orch retry`.
+                    block = Some(format!(
+                        "prod deploy could not complete: {reason} (configuration or infrastructure, \
+                         not the change; fix it, then `orch retry`)"
+                    ));
+                }
                 evs.push(NewEvent::for_run(
                     events::DEPLOY_PROD,
                     run.id,

@@ -15,6 +15,8 @@ pub const DISCARDED: &str = "git.discarded";
 pub const CHECK_MEASURED: &str = "check.measured";
 pub const DEPLOY_STAGING: &str = "deploy.staging";
 pub const DEPLOY_PROD: &str = "deploy.prod";
+/// A self-deploy started prod's hook detached (its id, pid and exit file).
+pub const DEPLOY_DETACHED: &str = "deploy.detached";
 pub const APPROVAL_REQUESTED: &str = "approval.requested";
 pub const APPROVED: &str = "approval.granted";
 pub const NEEDS_INFO: &str = "item.needs-info";

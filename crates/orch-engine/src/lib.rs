@@ -23,6 +23,7 @@ mod merge;
 pub mod project;
 mod reaper;
 mod record;
+mod selfdeploy;
 mod session;
 pub mod spend;
 pub mod stats;

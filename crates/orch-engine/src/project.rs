@@ -198,10 +198,19 @@ fn build_deployer(
                     .map_err(|e| config_err(files::DEPLOY, e))?,
             )
         }
-        orch_deploy::DeployConfig::Hook(spec) => Arc::new(
-            orch_deploy::HookDeployer::new(root, settings.id.as_str(), spec, ports)
-                .map_err(|e| config_err(files::DEPLOY, e))?,
-        ),
+        orch_deploy::DeployConfig::Hook(mut spec) => {
+            // Only a self-deploy is health-probed by orch; any other hook probes by itself.
+            if let (Some((tries, interval)), Some(own)) =
+                (settings.health_override, spec.self_deploy.as_mut())
+            {
+                own.health.tries = tries;
+                own.health.interval = interval;
+            }
+            Arc::new(
+                orch_deploy::HookDeployer::new(root, settings.id.as_str(), spec, ports)
+                    .map_err(|e| config_err(files::DEPLOY, e))?,
+            )
+        }
         orch_deploy::DeployConfig::Docker(mut spec) => {
             if let Some((tries, interval)) = settings.health_override {
                 spec.health.tries = tries;

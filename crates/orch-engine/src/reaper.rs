@@ -1,5 +1,7 @@
 //! Finds runs whose lease holder on this machine died (a SIGKILLed orch) and frees them at once,
 //! instead of waiting for the lease to expire. Runs of other machines are reclaimed by expiry.
+//! A detached self-deploy recorded in a run's checkpoint is never killed here: it is meant to
+//! outlive orch, and the run's next execution waits for it and judges it (`selfdeploy`).
 
 use crate::{Engine, EngineError};
 

@@ -62,6 +62,12 @@ pub(super) fn docker_from_raw(raw: RawDeploy) -> Result<DockerSpec, DeployError>
             ),
         ));
     }
+    if raw.soak.is_some() {
+        return Err(config_err(
+            "soak",
+            "is not supported by kind = \"docker\" yet (only \"process\" and a self-deploying \"hook\"); remove [soak]",
+        ));
+    }
     let docker = raw.docker.unwrap_or_default();
     let binary = docker
         .binary

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use super::raw::{RawDeploy, RawHook};
-use super::{DeploySpec, DockerSpec, StagingSpec, checks, config_err, docker, positive_secs};
+use super::{
+    DeploySpec, DockerSpec, HealthSpec, SoakSpec, StagingSpec, checks, config_err, docker,
+    health_from_raw, positive_secs, soak_from_raw,
+};
 use crate::error::DeployError;
 
 /// A deploy hook may build an image; ten minutes unless the project says otherwise.
@@ -28,7 +31,18 @@ pub struct HookSpec {
     pub command: Vec<String>,
     /// A hook still running after this is killed and FAILED.
     pub timeout: Duration,
+    /// Set when the project is orch itself (`[hook] self_deploy = true`): prod's hook then runs
+    /// detached, because it restarts the very process that would wait for it (contract 8).
+    pub self_deploy: Option<SelfDeploySpec>,
     pub staging: StagingSpec,
+}
+
+/// How orch judges its own detached prod deploy: the hook's exit code is not enough, prod must
+/// answer its health probe (and stay healthy through the soak, if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfDeploySpec {
+    pub health: HealthSpec,
+    pub soak: Option<SoakSpec>,
 }
 
 impl DeployConfig {
@@ -63,24 +77,36 @@ impl DeployConfig {
 
 fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
     // The hook builds, runs and health-checks by itself: process settings would be ignored, and
-    // an ignored setting misleads whoever reads the file.
+    // an ignored setting misleads whoever reads the file. Only a self-deploy is judged by orch's
+    // own health probe (its hook outlives the orch that started it), so only it may say how.
+    let self_deploy = raw.hook.as_ref().is_some_and(|hook| hook.self_deploy);
     let process_only = [
         ("build", raw.build.is_some()),
         ("run", raw.run.is_some()),
-        ("health", raw.health.is_some()),
+        ("health", raw.health.is_some() && !self_deploy),
+        ("soak", raw.soak.is_some() && !self_deploy),
         ("docker", raw.docker.is_some()),
     ];
     if let Some((field, _)) = process_only.iter().find(|(_, present)| *present) {
         return Err(config_err(
             *field,
             format!(
-                "does not apply to kind = \"hook\"; remove [{field}] (the hook builds, runs and health-checks by itself)"
+                "does not apply to kind = \"hook\" without hook.self_deploy = true; remove [{field}] (the hook builds, runs and health-checks by itself)"
             ),
         ));
     }
+    let self_deploy = if self_deploy {
+        Some(SelfDeploySpec {
+            health: health_from_raw(raw.health.unwrap_or_default())?,
+            soak: soak_from_raw(raw.soak)?,
+        })
+    } else {
+        None
+    };
     let RawHook {
         command,
         timeout_secs,
+        self_deploy: _,
     } = raw.hook.ok_or_else(|| {
         config_err(
             "hook.command",
@@ -100,6 +126,7 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
     Ok(HookSpec {
         command,
         timeout: positive_secs("hook.timeout_secs", timeout_secs, DEFAULT_HOOK_TIMEOUT)?,
+        self_deploy,
         staging: checks::staging_from_raw(raw.staging)
             .and_then(|staging| checks::refuse_exec_checks(&staging, "hook").map(|()| staging))?,
     })
@@ -153,6 +180,51 @@ mod tests {
             "hook.timeout_secs"
         );
         assert_eq!(field_of("[run]\ncommand = [\"x\"]\n"), "build");
+    }
+
+    #[test]
+    fn a_self_deploy_hook_takes_a_health_probe_and_a_soak() {
+        let text = "kind = \"hook\"\n[hook]\ncommand = [\"./deploy.sh\"]\nself_deploy = true\n\
+                    [health]\npath = \"/up\"\ntries = 3\n[soak]\nsecs = 4\ninterval_ms = 500\n";
+        let Ok(DeployConfig::Hook(spec)) = DeployConfig::from_toml(text) else {
+            panic!("a valid self-deploy config");
+        };
+        let Some(self_deploy) = spec.self_deploy else {
+            panic!("self_deploy is set");
+        };
+        assert_eq!(self_deploy.health.path, "/up");
+        assert_eq!(self_deploy.health.tries, 3);
+        assert_eq!(
+            self_deploy.soak,
+            Some(SoakSpec {
+                duration: Duration::from_secs(4),
+                interval: Duration::from_millis(500)
+            })
+        );
+        let plain = "kind = \"hook\"\n[hook]\ncommand = [\"./deploy.sh\"]\nself_deploy = true\n";
+        let Ok(DeployConfig::Hook(spec)) = DeployConfig::from_toml(plain) else {
+            panic!("a valid self-deploy config");
+        };
+        let health = spec.self_deploy.map(|s| s.health.path);
+        assert_eq!(health.as_deref(), Some(super::super::DEFAULT_HEALTH_PATH));
+    }
+
+    #[test]
+    fn health_and_soak_need_a_self_deploy_and_name_their_field() {
+        let hook = "kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\n";
+        assert_eq!(field_of(&format!("{hook}[health]\ntries = 2\n")), "health");
+        assert_eq!(field_of(&format!("{hook}[soak]\nsecs = 2\n")), "soak");
+        let own = "kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\nself_deploy = true\n";
+        assert_eq!(
+            field_of(&format!("{own}[soak]\ninterval_ms = 10\n")),
+            "soak.secs"
+        );
+        assert_eq!(field_of(&format!("{own}[soak]\nsecs = 0\n")), "soak.secs");
+        assert_eq!(
+            field_of(&format!("{own}[soak]\nsecs = 1\ninterval_ms = 5000\n")),
+            "soak.interval_ms"
+        );
+        assert_eq!(field_of("kind = \"docker\"\n[soak]\nsecs = 3\n"), "soak");
     }
 
     #[test]

@@ -16,8 +16,16 @@ pub(super) struct RawDeploy {
     pub health: Option<RawHealth>,
     pub hook: Option<RawHook>,
     pub docker: Option<RawDocker>,
+    pub soak: Option<RawSoak>,
     #[serde(default)]
     pub staging: RawStaging,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSoak {
+    pub secs: Option<u64>,
+    pub interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +66,8 @@ pub(super) struct RawRun {
 pub(super) struct RawHook {
     pub command: Option<Vec<String>>,
     pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub self_deploy: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,6 +23,7 @@ pub(super) async fn promote(
     cancel: &CancellationToken,
 ) -> DeployReport {
     let mut report = DeployReport {
+        infra_error: false,
         status: DeployStatus::Success,
         sha: validated_sha.to_owned(),
         digest: None,

@@ -10,6 +10,7 @@ use crate::instance::{self, Env, InstanceRecord};
 use crate::layout::{read_record, write_record};
 use crate::pause;
 use crate::report::{DeployReport, DeployStatus};
+use crate::soak;
 
 pub(super) async fn promote(
     deployer: &ProcessDeployer,
@@ -17,6 +18,7 @@ pub(super) async fn promote(
     cancel: &CancellationToken,
 ) -> DeployReport {
     let mut report = DeployReport {
+        infra_error: false,
         status: DeployStatus::Success,
         sha: validated_sha.to_owned(),
         digest: None,
@@ -42,7 +44,10 @@ pub(super) async fn promote(
         .start_healthy(Env::Prod, &build, cancel, &mut report.lines)
         .await
     {
-        Ok(_) => return report,
+        Ok(record) => match soak_prod(deployer, &record, cancel, &mut report.lines).await {
+            Ok(()) => return report,
+            Err(e) => e,
+        },
         Err(e) => e,
     };
     let Some(previous) = restore_target else {
@@ -73,6 +78,41 @@ pub(super) async fn promote(
                 marker.display()
             ));
             refuse(report, &reason)
+        }
+    }
+}
+
+/// Watches the new prod instance through the soak window, if the project has one; a failure
+/// goes down the same restore path as a failed health check.
+async fn soak_prod(
+    deployer: &ProcessDeployer,
+    record: &InstanceRecord,
+    cancel: &CancellationToken,
+    lines: &mut Vec<String>,
+) -> Result<(), DeployError> {
+    let Some(window) = deployer.spec.soak else {
+        return Ok(());
+    };
+    let health = &deployer.spec.health;
+    let url = format!("{}{}", deployer.base_url(Env::Prod), health.path);
+    lines.push(format!(
+        "prod: soaking for {}s, probing {} every {}ms",
+        window.duration.as_secs(),
+        health.path,
+        window.interval.as_millis()
+    ));
+    let outcome = soak::soak(&url, window, health.timeout, cancel, || {
+        (!record.is_running()).then(|| "the prod process exited".to_owned())
+    })
+    .await;
+    match outcome {
+        Ok(probes) => {
+            lines.push(soak::passed_line(window, probes));
+            Ok(())
+        }
+        Err(e) => {
+            lines.push(format!("prod: {e}"));
+            Err(e)
         }
     }
 }

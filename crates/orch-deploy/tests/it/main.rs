@@ -4,5 +4,6 @@
 mod docker;
 mod hook;
 mod promote;
+mod selfdeploy;
 mod staging;
 mod support;

@@ -276,3 +276,87 @@ async fn a_prod_port_held_by_another_program_is_refused_before_anything_changes(
     assert!(!report.frozen && !project.root().join("prod/FROZEN").exists());
     drop(squatter);
 }
+
+/// A project whose promotions soak for `secs` seconds, probing every 100 ms.
+fn soaking(secs: u32) -> Project {
+    Project::new(
+        "Hello v1",
+        &format!("{GREETING_CHECK}\n[soak]\nsecs = {secs}\ninterval_ms = 100\n"),
+    )
+}
+
+#[tokio::test]
+async fn a_healthy_promotion_is_watched_through_its_soak_window() {
+    let project = soaking(1);
+    let started = std::time::Instant::now();
+    with_v1_in_prod(&project).await;
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    let v2 = stage_v2(&project).await;
+    let report = project.promote(&v2).await;
+    assert_eq!(report.status, DeployStatus::Success, "{:#?}", report.lines);
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains("stayed healthy through its 1s soak window")),
+        "{:#?}",
+        report.lines
+    );
+}
+
+#[tokio::test]
+async fn an_app_that_dies_mid_soak_is_a_failed_deploy_restored_and_paused() {
+    let project = soaking(4);
+    let v1 = with_v1_in_prod(&project).await;
+    let v2 = stage_v2(&project).await;
+    let root = project.root();
+    let doomed = v2.clone();
+    // Kills v2 once it is prod and healthy: it dies during its soak.
+    let killer = tokio::spawn(async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let current = std::fs::read_to_string(root.join("prod/current.json")).ok();
+            let record: Option<serde_json::Value> =
+                current.and_then(|t| serde_json::from_str(&t).ok());
+            if let Some(record) = record
+                && record["sha"] == doomed.as_str()
+                && record["healthy"] == true
+                && let Some(pid) = record["pid"].as_i64().and_then(|p| i32::try_from(p).ok())
+                && pid > 1
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                let group = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
+    });
+    let report = project.promote(&v2).await;
+    assert!(
+        killer.await.expect("killer"),
+        "v2 never ran healthy in prod, so it could not die mid-soak: {:#?}",
+        report.lines
+    );
+    let why = reason(&report.status);
+    assert!(why.contains("soak window"), "{why}");
+    assert_eq!(
+        report.restored.as_deref(),
+        Some(v1.as_str()),
+        "{:#?}",
+        report.lines
+    );
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains("promotions are PAUSED")),
+        "{:#?}",
+        report.lines
+    );
+    assert_eq!(
+        project.greeting_on(Env::Prod).await.as_deref(),
+        Ok("Hello v1")
+    );
+}

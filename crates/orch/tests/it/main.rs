@@ -13,6 +13,7 @@ mod isolation;
 mod onboard;
 mod projects;
 mod resume;
+mod selfdeploy;
 mod serve;
 mod staging;
 mod worker;
