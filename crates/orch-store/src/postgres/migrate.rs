@@ -6,10 +6,16 @@ use sqlx::{Connection, PgConnection};
 use crate::{Result, StoreError};
 
 /// The migrations this orch knows, in order. Never edit one that was released: add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_links_and_cursors.sql"),
+    ),
+];
 
 /// The key of the advisory lock that makes migrations one at a time across every process and
 /// machine opening the same database ("orchmigr" in ASCII).

@@ -8,7 +8,13 @@ use sqlx::{SqliteConnection, SqlitePool};
 use crate::{Result, StoreError};
 
 /// The migrations this orch knows, in order. Never edit one that was released: add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_links_and_cursors.sql"),
+    ),
+];
 
 /// The newest schema version this orch knows.
 pub(crate) fn latest_version() -> i64 {
