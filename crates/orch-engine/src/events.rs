@@ -23,3 +23,7 @@ pub const RETRIED: &str = "item.retried";
 pub const STOPPED: &str = "item.stopped";
 pub const MERGED: &str = "item.merged";
 pub const DONE: &str = "item.done";
+/// The tracker or forge could not be reached; the item keeps its place and it is tried again.
+pub const REMOTE_UNREACHABLE: &str = "remote.unreachable";
+/// The tracker or forge refused for good (a missing token scope, a deleted issue).
+pub const REMOTE_FAILED: &str = "remote.failed";
