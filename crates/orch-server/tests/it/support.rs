@@ -131,6 +131,7 @@ impl Server {
             prod_port: 18510,
             health_override: None,
             approvers: Vec::new(),
+            remotes: Default::default(),
         })
         .expect("project loads");
         let engine = Arc::new(Engine::new(
