@@ -54,6 +54,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             health_tries: Some(200),
             health_interval_ms: Some(20),
             approvers: Vec::new(),
+            tracker: None,
+            forge: None,
         }],
     };
     std::fs::write(&config, toml::to_string_pretty(&file)?)?;

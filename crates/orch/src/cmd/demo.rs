@@ -228,6 +228,8 @@ async fn create_demo(
             health_tries: Some(40),
             health_interval_ms: Some(250),
             approvers: Vec::new(),
+            tracker: None,
+            forge: None,
         }],
     };
     let path = dir.join("orch.toml");

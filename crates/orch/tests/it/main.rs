@@ -6,6 +6,7 @@ mod bench;
 mod crash;
 mod demo;
 mod harness;
+mod integrations;
 mod onboard;
 mod serve;
 mod staging;

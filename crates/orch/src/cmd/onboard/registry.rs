@@ -151,6 +151,8 @@ impl Registry {
             health_tries: None,
             health_interval_ms: None,
             approvers: Vec::new(),
+            tracker: None,
+            forge: None,
         };
         settings::parse_project(&entry, &self.data_dir)
             .map_err(|e| UsageError(format!("the new entry does not parse: {e}")))?;

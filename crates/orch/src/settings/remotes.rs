@@ -1,0 +1,131 @@
+//! Building a project's tracker and forge from its `[projects.tracker]` and `[projects.forge]`
+//! tables. Part of the one registry parser: every error names the project and the field.
+
+use std::sync::Arc;
+
+use orch_core::ProjectId;
+use orch_engine::{ForgeLink, TrackerLink};
+use orch_integrations::{Gitea, GiteaConfig, MergeStyle, Plane, PlaneConfig, RetryPolicy, Token};
+
+use super::RemoteEntry;
+
+/// A required text field of the table, or an error naming it.
+fn required<'a>(
+    id: &ProjectId,
+    table: &str,
+    field: &str,
+    value: &'a Option<String>,
+) -> Result<&'a str, String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            format!("project `{id}`, field `{table}.{field}`: is required for this kind")
+        })
+}
+
+/// The token from the environment variable the entry names; never from the file.
+fn token(id: &ProjectId, table: &str, entry: &RemoteEntry) -> Result<Token, String> {
+    let name = entry.token_env.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "project `{id}`, field `{table}.token_env`: must name an environment variable (letters, digits, `_`), not hold the token"
+        ));
+    }
+    let value = std::env::var(name).unwrap_or_default();
+    Token::new(value).ok_or_else(|| {
+        format!("project `{id}`, field `{table}.token_env`: the environment variable `{name}` is not set")
+    })
+}
+
+fn gitea(id: &ProjectId, table: &str, entry: &RemoteEntry) -> Result<(Gitea, String), String> {
+    let owner = required(id, table, "owner", &entry.owner)?;
+    let repo = required(id, table, "repo", &entry.repo)?;
+    let gitea = Gitea::new(GiteaConfig {
+        base_url: entry.base_url.clone(),
+        owner: owner.to_owned(),
+        repo: repo.to_owned(),
+        token: token(id, table, entry)?,
+        retry: RetryPolicy::default(),
+    })
+    .map_err(|e| format!("project `{id}`, table `{table}`: {e}"))?;
+    Ok((gitea, format!("{owner}/{repo}")))
+}
+
+pub(super) fn tracker(id: &ProjectId, entry: &RemoteEntry) -> Result<TrackerLink, String> {
+    let table = "tracker";
+    let ready_state = entry
+        .ready_state
+        .clone()
+        .unwrap_or_else(|| "Ready".to_owned());
+    if !orch_core::states::CANONICAL_STATES
+        .iter()
+        .any(|s| s.name == ready_state)
+    {
+        return Err(format!(
+            "project `{id}`, field `tracker.ready_state`: `{ready_state}` is not one of orch's tracker states"
+        ));
+    }
+    if entry.merge_style.is_some() {
+        return Err(format!(
+            "project `{id}`, field `tracker.merge_style`: belongs in `[projects.forge]`"
+        ));
+    }
+    let (tracker, key): (Arc<dyn orch_integrations::Tracker>, String) = match entry.kind.as_str() {
+        "plane" => {
+            let workspace = required(id, table, "workspace", &entry.workspace)?;
+            let project = required(id, table, "project", &entry.project)?;
+            let plane = Plane::new(PlaneConfig {
+                base_url: entry.base_url.clone(),
+                workspace: workspace.to_owned(),
+                project_id: project.to_owned(),
+                token: token(id, table, entry)?,
+                retry: RetryPolicy::default(),
+            })
+            .map_err(|e| format!("project `{id}`, table `tracker`: {e}"))?;
+            (Arc::new(plane), project.to_owned())
+        }
+        "gitea" | "forgejo" => {
+            let (gitea, key) = gitea(id, table, entry)?;
+            (Arc::new(gitea), key)
+        }
+        other => {
+            return Err(format!(
+                "project `{id}`, field `tracker.kind`: `{other}` is not a tracker; use `plane`, `gitea` or `forgejo`"
+            ));
+        }
+    };
+    Ok(TrackerLink {
+        tracker,
+        key,
+        ready_state,
+    })
+}
+
+pub(super) fn forge(id: &ProjectId, entry: &RemoteEntry) -> Result<ForgeLink, String> {
+    let table = "forge";
+    if entry.ready_state.is_some() || entry.poll_secs.is_some() {
+        return Err(format!(
+            "project `{id}`, table `forge`: `ready_state` and `poll_secs` belong in `[projects.tracker]`"
+        ));
+    }
+    let merge_style = match entry.merge_style.as_deref() {
+        None => MergeStyle::default(),
+        Some(s) => MergeStyle::parse(s).ok_or_else(|| {
+            format!("project `{id}`, field `forge.merge_style`: `{s}` is not `merge`, `squash` or `rebase`")
+        })?,
+    };
+    match entry.kind.as_str() {
+        "gitea" | "forgejo" => {
+            let (gitea, _) = gitea(id, table, entry)?;
+            Ok(ForgeLink {
+                forge: Arc::new(gitea),
+                merge_style,
+            })
+        }
+        other => Err(format!(
+            "project `{id}`, field `forge.kind`: `{other}` is not a forge; use `gitea` or `forgejo`"
+        )),
+    }
+}
