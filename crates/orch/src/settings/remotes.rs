@@ -129,3 +129,140 @@ pub(super) fn forge(id: &ProjectId, entry: &RemoteEntry) -> Result<ForgeLink, St
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::settings::{ProjectEntry, RemoteEntry, parse_project};
+
+    /// `PATH` is set in every environment tests run in; it stands in for a token variable, so
+    /// the tests need not change the process environment.
+    const SET_VAR: &str = "PATH";
+
+    fn entry(tracker: Option<RemoteEntry>, forge: Option<RemoteEntry>) -> ProjectEntry {
+        ProjectEntry {
+            name: "web".into(),
+            repo: "repo".into(),
+            staging_port: 18001,
+            prod_port: 18002,
+            health_tries: None,
+            health_interval_ms: None,
+            approvers: Vec::new(),
+            tracker,
+            forge,
+        }
+    }
+
+    fn remote(kind: &str) -> RemoteEntry {
+        RemoteEntry {
+            kind: kind.into(),
+            base_url: "https://tracker.example.com".into(),
+            workspace: Some("acme".into()),
+            project: Some("4af6d1a2".into()),
+            owner: Some("acme".into()),
+            repo: Some("web".into()),
+            token_env: SET_VAR.into(),
+            ready_state: None,
+            poll_secs: None,
+            merge_style: None,
+        }
+    }
+
+    fn error(tracker: Option<RemoteEntry>, forge: Option<RemoteEntry>) -> String {
+        parse_project(&entry(tracker, forge), Path::new("/data")).expect_err("refused")
+    }
+
+    #[test]
+    fn a_plane_tracker_and_a_gitea_forge_parse() {
+        let parsed = parse_project(
+            &entry(Some(remote("plane")), Some(remote("gitea"))),
+            Path::new("/data"),
+        )
+        .expect("parses");
+        let tracker = parsed.remotes.tracker.expect("tracker");
+        assert_eq!(
+            (
+                tracker.tracker.kind(),
+                tracker.key.as_str(),
+                tracker.ready_state.as_str()
+            ),
+            ("plane", "4af6d1a2", "Ready")
+        );
+        let forge = parsed.remotes.forge.expect("forge");
+        assert_eq!(forge.forge.kind(), "gitea");
+        assert_eq!(forge.merge_style, orch_integrations::MergeStyle::Merge);
+        let shown = format!("{:?}", forge.forge);
+        let token = std::env::var(SET_VAR).unwrap_or_default();
+        assert!(!shown.contains(&token), "the token never shows in Debug");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: Vec<(Option<RemoteEntry>, Option<RemoteEntry>, &str)> = vec![
+            (Some(remote("jira")), None, "tracker.kind"),
+            (None, Some(remote("plane")), "forge.kind"),
+            (
+                Some(RemoteEntry {
+                    workspace: None,
+                    ..remote("plane")
+                }),
+                None,
+                "tracker.workspace",
+            ),
+            (
+                Some(RemoteEntry {
+                    owner: None,
+                    ..remote("gitea")
+                }),
+                None,
+                "tracker.owner",
+            ),
+            (
+                Some(RemoteEntry {
+                    token_env: "ORCH_TEST_SURELY_UNSET_TOKEN".into(),
+                    ..remote("plane")
+                }),
+                None,
+                "tracker.token_env",
+            ),
+            (
+                Some(RemoteEntry {
+                    token_env: "plane_api_0123 abc".into(),
+                    ..remote("plane")
+                }),
+                None,
+                "tracker.token_env",
+            ),
+            (
+                Some(RemoteEntry {
+                    ready_state: Some("Go".into()),
+                    ..remote("plane")
+                }),
+                None,
+                "tracker.ready_state",
+            ),
+            (
+                None,
+                Some(RemoteEntry {
+                    merge_style: Some("octopus".into()),
+                    ..remote("gitea")
+                }),
+                "forge.merge_style",
+            ),
+            (
+                Some(RemoteEntry {
+                    base_url: "ftp://x".into(),
+                    ..remote("plane")
+                }),
+                None,
+                "base_url",
+            ),
+        ];
+        for (tracker, forge, field) in cases {
+            let message = error(tracker, forge);
+            assert!(message.contains(field), "`{field}` named in: {message}");
+            assert!(message.contains("project `web`"), "{message}");
+        }
+    }
+}
