@@ -3,4 +3,5 @@
 
 mod api;
 mod support;
+mod tracker_deliveries;
 mod webhooks;
