@@ -22,14 +22,12 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Builds request `i` on a client.
+type MakeRequest = Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>;
+
 /// Sends `total` requests made by `make(i)` over `connections` keep-alive clients; returns the
 /// elapsed time, failing on any unexpected status.
-async fn drive(
-    total: usize,
-    connections: usize,
-    expect: u16,
-    make: Arc<dyn Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync>,
-) -> Duration {
+async fn drive(total: usize, connections: usize, expect: u16, make: MakeRequest) -> Duration {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..connections {
