@@ -288,6 +288,18 @@ impl Engine {
             }
         }
         if let Some(forge) = &remotes.forge
+            && event.kind == events::STOPPED
+            && self
+                .store
+                .cursor(&pr_cursor_name(&item.id))
+                .await
+                .unwrap_or(0)
+                > 0
+        {
+            // A stopped item never merges: its pull request should not wait for a review.
+            forge.forge.close_pull_request(&branch(&item.id)).await?;
+        }
+        if let Some(forge) = &remotes.forge
             && matches!(
                 event.kind.as_str(),
                 events::STAGE_PASSED | events::STAGE_FAILED

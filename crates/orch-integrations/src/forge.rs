@@ -78,6 +78,9 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     async fn open_pull_request(&self, branch: &str, title: &str, body: &str)
     -> Result<PullRequest>;
     async fn set_commit_status(&self, sha: &str, status: &CommitStatus) -> Result<()>;
+    /// Closes the open pull request of `branch` unmerged (its item was stopped); none open is
+    /// success.
+    async fn close_pull_request(&self, branch: &str) -> Result<()>;
     /// Merges the pull request; a pull request that is already merged is success (idempotent).
     async fn merge_pull_request(&self, number: u64, style: MergeStyle, message: &str)
     -> Result<()>;

@@ -103,6 +103,22 @@ impl Gitea {
         Ok((field("clone_url")?, field("default_branch")?))
     }
 
+    /// The open pull request whose head is `branch`, if any.
+    async fn open_pull_of(&self, branch: &str) -> Result<Option<PullRequest>> {
+        let open = self
+            .list_all(&format!("{}/pulls?state=open", self.prefix))
+            .await?;
+        open.iter()
+            .find(|p| {
+                p.get("head")
+                    .and_then(|h| h.get("ref"))
+                    .and_then(Value::as_str)
+                    == Some(branch)
+            })
+            .map(Self::pull)
+            .transpose()
+    }
+
     fn pull(value: &Value) -> Result<PullRequest> {
         Ok(PullRequest {
             number: value
@@ -308,16 +324,8 @@ impl Forge for Gitea {
         title: &str,
         body: &str,
     ) -> Result<PullRequest> {
-        let open = self
-            .list_all(&format!("{}/pulls?state=open", self.prefix))
-            .await?;
-        if let Some(found) = open.iter().find(|p| {
-            p.get("head")
-                .and_then(|h| h.get("ref"))
-                .and_then(Value::as_str)
-                == Some(branch)
-        }) {
-            return Self::pull(found);
+        if let Some(found) = self.open_pull_of(branch).await? {
+            return Ok(found);
         }
         let (_, base) = self.repository().await?;
         let created = self
@@ -328,6 +336,19 @@ impl Forge for Gitea {
             )
             .await?;
         Self::pull(&created)
+    }
+
+    async fn close_pull_request(&self, branch: &str) -> Result<()> {
+        let Some(open) = self.open_pull_of(branch).await? else {
+            return Ok(());
+        };
+        self.api
+            .patch(
+                &format!("{}/pulls/{}", self.prefix, open.number),
+                json!({ "state": "closed" }),
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn set_commit_status(&self, sha: &str, status: &CommitStatus) -> Result<()> {

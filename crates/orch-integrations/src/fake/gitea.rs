@@ -33,6 +33,8 @@ pub struct GiteaPull {
     pub base: String,
     pub title: String,
     pub merged: bool,
+    /// Closed without a merge.
+    pub closed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +195,7 @@ impl FakeGitea {
     fn pull_json(&self, p: &GiteaPull) -> Value {
         json!({
             "id": 2000 + p.number, "number": p.number, "title": p.title,
-            "state": if p.merged { "closed" } else { "open" }, "merged": p.merged,
+            "state": if p.merged || p.closed { "closed" } else { "open" }, "merged": p.merged,
             "head": { "ref": p.head, "label": p.head },
             "base": { "ref": p.base, "label": p.base },
             "html_url": format!("http://gitea.invalid/{}/{}/pulls/{}", self.owner, self.repo, p.number),
@@ -218,6 +220,12 @@ impl FakeGitea {
                     json!({ "message": "Do is required" }),
                 );
             }
+        }
+        if self.pulls[index].closed {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "message": "The PR is closed" }),
+            );
         }
         if self.pulls[index].merged {
             return (
@@ -401,7 +409,7 @@ impl FakeApi for FakeGitea {
                 let items = self
                     .pulls
                     .iter()
-                    .filter(|p| !open_only || !p.merged)
+                    .filter(|p| !open_only || !(p.merged || p.closed))
                     .map(|p| self.pull_json(p))
                     .collect();
                 (StatusCode::OK, Self::paged(items, query))
@@ -427,7 +435,11 @@ impl FakeApi for FakeGitea {
                         json!({ "message": format!("branch {head} does not exist") }),
                     );
                 }
-                if self.pulls.iter().any(|p| p.head == head && !p.merged) {
+                if self
+                    .pulls
+                    .iter()
+                    .any(|p| p.head == head && !p.merged && !p.closed)
+                {
                     return (
                         StatusCode::CONFLICT,
                         json!({ "message": "pull request already exists for these targets" }),
@@ -440,6 +452,7 @@ impl FakeApi for FakeGitea {
                     base,
                     title: field("title").unwrap_or_default(),
                     merged: false,
+                    closed: false,
                 };
                 let json = self.pull_json(&pull);
                 self.pulls.push(pull);
@@ -450,6 +463,20 @@ impl FakeApi for FakeGitea {
                     Some(p) => (StatusCode::OK, self.pull_json(p)),
                     None => not_found("pull request"),
                 }
+            }
+            (&Method::PATCH, ["pulls", n]) => {
+                let Some(pull) =
+                    number(n).and_then(|n| self.pulls.iter_mut().find(|p| p.number == n))
+                else {
+                    return not_found("pull request");
+                };
+                match body.get("state").and_then(Value::as_str) {
+                    Some("closed") if !pull.merged => pull.closed = true,
+                    Some("open") if !pull.merged => pull.closed = false,
+                    Some(_) | None => {}
+                }
+                let pull = pull.clone();
+                (StatusCode::CREATED, self.pull_json(&pull))
             }
             (&Method::POST, ["pulls", n, "merge"]) => match number(n) {
                 Some(n) => self.merge(n, &body).await,

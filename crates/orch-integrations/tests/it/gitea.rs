@@ -147,6 +147,12 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged() {
         1
     );
 
+    // Closing needs an open pull request of the branch; closing none is fine.
+    gitea
+        .close_pull_request("orch/WEB-9")
+        .await
+        .expect("nothing to close");
+
     let status = CommitStatus {
         state: CommitState::Success,
         context: "orch/review".into(),
@@ -180,6 +186,41 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged() {
         .await
         .expect("idempotent");
     assert_eq!(git(&bare, &["rev-parse", "refs/heads/main"]).await, main);
+}
+
+#[tokio::test]
+async fn a_stopped_items_pull_request_is_closed_not_merged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, gitea) = setup(dir.path()).await;
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    git(&work, &["init", "-q", "-b", "main"]).await;
+    std::fs::write(work.join("a.txt"), "a").expect("write");
+    git(&work, &["add", "."]).await;
+    git(&work, &["commit", "-qm", "first"]).await;
+    git(&work, &["branch", "orch/WEB-2"]).await;
+    let repo = orch_git::Repo::open(&work).await.expect("open");
+    gitea.push_branch(&repo, "orch/WEB-2").await.expect("push");
+    let pr = gitea
+        .open_pull_request("orch/WEB-2", "t", "b")
+        .await
+        .expect("pr");
+    gitea.close_pull_request("orch/WEB-2").await.expect("close");
+    let closed = server
+        .with(|g| {
+            g.pulls
+                .iter()
+                .any(|p| p.number == pr.number && p.closed && !p.merged)
+        })
+        .await;
+    assert!(closed);
+    let merge = gitea
+        .merge_pull_request(pr.number, MergeStyle::Merge, "m")
+        .await;
+    assert!(
+        merge.is_err(),
+        "a closed pull request does not merge: {merge:?}"
+    );
 }
 
 #[tokio::test]

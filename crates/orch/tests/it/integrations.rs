@@ -287,6 +287,21 @@ async fn a_plane_item_runs_the_pipeline_and_merges_through_gitea() {
     let merged = gitea
         .with(|g| g.pulls.iter().any(|p| p.number == number && p.merged))
         .await;
+    // The pull requests of stopped items were closed, never merged.
+    let others = gitea
+        .with(|g| {
+            g.pulls
+                .iter()
+                .filter(|p| p.number != number)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .await;
+    assert!(
+        others.iter().all(|p| p.closed && !p.merged),
+        "{others:?}\n{:#}",
+        show(&orch, &first)["events"]
+    );
     assert!(merged, "the pull request is merged by the forge");
     let main = git(&bare, &["rev-parse", "refs/heads/main"]);
     let head = git(&bare, &["rev-parse", &format!("refs/heads/orch/{item}")]);
