@@ -156,3 +156,62 @@ async fn gitea_labels_file_and_stop_items_and_the_follower_tells_gitea_once() {
         1
     );
 }
+
+/// Plane may send a work item's state as a bare id: orch then reads the work item from Plane's
+/// API for the state's name before acting.
+#[tokio::test]
+async fn a_plane_state_given_as_an_id_is_looked_up_before_acting() {
+    use orch_integrations::fake::plane::FakePlane;
+    use orch_integrations::{Plane, PlaneConfig};
+
+    const PROJECT: &str = "4af6d1a2-0b1c-4e5f-9a7b-1c2d3e4f5a6b";
+    let fake = FakeServer::start(FakePlane::new(TOKEN, "acme", PROJECT).with_canonical_states())
+        .await
+        .expect("serve");
+    let plane = Plane::new(PlaneConfig {
+        base_url: fake.base_url().to_owned(),
+        workspace: "acme".into(),
+        project_id: PROJECT.into(),
+        token: Token::new(TOKEN).expect("token"),
+        retry: RetryPolicy::default(),
+    })
+    .expect("plane");
+    let remotes = Remotes {
+        tracker: Some(TrackerLink {
+            tracker: Arc::new(plane),
+            key: PROJECT.into(),
+            ready_state: "Ready".into(),
+        }),
+        forge: None,
+    };
+    let server = Server::start_with_remotes(remotes, |s| {
+        s.with_webhook_secret(WebhookSource::Plane, crate::support::PLANE_SECRET)
+    })
+    .await;
+    let id = fake.with(|p| p.add_work_item("Greet", "", "Todo")).await;
+    let delivery = fake
+        .with(|p| p.move_work_item(&id, "Ready", "Ada"))
+        .await
+        .expect("delivery");
+    let mut payload: serde_json::Value = serde_json::from_slice(&delivery.body).expect("json");
+    let state_id = payload["data"]["state"]["id"].clone();
+    payload["data"]["state"] = state_id;
+    let body = serde_json::to_vec(&payload).expect("json");
+    let signature = WebhookSource::Plane
+        .sign(crate::support::PLANE_SECRET, &body)
+        .expect("sign");
+    let answer = server
+        .send(
+            Request::post("/hooks/plane")
+                .header("X-Plane-Signature", signature)
+                .header("X-Plane-Delivery", "state-as-id-1")
+                .body(body),
+        )
+        .await;
+    assert_eq!(answer.json()["action"], "created", "{answer:?}");
+    let reads = fake.requests_to(
+        "GET",
+        &format!("/api/v1/workspaces/acme/projects/{PROJECT}/work-items/{id}/"),
+    );
+    assert_eq!(reads.len(), 1, "the state was read from Plane");
+}
