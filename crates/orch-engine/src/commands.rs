@@ -3,10 +3,18 @@
 
 use orch_core::transition::{self, ItemStatus, Outcome};
 use orch_core::{ItemId, ProjectId};
-use orch_store::{ItemChange, ItemRecord, NewEvent, RunState, StoreError};
+use orch_store::{ItemChange, ItemRecord, NewEvent, NewRun, RunState, StoreError};
 use serde_json::json;
 
 use crate::{Engine, EngineError, approval, events, record};
+
+/// A new item as the store receives it.
+struct NewItem {
+    title: String,
+    progress: transition::ItemProgress,
+    first_run: NewRun,
+    events: Vec<NewEvent>,
+}
 
 /// What an approver sees before approving: the staging verdict and the artifact it is bound to.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +34,54 @@ impl Engine {
         title: &str,
         body: &str,
     ) -> Result<ItemRecord, EngineError> {
+        let new = self.new_item(project, title, None)?;
+        let item = self
+            .store
+            .create_item(
+                project,
+                &project.item_prefix(),
+                &new.title,
+                body,
+                &new.progress,
+                new.first_run,
+                new.events,
+            )
+            .await?;
+        Ok(item)
+    }
+
+    /// Files the item a tracker announced under `external_id`, once: announcing it again (a
+    /// redelivered webhook, the reconciliation poll) returns the item filed first, with `false`.
+    pub async fn create_linked_item(
+        &self,
+        project: &ProjectId,
+        external_id: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<(ItemRecord, bool), EngineError> {
+        let new = self.new_item(project, title, Some(external_id))?;
+        Ok(self
+            .store
+            .create_linked_item(
+                external_id,
+                project,
+                &project.item_prefix(),
+                &new.title,
+                body,
+                &new.progress,
+                new.first_run,
+                new.events,
+            )
+            .await?)
+    }
+
+    /// What a new item of `project` starts with: its first run and its first events.
+    fn new_item(
+        &self,
+        project: &ProjectId,
+        title: &str,
+        external_id: Option<&str>,
+    ) -> Result<NewItem, EngineError> {
         let p = self.project(project)?;
         let title = title.trim();
         if title.is_empty() {
@@ -36,30 +92,24 @@ impl Engine {
         }
         let decision = transition::start(&p.pipeline);
         let planned = record::plan(&p.pipeline, &decision);
-        let Some(first) = planned.next_run else {
+        let Some(first_run) = planned.next_run else {
             return Err(EngineError::Refused {
                 item: "new item".into(),
                 message: "the pipeline has no first stage".into(),
             });
         };
-        let mut evs = vec![NewEvent::new(
-            events::ITEM_CREATED,
-            json!({ "title": title, "project": project.as_str() }),
-        )];
-        evs.extend(planned.events);
-        let item = self
-            .store
-            .create_item(
-                project,
-                &project.item_prefix(),
-                title,
-                body,
-                &decision.progress,
-                first,
-                evs,
-            )
-            .await?;
-        Ok(item)
+        let mut created = json!({ "title": title, "project": project.as_str() });
+        if let Some(external) = external_id {
+            created["external_id"] = json!(external);
+        }
+        let mut events = vec![NewEvent::new(events::ITEM_CREATED, created)];
+        events.extend(planned.events);
+        Ok(NewItem {
+            title: title.to_owned(),
+            progress: decision.progress,
+            first_run,
+            events,
+        })
     }
 
     async fn item(&self, id: &ItemId) -> Result<ItemRecord, EngineError> {

@@ -46,3 +46,7 @@ pub(crate) fn spend_limit_reached(
         }),
     )
 }
+/// The tracker or forge could not be reached; the item keeps its place and it is tried again.
+pub const REMOTE_UNREACHABLE: &str = "remote.unreachable";
+/// The tracker or forge refused for good (a missing token scope, a deleted issue).
+pub const REMOTE_FAILED: &str = "remote.failed";

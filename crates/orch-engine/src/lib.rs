@@ -23,6 +23,7 @@ mod merge;
 pub mod project;
 mod reaper;
 mod record;
+mod remotes;
 mod selfdeploy;
 mod session;
 pub mod spend;
@@ -38,7 +39,8 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::ApproveEvidence;
-pub use project::{Project, ProjectSettings};
+pub use project::{ForgeLink, Project, ProjectSettings, Remotes, TrackerLink};
+pub use remotes::{FollowSummary, TrackerAction};
 
 #[derive(Debug, Error)]
 pub enum EngineError {

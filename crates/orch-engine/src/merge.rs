@@ -2,10 +2,10 @@
 //! crash in the middle is finished by the next pass), record done, remove the worktree.
 
 use orch_core::transition::{self, ItemStatus, Outcome};
-use orch_store::{ItemChange, NewEvent, StoreError};
+use orch_store::{ItemChange, ItemRecord, NewEvent, StoreError};
 use serde_json::json;
 
-use crate::project::branch;
+use crate::project::{Project, branch};
 use crate::{Engine, EngineError, events};
 
 impl Engine {
@@ -28,7 +28,7 @@ impl Engine {
             .await?;
             let repo = orch_git::Repo::open(&project.settings.repo).await?;
             let message = format!("Merge {}: {}", item.id, item.title);
-            let merged = match repo.merge_into_default(&branch(&item.id), &message).await {
+            let merged = match self.merge_item(project, &repo, &item, &message).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     // A conflict or a dirty checkout needs a person; the item keeps its place.
@@ -52,7 +52,7 @@ impl Engine {
                 events: vec![
                     NewEvent::new(
                         events::MERGED,
-                        json!({ "branch": branch(&item.id), "outcome": format!("{merged:?}") }),
+                        json!({ "branch": branch(&item.id), "outcome": merged }),
                     ),
                     NewEvent::new(events::DONE, json!({})),
                 ],
@@ -68,5 +68,45 @@ impl Engine {
             done += 1;
         }
         Ok(done)
+    }
+
+    /// Merges the item's branch: through the project's forge (push, find or open the pull
+    /// request, merge it) when it has one, else locally into the default branch. Returns what
+    /// happened, for the `item.merged` event.
+    async fn merge_item(
+        &self,
+        project: &Project,
+        repo: &orch_git::Repo,
+        item: &ItemRecord,
+        message: &str,
+    ) -> Result<String, String> {
+        let branch = branch(&item.id);
+        let Some(link) = &project.settings.remotes.forge else {
+            return repo
+                .merge_into_default(&branch, message)
+                .await
+                .map(|outcome| format!("{outcome:?}"))
+                .map_err(|e| e.to_string());
+        };
+        let forge = &link.forge;
+        let title = format!("{}: {}", item.id, item.title);
+        forge
+            .push_branch(repo, &branch)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pull = forge
+            .open_pull_request(&branch, &title, &item.body)
+            .await
+            .map_err(|e| e.to_string())?;
+        forge
+            .merge_pull_request(pull.number, link.merge_style, message)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{} pull request #{} merged ({})",
+            forge.kind(),
+            pull.number,
+            link.merge_style.as_str()
+        ))
     }
 }

@@ -38,6 +38,39 @@ pub struct ProjectSettings {
     pub approvers: Vec<String>,
     /// How long an approval stays good for its promotion; `None`: until it is used.
     pub approval_ttl: Option<std::time::Duration>,
+    /// The project's tracker and forge; without them, the built-in board and the local forge.
+    pub remotes: Remotes,
+}
+
+/// A project's tracker and forge, each optional.
+#[derive(Debug, Clone, Default)]
+pub struct Remotes {
+    pub tracker: Option<TrackerLink>,
+    pub forge: Option<ForgeLink>,
+}
+
+impl Remotes {
+    pub fn is_empty(&self) -> bool {
+        self.tracker.is_none() && self.forge.is_none()
+    }
+}
+
+/// The tracker a project's items come from.
+#[derive(Debug, Clone)]
+pub struct TrackerLink {
+    pub tracker: Arc<dyn orch_integrations::Tracker>,
+    /// What names the project in the tracker's webhooks: a Plane project id, a Gitea
+    /// `owner/repo`.
+    pub key: String,
+    /// The canonical state that makes an item enter the pipeline (`Ready` by default).
+    pub ready_state: String,
+}
+
+/// The forge a project's branches go to; it then merges them instead of the local merge.
+#[derive(Debug, Clone)]
+pub struct ForgeLink {
+    pub forge: Arc<dyn orch_integrations::Forge>,
+    pub merge_style: orch_integrations::MergeStyle,
 }
 
 pub struct Project {

@@ -34,6 +34,9 @@ pub(crate) struct Git {
     cwd: PathBuf,
     args: Vec<OsString>,
     index: Option<PathBuf>,
+    /// Configuration passed through `GIT_CONFIG_*` variables rather than `-c`, so that a value
+    /// (an authorization header) never shows in the arguments an error reports.
+    hidden_config: Vec<(String, String)>,
 }
 
 impl Git {
@@ -42,6 +45,7 @@ impl Git {
             cwd: cwd.to_owned(),
             args: Vec::new(),
             index: None,
+            hidden_config: Vec::new(),
         }
     }
 
@@ -71,6 +75,12 @@ impl Git {
         self
     }
 
+    /// Sets a configuration value for this command only, kept out of its arguments.
+    pub(crate) fn hidden_config(mut self, key: &str, value: &str) -> Self {
+        self.hidden_config.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new("git");
         command.args(&self.args).current_dir(&self.cwd);
@@ -92,6 +102,14 @@ impl Git {
             .kill_on_drop(true);
         if let Some(index) = &self.index {
             command.env("GIT_INDEX_FILE", index);
+        }
+        if !self.hidden_config.is_empty() {
+            command.env("GIT_CONFIG_COUNT", self.hidden_config.len().to_string());
+            for (i, (key, value)) in self.hidden_config.iter().enumerate() {
+                command
+                    .env(format!("GIT_CONFIG_KEY_{i}"), key)
+                    .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+            }
         }
         command
     }

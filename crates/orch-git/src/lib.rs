@@ -19,6 +19,7 @@
 
 mod command;
 mod merge;
+mod push;
 mod repo;
 mod snapshot;
 mod worktree;
@@ -45,6 +46,8 @@ pub enum GitError {
     NotARepo { path: PathBuf, reason: String },
     #[error("HEAD of {} is detached, so it names no default branch; check the default branch out (`git switch main`) or configure it", path.display())]
     DetachedHead { path: PathBuf },
+    #[error("orch never pushes the default branch `{0}`; it changes only through a merge")]
+    PushToDefault(String),
     #[error("branch `{0}` does not exist")]
     UnknownBranch(String),
     #[error("{} is already a worktree {found}, not of branch `{wanted}`; remove it or choose another path", path.display())]

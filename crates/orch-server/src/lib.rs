@@ -29,6 +29,7 @@ mod dashboard;
 mod error;
 mod metrics;
 mod state;
+mod tracker_events;
 pub mod views;
 mod webhook;
 
@@ -41,6 +42,7 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 pub use metrics::{DeliveryResult, WebhookMetrics};
 pub use state::AppState;
+pub use tracker_events::WebhookAction;
 pub use webhook::WebhookSource;
 
 /// The largest request body accepted, webhooks included; larger ones get 413.

@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tracker_events::WebhookAction;
 use crate::webhook::WebhookSource;
 
 /// How a webhook delivery ended.
@@ -62,6 +63,8 @@ impl DeliveryResult {
 #[derive(Debug, Default)]
 pub struct WebhookMetrics {
     counts: [[AtomicU64; DeliveryResult::ALL.len()]; WebhookSource::ALL.len()],
+    /// What accepted deliveries led to, per source.
+    actions: [[AtomicU64; WebhookAction::ALL.len()]; WebhookSource::ALL.len()],
 }
 
 impl WebhookMetrics {
@@ -71,6 +74,14 @@ impl WebhookMetrics {
 
     pub fn count(&self, source: WebhookSource, result: DeliveryResult) -> u64 {
         self.counts[source.index()][result.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn record_action(&self, source: WebhookSource, action: WebhookAction) {
+        self.actions[source.index()][action as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn action_count(&self, source: WebhookSource, action: WebhookAction) -> u64 {
+        self.actions[source.index()][action as usize].load(Ordering::Relaxed)
     }
 
     /// The Prometheus text exposition of every counter, zeros included, so a dashboard sees
@@ -89,6 +100,21 @@ impl WebhookMetrics {
                     source.as_str(),
                     result.as_str(),
                     self.count(source, result)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP orch_webhook_actions_total What accepted deliveries led to, by source and action.\n\
+             # TYPE orch_webhook_actions_total counter\n",
+        );
+        for source in WebhookSource::ALL {
+            for action in WebhookAction::ALL {
+                let _ = writeln!(
+                    out,
+                    "orch_webhook_actions_total{{source=\"{}\",action=\"{}\"}} {}",
+                    source.as_str(),
+                    action.as_str(),
+                    self.action_count(source, action)
                 );
             }
         }

@@ -1,5 +1,6 @@
 //! Webhook intake: verify the signature over the raw body, then parse, then store the delivery
-//! once in the inbox. Acting on what a delivery says is not this module's job.
+//! once in the inbox, then act on a newly stored one (`tracker_events`). A redelivery is
+//! recorded as a duplicate and acted on no more.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,6 +15,7 @@ use sha2::Sha256;
 use crate::error::ApiError;
 use crate::metrics::DeliveryResult;
 use crate::state::{AppState, Secret};
+use crate::tracker_events::WebhookAction;
 
 /// Where a delivery comes from; each signs and names its deliveries in its own headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -102,10 +104,21 @@ pub(crate) async fn receive(
         .into_response();
     };
     let (result, response) = match intake(&state, source, &headers, body).await {
-        Ok(Intake::Stored) => (
-            DeliveryResult::Accepted,
-            (StatusCode::ACCEPTED, Json(json!({ "accepted": true }))).into_response(),
-        ),
+        Ok(Intake::Stored(payload)) => {
+            let action = crate::tracker_events::act(state.engine(), source, &payload).await;
+            state.metrics().record_action(source, action);
+            if matches!(action, WebhookAction::Created | WebhookAction::Approved) {
+                state.notify_work_added();
+            }
+            (
+                DeliveryResult::Accepted,
+                (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "accepted": true, "action": action.as_str() })),
+                )
+                    .into_response(),
+            )
+        }
         Ok(Intake::Duplicate) => (
             DeliveryResult::Duplicate,
             (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response(),
@@ -117,7 +130,8 @@ pub(crate) async fn receive(
 }
 
 enum Intake {
-    Stored,
+    /// Stored for the first time; the parsed payload.
+    Stored(serde_json::Value),
     Duplicate,
 }
 
@@ -154,7 +168,7 @@ async fn intake(
                 source.delivery_headers().join(" or ")
             ))
         })?;
-    serde_json::from_slice::<serde_json::Value>(&body)
+    let payload = serde_json::from_slice::<serde_json::Value>(&body)
         .map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
     let stored = state
         .engine()
@@ -163,7 +177,7 @@ async fn intake(
         .await
         .map_err(|e| (DeliveryResult::Failed, ApiError::from(e)))?;
     Ok(if stored {
-        Intake::Stored
+        Intake::Stored(payload)
     } else {
         Intake::Duplicate
     })

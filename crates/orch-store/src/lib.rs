@@ -368,6 +368,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a webhook delivery; `false` when (source, delivery id) was seen before.
     async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool>;
 
+    /// Creates an item as [`Store::create_item`] does, linked to a tracker's `external_id`, in
+    /// one transaction; unless the project already has an item linked to that id: then nothing
+    /// is written and that item is returned with `false`. Two callers racing on one id create
+    /// one item.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "create_item's arguments plus the link, in one transaction"
+    )]
+    async fn create_linked_item(
+        &self,
+        external_id: &str,
+        project: &ProjectId,
+        prefix: &str,
+        title: &str,
+        body: &str,
+        progress: &ItemProgress,
+        first_run: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<(ItemRecord, bool)>;
+    /// The item of `project` linked to `external_id`, if any.
+    async fn find_linked_item(
+        &self,
+        project: &ProjectId,
+        external_id: &str,
+    ) -> Result<Option<ItemId>>;
+    /// The tracker id an item is linked to, if it came from a tracker.
+    async fn external_id(&self, item: &ItemId) -> Result<Option<String>>;
+
+    /// Where the follower `name` stopped; 0 when it never ran.
+    async fn cursor(&self, name: &str) -> Result<i64>;
+    /// Records where the follower `name` stopped.
+    async fn set_cursor(&self, name: &str, position: i64) -> Result<()>;
+
     /// Waits until a run may have become claimable (queued by any process) or `timeout` has
     /// passed, whichever comes first. A hint, never the truth: callers poll after it returns,
     /// so a spurious or a lost wake-up costs at most one poll interval. The default (SQLite)

@@ -397,4 +397,103 @@ impl Store for PgStore {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn create_linked_item(
+        &self,
+        external_id: &str,
+        project: &ProjectId,
+        prefix: &str,
+        title: &str,
+        body: &str,
+        progress: &ItemProgress,
+        first_run: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<(ItemRecord, bool)> {
+        let mut tx = self.write().await?;
+        // One creator per (project, external id) at a time, across every process: the second
+        // waits here and then finds the link.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
+            .bind(project.as_str())
+            .bind(external_id)
+            .execute(&mut *tx)
+            .await?;
+        let linked: Option<String> = sqlx::query_scalar(
+            "SELECT item_id FROM external_items WHERE project_id = $1 AND external_id = $2",
+        )
+        .bind(project.as_str())
+        .bind(external_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = linked {
+            tx.rollback().await?;
+            let id = ItemId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let item = self
+                .get_item(&id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "work item",
+                    id: id.to_string(),
+                })?;
+            return Ok((item, false));
+        }
+        let item = items::create(
+            &mut tx, project, prefix, title, body, progress, &first_run, &events,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO external_items (project_id, external_id, item_id) VALUES ($1, $2, $3)",
+        )
+        .bind(project.as_str())
+        .bind(external_id)
+        .bind(item.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((item, true))
+    }
+
+    async fn find_linked_item(
+        &self,
+        project: &ProjectId,
+        external_id: &str,
+    ) -> Result<Option<ItemId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT item_id FROM external_items WHERE project_id = $1 AND external_id = $2",
+        )
+        .bind(project.as_str())
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        id.map(|id| ItemId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    async fn external_id(&self, item: &ItemId) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT external_id FROM external_items WHERE item_id = $1")
+                .bind(item.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn cursor(&self, name: &str) -> Result<i64> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM cursors WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(position.unwrap_or(0))
+    }
+
+    async fn set_cursor(&self, name: &str, position: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
+        .bind(name)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }

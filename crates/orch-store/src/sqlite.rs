@@ -383,6 +383,99 @@ impl Store for SqliteStore {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    async fn create_linked_item(
+        &self,
+        external_id: &str,
+        project: &ProjectId,
+        prefix: &str,
+        title: &str,
+        body: &str,
+        progress: &ItemProgress,
+        first_run: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<(ItemRecord, bool)> {
+        // BEGIN IMMEDIATE holds the write lock from the look-up to the commit: no race.
+        let mut w = self.write().await?;
+        let linked: Option<String> = sqlx::query_scalar(
+            "SELECT item_id FROM external_items WHERE project_id = ? AND external_id = ?",
+        )
+        .bind(project.as_str())
+        .bind(external_id)
+        .fetch_optional(&mut *w.tx)
+        .await?;
+        if let Some(id) = linked {
+            drop(w);
+            let id = ItemId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let item = self
+                .get_item(&id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "work item",
+                    id: id.to_string(),
+                })?;
+            return Ok((item, false));
+        }
+        let item = items::create(
+            &mut w.tx, project, prefix, title, body, progress, &first_run, &events,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO external_items (project_id, external_id, item_id) VALUES (?, ?, ?)",
+        )
+        .bind(project.as_str())
+        .bind(external_id)
+        .bind(item.id.as_str())
+        .execute(&mut *w.tx)
+        .await?;
+        w.commit().await?;
+        Ok((item, true))
+    }
+
+    async fn find_linked_item(
+        &self,
+        project: &ProjectId,
+        external_id: &str,
+    ) -> Result<Option<ItemId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT item_id FROM external_items WHERE project_id = ? AND external_id = ?",
+        )
+        .bind(project.as_str())
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        id.map(|id| ItemId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    async fn external_id(&self, item: &ItemId) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT external_id FROM external_items WHERE item_id = ?")
+                .bind(item.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn cursor(&self, name: &str) -> Result<i64> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM cursors WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(position.unwrap_or(0))
+    }
+
+    async fn set_cursor(&self, name: &str, position: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )
+        .bind(name)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use orch_core::ProjectId;
 use serde::{Deserialize, Serialize};
 
 use crate::env;
+
+mod remotes;
 use crate::error::UsageError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,7 +80,46 @@ pub struct ProjectEntry {
     /// Seconds an approval stays good: a promotion that starts later asks for a new approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_ttl_secs: Option<u64>,
+    /// Where the project's items come from; absent means the built-in board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker: Option<RemoteEntry>,
+    /// Where its branches go and are merged; absent means the local merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<RemoteEntry>,
 }
+
+/// `[projects.tracker]` or `[projects.forge]`: a Plane or Gitea/Forgejo service. The token is
+/// read from the environment variable named by `token_env`; the file never holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteEntry {
+    /// `plane` (tracker only), `gitea` or `forgejo`.
+    pub kind: String,
+    pub base_url: String,
+    /// Plane: the workspace slug and the project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Gitea/Forgejo: the repository's owner and name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    pub token_env: String,
+    /// Tracker: the state that makes an item enter the pipeline (default `Ready`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_state: Option<String>,
+    /// Tracker: seconds between reconciliation polls (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_secs: Option<u64>,
+    /// Forge: `merge` (default), `squash` or `rebase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_style: Option<String>,
+}
+
+/// How often trackers are polled when no project says otherwise.
+pub const DEFAULT_TRACKER_POLL_SECS: u64 = 60;
 
 /// Resolved settings.
 #[derive(Debug, Clone)]
@@ -92,6 +133,8 @@ pub struct Settings {
     pub projects: Vec<orch_engine::ProjectSettings>,
     pub staging_tolerance: bool,
     pub crashpoint: Option<String>,
+    /// Between two reconciliation polls of the trackers: the shortest any project asks for.
+    pub tracker_poll: std::time::Duration,
 }
 
 /// Parses one registry entry: the single parser for every caller (contract 14).
@@ -135,6 +178,18 @@ pub fn parse_project(
             "project `{id}`, field `approval_ttl_secs`: must be at least 1; leave it out for approvals that do not expire"
         ));
     }
+    let remotes = orch_engine::Remotes {
+        tracker: entry
+            .tracker
+            .as_ref()
+            .map(|t| remotes::tracker(&id, t))
+            .transpose()?,
+        forge: entry
+            .forge
+            .as_ref()
+            .map(|f| remotes::forge(&id, f))
+            .transpose()?,
+    };
     Ok(orch_engine::ProjectSettings {
         id,
         repo: data_dir.join(&entry.repo),
@@ -148,6 +203,7 @@ pub fn parse_project(
             .map(|a| a.trim().to_owned())
             .collect(),
         approval_ttl: entry.approval_ttl_secs.map(std::time::Duration::from_secs),
+        remotes,
     })
 }
 
@@ -245,6 +301,14 @@ impl Settings {
             crashpoint: std::env::var(env::CRASHPOINT)
                 .ok()
                 .filter(|s| !s.is_empty()),
+            tracker_poll: std::time::Duration::from_secs(
+                file.projects
+                    .iter()
+                    .filter_map(|p| p.tracker.as_ref())
+                    .map(|t| t.poll_secs.unwrap_or(DEFAULT_TRACKER_POLL_SECS).max(1))
+                    .min()
+                    .unwrap_or(DEFAULT_TRACKER_POLL_SECS),
+            ),
         })
     }
 }

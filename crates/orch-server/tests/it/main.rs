@@ -4,4 +4,5 @@
 mod api;
 mod dashboard;
 mod support;
+mod tracker_deliveries;
 mod webhooks;

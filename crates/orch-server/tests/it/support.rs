@@ -113,6 +113,14 @@ impl Server {
     }
 
     pub async fn start_with(configure: impl FnOnce(AppState) -> AppState) -> Self {
+        Self::start_with_remotes(Default::default(), configure).await
+    }
+
+    /// A server whose project has `remotes` (a tracker, a forge).
+    pub async fn start_with_remotes(
+        remotes: orch_engine::Remotes,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
         write_project(&repo);
@@ -132,6 +140,7 @@ impl Server {
             health_override: None,
             approvers: Vec::new(),
             approval_ttl: None,
+            remotes,
         })
         .expect("project loads");
         let engine = Arc::new(Engine::new(

@@ -15,6 +15,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_notify_work.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_links_and_cursors.sql"),
+    ),
 ];
 
 /// The key of the advisory lock that makes migrations one at a time across every process and

@@ -14,6 +14,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_notify_work.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_links_and_cursors.sql"),
+    ),
 ];
 
 /// The newest schema version this orch knows.

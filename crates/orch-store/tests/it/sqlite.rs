@@ -82,6 +82,9 @@ conformance!(
     concurrency::concurrent_claimers_on_separate_handles_never_share_a_run,
     concurrency::claims_respect_global_and_per_project_limits,
     concurrency::concurrent_claimers_never_overshoot_a_limit,
+    links::a_linked_item_is_created_once_per_external_id,
+    links::racing_announcements_create_one_item,
+    links::cursors_start_at_zero_and_are_shared,
 );
 
 #[tokio::test]

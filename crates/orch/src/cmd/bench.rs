@@ -55,6 +55,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             health_interval_ms: Some(20),
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            tracker: None,
+            forge: None,
         }],
     };
     std::fs::write(&config, toml::to_string_pretty(&file)?)?;

@@ -137,6 +137,8 @@ async fn measure(
             health_interval_ms: None,
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            tracker: None,
+            forge: None,
         });
     }
     let config = data.join("orch.toml");

@@ -287,6 +287,8 @@ async fn create_demo(
             health_interval_ms: Some(250),
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            tracker: None,
+            forge: None,
         }],
     };
     let path = dir.join("orch.toml");

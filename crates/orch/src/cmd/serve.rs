@@ -43,11 +43,20 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<i32> {
         state.work_added(),
         shutdown.clone(),
     ));
+    let remotes_loop = tokio::spawn(run_remotes(
+        Arc::clone(&ctx.engine),
+        state.work_added(),
+        ctx.settings.tracker_poll,
+        shutdown.clone(),
+    ));
     let served = orch_server::serve(listener, state, shutdown.clone().cancelled_owned()).await;
     // Whatever ended the server also ends the engine loop; wait for its agents to stop.
     shutdown.cancel();
     if let Err(e) = engine_loop.await {
         tracing::error!("the engine loop failed: {e}");
+    }
+    if let Err(e) = remotes_loop.await {
+        tracing::error!("the tracker and forge loop failed: {e}");
     }
     served.with_context(|| format!("serving HTTP on {addr}"))?;
     println!("orch serve: stopped");
@@ -135,6 +144,46 @@ async fn run_engine(engine: Arc<Engine>, work_added: Arc<Notify>, shutdown: Canc
             () = work_added.notified() => {}
             // Another process (a worker, the CLI) queued a run: PostgreSQL says so at once.
             _ = engine.store().wait_for_work(POLL_INTERVAL) => {}
+        }
+    }
+}
+
+/// How often the event follower tells trackers and forges what happened.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Until shutdown: follows the event log out to trackers and forges every second, and
+/// reconciles with the trackers every `poll` (catching missed webhooks). Does nothing when no
+/// project has a tracker or a forge.
+async fn run_remotes(
+    engine: Arc<Engine>,
+    work_added: Arc<Notify>,
+    poll: Duration,
+    shutdown: CancellationToken,
+) {
+    if engine.projects().all(|p| p.settings.remotes.is_empty()) {
+        return;
+    }
+    let mut last_reconcile: Option<tokio::time::Instant> = None;
+    while !shutdown.is_cancelled() {
+        if last_reconcile.is_none_or(|t| t.elapsed() >= poll) {
+            let actions = engine.reconcile_trackers().await;
+            if actions.iter().any(|(_, a)| {
+                matches!(
+                    a,
+                    orch_engine::TrackerAction::Created(_)
+                        | orch_engine::TrackerAction::Approved(_)
+                )
+            }) {
+                work_added.notify_one();
+            }
+            last_reconcile = Some(tokio::time::Instant::now());
+        }
+        if let Err(e) = engine.follow_remotes().await {
+            eprintln!("orch serve: following events to trackers and forges failed: {e}");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
         }
     }
 }

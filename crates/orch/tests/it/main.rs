@@ -9,6 +9,7 @@ mod crash;
 mod dashboard;
 mod demo;
 mod harness;
+mod integrations;
 mod isolation;
 mod onboard;
 mod projects;

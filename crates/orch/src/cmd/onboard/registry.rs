@@ -152,6 +152,8 @@ impl Registry {
             health_interval_ms: None,
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            tracker: None,
+            forge: None,
         };
         settings::parse_project(&entry, &self.data_dir)
             .map_err(|e| UsageError(format!("the new entry does not parse: {e}")))?;

@@ -1,0 +1,513 @@
+//! A fake Gitea repository: the repository object, labels, issues with their labels and
+//! comments, pull requests, commit statuses and merges, under `/api/v1/repos/{owner}/{repo}`,
+//! with `Authorization: token` auth, `page`/`limit` paging and errors as `{"message", "url"}`.
+//!
+//! The remote is a real bare git repository on disk: its path is the repository's `clone_url`,
+//! so pushes land there, and the merge call performs a real merge commit into its default
+//! branch (the `merge` style only: the fake refuses `squash` and `rebase` with 405 rather than
+//! pretend). Issue webhooks follow docs.gitea.com/usage/webhooks (`action`, `number`, `issue`,
+//! `repository`, `sender`).
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::server::{FakeApi, not_found, query_pairs};
+use super::webhook::{Delivery, Sender};
+
+#[derive(Debug, Clone)]
+pub struct GiteaIssue {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub labels: Vec<u64>,
+    pub open: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct GiteaPull {
+    pub number: u64,
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub merged: bool,
+    /// Closed without a merge.
+    pub closed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiteaStatus {
+    pub sha: String,
+    pub state: String,
+    pub context: String,
+}
+
+#[derive(Debug)]
+pub struct FakeGitea {
+    token: String,
+    /// When set, every write answers 403 naming this scope, as Gitea does for a token without it.
+    pub missing_scope: Option<String>,
+    pub owner: String,
+    pub repo: String,
+    pub bare: PathBuf,
+    pub default_branch: String,
+    /// (id, name)
+    pub labels: Vec<(u64, String)>,
+    pub issues: Vec<GiteaIssue>,
+    /// (issue number, body)
+    pub comments: Vec<(u64, String)>,
+    pub pulls: Vec<GiteaPull>,
+    pub statuses: Vec<GiteaStatus>,
+    next_id: u64,
+    deliveries: u64,
+}
+
+impl FakeGitea {
+    /// A fake whose remote is a new bare repository at `bare` with default branch `main`.
+    pub async fn new(token: &str, owner: &str, repo: &str, bare: &Path) -> std::io::Result<Self> {
+        let status = tokio::process::Command::new("git")
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(bare)
+            .status()
+            .await?;
+        if !status.success() {
+            return Err(std::io::Error::other("git init --bare failed"));
+        }
+        Ok(Self {
+            token: token.to_owned(),
+            missing_scope: None,
+            owner: owner.to_owned(),
+            repo: repo.to_owned(),
+            bare: bare.to_owned(),
+            default_branch: "main".to_owned(),
+            labels: Vec::new(),
+            issues: Vec::new(),
+            comments: Vec::new(),
+            pulls: Vec::new(),
+            statuses: Vec::new(),
+            next_id: 0,
+            deliveries: 0,
+        })
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn add_label(&mut self, name: &str) -> u64 {
+        let id = self.id();
+        self.labels.push((id, name.to_owned()));
+        id
+    }
+
+    fn label_id(&self, name: &str) -> Option<u64> {
+        self.labels
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| *id)
+    }
+
+    pub fn label_names(&self, number: u64) -> Vec<String> {
+        self.issues
+            .iter()
+            .find(|i| i.number == number)
+            .map(|i| {
+                i.labels
+                    .iter()
+                    .filter_map(|id| self.labels.iter().find(|(l, _)| l == id))
+                    .map(|(_, n)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn add_issue(&mut self, title: &str, body: &str, labels: &[&str]) -> u64 {
+        let number = self.issues.len() as u64 + self.pulls.len() as u64 + 1;
+        let labels = labels.iter().filter_map(|l| self.label_id(l)).collect();
+        self.issues.push(GiteaIssue {
+            number,
+            title: title.to_owned(),
+            body: body.to_owned(),
+            labels,
+            open: true,
+        });
+        number
+    }
+
+    /// Puts `label` on the issue (dropping other labels of its exclusive scope) as a person
+    /// would, and returns the delivery Gitea sends for it.
+    pub fn label_issue(&mut self, number: u64, label: &str, by: &str) -> Option<Delivery> {
+        let id = self.label_id(label)?;
+        let scope = label.split_once('/').map(|(s, _)| format!("{s}/"));
+        let names: Vec<(u64, String)> = self.labels.clone();
+        let issue = self.issues.iter_mut().find(|i| i.number == number)?;
+        issue.labels.retain(|l| {
+            let name = names.iter().find(|(i, _)| i == l).map(|(_, n)| n.as_str());
+            !matches!((&scope, name), (Some(s), Some(n)) if n.starts_with(s.as_str()))
+        });
+        issue.labels.push(id);
+        let payload = json!({
+            "action": "label_updated",
+            "number": number,
+            "issue": self.issue_json(number)?,
+            "repository": self.repository_json(),
+            "sender": { "login": by, "id": 7 },
+        });
+        self.deliveries += 1;
+        Some(Delivery::new(
+            Sender::Gitea,
+            format!("7d3b3a53-0000-4000-8000-{:012x}", self.deliveries),
+            "issues",
+            &payload,
+        ))
+    }
+
+    fn repository_json(&self) -> Value {
+        json!({
+            "id": 1,
+            "name": self.repo,
+            "full_name": format!("{}/{}", self.owner, self.repo),
+            "owner": { "login": self.owner, "id": 1 },
+            "default_branch": self.default_branch,
+            "clone_url": self.bare.display().to_string(),
+            "html_url": format!("http://gitea.invalid/{}/{}", self.owner, self.repo),
+        })
+    }
+
+    fn issue_json(&self, number: u64) -> Option<Value> {
+        let i = self.issues.iter().find(|i| i.number == number)?;
+        let labels: Vec<Value> = i
+            .labels
+            .iter()
+            .filter_map(|id| self.labels.iter().find(|(l, _)| l == id))
+            .map(|(id, name)| json!({ "id": id, "name": name }))
+            .collect();
+        Some(json!({
+            "id": 1000 + i.number, "number": i.number, "title": i.title, "body": i.body,
+            "labels": labels, "state": if i.open { "open" } else { "closed" },
+            "pull_request": null,
+        }))
+    }
+
+    fn pull_json(&self, p: &GiteaPull) -> Value {
+        json!({
+            "id": 2000 + p.number, "number": p.number, "title": p.title,
+            "state": if p.merged || p.closed { "closed" } else { "open" }, "merged": p.merged,
+            "head": { "ref": p.head, "label": p.head },
+            "base": { "ref": p.base, "label": p.base },
+            "html_url": format!("http://gitea.invalid/{}/{}/pulls/{}", self.owner, self.repo, p.number),
+        })
+    }
+
+    async fn merge(&mut self, number: u64, body: &Value) -> (StatusCode, Value) {
+        let Some(index) = self.pulls.iter().position(|p| p.number == number) else {
+            return not_found("pull request");
+        };
+        match body.get("Do").and_then(Value::as_str) {
+            Some("merge") => {}
+            Some(other) => {
+                return (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({ "message": format!("the fake does not do `{other}` merges") }),
+                );
+            }
+            None => {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({ "message": "Do is required" }),
+                );
+            }
+        }
+        if self.pulls[index].closed {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "message": "The PR is closed" }),
+            );
+        }
+        if self.pulls[index].merged {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "message": "The PR is already merged" }),
+            );
+        }
+        let message = body
+            .get("merge_message_field")
+            .and_then(Value::as_str)
+            .unwrap_or("Merge pull request")
+            .to_owned();
+        let head = self.pulls[index].head.clone();
+        let merged = match orch_git::Repo::open(&self.bare).await {
+            Ok(repo) => repo.merge_into_default(&head, &message).await,
+            Err(e) => Err(e),
+        };
+        match merged {
+            Ok(_) => {
+                self.pulls[index].merged = true;
+                (StatusCode::OK, Value::Null)
+            }
+            Err(e) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "message": format!("Please try again later: {e}") }),
+            ),
+        }
+    }
+
+    fn paged(items: Vec<Value>, query: &str) -> Value {
+        let pairs = query_pairs(query);
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        };
+        let limit = get("limit").unwrap_or(30).clamp(1, 50);
+        let page = get("page").unwrap_or(1).max(1);
+        Value::Array(
+            items
+                .into_iter()
+                .skip((page - 1) * limit)
+                .take(limit)
+                .collect(),
+        )
+    }
+}
+
+#[async_trait]
+impl FakeApi for FakeGitea {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("token "))
+            .is_some_and(|t| t == self.token)
+    }
+
+    async fn answer(
+        &mut self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let prefix = format!("/api/v1/repos/{}/{}", self.owner, self.repo);
+        let Some(rest) = path.strip_prefix(&prefix) else {
+            return not_found("repository");
+        };
+        if method != Method::GET
+            && let Some(scope) = &self.missing_scope
+        {
+            return (
+                StatusCode::FORBIDDEN,
+                json!({ "message": format!("token does not have at least one of required scope(s): [{scope}]"), "url": "" }),
+            );
+        }
+        let parts: Vec<&str> = rest
+            .trim_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let number = |s: &str| s.parse::<u64>().ok();
+        match (method, parts.as_slice()) {
+            (&Method::GET, []) => (StatusCode::OK, self.repository_json()),
+            (&Method::GET, ["labels"]) => {
+                let labels = self.labels.iter().map(|(id, name)| json!({ "id": id, "name": name, "exclusive": name.contains('/') })).collect();
+                (StatusCode::OK, Self::paged(labels, query))
+            }
+            (&Method::POST, ["labels"]) => {
+                let Some(name) = body.get("name").and_then(Value::as_str) else {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({ "message": "name is required" }),
+                    );
+                };
+                let id = self.add_label(name);
+                (StatusCode::CREATED, json!({ "id": id, "name": name }))
+            }
+            (&Method::GET, ["issues"]) => {
+                let pairs = query_pairs(query);
+                let wanted: Vec<String> = pairs
+                    .iter()
+                    .filter(|(k, _)| k == "labels")
+                    .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                let open_only = !pairs.iter().any(|(k, v)| k == "state" && v != "open");
+                let items = self
+                    .issues
+                    .iter()
+                    .filter(|i| !open_only || i.open)
+                    .filter(|i| {
+                        let names = self.label_names(i.number);
+                        wanted.iter().all(|w| names.contains(w))
+                    })
+                    .filter_map(|i| self.issue_json(i.number))
+                    .collect();
+                (StatusCode::OK, Self::paged(items, query))
+            }
+            (&Method::GET, ["issues", n]) => match number(n).and_then(|n| self.issue_json(n)) {
+                Some(issue) => (StatusCode::OK, issue),
+                None => not_found("issue"),
+            },
+            (&Method::GET, ["issues", n, "labels"]) => {
+                match number(n).and_then(|n| self.issue_json(n)) {
+                    Some(issue) => (StatusCode::OK, issue["labels"].clone()),
+                    None => not_found("issue"),
+                }
+            }
+            (&Method::PUT, ["issues", n, "labels"]) => {
+                let ids: Vec<u64> = body
+                    .get("labels")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default();
+                if ids
+                    .iter()
+                    .any(|id| !self.labels.iter().any(|(l, _)| l == id))
+                {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({ "message": "label does not exist" }),
+                    );
+                }
+                let Some(issue) =
+                    number(n).and_then(|n| self.issues.iter_mut().find(|i| i.number == n))
+                else {
+                    return not_found("issue");
+                };
+                issue.labels = ids;
+                let n = issue.number;
+                (
+                    StatusCode::OK,
+                    self.issue_json(n)
+                        .map(|i| i["labels"].clone())
+                        .unwrap_or_default(),
+                )
+            }
+            (&Method::POST, ["issues", n, "comments"]) => {
+                let Some(n) = number(n).filter(|n| self.issues.iter().any(|i| i.number == *n))
+                else {
+                    return not_found("issue");
+                };
+                let text = body
+                    .get("body")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                self.comments.push((n, text.clone()));
+                (
+                    StatusCode::CREATED,
+                    json!({ "id": self.id(), "body": text }),
+                )
+            }
+            (&Method::GET, ["pulls"]) => {
+                let open_only = !query_pairs(query)
+                    .iter()
+                    .any(|(k, v)| k == "state" && v != "open");
+                let items = self
+                    .pulls
+                    .iter()
+                    .filter(|p| !open_only || !(p.merged || p.closed))
+                    .map(|p| self.pull_json(p))
+                    .collect();
+                (StatusCode::OK, Self::paged(items, query))
+            }
+            (&Method::POST, ["pulls"]) => {
+                let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+                let (Some(head), Some(base)) = (field("head"), field("base")) else {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({ "message": "head and base are required" }),
+                    );
+                };
+                let exists = tokio::process::Command::new("git")
+                    .args(["rev-parse", "--verify", "-q"])
+                    .arg(format!("refs/heads/{head}"))
+                    .current_dir(&self.bare)
+                    .output()
+                    .await
+                    .is_ok_and(|o| o.status.success());
+                if !exists {
+                    return (
+                        StatusCode::NOT_FOUND,
+                        json!({ "message": format!("branch {head} does not exist") }),
+                    );
+                }
+                if self
+                    .pulls
+                    .iter()
+                    .any(|p| p.head == head && !p.merged && !p.closed)
+                {
+                    return (
+                        StatusCode::CONFLICT,
+                        json!({ "message": "pull request already exists for these targets" }),
+                    );
+                }
+                let number = self.issues.len() as u64 + self.pulls.len() as u64 + 1;
+                let pull = GiteaPull {
+                    number,
+                    head,
+                    base,
+                    title: field("title").unwrap_or_default(),
+                    merged: false,
+                    closed: false,
+                };
+                let json = self.pull_json(&pull);
+                self.pulls.push(pull);
+                (StatusCode::CREATED, json)
+            }
+            (&Method::GET, ["pulls", n]) => {
+                match number(n).and_then(|n| self.pulls.iter().find(|p| p.number == n)) {
+                    Some(p) => (StatusCode::OK, self.pull_json(p)),
+                    None => not_found("pull request"),
+                }
+            }
+            (&Method::PATCH, ["pulls", n]) => {
+                let Some(pull) =
+                    number(n).and_then(|n| self.pulls.iter_mut().find(|p| p.number == n))
+                else {
+                    return not_found("pull request");
+                };
+                match body.get("state").and_then(Value::as_str) {
+                    Some("closed") if !pull.merged => pull.closed = true,
+                    Some("open") if !pull.merged => pull.closed = false,
+                    Some(_) | None => {}
+                }
+                let pull = pull.clone();
+                (StatusCode::CREATED, self.pull_json(&pull))
+            }
+            (&Method::POST, ["pulls", n, "merge"]) => match number(n) {
+                Some(n) => self.merge(n, &body).await,
+                None => not_found("pull request"),
+            },
+            (&Method::POST, ["statuses", sha]) => {
+                let field = |k: &str| {
+                    body.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let state = field("state");
+                if !["pending", "success", "error", "failure", "warning"].contains(&state.as_str())
+                {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({ "message": "invalid state" }),
+                    );
+                }
+                self.statuses.push(GiteaStatus {
+                    sha: (*sha).to_owned(),
+                    state: state.clone(),
+                    context: field("context"),
+                });
+                (
+                    StatusCode::CREATED,
+                    json!({ "id": self.id(), "status": state, "context": field("context") }),
+                )
+            }
+            _ => not_found("route"),
+        }
+    }
+}

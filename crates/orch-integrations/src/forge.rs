@@ -1,0 +1,87 @@
+//! The `Forge` port: where item branches are pushed, reviewed as pull requests, marked with
+//! commit statuses and merged. A forge never receives a push to the default branch.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// How a pull request is merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MergeStyle {
+    /// A merge commit: the history shows each item as one unit (orch's local merge does this).
+    #[default]
+    Merge,
+    Squash,
+    Rebase,
+}
+
+impl MergeStyle {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "merge" => Some(MergeStyle::Merge),
+            "squash" => Some(MergeStyle::Squash),
+            "rebase" => Some(MergeStyle::Rebase),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeStyle::Merge => "merge",
+            MergeStyle::Squash => "squash",
+            MergeStyle::Rebase => "rebase",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    pub url: String,
+    pub merged: bool,
+}
+
+/// A commit status's state, in the words Gitea and GitHub share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitState {
+    Pending,
+    Success,
+    Failure,
+    Error,
+}
+
+impl CommitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitState::Pending => "pending",
+            CommitState::Success => "success",
+            CommitState::Failure => "failure",
+            CommitState::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStatus {
+    pub state: CommitState,
+    /// Which check this is (`orch/review`); one status per context is shown.
+    pub context: String,
+    pub description: String,
+}
+
+#[async_trait]
+pub trait Forge: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> &'static str;
+    /// Pushes `branch` of the local `repo` to the forge; refuses the default branch.
+    async fn push_branch(&self, repo: &orch_git::Repo, branch: &str) -> Result<()>;
+    /// The open pull request of `branch` into the default branch, opened if there is none.
+    async fn open_pull_request(&self, branch: &str, title: &str, body: &str)
+    -> Result<PullRequest>;
+    async fn set_commit_status(&self, sha: &str, status: &CommitStatus) -> Result<()>;
+    /// Closes the open pull request of `branch` unmerged (its item was stopped); none open is
+    /// success.
+    async fn close_pull_request(&self, branch: &str) -> Result<()>;
+    /// Merges the pull request; a pull request that is already merged is success (idempotent).
+    async fn merge_pull_request(&self, number: u64, style: MergeStyle, message: &str)
+    -> Result<()>;
+}

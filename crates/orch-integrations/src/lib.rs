@@ -1,0 +1,30 @@
+//! orch-integrations: trackers and forges. The `Tracker` port (where work items come from and
+//! where their state is shown) and the `Forge` port (where item branches are pushed, reviewed,
+//! marked and merged), with adapters for Plane CE and Gitea/Forgejo over HTTP, and, behind the
+//! `fake` feature, in-process fakes of both that tests run against.
+//!
+//! Invariants:
+//! - Adapters do one thing each and know nothing of the pipeline: the engine and the server
+//!   decide what to tell a tracker or a forge.
+//! - A token never appears in `Debug`, an error or a log line.
+//! - No forge call ever pushes to the default branch.
+//! - Every remote call is bounded: a timeout per request and a bounded number of retries.
+
+mod error;
+pub mod forge;
+pub mod gitea;
+mod http;
+pub mod plane;
+mod secret;
+pub mod tracker;
+
+#[cfg(feature = "fake")]
+pub mod fake;
+
+pub use error::{IntegrationError, Result};
+pub use forge::{CommitState, CommitStatus, Forge, MergeStyle, PullRequest};
+pub use gitea::{Gitea, GiteaConfig};
+pub use http::RetryPolicy;
+pub use plane::{Plane, PlaneConfig};
+pub use secret::Token;
+pub use tracker::{RemoteItem, Tracker};

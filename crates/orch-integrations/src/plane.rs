@@ -1,0 +1,295 @@
+//! Plane CE as a tracker, over its REST API v1 (`X-API-Key` auth).
+//!
+//! Paths follow developers.plane.so/api-reference: under
+//! `/api/v1/workspaces/{slug}/projects/{project_id}/` the `states/` list and create, the
+//! `work-items/` list (cursor-paginated: `per_page`, `cursor`, answered with `results`,
+//! `next_cursor`, `next_page_results`), get and patch (`state` is a state UUID), and
+//! `work-items/{id}/comments/` (`comment_html`). A 429 carries `X-RateLimit-Reset`.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::error::{IntegrationError, Result};
+use crate::http::{ApiClient, RetryPolicy};
+use crate::secret::Token;
+use crate::tracker::{RemoteItem, Tracker, canonical};
+
+/// Where a Plane project is.
+#[derive(Debug, Clone)]
+pub struct PlaneConfig {
+    pub base_url: String,
+    pub workspace: String,
+    pub project_id: String,
+    pub token: Token,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug)]
+pub struct Plane {
+    api: ApiClient,
+    prefix: String,
+    /// State name -> id, read once (and again after `ensure_states` creates some).
+    states: Mutex<Option<BTreeMap<String, String>>>,
+}
+
+/// One page of a Plane list; some list endpoints answer a bare array instead.
+fn page_results(value: Value) -> (Vec<Value>, Option<String>) {
+    match value {
+        Value::Array(items) => (items, None),
+        Value::Object(mut map) => {
+            let items = match map.remove("results") {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            let more = map
+                .get("next_page_results")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let cursor = map
+                .get("next_cursor")
+                .and_then(Value::as_str)
+                .filter(|_| more)
+                .map(str::to_owned);
+            (items, cursor)
+        }
+        _ => (Vec::new(), None),
+    }
+}
+
+/// The longest list orch walks (pages of 100): a runaway cursor cannot loop forever.
+const MAX_PAGES: usize = 50;
+
+impl Plane {
+    pub fn new(config: PlaneConfig) -> Result<Self> {
+        for (field, value) in [
+            ("workspace", &config.workspace),
+            ("project", &config.project_id),
+        ] {
+            if value.trim().is_empty() || value.contains('/') {
+                return Err(IntegrationError::Config(format!(
+                    "plane `{field}` must be a non-empty slug or id without `/`"
+                )));
+            }
+        }
+        let api = ApiClient::new(
+            "plane",
+            &config.base_url,
+            "x-api-key",
+            "",
+            config.token,
+            config.retry,
+        )?;
+        Ok(Self {
+            api,
+            prefix: format!(
+                "/api/v1/workspaces/{}/projects/{}",
+                config.workspace.trim(),
+                config.project_id.trim()
+            ),
+            states: Mutex::new(None),
+        })
+    }
+
+    async fn list_all(&self, path: &str) -> Result<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}per_page=100&cursor={c}"),
+                None => format!("{path}{sep}per_page=100"),
+            };
+            let (items, next) = page_results(self.api.get(&url).await?);
+            all.extend(items);
+            match next {
+                Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+                _ => return Ok(all),
+            }
+        }
+        Ok(all)
+    }
+
+    async fn state_ids(&self) -> Result<BTreeMap<String, String>> {
+        let mut cached = self.states.lock().await;
+        if let Some(states) = cached.as_ref() {
+            return Ok(states.clone());
+        }
+        let mut states = BTreeMap::new();
+        for s in self.list_all(&format!("{}/states/", self.prefix)).await? {
+            if let (Some(id), Some(name)) = (
+                s.get("id").and_then(Value::as_str),
+                s.get("name").and_then(Value::as_str),
+            ) {
+                states.insert(name.to_owned(), id.to_owned());
+            }
+        }
+        *cached = Some(states.clone());
+        Ok(states)
+    }
+
+    async fn state_id(&self, name: &str) -> Result<String> {
+        canonical(name)?;
+        self.state_ids()
+            .await?
+            .remove(name)
+            .ok_or_else(|| IntegrationError::NotFound {
+                service: "plane".into(),
+                what: format!("state `{name}` (run `orch onboard apply` to create it)"),
+            })
+    }
+
+    fn item(&self, value: &Value, names: &BTreeMap<String, String>) -> Result<RemoteItem> {
+        let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+        let id = text("id").ok_or_else(|| IntegrationError::BadResponse {
+            service: "plane".into(),
+            detail: "a work item without an `id`".into(),
+        })?;
+        // `state` is a UUID in the API and an object with an `id` in some webhook payloads.
+        let state_id = match value.get("state") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(o)) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        let state = state_id.and_then(|sid| {
+            names
+                .iter()
+                .find(|(_, id)| **id == sid)
+                .map(|(name, _)| name.clone())
+        });
+        let key = value
+            .get("sequence_id")
+            .and_then(Value::as_u64)
+            .map(|n| format!("#{n}"))
+            .unwrap_or_else(|| id.clone());
+        Ok(RemoteItem {
+            id,
+            key,
+            title: text("name").unwrap_or_default(),
+            body: text("description_stripped")
+                .or_else(|| text("description_html"))
+                .unwrap_or_default(),
+            state,
+        })
+    }
+}
+
+/// Escapes text for Plane's HTML comment body.
+fn html_paragraph(text: &str) -> String {
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!("<p>{}</p>", escaped.replace('\n', "<br/>"))
+}
+
+fn checked_id(id: &str) -> Result<&str> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(IntegrationError::Config(format!(
+            "`{id}` is not a Plane work item id"
+        )));
+    }
+    Ok(id)
+}
+
+#[async_trait]
+impl Tracker for Plane {
+    fn kind(&self) -> &'static str {
+        "plane"
+    }
+
+    async fn ensure_states(&self) -> Result<()> {
+        let existing = self.state_ids().await?;
+        let mut created = false;
+        for state in orch_core::states::CANONICAL_STATES {
+            if existing.contains_key(state.name) {
+                continue;
+            }
+            self.api
+                .post(
+                    &format!("{}/states/", self.prefix),
+                    json!({ "name": state.name, "group": state.group.as_str(), "color": "#6b7280" }),
+                )
+                .await?;
+            created = true;
+        }
+        if created {
+            *self.states.lock().await = None;
+        }
+        Ok(())
+    }
+
+    async fn list_items(&self, state: &str) -> Result<Vec<RemoteItem>> {
+        let wanted = self.state_id(state).await?;
+        let names = self.state_ids().await?;
+        let all = self
+            .list_all(&format!("{}/work-items/", self.prefix))
+            .await?;
+        all.iter()
+            .filter(|v| v.get("state").and_then(Value::as_str) == Some(wanted.as_str()))
+            .map(|v| self.item(v, &names))
+            .collect()
+    }
+
+    async fn get_item(&self, id: &str) -> Result<RemoteItem> {
+        let id = checked_id(id)?;
+        let value = self
+            .api
+            .get(&format!("{}/work-items/{id}/", self.prefix))
+            .await?;
+        let names = self.state_ids().await?;
+        self.item(&value, &names)
+    }
+
+    async fn set_state(&self, id: &str, state: &str) -> Result<()> {
+        let id = checked_id(id)?;
+        let state_id = self.state_id(state).await?;
+        self.api
+            .patch(
+                &format!("{}/work-items/{id}/", self.prefix),
+                json!({ "state": state_id }),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn add_comment(&self, id: &str, text: &str) -> Result<()> {
+        let id = checked_id(id)?;
+        self.api
+            .post(
+                &format!("{}/work-items/{id}/comments/", self.prefix),
+                json!({ "comment_html": html_paragraph(text) }),
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_are_escaped() {
+        assert_eq!(html_paragraph("a<b>\nc&"), "<p>a&lt;b&gt;<br/>c&amp;</p>");
+    }
+
+    #[test]
+    fn ids_that_could_change_the_path_are_refused() {
+        assert!(checked_id("../x").is_err());
+        assert!(checked_id("5f0e-aa").is_ok());
+    }
+
+    #[test]
+    fn pages_follow_next_cursor_only_when_there_are_more() {
+        let (items, next) = page_results(
+            json!({"results": [{"id": "a"}], "next_cursor": "100:1:0", "next_page_results": true}),
+        );
+        assert_eq!((items.len(), next.as_deref()), (1, Some("100:1:0")));
+        let (_, next) =
+            page_results(json!({"results": [], "next_cursor": "x", "next_page_results": false}));
+        assert_eq!(next, None);
+    }
+}

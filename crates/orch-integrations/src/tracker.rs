@@ -1,0 +1,46 @@
+//! The `Tracker` port: where work items come from and where their state is shown.
+//!
+//! States are orch's canonical state names (`orch_core::states`); each adapter maps them to its
+//! tracker's own notion (Plane workflow states, Gitea scoped labels).
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// A work item as a tracker holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteItem {
+    /// The tracker's stable id (a Plane UUID, a Gitea issue number): what orch links items by.
+    pub id: String,
+    /// What people call it (`WEB-12`, `#12`).
+    pub key: String,
+    pub title: String,
+    pub body: String,
+    /// The canonical state it is in, when it is in one orch knows.
+    pub state: Option<String>,
+}
+
+#[async_trait]
+pub trait Tracker: Send + Sync + std::fmt::Debug {
+    /// `plane`, `gitea`, ...: the name in configuration, events and messages.
+    fn kind(&self) -> &'static str;
+    /// Creates whichever canonical states (or state labels) are missing; deletes nothing.
+    async fn ensure_states(&self) -> Result<()>;
+    /// The open items in the canonical state `state`.
+    async fn list_items(&self, state: &str) -> Result<Vec<RemoteItem>>;
+    async fn get_item(&self, id: &str) -> Result<RemoteItem>;
+    /// Moves the item to the canonical state `state`.
+    async fn set_state(&self, id: &str, state: &str) -> Result<()>;
+    /// Adds a plain-text comment.
+    async fn add_comment(&self, id: &str, text: &str) -> Result<()>;
+}
+
+/// The canonical state named `name`, or a configuration error naming it.
+pub(crate) fn canonical(name: &str) -> Result<&'static orch_core::states::TrackerState> {
+    orch_core::states::CANONICAL_STATES
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            crate::IntegrationError::Config(format!("`{name}` is not one of orch's tracker states"))
+        })
+}

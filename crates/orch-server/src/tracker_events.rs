@@ -1,0 +1,251 @@
+//! What a verified webhook delivery means: which project and tracker item it is about and which
+//! state the item is in now, then the engine's mapping of that state to a command
+//! ([`orch_engine::Engine::apply_tracker_state`]).
+//!
+//! Payload shapes: Plane's issue events (developers.plane.so/dev-tools/intro-webhooks: `event`,
+//! `action`, `data` with `id`, `name`, `project`, `state` as an id or an object with its `name`)
+//! and Gitea's issue events (docs.gitea.com/usage/webhooks: `action`, `issue` with `number`,
+//! `title`, `body`, `labels`; `repository.full_name`; `sender.login`), the state being the
+//! issue's `state/<Name>` label. A delivery about something else, or for a project orch does
+//! not serve, is accepted and does nothing.
+
+use orch_engine::{Engine, EngineError, TrackerAction};
+use orch_integrations::RemoteItem;
+use orch_integrations::gitea::state_of_labels;
+use serde_json::Value;
+
+use crate::webhook::WebhookSource;
+
+/// One tracker item a delivery is about.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ItemNews {
+    /// `plane` or `gitea`: the tracker kind whose projects to look in.
+    pub kind: &'static str,
+    /// What names the project: a Plane project id, a Gitea `owner/repo`.
+    pub project_key: String,
+    pub item: RemoteItem,
+    /// Whether `item.state` came from the payload; when not, the tracker is asked.
+    pub state_known: bool,
+    pub actor: String,
+}
+
+/// What a delivery led to, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookAction {
+    Created,
+    AlreadyFiled,
+    Stopped,
+    Approved,
+    /// Not about an item, about a project orch does not serve, or a state orch leaves alone.
+    Ignored,
+    /// The engine or the tracker failed; the reconciliation poll tries again.
+    Failed,
+}
+
+impl WebhookAction {
+    pub const ALL: [WebhookAction; 6] = [
+        WebhookAction::Created,
+        WebhookAction::AlreadyFiled,
+        WebhookAction::Stopped,
+        WebhookAction::Approved,
+        WebhookAction::Ignored,
+        WebhookAction::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookAction::Created => "created",
+            WebhookAction::AlreadyFiled => "already_filed",
+            WebhookAction::Stopped => "stopped",
+            WebhookAction::Approved => "approved",
+            WebhookAction::Ignored => "ignored",
+            WebhookAction::Failed => "failed",
+        }
+    }
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The item a delivery from `source` is about, if it is about a tracker item at all.
+pub(crate) fn parse(source: WebhookSource, body: &Value) -> Option<ItemNews> {
+    match source {
+        WebhookSource::Plane => {
+            if body.get("event").and_then(Value::as_str) != Some("issue") {
+                return None;
+            }
+            let data = body.get("data")?;
+            let id = data.get("id")?.as_str()?.to_owned();
+            let project_key = data.get("project").and_then(|p| match p {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            })?;
+            let state = data
+                .get("state")
+                .and_then(|s| s.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let actor = body
+                .get("activity")
+                .and_then(|a| a.get("actor"))
+                .map(|a| text(a, "display_name"))
+                .unwrap_or_default();
+            Some(ItemNews {
+                kind: "plane",
+                project_key,
+                state_known: state.is_some(),
+                item: RemoteItem {
+                    key: data
+                        .get("sequence_id")
+                        .and_then(Value::as_u64)
+                        .map(|n| format!("#{n}"))
+                        .unwrap_or_else(|| id.clone()),
+                    id,
+                    title: text(data, "name"),
+                    body: text(data, "description_stripped"),
+                    state,
+                },
+                actor,
+            })
+        }
+        WebhookSource::Gitea => {
+            let issue = body.get("issue")?;
+            // Pull requests are issues too in Gitea's payloads; orch files issues only.
+            if issue.get("pull_request").is_some_and(|p| !p.is_null()) {
+                return None;
+            }
+            let number = issue.get("number")?.as_u64()?;
+            let project_key = body
+                .get("repository")?
+                .get("full_name")?
+                .as_str()?
+                .to_owned();
+            let labels: Vec<&str> = issue
+                .get("labels")
+                .and_then(Value::as_array)
+                .map(|ls| ls.iter().filter_map(|l| l.get("name")?.as_str()).collect())
+                .unwrap_or_default();
+            Some(ItemNews {
+                kind: "gitea",
+                project_key,
+                state_known: true,
+                item: RemoteItem {
+                    id: number.to_string(),
+                    key: format!("#{number}"),
+                    title: text(issue, "title"),
+                    body: text(issue, "body"),
+                    state: state_of_labels(labels),
+                },
+                actor: body
+                    .get("sender")
+                    .map(|s| text(s, "login"))
+                    .unwrap_or_default(),
+            })
+        }
+        // GitHub deliveries are verified and stored; acting on them is not built yet.
+        WebhookSource::Github => None,
+    }
+}
+
+/// Acts on a verified, newly stored delivery.
+pub(crate) async fn act(engine: &Engine, source: WebhookSource, body: &Value) -> WebhookAction {
+    let Some(news) = parse(source, body) else {
+        return WebhookAction::Ignored;
+    };
+    let Some(project) = engine.project_for_tracker(news.kind, &news.project_key) else {
+        return WebhookAction::Ignored;
+    };
+    let mut item = news.item;
+    if !news.state_known {
+        let Some(link) = &project.settings.remotes.tracker else {
+            return WebhookAction::Ignored;
+        };
+        match link.tracker.get_item(&item.id).await {
+            Ok(fresh) => item.state = fresh.state,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: reading {} from the tracker: {e}",
+                    project.id(),
+                    item.key
+                );
+                return WebhookAction::Failed;
+            }
+        }
+    }
+    match engine
+        .apply_tracker_state(project.id(), &item, &news.actor)
+        .await
+    {
+        Ok(TrackerAction::Created(_)) => WebhookAction::Created,
+        Ok(TrackerAction::AlreadyFiled(_)) => WebhookAction::AlreadyFiled,
+        Ok(TrackerAction::Stopped(_)) => WebhookAction::Stopped,
+        Ok(TrackerAction::Approved(_)) => WebhookAction::Approved,
+        Ok(TrackerAction::Ignored(why)) => {
+            tracing::debug!("{}: {}: {why}", project.id(), item.key);
+            WebhookAction::Ignored
+        }
+        Err(e @ EngineError::Refused { .. }) => {
+            tracing::info!("{}: {}: {e}", project.id(), item.key);
+            WebhookAction::Ignored
+        }
+        Err(e) => {
+            tracing::warn!("{}: acting on {}: {e}", project.id(), item.key);
+            WebhookAction::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("fixture");
+        serde_json::from_str(&text).expect("fixture is JSON")
+    }
+
+    #[test]
+    fn a_plane_issue_update_names_project_item_state_and_actor() {
+        let news = parse(WebhookSource::Plane, &fixture("plane-issue-updated.json")).expect("news");
+        assert_eq!(news.kind, "plane");
+        assert_eq!(news.project_key, "4af6d1a2-0b1c-4e5f-9a7b-1c2d3e4f5a6b");
+        assert_eq!(news.item.state.as_deref(), Some("Ready"));
+        assert_eq!(news.item.title, "Say hello from the landing page");
+        assert_eq!(news.actor, "Ada Lovelace");
+        assert!(news.state_known);
+    }
+
+    #[test]
+    fn a_gitea_label_change_names_repository_issue_state_and_sender() {
+        let news = parse(
+            WebhookSource::Gitea,
+            &fixture("gitea-issue-label-updated.json"),
+        )
+        .expect("news");
+        assert_eq!(news.project_key, "acme/web");
+        assert_eq!(news.item.id, "12");
+        assert_eq!(news.item.state.as_deref(), Some("STOP"));
+        assert_eq!(news.actor, "grace");
+    }
+
+    #[test]
+    fn other_events_are_not_item_news() {
+        let project =
+            serde_json::json!({ "event": "project", "action": "update", "data": { "id": "x" } });
+        assert_eq!(parse(WebhookSource::Plane, &project), None);
+        let pull = serde_json::json!({ "action": "opened", "issue": { "number": 3, "pull_request": {} }, "repository": { "full_name": "a/b" } });
+        assert_eq!(parse(WebhookSource::Gitea, &pull), None);
+        let state_as_id = serde_json::json!({ "event": "issue", "data": { "id": "i", "project": "p", "state": "uuid" } });
+        let news = parse(WebhookSource::Plane, &state_as_id).expect("news");
+        assert!(
+            !news.state_known,
+            "a bare state id is resolved through the tracker"
+        );
+    }
+}

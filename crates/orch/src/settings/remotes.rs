@@ -1,0 +1,269 @@
+//! Building a project's tracker and forge from its `[projects.tracker]` and `[projects.forge]`
+//! tables. Part of the one registry parser: every error names the project and the field.
+
+use std::sync::Arc;
+
+use orch_core::ProjectId;
+use orch_engine::{ForgeLink, TrackerLink};
+use orch_integrations::{Gitea, GiteaConfig, MergeStyle, Plane, PlaneConfig, RetryPolicy, Token};
+
+use super::RemoteEntry;
+
+/// A required text field of the table, or an error naming it.
+fn required<'a>(
+    id: &ProjectId,
+    table: &str,
+    field: &str,
+    value: &'a Option<String>,
+) -> Result<&'a str, String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            format!("project `{id}`, field `{table}.{field}`: is required for this kind")
+        })
+}
+
+/// The token from the environment variable the entry names; never from the file.
+fn token(id: &ProjectId, table: &str, entry: &RemoteEntry) -> Result<Token, String> {
+    let name = entry.token_env.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "project `{id}`, field `{table}.token_env`: must name an environment variable (letters, digits, `_`), not hold the token"
+        ));
+    }
+    let value = std::env::var(name).unwrap_or_default();
+    Token::new(value).ok_or_else(|| {
+        format!("project `{id}`, field `{table}.token_env`: the environment variable `{name}` is not set")
+    })
+}
+
+fn gitea(id: &ProjectId, table: &str, entry: &RemoteEntry) -> Result<(Gitea, String), String> {
+    let owner = required(id, table, "owner", &entry.owner)?;
+    let repo = required(id, table, "repo", &entry.repo)?;
+    let gitea = Gitea::new(GiteaConfig {
+        base_url: entry.base_url.clone(),
+        owner: owner.to_owned(),
+        repo: repo.to_owned(),
+        token: token(id, table, entry)?,
+        retry: RetryPolicy::default(),
+    })
+    .map_err(|e| format!("project `{id}`, table `{table}`: {e}"))?;
+    Ok((gitea, format!("{owner}/{repo}")))
+}
+
+pub(super) fn tracker(id: &ProjectId, entry: &RemoteEntry) -> Result<TrackerLink, String> {
+    let table = "tracker";
+    let ready_state = entry
+        .ready_state
+        .clone()
+        .unwrap_or_else(|| "Ready".to_owned());
+    if !orch_core::states::CANONICAL_STATES
+        .iter()
+        .any(|s| s.name == ready_state)
+    {
+        return Err(format!(
+            "project `{id}`, field `tracker.ready_state`: `{ready_state}` is not one of orch's tracker states"
+        ));
+    }
+    if entry.merge_style.is_some() {
+        return Err(format!(
+            "project `{id}`, field `tracker.merge_style`: belongs in `[projects.forge]`"
+        ));
+    }
+    let (tracker, key): (Arc<dyn orch_integrations::Tracker>, String) = match entry.kind.as_str() {
+        "plane" => {
+            let workspace = required(id, table, "workspace", &entry.workspace)?;
+            let project = required(id, table, "project", &entry.project)?;
+            let plane = Plane::new(PlaneConfig {
+                base_url: entry.base_url.clone(),
+                workspace: workspace.to_owned(),
+                project_id: project.to_owned(),
+                token: token(id, table, entry)?,
+                retry: RetryPolicy::default(),
+            })
+            .map_err(|e| format!("project `{id}`, table `tracker`: {e}"))?;
+            (Arc::new(plane), project.to_owned())
+        }
+        "gitea" | "forgejo" => {
+            let (gitea, key) = gitea(id, table, entry)?;
+            (Arc::new(gitea), key)
+        }
+        other => {
+            return Err(format!(
+                "project `{id}`, field `tracker.kind`: `{other}` is not a tracker; use `plane`, `gitea` or `forgejo`"
+            ));
+        }
+    };
+    Ok(TrackerLink {
+        tracker,
+        key,
+        ready_state,
+    })
+}
+
+pub(super) fn forge(id: &ProjectId, entry: &RemoteEntry) -> Result<ForgeLink, String> {
+    let table = "forge";
+    if entry.ready_state.is_some() || entry.poll_secs.is_some() {
+        return Err(format!(
+            "project `{id}`, table `forge`: `ready_state` and `poll_secs` belong in `[projects.tracker]`"
+        ));
+    }
+    let merge_style = match entry.merge_style.as_deref() {
+        None => MergeStyle::default(),
+        Some(s) => MergeStyle::parse(s).ok_or_else(|| {
+            format!("project `{id}`, field `forge.merge_style`: `{s}` is not `merge`, `squash` or `rebase`")
+        })?,
+    };
+    match entry.kind.as_str() {
+        "gitea" | "forgejo" => {
+            let (gitea, _) = gitea(id, table, entry)?;
+            Ok(ForgeLink {
+                forge: Arc::new(gitea),
+                merge_style,
+            })
+        }
+        other => Err(format!(
+            "project `{id}`, field `forge.kind`: `{other}` is not a forge; use `gitea` or `forgejo`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::settings::{ProjectEntry, RemoteEntry, parse_project};
+
+    /// `PATH` is set in every environment tests run in; it stands in for a token variable, so
+    /// the tests need not change the process environment.
+    const SET_VAR: &str = "PATH";
+
+    fn entry(tracker: Option<RemoteEntry>, forge: Option<RemoteEntry>) -> ProjectEntry {
+        ProjectEntry {
+            name: "web".into(),
+            repo: "repo".into(),
+            staging_port: 18001,
+            prod_port: 18002,
+            health_tries: None,
+            health_interval_ms: None,
+            approvers: Vec::new(),
+            approval_ttl_secs: None,
+            tracker,
+            forge,
+        }
+    }
+
+    fn remote(kind: &str) -> RemoteEntry {
+        RemoteEntry {
+            kind: kind.into(),
+            base_url: "https://tracker.example.com".into(),
+            workspace: Some("acme".into()),
+            project: Some("4af6d1a2".into()),
+            owner: Some("acme".into()),
+            repo: Some("web".into()),
+            token_env: SET_VAR.into(),
+            ready_state: None,
+            poll_secs: None,
+            merge_style: None,
+        }
+    }
+
+    fn error(tracker: Option<RemoteEntry>, forge: Option<RemoteEntry>) -> String {
+        parse_project(&entry(tracker, forge), Path::new("/data")).expect_err("refused")
+    }
+
+    #[test]
+    fn a_plane_tracker_and_a_gitea_forge_parse() {
+        let parsed = parse_project(
+            &entry(Some(remote("plane")), Some(remote("gitea"))),
+            Path::new("/data"),
+        )
+        .expect("parses");
+        let tracker = parsed.remotes.tracker.expect("tracker");
+        assert_eq!(
+            (
+                tracker.tracker.kind(),
+                tracker.key.as_str(),
+                tracker.ready_state.as_str()
+            ),
+            ("plane", "4af6d1a2", "Ready")
+        );
+        let forge = parsed.remotes.forge.expect("forge");
+        assert_eq!(forge.forge.kind(), "gitea");
+        assert_eq!(forge.merge_style, orch_integrations::MergeStyle::Merge);
+        let shown = format!("{:?}", forge.forge);
+        let token = std::env::var(SET_VAR).unwrap_or_default();
+        assert!(!shown.contains(&token), "the token never shows in Debug");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: Vec<(Option<RemoteEntry>, Option<RemoteEntry>, &str)> = vec![
+            (Some(remote("jira")), None, "tracker.kind"),
+            (None, Some(remote("plane")), "forge.kind"),
+            (
+                Some(RemoteEntry {
+                    workspace: None,
+                    ..remote("plane")
+                }),
+                None,
+                "tracker.workspace",
+            ),
+            (
+                Some(RemoteEntry {
+                    owner: None,
+                    ..remote("gitea")
+                }),
+                None,
+                "tracker.owner",
+            ),
+            (
+                Some(RemoteEntry {
+                    token_env: "ORCH_TEST_SURELY_UNSET_TOKEN".into(),
+                    ..remote("plane")
+                }),
+                None,
+                "tracker.token_env",
+            ),
+            (
+                Some(RemoteEntry {
+                    token_env: "plane_api_0123 abc".into(),
+                    ..remote("plane")
+                }),
+                None,
+                "tracker.token_env",
+            ),
+            (
+                Some(RemoteEntry {
+                    ready_state: Some("Go".into()),
+                    ..remote("plane")
+                }),
+                None,
+                "tracker.ready_state",
+            ),
+            (
+                None,
+                Some(RemoteEntry {
+                    merge_style: Some("octopus".into()),
+                    ..remote("gitea")
+                }),
+                "forge.merge_style",
+            ),
+            (
+                Some(RemoteEntry {
+                    base_url: "ftp://x".into(),
+                    ..remote("plane")
+                }),
+                None,
+                "base_url",
+            ),
+        ];
+        for (tracker, forge, field) in cases {
+            let message = error(tracker, forge);
+            assert!(message.contains(field), "`{field}` named in: {message}");
+            assert!(message.contains("project `web`"), "{message}");
+        }
+    }
+}
