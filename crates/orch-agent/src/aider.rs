@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::aider_output::{AiderOutput, AiderUsage};
-use crate::cli::{self, CliInvocation};
+use crate::cli;
 use crate::price::{InputCount, Pricing};
+use crate::settings::{self, CliSettings, Launch};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 
 /// The program run when the config names none.
@@ -28,19 +29,12 @@ const INSTALL: &str = "pip install aider-chat";
 
 #[derive(Debug, Clone)]
 pub struct AiderAgent {
-    /// A name looked up on PATH, or a path.
-    pub program: String,
-    /// Added after orch's own arguments (before the file names).
-    pub extra_args: Vec<String>,
-    /// Overrides the role's model; a name aider knows (`sonnet`, `gpt-4o`) or a provider-prefixed
-    /// one (`openai/<name>` for any OpenAI-compatible endpoint).
-    pub model: Option<String>,
-    /// An OpenAI-compatible endpoint, given as `--openai-api-base`.
-    pub base_url: Option<String>,
-    /// The NAME of orch's environment variable holding the API key. The child gets it as
-    /// `OPENAI_API_KEY` with `base_url`, else under the same name, which should then be the one
-    /// its provider reads (`ANTHROPIC_API_KEY`, `GEMINI_API_KEY`...).
-    pub api_key_env: Option<String>,
+    /// The shared settings. `extra_args` go before the file names; `model` is a name aider knows
+    /// (`sonnet`, `gpt-4o`) or a provider-prefixed one (`openai/<name>` for any OpenAI-compatible
+    /// endpoint); `base_url` is such an endpoint, given as `--openai-api-base`. The key named by
+    /// `api_key_env` is given as `OPENAI_API_KEY` with `base_url`, else under the same name, which
+    /// should then be the one its provider reads (`ANTHROPIC_API_KEY`, `GEMINI_API_KEY`...).
+    pub cli: CliSettings,
     /// Prices for models aider has no price for.
     pub pricing: Pricing,
 }
@@ -48,11 +42,7 @@ pub struct AiderAgent {
 impl Default for AiderAgent {
     fn default() -> Self {
         Self {
-            program: DEFAULT_PROGRAM.to_owned(),
-            extra_args: Vec::new(),
-            model: None,
-            base_url: None,
-            api_key_env: None,
+            cli: CliSettings::new(DEFAULT_PROGRAM),
             pricing: Pricing::default(),
         }
     }
@@ -102,10 +92,6 @@ impl RunFiles {
 }
 
 impl AiderAgent {
-    fn model<'a>(&'a self, req: &'a AgentRequest) -> Option<&'a str> {
-        self.model.as_deref().or(req.model.as_deref())
-    }
-
     fn args(&self, req: &AgentRequest, files: &RunFiles) -> Vec<String> {
         let path = |p: PathBuf| p.display().to_string();
         let mut args: Vec<String> = [
@@ -135,13 +121,11 @@ impl AiderAgent {
         ] {
             args.extend([option.to_owned(), path(file)]);
         }
-        if let Some(model) = self.model(req) {
-            args.extend(["--model".to_owned(), model.to_owned()]);
-        }
-        if let Some(url) = &self.base_url {
+        args.extend(self.cli.model_option(req));
+        if let Some(url) = &self.cli.base_url {
             args.extend(["--openai-api-base".to_owned(), url.clone()]);
         }
-        args.extend(self.extra_args.iter().cloned());
+        self.cli.extend_args(&mut args);
         if let Some(artifact) = &req.artifact {
             args.push(format!("{}{artifact}", req.artifact_dir));
         }
@@ -149,21 +133,14 @@ impl AiderAgent {
     }
 
     fn env(&self, req: &AgentRequest, files: &RunFiles) -> Result<Vec<(String, String)>, String> {
-        let mut env = orch_process::safe_env();
-        env.extend(req.env_vars());
+        let mut env = settings::base_env(req);
         cli::set_env(&mut env, "HOME", files.home().display().to_string());
         // The model client would otherwise fetch its price list from the internet at start.
         cli::set_env(&mut env, "LITELLM_LOCAL_MODEL_COST_MAP", "True".to_owned());
-        if let Some(name) = &self.api_key_env {
-            // An OpenAI-compatible endpoint takes the key OpenAI's client reads; else the key
-            // keeps its name, which is the one its provider's client reads.
-            let child_name = if self.base_url.is_some() {
-                "OPENAI_API_KEY"
-            } else {
-                name.as_str()
-            };
-            cli::set_env(&mut env, child_name, cli::secret_from_env(name)?);
-        }
+        // An OpenAI-compatible endpoint takes the key OpenAI's client reads; else the key keeps
+        // its name, which is the one its provider's client reads.
+        let child_name = self.cli.base_url.as_ref().map(|_| "OPENAI_API_KEY");
+        self.cli.pass_api_key(&mut env, child_name)?;
         Ok(env)
     }
 
@@ -189,8 +166,11 @@ impl AiderAgent {
             turns: (counted.calls > 0).then_some(counted.calls),
             ..Usage::default()
         };
-        self.pricing
-            .estimate(&mut usage, self.model(req), InputCount::IncludesCacheRead);
+        self.pricing.estimate(
+            &mut usage,
+            self.cli.model(req),
+            InputCount::IncludesCacheRead,
+        );
         usage
     }
 }
@@ -208,23 +188,25 @@ impl Agent for AiderAgent {
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
         let files = RunFiles::new(&req.log);
-        let env = match files
-            .prepare(&req.prompt)
-            .and_then(|()| self.env(req, &files))
-        {
-            Ok(env) => env,
-            Err(message) => return cli::failed_to_start(req, message),
-        };
-        cli::cannot_resume(req, "aider", "it has no sessions to resume");
-        let invocation = CliInvocation {
+        let launch = Launch {
+            cli: self.kind(),
             install: INSTALL,
-            program: self.program.clone(),
             args: self.args(req, &files),
-            env,
+            env: files
+                .prepare(&req.prompt)
+                .and_then(|()| self.env(req, &files)),
             stdin: Vec::new(),
+            no_resume: Some("it has no sessions to resume"),
         };
         let mut output = AiderOutput::default();
-        let finished = cli::run_cli(invocation, &mut output, req, cancel, observer).await;
+        let finished = match self
+            .cli
+            .run(launch, &mut output, req, cancel, observer)
+            .await
+        {
+            Ok(finished) => finished,
+            Err(failed) => return failed,
+        };
         let mut usage = self.usage(req, &files, &output);
         usage.duration_ms = cli::millis(finished.duration);
         // Aider exits 0 after giving up on a failing model API: that is no pass.

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::claude_stream::ClaudeStream;
-use crate::cli::{self, CliInvocation, StreamParser};
+use crate::cli::{self, StreamParser};
+use crate::settings::{self, CliSettings, Launch};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 
 /// The program run when the config names none.
@@ -25,17 +26,10 @@ const INSTALL: &str = "npm install -g @anthropic-ai/claude-code";
 
 #[derive(Debug, Clone)]
 pub struct ClaudeAgent {
-    /// A name looked up on PATH, or a path.
-    pub program: String,
-    /// Added after orch's own arguments.
-    pub extra_args: Vec<String>,
-    /// Overrides the role's model.
-    pub model: Option<String>,
+    /// The shared settings: `base_url` is given as `ANTHROPIC_BASE_URL`, the key named by
+    /// `api_key_env` as `ANTHROPIC_API_KEY`.
+    pub cli: CliSettings,
     pub max_turns: u32,
-    /// Given as `ANTHROPIC_BASE_URL`.
-    pub base_url: Option<String>,
-    /// The NAME of orch's environment variable holding the API key, given as `ANTHROPIC_API_KEY`.
-    pub api_key_env: Option<String>,
     /// Runs with `HOME` set to a fresh directory beside the run log, so the user's own Claude
     /// settings, sessions and login neither apply nor change.
     pub private_home: bool,
@@ -44,12 +38,8 @@ pub struct ClaudeAgent {
 impl Default for ClaudeAgent {
     fn default() -> Self {
         Self {
-            program: DEFAULT_PROGRAM.to_owned(),
-            extra_args: Vec::new(),
-            model: None,
+            cli: CliSettings::new(DEFAULT_PROGRAM),
             max_turns: DEFAULT_MAX_TURNS,
-            base_url: None,
-            api_key_env: None,
             private_home: false,
         }
     }
@@ -75,29 +65,24 @@ impl ClaudeAgent {
         if let (Some(session), false) = (&req.resume_session, self.private_home) {
             args.extend(["--resume".to_owned(), session.clone()]);
         }
-        if let Some(model) = self.model.as_ref().or(req.model.as_ref()) {
-            args.extend(["--model".to_owned(), model.clone()]);
-        }
-        args.extend(self.extra_args.iter().cloned());
+        args.extend(self.cli.model_option(req));
+        self.cli.extend_args(&mut args);
         args
     }
 
     fn env(&self, req: &AgentRequest) -> Result<Vec<(String, String)>, String> {
-        let mut env = orch_process::safe_env();
-        env.extend(req.env_vars());
+        let mut env = settings::base_env(req);
         let mut set = |name: &str, value: String| cli::set_env(&mut env, name, value);
         set("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned());
         set("DISABLE_AUTOUPDATER", "1".to_owned());
-        if let Some(url) = &self.base_url {
+        if let Some(url) = &self.cli.base_url {
             set("ANTHROPIC_BASE_URL", url.clone());
         }
-        if let Some(name) = &self.api_key_env {
-            set("ANTHROPIC_API_KEY", cli::secret_from_env(name)?);
-        }
+        self.cli.pass_api_key(&mut env, Some("ANTHROPIC_API_KEY"))?;
         if self.private_home {
             let home = cli::private_dir(&req.log, "home");
             create_dir(&home)?;
-            set("HOME", home.display().to_string());
+            cli::set_env(&mut env, "HOME", home.display().to_string());
         }
         Ok(env)
     }
@@ -120,22 +105,25 @@ impl Agent for ClaudeAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
-        let env = match self.env(req) {
-            Ok(env) => env,
-            Err(message) => return cli::failed_to_start(req, message),
-        };
-        if self.private_home {
-            cli::cannot_resume(req, "claude", "private_home gives every attempt a new home");
-        }
-        let invocation = CliInvocation {
+        let launch = Launch {
+            cli: self.kind(),
             install: INSTALL,
-            program: self.program.clone(),
             args: self.args(req),
-            env,
+            env: self.env(req),
             stdin: req.prompt.clone().into_bytes(),
+            no_resume: self
+                .private_home
+                .then_some("private_home gives every attempt a new home"),
         };
         let mut stream = ClaudeStream::default();
-        let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
+        let finished = match self
+            .cli
+            .run(launch, &mut stream, req, cancel, observer)
+            .await
+        {
+            Ok(finished) => finished,
+            Err(failed) => return failed,
+        };
         // A run killed before its result (a timeout, a spend limit) spent what its messages said.
         let messages = stream.usage_so_far().filter(|_| stream.result.is_none());
         let result = stream.result.unwrap_or_default();

@@ -319,7 +319,7 @@ impl ReadableLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Counts output lines as tokens: one per line.
@@ -353,7 +353,8 @@ mod tests {
         }
     }
 
-    fn request(dir: &Path) -> AgentRequest {
+    /// A request running in `dir`, logging to `dir/run.log`.
+    pub(crate) fn request(dir: &Path) -> AgentRequest {
         AgentRequest {
             item: orch_core::ItemId::parse("A-1").expect("valid"),
             title: "t".into(),
@@ -432,15 +433,15 @@ mod tests {
             .map(|_| tempfile::tempdir().expect("tempdir"))
             .collect();
         let claude = crate::claude::ClaudeAgent {
-            program: slow_cli(dirs[0].path(), claude_message),
+            cli: crate::CliSettings::new(slow_cli(dirs[0].path(), claude_message)),
             ..Default::default()
         };
         let codex = crate::codex::CodexAgent {
-            program: slow_cli(dirs[1].path(), codex_turn),
+            cli: crate::CliSettings::new(slow_cli(dirs[1].path(), codex_turn)),
             ..Default::default()
         };
         let opencode = crate::opencode::OpenCodeAgent {
-            program: slow_cli(dirs[2].path(), opencode_step),
+            cli: crate::CliSettings::new(slow_cli(dirs[2].path(), opencode_step)),
             ..Default::default()
         };
         let run_dir = &dirs[3];

@@ -12,10 +12,11 @@
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, CliInvocation, StreamParser};
+use crate::cli::{self, StreamParser};
 use crate::codex_stream::CodexStream;
 pub use crate::price::TokenPrice;
 use crate::price::{InputCount, Pricing};
+use crate::settings::{self, CliSettings, Launch};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 
 /// The program run when the config names none.
@@ -28,16 +29,9 @@ const PROVIDER: &str = "orch";
 
 #[derive(Debug, Clone)]
 pub struct CodexAgent {
-    /// A name looked up on PATH, or a path.
-    pub program: String,
-    /// Added after orch's own arguments.
-    pub extra_args: Vec<String>,
-    /// Overrides the role's model.
-    pub model: Option<String>,
-    /// The Responses API endpoint, such as `http://127.0.0.1:8080/v1`.
-    pub base_url: Option<String>,
-    /// The NAME of orch's environment variable holding the API key.
-    pub api_key_env: Option<String>,
+    /// The shared settings: `base_url` is a Responses API endpoint, such as
+    /// `http://127.0.0.1:8080/v1`; the key named by `api_key_env` keeps its name.
+    pub cli: CliSettings,
     /// Prices to compute a cost from, as Codex reports none.
     pub pricing: Pricing,
 }
@@ -45,11 +39,7 @@ pub struct CodexAgent {
 impl Default for CodexAgent {
     fn default() -> Self {
         Self {
-            program: DEFAULT_PROGRAM.to_owned(),
-            extra_args: Vec::new(),
-            model: None,
-            base_url: None,
-            api_key_env: None,
+            cli: CliSettings::new(DEFAULT_PROGRAM),
             pricing: Pricing::default(),
         }
     }
@@ -66,7 +56,7 @@ impl CodexAgent {
         ]
         .map(str::to_owned)
         .into();
-        args.extend(self.extra_args.iter().cloned());
+        self.cli.extend_args(&mut args);
         // `-`: the prompt is read from standard input, which has no size limit, unlike arguments.
         args.push("-".to_owned());
         args
@@ -75,16 +65,16 @@ impl CodexAgent {
     /// The generated `config.toml`.
     fn config_toml(&self, req: &AgentRequest) -> Result<String, String> {
         let mut config = toml::Table::new();
-        if let Some(model) = self.model.as_ref().or(req.model.as_ref()) {
-            config.insert("model".into(), model.clone().into());
+        if let Some(model) = self.cli.model(req) {
+            config.insert("model".into(), model.into());
         }
-        if self.base_url.is_some() || self.api_key_env.is_some() {
+        if self.cli.base_url.is_some() || self.cli.api_key_env.is_some() {
             let mut provider = toml::Table::new();
             provider.insert("name".into(), PROVIDER.into());
-            let base_url = self.base_url.as_deref().unwrap_or(OPENAI_BASE_URL);
+            let base_url = self.cli.base_url.as_deref().unwrap_or(OPENAI_BASE_URL);
             provider.insert("base_url".into(), base_url.into());
             provider.insert("wire_api".into(), "responses".into());
-            if let Some(name) = &self.api_key_env {
+            if let Some(name) = &self.cli.api_key_env {
                 provider.insert("env_key".into(), name.clone().into());
             }
             let mut providers = toml::Table::new();
@@ -96,18 +86,14 @@ impl CodexAgent {
     }
 
     fn env(&self, req: &AgentRequest) -> Result<Vec<(String, String)>, String> {
-        let mut env = orch_process::safe_env();
-        env.extend(req.env_vars());
+        let mut env = settings::base_env(req);
         let home = cli::private_dir(&req.log, "codex-home");
         let config = self.config_toml(req)?;
         std::fs::create_dir_all(&home)
             .and_then(|()| std::fs::write(home.join("config.toml"), config))
             .map_err(|e| format!("cannot prepare CODEX_HOME {}: {e}", home.display()))?;
-        let mut set = |name: &str, value: String| cli::set_env(&mut env, name, value);
-        set("CODEX_HOME", home.display().to_string());
-        if let Some(name) = &self.api_key_env {
-            set(name, cli::secret_from_env(name)?);
-        }
+        cli::set_env(&mut env, "CODEX_HOME", home.display().to_string());
+        self.cli.pass_api_key(&mut env, None)?;
         Ok(env)
     }
 }
@@ -124,34 +110,32 @@ impl Agent for CodexAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
-        let env = match self.env(req) {
-            Ok(env) => env,
-            Err(message) => return cli::failed_to_start(req, message),
-        };
-        cli::cannot_resume(
-            req,
-            "codex",
-            "its sessions live in a CODEX_HOME private to each attempt",
-        );
-        let invocation = CliInvocation {
+        let launch = Launch {
+            cli: self.kind(),
             install: INSTALL,
-            program: self.program.clone(),
             args: self.args(),
-            env,
+            env: self.env(req),
             stdin: req.prompt.clone().into_bytes(),
+            no_resume: Some("its sessions live in a CODEX_HOME private to each attempt"),
         };
         let mut stream = CodexStream::default();
-        let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
+        let finished = match self
+            .cli
+            .run(launch, &mut stream, req, cancel, observer)
+            .await
+        {
+            Ok(finished) => finished,
+            Err(failed) => return failed,
+        };
         let counted = stream.usage_so_far().unwrap_or_default();
         let mut usage = Usage {
             duration_ms: cli::millis(finished.duration),
             session_id: stream.thread_id,
             ..counted
         };
-        let model = self.model.as_ref().or(req.model.as_ref());
         self.pricing.estimate(
             &mut usage,
-            model.map(String::as_str),
+            self.cli.model(req),
             InputCount::IncludesCacheRead,
         );
         cli::ran(req, finished.outcome, usage, stream.model_error)

@@ -39,6 +39,7 @@ use crate::gemini::GeminiAgent;
 use crate::opencode::OpenCodeAgent;
 use crate::price::{PriceTable, Pricing, TokenPrice};
 use crate::scripted::{Scenario, ScriptedAgent};
+use crate::settings::CliSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -103,6 +104,20 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
+    /// The CLI settings this spec gives, `default_program` when it names no program.
+    fn cli_settings(&self, default_program: &str) -> CliSettings {
+        CliSettings {
+            program: self
+                .program
+                .clone()
+                .unwrap_or_else(|| default_program.to_owned()),
+            extra_args: self.args.clone().unwrap_or_default(),
+            model: self.model.clone(),
+            base_url: self.base_url.clone(),
+            api_key_env: self.api_key_env.clone(),
+        }
+    }
+
     /// The settings given that `kind` does not read, by name.
     fn settings_not_for_kind(&self) -> Vec<&'static str> {
         use AgentKind::{Claude, Command, Scripted};
@@ -275,7 +290,6 @@ fn build_one(
     repo: &Path,
     prices: &PriceTable,
 ) -> Result<BuiltAgent, ConfigError> {
-    let program = |default: &str| spec.program.clone().unwrap_or_else(|| default.to_owned());
     let pricing = Pricing {
         price: spec.price,
         table: prices.clone(),
@@ -307,45 +321,25 @@ fn build_one(
         AgentKind::Claude => {
             let default = ClaudeAgent::default();
             Arc::new(ClaudeAgent {
-                program: spec.program.clone().unwrap_or(default.program),
-                extra_args: spec.args.clone().unwrap_or_default(),
-                model: spec.model.clone(),
+                cli: spec.cli_settings(crate::claude::DEFAULT_PROGRAM),
                 max_turns: spec.max_turns.unwrap_or(default.max_turns),
-                base_url: spec.base_url.clone(),
-                api_key_env: spec.api_key_env.clone(),
                 private_home: spec.private_home.unwrap_or(default.private_home),
             })
         }
         AgentKind::Codex => Arc::new(CodexAgent {
-            program: program(crate::codex::DEFAULT_PROGRAM),
-            extra_args: spec.args.clone().unwrap_or_default(),
-            model: spec.model.clone(),
-            base_url: spec.base_url.clone(),
-            api_key_env: spec.api_key_env.clone(),
+            cli: spec.cli_settings(crate::codex::DEFAULT_PROGRAM),
             pricing,
         }),
         AgentKind::Aider => Arc::new(AiderAgent {
-            program: program(crate::aider::DEFAULT_PROGRAM),
-            extra_args: spec.args.clone().unwrap_or_default(),
-            model: spec.model.clone(),
-            base_url: spec.base_url.clone(),
-            api_key_env: spec.api_key_env.clone(),
+            cli: spec.cli_settings(crate::aider::DEFAULT_PROGRAM),
             pricing,
         }),
         AgentKind::Gemini => Arc::new(GeminiAgent {
-            program: program(crate::gemini::DEFAULT_PROGRAM),
-            extra_args: spec.args.clone().unwrap_or_default(),
-            model: spec.model.clone(),
-            base_url: spec.base_url.clone(),
-            api_key_env: spec.api_key_env.clone(),
+            cli: spec.cli_settings(crate::gemini::DEFAULT_PROGRAM),
             pricing,
         }),
         AgentKind::OpenCode => Arc::new(OpenCodeAgent {
-            program: program(crate::opencode::DEFAULT_PROGRAM),
-            extra_args: spec.args.clone().unwrap_or_default(),
-            model: spec.model.clone(),
-            base_url: spec.base_url.clone(),
-            api_key_env: spec.api_key_env.clone(),
+            cli: spec.cli_settings(crate::opencode::DEFAULT_PROGRAM),
             pricing,
         }),
     };
@@ -443,6 +437,30 @@ mod tests {
                 .map(|agents| agents.len());
             assert_eq!(built.map_err(|e| e.to_string()), Ok(2), "{example}");
         }
+    }
+
+    #[test]
+    fn the_cli_keys_become_the_shared_cli_settings() {
+        let c = AgentsConfig::from_toml(
+            "[default]\nkind = \"gemini\"\nprogram = \"/opt/gemini\"\nargs = [\"--debug\"]\nmodel = \"m\"\nbase_url = \"http://127.0.0.1:1\"\napi_key_env = \"KEY\"\n[roles.qa]\nkind = \"aider\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.default.cli_settings(crate::gemini::DEFAULT_PROGRAM),
+            CliSettings {
+                program: "/opt/gemini".to_owned(),
+                extra_args: vec!["--debug".to_owned()],
+                model: Some("m".to_owned()),
+                base_url: Some("http://127.0.0.1:1".to_owned()),
+                api_key_env: Some("KEY".to_owned()),
+            }
+        );
+        assert_eq!(
+            c.roles
+                .get("qa")
+                .map(|spec| spec.cli_settings(crate::aider::DEFAULT_PROGRAM)),
+            Some(CliSettings::new("aider"))
+        );
     }
 
     #[test]

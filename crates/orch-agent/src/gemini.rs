@@ -14,9 +14,10 @@
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, CliInvocation};
+use crate::cli;
 use crate::gemini_stream::GeminiStream;
 use crate::price::{InputCount, Pricing};
+use crate::settings::{self, CliSettings, Launch};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 
 /// The program run when the config names none.
@@ -34,37 +35,22 @@ const SETTINGS: &str = r#"{
 
 #[derive(Debug, Clone)]
 pub struct GeminiAgent {
-    /// A name looked up on PATH, or a path.
-    pub program: String,
-    /// Added after orch's own arguments.
-    pub extra_args: Vec<String>,
-    /// Overrides the role's model.
-    pub model: Option<String>,
-    /// Given as `GOOGLE_GEMINI_BASE_URL`.
-    pub base_url: Option<String>,
-    /// The NAME of orch's environment variable holding the API key, given as `GEMINI_API_KEY`.
-    pub api_key_env: Option<String>,
+    /// The shared settings: `base_url` is given as `GOOGLE_GEMINI_BASE_URL`, the key named by
+    /// `api_key_env` as `GEMINI_API_KEY`.
+    pub cli: CliSettings,
     pub pricing: Pricing,
 }
 
 impl Default for GeminiAgent {
     fn default() -> Self {
         Self {
-            program: DEFAULT_PROGRAM.to_owned(),
-            extra_args: Vec::new(),
-            model: None,
-            base_url: None,
-            api_key_env: None,
+            cli: CliSettings::new(DEFAULT_PROGRAM),
             pricing: Pricing::default(),
         }
     }
 }
 
 impl GeminiAgent {
-    fn model<'a>(&'a self, req: &'a AgentRequest) -> Option<&'a str> {
-        self.model.as_deref().or(req.model.as_deref())
-    }
-
     fn args(&self, req: &AgentRequest) -> Vec<String> {
         let may_run_commands = req.tools.iter().any(|tool| tool == "Bash");
         let mode = if may_run_commands {
@@ -75,16 +61,13 @@ impl GeminiAgent {
         let mut args: Vec<String> = ["--output-format", "stream-json", "--approval-mode", mode]
             .map(str::to_owned)
             .into();
-        if let Some(model) = self.model(req) {
-            args.extend(["--model".to_owned(), model.to_owned()]);
-        }
-        args.extend(self.extra_args.iter().cloned());
+        args.extend(self.cli.model_option(req));
+        self.cli.extend_args(&mut args);
         args
     }
 
     fn env(&self, req: &AgentRequest) -> Result<Vec<(String, String)>, String> {
-        let mut env = orch_process::safe_env();
-        env.extend(req.env_vars());
+        let mut env = settings::base_env(req);
         let home = cli::private_dir(&req.log, "gemini-home");
         let settings_dir = home.join(".gemini");
         let tmp = home.join("tmp");
@@ -99,12 +82,10 @@ impl GeminiAgent {
         // The worktree is orch's: without trust the CLI would drop the approval mode to
         // `default`, which refuses every edit in headless mode.
         cli::set_env(&mut env, "GEMINI_CLI_TRUST_WORKSPACE", "true".to_owned());
-        if let Some(url) = &self.base_url {
+        if let Some(url) = &self.cli.base_url {
             cli::set_env(&mut env, "GOOGLE_GEMINI_BASE_URL", url.clone());
         }
-        if let Some(name) = &self.api_key_env {
-            cli::set_env(&mut env, "GEMINI_API_KEY", cli::secret_from_env(name)?);
-        }
+        self.cli.pass_api_key(&mut env, Some("GEMINI_API_KEY"))?;
         Ok(env)
     }
 }
@@ -121,24 +102,23 @@ impl Agent for GeminiAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
-        let env = match self.env(req) {
-            Ok(env) => env,
-            Err(message) => return cli::failed_to_start(req, message),
-        };
-        cli::cannot_resume(
-            req,
-            "gemini",
-            "its sessions live in a home private to each attempt",
-        );
-        let invocation = CliInvocation {
+        let launch = Launch {
+            cli: self.kind(),
             install: INSTALL,
-            program: self.program.clone(),
             args: self.args(req),
-            env,
+            env: self.env(req),
             stdin: req.prompt.clone().into_bytes(),
+            no_resume: Some("its sessions live in a home private to each attempt"),
         };
         let mut stream = GeminiStream::default();
-        let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
+        let finished = match self
+            .cli
+            .run(launch, &mut stream, req, cancel, observer)
+            .await
+        {
+            Ok(finished) => finished,
+            Err(failed) => return failed,
+        };
         let result = stream.result.clone().unwrap_or_default();
         let mut usage = Usage {
             input_tokens: result.input_tokens,
@@ -148,8 +128,11 @@ impl Agent for GeminiAgent {
             session_id: stream.session_id.clone(),
             ..Usage::default()
         };
-        self.pricing
-            .estimate(&mut usage, self.model(req), InputCount::IncludesCacheRead);
+        self.pricing.estimate(
+            &mut usage,
+            self.cli.model(req),
+            InputCount::IncludesCacheRead,
+        );
         let failed = result
             .failed
             .then_some("its result event says the run failed");

@@ -7,7 +7,8 @@
 //! Agents: [`scripted::ScriptedAgent`] (no model, for the demo and tests),
 //! [`command::CommandAgent`] (any program), and the CLI adapters [`claude::ClaudeAgent`] (Claude
 //! Code), [`codex::CodexAgent`] (the Codex CLI), [`aider::AiderAgent`], [`gemini::GeminiAgent`]
-//! (the Gemini CLI) and [`opencode::OpenCodeAgent`], chosen per role by [`AgentsConfig`]. The CLI
+//! (the Gemini CLI) and [`opencode::OpenCodeAgent`], chosen per role by [`AgentsConfig`]; each
+//! embeds the same [`CliSettings`] (program, arguments, model, endpoint, key variable). The CLI
 //! adapters report only the usage their CLI printed: a number it did not give stays unknown, and a
 //! cost computed from a configured [`price::PriceTable`] is marked as estimated.
 //!
@@ -32,6 +33,7 @@ mod opencode_stream;
 pub mod price;
 pub mod prompt;
 pub mod scripted;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +44,7 @@ use orch_core::{ItemId, StageName};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{AgentKind, AgentsConfig, ConfigError};
+pub use settings::CliSettings;
 
 /// Environment variables every agent process gets, naming its work. Declared once, here.
 pub mod env {

@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, CliInvocation, StreamParser};
+use crate::cli::{self, StreamParser};
 use crate::opencode_stream::OpenCodeStream;
 use crate::price::{InputCount, Pricing};
+use crate::settings::{self, CliSettings, Launch};
 use crate::{Agent, AgentRequest, AgentRun, RunObserver, Usage};
 
 /// The program run when the config names none.
@@ -26,42 +27,27 @@ const PROVIDER: &str = "orch";
 
 #[derive(Debug, Clone)]
 pub struct OpenCodeAgent {
-    /// A name looked up on PATH, or a path.
-    pub program: String,
-    /// Added after orch's own arguments.
-    pub extra_args: Vec<String>,
-    /// Overrides the role's model: `provider/model`, or a bare name with `base_url`.
-    pub model: Option<String>,
-    /// An OpenAI-compatible endpoint, declared as the provider `orch`.
-    pub base_url: Option<String>,
-    /// The NAME of orch's environment variable holding the API key; the child gets it under the
-    /// same name (the variable its provider reads, or the one orch's provider names).
-    pub api_key_env: Option<String>,
+    /// The shared settings: `model` is `provider/model`, or a bare name with `base_url`, an
+    /// OpenAI-compatible endpoint declared as the provider `orch`; the key named by `api_key_env`
+    /// keeps its name (the variable its provider reads, or the one orch's provider names).
+    pub cli: CliSettings,
     pub pricing: Pricing,
 }
 
 impl Default for OpenCodeAgent {
     fn default() -> Self {
         Self {
-            program: DEFAULT_PROGRAM.to_owned(),
-            extra_args: Vec::new(),
-            model: None,
-            base_url: None,
-            api_key_env: None,
+            cli: CliSettings::new(DEFAULT_PROGRAM),
             pricing: Pricing::default(),
         }
     }
 }
 
 impl OpenCodeAgent {
-    fn model<'a>(&'a self, req: &'a AgentRequest) -> Option<&'a str> {
-        self.model.as_deref().or(req.model.as_deref())
-    }
-
     /// The model as OpenCode names it: under orch's provider when an endpoint is configured.
     fn model_argument(&self, req: &AgentRequest) -> Option<String> {
-        let model = self.model(req)?;
-        Some(match &self.base_url {
+        let model = self.cli.model(req)?;
+        Some(match &self.cli.base_url {
             Some(_) => format!("{PROVIDER}/{model}"),
             None => model.to_owned(),
         })
@@ -72,20 +58,20 @@ impl OpenCodeAgent {
         if let Some(model) = self.model_argument(req) {
             args.extend(["--model".to_owned(), model]);
         }
-        args.extend(self.extra_args.iter().cloned());
+        self.cli.extend_args(&mut args);
         args
     }
 
     /// OpenCode's configuration declaring orch's provider, for a configured endpoint.
     fn config(&self, req: &AgentRequest) -> Option<serde_json::Value> {
-        let url = self.base_url.as_ref()?;
+        let url = self.cli.base_url.as_ref()?;
         let mut options = json!({ "baseURL": url });
-        if let Some(name) = &self.api_key_env {
+        if let Some(name) = &self.cli.api_key_env {
             // OpenCode substitutes `{env:NAME}` itself: the key is never written to the file.
             options["apiKey"] = format!("{{env:{name}}}").into();
         }
         let mut models = serde_json::Map::new();
-        if let Some(model) = self.model(req) {
+        if let Some(model) = self.cli.model(req) {
             models.insert(model.to_owned(), json!({ "name": model }));
         }
         Some(json!({
@@ -102,8 +88,7 @@ impl OpenCodeAgent {
     }
 
     fn env(&self, req: &AgentRequest) -> Result<Vec<(String, String)>, String> {
-        let mut env = orch_process::safe_env();
-        env.extend(req.env_vars());
+        let mut env = settings::base_env(req);
         let home = cli::private_dir(&req.log, "opencode-home");
         let prepare = |config: Option<serde_json::Value>| -> std::io::Result<()> {
             std::fs::create_dir_all(&home)?;
@@ -120,9 +105,7 @@ impl OpenCodeAgent {
             let file = home.join("opencode.json").display().to_string();
             cli::set_env(&mut env, "OPENCODE_CONFIG", file);
         }
-        if let Some(name) = &self.api_key_env {
-            cli::set_env(&mut env, name, cli::secret_from_env(name)?);
-        }
+        self.cli.pass_api_key(&mut env, None)?;
         Ok(env)
     }
 }
@@ -139,32 +122,34 @@ impl Agent for OpenCodeAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
-        let env = match self.env(req) {
-            Ok(env) => env,
-            Err(message) => return cli::failed_to_start(req, message),
-        };
-        cli::cannot_resume(
-            req,
-            "opencode",
-            "its sessions live in a home private to each attempt",
-        );
-        let invocation = CliInvocation {
+        let launch = Launch {
+            cli: self.kind(),
             install: INSTALL,
-            program: self.program.clone(),
             args: self.args(req),
-            env,
+            env: self.env(req),
             stdin: req.prompt.clone().into_bytes(),
+            no_resume: Some("its sessions live in a home private to each attempt"),
         };
         let mut stream = OpenCodeStream::default();
-        let finished = cli::run_cli(invocation, &mut stream, req, cancel, observer).await;
+        let finished = match self
+            .cli
+            .run(launch, &mut stream, req, cancel, observer)
+            .await
+        {
+            Ok(finished) => finished,
+            Err(failed) => return failed,
+        };
         let counted = stream.usage_so_far().unwrap_or_default();
         let mut usage = Usage {
             duration_ms: cli::millis(finished.duration),
             session_id: stream.session_id.clone(),
             ..counted
         };
-        self.pricing
-            .estimate(&mut usage, self.model(req), InputCount::ExcludesCacheRead);
+        self.pricing.estimate(
+            &mut usage,
+            self.cli.model(req),
+            InputCount::ExcludesCacheRead,
+        );
         let failed = stream.failed.then_some("it reported an error");
         let outcome = cli::fail_clean_exit(finished.outcome, failed, req);
         cli::ran(req, outcome, usage, stream.model_error)

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use orch_agent::CliSettings;
 use orch_agent::aider::AiderAgent;
 use orch_agent::claude::ClaudeAgent;
 use orch_agent::codex::CodexAgent;
@@ -45,7 +46,7 @@ async fn a_50_mb_single_line_flood_keeps_memory_bounded_and_the_run_ends() {
     const FLOOD_BYTES: u64 = 50 * 1024 * 1024;
     let ws = Workspace::new();
     let agent = ClaudeAgent {
-        program: script(
+cli: CliSettings::new(script(
             &ws.logs_parent(),
             "flood",
             &format!(
@@ -56,9 +57,9 @@ async fn a_50_mb_single_line_flood_keeps_memory_bounded_and_the_run_ends() {
             ),
         )
         .display()
-        .to_string(),
-        ..ClaudeAgent::default()
-    };
+        .to_string()),
+..ClaudeAgent::default()
+};
     let before = peak_rss_kib();
     let started = std::time::Instant::now();
     let run_ = run(&agent, &ws).await;
@@ -94,13 +95,13 @@ async fn a_50_mb_single_line_flood_keeps_memory_bounded_and_the_run_ends() {
 async fn aider_giving_up_on_a_rate_limit_fails_the_run_as_retryable() {
     let ws = Workspace::new();
     let agent = AiderAgent {
-        program: fake_aider(
+        cli: CliSettings::new(fake_aider(
             &ws.logs_parent(),
             "",
             "litellm.RateLimitError: RateLimitError: OpenAIException - Error code: 429 - {'error': {'message': 'slow down'}}\n\
              Retrying in 0.2 seconds...\n\
              litellm.RateLimitError: RateLimitError: OpenAIException - Error code: 429 - {'error': {'message': 'slow down'}}",
-        ),
+        )),
         ..AiderAgent::default()
     };
     let run_ = run(&agent, &ws).await;
@@ -137,7 +138,7 @@ async fn aider_giving_up_on_a_rate_limit_fails_the_run_as_retryable() {
 async fn a_server_error_from_codex_is_reported_as_retryable() {
     let ws = Workspace::new();
     let agent = CodexAgent {
-        program: script(
+cli: CliSettings::new(script(
             &ws.logs_parent(),
             "codex",
             "cat >/dev/null\n\
@@ -147,9 +148,9 @@ async fn a_server_error_from_codex_is_reported_as_retryable() {
              exit 1\n",
         )
         .display()
-        .to_string(),
-        ..CodexAgent::default()
-    };
+        .to_string()),
+..CodexAgent::default()
+};
     let run_ = run(&agent, &ws).await;
     assert_eq!(run_.outcome, ExitOutcome::Exited(1));
     assert_eq!(
@@ -172,7 +173,7 @@ async fn a_server_error_from_codex_is_reported_as_retryable() {
 async fn malformed_usage_records_end_the_run_with_usage_unknown() {
     let ws = Workspace::new();
     let codex = CodexAgent {
-        program: script(
+cli: CliSettings::new(script(
             &ws.logs_parent(),
             "codex",
             "cat >/dev/null\n\
@@ -180,9 +181,9 @@ async fn malformed_usage_records_end_the_run_with_usage_unknown() {
              echo '{\"type\":\"turn.completed\",\"usa'\n",
         )
         .display()
-        .to_string(),
-        ..CodexAgent::default()
-    };
+        .to_string()),
+..CodexAgent::default()
+};
     let run_ = run(&codex, &ws).await;
     assert_eq!(run_.outcome, ExitOutcome::Exited(0));
     assert_eq!(
@@ -202,11 +203,11 @@ async fn malformed_usage_records_end_the_run_with_usage_unknown() {
 
     let ws = Workspace::new();
     let aider = AiderAgent {
-        program: fake_aider(
+        cli: CliSettings::new(fake_aider(
             &ws.logs_parent(),
             r#"{"event": "message_send", "properties": {"prompt_tok"#,
             "Tokens: 1 sent, 2 received.",
-        ),
+        )),
         ..AiderAgent::default()
     };
     let run_ = run(&aider, &ws).await;
@@ -232,7 +233,7 @@ async fn aiders_own_cost_is_kept_only_when_it_printed_one() {
     ] {
         let ws = Workspace::new();
         let aider = AiderAgent {
-            program: fake_aider(&ws.logs_parent(), send, printed),
+            cli: CliSettings::new(fake_aider(&ws.logs_parent(), send, printed)),
             ..AiderAgent::default()
         };
         let usage = run(&aider, &ws).await.usage;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use orch_agent::CliSettings;
 use orch_agent::aider::AiderAgent;
 use orch_agent::claude::ClaudeAgent;
 use orch_agent::codex::CodexAgent;
@@ -77,15 +78,17 @@ fn the_child_gets_the_agent_key_and_no_other_secret() {
 async fn check_child_environments() {
     let ws = Workspace::new();
     let claude = ClaudeAgent {
-        program: recording_cli(
-            &ws.logs_parent(),
-            r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"usage":{"input_tokens":5,"output_tokens":6}}"#,
-        ),
-        base_url: Some("http://127.0.0.1:9/".to_owned()),
-        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        cli: CliSettings {
+            base_url: Some("http://127.0.0.1:9/".to_owned()),
+            api_key_env: Some(AGENT_KEY.0.to_owned()),
+            model: Some("opus".to_owned()),
+            extra_args: vec!["--debug".to_owned()],
+            ..CliSettings::new(recording_cli(
+                &ws.logs_parent(),
+                r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"usage":{"input_tokens":5,"output_tokens":6}}"#,
+            ))
+        },
         private_home: true,
-        model: Some("opus".to_owned()),
-        extra_args: vec!["--debug".to_owned()],
         ..ClaudeAgent::default()
     };
     let run_ = run(&claude, &ws, &["Read", "Write", "Bash"]).await;
@@ -136,12 +139,14 @@ async fn check_child_environments() {
 
     let ws = Workspace::new();
     let codex = CodexAgent {
-        program: recording_cli(
-            &ws.logs_parent(),
-            r#"{"type":"turn.completed","usage":{"input_tokens":7,"cached_input_tokens":0,"output_tokens":8,"reasoning_output_tokens":0}}"#,
-        ),
-        base_url: Some("http://127.0.0.1:9/v1".to_owned()),
-        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        cli: CliSettings {
+            base_url: Some("http://127.0.0.1:9/v1".to_owned()),
+            api_key_env: Some(AGENT_KEY.0.to_owned()),
+            ..CliSettings::new(recording_cli(
+                &ws.logs_parent(),
+                r#"{"type":"turn.completed","usage":{"input_tokens":7,"cached_input_tokens":0,"output_tokens":8,"reasoning_output_tokens":0}}"#,
+            ))
+        },
         ..CodexAgent::default()
     };
     let run_ = run(&codex, &ws, &[]).await;
@@ -200,10 +205,15 @@ fn assert_env_has(env: &str, expected: &[String]) {
 async fn check_aider_environment() {
     let ws = Workspace::new();
     let aider = AiderAgent {
-        program: recording_cli(&ws.logs_parent(), "Tokens: 5 sent, 6 received."),
-        base_url: Some("http://127.0.0.1:9/v1".to_owned()),
-        api_key_env: Some(AGENT_KEY.0.to_owned()),
-        extra_args: vec!["--verbose".to_owned()],
+        cli: CliSettings {
+            base_url: Some("http://127.0.0.1:9/v1".to_owned()),
+            api_key_env: Some(AGENT_KEY.0.to_owned()),
+            extra_args: vec!["--verbose".to_owned()],
+            ..CliSettings::new(recording_cli(
+                &ws.logs_parent(),
+                "Tokens: 5 sent, 6 received.",
+            ))
+        },
         ..AiderAgent::default()
     };
     let run_ = run(&aider, &ws, &[]).await;
@@ -265,12 +275,14 @@ async fn check_aider_environment() {
 async fn check_gemini_environment() {
     let ws = Workspace::new();
     let gemini = GeminiAgent {
-        program: recording_cli(
-            &ws.logs_parent(),
-            r#"{"type":"result","status":"success","stats":{"input_tokens":5,"output_tokens":6,"cached":0}}"#,
-        ),
-        base_url: Some("http://127.0.0.1:9".to_owned()),
-        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        cli: CliSettings {
+            base_url: Some("http://127.0.0.1:9".to_owned()),
+            api_key_env: Some(AGENT_KEY.0.to_owned()),
+            ..CliSettings::new(recording_cli(
+                &ws.logs_parent(),
+                r#"{"type":"result","status":"success","stats":{"input_tokens":5,"output_tokens":6,"cached":0}}"#,
+            ))
+        },
         ..GeminiAgent::default()
     };
     let run_ = run(&gemini, &ws, &["Read", "Write"]).await;
@@ -317,7 +329,7 @@ async fn check_gemini_environment() {
     // A role that may run commands gets every tool.
     let ws = Workspace::new();
     let gemini = GeminiAgent {
-        program: recording_cli(&ws.logs_parent(), "{}"),
+        cli: CliSettings::new(recording_cli(&ws.logs_parent(), "{}")),
         ..GeminiAgent::default()
     };
     run(&gemini, &ws, &["Read", "Bash"]).await;
@@ -327,12 +339,14 @@ async fn check_gemini_environment() {
 async fn check_opencode_environment() {
     let ws = Workspace::new();
     let opencode = OpenCodeAgent {
-        program: recording_cli(
-            &ws.logs_parent(),
-            r#"{"type":"step_finish","sessionID":"ses_9","part":{"type":"step-finish","cost":0,"tokens":{"input":5,"output":6,"reasoning":0,"cache":{"read":0,"write":0}}}}"#,
-        ),
-        base_url: Some("http://127.0.0.1:9/v1".to_owned()),
-        api_key_env: Some(AGENT_KEY.0.to_owned()),
+        cli: CliSettings {
+            base_url: Some("http://127.0.0.1:9/v1".to_owned()),
+            api_key_env: Some(AGENT_KEY.0.to_owned()),
+            ..CliSettings::new(recording_cli(
+                &ws.logs_parent(),
+                r#"{"type":"step_finish","sessionID":"ses_9","part":{"type":"step-finish","cost":0,"tokens":{"input":5,"output":6,"reasoning":0,"cache":{"read":0,"write":0}}}}"#,
+            ))
+        },
         ..OpenCodeAgent::default()
     };
     let run_ = run(&opencode, &ws, &[]).await;
@@ -398,23 +412,23 @@ fn assert_no_secret_leaked(env: &str, ws: &Workspace) {
 async fn a_cli_that_is_not_installed_fails_to_start_naming_its_package() {
     let ws = Workspace::new();
     let claude = ClaudeAgent {
-        program: "orch-test-no-such-claude".to_owned(),
+        cli: CliSettings::new("orch-test-no-such-claude"),
         ..ClaudeAgent::default()
     };
     let codex = CodexAgent {
-        program: "/nonexistent/codex".to_owned(),
+        cli: CliSettings::new("/nonexistent/codex"),
         ..CodexAgent::default()
     };
     let aider = AiderAgent {
-        program: "orch-test-no-such-aider".to_owned(),
+        cli: CliSettings::new("orch-test-no-such-aider"),
         ..AiderAgent::default()
     };
     let gemini = GeminiAgent {
-        program: "orch-test-no-such-gemini".to_owned(),
+        cli: CliSettings::new("orch-test-no-such-gemini"),
         ..GeminiAgent::default()
     };
     let opencode = OpenCodeAgent {
-        program: "orch-test-no-such-opencode".to_owned(),
+        cli: CliSettings::new("orch-test-no-such-opencode"),
         ..OpenCodeAgent::default()
     };
     for (agent, expected) in [
@@ -453,8 +467,10 @@ async fn a_cli_that_is_not_installed_fails_to_start_naming_its_package() {
 async fn an_unset_key_variable_fails_to_start_naming_it() {
     let ws = Workspace::new();
     let agent = ClaudeAgent {
-        program: "true".to_owned(),
-        api_key_env: Some("ORCH_TEST_VARIABLE_NOBODY_SETS".to_owned()),
+        cli: CliSettings {
+            api_key_env: Some("ORCH_TEST_VARIABLE_NOBODY_SETS".to_owned()),
+            ..CliSettings::new("true")
+        },
         ..ClaudeAgent::default()
     };
     let run_ = run(&agent, &ws, &[]).await;
@@ -469,10 +485,10 @@ async fn an_unset_key_variable_fails_to_start_naming_it() {
 async fn an_error_result_fails_the_run_even_after_a_clean_exit() {
     let ws = Workspace::new();
     let agent = ClaudeAgent {
-        program: recording_cli(
+        cli: CliSettings::new(recording_cli(
             &ws.logs_parent(),
             r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":3,"total_cost_usd":0.5,"usage":{"input_tokens":1,"output_tokens":2}}"#,
-        ),
+        )),
         ..ClaudeAgent::default()
     };
     let run_ = run(&agent, &ws, &[]).await;
@@ -492,13 +508,15 @@ async fn an_error_result_fails_the_run_even_after_a_clean_exit() {
 async fn a_run_without_a_result_reports_no_usage() {
     let ws = Workspace::new();
     let agent = ClaudeAgent {
-        program: script(
-            &ws.logs_parent(),
-            "cut-short",
-            "cat >/dev/null\necho '{\"type\":\"result\",\"usa'\nexit 3\n",
-        )
-        .display()
-        .to_string(),
+        cli: CliSettings::new(
+            script(
+                &ws.logs_parent(),
+                "cut-short",
+                "cat >/dev/null\necho '{\"type\":\"result\",\"usa'\nexit 3\n",
+            )
+            .display()
+            .to_string(),
+        ),
         ..ClaudeAgent::default()
     };
     let run_ = run(&agent, &ws, &[]).await;
@@ -517,7 +535,7 @@ async fn claude_resumes_the_requested_session_unless_its_home_is_private() {
     let ws = Workspace::new();
     let result = r#"{"type":"result","subtype":"success","is_error":false,"session_id":"s-2","usage":{"input_tokens":1,"output_tokens":1}}"#;
     let claude = ClaudeAgent {
-        program: recording_cli(&ws.logs_parent(), result),
+        cli: CliSettings::new(recording_cli(&ws.logs_parent(), result)),
         ..ClaudeAgent::default()
     };
     let req = orch_agent::AgentRequest {
@@ -532,7 +550,7 @@ async fn claude_resumes_the_requested_session_unless_its_home_is_private() {
 
     let ws = Workspace::new();
     let claude = ClaudeAgent {
-        program: recording_cli(&ws.logs_parent(), result),
+        cli: CliSettings::new(recording_cli(&ws.logs_parent(), result)),
         private_home: true,
         ..ClaudeAgent::default()
     };

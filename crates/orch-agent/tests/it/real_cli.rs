@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use orch_agent::CliSettings;
 use orch_agent::aider::AiderAgent;
 use orch_agent::claude::ClaudeAgent;
 use orch_agent::codex::CodexAgent;
@@ -33,13 +34,14 @@ async fn claude_code_writes_the_artifact_and_reports_the_servers_tokens() {
     let ws = Workspace::new();
     let server = ModelServer::start(script(&ws)).await;
     let agent = ClaudeAgent {
-        program: program.display().to_string(),
-        base_url: Some(server.url.clone()),
-        // Any variable of the test's environment does: the server accepts every key.
-        api_key_env: Some("PATH".to_owned()),
+        cli: CliSettings {
+            base_url: Some(server.url.clone()),
+            // Any variable of the test's environment does: the server accepts every key.
+            api_key_env: Some("PATH".to_owned()),
+            ..CliSettings::new(program.display().to_string())
+        },
         private_home: true,
         max_turns: 5,
-        ..ClaudeAgent::default()
     };
     let started = Instant::now();
     let req = ws.request(&["Read", "Write"]);
@@ -87,9 +89,11 @@ async fn codex_writes_the_artifact_and_reports_the_servers_tokens() {
     let ws = Workspace::new();
     let server = ModelServer::start(script(&ws)).await;
     let agent = CodexAgent {
-        program: program.display().to_string(),
-        base_url: Some(format!("{}/v1", server.url)),
-        api_key_env: Some("PATH".to_owned()),
+        cli: CliSettings {
+            base_url: Some(format!("{}/v1", server.url)),
+            api_key_env: Some("PATH".to_owned()),
+            ..CliSettings::new(program.display().to_string())
+        },
         ..CodexAgent::default()
     };
     let started = Instant::now();
@@ -145,12 +149,14 @@ async fn aider_writes_the_artifact_and_reports_the_servers_tokens() {
     let ws = Workspace::new();
     let server = ModelServer::start(script(&ws)).await;
     let agent = AiderAgent {
-        program: program.display().to_string(),
-        model: Some("openai/scripted-model".to_owned()),
-        base_url: Some(format!("{}/v1", server.url)),
-        // Any variable of the test's environment does: the server accepts every key. With an
-        // endpoint, aider gets it as OPENAI_API_KEY.
-        api_key_env: Some("PATH".to_owned()),
+        cli: CliSettings {
+            model: Some("openai/scripted-model".to_owned()),
+            base_url: Some(format!("{}/v1", server.url)),
+            // Any variable of the test's environment does: the server accepts every key. With an
+            // endpoint, aider gets it as OPENAI_API_KEY.
+            api_key_env: Some("PATH".to_owned()),
+            ..CliSettings::new(program.display().to_string())
+        },
         ..AiderAgent::default()
     };
     let started = Instant::now();
@@ -210,9 +216,11 @@ async fn gemini_cli_writes_the_artifact_and_reports_the_servers_tokens() {
     let ws = Workspace::new();
     let server = ModelServer::start(script(&ws)).await;
     let agent = GeminiAgent {
-        program: program.display().to_string(),
-        base_url: Some(server.url.clone()),
-        api_key_env: Some("PATH".to_owned()),
+        cli: CliSettings {
+            base_url: Some(server.url.clone()),
+            api_key_env: Some("PATH".to_owned()),
+            ..CliSettings::new(program.display().to_string())
+        },
         ..GeminiAgent::default()
     };
     let started = Instant::now();
@@ -262,9 +270,11 @@ async fn opencode_writes_the_artifact_and_reports_the_servers_tokens() {
     let ws = Workspace::new();
     let server = ModelServer::start(script(&ws)).await;
     let agent = OpenCodeAgent {
-        program: program.display().to_string(),
-        base_url: Some(format!("{}/v1", server.url)),
-        api_key_env: Some("PATH".to_owned()),
+        cli: CliSettings {
+            base_url: Some(format!("{}/v1", server.url)),
+            api_key_env: Some("PATH".to_owned()),
+            ..CliSettings::new(program.display().to_string())
+        },
         ..OpenCodeAgent::default()
     };
     let started = Instant::now();
@@ -340,24 +350,30 @@ async fn a_refused_request_fails_the_run_as_not_retryable() {
         let api_key_env = Some("PATH".to_owned());
         let agent: Box<dyn Agent> = if name == "aider" {
             Box::new(AiderAgent {
-                program,
-                model: Some("openai/scripted-model".to_owned()),
-                base_url,
-                api_key_env,
+                cli: CliSettings {
+                    model: Some("openai/scripted-model".to_owned()),
+                    base_url,
+                    api_key_env,
+                    ..CliSettings::new(program)
+                },
                 ..AiderAgent::default()
             })
         } else if name == "gemini" {
             Box::new(GeminiAgent {
-                program,
-                base_url: Some(server.url.clone()),
-                api_key_env,
+                cli: CliSettings {
+                    base_url: Some(server.url.clone()),
+                    api_key_env,
+                    ..CliSettings::new(program)
+                },
                 ..GeminiAgent::default()
             })
         } else {
             Box::new(OpenCodeAgent {
-                program,
-                base_url,
-                api_key_env,
+                cli: CliSettings {
+                    base_url,
+                    api_key_env,
+                    ..CliSettings::new(program)
+                },
                 ..OpenCodeAgent::default()
             })
         };
