@@ -1,4 +1,4 @@
-//! In-process fakes of Plane and Gitea for tests: axum servers on loopback that answer the
+//! In-process fakes of Plane, Gitea and GitHub for tests: axum servers on loopback that answer the
 //! documented paths with the documented shapes, record every request, fail on demand, and send
 //! signed webhook deliveries the way the real services do.
 //!
@@ -8,6 +8,7 @@
 //! fields, permissions beyond one token, squash and rebase merges) is said where it matters.
 
 pub mod gitea;
+pub mod github;
 pub mod plane;
 mod server;
 pub mod webhook;
