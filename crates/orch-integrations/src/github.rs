@@ -127,7 +127,7 @@ impl Tracker for GitHub {
         if let Err(IntegrationError::NotFound { .. }) = exists {
             return Err(IntegrationError::NotFound {
                 service: "github".into(),
-                what: format!("label `{wanted}` (run `orch onboard apply` to create it)"),
+                what: format!("label `{wanted}` (create the state labels in the repository)"),
             });
         }
         exists?;

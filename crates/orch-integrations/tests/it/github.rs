@@ -141,7 +141,7 @@ async fn a_state_without_its_label_is_not_created_silently() {
         .set_state(&n.to_string(), "Ready")
         .await
         .expect_err("no label");
-    assert!(err.to_string().contains("orch onboard apply"), "{err}");
+    assert!(err.to_string().contains("label `state/Ready`"), "{err}");
     assert!(server.with(|f| f.state.labels.is_empty()).await);
 }
 
