@@ -90,3 +90,20 @@ impl Delivery {
         Ok((status, answer.text().await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_signatures_carry_the_algorithm_prefix() {
+        let hex = sign("s", b"{}");
+        assert_eq!(hex.len(), 64);
+        assert_eq!(
+            Sender::GitHub.signature(hex.clone()),
+            format!("sha256={hex}")
+        );
+        assert_eq!(Sender::Gitea.signature(hex.clone()), hex);
+        assert_eq!(Sender::GitHub.headers().0, "x-hub-signature-256");
+    }
+}
