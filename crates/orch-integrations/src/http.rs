@@ -2,8 +2,9 @@
 //! and the one retry policy.
 //!
 //! Retries are bounded: 5xx, 429 and transport failures (refused, reset, timeout) are tried
-//! again with exponential backoff; a 429 waits as long as the service says (`Retry-After`
-//! seconds, or Plane's `X-RateLimit-Reset` epoch seconds), capped. Everything else is answered
+//! again with exponential backoff; a rate limit (a 429, or GitHub's 403 with
+//! `X-RateLimit-Remaining: 0` or `Retry-After`) waits as long as the service says
+//! (`Retry-After` seconds, or the `X-RateLimit-Reset` epoch seconds of Plane and GitHub), capped. Everything else is answered
 //! at once with a typed error. The token is never part of an error or a log line.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,6 +48,10 @@ pub(crate) struct ApiClient {
     auth: (HeaderName, Token),
     /// What goes before the token in the auth header (`token ` for Gitea, nothing for Plane).
     auth_prefix: &'static str,
+    /// The `Accept` header: `application/json` unless the API asks for its own media type.
+    accept: &'static str,
+    /// Headers every request carries besides auth and `Accept` (an API version).
+    extra: Vec<(HeaderName, HeaderValue)>,
     retry: RetryPolicy,
     http: reqwest::Client,
 }
@@ -76,9 +81,25 @@ impl ApiClient {
             base_url,
             auth: (HeaderName::from_static(auth_header), token),
             auth_prefix,
+            accept: "application/json",
+            extra: Vec::new(),
             retry,
             http,
         })
+    }
+
+    /// The same client sending `accept` as its `Accept` header and `extra` on every request.
+    pub(crate) fn with_headers(
+        mut self,
+        accept: &'static str,
+        extra: &[(&'static str, &'static str)],
+    ) -> Self {
+        self.accept = accept;
+        self.extra = extra
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect();
+        self
     }
 
     /// The auth header's value, for git pushes over HTTP (given to git out of its arguments).
@@ -168,7 +189,10 @@ impl ApiClient {
             .http
             .request(method, url)
             .header(self.auth.0.clone(), auth)
-            .header(reqwest::header::ACCEPT, "application/json");
+            .header(reqwest::header::ACCEPT, self.accept);
+        for (name, value) in &self.extra {
+            request = request.header(name.clone(), value.clone());
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -222,19 +246,39 @@ fn classify(
         });
     }
     let message = error_message(text);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    // GitHub answers an exhausted rate limit with 403 (or 429) and `x-ratelimit-remaining: 0`,
+    // and a secondary limit with 403 and `retry-after`: both are waits, not a bad token.
+    let rate_limited = status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::FORBIDDEN
+            && (header("x-ratelimit-remaining") == Some("0") || header("retry-after").is_some()));
+    // What GitHub says the endpoint needs: fine-grained permissions, else classic scopes.
+    let accepted = header("x-accepted-github-permissions").or(header("x-accepted-oauth-scopes"));
     match status {
-        StatusCode::TOO_MANY_REQUESTS => Err(IntegrationError::RateLimited {
+        _ if rate_limited => Err(IntegrationError::RateLimited {
             service: service_name(),
             retry_after: retry_after(headers),
         }),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(IntegrationError::Unauthorized {
             service: service_name(),
-            scope: missing_scope(&message),
+            scope: accepted
+                .map(str::to_owned)
+                .or_else(|| missing_scope(&message)),
             detail: format!("{} on {path}: {message}", status.as_u16()),
         }),
+        // GitHub answers 404, not 403, for what a token may not see: say what it would need.
         StatusCode::NOT_FOUND => Err(IntegrationError::NotFound {
             service: service_name(),
-            what: path.to_owned(),
+            what: match accepted {
+                Some(needed) => format!("{path} (or the token lacks `{needed}`)"),
+                None => path.to_owned(),
+            },
         }),
         s if s.is_server_error() => Err(IntegrationError::BadResponse {
             service: service_name(),
@@ -262,8 +306,8 @@ fn error_message(text: &str) -> String {
         .unwrap_or_else(|| text.chars().take(200).collect())
 }
 
-/// The scope an API says is missing: Gitea writes `required scope(s): [write:issue]`, GitHub
-/// sends `X-Accepted-OAuth-Scopes` (not read here) and Plane has none.
+/// The scope an error message names: Gitea writes `required scope(s): [write:issue]` (GitHub's
+/// headers are read by `classify`; Plane names none).
 fn missing_scope(message: &str) -> Option<String> {
     let start = message.find("scope")?;
     let rest = &message[start..];
@@ -306,6 +350,42 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn github_rate_limit_on_403_is_a_wait_not_a_bad_token() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert("x-ratelimit-reset", HeaderValue::from(0u64));
+        let err = classify("github", "/x", StatusCode::FORBIDDEN, &h, "{}").expect_err("403");
+        assert!(
+            matches!(err, IntegrationError::RateLimited { .. }),
+            "{err:?}"
+        );
+        h.insert("x-ratelimit-remaining", HeaderValue::from_static("12"));
+        let err = classify("github", "/x", StatusCode::FORBIDDEN, &h, "{}").expect_err("403");
+        assert!(
+            matches!(err, IntegrationError::Unauthorized { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn github_accepted_permissions_are_named() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-accepted-github-permissions",
+            HeaderValue::from_static("issues=write"),
+        );
+        let body = r#"{"message":"Resource not accessible by personal access token"}"#;
+        match classify("github", "/x", StatusCode::FORBIDDEN, &h, body) {
+            Err(IntegrationError::Unauthorized { scope, .. }) => {
+                assert_eq!(scope.as_deref(), Some("issues=write"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = classify("github", "/x", StatusCode::NOT_FOUND, &h, body).expect_err("404");
+        assert!(err.to_string().contains("issues=write"), "{err}");
     }
 
     #[test]

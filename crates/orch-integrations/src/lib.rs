@@ -1,6 +1,6 @@
 //! orch-integrations: trackers and forges. The `Tracker` port (where work items come from and
 //! where their state is shown) and the `Forge` port (where item branches are pushed, reviewed,
-//! marked and merged), with adapters for Plane CE and Gitea/Forgejo over HTTP, and, behind the
+//! marked and merged), with adapters for Plane CE, Gitea/Forgejo and GitHub over HTTP, and, behind the
 //! `fake` feature, in-process fakes of both that tests run against.
 //!
 //! Invariants:
@@ -13,8 +13,10 @@
 mod error;
 pub mod forge;
 pub mod gitea;
+pub mod github;
 mod http;
 pub mod plane;
+mod repo_api;
 mod secret;
 pub mod tracker;
 
@@ -24,6 +26,7 @@ pub mod fake;
 pub use error::{IntegrationError, Result};
 pub use forge::{CommitState, CommitStatus, Forge, MergeStyle, PullRequest};
 pub use gitea::{Gitea, GiteaConfig};
+pub use github::{GitHub, GitHubConfig};
 pub use http::RetryPolicy;
 pub use plane::{Plane, PlaneConfig};
 pub use secret::Token;

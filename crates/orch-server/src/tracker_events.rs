@@ -6,8 +6,12 @@
 //! `action`, `data` with `id`, `name`, `project`, `state` as an id or an object with its `name`)
 //! and Gitea's issue events (docs.gitea.com/usage/webhooks: `action`, `issue` with `number`,
 //! `title`, `body`, `labels`; `repository.full_name`; `sender.login`), the state being the
-//! issue's `state/<Name>` label. A delivery about something else, or for a project orch does
-//! not serve, is accepted and does nothing.
+//! issue's `state/<Name>` label. GitHub's `issues` events
+//! (docs.github.com/webhooks/webhook-events-and-payloads#issues: `action` such as `labeled` or
+//! `unlabeled`, `issue`, `label`, `repository.full_name`, `sender.login`) have the same shape and
+//! are read the same way; its `issue_comment` events (an `issue` with a `comment`) are not state
+//! changes and are left alone. A delivery about something else, or for a project orch does not
+//! serve, is accepted and does nothing.
 
 use orch_engine::{Engine, EngineError, TrackerAction};
 use orch_integrations::RemoteItem;
@@ -19,7 +23,7 @@ use crate::webhook::WebhookSource;
 /// One tracker item a delivery is about.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ItemNews {
-    /// `plane` or `gitea`: the tracker kind whose projects to look in.
+    /// `plane`, `gitea` or `github`: the tracker kind whose projects to look in.
     pub kind: &'static str,
     /// What names the project: a Plane project id, a Gitea `owner/repo`.
     pub project_key: String,
@@ -113,10 +117,17 @@ pub(crate) fn parse(source: WebhookSource, body: &Value) -> Option<ItemNews> {
                 actor,
             })
         }
-        WebhookSource::Gitea => {
+        WebhookSource::Gitea | WebhookSource::Github => {
+            let kind = match source {
+                WebhookSource::Github => "github",
+                _ => "gitea",
+            };
             let issue = body.get("issue")?;
-            // Pull requests are issues too in Gitea's payloads; orch files issues only.
-            if issue.get("pull_request").is_some_and(|p| !p.is_null()) {
+            // Pull requests are issues too in these payloads; orch files issues only. A comment
+            // event carries the issue as it is, which says nothing new.
+            if issue.get("pull_request").is_some_and(|p| !p.is_null())
+                || (source == WebhookSource::Github && body.get("comment").is_some())
+            {
                 return None;
             }
             let number = issue.get("number")?.as_u64()?;
@@ -131,7 +142,7 @@ pub(crate) fn parse(source: WebhookSource, body: &Value) -> Option<ItemNews> {
                 .map(|ls| ls.iter().filter_map(|l| l.get("name")?.as_str()).collect())
                 .unwrap_or_default();
             Some(ItemNews {
-                kind: "gitea",
+                kind,
                 project_key,
                 state_known: true,
                 item: RemoteItem {
@@ -147,8 +158,6 @@ pub(crate) fn parse(source: WebhookSource, body: &Value) -> Option<ItemNews> {
                     .unwrap_or_default(),
             })
         }
-        // GitHub deliveries are verified and stored; acting on them is not built yet.
-        WebhookSource::Github => None,
     }
 }
 
@@ -232,6 +241,39 @@ mod tests {
         assert_eq!(news.item.id, "12");
         assert_eq!(news.item.state.as_deref(), Some("STOP"));
         assert_eq!(news.actor, "grace");
+    }
+
+    #[test]
+    fn github_issue_labels_name_repository_issue_state_and_sender() {
+        let labeled = |label: &str| {
+            serde_json::json!({
+                "action": "labeled",
+                "issue": { "number": 7, "title": "Fix it", "body": "b",
+                           "labels": [{ "name": "bug" }, { "name": label }] },
+                "label": { "name": label },
+                "repository": { "full_name": "acme/web" },
+                "sender": { "login": "octocat" },
+            })
+        };
+        for (label, state) in [
+            ("state/Ready", "Ready"),
+            ("state/STOP", "STOP"),
+            ("state/Approved", "Approved"),
+        ] {
+            let news = parse(WebhookSource::Github, &labeled(label)).expect("news");
+            assert_eq!(news.kind, "github");
+            assert_eq!(news.project_key, "acme/web");
+            assert_eq!((news.item.id.as_str(), news.item.key.as_str()), ("7", "#7"));
+            assert_eq!(news.item.state.as_deref(), Some(state));
+            assert_eq!(news.actor, "octocat");
+        }
+        let mut comment = labeled("state/Ready");
+        comment["action"] = "created".into();
+        comment["comment"] = serde_json::json!({ "body": "hi" });
+        assert_eq!(parse(WebhookSource::Github, &comment), None);
+        let mut pull = labeled("state/Ready");
+        pull["issue"]["pull_request"] = serde_json::json!({ "url": "x" });
+        assert_eq!(parse(WebhookSource::Github, &pull), None);
     }
 
     #[test]

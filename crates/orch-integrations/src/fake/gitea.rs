@@ -103,7 +103,7 @@ impl FakeGitea {
         id
     }
 
-    fn label_id(&self, name: &str) -> Option<u64> {
+    pub(crate) fn label_id(&self, name: &str) -> Option<u64> {
         self.labels
             .iter()
             .find(|(_, n)| n == name)
@@ -165,7 +165,7 @@ impl FakeGitea {
         ))
     }
 
-    fn repository_json(&self) -> Value {
+    pub(crate) fn repository_json(&self) -> Value {
         json!({
             "id": 1,
             "name": self.repo,
@@ -177,7 +177,7 @@ impl FakeGitea {
         })
     }
 
-    fn issue_json(&self, number: u64) -> Option<Value> {
+    pub(crate) fn issue_json(&self, number: u64) -> Option<Value> {
         let i = self.issues.iter().find(|i| i.number == number)?;
         let labels: Vec<Value> = i
             .labels

@@ -26,8 +26,10 @@ pub struct Recorded {
 pub enum Fault {
     /// This status with a JSON error body.
     Status(u16),
-    /// 429 with `X-RateLimit-Reset` this many seconds ahead (and `Retry-After`).
+    /// 429 with `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` this many seconds ahead.
     RateLimited { reset_in_secs: u64 },
+    /// The same as a 403, as GitHub answers an exhausted primary rate limit.
+    RateLimitedForbidden { reset_in_secs: u64 },
     /// No answer for this long (longer than the client's timeout makes a timeout).
     Hang(Duration),
 }
@@ -37,6 +39,15 @@ pub enum Fault {
 pub trait FakeApi: Send + Sync + 'static {
     /// Whether the request carries the right credentials.
     fn authorized(&self, headers: &HeaderMap) -> bool;
+    /// An answer to an authorized request the service refuses for its headers (a wrong API
+    /// version), before routing.
+    fn refuse_headers(&self, _headers: &HeaderMap) -> Option<(StatusCode, Value)> {
+        None
+    }
+    /// Headers to add to an answer (what permission a refused request needed).
+    fn answer_headers(&self, _method: &Method, _path: &str, _status: StatusCode) -> HeaderMap {
+        HeaderMap::new()
+    }
     /// The answer to an authorized request: status and JSON body (`Value::Null` for none).
     async fn answer(
         &mut self,
@@ -156,14 +167,21 @@ async fn handle<A: FakeApi>(
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return (status, axum::Json(json!({ "error": "injected failure" }))).into_response();
         }
-        Some(Fault::RateLimited { reset_in_secs }) => {
+        Some(
+            fault @ (Fault::RateLimited { reset_in_secs }
+            | Fault::RateLimitedForbidden { reset_in_secs }),
+        ) => {
+            let status = match fault {
+                Fault::RateLimitedForbidden { .. } => StatusCode::FORBIDDEN,
+                _ => StatusCode::TOO_MANY_REQUESTS,
+            };
             let reset = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
                 + reset_in_secs;
             return (
-                StatusCode::TOO_MANY_REQUESTS,
+                status,
                 [
                     ("x-ratelimit-remaining", "0".to_owned()),
                     ("x-ratelimit-reset", reset.to_string()),
@@ -197,11 +215,15 @@ async fn handle<A: FakeApi>(
             }
         }
     };
+    if let Some((status, value)) = api.refuse_headers(&headers) {
+        return (status, axum::Json(value)).into_response();
+    }
     let (status, value) = api.answer(&method, &path, &query, body).await;
+    let extra = api.answer_headers(&method, &path, status);
     if value.is_null() {
-        status.into_response()
+        (status, extra).into_response()
     } else {
-        (status, axum::Json(value)).into_response()
+        (status, extra, axum::Json(value)).into_response()
     }
 }
 
@@ -217,7 +239,8 @@ pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn decode(s: &str) -> String {
+/// A percent-decoded path segment or query value.
+pub(crate) fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

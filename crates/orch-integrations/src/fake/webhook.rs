@@ -1,4 +1,4 @@
-//! Sending webhook deliveries the way Plane and Gitea do: a JSON body, an HMAC-SHA256 of the
+//! Sending webhook deliveries the way Plane, Gitea and GitHub do: a JSON body, an HMAC-SHA256 of the
 //! raw body in hex under the service's signature header, a unique delivery id and the event
 //! name.
 
@@ -11,6 +11,9 @@ use sha2::Sha256;
 pub enum Sender {
     Plane,
     Gitea,
+    /// docs.github.com/webhooks: `X-Hub-Signature-256: sha256=<hex>`, `X-GitHub-Delivery`,
+    /// `X-GitHub-Event`.
+    GitHub,
 }
 
 impl Sender {
@@ -18,6 +21,15 @@ impl Sender {
         match self {
             Sender::Plane => ("x-plane-signature", "x-plane-delivery", "x-plane-event"),
             Sender::Gitea => ("x-gitea-signature", "x-gitea-delivery", "x-gitea-event"),
+            Sender::GitHub => ("x-hub-signature-256", "x-github-delivery", "x-github-event"),
+        }
+    }
+
+    /// The signature header's value for a hex HMAC: GitHub prefixes the algorithm.
+    fn signature(self, hex: String) -> String {
+        match self {
+            Sender::GitHub => format!("sha256={hex}"),
+            Sender::Plane | Sender::Gitea => hex,
         }
     }
 }
@@ -54,8 +66,8 @@ impl Delivery {
 
     /// Posts it to `url` signed with `secret`; returns the status and the body of the answer.
     pub async fn send(&self, url: &str, secret: &str) -> reqwest::Result<(u16, String)> {
-        self.send_with_signature(url, &sign(secret, &self.body))
-            .await
+        let signature = self.sender.signature(sign(secret, &self.body));
+        self.send_with_signature(url, &signature).await
     }
 
     /// Posts it with any signature (a forged one, for tests).
@@ -76,5 +88,22 @@ impl Delivery {
             .await?;
         let status = answer.status().as_u16();
         Ok((status, answer.text().await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_signatures_carry_the_algorithm_prefix() {
+        let hex = sign("s", b"{}");
+        assert_eq!(hex.len(), 64);
+        assert_eq!(
+            Sender::GitHub.signature(hex.clone()),
+            format!("sha256={hex}")
+        );
+        assert_eq!(Sender::Gitea.signature(hex.clone()), hex);
+        assert_eq!(Sender::GitHub.headers().0, "x-hub-signature-256");
     }
 }

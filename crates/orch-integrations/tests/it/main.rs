@@ -2,6 +2,7 @@
 //! errors, and a real push and merge through the fake Gitea's bare repository.
 
 mod gitea;
+mod github;
 mod plane;
 
 use std::time::Duration;

@@ -215,3 +215,123 @@ async fn a_plane_state_given_as_an_id_is_looked_up_before_acting() {
     );
     assert_eq!(reads.len(), 1, "the state was read from Plane");
 }
+
+/// GitHub `issues` deliveries, signed as GitHub signs them (`sha256=<hex>`): `state/Ready` files
+/// the issue, the follower moves its label through GitHub's API, `state/STOP` stops it.
+#[tokio::test]
+async fn github_labels_file_and_stop_items_and_the_follower_relabels_the_issue() {
+    use orch_integrations::fake::github::FakeGitHub;
+    use orch_integrations::{GitHub, GitHubConfig};
+
+    use crate::support::GITHUB_SECRET;
+
+    fn request(delivery: &Delivery) -> Request<'static> {
+        let signature = WebhookSource::Github
+            .sign(GITHUB_SECRET, &delivery.body)
+            .expect("sign");
+        assert!(signature.starts_with("sha256="), "{signature}");
+        Request::post("/hooks/github")
+            .header("X-Hub-Signature-256", signature)
+            .header("X-GitHub-Delivery", delivery.id.clone())
+            .header("X-GitHub-Event", delivery.event.clone())
+            .body(delivery.body.clone())
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeServer::start(
+        FakeGitHub::new(TOKEN, "acme", "web", &dir.path().join("remote.git"))
+            .await
+            .expect("fake"),
+    )
+    .await
+    .expect("serve");
+    let github = Arc::new(
+        GitHub::new(GitHubConfig {
+            base_url: fake.base_url().to_owned(),
+            owner: "acme".into(),
+            repo: "web".into(),
+            token: Token::new(TOKEN).expect("token"),
+            retry: RetryPolicy::default(),
+        })
+        .expect("github"),
+    );
+    github.ensure_states().await.expect("labels");
+    let remotes = Remotes {
+        tracker: Some(TrackerLink {
+            tracker: github,
+            key: "acme/web".into(),
+            ready_state: "Ready".into(),
+        }),
+        forge: None,
+    };
+    let server = Server::start_with_remotes(remotes, |s| {
+        s.with_webhook_secret(WebhookSource::Github, GITHUB_SECRET)
+    })
+    .await;
+    let engine = Arc::clone(server.state.engine());
+
+    let number = fake
+        .with(|g| g.state.add_issue("Fix the header", "It flickers", &[]))
+        .await;
+    let ready = fake
+        .with(|g| g.label_issue(number, "state/Ready", "octocat"))
+        .await;
+    assert_eq!(ready.len(), 1, "one `labeled` delivery");
+    let answer = server.send(request(&ready[0])).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(answer.json()["action"], "created");
+    let items = engine.store().list_items(None).await.expect("items");
+    assert_eq!(items.len(), 1);
+    let item = items[0].id.clone();
+    assert_eq!(items[0].title, "Fix the header");
+
+    engine.follow_remotes().await.expect("follow");
+    assert_eq!(
+        fake.with(|g| g.state.label_names(number)).await,
+        ["state/Analysis"],
+        "the follower replaced the state label through GitHub's API"
+    );
+    assert!(
+        !fake
+            .requests_to("PUT", &format!("/repos/acme/web/issues/{number}/labels"))
+            .is_empty()
+    );
+
+    // Moving to STOP sends `unlabeled` (Analysis) then `labeled` (STOP).
+    let stop = fake
+        .with(|g| g.label_issue(number, "state/STOP", "octocat"))
+        .await;
+    let actions: Vec<String> = stop
+        .iter()
+        .map(|d| {
+            let body: serde_json::Value = serde_json::from_slice(&d.body).expect("json");
+            body["action"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(actions, ["unlabeled", "labeled"]);
+    let mut answers = Vec::new();
+    for delivery in &stop {
+        answers.push(server.send(request(delivery)).await.json()["action"].clone());
+    }
+    assert!(answers.contains(&"stopped".into()), "{answers:?}");
+    let stopped = engine
+        .store()
+        .get_item(&item)
+        .await
+        .expect("get")
+        .expect("item");
+    assert_eq!(stopped.progress.status.as_str(), "cancelled");
+
+    // A comment on the issue is not a state change.
+    let mut comment: serde_json::Value = serde_json::from_slice(&stop[1].body).expect("json");
+    comment["action"] = "created".into();
+    comment["comment"] = serde_json::json!({ "id": 1, "body": "why?" });
+    let comment = Delivery::new(
+        orch_integrations::fake::webhook::Sender::GitHub,
+        "comment-1",
+        "issue_comment",
+        &comment,
+    );
+    let answer = server.send(request(&comment)).await;
+    assert_eq!(answer.json()["action"], "ignored", "{answer:?}");
+}

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use orch_core::ProjectId;
 use orch_engine::{ForgeLink, TrackerLink};
-use orch_integrations::{Gitea, GiteaConfig, MergeStyle, Plane, PlaneConfig, RetryPolicy, Token};
+use orch_integrations::{
+    Forge, GitHub, GitHubConfig, Gitea, GiteaConfig, MergeStyle, Plane, PlaneConfig, RetryPolicy,
+    Token, Tracker,
+};
 
 use super::RemoteEntry;
 
@@ -39,18 +42,51 @@ fn token(id: &ProjectId, table: &str, entry: &RemoteEntry) -> Result<Token, Stri
     })
 }
 
-fn gitea(id: &ProjectId, table: &str, entry: &RemoteEntry) -> Result<(Gitea, String), String> {
-    let owner = required(id, table, "owner", &entry.owner)?;
-    let repo = required(id, table, "repo", &entry.repo)?;
-    let gitea = Gitea::new(GiteaConfig {
-        base_url: entry.base_url.clone(),
-        owner: owner.to_owned(),
-        repo: repo.to_owned(),
-        token: token(id, table, entry)?,
-        retry: RetryPolicy::default(),
-    })
-    .map_err(|e| format!("project `{id}`, table `{table}`: {e}"))?;
-    Ok((gitea, format!("{owner}/{repo}")))
+/// A repository host (Gitea, Forgejo, GitHub) as both a tracker and a forge, with its
+/// `owner/repo` key (what its webhooks name the repository by).
+type RepositoryHost = (Arc<dyn Tracker>, Arc<dyn Forge>, String);
+
+fn both<H: Tracker + Forge + 'static>(host: H, key: String) -> RepositoryHost {
+    let host = Arc::new(host);
+    (host.clone(), host, key)
+}
+
+fn repository_host(
+    id: &ProjectId,
+    table: &str,
+    entry: &RemoteEntry,
+) -> Result<Option<RepositoryHost>, String> {
+    if !matches!(entry.kind.as_str(), "gitea" | "forgejo" | "github") {
+        return Ok(None);
+    }
+    let owner = required(id, table, "owner", &entry.owner)?.to_owned();
+    let repo = required(id, table, "repo", &entry.repo)?.to_owned();
+    let key = format!("{owner}/{repo}");
+    let token = token(id, table, entry)?;
+    let base_url = entry.base_url.clone();
+    let retry = RetryPolicy::default();
+    let built: Result<RepositoryHost, _> = if entry.kind == "github" {
+        GitHub::new(GitHubConfig {
+            base_url,
+            owner,
+            repo,
+            token,
+            retry,
+        })
+        .map(|host| both(host, key))
+    } else {
+        Gitea::new(GiteaConfig {
+            base_url,
+            owner,
+            repo,
+            token,
+            retry,
+        })
+        .map(|host| both(host, key))
+    };
+    built
+        .map(Some)
+        .map_err(|e| format!("project `{id}`, table `{table}`: {e}"))
 }
 
 pub(super) fn tracker(id: &ProjectId, entry: &RemoteEntry) -> Result<TrackerLink, String> {
@@ -72,7 +108,7 @@ pub(super) fn tracker(id: &ProjectId, entry: &RemoteEntry) -> Result<TrackerLink
             "project `{id}`, field `tracker.merge_style`: belongs in `[projects.forge]`"
         ));
     }
-    let (tracker, key): (Arc<dyn orch_integrations::Tracker>, String) = match entry.kind.as_str() {
+    let (tracker, key): (Arc<dyn Tracker>, String) = match entry.kind.as_str() {
         "plane" => {
             let workspace = required(id, table, "workspace", &entry.workspace)?;
             let project = required(id, table, "project", &entry.project)?;
@@ -86,15 +122,14 @@ pub(super) fn tracker(id: &ProjectId, entry: &RemoteEntry) -> Result<TrackerLink
             .map_err(|e| format!("project `{id}`, table `tracker`: {e}"))?;
             (Arc::new(plane), project.to_owned())
         }
-        "gitea" | "forgejo" => {
-            let (gitea, key) = gitea(id, table, entry)?;
-            (Arc::new(gitea), key)
-        }
-        other => {
-            return Err(format!(
-                "project `{id}`, field `tracker.kind`: `{other}` is not a tracker; use `plane`, `gitea` or `forgejo`"
-            ));
-        }
+        other => match repository_host(id, table, entry)? {
+            Some((tracker, _, key)) => (tracker, key),
+            None => {
+                return Err(format!(
+                    "project `{id}`, field `tracker.kind`: `{other}` is not a tracker; use `plane`, `gitea`, `forgejo` or `github`"
+                ));
+            }
+        },
     };
     Ok(TrackerLink {
         tracker,
@@ -116,16 +151,11 @@ pub(super) fn forge(id: &ProjectId, entry: &RemoteEntry) -> Result<ForgeLink, St
             format!("project `{id}`, field `forge.merge_style`: `{s}` is not `merge`, `squash` or `rebase`")
         })?,
     };
-    match entry.kind.as_str() {
-        "gitea" | "forgejo" => {
-            let (gitea, _) = gitea(id, table, entry)?;
-            Ok(ForgeLink {
-                forge: Arc::new(gitea),
-                merge_style,
-            })
-        }
-        other => Err(format!(
-            "project `{id}`, field `forge.kind`: `{other}` is not a forge; use `gitea` or `forgejo`"
+    match repository_host(id, table, entry)? {
+        Some((_, forge, _)) => Ok(ForgeLink { forge, merge_style }),
+        None => Err(format!(
+            "project `{id}`, field `forge.kind`: `{}` is not a forge; use `gitea`, `forgejo` or `github`",
+            entry.kind
         )),
     }
 }
@@ -199,10 +229,56 @@ mod tests {
     }
 
     #[test]
+    fn a_github_repository_is_both_tracker_and_forge() {
+        let github = || RemoteEntry {
+            base_url: "https://api.github.com".into(),
+            ..remote("github")
+        };
+        let parsed = parse_project(
+            &entry(
+                Some(github()),
+                Some(RemoteEntry {
+                    merge_style: Some("squash".into()),
+                    ..github()
+                }),
+            ),
+            Path::new("/data"),
+        )
+        .expect("parses");
+        let tracker = parsed.remotes.tracker.expect("tracker");
+        assert_eq!(
+            (tracker.tracker.kind(), tracker.key.as_str()),
+            ("github", "acme/web"),
+            "keyed by owner/repo, as GitHub's deliveries name the repository"
+        );
+        let forge = parsed.remotes.forge.expect("forge");
+        assert_eq!(forge.forge.kind(), "github");
+        assert_eq!(forge.merge_style, orch_integrations::MergeStyle::Squash);
+        let token = std::env::var(SET_VAR).unwrap_or_default();
+        assert!(!format!("{:?}", forge.forge).contains(&token));
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases: Vec<(Option<RemoteEntry>, Option<RemoteEntry>, &str)> = vec![
             (Some(remote("jira")), None, "tracker.kind"),
             (None, Some(remote("plane")), "forge.kind"),
+            (
+                None,
+                Some(RemoteEntry {
+                    repo: None,
+                    ..remote("github")
+                }),
+                "forge.repo",
+            ),
+            (
+                Some(RemoteEntry {
+                    owner: Some("../other".into()),
+                    ..remote("github")
+                }),
+                None,
+                "owner",
+            ),
             (
                 Some(RemoteEntry {
                     workspace: None,

@@ -1,0 +1,322 @@
+//! A fake GitHub repository, following the REST API reference (docs.github.com/rest, version
+//! `2022-11-28`): `/repos/{owner}/{repo}` and its `labels`, `labels/{name}`, `issues`,
+//! `issues/{n}`, `issues/{n}/labels` (`PUT {"labels": [names]}` replaces, creating missing
+//! labels as GitHub does), `issues/{n}/comments`, `pulls`, `pulls/{n}` (`PATCH`),
+//! `PUT pulls/{n}/merge` (`merge_method`, `commit_title`; answers `{sha, merged, message}`) and
+//! `statuses/{sha}`, paged by `page`/`per_page`, errors as `{"message", "documentation_url"}`.
+//!
+//! The resources are the same as Gitea's, so the repository's state is a [`FakeGitea`] (its
+//! bare repository is the `clone_url`, pushes land there and a merge is a real merge commit);
+//! this fake translates GitHub's paths, auth and bodies at the edge.
+//!
+//! Auth is `Authorization: Bearer <token>`. The fake is stricter than GitHub in two ways: it
+//! requires `X-GitHub-Api-Version: 2022-11-28` (GitHub defaults a missing one; it answers 400 to
+//! an unsupported one) and `Accept: application/vnd.github+json` (the documented recommendation),
+//! so a client that forgets either is caught with a 400.
+//! Permissions named in [`FakeGitHub::denied`] are missing from the token: a write needing one
+//! answers 403 `Resource not accessible by personal access token` with
+//! `X-Accepted-GitHub-Permissions: <name>=write`
+//! (docs.github.com/rest/authentication/permissions-required-for-fine-grained-personal-access-tokens).
+//! Deliveries follow docs.github.com/webhooks/webhook-events-and-payloads#issues: event
+//! `issues`, actions `labeled`/`unlabeled` with `issue`, `label`, `repository`, `sender`.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::gitea::FakeGitea;
+use super::server::{FakeApi, decode, not_found, query_pairs};
+use super::webhook::{Delivery, Sender};
+use crate::github::API_VERSION;
+
+const DOCS: &str = "https://docs.github.com/rest";
+
+#[derive(Debug)]
+pub struct FakeGitHub {
+    token: String,
+    /// The repository: labels, issues, comments, pulls, statuses and the bare git repository.
+    pub state: FakeGitea,
+    /// Fine-grained permissions the token lacks (`issues`, `pull_requests`, `statuses`,
+    /// `contents`): writes that need one are refused naming it.
+    pub denied: Vec<String>,
+    deliveries: u64,
+}
+
+impl FakeGitHub {
+    /// A fake whose remote is a new bare repository at `bare` with default branch `main`.
+    pub async fn new(token: &str, owner: &str, repo: &str, bare: &Path) -> std::io::Result<Self> {
+        // The inner model never sees a request with its own auth: only its routes are used.
+        let state = FakeGitea::new(token, owner, repo, bare).await?;
+        Ok(Self {
+            token: token.to_owned(),
+            state,
+            denied: Vec::new(),
+            deliveries: 0,
+        })
+    }
+
+    /// Labels issue `number` with `label` as a person would in GitHub's web page, first
+    /// removing its other labels of the same `scope/`, and returns the deliveries GitHub sends:
+    /// one `unlabeled` per label removed, then `labeled`.
+    pub fn label_issue(&mut self, number: u64, label: &str, by: &str) -> Vec<Delivery> {
+        let scope = label.split_once('/').map(|(s, _)| format!("{s}/"));
+        let removed: Vec<String> = self
+            .state
+            .label_names(number)
+            .into_iter()
+            .filter(|n| scope.as_deref().is_some_and(|s| n.starts_with(s)) && n != label)
+            .collect();
+        if self.state.label_issue(number, label, by).is_none() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (action, name) in removed
+            .iter()
+            .map(|n| ("unlabeled", n.as_str()))
+            .chain([("labeled", label)])
+        {
+            let Some(issue) = self.state.issue_json(number) else {
+                break;
+            };
+            let mut repository = self.state.repository_json();
+            repository["html_url"] = json!(format!(
+                "https://github.invalid/{}/{}",
+                self.state.owner, self.state.repo
+            ));
+            let payload = json!({
+                "action": action,
+                "issue": issue,
+                "label": { "id": self.state.label_id(name), "name": name },
+                "repository": repository,
+                "sender": { "login": by, "id": 7, "type": "User" },
+            });
+            self.deliveries += 1;
+            out.push(Delivery::new(
+                Sender::GitHub,
+                format!("72d3162e-cc78-11e3-81ab-{:012x}", self.deliveries),
+                "issues",
+                &payload,
+            ));
+        }
+        out
+    }
+
+    /// The permission a write needs, as GitHub names it.
+    fn permission(method: &Method, parts: &[&str]) -> Option<&'static str> {
+        if method == Method::GET {
+            return None;
+        }
+        Some(match parts {
+            ["pulls", _, "merge"] => "contents",
+            ["pulls", ..] => "pull_requests",
+            ["statuses", ..] => "statuses",
+            _ => "issues",
+        })
+    }
+
+    fn routes(path: &str, prefix: &str) -> Option<Vec<String>> {
+        let rest = path.strip_prefix(prefix)?;
+        Some(
+            rest.trim_matches('/')
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(decode)
+                .collect(),
+        )
+    }
+
+    fn prefix(&self) -> String {
+        format!("/repos/{}/{}", self.state.owner, self.state.repo)
+    }
+
+    fn pull_urls(&self, value: &mut Value) {
+        let fix = |p: &mut Value| {
+            if let Some(n) = p.get("number").and_then(Value::as_u64) {
+                p["html_url"] = json!(format!(
+                    "https://github.invalid/{}/{}/pull/{n}",
+                    self.state.owner, self.state.repo
+                ));
+            }
+        };
+        match value {
+            Value::Array(items) => items.iter_mut().for_each(fix),
+            other => fix(other),
+        }
+    }
+
+    /// GitHub's `per_page` is the inner model's `limit`.
+    fn gitea_query(query: &str) -> String {
+        query_pairs(query)
+            .into_iter()
+            .map(|(k, v)| {
+                let k = if k == "per_page" {
+                    "limit".to_owned()
+                } else {
+                    k
+                };
+                format!("{k}={}", crate::repo_api::query_value(&v))
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    async fn merge(&mut self, inner: &str, body: &Value) -> (StatusCode, Value) {
+        let method = body
+            .get("merge_method")
+            .and_then(Value::as_str)
+            .unwrap_or("merge");
+        let title = body
+            .get("commit_title")
+            .and_then(Value::as_str)
+            .unwrap_or("Merge pull request");
+        let (status, answer) = self
+            .state
+            .answer(
+                &Method::POST,
+                inner,
+                "",
+                json!({ "Do": method, "merge_message_field": title }),
+            )
+            .await;
+        if !status.is_success() {
+            return (status, answer);
+        }
+        let sha = tokio::process::Command::new("git")
+            .args([
+                "rev-parse",
+                &format!("refs/heads/{}", self.state.default_branch),
+            ])
+            .current_dir(&self.state.bare)
+            .output()
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        (
+            StatusCode::OK,
+            json!({ "sha": sha, "merged": true, "message": "Pull Request successfully merged" }),
+        )
+    }
+}
+
+fn message(status: StatusCode, text: &str) -> (StatusCode, Value) {
+    (
+        status,
+        json!({ "message": text, "documentation_url": DOCS }),
+    )
+}
+
+#[async_trait]
+impl FakeApi for FakeGitHub {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| t == self.token)
+    }
+
+    fn refuse_headers(&self, headers: &HeaderMap) -> Option<(StatusCode, Value)> {
+        let version = headers
+            .get("x-github-api-version")
+            .and_then(|v| v.to_str().ok());
+        if version != Some(API_VERSION) {
+            return Some(message(
+                StatusCode::BAD_REQUEST,
+                &format!("API version {version:?} is not supported (the fake requires it)"),
+            ));
+        }
+        let accept = headers.get("accept").and_then(|v| v.to_str().ok());
+        (accept != Some("application/vnd.github+json")).then(|| {
+            message(
+                StatusCode::BAD_REQUEST,
+                &format!("Accept {accept:?}: the fake requires application/vnd.github+json"),
+            )
+        })
+    }
+
+    fn answer_headers(&self, method: &Method, path: &str, status: StatusCode) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let parts = Self::routes(path, &self.prefix()).unwrap_or_default();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        if let Some(permission) = Self::permission(method, &parts)
+            && status == StatusCode::FORBIDDEN
+            && let Ok(value) = HeaderValue::from_str(&format!("{permission}=write"))
+        {
+            headers.insert("x-accepted-github-permissions", value);
+        }
+        headers
+    }
+
+    async fn answer(
+        &mut self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let Some(parts) = Self::routes(path, &self.prefix()) else {
+            return message(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        if let Some(permission) = Self::permission(method, &parts)
+            && self.denied.iter().any(|d| d == permission)
+        {
+            return message(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by personal access token",
+            );
+        }
+        let inner = format!("/api/v1{path}");
+        let query = Self::gitea_query(query);
+        match (method, parts.as_slice()) {
+            (&Method::GET, ["labels", name]) => match self.state.label_id(name) {
+                Some(id) => (
+                    StatusCode::OK,
+                    json!({ "id": id, "name": name, "color": "6b7280" }),
+                ),
+                None => message(StatusCode::NOT_FOUND, "Not Found"),
+            },
+            (&Method::PUT, ["issues", n, "labels"]) => {
+                let names: Vec<String> = body
+                    .get("labels")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ids: Vec<u64> = names
+                    .iter()
+                    .map(|name| {
+                        self.state
+                            .label_id(name)
+                            .unwrap_or_else(|| self.state.add_label(name))
+                    })
+                    .collect();
+                let inner = format!("/api/v1{}/issues/{n}/labels", self.prefix());
+                self.state
+                    .answer(method, &inner, "", json!({ "labels": ids }))
+                    .await
+            }
+            (&Method::PUT, ["pulls", _, "merge"]) => self.merge(&inner, &body).await,
+            // GitHub merges with PUT; the inner model's POST route is not GitHub's.
+            (&Method::POST, ["pulls", _, "merge"]) => not_found("route"),
+            (_, ["pulls", ..]) => {
+                let (status, mut value) = self.state.answer(method, &inner, &query, body).await;
+                self.pull_urls(&mut value);
+                // GitHub answers an update with 200, where Gitea says 201.
+                let status = if method == Method::PATCH && status.is_success() {
+                    StatusCode::OK
+                } else {
+                    status
+                };
+                (status, value)
+            }
+            _ => self.state.answer(method, &inner, &query, body).await,
+        }
+    }
+}
