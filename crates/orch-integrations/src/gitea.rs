@@ -92,7 +92,7 @@ impl Tracker for Gitea {
             .map(|(id, _)| *id)
             .ok_or_else(|| IntegrationError::NotFound {
                 service: "gitea".into(),
-                what: format!("label `{wanted}` (run `orch onboard apply` to create it)"),
+                what: format!("label `{wanted}` (create it in the repository's labels; docs/trackers/gitea.md lists them)"),
             })?;
         let mut ids: Vec<u64> = self
             .rest

@@ -137,7 +137,7 @@ impl Plane {
             .remove(name)
             .ok_or_else(|| IntegrationError::NotFound {
                 service: "plane".into(),
-                what: format!("state `{name}` (run `orch onboard apply` to create it)"),
+                what: format!("state `{name}` (create it in the Plane project's states; docs/trackers/plane.md lists them)"),
             })
     }
 

@@ -93,7 +93,7 @@ pub struct ProjectEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteEntry {
-    /// `plane` (tracker only), `gitea` or `forgejo`.
+    /// `plane` (tracker only), `gitea`, `forgejo` or `github`.
     pub kind: String,
     pub base_url: String,
     /// Plane: the workspace slug and the project id.

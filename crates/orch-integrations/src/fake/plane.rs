@@ -73,7 +73,7 @@ impl FakePlane {
         id
     }
 
-    /// Every canonical state of orch, as `orch onboard apply` would have made them.
+    /// Every canonical state of orch, as a person following docs/trackers/plane.md has made them.
     pub fn with_canonical_states(mut self) -> Self {
         for s in orch_core::states::CANONICAL_STATES {
             self.add_state(s.name, s.group.as_str());
