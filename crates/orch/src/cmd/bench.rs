@@ -105,6 +105,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         );
     }
     let peak_kib = peak_rss_kib();
+    // The bench's directory goes away; its staging and prod instances must not outlive it.
+    super::demo::stop_instances(&ctx, ctx.engine.project(&project)?).await;
 
     let base_repo = root.join("baseline/repo");
     write_bench_repo(&base_repo).await?;

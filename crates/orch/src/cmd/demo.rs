@@ -204,7 +204,8 @@ async fn serve_dashboard(
     Ok(Some(Dashboard { url, task }))
 }
 
-async fn stop_instances(ctx: &Context, project: &orch_engine::Project) {
+/// Stops the project's staging and prod instances (the demo's and the bench's).
+pub(super) async fn stop_instances(ctx: &Context, project: &orch_engine::Project) {
     let root = project
         .settings
         .data_dir

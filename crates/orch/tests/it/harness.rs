@@ -10,18 +10,39 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_orch");
 
 /// A free loopback port below the kernel's ephemeral range (32768 and up), so that no outgoing
 /// connection (a database client, a health probe) can take it between now and its use.
+///
+/// Each port handed out is reserved until this test process ends, by an exclusive `flock` on
+/// `<tmp>/orch-test-ports/<port>.lock`: no other call in this process and no other test process
+/// running beside it gets the same port (two projects of one test once drew the same staging port,
+/// and the second one's deploys found it "in use by another program").
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Mutex, OnceLock};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let seed = std::process::id().wrapping_mul(7919).wrapping_add(nanos);
+    static SEED: OnceLock<u32> = OnceLock::new();
+    static HELD: Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> = Mutex::new(Vec::new());
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        std::process::id().wrapping_mul(7919).wrapping_add(nanos)
+    });
+    let dir = std::env::temp_dir().join("orch-test-ports");
+    std::fs::create_dir_all(&dir).expect("port reservation directory");
     for _ in 0..10_000 {
         let offset = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 97) % 12_000;
         let port = u16::try_from(20_000 + offset).expect("in range");
+        let file = std::fs::File::create(dir.join(format!("{port}.lock"))).expect("lock file");
+        let Ok(reserved) =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            continue;
+        };
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(reserved);
             return port;
         }
     }
@@ -235,4 +256,14 @@ pub fn passed_stages(item: &Value) -> Vec<String> {
         .filter(|e| e["kind"] == "stage.passed")
         .filter_map(|e| e["data"]["stage"].as_str().map(str::to_owned))
         .collect()
+}
+
+#[test]
+fn free_ports_are_never_handed_out_twice() {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..300 {
+        let port = free_port();
+        assert!(seen.insert(port), "port {port} was handed out twice");
+        assert!((20_000..32_000).contains(&port));
+    }
 }
