@@ -121,7 +121,7 @@ fn asked_for_reapproval(run: &RunRecord) -> bool {
         .as_ref()
         .and_then(|v| v.get("class"))
         .and_then(|c| c.as_str())
-        == Some("reapprove")
+        == Some(crate::execute::REAPPROVE_CLASS)
 }
 
 /// Why the latest approval no longer holds at `now_ms` under `ttl`, if it expired. The approval

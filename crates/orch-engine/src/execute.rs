@@ -315,13 +315,16 @@ impl From<StoreError> for StageError {
     }
 }
 
+/// The stored name of [`VerdictClass::Reapprove`], which approval rules read back.
+pub(crate) const REAPPROVE_CLASS: &str = "reapprove";
+
 pub(crate) fn class_name(class: &VerdictClass) -> &'static str {
     match class {
         VerdictClass::Pass => "pass",
         VerdictClass::Fail => "fail",
         VerdictClass::NeedsInfo => "needs-info",
         VerdictClass::Block(_) => "block",
-        VerdictClass::Reapprove(_) => "reapprove",
+        VerdictClass::Reapprove(_) => REAPPROVE_CLASS,
     }
 }
 
