@@ -200,3 +200,34 @@ fn a_registry_in_the_environment_is_checked_like_the_file() {
         assert!(stderr.contains(expected), "{registry}: {stderr}");
     }
 }
+
+#[test]
+fn zero_limits_and_ttls_are_refused_naming_the_field() {
+    let orch = Orch::new(None);
+    let config = orch.path().join("orch.toml");
+    let original = std::fs::read_to_string(&config).expect("orch.toml");
+    let cases = [
+        (
+            original.replace("max_parallel = 2\n", "max_parallel = 2\nmax_running = 0\n"),
+            "[engine] max_running must be at least 1",
+        ),
+        (
+            original.replace(
+                "max_parallel = 2\n",
+                "max_parallel = 2\nmax_running_per_project = 0\n",
+            ),
+            "[engine] max_running_per_project must be at least 1",
+        ),
+        (
+            format!("{original}approval_ttl_secs = 0\n"),
+            "project `quick`, field `approval_ttl_secs`: must be at least 1",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&config, &text).expect("orch.toml");
+        let out = orch.run(&["status"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{expected}: {stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
