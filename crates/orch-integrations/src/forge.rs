@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::setup::{SetupSpec, SetupStep};
 
 /// How a pull request is merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,4 +85,10 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// Merges the pull request; a pull request that is already merged is success (idempotent).
     async fn merge_pull_request(&self, number: u64, style: MergeStyle, message: &str)
     -> Result<()>;
+    /// What onboarding needs here (the repository, the first push into it) and whether each
+    /// exists. GET requests only.
+    async fn survey_repository(&self, spec: &SetupSpec) -> Result<Vec<SetupStep>>;
+    /// Carries out one missing step of [`Forge::survey_repository`]. The first push goes only
+    /// into a repository that is empty and that orch created (its description says so).
+    async fn apply_repository(&self, step: &SetupStep, spec: &SetupSpec) -> Result<()>;
 }

@@ -18,7 +18,9 @@ use crate::forge::{CommitStatus, Forge, MergeStyle, PullRequest};
 use crate::http::{ApiClient, RetryPolicy};
 use crate::repo_api::RepoApi;
 pub use crate::repo_api::{STATE_LABEL_PREFIX, state_of_labels};
+use crate::repo_setup::Shapes;
 use crate::secret::Token;
+use crate::setup::{SetupSpec, SetupStep};
 use crate::tracker::{RemoteItem, Tracker, canonical};
 
 #[derive(Debug, Clone)]
@@ -57,19 +59,36 @@ impl Gitea {
     }
 }
 
+/// What onboarding sends Gitea (its documented request bodies) and where a branch keeps its
+/// commit id.
+const SHAPES: Shapes = Shapes {
+    label: |name, state| {
+        json!({ "name": name, "color": "#6b7280", "exclusive": true,
+                "description": format!("orch: the item's pipeline state ({})", state.group.as_str()) })
+    },
+    hook: |url, secret| {
+        json!({ "type": "gitea", "active": true, "events": ["issues", "issue_label"],
+                   "config": { "url": url, "content_type": "json", "secret": secret } })
+    },
+    repository: |name, description, default_branch| {
+        json!({ "name": name, "description": description, "private": true, "auto_init": false,
+                   "default_branch": default_branch })
+    },
+    commit_pointer: "/commit/id",
+};
+
 #[async_trait]
 impl Tracker for Gitea {
     fn kind(&self) -> &'static str {
         "gitea"
     }
 
-    async fn ensure_states(&self) -> Result<()> {
-        self.rest
-            .ensure_state_labels(|name| {
-                json!({ "name": name, "color": "#6b7280", "exclusive": true,
-                        "description": "orch: the item's pipeline state" })
-            })
-            .await
+    async fn survey_setup(&self, spec: &SetupSpec) -> Result<Vec<SetupStep>> {
+        self.rest.survey_tracker(spec).await
+    }
+
+    async fn apply_setup(&self, step: &SetupStep, spec: &SetupSpec) -> Result<()> {
+        self.rest.apply_tracker(step, spec, &SHAPES).await
     }
 
     async fn list_items(&self, state: &str) -> Result<Vec<RemoteItem>> {
@@ -165,6 +184,16 @@ impl Forge for Gitea {
             )
             .await
             .map(|_: Value| ())
+    }
+
+    async fn survey_repository(&self, spec: &SetupSpec) -> Result<Vec<SetupStep>> {
+        self.rest.survey_forge(spec, &SHAPES).await
+    }
+
+    async fn apply_repository(&self, step: &SetupStep, spec: &SetupSpec) -> Result<()> {
+        self.rest
+            .apply_forge(step, spec, &SHAPES, || self.rest.api.auth_header_line())
+            .await
     }
 }
 

@@ -30,7 +30,9 @@ use crate::error::{IntegrationError, Result};
 use crate::forge::{CommitStatus, Forge, MergeStyle, PullRequest};
 use crate::http::{ApiClient, RetryPolicy};
 use crate::repo_api::{RepoApi, STATE_LABEL_PREFIX, query_value};
+use crate::repo_setup::Shapes;
 use crate::secret::Token;
+use crate::setup::{SetupSpec, SetupStep};
 use crate::tracker::{RemoteItem, Tracker, canonical};
 
 /// The REST API version orch is written against.
@@ -86,19 +88,33 @@ impl GitHub {
     }
 }
 
+/// What onboarding sends GitHub (its documented request bodies) and where a branch keeps its
+/// commit id.
+const SHAPES: Shapes = Shapes {
+    label: |name, state| {
+        json!({ "name": name, "color": "6b7280",
+                "description": format!("orch: the item's pipeline state ({})", state.group.as_str()) })
+    },
+    hook: |url, secret| {
+        json!({ "name": "web", "active": true, "events": ["issues"],
+                   "config": { "url": url, "content_type": "json", "secret": secret, "insecure_ssl": "0" } })
+    },
+    repository: |name, description, _default_branch| json!({ "name": name, "description": description, "private": true, "auto_init": false }),
+    commit_pointer: "/commit/sha",
+};
+
 #[async_trait]
 impl Tracker for GitHub {
     fn kind(&self) -> &'static str {
         "github"
     }
 
-    async fn ensure_states(&self) -> Result<()> {
-        self.rest
-            .ensure_state_labels(|name| {
-                json!({ "name": name, "color": "6b7280",
-                        "description": "orch: the item's pipeline state" })
-            })
-            .await
+    async fn survey_setup(&self, spec: &SetupSpec) -> Result<Vec<SetupStep>> {
+        self.rest.survey_tracker(spec).await
+    }
+
+    async fn apply_setup(&self, step: &SetupStep, spec: &SetupSpec) -> Result<()> {
+        self.rest.apply_tracker(step, spec, &SHAPES).await
     }
 
     async fn list_items(&self, state: &str) -> Result<Vec<RemoteItem>> {
@@ -201,6 +217,16 @@ impl Forge for GitHub {
             )
             .await
             .map(|_| ())
+    }
+
+    async fn survey_repository(&self, spec: &SetupSpec) -> Result<Vec<SetupStep>> {
+        self.rest.survey_forge(spec, &SHAPES).await
+    }
+
+    async fn apply_repository(&self, step: &SetupStep, spec: &SetupSpec) -> Result<()> {
+        self.rest
+            .apply_forge(step, spec, &SHAPES, || self.git_auth_header())
+            .await
     }
 }
 

@@ -7,7 +7,9 @@
 //! - Adapters do one thing each and know nothing of the pipeline: the engine and the server
 //!   decide what to tell a tracker or a forge.
 //! - A token never appears in `Debug`, an error or a log line.
-//! - No forge call ever pushes to the default branch.
+//! - No forge call ever pushes to the default branch, except onboarding's first push (not
+//!   forced) into an empty repository orch created.
+//! - A setup survey sends GET requests only; setup creates, never edits or deletes.
 //! - Every remote call is bounded: a timeout per request and a bounded number of retries.
 
 mod error;
@@ -17,7 +19,9 @@ pub mod github;
 mod http;
 pub mod plane;
 mod repo_api;
+mod repo_setup;
 mod secret;
+pub mod setup;
 pub mod tracker;
 
 #[cfg(feature = "fake")]
@@ -30,4 +34,5 @@ pub use github::{GitHub, GitHubConfig};
 pub use http::RetryPolicy;
 pub use plane::{Plane, PlaneConfig};
 pub use secret::Token;
+pub use setup::{SetupOp, SetupSpec, SetupStatus, SetupStep, WebhookSpec};
 pub use tracker::{RemoteItem, Tracker};

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use crate::error::{IntegrationError, Result};
 use crate::http::{ApiClient, RetryPolicy};
 use crate::secret::Token;
+use crate::setup::{SetupOp, SetupSpec, SetupStatus, SetupStep};
 use crate::tracker::{RemoteItem, Tracker, canonical};
 
 /// Where a Plane project is.
@@ -130,6 +131,21 @@ impl Plane {
         Ok(states)
     }
 
+    /// Every state's group by name, read now (not cached: onboarding compares them).
+    async fn state_groups(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .list_all(&format!("{}/states/", self.prefix))
+            .await?
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.get("name")?.as_str()?.to_owned(),
+                    s.get("group")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+
     async fn state_id(&self, name: &str) -> Result<String> {
         canonical(name)?;
         self.state_ids()
@@ -200,24 +216,56 @@ impl Tracker for Plane {
         "plane"
     }
 
-    async fn ensure_states(&self) -> Result<()> {
-        let existing = self.state_ids().await?;
-        let mut created = false;
-        for state in orch_core::states::CANONICAL_STATES {
-            if existing.contains_key(state.name) {
-                continue;
-            }
-            self.api
-                .post(
-                    &format!("{}/states/", self.prefix),
-                    json!({ "name": state.name, "group": state.group.as_str(), "color": "#6b7280" }),
-                )
-                .await?;
-            created = true;
+    /// Every canonical state with its group; a webhook is always a manual step, as Plane's
+    /// API v1 has no webhooks endpoint and Plane makes each webhook's secret itself.
+    async fn survey_setup(&self, spec: &SetupSpec) -> Result<Vec<SetupStep>> {
+        let existing = self.state_groups().await?;
+        let create = format!("POST {}/states/", self.prefix);
+        let mut steps: Vec<SetupStep> = orch_core::states::CANONICAL_STATES
+            .iter()
+            .map(|state| {
+                let wanted = state.group.as_str();
+                let step = SetupStep::new(
+                    "plane",
+                    SetupOp::State(state.name),
+                    format!("state {} ({wanted})", state.name),
+                );
+                match existing.get(state.name) {
+                    None => step.missing(vec![create.clone()]),
+                    Some(group) if group == wanted => step,
+                    Some(group) => step.with_status(SetupStatus::Manual(format!(
+                        "it is in group `{group}`; move it to `{wanted}` in the project's settings (Plane → Project settings → States)"
+                    ))),
+                }
+            })
+            .collect();
+        if let Some(hook) = &spec.webhook {
+            steps.push(
+                SetupStep::new("plane", SetupOp::Webhook, format!("webhook {}", hook.url))
+                    .with_status(SetupStatus::Manual(format!(
+                        "Plane's API cannot create webhooks: in Plane, Workspace settings → Webhooks, add {} with work item events, then give the secret Plane shows to `orch serve` as ORCH_PLANE_WEBHOOK_SECRET (one webhook serves every project of the workspace)",
+                        hook.url
+                    ))),
+            );
         }
-        if created {
-            *self.states.lock().await = None;
-        }
+        Ok(steps)
+    }
+
+    async fn apply_setup(&self, step: &SetupStep, _spec: &SetupSpec) -> Result<()> {
+        let SetupOp::State(name) = step.op else {
+            return Err(IntegrationError::Refused(format!(
+                "plane: orch cannot do `{}` through Plane's API",
+                step.what
+            )));
+        };
+        let state = canonical(name)?;
+        self.api
+            .post(
+                &format!("{}/states/", self.prefix),
+                json!({ "name": state.name, "group": state.group.as_str(), "color": "#6b7280" }),
+            )
+            .await?;
+        *self.states.lock().await = None;
         Ok(())
     }
 

@@ -30,8 +30,12 @@ pub(crate) struct RepoApi {
     pub(crate) api: ApiClient,
     /// `{root}/repos/{owner}/{repo}`.
     pub(crate) prefix: String,
+    /// The API's root path (`/api/v1` for Gitea, empty for GitHub), the owner and the name.
+    pub(crate) root: String,
+    pub(crate) owner: String,
+    pub(crate) name: String,
     /// The page-size query parameter: `limit` (Gitea) or `per_page` (GitHub).
-    page_param: &'static str,
+    pub(crate) page_param: &'static str,
 }
 
 impl RepoApi {
@@ -55,6 +59,9 @@ impl RepoApi {
             service,
             api,
             prefix: format!("{root}/repos/{owner}/{repo}"),
+            root: root.to_owned(),
+            owner: owner.to_owned(),
+            name: repo.to_owned(),
             page_param,
         })
     }
@@ -120,21 +127,6 @@ impl RepoApi {
             .iter()
             .filter_map(|l| Some((l.get("id")?.as_u64()?, l.get("name")?.as_str()?.to_owned())))
             .collect())
-    }
-
-    /// Creates whichever `state/<Name>` labels are missing; `body` builds one label's request.
-    pub(crate) async fn ensure_state_labels(&self, body: impl Fn(&str) -> Value) -> Result<()> {
-        let existing = self.labels().await?;
-        for state in orch_core::states::CANONICAL_STATES {
-            let name = format!("{STATE_LABEL_PREFIX}{}", state.name);
-            if existing.iter().any(|(_, n)| *n == name) {
-                continue;
-            }
-            self.api
-                .post(&format!("{}/labels", self.prefix), body(&name))
-                .await?;
-        }
-        Ok(())
     }
 
     /// The open issues labelled with the canonical state `state` (pull requests left out).

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::setup::{SetupOp, SetupSpec, SetupStep};
 
 /// A work item as a tracker holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +25,22 @@ pub struct RemoteItem {
 pub trait Tracker: Send + Sync + std::fmt::Debug {
     /// `plane`, `gitea`, ...: the name in configuration, events and messages.
     fn kind(&self) -> &'static str;
+    /// What onboarding needs here (every canonical state or state label, the webhook when
+    /// `spec` asks for one) and whether each exists. GET requests only.
+    async fn survey_setup(&self, spec: &SetupSpec) -> Result<Vec<SetupStep>>;
+    /// Carries out one missing step of [`Tracker::survey_setup`]; creates, never edits or
+    /// deletes.
+    async fn apply_setup(&self, step: &SetupStep, spec: &SetupSpec) -> Result<()>;
     /// Creates whichever canonical states (or state labels) are missing; deletes nothing.
-    async fn ensure_states(&self) -> Result<()>;
+    async fn ensure_states(&self) -> Result<()> {
+        let spec = SetupSpec::default();
+        for step in self.survey_setup(&spec).await? {
+            if step.is_missing() && matches!(step.op, SetupOp::State(_)) {
+                self.apply_setup(&step, &spec).await?;
+            }
+        }
+        Ok(())
+    }
     /// The open items in the canonical state `state`.
     async fn list_items(&self, state: &str) -> Result<Vec<RemoteItem>>;
     async fn get_item(&self, id: &str) -> Result<RemoteItem>;

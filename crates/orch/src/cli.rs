@@ -44,7 +44,7 @@ orch onboard verify --name billing --repo ../billing\n\n\
 apply never deletes or overwrites: a repository with commits gets the kit on branch orch/onboarding, \
 to merge yourself; an existing .env is never touched; orch.toml only gets a [[projects]] table appended."
     )]
-    Onboard(OnboardArgs),
+    Onboard(Box<OnboardArgs>),
     /// Process ready work items until none is left (items then wait for people or are done).
     #[command(after_help = "Example:\n  orch run")]
     Run,
@@ -157,7 +157,7 @@ pub enum OnboardAction {
     Plan(OnboardTarget),
     /// Create what is missing (repository, kit, commit, registry entry); never deletes.
     #[command(
-        after_help = "Example:\n  orch onboard apply --name billing --repo ../billing\n\nRunning it again changes nothing."
+        after_help = "Examples:\n  orch onboard apply --name billing --repo ../billing\n  GITEA_TOKEN=... ORCH_GITEA_WEBHOOK_SECRET=... orch onboard apply --name billing --repo ../billing \\\n    --forge gitea --forge-url https://gitea.example.com --forge-token-env GITEA_TOKEN --owner acme \\\n    --tracker gitea --webhook-url https://orch.example.com\n\nRunning it again changes nothing."
     )]
     Apply(OnboardTarget),
     /// Check the project with the server's parsers and list every gap (exit 1 if any).
@@ -178,6 +178,77 @@ pub struct OnboardTarget {
     pub staging_port: Option<u16>,
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub prod_port: Option<u16>,
+
+    /// The tracker: `plane`, `gitea`, `forgejo` or `github`.
+    #[arg(long, value_name = "KIND", help_heading = "Tracker and forge")]
+    pub tracker: Option<String>,
+    /// The tracker's URL (a Gitea or GitHub tracker defaults to --forge-url).
+    #[arg(long, value_name = "URL", help_heading = "Tracker and forge")]
+    pub tracker_url: Option<String>,
+    /// The environment variable holding the tracker's token (default: --forge-token-env).
+    #[arg(long, value_name = "VAR", help_heading = "Tracker and forge")]
+    pub tracker_token_env: Option<String>,
+    /// Plane: the workspace slug (as in Plane's URLs).
+    #[arg(long, value_name = "SLUG", help_heading = "Tracker and forge")]
+    pub plane_workspace: Option<String>,
+    /// Plane: the project's id.
+    #[arg(long, value_name = "ID", help_heading = "Tracker and forge")]
+    pub plane_project: Option<String>,
+    /// The forge: `gitea`, `forgejo` or `github`.
+    #[arg(long, value_name = "KIND", help_heading = "Tracker and forge")]
+    pub forge: Option<String>,
+    /// The forge's API URL (`https://gitea.example.com`, `https://api.github.com`).
+    #[arg(long, value_name = "URL", help_heading = "Tracker and forge")]
+    pub forge_url: Option<String>,
+    /// The environment variable holding the forge's token.
+    #[arg(long, value_name = "VAR", help_heading = "Tracker and forge")]
+    pub forge_token_env: Option<String>,
+    /// The repository's owner (a user or an organisation) on the forge.
+    #[arg(long, value_name = "OWNER", help_heading = "Tracker and forge")]
+    pub owner: Option<String>,
+    /// The repository's name on the forge (default: --name).
+    #[arg(long, value_name = "NAME", help_heading = "Tracker and forge")]
+    pub remote_repo: Option<String>,
+    /// orch's public URL: the tracker's webhook delivers to <URL>/hooks/<kind>, signed with the
+    /// secret `orch serve` already uses (ORCH_GITEA_WEBHOOK_SECRET, ...).
+    #[arg(long, value_name = "URL", help_heading = "Tracker and forge")]
+    pub webhook_url: Option<String>,
+}
+
+impl OnboardTarget {
+    /// The tracker and forge flags, as one value.
+    pub fn remotes(&self) -> OnboardRemotes {
+        OnboardRemotes {
+            tracker: self.tracker.clone(),
+            tracker_url: self.tracker_url.clone(),
+            tracker_token_env: self.tracker_token_env.clone(),
+            plane_workspace: self.plane_workspace.clone(),
+            plane_project: self.plane_project.clone(),
+            forge: self.forge.clone(),
+            forge_url: self.forge_url.clone(),
+            forge_token_env: self.forge_token_env.clone(),
+            owner: self.owner.clone(),
+            remote_repo: self.remote_repo.clone(),
+            webhook_url: self.webhook_url.clone(),
+        }
+    }
+}
+
+/// The tracker and forge to set up; without them the project uses the built-in board and the
+/// local forge. Tokens come from environment variables, never flags.
+#[derive(Debug, Clone, Default)]
+pub struct OnboardRemotes {
+    pub tracker: Option<String>,
+    pub tracker_url: Option<String>,
+    pub tracker_token_env: Option<String>,
+    pub plane_workspace: Option<String>,
+    pub plane_project: Option<String>,
+    pub forge: Option<String>,
+    pub forge_url: Option<String>,
+    pub forge_token_env: Option<String>,
+    pub owner: Option<String>,
+    pub remote_repo: Option<String>,
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

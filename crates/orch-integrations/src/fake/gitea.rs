@@ -60,6 +60,17 @@ pub struct FakeGitea {
     pub comments: Vec<(u64, String)>,
     pub pulls: Vec<GiteaPull>,
     pub statuses: Vec<GiteaStatus>,
+    /// Whether the repository exists; one made by [`FakeGitea::absent`] appears on a create.
+    pub exists: bool,
+    pub description: String,
+    /// The login of the token's user (`GET /user`); creating under another owner goes through
+    /// `POST /orgs/{owner}/repos`.
+    pub login: String,
+    /// The repository's webhooks as sent: `type`, `config` (`url`, `content_type`, `secret`),
+    /// `events`, `active`.
+    pub hooks: Vec<Value>,
+    /// A label name the fake refuses to create (422), as a host with a conflicting rule would.
+    pub refuse_label: Option<String>,
     next_id: u64,
     deliveries: u64,
 }
@@ -87,9 +98,94 @@ impl FakeGitea {
             comments: Vec::new(),
             pulls: Vec::new(),
             statuses: Vec::new(),
+            exists: true,
+            description: String::new(),
+            login: owner.to_owned(),
+            hooks: Vec::new(),
+            refuse_label: None,
             next_id: 0,
             deliveries: 0,
         })
+    }
+
+    /// A fake where the repository does not exist yet: `POST /user/repos` (or
+    /// `/orgs/{owner}/repos`) creates it, as an empty bare repository at `bare`.
+    pub async fn absent(
+        token: &str,
+        owner: &str,
+        repo: &str,
+        bare: &Path,
+    ) -> std::io::Result<Self> {
+        let dir = bare
+            .parent()
+            .map(|p| p.join(".fake-gitea-unborn"))
+            .unwrap_or_else(|| PathBuf::from(".fake-gitea-unborn"));
+        let mut fake = Self::new(token, owner, repo, &dir).await?;
+        std::fs::remove_dir_all(&dir)?;
+        fake.bare = bare.to_owned();
+        fake.exists = false;
+        Ok(fake)
+    }
+
+    /// Creates the repository (an empty bare one) as `POST /user/repos` does.
+    async fn create_repository(&mut self, body: &Value) -> (StatusCode, Value) {
+        if body.get("name").and_then(Value::as_str) != Some(self.repo.as_str()) {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "message": "the fake holds one repository; name it" }),
+            );
+        }
+        if self.exists {
+            return (
+                StatusCode::CONFLICT,
+                json!({ "message": "The repository with the same name already exists." }),
+            );
+        }
+        let branch = body
+            .get("default_branch")
+            .and_then(Value::as_str)
+            .unwrap_or("main")
+            .to_owned();
+        let created = tokio::process::Command::new("git")
+            .args(["init", "-q", "--bare", "-b", &branch])
+            .arg(&self.bare)
+            .status()
+            .await;
+        if !created.is_ok_and(|s| s.success()) {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "message": "git init --bare failed" }),
+            );
+        }
+        self.exists = true;
+        self.default_branch = branch;
+        self.description = body
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        (StatusCode::CREATED, self.repository_json())
+    }
+
+    /// The bare repository's branches and their commits.
+    async fn branches(&self) -> Vec<(String, String)> {
+        let output = tokio::process::Command::new("git")
+            .args([
+                "for-each-ref",
+                "--format=%(refname:short) %(objectname)",
+                "refs/heads",
+            ])
+            .current_dir(&self.bare)
+            .output()
+            .await;
+        let Ok(output) = output else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(b, c)| (b.to_owned(), c.to_owned()))
+            .collect()
     }
 
     fn id(&mut self) -> u64 {
@@ -172,6 +268,8 @@ impl FakeGitea {
             "full_name": format!("{}/{}", self.owner, self.repo),
             "owner": { "login": self.owner, "id": 1 },
             "default_branch": self.default_branch,
+            "description": self.description,
+            "private": true,
             "clone_url": self.bare.display().to_string(),
             "html_url": format!("http://gitea.invalid/{}/{}", self.owner, self.repo),
         })
@@ -292,10 +390,6 @@ impl FakeApi for FakeGitea {
         query: &str,
         body: Value,
     ) -> (StatusCode, Value) {
-        let prefix = format!("/api/v1/repos/{}/{}", self.owner, self.repo);
-        let Some(rest) = path.strip_prefix(&prefix) else {
-            return not_found("repository");
-        };
         if method != Method::GET
             && let Some(scope) = &self.missing_scope
         {
@@ -304,6 +398,35 @@ impl FakeApi for FakeGitea {
                 json!({ "message": format!("token does not have at least one of required scope(s): [{scope}]"), "url": "" }),
             );
         }
+        let org_repos = format!("/api/v1/orgs/{}/repos", self.owner);
+        match (method, path) {
+            (&Method::GET, "/api/v1/user") => {
+                return (
+                    StatusCode::OK,
+                    json!({ "id": 1, "login": self.login, "username": self.login }),
+                );
+            }
+            (&Method::POST, "/api/v1/user/repos") if self.login == self.owner => {
+                return self.create_repository(&body).await;
+            }
+            (&Method::POST, p) if p == org_repos && self.login != self.owner => {
+                return self.create_repository(&body).await;
+            }
+            (&Method::POST, "/api/v1/user/repos") => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    json!({ "message": "the fake's repository belongs to an organisation" }),
+                );
+            }
+            _ => {}
+        }
+        let prefix = format!("/api/v1/repos/{}/{}", self.owner, self.repo);
+        let Some(rest) = path.strip_prefix(&prefix).filter(|_| self.exists) else {
+            return (
+                StatusCode::NOT_FOUND,
+                json!({ "message": "The target couldn't be found.", "url": "", "errors": [] }),
+            );
+        };
         let parts: Vec<&str> = rest
             .trim_matches('/')
             .split('/')
@@ -323,8 +446,66 @@ impl FakeApi for FakeGitea {
                         json!({ "message": "name is required" }),
                     );
                 };
+                if self.refuse_label.as_deref() == Some(name) {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({ "message": format!("label name {name} is invalid"), "url": "" }),
+                    );
+                }
                 let id = self.add_label(name);
                 (StatusCode::CREATED, json!({ "id": id, "name": name }))
+            }
+            (&Method::GET, ["branches"]) => {
+                let items = self
+                    .branches()
+                    .await
+                    .into_iter()
+                    .map(|(name, id)| json!({ "name": name, "commit": { "id": id } }))
+                    .collect();
+                (StatusCode::OK, Self::paged(items, query))
+            }
+            (&Method::GET, ["branches", name]) => {
+                let wanted = super::server::decode(name);
+                match self
+                    .branches()
+                    .await
+                    .into_iter()
+                    .find(|(b, _)| *b == wanted)
+                {
+                    Some((name, id)) => (
+                        StatusCode::OK,
+                        json!({ "name": name, "commit": { "id": id } }),
+                    ),
+                    None => not_found("branch"),
+                }
+            }
+            (&Method::GET, ["hooks"]) => {
+                // Gitea never returns a webhook's secret.
+                let hooks = self
+                    .hooks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        json!({ "id": i + 1, "type": h["type"], "active": h["active"], "events": h["events"],
+                                "config": { "url": h["config"]["url"], "content_type": h["config"]["content_type"] } })
+                    })
+                    .collect();
+                (StatusCode::OK, Self::paged(hooks, query))
+            }
+            (&Method::POST, ["hooks"]) => {
+                let url = body.pointer("/config/url").and_then(Value::as_str);
+                let kind = body.get("type").and_then(Value::as_str);
+                if url.is_none() || kind.is_none() {
+                    return (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({ "message": "type and config.url are required" }),
+                    );
+                }
+                self.hooks.push(body.clone());
+                (
+                    StatusCode::CREATED,
+                    json!({ "id": self.hooks.len(), "type": kind, "config": { "url": url } }),
+                )
             }
             (&Method::GET, ["issues"]) => {
                 let pairs = query_pairs(query);

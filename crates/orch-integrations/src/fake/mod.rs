@@ -14,4 +14,4 @@ pub mod plane;
 mod server;
 pub mod webhook;
 
-pub use server::{FakeServer, Fault, Recorded};
+pub use server::{FakeApi, FakeServer, Fault, Recorded};

@@ -39,6 +39,8 @@ pub struct FakePlane {
     pub work_items: Vec<PlaneWorkItem>,
     /// (work item id, comment_html), in order.
     pub comments: Vec<(String, String)>,
+    /// A state name the fake refuses to create (400), as a Plane with a conflicting rule would.
+    pub refuse_state: Option<String>,
     next_id: u64,
     deliveries: u64,
 }
@@ -53,6 +55,7 @@ impl FakePlane {
             states: Vec::new(),
             work_items: Vec::new(),
             comments: Vec::new(),
+            refuse_state: None,
             next_id: 0,
             deliveries: 0,
         }
@@ -248,6 +251,12 @@ impl FakeApi for FakePlane {
                         json!({ "error": "name and group are required" }),
                     );
                 };
+                if self.refuse_state.as_deref() == Some(name) {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": format!("the state name {name} is not allowed") }),
+                    );
+                }
                 if self.state_id(name).is_some() {
                     return (
                         StatusCode::CONFLICT,

@@ -4,6 +4,7 @@
 mod gitea;
 mod github;
 mod plane;
+mod setup;
 
 use std::time::Duration;
 

@@ -31,7 +31,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             bench_scale::run(&args, &workers).await
         }
         Command::Bench(args) => bench::run(args).await,
-        Command::Onboard(args) => onboard::run(&cli.config, args),
+        Command::Onboard(args) => onboard::run(&cli.config, *args).await,
         command => {
             let ctx = Context::open(&cli.config, Arc::new(ProgressPrinter::new())).await?;
             match command {

@@ -12,6 +12,7 @@ mod harness;
 mod integrations;
 mod isolation;
 mod onboard;
+mod onboard_remote;
 mod projects;
 mod resume;
 mod selfdeploy;

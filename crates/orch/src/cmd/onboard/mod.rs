@@ -5,6 +5,7 @@
 mod apply;
 mod git;
 mod registry;
+mod remotes;
 mod survey;
 mod template;
 mod verify;
@@ -15,11 +16,11 @@ use crate::cli::{OnboardAction, OnboardArgs, OnboardTarget};
 use crate::error::UsageError;
 use survey::{ONBOARDING_BRANCH, RepoState, Survey};
 
-pub fn run(config: &Path, args: OnboardArgs) -> anyhow::Result<i32> {
+pub async fn run(config: &Path, args: OnboardArgs) -> anyhow::Result<i32> {
     match (args.action, args.target) {
-        (Some(OnboardAction::Plan(t)), _) | (None, Some(t)) => plan(config, &t),
-        (Some(OnboardAction::Apply(t)), _) => apply(config, &t),
-        (Some(OnboardAction::Verify(t)), _) => verify::verify(config, &t.name, &t.repo),
+        (Some(OnboardAction::Plan(t)), _) | (None, Some(t)) => plan(config, &t).await,
+        (Some(OnboardAction::Apply(t)), _) => apply(config, &t).await,
+        (Some(OnboardAction::Verify(t)), _) => verify::verify(config, &t).await,
         (None, None) => Err(UsageError(
             "name the project: orch onboard [plan|apply|verify] --name NAME --repo PATH".into(),
         )
@@ -28,14 +29,24 @@ pub fn run(config: &Path, args: OnboardArgs) -> anyhow::Result<i32> {
 }
 
 fn take(config: &Path, t: &OnboardTarget) -> anyhow::Result<Survey> {
-    Survey::take(config, &t.name, &t.repo, t.staging_port, t.prod_port)
+    Survey::take(
+        config,
+        &t.name,
+        &t.repo,
+        t.staging_port,
+        t.prod_port,
+        &t.remotes(),
+    )
 }
 
-fn plan(config: &Path, t: &OnboardTarget) -> anyhow::Result<i32> {
+async fn plan(config: &Path, t: &OnboardTarget) -> anyhow::Result<i32> {
     let s = take(config, t)?;
+    let remote = s.remotes(t.webhook_url.as_deref())?;
+    let steps = remote.survey().await?;
     println!("plan for project `{}` (nothing is written):", s.name);
     survey::print(&s.lines());
-    if s.nothing_to_do() {
+    survey::print(&remote.lines(&steps));
+    if s.nothing_to_do() && remotes::all_done(&steps) {
         println!("\nNothing to do: `{}` is onboarded.", s.name);
     } else {
         println!(
@@ -45,15 +56,32 @@ fn plan(config: &Path, t: &OnboardTarget) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn apply(config: &Path, t: &OnboardTarget) -> anyhow::Result<i32> {
+async fn apply(config: &Path, t: &OnboardTarget) -> anyhow::Result<i32> {
     let s = take(config, t)?;
-    if s.nothing_to_do() {
+    let local_done = s.nothing_to_do();
+    if local_done {
         survey::print(&s.lines());
+    } else {
+        survey::print(&apply::apply(&s)?);
+    }
+    // The forge and tracker are looked at after the local repository has its first commit
+    // and the registry its entry, so a later apply finds both and completes the rest.
+    let remote = s.remotes(t.webhook_url.as_deref())?;
+    let (lines, remote_complete) = remote.apply().await?;
+    survey::print(&lines);
+    let remote_untouched = lines
+        .iter()
+        .all(|l| !matches!(l.verb, "created" | "pushed"));
+    if !remote_complete {
+        println!(
+            "\nSome steps are left for a person (the `manual` and `refused` lines); do them, then run verify."
+        );
+        return Ok(1);
+    }
+    if local_done && remote_untouched {
         println!("\nNothing to do: `{}` is already onboarded.", s.name);
         return Ok(0);
     }
-    let lines = apply::apply(&s)?;
-    survey::print(&lines);
     let config = s.registry.path.display();
     let verify = format!(
         "orch --config {config} onboard verify --name {} --repo {}",

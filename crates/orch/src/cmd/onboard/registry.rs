@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use orch_core::ProjectId;
 
 use crate::error::UsageError;
-use crate::settings::{self, ConfigFile, ProjectEntry};
+use crate::settings::{self, ConfigFile, ProjectEntry, RemoteEntry};
 
 /// Where the ports of new projects start when `--staging-port`/`--prod-port` are not given.
 const FIRST_DEFAULT_PORT: u16 = 8600;
@@ -103,7 +103,9 @@ impl Registry {
         repo: &Path,
         staging_port: Option<u16>,
         prod_port: Option<u16>,
+        remotes: (Option<RemoteEntry>, Option<RemoteEntry>),
     ) -> anyhow::Result<EntryState> {
+        let (tracker, forge) = remotes;
         for other in &self.file.projects {
             let other_repo = self.entry_repo(other)?;
             if other.name == name.as_str() {
@@ -114,6 +116,18 @@ impl Registry {
                         other_repo.display()
                     ))
                     .into());
+                }
+                for (table, given, registered) in [
+                    ("tracker", &tracker, &other.tracker),
+                    ("forge", &forge, &other.forge),
+                ] {
+                    if given.is_some() && !same(given, registered) {
+                        return Err(UsageError(format!(
+                            "project `{name}` is registered in {} with a different [projects.{table}] table; orch does not edit registered projects: change the table by hand, or leave out the {table} flags to use it",
+                            self.path.display()
+                        ))
+                        .into());
+                    }
                 }
                 return Ok(EntryState::Present(other.clone()));
             }
@@ -152,8 +166,8 @@ impl Registry {
             health_interval_ms: None,
             approvers: Vec::new(),
             approval_ttl_secs: None,
-            tracker: None,
-            forge: None,
+            tracker,
+            forge,
         };
         settings::parse_project(&entry, &self.data_dir)
             .map_err(|e| UsageError(format!("the new entry does not parse: {e}")))?;
@@ -187,6 +201,16 @@ impl Registry {
             entry.staging_port,
             entry.prod_port
         ));
+        for (table, remote) in [("tracker", &entry.tracker), ("forge", &entry.forge)] {
+            if let Some(remote) = remote {
+                let body = toml::to_string(remote).map_err(|e| {
+                    UsageError(format!(
+                        "the [projects.{table}] table cannot be written: {e}"
+                    ))
+                })?;
+                text.push_str(&format!("\n[projects.{table}]\n{body}"));
+            }
+        }
         let back: ConfigFile = toml::from_str(&text).map_err(|e| {
             UsageError(format!(
                 "{}: appending a [[projects]] table would not parse ({e}); add the entry by hand",
@@ -198,6 +222,8 @@ impl Registry {
                 && p.repo == entry.repo
                 && p.staging_port == entry.staging_port
                 && p.prod_port == entry.prod_port
+                && same(&p.tracker, &entry.tracker)
+                && same(&p.forge, &entry.forge)
         });
         if !parsed_back || back.projects.len() != self.file.projects.len() + 1 {
             return Err(UsageError(format!(
@@ -208,4 +234,9 @@ impl Registry {
         }
         Ok(text)
     }
+}
+
+/// Whether two optional tracker or forge tables say the same.
+fn same(a: &Option<RemoteEntry>, b: &Option<RemoteEntry>) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }

@@ -7,7 +7,9 @@ use orch_core::ProjectId;
 
 use super::git;
 use super::registry::{EntryState, Registry};
+use super::remotes::RemoteSetup;
 use super::template::{self, Params};
+use crate::cli::OnboardRemotes;
 use crate::error::UsageError;
 
 /// The branch that receives the kit in a repository that already has commits.
@@ -72,12 +74,10 @@ impl Survey {
         repo: &Path,
         staging_port: Option<u16>,
         prod_port: Option<u16>,
+        remotes: &OnboardRemotes,
     ) -> anyhow::Result<Self> {
-        let name = ProjectId::parse(name).map_err(|e| {
-            UsageError(format!(
-                "--name: {e}; use lowercase letters, digits and single `-`, such as `billing-api`"
-            ))
-        })?;
+        let name = parse_name(name)?;
+        let remotes = super::remotes::entries(&name, remotes)?;
         let repo_shown = repo.display().to_string();
         let repo_abs = super::registry::normalize(repo)?;
         if repo_abs.exists() && !repo_abs.is_dir() {
@@ -86,7 +86,7 @@ impl Survey {
             );
         }
         let registry = Registry::load(config)?;
-        let entry = registry.entry_for(&name, &repo_abs, staging_port, prod_port)?;
+        let entry = registry.entry_for(&name, &repo_abs, staging_port, prod_port, remotes)?;
         let state = repo_state(&repo_abs)?;
         let default_branch = match &state {
             RepoState::Missing | RepoState::NotGit => NEW_REPO_BRANCH.to_owned(),
@@ -127,6 +127,27 @@ impl Survey {
             registry,
             entry,
         })
+    }
+
+    /// The branch the repository's history is on (what a first push sends).
+    pub fn default_branch(&self) -> String {
+        match &self.state {
+            RepoState::Missing | RepoState::NotGit => NEW_REPO_BRANCH.to_owned(),
+            RepoState::Empty { branch } | RepoState::Committed { branch, .. } => branch.clone(),
+        }
+    }
+
+    /// The project's tracker and forge, built by the registry parser from the entry.
+    pub fn remotes(&self, webhook_url: Option<&str>) -> anyhow::Result<RemoteSetup> {
+        let entry = self.entry.entry();
+        let project = crate::settings::parse_project(entry, &self.registry.data_dir)
+            .map_err(|e| UsageError(format!("{}: {e}", self.registry.path.display())))?;
+        RemoteSetup::new(
+            &project,
+            entry,
+            (self.repo.clone(), self.default_branch()),
+            webhook_url,
+        )
     }
 
     pub fn missing(&self) -> impl Iterator<Item = &KitFile> {
@@ -211,15 +232,22 @@ impl Survey {
         }
         let entry = self.entry.entry();
         let config = self.registry.path.display();
+        let remotes: String = [("tracker", &entry.tracker), ("forge", &entry.forge)]
+            .into_iter()
+            .filter_map(|(table, r)| {
+                r.as_ref()
+                    .map(|r| format!(" [projects.{table}] kind = \"{}\"", r.kind))
+            })
+            .collect();
         match &self.entry {
             EntryState::Present(_) => line(
                 "exists",
-                format!("{config} [[projects]] name = \"{}\"", entry.name),
+                format!("{config} [[projects]] name = \"{}\"{remotes}", entry.name),
             ),
             EntryState::Absent(_) => line(
                 "add",
                 format!(
-                    "{config} [[projects]] name = \"{}\" repo = \"{}\" staging_port = {} prod_port = {}",
+                    "{config} [[projects]] name = \"{}\" repo = \"{}\" staging_port = {} prod_port = {}{remotes}",
                     entry.name, entry.repo, entry.staging_port, entry.prod_port
                 ),
             ),
@@ -255,4 +283,14 @@ pub fn print(lines: &[Line]) {
     for l in lines {
         println!("{:<7} {}", l.verb, l.what);
     }
+}
+
+/// The project name, or a usage error saying what a name may hold.
+pub fn parse_name(name: &str) -> anyhow::Result<ProjectId> {
+    ProjectId::parse(name).map_err(|e| {
+        UsageError(format!(
+            "--name: {e}; use lowercase letters, digits and single `-`, such as `billing-api`"
+        ))
+        .into()
+    })
 }

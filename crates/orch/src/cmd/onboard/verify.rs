@@ -3,20 +3,22 @@
 
 use std::path::Path;
 
-use orch_core::ProjectId;
 use orch_core::states::CANONICAL_STATES;
 
 use super::registry::{Registry, normalize};
+use super::remotes::{self, RemoteSetup};
+use super::survey::{self, parse_name};
 use super::template;
-use crate::error::UsageError;
+use crate::cli::OnboardTarget;
 use crate::settings;
 
 /// The document every project must have: where it runs and what must never be restarted.
 const INFRA_DOC: &str = "docs/operations/INFRA.md";
 
 /// Checks and prints; returns the exit code.
-pub fn verify(config: &Path, name: &str, repo: &Path) -> anyhow::Result<i32> {
-    let name = ProjectId::parse(name).map_err(|e| UsageError(format!("--name: {e}")))?;
+pub async fn verify(config: &Path, target: &OnboardTarget) -> anyhow::Result<i32> {
+    let name = parse_name(&target.name)?;
+    let repo = target.repo.as_path();
     let repo_shown = repo.display().to_string();
     let repo = normalize(repo)?;
     let mut gaps: Vec<String> = Vec::new();
@@ -45,6 +47,7 @@ pub fn verify(config: &Path, name: &str, repo: &Path) -> anyhow::Result<i32> {
                         project.repo.display()
                     ));
                 }
+                check_remotes(&mut gaps, &project, entry, &repo, target).await?;
                 match orch_engine::Project::load(project) {
                     Ok(_) => ok(format!(
                         "{repo_shown}/.orch loads (pipeline, roles, agents, deploy)"
@@ -100,4 +103,46 @@ pub fn verify(config: &Path, name: &str, repo: &Path) -> anyhow::Result<i32> {
         gaps.len()
     );
     Ok(1)
+}
+
+/// The tracker and forge, surveyed (GET only) through the clients the registry parser built:
+/// `ok` what is there, a gap for what is missing or refused, and the manual steps as they are.
+async fn check_remotes(
+    gaps: &mut Vec<String>,
+    project: &orch_engine::ProjectSettings,
+    entry: &crate::settings::ProjectEntry,
+    repo: &Path,
+    target: &OnboardTarget,
+) -> anyhow::Result<()> {
+    let branch = match orch_git::Repo::open(repo).await {
+        Ok(local) => local
+            .default_branch()
+            .await
+            .unwrap_or_else(|_| "main".to_owned()),
+        Err(_) => "main".to_owned(),
+    };
+    let setup = RemoteSetup::new(
+        project,
+        entry,
+        (repo.to_owned(), branch),
+        target.webhook_url.as_deref(),
+    )?;
+    if setup.is_empty() {
+        return Ok(());
+    }
+    let steps = match setup.survey().await {
+        Ok(steps) => steps,
+        Err(e) => {
+            gaps.push(format!("tracker/forge: {e:#}"));
+            return Ok(());
+        }
+    };
+    for step in &steps {
+        match remotes::gap(step) {
+            Some(gap) => gaps.push(gap),
+            None => survey::print(&[remotes::line(step)]),
+        }
+    }
+    survey::print(&setup.lines(&[]));
+    Ok(())
 }
