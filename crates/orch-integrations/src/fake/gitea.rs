@@ -1,5 +1,7 @@
 //! A fake Gitea repository: the repository object, labels, issues with their labels and
-//! comments, pull requests, commit statuses and merges, under `/api/v1/repos/{owner}/{repo}`,
+//! comments, pull requests, commit statuses, merges, branches and webhooks, under
+//! `/api/v1/repos/{owner}/{repo}`, plus `GET /api/v1/user` and repository creation
+//! (`POST /api/v1/user/repos`, `POST /api/v1/orgs/{org}/repos`; a repository may start absent),
 //! with `Authorization: token` auth, `page`/`limit` paging and errors as `{"message", "url"}`.
 //!
 //! The remote is a real bare git repository on disk: its path is the repository's `clone_url`,
@@ -494,7 +496,11 @@ impl FakeApi for FakeGitea {
             }
             (&Method::POST, ["hooks"]) => {
                 let url = body.pointer("/config/url").and_then(Value::as_str);
-                let kind = body.get("type").and_then(Value::as_str);
+                // Gitea names the hook's kind `type`; GitHub's wrapper sends `name: web`.
+                let kind = body
+                    .get("type")
+                    .or_else(|| body.get("name"))
+                    .and_then(Value::as_str);
                 if url.is_none() || kind.is_none() {
                     return (
                         StatusCode::UNPROCESSABLE_ENTITY,

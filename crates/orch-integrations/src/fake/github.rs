@@ -3,7 +3,9 @@
 //! `issues/{n}`, `issues/{n}/labels` (`PUT {"labels": [names]}` replaces, creating missing
 //! labels as GitHub does), `issues/{n}/comments`, `pulls`, `pulls/{n}` (`PATCH`),
 //! `PUT pulls/{n}/merge` (`merge_method`, `commit_title`; answers `{sha, merged, message}`) and
-//! `statuses/{sha}`, paged by `page`/`per_page`, errors as `{"message", "documentation_url"}`.
+//! `statuses/{sha}`, `branches` (a branch's `commit.sha`) and `hooks` (`name: web`, `config`),
+//! plus `GET /user` and repository creation (`POST /user/repos`, `POST /orgs/{org}/repos`), paged
+//! by `page`/`per_page`, errors as `{"message", "documentation_url"}`.
 //!
 //! The resources are the same as Gitea's, so the repository's state is a [`FakeGitea`] (its
 //! bare repository is the `clone_url`, pushes land there and a merge is a real merge commit);
@@ -52,6 +54,22 @@ impl FakeGitHub {
         Ok(Self {
             token: token.to_owned(),
             state,
+            denied: Vec::new(),
+            deliveries: 0,
+        })
+    }
+
+    /// A fake where the repository does not exist yet: `POST /user/repos` (or
+    /// `/orgs/{owner}/repos`) creates it, empty.
+    pub async fn absent(
+        token: &str,
+        owner: &str,
+        repo: &str,
+        bare: &Path,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            token: token.to_owned(),
+            state: FakeGitea::absent(token, owner, repo, bare).await?,
             denied: Vec::new(),
             deliveries: 0,
         })
@@ -112,6 +130,7 @@ impl FakeGitHub {
             ["pulls", _, "merge"] => "contents",
             ["pulls", ..] => "pull_requests",
             ["statuses", ..] => "statuses",
+            ["hooks", ..] => "webhooks",
             _ => "issues",
         })
     }
@@ -256,6 +275,22 @@ impl FakeApi for FakeGitHub {
         query: &str,
         body: Value,
     ) -> (StatusCode, Value) {
+        // The token's user and repository creation live outside the repository's paths.
+        let org_repos = format!("/orgs/{}/repos", self.state.owner);
+        if path == "/user" || path == "/user/repos" || path == org_repos {
+            let permission_denied =
+                method != Method::GET && self.denied.iter().any(|d| d == "administration");
+            if permission_denied {
+                return message(
+                    StatusCode::FORBIDDEN,
+                    "Resource not accessible by personal access token",
+                );
+            }
+            return self
+                .state
+                .answer(method, &format!("/api/v1{path}"), query, body)
+                .await;
+        }
         let Some(parts) = Self::routes(path, &self.prefix()) else {
             return message(StatusCode::NOT_FOUND, "Not Found");
         };
@@ -301,6 +336,20 @@ impl FakeApi for FakeGitHub {
                 self.state
                     .answer(method, &inner, "", json!({ "labels": ids }))
                     .await
+            }
+            (&Method::GET, ["branches", ..]) => {
+                // GitHub names a branch's commit id `sha`, where Gitea says `id`.
+                let (status, mut value) = self.state.answer(method, &inner, &query, body).await;
+                let fix = |b: &mut Value| {
+                    if let Some(id) = b.pointer("/commit/id").cloned() {
+                        b["commit"] = json!({ "sha": id });
+                    }
+                };
+                match &mut value {
+                    Value::Array(items) => items.iter_mut().for_each(fix),
+                    other => fix(other),
+                }
+                (status, value)
             }
             (&Method::PUT, ["pulls", _, "merge"]) => self.merge(&inner, &body).await,
             // GitHub merges with PUT; the inner model's POST route is not GitHub's.

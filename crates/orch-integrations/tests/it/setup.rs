@@ -299,3 +299,66 @@ async fn plane_states_are_checked_with_their_groups_and_the_webhook_is_a_manual_
     );
     assert_eq!(groups.len(), CANONICAL_STATES.len() - 1);
 }
+
+#[tokio::test]
+async fn a_new_github_repository_is_created_pushed_labelled_and_hooked_once() {
+    use orch_integrations::fake::github::FakeGitHub;
+    use orch_integrations::{GitHub, GitHubConfig};
+    const GITHUB_TOKEN: &str = "github_setup_token_7788";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (local, head) = local_repo(dir.path()).await;
+    let bare = dir.path().join("billing.git");
+    let mut fake = FakeGitHub::absent(GITHUB_TOKEN, "acme", "billing", &bare)
+        .await
+        .expect("fake");
+    fake.state.login = "someone".into();
+    let server = FakeServer::start(fake).await.expect("serve");
+    let github = GitHub::new(GitHubConfig {
+        base_url: server.base_url().to_owned(),
+        owner: "acme".into(),
+        repo: "billing".into(),
+        token: Token::new(GITHUB_TOKEN).expect("token"),
+        retry: quick_retry(2),
+    })
+    .expect("github");
+    let spec = SetupSpec {
+        webhook: Some(WebhookSpec {
+            url: "https://orch.example.com/hooks/github".into(),
+            secret: Token::new(SECRET),
+        }),
+        ..spec(&local)
+    };
+
+    let forge = github.survey_repository(&spec).await.expect("survey");
+    only_gets(&server.requests());
+    assert_eq!(
+        forge[0].calls,
+        ["POST /orgs/acme/repos"],
+        "an owner that is not the token's user is an organisation"
+    );
+    for step in &forge {
+        github.apply_repository(step, &spec).await.expect("apply");
+    }
+    assert_eq!(bare_head(&bare).await.as_deref(), Some(head.as_str()));
+    for step in github.survey_setup(&spec).await.expect("survey") {
+        github.apply_setup(&step, &spec).await.expect("apply");
+    }
+    let hooks = server.with(|f| f.state.hooks.clone()).await;
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0]["name"], "web");
+    assert_eq!(hooks[0]["config"]["secret"], SECRET);
+
+    let before = server.requests().len();
+    let all: Vec<SetupStep> = github
+        .survey_repository(&spec)
+        .await
+        .expect("survey")
+        .into_iter()
+        .chain(github.survey_setup(&spec).await.expect("survey"))
+        .collect();
+    only_gets(&server.requests()[before..]);
+    assert!(
+        all.iter().all(|s| s.status == SetupStatus::Present),
+        "{all:?}"
+    );
+}
