@@ -44,6 +44,8 @@ impl Repo {
         let root = path
             .canonicalize()
             .map_err(|e| not_a_repo(&e.to_string()))?;
+        // One git process answers all four; in a bare repository it prints the first three
+        // and then fails on `--show-toplevel`, which is how a bare repository is told apart.
         let output = Git::new(&root)
             .args([
                 "rev-parse",
@@ -51,33 +53,22 @@ impl Repo {
                 "--path-format=absolute",
                 "--git-dir",
                 "--git-common-dir",
+                "--show-toplevel",
             ])
             .output()
             .await?;
-        if !output.status.success() {
-            return Err(not_a_repo("git does not find a repository there"));
-        }
         let text = String::from_utf8_lossy(&output.stdout);
-        let mut lines = text.lines();
-        let (Some(bare), Some(git_dir), Some(common_dir)) =
-            (lines.next(), lines.next(), lines.next())
-        else {
-            return Err(not_a_repo("git rev-parse printed less than expected"));
+        let lines: Vec<&str> = text.lines().collect();
+        let (bare, git_dir, common_dir, top) = match (output.status.success(), lines.as_slice()) {
+            (true, ["false", git_dir, common_dir, top]) => (false, *git_dir, *common_dir, *top),
+            (false, ["true", git_dir, common_dir]) => (true, *git_dir, *common_dir, *git_dir),
+            (true, _) => return Err(not_a_repo("git rev-parse printed what orch did not expect")),
+            (false, _) => return Err(not_a_repo("git does not find a repository there")),
         };
         if git_dir != common_dir {
             return Err(not_a_repo("it is a linked worktree"));
         }
-        let bare = bare == "true";
-        let top = if bare {
-            PathBuf::from(git_dir)
-        } else {
-            PathBuf::from(
-                Git::new(&root)
-                    .args(["rev-parse", "--show-toplevel"])
-                    .run_line()
-                    .await?,
-            )
-        };
+        let top = PathBuf::from(top);
         if top.canonicalize().ok().as_deref() != Some(root.as_path()) {
             return Err(not_a_repo(&format!(
                 "the repository's root is {}",
