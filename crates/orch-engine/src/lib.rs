@@ -18,6 +18,7 @@ mod approval;
 mod commands;
 pub mod events;
 mod execute;
+mod handoff;
 mod locks;
 mod merge;
 pub mod project;
