@@ -3,7 +3,8 @@
 //! from the fake Gitea's bare repository) share one store. Worker A runs analysis and
 //! architecture and exits (`--exit-after-runs 2`); worker B, whose clone has never seen A's
 //! commits, runs the rest. And the hand-off fails closed: a branch missing from the forge blocks
-//! the next stage before it runs, and a push the forge refuses blocks the stage that made it.
+//! the next stage before it runs, a push the forge refuses blocks the stage that made it, and
+//! the merge merges only the commit the last stage recorded.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,7 +104,7 @@ struct Cluster {
     a: Machine,
     b: Machine,
     bare: PathBuf,
-    _gitea: FakeServer<FakeGitea>,
+    gitea: FakeServer<FakeGitea>,
 }
 
 async fn cluster() -> Cluster {
@@ -140,12 +141,7 @@ async fn cluster() -> Cluster {
     let b = machine(Orch {
         dir: tempfile::tempdir().expect("tempdir"),
     });
-    Cluster {
-        a,
-        b,
-        bare,
-        _gitea: gitea,
-    }
+    Cluster { a, b, bare, gitea }
 }
 
 fn runs_of<'a>(item: &'a Value, stage: &str) -> Vec<&'a Value> {
@@ -409,4 +405,76 @@ async fn a_push_the_forge_refuses_blocks_the_stage_instead_of_passing_it() {
         forge_branch(&c.bare),
         staged["verdict"]["head"].as_str().expect("head")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merge_takes_only_the_commit_the_last_stage_recorded() {
+    let c = cluster().await;
+    c.a.ok(&["item", "add", "--title", "merged as passed"]);
+    c.a.ok(&["run"]);
+    c.a.ok(&["approve", ITEM, "--by", "tester"]);
+    // The forge refuses writes for a while: deploy passes (its push is git, not the API), the
+    // pull request cannot be opened, and the item waits in `merging`.
+    c.gitea
+        .with(|g| g.missing_scope = Some("write:repository".into()))
+        .await;
+    c.a.ok(&["run"]);
+    let item = c.a.item();
+    assert_eq!(item["status"], "merging", "{item:#}");
+    let recorded = runs_of(&item, "deploy")[0]["verdict"]["head"]
+        .as_str()
+        .expect("deploy recorded its head")
+        .to_owned();
+    assert_eq!(forge_branch(&c.bare), recorded);
+
+    // Meanwhile the forge's branch moves to a commit no stage passed.
+    let tree = git(&c.bare, &["rev-parse", &format!("{recorded}^{{tree}}")]);
+    let foreign = git(
+        &c.bare,
+        &[
+            "commit-tree",
+            tree.trim(),
+            "-p",
+            &recorded,
+            "-m",
+            "not from orch",
+        ],
+    );
+    git(
+        &c.bare,
+        &[
+            "update-ref",
+            &format!("refs/heads/{BRANCH}"),
+            foreign.trim(),
+        ],
+    );
+    c.gitea.with(|g| g.missing_scope = None).await;
+    c.a.ok(&["run"]);
+    let item = c.a.item();
+    assert_eq!(item["status"], "merging", "not merged: {item:#}");
+    assert!(
+        c.gitea.with(|g| g.pulls.iter().all(|p| !p.merged)).await,
+        "no pull request was merged"
+    );
+
+    // Back at the recorded commit, the merge goes through.
+    git(
+        &c.bare,
+        &["update-ref", &format!("refs/heads/{BRANCH}"), &recorded],
+    );
+    c.a.ok(&["run"]);
+    assert_eq!(c.a.item()["status"], "done");
+    let main = git(&c.bare, &["rev-parse", "refs/heads/main"]);
+    git(
+        &c.bare,
+        &["merge-base", "--is-ancestor", &recorded, main.trim()],
+    );
+    let foreign_merged = Command::new("git")
+        .arg("-C")
+        .arg(&c.bare)
+        .args(["merge-base", "--is-ancestor", foreign.trim(), main.trim()])
+        .status()
+        .expect("git runs")
+        .success();
+    assert!(!foreign_merged, "the commit no stage passed is not on main");
 }
