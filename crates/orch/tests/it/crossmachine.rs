@@ -478,3 +478,41 @@ async fn the_merge_takes_only_the_commit_the_last_stage_recorded() {
         .success();
     assert!(!foreign_merged, "the commit no stage passed is not on main");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_short_on_one_machine_starts_over_on_another_from_the_same_base() {
+    let c = cluster().await;
+    c.a.ok(&["item", "add", "--title", "crash in the middle"]);
+    let mut a = c.a.worker(&["--exit-after-runs", "1"]);
+    a.wait_exit(Duration::from_secs(60));
+    let item = c.a.item();
+    let analysed = runs_of(&item, "analysis")[0]["verdict"]["head"]
+        .as_str()
+        .expect("analysis recorded its head")
+        .to_owned();
+    // A starts architecture (its base checkpointed) and dies during the agent run.
+    let died =
+        c.a.command(&["run"])
+            .env("ORCH_CRASHPOINT", "during-agent")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("orch runs");
+    assert!(!died.success(), "A was killed: {died:?}");
+    let item = c.a.item();
+    let architecture = runs_of(&item, "architecture")[0];
+    assert_eq!(architecture["checkpoint"]["base"], analysed.as_str());
+    assert!(!has_commit(&c.b.clone_dir(), &analysed));
+
+    // B frees the dead run and executes it again, from the checkpointed base it fetched.
+    c.b.ok(&["run"]);
+    let item = c.b.item();
+    assert_eq!(item["status"], "awaiting-approval", "{item:#}");
+    let architecture = runs_of(&item, "architecture")[0];
+    assert_eq!(architecture["state"], "passed");
+    assert_eq!(architecture["verdict"]["base"], analysed.as_str());
+    assert!(has_commit(&c.b.clone_dir(), &analysed));
+    let claims = run_events(&item, architecture, "run.claimed");
+    assert_eq!(claims.len(), 2, "claimed by A, then again by B: {item:#}");
+    crate::harness::assert_clean_history(&item);
+}
