@@ -29,10 +29,29 @@ use crate::{Engine, events};
 /// The verdict fact naming the commit a run left the item's branch at.
 pub(crate) const HEAD_FACT: &str = "head";
 
-/// How often a push is tried before the stage blocks, and the pause after the first failure
-/// (doubled after each): a forge restarting for a few seconds does not stop an item.
-const PUSH_TRIES: u32 = 3;
-const PUSH_BACKOFF: Duration = Duration::from_millis(500);
+/// How often a push or a fetch is tried before the item blocks, and the pause after the first
+/// failure (doubled after each): a forge restarting for a few seconds does not stop an item.
+const FORGE_TRIES: u32 = 3;
+const FORGE_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Runs `step` until it succeeds, at most [`FORGE_TRIES`] times; the last error otherwise.
+async fn tried<T, F, Fut>(mut step: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut last = String::new();
+    for attempt in 0..FORGE_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(FORGE_BACKOFF * 2u32.pow(attempt - 1)).await;
+        }
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
 
 /// The commit the item's branch must be at for its next run: the [`HEAD_FACT`] of its latest
 /// finished run that recorded one (a run that blocked before it ran, or whose push failed,
@@ -86,14 +105,20 @@ impl Engine {
             });
         }
         let branch = branch(&item.id);
-        let fetched = link.forge.fetch_branch(repo, &branch).await;
+        let fetched = tried(|| async {
+            link.forge
+                .fetch_branch(repo, &branch)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
         if repo.has_commit(&sha).await? {
             return Ok(StartingPoint::Commit { sha, fetched: true });
         }
         let found = match fetched {
             Ok(at) => format!("the forge's `{branch}` is at {at}, which does not contain it"),
             Err(e) => format!(
-                "fetching `{branch}` from the {} forge failed: {e}",
+                "fetching `{branch}` from the {} forge failed {FORGE_TRIES} times: {e}",
                 link.forge.kind()
             ),
         };
@@ -104,7 +129,7 @@ impl Engine {
     }
 
     /// Pushes the item's branch to the project's forge when the run recorded where it left it,
-    /// before the result is recorded. A push that fails after [`PUSH_TRIES`] blocks the stage
+    /// before the result is recorded. A push that fails [`FORGE_TRIES`] times blocks the stage
     /// (see the module doc) and drops the recorded head, so the next run starts from the last
     /// commit the forge did take.
     pub(crate) async fn publish_branch(
@@ -122,33 +147,29 @@ impl Engine {
         };
         let head = head.to_owned();
         let branch = branch(&item.id);
-        let mut last_error = String::new();
-        for attempt in 0..PUSH_TRIES {
-            if attempt > 0 {
-                tokio::time::sleep(PUSH_BACKOFF * 2u32.pow(attempt - 1)).await;
+        let pushed = tried(|| async {
+            let repo = orch_git::Repo::open(&project.settings.repo)
+                .await
+                .map_err(|e| e.to_string())?;
+            link.forge
+                .push_branch(&repo, &branch)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let last_error = match pushed {
+            Ok(()) => {
+                m.events.push(NewEvent::for_run(
+                    events::BRANCH_PUSHED,
+                    run.id,
+                    json!({ "branch": branch, "sha": head }),
+                ));
+                return;
             }
-            let pushed = match orch_git::Repo::open(&project.settings.repo).await {
-                Ok(repo) => link
-                    .forge
-                    .push_branch(&repo, &branch)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match pushed {
-                Ok(()) => {
-                    m.events.push(NewEvent::for_run(
-                        events::BRANCH_PUSHED,
-                        run.id,
-                        json!({ "branch": branch, "sha": head }),
-                    ));
-                    return;
-                }
-                Err(e) => last_error = e,
-            }
-        }
+            Err(e) => e,
+        };
         let reason = format!(
-            "the {} forge did not take branch `{branch}` at {head} after {PUSH_TRIES} tries: \
+            "the {} forge did not take branch `{branch}` at {head} after {FORGE_TRIES} tries: \
              {last_error} (infrastructure, not the change: the commit stays in this worker's \
              repository; fix the forge, then `orch retry` runs the stage again)",
             link.forge.kind()
@@ -214,6 +235,29 @@ mod tests {
             None,
             "a cancelled run left nothing to continue from"
         );
+    }
+
+    #[tokio::test]
+    async fn a_forge_step_is_tried_until_it_succeeds_and_at_most_three_times() {
+        let calls = std::cell::Cell::new(0);
+        let second = tried(|| async {
+            calls.set(calls.get() + 1);
+            if calls.get() < 2 {
+                Err(format!("down {}", calls.get()))
+            } else {
+                Ok(calls.get())
+            }
+        })
+        .await;
+        assert_eq!(second, Ok(2));
+        calls.set(0);
+        let never: Result<(), String> = tried(|| async {
+            calls.set(calls.get() + 1);
+            Err(format!("down {}", calls.get()))
+        })
+        .await;
+        assert_eq!(never, Err("down 3".to_owned()), "the last error is kept");
+        assert_eq!(calls.get(), 3);
     }
 
     #[test]
