@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::execute::{Measured, StageError, fingerprint};
+use crate::handoff::{HEAD_FACT, StartingPoint};
 use crate::project::{Project, artifact_dir, branch};
 use crate::{Engine, EngineError, approval, events};
 
@@ -42,9 +43,19 @@ impl Engine {
         let repo = orch_git::Repo::open(&project.settings.repo).await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;
+        let runs = self.store.list_runs(&item.id).await?;
+        let start = self
+            .starting_point(project, &repo, item, &runs, None)
+            .await?;
+        if let StartingPoint::Unavailable(reason) = start {
+            return Ok(Measured::blocked(reason));
+        }
         repo.ensure_worktree(&wt, &branch(&item.id), &default)
             .await?;
-        let head = repo.head(&wt).await?;
+        let head = match start {
+            StartingPoint::Commit { sha, .. } => sha,
+            _ => repo.head(&wt).await?,
+        };
         // Leftovers of a crashed execution are not part of what is validated.
         repo.reset_to(&wt, &head).await?;
         let dir = artifact_dir(&item.id);
@@ -207,6 +218,8 @@ impl Engine {
             verdict.class = VerdictClass::Block(reason);
         }
         let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &head);
+        let mut facts = facts;
+        facts[HEAD_FACT] = json!(repo.head(&wt).await?);
         Ok(Measured {
             verdict,
             fingerprint: print,

@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::execute::{Measured, StageError, fingerprint};
+use crate::handoff::{HEAD_FACT, StartingPoint};
 use crate::project::{Project, artifact_dir, branch};
 use crate::spend::RunBudget;
 use crate::{Engine, events, session};
@@ -70,19 +71,34 @@ impl Engine {
         let repo = orch_git::Repo::open(&project.settings.repo).await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;
+        let pinned = run.checkpoint.get("base").and_then(|b| b.as_str());
+        // With a forge, the run starts from the commit the item's last run recorded, fetched
+        // from the forge when another machine made it (see `handoff`).
+        let start = self
+            .starting_point(project, &repo, item, &runs, pinned)
+            .await?;
+        if let StartingPoint::Unavailable(reason) = start {
+            return Ok(Measured::blocked(reason));
+        }
         repo.ensure_worktree(&wt, &branch(&item.id), &default)
             .await?;
 
         // The base commit is fixed at the first execution of this run, so a re-execution after a
         // crash starts from exactly the same tree.
-        let base = match run.checkpoint.get("base").and_then(|b| b.as_str()) {
+        let base = match pinned {
             Some(b) => b.to_owned(),
             None => {
-                let head = repo.head(&wt).await?;
+                let (head, fetched) = match start {
+                    StartingPoint::Commit { sha, fetched } => (sha, fetched),
+                    _ => (repo.head(&wt).await?, false),
+                };
                 let started = NewEvent::for_run(
                     events::RUN_STARTED,
                     run.id,
-                    json!({ "stage": run.stage.as_str(), "attempt": run.attempt, "base": head }),
+                    json!({
+                        "stage": run.stage.as_str(), "attempt": run.attempt, "base": head,
+                        "fetched": fetched,
+                    }),
                 );
                 self.store
                     .save_checkpoint(run.fence(), json!({ "base": head }), vec![started])
@@ -234,11 +250,12 @@ impl Engine {
         }
         let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &digest);
         let usage = serde_json::to_value(&agent_run.usage).ok();
+        let head = repo.head(&wt).await?;
         Ok(Measured {
             verdict,
             fingerprint: print,
             usage,
-            facts: json!({ "base": base }),
+            facts: json!({ "base": base, HEAD_FACT: head }),
             events: evs,
             overrun: overrun.map(|(o, _)| o),
         })

@@ -12,6 +12,10 @@ pub const STAGE_FAILED: &str = "stage.failed";
 pub const COMMITTED: &str = "git.committed";
 pub const NO_CHANGES: &str = "git.no-changes";
 pub const DISCARDED: &str = "git.discarded";
+/// The item's branch was pushed to the project's forge before the run's result was recorded.
+pub const BRANCH_PUSHED: &str = "git.pushed";
+/// The forge did not take the push; the stage is blocked (see `handoff`).
+pub const BRANCH_PUSH_FAILED: &str = "git.push-failed";
 pub const CHECK_MEASURED: &str = "check.measured";
 pub const DEPLOY_STAGING: &str = "deploy.staging";
 pub const DEPLOY_PROD: &str = "deploy.prod";

@@ -41,6 +41,19 @@ impl Measured {
         }
     }
 
+    /// orch could not do its own part (such as handing the branch over through the forge): FAILED
+    /// and the item blocks, spending no fail budget, until a person runs `orch retry`.
+    pub(crate) fn blocked(reason: String) -> Self {
+        Self {
+            fingerprint: format!("blocked|{reason}"),
+            verdict: crate::handoff::blocked(reason),
+            usage: None,
+            facts: Value::Null,
+            events: Vec::new(),
+            overrun: None,
+        }
+    }
+
     /// An internal error while deciding is FAILED, never SUCCESS (fail-closed).
     pub(crate) fn internal_error(gate: GateKind, error: &dyn std::fmt::Display) -> Self {
         let reason = format!("internal error: {error}");
@@ -86,13 +99,17 @@ impl Engine {
         let renewal = self.keep_lease(run, cancel.clone());
         self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "started");
 
-        let measured = match project.pipeline.stage(&run.stage) {
+        let mut measured = match project.pipeline.stage(&run.stage) {
             None => Ok(Measured::internal_error(
                 GateKind::Verdict,
                 &format!("stage `{}` is no longer in the pipeline", run.stage),
             )),
             Some(stage) => self.measure(&project, &item, run, stage, cancel).await,
         };
+        // Under the lease still: the branch reaches the forge before the result is recorded.
+        if let (Ok(m), false) = (&mut measured, cancel.is_cancelled()) {
+            self.publish_branch(&project, &item, run, m).await;
+        }
         renewal.abort();
         let measured = match measured {
             Ok(m) => m,

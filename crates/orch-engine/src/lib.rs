@@ -18,6 +18,7 @@ mod approval;
 mod commands;
 pub mod events;
 mod execute;
+mod handoff;
 mod locks;
 mod merge;
 pub mod project;
@@ -203,6 +204,16 @@ impl Engine {
         self: &Arc<Self>,
         cancel: &CancellationToken,
     ) -> Result<RunSummary, EngineError> {
+        self.run_until_idle_claiming(cancel, None).await
+    }
+
+    /// [`Engine::run_until_idle`], claiming at most `max_runs` runs (when given): it returns once
+    /// those have finished, so a worker can end after a fixed share of the work.
+    pub async fn run_until_idle_claiming(
+        self: &Arc<Self>,
+        cancel: &CancellationToken,
+        max_runs: Option<u32>,
+    ) -> Result<RunSummary, EngineError> {
         let mut summary = RunSummary::default();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -212,7 +223,8 @@ impl Engine {
             self.reap_dead_owners().await?;
             summary.merged += self.finish_merges().await?;
             let mut claimed_any = false;
-            while tasks.len() < self.settings.max_parallel.max(1) {
+            let may_claim = |runs: u32| max_runs.is_none_or(|max| runs < max);
+            while tasks.len() < self.settings.max_parallel.max(1) && may_claim(summary.runs) {
                 let lease_ms = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
                 let asked = std::time::Instant::now();
                 let Some(run) = self
@@ -241,6 +253,7 @@ impl Engine {
                     Ok(Err(e)) => tracing::warn!("a run ended with an error: {e}"),
                     Err(e) => tracing::error!("a run task failed: {e}"),
                 },
+                None if !may_claim(summary.runs) => break,
                 None if !claimed_any => {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
                     summary.merged += self.finish_merges().await?;

@@ -70,8 +70,8 @@ impl Engine {
         Ok(done)
     }
 
-    /// Merges the item's branch: through the project's forge (push, find or open the pull
-    /// request, merge it) when it has one, else locally into the default branch. Returns what
+    /// Merges the item's branch: through the project's forge (check that the forge's branch is at
+    /// the head the last stage recorded, find or open the pull request, merge it) when it has one, else locally into the default branch. Returns what
     /// happened, for the `item.merged` event.
     async fn merge_item(
         &self,
@@ -90,10 +90,32 @@ impl Engine {
         };
         let forge = &link.forge;
         let title = format!("{}: {}", item.id, item.title);
-        forge
-            .push_branch(repo, &branch)
+        let runs = self
+            .store
+            .list_runs(&item.id)
             .await
             .map_err(|e| e.to_string())?;
+        match crate::handoff::recorded_head(&runs) {
+            // Every stage pushed the branch before it passed, maybe from another machine whose
+            // branch this repository does not have: pushing ours could move it back. Merge only
+            // what the last stage left.
+            Some(head) => {
+                let at = forge
+                    .fetch_branch(repo, &branch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if at != head {
+                    return Err(format!(
+                        "the forge's `{branch}` is at {at}, but the item's last stage left it at                          {head}; orch merges only what its stages passed"
+                    ));
+                }
+            }
+            // Runs recorded before stages pushed: the branch goes up from here, as it did then.
+            None => forge
+                .push_branch(repo, &branch)
+                .await
+                .map_err(|e| e.to_string())?,
+        }
         let pull = forge
             .open_pull_request(&branch, &title, &item.body)
             .await

@@ -7,9 +7,9 @@
 //! webhook is caught.
 //!
 //! Outbound: [`Engine::follow_remotes`] reads each item's new events from its cursor in the
-//! store and reflects them: the tracker state follows the stage, verdicts become comments, the
-//! branch is pushed and a pull request opened when development passes, and every later verdict
-//! is a commit status. The cursor moves only past an event that was reflected (or failed for
+//! store and reflects them: the tracker state follows the stage, verdicts become comments, a pull
+//! request is opened when development passes, and every later verdict is a commit status on the
+//! commit its run recorded (the stage itself pushed the branch before its result was recorded). The cursor moves only past an event that was reflected (or failed for
 //! good), so a restart neither repeats nor loses; a tracker or forge that cannot be reached
 //! leaves the cursor where it is and the item shows `remote.unreachable`.
 
@@ -21,7 +21,7 @@ use orch_store::{EventRecord, ItemRecord, NewEvent};
 use serde_json::{Value, json};
 
 use crate::project::{Project, branch};
-use crate::{Engine, EngineError, events};
+use crate::{Engine, EngineError, events, handoff};
 
 /// The state that stops an item, and the one that approves it (canonical names).
 pub const STOP_STATE: &str = "STOP";
@@ -316,13 +316,33 @@ impl Engine {
             if !(opened || (passed && stage == DEVELOPMENT)) {
                 return Ok(());
             }
-            let repo = orch_git::Repo::open(&project.settings.repo).await?;
             let branch = branch(&item.id);
-            // The branch may be gone (an item merged and cleaned up): nothing to mark then.
-            let Some(sha) = repo.rev_parse(&branch).await? else {
-                return Ok(());
+            let runs = self
+                .store
+                .list_runs(&item.id)
+                .await
+                .map_err(|e| IntegrationError::Config(format!("store: {e}")))?;
+            // The stage pushed the branch itself before its result was recorded (`handoff`),
+            // maybe from another machine: mark the commit it recorded, push nothing from here.
+            let recorded = event
+                .run_id
+                .and_then(|id| runs.iter().find(|r| r.id == id))
+                .and_then(handoff::run_head)
+                .map(str::to_owned)
+                .or_else(|| handoff::recorded_head(&runs));
+            let sha = match recorded {
+                Some(sha) => sha,
+                // Runs recorded before stages pushed: push from here, as was done then.
+                None => {
+                    let repo = orch_git::Repo::open(&project.settings.repo).await?;
+                    // The branch may be gone (an item merged and cleaned up): nothing to mark.
+                    let Some(sha) = repo.rev_parse(&branch).await? else {
+                        return Ok(());
+                    };
+                    forge.forge.push_branch(&repo, &branch).await?;
+                    sha
+                }
             };
-            forge.forge.push_branch(&repo, &branch).await?;
             if !opened {
                 let pr = forge
                     .forge

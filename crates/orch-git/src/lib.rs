@@ -27,6 +27,7 @@ mod worktree;
 use std::path::PathBuf;
 
 pub use merge::MergeOutcome;
+pub use push::fetched_ref;
 pub use repo::Repo;
 
 pub type Result<T, E = GitError> = std::result::Result<T, E>;

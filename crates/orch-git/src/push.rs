@@ -1,4 +1,5 @@
-//! Pushing an item's branch to a remote (a forge's clone URL or a path on disk).
+//! Pushing an item's branch to a remote (a forge's clone URL or a path on disk), and fetching it
+//! back on another machine, so that any worker can continue an item from the forge.
 
 use crate::command::{Git, check_ref};
 use crate::{GitError, Repo, Result};
@@ -66,6 +67,54 @@ impl Repo {
         }
         git.run().await.map(|_| ())
     }
+
+    /// Fetches `branch` from `remote` (a URL or a path) into [`fetched_ref`]`(branch)`, replacing
+    /// what an earlier fetch left there, and returns the SHA it fetched. The local branch itself
+    /// is not touched: it may be checked out in a worktree, and the caller decides which commit
+    /// the worktree is reset to. `auth_header` travels as in [`Repo::push_branch`].
+    pub async fn fetch_branch(
+        &self,
+        remote: &str,
+        branch: &str,
+        auth_header: Option<&str>,
+    ) -> Result<String> {
+        check_ref("branch", branch)?;
+        check_ref("remote", remote)?;
+        let target = fetched_ref(branch);
+        let mut git = Git::new(self.path()).args(["fetch", "--quiet", "--no-tags", "--"]);
+        git = git
+            .arg(remote)
+            .arg(format!("+refs/heads/{branch}:{target}"));
+        if let Some(header) = auth_header {
+            git = git.hidden_config("http.extraHeader", header);
+        }
+        git.run().await?;
+        self.rev_parse(&target)
+            .await?
+            .ok_or(GitError::UnknownBranch(target))
+    }
+
+    /// Whether the object store holds the commit `sha` (a full or abbreviated hex name), as
+    /// opposed to merely being able to spell it: `rev-parse` alone accepts any full SHA.
+    pub async fn has_commit(&self, sha: &str) -> Result<bool> {
+        if sha.len() < 4 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(GitError::InvalidArgument {
+                what: "commit",
+                value: sha.to_owned(),
+                reason: "it is not a hexadecimal commit name",
+            });
+        }
+        Ok(self
+            .rev_parse(&format!("{sha}^{{commit}}"))
+            .await?
+            .is_some())
+    }
+}
+
+/// Where [`Repo::fetch_branch`] keeps what it fetched: a remote-tracking ref of the forge, so the
+/// fetched commits stay reachable (and visible to people) until the next fetch.
+pub fn fetched_ref(branch: &str) -> String {
+    format!("refs/remotes/forge/{branch}")
 }
 
 #[cfg(test)]
@@ -159,5 +208,63 @@ mod tests {
             .await
             .expect("rev-parse");
         assert_eq!(after, theirs, "the remote's history is untouched");
+    }
+
+    #[tokio::test]
+    async fn a_fetched_branch_brings_its_commit_into_another_clone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = repo_with_branch(dir.path()).await;
+        std::fs::write(dir.path().join("work/b.txt"), "b").expect("write");
+        Git::new(repo.path())
+            .args(["switch", "-q", "orch/X-1"])
+            .run()
+            .await
+            .expect("switch");
+        let sha = repo
+            .commit_all(repo.path(), "on the branch")
+            .await
+            .expect("commit")
+            .expect("a commit");
+        let bare = dir.path().join("remote.git");
+        Git::new(dir.path())
+            .args(["clone", "-q", "--bare"])
+            .arg(repo.path())
+            .arg(&bare)
+            .run()
+            .await
+            .expect("bare clone");
+        let other = Repo::init(&dir.path().join("other"), "main")
+            .await
+            .expect("init");
+        assert!(!other.has_commit(&sha).await.expect("look"));
+        let remote = bare.display().to_string();
+        let fetched = other
+            .fetch_branch(&remote, "orch/X-1", Some("X-Test: 1"))
+            .await
+            .expect("fetch");
+        assert_eq!(fetched, sha);
+        assert!(other.has_commit(&sha).await.expect("look"));
+        assert_eq!(
+            other
+                .rev_parse(&fetched_ref("orch/X-1"))
+                .await
+                .expect("ref"),
+            Some(sha)
+        );
+        assert!(
+            other
+                .fetch_branch(&remote, "orch/X-404", None)
+                .await
+                .is_err(),
+            "a branch the remote lacks is an error"
+        );
+        assert!(
+            !other.has_commit(&"0".repeat(40)).await.expect("look"),
+            "a well-formed SHA of no object is not held"
+        );
+        assert!(matches!(
+            other.has_commit("--all").await,
+            Err(GitError::InvalidArgument { .. })
+        ));
     }
 }

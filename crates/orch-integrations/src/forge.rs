@@ -75,6 +75,10 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// Pushes `branch` of the local `repo` to the forge; refuses the default branch.
     async fn push_branch(&self, repo: &orch_git::Repo, branch: &str) -> Result<()>;
+    /// Fetches `branch` from the forge into the local `repo` (under
+    /// [`orch_git::fetched_ref`]) and returns the SHA the forge holds, so that a worker on
+    /// another machine can continue an item from where the last stage left it.
+    async fn fetch_branch(&self, repo: &orch_git::Repo, branch: &str) -> Result<String>;
     /// The open pull request of `branch` into the default branch, opened if there is none.
     async fn open_pull_request(&self, branch: &str, title: &str, body: &str)
     -> Result<PullRequest>;

@@ -149,6 +149,12 @@ impl Forge for Gitea {
             .await
     }
 
+    async fn fetch_branch(&self, repo: &orch_git::Repo, branch: &str) -> Result<String> {
+        self.rest
+            .fetch_branch(repo, branch, || self.rest.api.auth_header_line())
+            .await
+    }
+
     async fn open_pull_request(
         &self,
         branch: &str,

@@ -183,6 +183,12 @@ impl Forge for GitHub {
             .await
     }
 
+    async fn fetch_branch(&self, repo: &orch_git::Repo, branch: &str) -> Result<String> {
+        self.rest
+            .fetch_branch(repo, branch, || self.git_auth_header())
+            .await
+    }
+
     async fn open_pull_request(
         &self,
         branch: &str,

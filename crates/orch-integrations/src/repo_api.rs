@@ -197,6 +197,20 @@ impl RepoApi {
             .map_err(IntegrationError::from)
     }
 
+    /// Fetches `branch` from the repository's clone URL with the same auth header as a push.
+    pub(crate) async fn fetch_branch(
+        &self,
+        repo: &orch_git::Repo,
+        branch: &str,
+        header: impl FnOnce() -> String,
+    ) -> Result<String> {
+        let (clone_url, _) = self.repository().await?;
+        let header = clone_url.starts_with("http").then(header);
+        repo.fetch_branch(&clone_url, branch, header.as_deref())
+            .await
+            .map_err(IntegrationError::from)
+    }
+
     /// The open pull request whose head is `branch`, if any.
     pub(crate) async fn open_pull_of(&self, branch: &str) -> Result<Option<PullRequest>> {
         let open = self

@@ -392,4 +392,8 @@ pub struct WorkerArgs {
     /// Seconds to rest when nothing is runnable before looking again.
     #[arg(long, default_value_t = 2, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub poll_secs: u64,
+    /// Exit (0) once this many stage runs have been claimed and have finished: a worker that
+    /// does a fixed share of the work, such as a short-lived machine.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub exit_after_runs: Option<u32>,
 }

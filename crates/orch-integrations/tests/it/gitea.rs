@@ -248,3 +248,40 @@ async fn a_missing_scope_is_named() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_pushed_branch_is_fetched_into_another_clone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, gitea) = setup(dir.path()).await;
+    let (work, other) = (dir.path().join("work"), dir.path().join("other"));
+    for d in [&work, &other] {
+        std::fs::create_dir_all(d).expect("mkdir");
+        git(d, &["init", "-q", "-b", "main"]).await;
+    }
+    git(&work, &["commit", "-q", "--allow-empty", "-m", "first"]).await;
+    git(&work, &["switch", "-qc", "orch/WEB-3"]).await;
+    git(&work, &["commit", "-q", "--allow-empty", "-m", "stage"]).await;
+    let sha = git(&work, &["rev-parse", "HEAD"]).await;
+    git(&work, &["switch", "-q", "main"]).await;
+    let work = orch_git::Repo::open(&work).await.expect("open");
+    gitea.push_branch(&work, "orch/WEB-3").await.expect("push");
+
+    let other = orch_git::Repo::open(&other).await.expect("open");
+    let before = server.requests_to("GET", "/api/v1/repos/acme/web").len();
+    let fetched = gitea
+        .fetch_branch(&other, "orch/WEB-3")
+        .await
+        .expect("fetch");
+    assert_eq!(fetched, sha);
+    assert!(other.has_commit(&sha).await.expect("look"));
+    assert_eq!(
+        server.requests_to("GET", "/api/v1/repos/acme/web").len(),
+        before + 1,
+        "the clone URL comes from the repository object"
+    );
+    let missing = gitea.fetch_branch(&other, "orch/WEB-404").await;
+    assert!(
+        matches!(missing, Err(IntegrationError::Git(_))),
+        "{missing:?}"
+    );
+}

@@ -359,3 +359,32 @@ async fn the_token_version_and_media_type_headers_are_sent() {
     );
     assert!(!err.to_string().contains("not-the-token"));
 }
+
+#[tokio::test]
+async fn a_pushed_branch_is_fetched_into_another_clone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, github) = setup(dir.path()).await;
+    let (repo, sha) = work_repo(dir.path(), "orch/WEB-3").await;
+    github.push_branch(&repo, "orch/WEB-3").await.expect("push");
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    git(&other, &["init", "-q", "-b", "main"]).await;
+    let other = orch_git::Repo::open(&other).await.expect("open");
+    let before = server.requests_to("GET", "/repos/acme/web").len();
+    let fetched = github
+        .fetch_branch(&other, "orch/WEB-3")
+        .await
+        .expect("fetch");
+    assert_eq!(fetched, sha);
+    assert!(other.has_commit(&sha).await.expect("look"));
+    assert_eq!(
+        server.requests_to("GET", "/repos/acme/web").len(),
+        before + 1,
+        "the clone URL comes from the repository object"
+    );
+    let missing = github.fetch_branch(&other, "orch/WEB-404").await;
+    assert!(
+        matches!(missing, Err(IntegrationError::Git(_))),
+        "{missing:?}"
+    );
+}

@@ -23,13 +23,25 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<i32> {
         store_location(&ctx.settings.store_url),
         args.poll_secs
     );
+    let mut claimed: u32 = 0;
     while !shutdown.is_cancelled() {
-        match ctx.engine.run_until_idle(&shutdown).await {
-            Ok(summary) => tracing::info!(
-                runs = summary.runs,
-                merged = summary.merged,
-                "worker pass done"
-            ),
+        let left = args.exit_after_runs.map(|max| max.saturating_sub(claimed));
+        if left == Some(0) {
+            println!("orch worker: {claimed} runs done (--exit-after-runs); exiting");
+            break;
+        }
+        match ctx.engine.run_until_idle_claiming(&shutdown, left).await {
+            Ok(summary) => {
+                claimed = claimed.saturating_add(summary.runs);
+                tracing::info!(
+                    runs = summary.runs,
+                    merged = summary.merged,
+                    "worker pass done"
+                );
+                if left.is_some_and(|left| summary.runs >= left) {
+                    continue;
+                }
+            }
             // A store that is briefly unreachable must not end the worker: the next pass retries.
             Err(e) => eprintln!(
                 "orch worker: pass failed: {e}; trying again in {}s",

@@ -6,6 +6,7 @@ mod bench;
 mod budget;
 mod chaos;
 mod crash;
+mod crossmachine;
 mod dashboard;
 mod demo;
 mod harness;
