@@ -40,12 +40,12 @@ impl Engine {
             project.id().as_str(),
         )
         .await?;
-        let repo = orch_git::Repo::open(&project.settings.repo).await?;
+        let repo = project.repo().await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;
         let runs = self.store.list_runs(&item.id).await?;
         let start = self
-            .starting_point(project, &repo, item, &runs, None)
+            .starting_point(project, repo, item, &runs, None)
             .await?;
         if let StartingPoint::Unavailable(reason) = start {
             return Ok(Measured::blocked(reason));
@@ -189,19 +189,25 @@ impl Engine {
             .await
             .map_err(|e| io_err(&path, e))?;
         let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
-        match repo.commit_all(&wt, &message).await? {
-            Some(sha) => evs.push(NewEvent::for_run(
-                events::COMMITTED,
-                run.id,
-                json!({ "sha": sha }),
-            )),
+        let new_head = match repo.commit_all(&wt, &message).await? {
+            Some(sha) => {
+                evs.push(NewEvent::for_run(
+                    events::COMMITTED,
+                    run.id,
+                    json!({ "sha": sha }),
+                ));
+                sha
+            }
             // Expected on an action stage (contract 9): logged, not counted as under-delivery.
-            None => evs.push(NewEvent::for_run(
-                events::NO_CHANGES,
-                run.id,
-                json!({ "expected": true }),
-            )),
-        }
+            None => {
+                evs.push(NewEvent::for_run(
+                    events::NO_CHANGES,
+                    run.id,
+                    json!({ "expected": true }),
+                ));
+                head.clone()
+            }
+        };
         let written = tokio::fs::read_to_string(&path).await.ok();
         let changes = vec![format!("{dir}{file}")];
         let input = GateInput {
@@ -219,7 +225,7 @@ impl Engine {
         }
         let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &head);
         let mut facts = facts;
-        facts[HEAD_FACT] = json!(repo.head(&wt).await?);
+        facts[HEAD_FACT] = json!(new_head);
         Ok(Measured {
             verdict,
             fingerprint: print,

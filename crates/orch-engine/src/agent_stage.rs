@@ -68,14 +68,14 @@ impl Engine {
         if let Some(overrun) = budget.before_run() {
             return Err(StageError::OverBudget(overrun));
         }
-        let repo = orch_git::Repo::open(&project.settings.repo).await?;
+        let repo = project.repo().await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;
         let pinned = run.checkpoint.get("base").and_then(|b| b.as_str());
         // With a forge, the run starts from the commit the item's last run recorded, fetched
         // from the forge when another machine made it (see `handoff`).
         let start = self
-            .starting_point(project, &repo, item, &runs, pinned)
+            .starting_point(project, repo, item, &runs, pinned)
             .await?;
         if let StartingPoint::Unavailable(reason) = start {
             return Ok(Measured::blocked(reason));
@@ -190,9 +190,11 @@ impl Engine {
             evs.push(events::spend_limit_reached(run, &overrun.to_string(), when));
         }
 
-        let stage_changes = repo.changed_paths(&wt, &base).await?;
+        // One snapshot of what the agent left serves both comparisons and the fingerprint.
+        let digest = repo.tree_digest(&wt).await?;
+        let stage_changes = repo.changed_paths_to(&wt, &base, &digest).await?;
         let fork = repo.merge_base(&default, &base).await?;
-        let branch_changes = repo.changed_paths(&wt, &fork).await?;
+        let branch_changes = repo.changed_paths_to(&wt, &fork, &digest).await?;
         let artifact = match &stage.artifact {
             Some(file) => read_optional(&wt.join(&dir).join(file)).await?,
             None => None,
@@ -215,7 +217,6 @@ impl Engine {
         }
         input.commands = &commands;
         let verdict = gate::evaluate(stage, &input);
-        let digest = repo.tree_digest(&wt).await?;
         self.crashpoint("after-gates");
 
         // Keep the attempt's work when it passed, or when the agent gave a legitimate negative
@@ -230,15 +231,23 @@ impl Engine {
             .iter()
             .all(|f| matches!(f.gate, GateKind::Verdict | GateKind::DocGate));
         let keep = !outside_allowlist && verdict.value.is_some() && judged;
-        if keep {
+        // The head after this: the new commit, else the base (nothing kept, or nothing to
+        // commit: the worktree was reset to the base at the start).
+        let head = if keep {
             let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
             match repo.commit_all(&wt, &message).await? {
-                Some(sha) => evs.push(NewEvent::for_run(
-                    events::COMMITTED,
-                    run.id,
-                    json!({ "sha": sha }),
-                )),
-                None => evs.push(NewEvent::for_run(events::NO_CHANGES, run.id, json!({}))),
+                Some(sha) => {
+                    evs.push(NewEvent::for_run(
+                        events::COMMITTED,
+                        run.id,
+                        json!({ "sha": sha }),
+                    ));
+                    sha
+                }
+                None => {
+                    evs.push(NewEvent::for_run(events::NO_CHANGES, run.id, json!({})));
+                    base.clone()
+                }
             }
         } else {
             repo.reset_to(&wt, &base).await?;
@@ -247,10 +256,10 @@ impl Engine {
                 run.id,
                 json!({ "paths": stage_changes }),
             ));
-        }
+            base.clone()
+        };
         let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &digest);
         let usage = serde_json::to_value(&agent_run.usage).ok();
-        let head = repo.head(&wt).await?;
         Ok(Measured {
             verdict,
             fingerprint: print,

@@ -207,7 +207,7 @@ impl Engine {
             }
         }
         if let Ok(p) = self.project(&project)
-            && let Ok(repo) = orch_git::Repo::open(&p.settings.repo).await
+            && let Ok(repo) = p.repo().await
         {
             let _ = repo.remove_worktree(&p.worktree(id)).await;
         }

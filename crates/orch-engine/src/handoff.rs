@@ -148,11 +148,9 @@ impl Engine {
         let head = head.to_owned();
         let branch = branch(&item.id);
         let pushed = tried(|| async {
-            let repo = orch_git::Repo::open(&project.settings.repo)
-                .await
-                .map_err(|e| e.to_string())?;
+            let repo = project.repo().await.map_err(|e| e.to_string())?;
             link.forge
-                .push_branch(&repo, &branch)
+                .push_branch(repo, &branch)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -26,9 +26,9 @@ impl Engine {
                 item.project.as_str(),
             )
             .await?;
-            let repo = orch_git::Repo::open(&project.settings.repo).await?;
+            let repo = project.repo().await?;
             let message = format!("Merge {}: {}", item.id, item.title);
-            let merged = match self.merge_item(project, &repo, &item, &message).await {
+            let merged = match self.merge_item(project, repo, &item, &message).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     // A conflict or a dirty checkout needs a person; the item keeps its place.

@@ -79,6 +79,9 @@ pub struct Project {
     pub roles: BTreeMap<RoleName, Role>,
     agents: BTreeMap<String, BuiltAgent>,
     pub deployer: Option<Arc<dyn orch_deploy::Deployer>>,
+    /// The main repository, opened (and checked) once on first use: every stage would otherwise
+    /// pay a git process to open it again.
+    repo: tokio::sync::OnceCell<orch_git::Repo>,
 }
 
 fn read(repo: &Path, rel: &str) -> Result<Option<String>, EngineError> {
@@ -176,7 +179,16 @@ impl Project {
             roles,
             agents,
             deployer,
+            repo: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The project's main repository. Opened on first use; a failure is not kept, so the next
+    /// call tries again (a repository restored after an outage is found).
+    pub async fn repo(&self) -> Result<&orch_git::Repo, orch_git::GitError> {
+        self.repo
+            .get_or_try_init(|| orch_git::Repo::open(&self.settings.repo))
+            .await
     }
 
     pub fn id(&self) -> &ProjectId {

@@ -334,12 +334,12 @@ impl Engine {
                 Some(sha) => sha,
                 // Runs recorded before stages pushed: push from here, as was done then.
                 None => {
-                    let repo = orch_git::Repo::open(&project.settings.repo).await?;
+                    let repo = project.repo().await?;
                     // The branch may be gone (an item merged and cleaned up): nothing to mark.
                     let Some(sha) = repo.rev_parse(&branch).await? else {
                         return Ok(());
                     };
-                    forge.forge.push_branch(&repo, &branch).await?;
+                    forge.forge.push_branch(repo, &branch).await?;
                     sha
                 }
             };

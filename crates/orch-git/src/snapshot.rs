@@ -21,8 +21,20 @@ impl Repo {
     /// staged or not, untracked (not ignored) included; relative to the root, sorted, once each.
     /// A rename counts as both of its paths.
     pub async fn changed_paths(&self, worktree: &Path, base: &str) -> Result<Vec<String>> {
-        check_ref("base", base)?;
         let tree = snapshot_tree(worktree).await?;
+        self.changed_paths_to(worktree, base, &tree).await
+    }
+
+    /// [`Repo::changed_paths`] against a tree [`Repo::tree_digest`] already took: one snapshot
+    /// then serves several comparisons (a stage measures against its base and its fork point).
+    pub async fn changed_paths_to(
+        &self,
+        worktree: &Path,
+        base: &str,
+        tree: &str,
+    ) -> Result<Vec<String>> {
+        check_ref("base", base)?;
+        check_ref("tree", tree)?;
         let text = Git::new(worktree)
             .args([
                 "diff",
@@ -31,7 +43,7 @@ impl Repo {
                 "--no-renames",
                 "--no-relative",
                 base,
-                &tree,
+                tree,
                 "--",
             ])
             .run()
@@ -97,12 +109,15 @@ async fn snapshot_tree(worktree: &Path) -> Result<String> {
             source,
         })?;
     let index = scratch.path().join("index");
-    let real_index = PathBuf::from(
-        Git::new(worktree)
-            .args(["rev-parse", "--path-format=absolute", "--git-path", "index"])
-            .run_line()
-            .await?,
-    );
+    let real_index = match index_of_linked(worktree).await {
+        Some(path) => path,
+        None => PathBuf::from(
+            Git::new(worktree)
+                .args(["rev-parse", "--path-format=absolute", "--git-path", "index"])
+                .run_line()
+                .await?,
+        ),
+    };
     match tokio::fs::copy(&real_index, &index).await {
         Ok(_) => {}
         // A fresh repository has no index yet: start from an empty one.
@@ -124,4 +139,19 @@ async fn snapshot_tree(worktree: &Path) -> Result<String> {
         .args(["write-tree"])
         .run_line()
         .await
+}
+
+/// The index of a linked work tree, read from its `.git` file (`gitdir: <admin dir>`) without
+/// running git; `None` for anything else (a main work tree, an unusual layout), which the
+/// caller asks git about.
+async fn index_of_linked(worktree: &Path) -> Option<PathBuf> {
+    let text = tokio::fs::read_to_string(worktree.join(".git"))
+        .await
+        .ok()?;
+    let admin = PathBuf::from(
+        text.strip_prefix("gitdir: ")?
+            .trim_end_matches(['\n', '\r']),
+    );
+    // Only the layout git itself writes: an absolute admin directory that exists.
+    (admin.is_absolute() && admin.join("HEAD").is_file()).then(|| admin.join("index"))
 }

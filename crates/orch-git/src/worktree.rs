@@ -25,12 +25,15 @@ impl Repo {
         check_ref("branch", branch)?;
         check_ref("start point", from)?;
         let target = normalize(worktree)?;
+        let wanted = format!("refs/heads/{branch}");
+        if self.linked_on(&target, &wanted).await {
+            return Ok(());
+        }
         let mut worktrees = self.worktrees().await?;
         if worktrees.iter().any(|w| w.prunable) {
             self.prune_worktrees().await?;
             worktrees = self.worktrees().await?;
         }
-        let wanted = format!("refs/heads/{branch}");
         if let Some(existing) = worktrees
             .iter()
             .find(|w| normalize(&w.path).ok().as_ref() == Some(&target))
@@ -87,6 +90,34 @@ impl Repo {
                 .await?;
         }
         self.prune_worktrees().await
+    }
+
+    /// Whether `target` is already a linked work tree of this repository with `wanted` checked
+    /// out, read from the files git keeps (its `.git` file, the admin directory's `HEAD` and
+    /// `gitdir`) without running git. Anything unexpected answers `false`, and the caller asks
+    /// git.
+    async fn linked_on(&self, target: &Path, wanted: &str) -> bool {
+        let Ok(text) = tokio::fs::read_to_string(target.join(".git")).await else {
+            return false;
+        };
+        let Some(admin) = text.strip_prefix("gitdir: ").map(|t| t.trim_end()) else {
+            return false;
+        };
+        let admin = PathBuf::from(admin);
+        let ours = self.path.join(".git").join("worktrees");
+        if !(admin.starts_with(&ours) || admin.starts_with(self.path.join("worktrees"))) {
+            return false;
+        }
+        let head = tokio::fs::read_to_string(admin.join("HEAD")).await;
+        let back = tokio::fs::read_to_string(admin.join("gitdir")).await;
+        match (head, back) {
+            (Ok(head), Ok(back)) => {
+                head.trim_end() == format!("ref: {wanted}")
+                    && normalize(Path::new(back.trim_end())).ok().as_deref()
+                        == Some(target.join(".git").as_path())
+            }
+            _ => false,
+        }
     }
 
     pub(crate) async fn worktrees(&self) -> Result<Vec<Worktree>> {

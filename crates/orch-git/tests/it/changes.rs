@@ -55,6 +55,38 @@ async fn changed_paths_sees_committed_staged_unstaged_untracked_deleted_and_rena
 }
 
 #[tokio::test]
+async fn one_snapshot_serves_several_comparisons_and_matches_a_fresh_one() {
+    let f = Fixture::new().await;
+    let (wt, base) = busy_worktree(&f).await;
+    let tree = f.repo.tree_digest(&wt).await.expect("digest");
+    for against in [base.as_str(), "main"] {
+        assert_eq!(
+            f.repo
+                .changed_paths_to(&wt, against, &tree)
+                .await
+                .expect("from the snapshot"),
+            f.repo.changed_paths(&wt, against).await.expect("fresh"),
+            "against {against}"
+        );
+    }
+    // The snapshot is of that moment: later writes are not in it.
+    write(&wt.join("later.txt"), "later\n");
+    let from_snapshot = f
+        .repo
+        .changed_paths_to(&wt, &base, &tree)
+        .await
+        .expect("snapshot");
+    assert!(!from_snapshot.contains(&"later.txt".to_owned()));
+    assert!(
+        f.repo
+            .changed_paths(&wt, &base)
+            .await
+            .expect("fresh")
+            .contains(&"later.txt".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn changed_paths_of_an_untouched_worktree_is_empty() {
     let f = Fixture::new().await;
     let wt = f.worktree("clean", "orch/C-2").await;

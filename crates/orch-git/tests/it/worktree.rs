@@ -49,6 +49,26 @@ async fn ensure_worktree_reuses_an_existing_branch() {
 }
 
 #[tokio::test]
+async fn a_worktree_whose_branch_was_switched_by_hand_is_not_reused() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("a", "orch/A-1").await;
+    f.repo
+        .ensure_worktree(&wt, "orch/A-1", "main")
+        .await
+        .expect("found as it is");
+    git(&wt, &["switch", "-q", "-c", "elsewhere"]);
+    let err = f
+        .repo
+        .ensure_worktree(&wt, "orch/A-1", "main")
+        .await
+        .expect_err("the work tree is on another branch now");
+    assert!(
+        matches!(&err, GitError::WorktreeMismatch { found, .. } if found.contains("elsewhere")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_worktree_on_another_branch_is_not_silently_reused() {
     let f = Fixture::new().await;
     let wt = f.worktree("a", "orch/A-1").await;
