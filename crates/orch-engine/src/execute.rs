@@ -11,6 +11,7 @@ use orch_core::transition::{self, Outcome};
 use orch_store::{FinishRun, ItemRecord, NewEvent, RunRecord, RunState, StoreError};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::project::Project;
 use crate::{Engine, EngineError, events, record};
@@ -83,7 +84,9 @@ impl Engine {
             .get_item(&run.item)
             .await?
             .ok_or_else(|| EngineError::UnknownItem(run.item.to_string()))?;
-        let renewal = self.keep_lease(run, cancel.clone());
+        // Aborted on every way out, also when this future is dropped: a renewal outliving its
+        // execution would hold the run's lease forever.
+        let renewal = AbortOnDropHandle::new(self.keep_lease(run, cancel.clone()));
         self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "started");
 
         let measured = match project.pipeline.stage(&run.stage) {
@@ -161,8 +164,15 @@ impl Engine {
                         cancel.cancel();
                         return;
                     }
-                    // A transient store error: try again next period; the lease has slack.
-                    Err(e) => tracing::warn!("lease renewal of run {} failed: {e}", fence.run_id),
+                    // A transient store error (PostgreSQL restarting, say): the run goes on and
+                    // the renewal is tried again next period, since a lease lasts three periods.
+                    // Should the lease run out meanwhile, another worker claims the run and the
+                    // next renewal finds the lease lost and stops this execution.
+                    Err(e) => tracing::warn!(
+                        "lease renewal of run {} failed: {e}; the run goes on, renewing again in {} ms",
+                        fence.run_id,
+                        period.as_millis()
+                    ),
                 }
             }
         })
