@@ -12,6 +12,8 @@ mod harness;
 mod integrations;
 mod isolation;
 mod onboard;
+mod pg;
+mod pgrestart;
 mod projects;
 mod resume;
 mod selfdeploy;

@@ -1,0 +1,190 @@
+//! PostgreSQL restarted while `orch worker` processes are in the middle of runs (issue #8's "bad
+//! input"): the workers reconnect and go on, and nothing is lost or done twice.
+//!
+//! The test owns its server (a [`Cluster`]: restarting the shared test server would break every
+//! other PostgreSQL test running beside it). Two workers run items whose agents take a while;
+//! the server is restarted once with `-m fast` (sessions ended, clean shutdown) and once with
+//! `-m immediate` (every server process killed, crash recovery from the WAL), each time while
+//! runs are in flight. Afterwards every item must be done, every stage passed exactly once per
+//! item, every history gap-free, and both workers must be the very processes started at the
+//! beginning.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::chaos::{Workers, try_statuses};
+use crate::harness::{Orch, assert_clean_history, git, passed_stages};
+use crate::pg::Cluster;
+
+const ITEMS: usize = 4;
+const WORKERS: usize = 2;
+/// How long each scripted agent step sleeps: long enough that a restart lands inside runs.
+const AGENT_SLEEP_MS: u64 = 1500;
+/// The whole test is bounded by this.
+const DRIVE_LIMIT: Duration = Duration::from_secs(60);
+/// The pause after a restart before the next one, so the workers are busy again in between.
+const BETWEEN_RESTARTS: Duration = Duration::from_secs(5);
+
+const ALL_STAGES: [&str; 7] = [
+    "analysis",
+    "architecture",
+    "development",
+    "review",
+    "qa",
+    "deploy-staging",
+    "deploy",
+];
+
+/// The harness's bench scenario with every agent step sleeping first, committed to the project.
+fn slow_agents(orch: &Orch) {
+    let path = orch.repo().join(".orch/scenario.toml");
+    let scenario = std::fs::read_to_string(&path).expect("scenario");
+    let slow: String = scenario
+        .lines()
+        .map(|line| {
+            if line.starts_with("stage = ") {
+                format!("{line}\nsleep_ms = {AGENT_SLEEP_MS}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    assert_ne!(slow, scenario, "the scenario has steps to slow down");
+    std::fs::write(&path, slow).expect("scenario");
+    git(&orch.repo(), &["commit", "-qam", "slow agents"]);
+}
+
+/// Points the installation at the cluster, with leases long enough to outlast a restart.
+fn use_cluster(orch: &Orch, cluster: &Cluster) {
+    let config = orch.path().join("orch.toml");
+    let text = std::fs::read_to_string(&config).expect("orch.toml");
+    let text = format!("[store]\nurl = \"{}\"\n\n{text}", cluster.url)
+        .replace("lease_secs = 5\n", "lease_secs = 6\n");
+    std::fs::write(&config, text).expect("orch.toml");
+}
+
+#[test]
+fn workers_reconnect_when_postgresql_restarts_mid_run() {
+    let Some(cluster) = Cluster::start("pgrestart") else {
+        return;
+    };
+    let orch = Orch::new(None);
+    slow_agents(&orch);
+    use_cluster(&orch, &cluster);
+    for n in 1..=ITEMS {
+        orch.ok(&["item", "add", "--title", &format!("survives restarts {n}")]);
+    }
+    let mut workers = Workers::new(&orch);
+    for _ in 0..WORKERS {
+        workers.start();
+    }
+    let pids = workers.pids();
+
+    let mut restarts = vec!["immediate", "fast"];
+    let mut done_restarts = Vec::new();
+    let mut server_starts = BTreeSet::from([cluster.started_at()]);
+    let mut last_restart = Instant::now();
+    let mut last = Default::default();
+    let started = Instant::now();
+    while started.elapsed() < DRIVE_LIMIT {
+        // The store is briefly unreachable for the CLI too: look again next round.
+        let Ok(now) = try_statuses(&orch) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        last = now;
+        if restarts.is_empty() && last.len() == ITEMS && last.values().all(|s| s == "done") {
+            break;
+        }
+        for (id, status) in &last {
+            if status == "awaiting-approval" {
+                // May race a restart; the next round tries again.
+                let _ = orch.run(&["approve", id, "--by", "driver"]);
+            }
+        }
+        let in_flight = last.values().filter(|s| *s == "running").count();
+        if in_flight > 0
+            && last_restart.elapsed() >= BETWEEN_RESTARTS
+            && let Some(mode) = restarts.pop()
+        {
+            eprintln!(
+                "pgrestart: restarting PostgreSQL -m {mode} with {in_flight} item(s) running, \
+                 {:.1}s in",
+                started.elapsed().as_secs_f64()
+            );
+            cluster.restart(mode);
+            assert!(
+                server_starts.insert(cluster.started_at()),
+                "pg_ctl restart -m {mode} must start a new server"
+            );
+            done_restarts.push(mode);
+            last_restart = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let elapsed = started.elapsed();
+    let exited = workers.exited();
+    let still_running = workers.pids();
+    workers.stop_all();
+    let stderr: String = (1..=WORKERS)
+        .map(|n| {
+            let err = std::fs::read_to_string(orch.path().join(format!("worker-{n}.err")));
+            format!("--- worker {n} stderr:\n{}\n", err.unwrap_or_default())
+        })
+        .collect();
+    eprintln!(
+        "pgrestart: {} restart(s), {:.1}s\n{stderr}",
+        done_restarts.len(),
+        elapsed.as_secs_f64()
+    );
+    let board = || {
+        let mut out = orch.ok(&["item", "list"]);
+        if let Some((id, _)) = last.iter().find(|(_, status)| *status != "done") {
+            out.push_str(&orch.ok(&["item", "show", id, "--events"]));
+        }
+        out
+    };
+
+    assert_eq!(
+        done_restarts,
+        ["fast", "immediate"],
+        "both restarts must have happened while runs were in flight:\n{}",
+        board()
+    );
+    assert!(
+        exited.is_empty(),
+        "no worker may die when PostgreSQL restarts: {exited:?}\n{stderr}"
+    );
+    assert_eq!(
+        still_running, pids,
+        "the workers at the end are the ones started at the beginning"
+    );
+    assert!(
+        last.len() == ITEMS && last.values().all(|s| s == "done"),
+        "every item must be done within {DRIVE_LIMIT:?}:\n{}\n{stderr}\n--- server log:\n{}",
+        board(),
+        cluster.log()
+    );
+    for id in last.keys() {
+        let item = orch.item(id);
+        assert_clean_history(&item);
+        assert_eq!(
+            passed_stages(&item),
+            ALL_STAGES,
+            "{id}: every stage passed exactly once, in order"
+        );
+        let mut held = BTreeSet::new();
+        for e in item["events"].as_array().expect("events") {
+            if e["kind"] == "run.claimed" {
+                let claim = (e["run_id"].as_i64(), e["data"]["epoch"].as_i64());
+                assert!(held.insert(claim), "{id}: {claim:?} claimed twice");
+            }
+        }
+    }
+    let merges = git(&orch.repo(), &["log", "--merges", "--format=%s", "main"]);
+    assert_eq!(
+        merges.lines().count(),
+        ITEMS,
+        "one merge per item, none twice: {merges}"
+    );
+}
