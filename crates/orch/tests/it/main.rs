@@ -19,4 +19,5 @@ mod resume;
 mod selfdeploy;
 mod serve;
 mod staging;
+mod store_error;
 mod worker;

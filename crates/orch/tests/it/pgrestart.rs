@@ -36,7 +36,7 @@ const ALL_STAGES: [&str; 7] = [
 ];
 
 /// The harness's bench scenario with every agent step sleeping first, committed to the project.
-fn slow_agents(orch: &Orch) {
+pub(crate) fn slow_agents(orch: &Orch) {
     let path = orch.repo().join(".orch/scenario.toml");
     let scenario = std::fs::read_to_string(&path).expect("scenario");
     let slow: String = scenario
