@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::harness::{Orch, assert_clean_history, free_port, git};
+use crate::harness::{Orch, assert_clean_history, free_port, git, stop_deployed};
 use crate::pg::TestDatabase;
 
 const PROJECTS: usize = 10;
@@ -224,22 +224,7 @@ struct Instances<'a>(&'a Orch);
 impl Drop for Instances<'_> {
     fn drop(&mut self) {
         for name in project_names() {
-            for env in ["staging", "prod"] {
-                let record = self
-                    .0
-                    .path()
-                    .join(format!("deploy/{name}/{env}/current.json"));
-                let pid = std::fs::read_to_string(record)
-                    .ok()
-                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-                    .and_then(|v| v["pid"].as_i64());
-                // Never 0 or 1: killpg(0) is our own group, kill(-1) is every process.
-                if let Some(pid) = pid.filter(|p| *p > 1).and_then(|p| i32::try_from(p).ok()) {
-                    let pid = nix::unistd::Pid::from_raw(pid);
-                    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
+            stop_deployed(self.0.path(), &name);
         }
     }
 }

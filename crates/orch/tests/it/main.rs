@@ -8,6 +8,7 @@ mod chaos;
 mod crash;
 mod dashboard;
 mod demo;
+mod deployment_doc;
 mod harness;
 mod integrations;
 mod isolation;
