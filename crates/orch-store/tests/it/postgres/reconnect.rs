@@ -1,6 +1,6 @@
-//! A connection lost in the middle of a transaction (what a server restart does to every
-//! session): the store runs the transaction again on a fresh connection instead of failing the
-//! caller, and the lost attempt leaves nothing behind.
+//! Connections lost as a server restart loses them: a transaction cut off before its commit runs
+//! again on a fresh connection instead of failing the caller (and the lost attempt leaves nothing
+//! behind); the `orch_work` listener listens again on a new session.
 //!
 //! The loss is made deterministic: a second connection holds the run's row, so the store's
 //! write waits on it inside its transaction; the test then ends that waiting session with
@@ -96,4 +96,67 @@ async fn a_write_whose_connection_is_lost_before_commit_runs_again() {
         events_before + 1,
         "the lost attempt wrote nothing; the second wrote its event once: {events:#?}"
     );
+}
+
+/// The `orch_work` listener's session ended (as by a restart): the next wait listens again on a
+/// new connection, and a run queued then still wakes it long before its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_work_listener_listens_again_after_its_connection_is_lost() {
+    use orch_store::{Store as _, WakeUp};
+
+    let Some(db) = PgDatabase::create("listener_reconnects").await else {
+        return;
+    };
+    let worker = orch_store::PgStore::open(db.url()).await.expect("open");
+    let filer = db.open().await;
+    demo_project(&*filer).await;
+    // The first wait starts listening.
+    assert_eq!(
+        worker.wait_for_work(Duration::from_millis(200)).await,
+        WakeUp::Timeout
+    );
+    let mut admin = db.raw().await;
+    let listening = "SELECT pid FROM pg_stat_activity
+                     WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    let lost: i32 = sqlx::query_scalar(listening)
+        .fetch_one(&mut admin)
+        .await
+        .expect("the listener's session");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(lost)
+        .fetch_one(&mut admin)
+        .await
+        .expect("terminate the listener's session");
+    assert!(ended);
+
+    let waiting = tokio::spawn({
+        let worker = worker.clone();
+        async move {
+            let started = Instant::now();
+            (
+                worker.wait_for_work(Duration::from_secs(30)).await,
+                started.elapsed(),
+            )
+        }
+    });
+    // Queue the run only once a new session listens, so the notification cannot slip past.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids: Vec<i32> = sqlx::query_scalar(listening)
+            .fetch_all(&mut admin)
+            .await
+            .expect("pg_stat_activity");
+        if pids.iter().any(|pid| *pid != lost) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no session listens again after the lost one: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    new_item(&*filer, "wake up after the loss").await;
+    let (woke, after) = waiting.await.expect("join");
+    assert_eq!(woke, WakeUp::Notified, "woken after {after:?}");
+    assert!(after < Duration::from_secs(10), "woken after {after:?}");
 }
