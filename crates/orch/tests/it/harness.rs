@@ -211,6 +211,26 @@ pub fn stop_deployed(dir: &Path, project: &str) {
     }
 }
 
+/// Makes every agent step of the bench scenario sleep `sleep_ms` first (committed to the
+/// project), so that runs are in flight long enough for a test to act during them.
+pub fn slow_agents(orch: &Orch, sleep_ms: u64) {
+    let path = orch.repo().join(".orch/scenario.toml");
+    let scenario = std::fs::read_to_string(&path).expect("scenario");
+    let slow: String = scenario
+        .lines()
+        .map(|line| {
+            if line.starts_with("stage = ") {
+                format!("{line}\nsleep_ms = {sleep_ms}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    assert_ne!(slow, scenario, "the scenario has steps to slow down");
+    std::fs::write(&path, slow).expect("scenario");
+    git(&orch.repo(), &["commit", "-qam", "slow agents"]);
+}
+
 /// The history checks every end-to-end test makes: events gap-free, each stage passed once per
 /// attempt and in pipeline order, one verdict per finished run.
 pub fn assert_clean_history(item: &Value) {

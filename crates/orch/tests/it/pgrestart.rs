@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::chaos::{Workers, try_statuses};
-use crate::harness::{Orch, assert_clean_history, git, passed_stages};
+use crate::harness::{Orch, assert_clean_history, git, passed_stages, slow_agents};
 use crate::pg::Cluster;
 
 const ITEMS: usize = 4;
@@ -35,25 +35,6 @@ const ALL_STAGES: [&str; 7] = [
     "deploy",
 ];
 
-/// The harness's bench scenario with every agent step sleeping first, committed to the project.
-pub(crate) fn slow_agents(orch: &Orch) {
-    let path = orch.repo().join(".orch/scenario.toml");
-    let scenario = std::fs::read_to_string(&path).expect("scenario");
-    let slow: String = scenario
-        .lines()
-        .map(|line| {
-            if line.starts_with("stage = ") {
-                format!("{line}\nsleep_ms = {AGENT_SLEEP_MS}\n")
-            } else {
-                format!("{line}\n")
-            }
-        })
-        .collect();
-    assert_ne!(slow, scenario, "the scenario has steps to slow down");
-    std::fs::write(&path, slow).expect("scenario");
-    git(&orch.repo(), &["commit", "-qam", "slow agents"]);
-}
-
 /// Points the installation at the cluster, with leases long enough to outlast a restart.
 fn use_cluster(orch: &Orch, cluster: &Cluster) {
     let config = orch.path().join("orch.toml");
@@ -69,7 +50,7 @@ fn workers_reconnect_when_postgresql_restarts_mid_run() {
         return;
     };
     let orch = Orch::new(None);
-    slow_agents(&orch);
+    slow_agents(&orch, AGENT_SLEEP_MS);
     use_cluster(&orch, &cluster);
     for n in 1..=ITEMS {
         orch.ok(&["item", "add", "--title", &format!("survives restarts {n}")]);

@@ -1,22 +1,33 @@
-//! A store error in the middle of a pass (PostgreSQL restarting, say, when a claim is made)
-//! ends the pass, but not the runs already in flight: they finish their stage and record their
-//! verdict under their own lease before the error is reported.
+//! Store errors in the middle of work (PostgreSQL restarting, say):
 //!
-//! The error is real, not mocked: a trigger in the SQLite store refuses any claim made while
-//! another run is running, so the second claim of a pass with two ready items fails.
+//! - a claim that fails ends the pass, but not the runs already in flight: they finish their
+//!   stage and record their verdict under their own lease before the error is reported;
+//! - a lease renewal that fails while the lease still holds does not stop the run.
+//!
+//! The errors are real, not mocked: triggers in the SQLite store refuse the statements.
 
 use std::process::Command;
 
-use crate::harness::Orch;
-use crate::pgrestart::slow_agents;
+use crate::harness::{Orch, slow_agents};
 
-/// Installs the failing trigger in the installation's `orch.db` (with Python's sqlite3 module:
-/// Python is already needed for the test project's app).
-fn refuse_a_second_running_claim(orch: &Orch) {
-    let sql = "CREATE TRIGGER test_refuse_second_claim BEFORE UPDATE OF state ON stage_runs \
-               WHEN NEW.state = 'running' AND OLD.state <> 'running' \
-               AND (SELECT count(*) FROM stage_runs WHERE state = 'running') >= 1 \
-               BEGIN SELECT RAISE(ABORT, 'injected: the store refused this claim'); END";
+/// Refuses any claim made while another run is running.
+const REFUSE_A_SECOND_CLAIM: &str = "CREATE TRIGGER test_refuse_second_claim \
+    BEFORE UPDATE OF state ON stage_runs \
+    WHEN NEW.state = 'running' AND OLD.state <> 'running' \
+    AND (SELECT count(*) FROM stage_runs WHERE state = 'running') >= 1 \
+    BEGIN SELECT RAISE(ABORT, 'injected: the store refused this claim'); END";
+
+/// Refuses every lease renewal (a later expiry for a running run under the same epoch); claims
+/// (a new epoch) and finishing (no expiry) still work.
+const REFUSE_RENEWALS: &str = "CREATE TRIGGER test_refuse_renewal \
+    BEFORE UPDATE OF lease_expires_at ON stage_runs \
+    WHEN OLD.state = 'running' AND NEW.state = 'running' AND NEW.epoch = OLD.epoch \
+    AND NEW.lease_expires_at > OLD.lease_expires_at \
+    BEGIN SELECT RAISE(ABORT, 'injected: the store refused this renewal'); END";
+
+/// Installs a trigger in the installation's `orch.db` (with Python's sqlite3 module: Python is
+/// already needed for the test project's app).
+fn install_trigger(orch: &Orch, sql: &str) {
     let out = Command::new("python3")
         .args([
             "-c",
@@ -36,10 +47,10 @@ fn refuse_a_second_running_claim(orch: &Orch) {
 #[test]
 fn a_failed_claim_lets_the_runs_in_flight_finish() {
     let orch = Orch::new(None);
-    slow_agents(&orch);
+    slow_agents(&orch, 1500);
     orch.ok(&["item", "add", "--title", "in flight"]);
     orch.ok(&["item", "add", "--title", "its claim fails"]);
-    refuse_a_second_running_claim(&orch);
+    install_trigger(&orch, REFUSE_A_SECOND_CLAIM);
 
     let out = orch.run(&["run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -60,4 +71,40 @@ fn a_failed_claim_lets_the_runs_in_flight_finish() {
         second["runs"][0]["state"], "queued",
         "the refused claim changed nothing: {second:#}"
     );
+}
+
+/// The lease lasts 5 s and is renewed every 1.7 s; the agent takes 2.5 s, so at least one renewal
+/// fails while the lease still holds. The run must go on and pass.
+#[test]
+fn a_failed_lease_renewal_does_not_stop_a_run_that_holds_its_lease() {
+    let orch = Orch::new(None);
+    slow_agents(&orch, 2500);
+    orch.ok(&["item", "add", "--title", "renewals fail"]);
+    install_trigger(&orch, REFUSE_RENEWALS);
+
+    let out = orch
+        .command(&["run"])
+        .env("ORCH_LOG", "warn")
+        .output()
+        .expect("orch runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("injected: the store refused this renewal")
+            && stderr.contains("the run goes on"),
+        "renewals failed and said so: {stderr}"
+    );
+    let item = orch.item("QUICK-1");
+    let first = &item["runs"][0];
+    assert_eq!(first["stage"], "analysis");
+    assert_eq!(
+        first["state"], "passed",
+        "the run passed despite its failed renewals: {item:#}"
+    );
+    let claims = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "run.claimed" && e["run_id"] == first["id"])
+        .count();
+    assert_eq!(claims, 1, "the run was never given up and claimed again");
 }
