@@ -9,7 +9,7 @@
 //! item, every history gap-free, and both workers must be the very processes started at the
 //! beginning.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::chaos::{Workers, try_statuses};
@@ -66,6 +66,7 @@ fn workers_reconnect_when_postgresql_restarts_mid_run() {
     let mut server_starts = BTreeSet::from([cluster.started_at()]);
     let mut last_restart = Instant::now();
     let mut last = Default::default();
+    let mut refusals = BTreeMap::new();
     let started = Instant::now();
     while started.elapsed() < DRIVE_LIMIT {
         // The store is briefly unreachable for the CLI too: look again next round.
@@ -79,8 +80,15 @@ fn workers_reconnect_when_postgresql_restarts_mid_run() {
         }
         for (id, status) in &last {
             if status == "awaiting-approval" {
-                // May race a restart; the next round tries again.
-                let _ = orch.run(&["approve", id, "--by", "driver"]);
+                // May race a restart; the next round tries again. The last refusal is kept for
+                // the failure message.
+                let out = orch.run(&["approve", id, "--by", "driver"]);
+                if !out.status.success() {
+                    refusals.insert(
+                        id.clone(),
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    );
+                }
             }
         }
         let in_flight = last.values().filter(|s| *s == "running").count();
@@ -119,7 +127,8 @@ fn workers_reconnect_when_postgresql_restarts_mid_run() {
         elapsed.as_secs_f64()
     );
     let board = || {
-        let mut out = orch.ok(&["item", "list"]);
+        let mut out = format!("last approval refusals: {refusals:#?}\n");
+        out.push_str(&orch.ok(&["item", "list"]));
         if let Some((id, _)) = last.iter().find(|(_, status)| *status != "done") {
             out.push_str(&orch.ok(&["item", "show", id, "--events"]));
         }
