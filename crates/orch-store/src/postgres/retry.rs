@@ -49,7 +49,7 @@ impl Retry {
     /// Whether to try again after `e`: when it says the connection was lost and attempts are
     /// left, logs so, waits the backoff and returns `true`.
     pub(super) async fn again(&mut self, e: &StoreError) -> bool {
-        if self.attempt >= ATTEMPTS || !is_connection_lost(e) {
+        if self.attempt >= ATTEMPTS || !e.is_connection_lost() {
             return false;
         }
         let pause = backoff(self.attempt);
@@ -76,24 +76,6 @@ fn backoff(attempt: u32) -> Duration {
     base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
-/// Whether `e` says the connection (or the server behind it) went away, rather than that the
-/// statement was wrong or refused: I/O errors, and SQLSTATE classes 08 (connection exception)
-/// and 57P (the server shutting down, crashed, or not yet accepting connections).
-///
-/// A pool timeout is not among them: the pool already waited its acquire timeout for the server.
-pub(super) fn is_connection_lost(e: &StoreError) -> bool {
-    let StoreError::Database(e) = e else {
-        return false;
-    };
-    match e {
-        sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -109,18 +91,17 @@ mod tests {
 
     #[test]
     fn only_a_lost_connection_is_retried() {
-        assert!(is_connection_lost(&io_error()));
-        assert!(!is_connection_lost(&StoreError::Database(
-            sqlx::Error::PoolTimedOut
-        )));
-        assert!(!is_connection_lost(&StoreError::Database(
-            sqlx::Error::RowNotFound
-        )));
-        assert!(!is_connection_lost(&StoreError::LeaseLost {
-            run_id: 1,
-            epoch: 1
-        }));
-        assert!(!is_connection_lost(&StoreError::Invalid("no".into())));
+        assert!(io_error().is_connection_lost());
+        assert!(!StoreError::Database(sqlx::Error::PoolTimedOut).is_connection_lost());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_connection_lost());
+        assert!(
+            !StoreError::LeaseLost {
+                run_id: 1,
+                epoch: 1
+            }
+            .is_connection_lost()
+        );
+        assert!(!StoreError::Invalid("no".into()).is_connection_lost());
     }
 
     #[test]
