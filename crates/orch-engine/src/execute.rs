@@ -107,6 +107,10 @@ impl Engine {
                 return self.record_over_budget(&project, &item, run, overrun).await;
             }
             Err(StageError::OverBudget(_)) => return Ok(()),
+            Err(StageError::Engine(EngineError::Store(e))) if e.is_connection_lost() => {
+                self.hand_back(&item, run, &e).await;
+                return Ok(());
+            }
             Err(StageError::Engine(e)) => Measured::internal_error(GateKind::Verdict, &e),
         };
         if cancel.is_cancelled() {
@@ -139,6 +143,33 @@ impl Engine {
                 &"an approval stage was claimed as a run",
             )),
         }
+    }
+
+    /// The store, not the stage, failed while the stage ran: its connection was lost for longer
+    /// than its own retries ride out (PostgreSQL restarting). That says nothing about the work,
+    /// so nothing is recorded, neither a pass nor a FAILED that would send the item back; the
+    /// run is handed back and executed again from its checkpoint, at once if the store takes the
+    /// expiry, else when the lease runs out.
+    async fn hand_back(&self, item: &ItemRecord, run: &RunRecord, error: &StoreError) {
+        tracing::warn!(
+            "{}: {} attempt {} interrupted by the store ({error}); the run will be claimed again",
+            item.id,
+            run.stage,
+            run.attempt
+        );
+        match self.store.expire_lease(run.fence()).await {
+            Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
+            Err(e) => tracing::warn!(
+                "handing back run {} failed ({e}); it is claimed again when its lease runs out",
+                run.id
+            ),
+        }
+        self.report(
+            item.id.as_str(),
+            run.stage.as_str(),
+            run.attempt,
+            "interrupted: the store was unreachable; the run will be claimed again",
+        );
     }
 
     /// Renews the run's lease every third of its length; on loss, cancels the run.
