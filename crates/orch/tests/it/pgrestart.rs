@@ -7,10 +7,17 @@
 //! `-m immediate` (every server process killed, crash recovery from the WAL), each time while
 //! runs are in flight. Afterwards every item must be done, every stage passed exactly once per
 //! item, every history gap-free, and both workers must be the very processes started at the
-//! beginning.
+//! beginning. (Before the store retried and the engine handed such runs back, one run in five
+//! here ended with an item BLOCKED: a review whose store call was cut off was recorded FAILED.)
+//!
+//! A second test makes that case certain, on the shared test server: a trigger ends the review
+//! run's session more often than the store retries, and the run must be handed back and run
+//! again rather than failed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::chaos::{Workers, try_statuses};
 use crate::harness::{Orch, assert_clean_history, git, passed_stages, slow_agents};
@@ -177,4 +184,64 @@ fn workers_reconnect_when_postgresql_restarts_mid_run() {
         ITEMS,
         "one merge per item, none twice: {merges}"
     );
+}
+
+/// Makes the review run's checkpoint write end its own session, six times in all (a sequence
+/// counts, since it is not rolled back): more than the store's five attempts, so the first
+/// execution of review sees the store unreachable, and the next one goes through.
+const KILL_REVIEW_CHECKPOINTS: &str = "
+CREATE SEQUENCE test_kills;
+CREATE FUNCTION test_kill_own_session() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF nextval('test_kills') <= 6 THEN
+    PERFORM pg_terminate_backend(pg_backend_pid());
+    PERFORM pg_sleep(5);
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER test_kill_review_checkpoint BEFORE UPDATE OF checkpoint_json ON stage_runs
+  FOR EACH ROW WHEN (NEW.stage = 'review') EXECUTE FUNCTION test_kill_own_session();
+";
+
+/// A stage whose store calls keep losing their connection beyond the store's own retries is
+/// handed back and executed again, not recorded FAILED (which sent the item back to development
+/// and, with nothing left to change there, blocked it).
+#[test]
+fn a_stage_cut_off_from_the_store_is_run_again_not_failed() {
+    let Some(db) = crate::pg::TestDatabase::create("store_lost_in_stage") else {
+        return;
+    };
+    let orch = Orch::new(None);
+    let config = orch.path().join("orch.toml");
+    let text = std::fs::read_to_string(&config).expect("orch.toml");
+    std::fs::write(&config, format!("[store]\nurl = \"{}\"\n\n{text}", db.url)).expect("orch.toml");
+    orch.ok(&["item", "add", "--title", "review loses the store"]);
+    crate::pg::psql(&db.url, KILL_REVIEW_CHECKPOINTS);
+
+    let item = orch.drive_to_end("QUICK-1");
+    let kills = crate::pg::psql(&db.url, "SELECT last_value FROM test_kills");
+    assert!(
+        kills.parse::<i64>().is_ok_and(|n| n >= 6),
+        "the review's sessions were ended six times: {kills}"
+    );
+    assert_eq!(item["status"], "done", "{item:#}");
+    assert_clean_history(&item);
+    assert_eq!(
+        passed_stages(&item),
+        ALL_STAGES,
+        "review passed at its first attempt, nothing failed: {item:#}"
+    );
+    let review_claims: Vec<&Value> = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "run.claimed" && e["data"]["stage"] == "review")
+        .collect();
+    assert_eq!(
+        review_claims.len(),
+        2,
+        "review was handed back once and claimed again: {review_claims:#?}"
+    );
+    assert_eq!(review_claims[1]["data"]["reclaimed"], true);
+    assert_eq!(review_claims[0]["run_id"], review_claims[1]["run_id"]);
 }
