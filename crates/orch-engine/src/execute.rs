@@ -11,6 +11,7 @@ use orch_core::transition::{self, Outcome};
 use orch_store::{FinishRun, ItemRecord, NewEvent, RunRecord, RunState, StoreError};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::project::Project;
 use crate::{Engine, EngineError, events, record};
@@ -96,7 +97,9 @@ impl Engine {
             .get_item(&run.item)
             .await?
             .ok_or_else(|| EngineError::UnknownItem(run.item.to_string()))?;
-        let renewal = self.keep_lease(run, cancel.clone());
+        // Aborted on every way out, also when this future is dropped: a renewal outliving its
+        // execution would hold the run's lease forever.
+        let renewal = AbortOnDropHandle::new(self.keep_lease(run, cancel.clone()));
         self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "started");
 
         let mut measured = match project.pipeline.stage(&run.stage) {
@@ -121,6 +124,10 @@ impl Engine {
                 return self.record_over_budget(&project, &item, run, overrun).await;
             }
             Err(StageError::OverBudget(_)) => return Ok(()),
+            Err(StageError::Engine(EngineError::Store(e))) if e.is_connection_lost() => {
+                self.hand_back(&item, run, &e).await;
+                return Ok(());
+            }
             Err(StageError::Engine(e)) => Measured::internal_error(GateKind::Verdict, &e),
         };
         if cancel.is_cancelled() {
@@ -155,6 +162,33 @@ impl Engine {
         }
     }
 
+    /// The store, not the stage, failed while the stage ran: its connection was lost for longer
+    /// than its own retries ride out (PostgreSQL restarting). That says nothing about the work,
+    /// so nothing is recorded, neither a pass nor a FAILED that would send the item back; the
+    /// run is handed back and executed again from its checkpoint, at once if the store takes the
+    /// expiry, else when the lease runs out.
+    async fn hand_back(&self, item: &ItemRecord, run: &RunRecord, error: &StoreError) {
+        tracing::warn!(
+            "{}: {} attempt {} interrupted by the store ({error}); the run will be claimed again",
+            item.id,
+            run.stage,
+            run.attempt
+        );
+        match self.store.expire_lease(run.fence()).await {
+            Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
+            Err(e) => tracing::warn!(
+                "handing back run {} failed ({e}); it is claimed again when its lease runs out",
+                run.id
+            ),
+        }
+        self.report(
+            item.id.as_str(),
+            run.stage.as_str(),
+            run.attempt,
+            "interrupted: the store was unreachable; the run will be claimed again",
+        );
+    }
+
     /// Renews the run's lease every third of its length; on loss, cancels the run.
     fn keep_lease(
         &self,
@@ -178,8 +212,15 @@ impl Engine {
                         cancel.cancel();
                         return;
                     }
-                    // A transient store error: try again next period; the lease has slack.
-                    Err(e) => tracing::warn!("lease renewal of run {} failed: {e}", fence.run_id),
+                    // A transient store error (PostgreSQL restarting, say): the run goes on and
+                    // the renewal is tried again next period, since a lease lasts three periods.
+                    // Should the lease run out meanwhile, another worker claims the run and the
+                    // next renewal finds the lease lost and stops this execution.
+                    Err(e) => tracing::warn!(
+                        "lease renewal of run {} failed: {e}; the run goes on, renewing again in {} ms",
+                        fence.run_id,
+                        period.as_millis()
+                    ),
                 }
             }
         })

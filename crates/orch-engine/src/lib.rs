@@ -216,9 +216,31 @@ impl Engine {
     ) -> Result<RunSummary, EngineError> {
         let mut summary = RunSummary::default();
         let mut tasks = tokio::task::JoinSet::new();
+        let claimed = self
+            .claim_and_run(cancel, max_runs, &mut tasks, &mut summary)
+            .await;
+        // Also after an error (the store unreachable for a moment): the runs in flight hold their
+        // own leases and go on; dropping the set would abort them in the middle of their stage.
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(Err(e)) = joined {
+                tracing::warn!("a run ended with an error: {e}");
+            }
+        }
+        claimed.map(|()| summary)
+    }
+
+    /// The claim loop of [`Engine::run_until_idle`]: claims into `tasks` until nothing is
+    /// claimable and nothing runs. Returns at the first store error, leaving `tasks` running.
+    async fn claim_and_run(
+        self: &Arc<Self>,
+        cancel: &CancellationToken,
+        max_runs: Option<u32>,
+        tasks: &mut tokio::task::JoinSet<Result<(), EngineError>>,
+        summary: &mut RunSummary,
+    ) -> Result<(), EngineError> {
         loop {
             if cancel.is_cancelled() {
-                break;
+                return Ok(());
             }
             self.reap_dead_owners().await?;
             summary.merged += self.finish_merges().await?;
@@ -253,7 +275,7 @@ impl Engine {
                     Ok(Err(e)) => tracing::warn!("a run ended with an error: {e}"),
                     Err(e) => tracing::error!("a run task failed: {e}"),
                 },
-                None if !may_claim(summary.runs) => break,
+                None if !may_claim(summary.runs) => return Ok(()),
                 None if !claimed_any => {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
                     summary.merged += self.finish_merges().await?;
@@ -264,17 +286,11 @@ impl Engine {
                     {
                         continue;
                     }
-                    break;
+                    return Ok(());
                 }
                 None => {}
             }
         }
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(Err(e)) = joined {
-                tracing::warn!("a run ended with an error: {e}");
-            }
-        }
-        Ok(summary)
     }
 
     /// Whether a queued run appeared meanwhile (filed by a person while we ran). A merge that

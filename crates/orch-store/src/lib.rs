@@ -96,6 +96,26 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// Whether the connection to the database (or the server behind it) went away, rather than
+    /// the statement being wrong or refused: I/O errors, and SQLSTATE classes 08 (connection
+    /// exception) and 57P (the server shutting down, crashed, or not yet accepting connections),
+    /// as when PostgreSQL restarts. Says nothing about the work itself; trying again later may
+    /// succeed. A pool timeout is not among them: the pool already waited for the server.
+    pub fn is_connection_lost(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,10 @@
 //! second, everywhere (see `items`).
 //!
 //! Opening connects once, with a bounded timeout and no retries, so a wrong URL or a server that
-//! is down is reported at once; the pool then connects lazily. A password in the URL is never
-//! shown: errors and `Debug` carry the URL with it masked.
+//! is down is reported at once; the pool then connects lazily. After that, a lost connection (a
+//! restart of the server) is ridden out: reads and uncommitted transactions are tried again a few
+//! times (see `retry`). A password in the URL is never shown: errors and `Debug` carry the URL
+//! with it masked.
 
 /// The database clock in milliseconds since the Unix epoch, as an SQL expression (a macro so it
 /// can be spliced into `concat!`-built static queries). `clock_timestamp()` rather than `now()`,
@@ -21,6 +23,7 @@ macro_rules! now_ms {
 
 mod items;
 mod migrate;
+mod retry;
 mod rows;
 mod runs;
 mod url;
@@ -61,6 +64,9 @@ pub struct PgStore {
     /// [`Store::wait_for_work`] and kept (PgListener reconnects by itself).
     listener: Arc<tokio::sync::Mutex<Option<PgListener>>>,
 }
+
+/// An open transaction, as [`PgStore::write`] hands it to its body.
+type Tx = Transaction<'static, Postgres>;
 
 /// The channel the `stage_runs_notify_work` trigger (migration 2) notifies.
 const WORK_CHANNEL: &str = "orch_work";
@@ -111,6 +117,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Pings an idle connection before handing it out (sqlx's default, stated because it
+            // matters): after a server restart, every pooled connection is dead, and this drops
+            // them instead of failing the next query on each.
+            .test_before_acquire(true)
             .connect_lazy_with(options);
         Ok(Self {
             pool,
@@ -134,16 +144,44 @@ impl PgStore {
         self.pool.close().await;
     }
 
+    /// Every row of a query without parameters, tried again if the connection was lost.
+    async fn fetch_all(&self, what: &'static str, sql: &str) -> Result<Vec<sqlx::postgres::PgRow>> {
+        retry::retrying(what, move || async move {
+            Ok(sqlx::query(sql).fetch_all(&self.pool).await?)
+        })
+        .await
+    }
+
     async fn listen(&self) -> Result<PgListener> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(WORK_CHANNEL).await?;
         Ok(listener)
     }
 
-    /// Starts a transaction; dropping it without committing (an error, a cancelled future)
-    /// rolls back.
-    async fn write(&self) -> Result<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
+    /// Runs `body` in one transaction and commits it. `body` gets the open transaction and
+    /// hands it back with its result. When the connection is lost before the commit (the
+    /// transaction then rolled back), the whole transaction runs again (see `retry`); an error
+    /// during the commit itself is returned. Dropping the future rolls back.
+    async fn write<T, F, Fut>(&self, what: &'static str, mut body: F) -> Result<T>
+    where
+        F: FnMut(Tx) -> Fut,
+        Fut: Future<Output = Result<(Tx, T)>>,
+    {
+        let mut retry = retry::Retry::new(what);
+        loop {
+            let tried = match self.pool.begin().await {
+                Ok(tx) => body(tx).await,
+                Err(e) => Err(e.into()),
+            };
+            match tried {
+                Ok((tx, value)) => {
+                    tx.commit().await?;
+                    return Ok(value);
+                }
+                Err(e) if retry.again(&e).await => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -166,10 +204,16 @@ impl Store for PgStore {
             now_ms!(),
             rows::PROJECT_COLUMNS
         );
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(repo_path)
-            .fetch_one(&self.pool)
+        let sql = &sql;
+        let row = self
+            .write("upsert_project", |mut tx| async move {
+                let row = sqlx::query(sql)
+                    .bind(id.as_str())
+                    .bind(repo_path)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Ok((tx, row))
+            })
             .await?;
         rows::project(&row)
     }
@@ -179,10 +223,14 @@ impl Store for PgStore {
             "SELECT {} FROM projects WHERE id = $1",
             rows::PROJECT_COLUMNS
         );
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = &sql;
+        let row = retry::retrying("get_project", move || async move {
+            Ok(sqlx::query(sql)
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?)
+        })
+        .await?;
         row.as_ref().map(rows::project).transpose()
     }
 
@@ -192,10 +240,7 @@ impl Store for PgStore {
             "SELECT {} FROM projects ORDER BY id COLLATE \"C\"",
             rows::PROJECT_COLUMNS
         );
-        rows::all(
-            &sqlx::query(&sql).fetch_all(&self.pool).await?,
-            rows::project,
-        )
+        rows::all(&self.fetch_all("list_projects", &sql).await?, rows::project)
     }
 
     async fn create_item(
@@ -208,17 +253,19 @@ impl Store for PgStore {
         first_run: NewRun,
         events: Vec<NewEvent>,
     ) -> Result<ItemRecord> {
-        let mut tx = self.write().await?;
-        let item = items::create(
-            &mut tx, project, prefix, title, body, progress, &first_run, &events,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(item)
+        let (first_run, events) = (&first_run, &events);
+        self.write("create_item", |mut tx| async move {
+            let item = items::create(
+                &mut tx, project, prefix, title, body, progress, first_run, events,
+            )
+            .await?;
+            Ok((tx, item))
+        })
+        .await
     }
 
     async fn get_item(&self, id: &ItemId) -> Result<Option<ItemRecord>> {
-        items::get(&self.pool, id).await
+        retry::retrying("get_item", move || items::get(&self.pool, id)).await
     }
 
     async fn list_items(&self, project: Option<&ProjectId>) -> Result<Vec<ItemRecord>> {
@@ -228,14 +275,18 @@ impl Store for PgStore {
         let found = match project {
             Some(p) => {
                 let sql = format!("SELECT {columns} FROM work_items WHERE project_id = $1 {order}");
-                sqlx::query(&sql)
-                    .bind(p.as_str())
-                    .fetch_all(&self.pool)
-                    .await?
+                let sql = &sql;
+                retry::retrying("list_items", move || async move {
+                    Ok(sqlx::query(sql)
+                        .bind(p.as_str())
+                        .fetch_all(&self.pool)
+                        .await?)
+                })
+                .await?
             }
             None => {
                 let sql = format!("SELECT {columns} FROM work_items {order}");
-                sqlx::query(&sql).fetch_all(&self.pool).await?
+                self.fetch_all("list_items", &sql).await?
             }
         };
         rows::all(&found, rows::item)
@@ -249,19 +300,27 @@ impl Store for PgStore {
             "SELECT {} FROM work_items WHERE status = $1 ORDER BY created_at, length(id), id COLLATE \"C\"",
             rows::ITEM_COLUMNS
         );
-        let found = sqlx::query(&sql)
-            .bind(status.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = &sql;
+        let found = retry::retrying("list_items_with_status", move || async move {
+            Ok(sqlx::query(sql)
+                .bind(status.as_str())
+                .fetch_all(&self.pool)
+                .await?)
+        })
+        .await?;
         rows::all(&found, rows::item)
     }
 
     async fn get_run(&self, run_id: i64) -> Result<Option<RunRecord>> {
         let sql = format!("SELECT {} FROM stage_runs WHERE id = $1", rows::RUN_COLUMNS);
-        let row = sqlx::query(&sql)
-            .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = &sql;
+        let row = retry::retrying("get_run", move || async move {
+            Ok(sqlx::query(sql)
+                .bind(run_id)
+                .fetch_optional(&self.pool)
+                .await?)
+        })
+        .await?;
         row.as_ref().map(rows::run).transpose()
     }
 
@@ -270,10 +329,14 @@ impl Store for PgStore {
             "SELECT {} FROM stage_runs WHERE item_id = $1 ORDER BY id",
             rows::RUN_COLUMNS
         );
-        let found = sqlx::query(&sql)
-            .bind(item.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = &sql;
+        let found = retry::retrying("list_runs", move || async move {
+            Ok(sqlx::query(sql)
+                .bind(item.as_str())
+                .fetch_all(&self.pool)
+                .await?)
+        })
+        .await?;
         rows::all(&found, rows::run)
     }
 
@@ -282,7 +345,7 @@ impl Store for PgStore {
             "SELECT {} FROM stage_runs WHERE state = 'running' ORDER BY id",
             rows::RUN_COLUMNS
         );
-        rows::all(&sqlx::query(&sql).fetch_all(&self.pool).await?, rows::run)
+        rows::all(&self.fetch_all("list_running", &sql).await?, rows::run)
     }
 
     async fn list_events(&self, item: &ItemId, after: i64) -> Result<Vec<EventRecord>> {
@@ -290,19 +353,26 @@ impl Store for PgStore {
             "SELECT {} FROM events WHERE item_id = $1 AND seq > $2 ORDER BY seq",
             rows::EVENT_COLUMNS
         );
-        let found = sqlx::query(&sql)
-            .bind(item.as_str())
-            .bind(after)
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = &sql;
+        let found = retry::retrying("list_events", move || async move {
+            Ok(sqlx::query(sql)
+                .bind(item.as_str())
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?)
+        })
+        .await?;
         rows::all(&found, rows::event)
     }
 
     async fn append_events(&self, item: &ItemId, events: Vec<NewEvent>) -> Result<()> {
-        let mut tx = self.write().await?;
-        items::require_item(&mut tx, item).await?;
-        items::append_events(&mut tx, item, &events).await?;
-        Ok(tx.commit().await?)
+        let events = &events;
+        self.write("append_events", |mut tx| async move {
+            items::require_item(&mut tx, item).await?;
+            items::append_events(&mut tx, item, events).await?;
+            Ok((tx, ()))
+        })
+        .await
     }
 
     async fn claim_next_run_within(
@@ -312,23 +382,28 @@ impl Store for PgStore {
         limits: ClaimLimits,
     ) -> Result<Option<RunRecord>> {
         check_lease_ms(lease_ms)?;
-        let mut tx = self.write().await?;
-        let claimed = runs::claim_next(&mut tx, owner, lease_ms, limits).await?;
-        tx.commit().await?;
-        Ok(claimed)
+        self.write("claim_next_run", |mut tx| async move {
+            let claimed = runs::claim_next(&mut tx, owner, lease_ms, limits).await?;
+            Ok((tx, claimed))
+        })
+        .await
     }
 
     async fn renew_lease(&self, fence: Fence, lease_ms: i64) -> Result<()> {
         check_lease_ms(lease_ms)?;
-        let mut tx = self.write().await?;
-        runs::renew(&mut tx, fence, lease_ms).await?;
-        Ok(tx.commit().await?)
+        self.write("renew_lease", |mut tx| async move {
+            runs::renew(&mut tx, fence, lease_ms).await?;
+            Ok((tx, ()))
+        })
+        .await
     }
 
     async fn expire_lease(&self, fence: Fence) -> Result<()> {
-        let mut tx = self.write().await?;
-        runs::expire(&mut tx, fence).await?;
-        Ok(tx.commit().await?)
+        self.write("expire_lease", |mut tx| async move {
+            runs::expire(&mut tx, fence).await?;
+            Ok((tx, ()))
+        })
+        .await
     }
 
     async fn save_checkpoint(
@@ -337,40 +412,52 @@ impl Store for PgStore {
         checkpoint: Value,
         events: Vec<NewEvent>,
     ) -> Result<()> {
-        let mut tx = self.write().await?;
-        runs::save_checkpoint(&mut tx, fence, &checkpoint, &events).await?;
-        Ok(tx.commit().await?)
+        let (checkpoint, events) = (&checkpoint, &events);
+        self.write("save_checkpoint", |mut tx| async move {
+            runs::save_checkpoint(&mut tx, fence, checkpoint, events).await?;
+            Ok((tx, ()))
+        })
+        .await
     }
 
     async fn finish_run(&self, fence: Fence, finish: FinishRun) -> Result<()> {
-        let mut tx = self.write().await?;
-        runs::finish(&mut tx, fence, &finish).await?;
-        Ok(tx.commit().await?)
+        let finish = &finish;
+        self.write("finish_run", |mut tx| async move {
+            runs::finish(&mut tx, fence, finish).await?;
+            Ok((tx, ()))
+        })
+        .await
     }
 
     async fn change_item(&self, item: &ItemId, change: ItemChange) -> Result<()> {
-        let mut tx = self.write().await?;
-        items::change(&mut tx, item, &change).await?;
-        Ok(tx.commit().await?)
+        let change = &change;
+        self.write("change_item", |mut tx| async move {
+            items::change(&mut tx, item, change).await?;
+            Ok((tx, ()))
+        })
+        .await
     }
 
     async fn wait_for_work(&self, timeout: Duration) -> WakeUp {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut slot = self.listener.lock().await;
         if slot.is_none() {
-            match self.listen().await {
-                Ok(listener) => *slot = Some(listener),
-                Err(e) => {
+            match tokio::time::timeout_at(deadline, self.listen()).await {
+                Ok(Ok(listener)) => *slot = Some(listener),
+                Ok(Err(e)) => {
                     // Polling stays the truth: without a listener, wait out the interval.
                     tracing::debug!("cannot listen for {WORK_CHANNEL}: {e}; polling only");
                     tokio::time::sleep_until(deadline).await;
                     return WakeUp::Timeout;
                 }
+                Err(_) => return WakeUp::Timeout,
             }
         }
         let Some(listener) = slot.as_mut() else {
             return WakeUp::Timeout;
         };
+        // `recv` reconnects and listens again by itself when the connection was lost (a server
+        // restart); notifications sent meanwhile are lost, which costs one poll interval.
         match tokio::time::timeout_at(deadline, listener.recv()).await {
             Ok(Ok(_)) => WakeUp::Notified,
             Ok(Err(e)) => {
@@ -389,11 +476,16 @@ impl Store for PgStore {
             now_ms!(),
             ", $3) ON CONFLICT (source, delivery_id) DO NOTHING"
         );
-        let done = sqlx::query(sql)
-            .bind(source)
-            .bind(delivery_id)
-            .bind(body)
-            .execute(&self.pool)
+        let done = self
+            .write("inbox_insert", |mut tx| async move {
+                let done = sqlx::query(sql)
+                    .bind(source)
+                    .bind(delivery_id)
+                    .bind(body)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok((tx, done))
+            })
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -409,47 +501,54 @@ impl Store for PgStore {
         first_run: NewRun,
         events: Vec<NewEvent>,
     ) -> Result<(ItemRecord, bool)> {
-        let mut tx = self.write().await?;
-        // One creator per (project, external id) at a time, across every process: the second
-        // waits here and then finds the link.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
-            .bind(project.as_str())
-            .bind(external_id)
-            .execute(&mut *tx)
+        let (first_run, events) = (&first_run, &events);
+        let created = self
+            .write("create_linked_item", |mut tx| async move {
+                // One creator per (project, external id) at a time, across every process: the
+                // second waits here and then finds the link.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
+                    .bind(project.as_str())
+                    .bind(external_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let linked: Option<String> = sqlx::query_scalar(
+                    "SELECT item_id FROM external_items WHERE project_id = $1 AND external_id = $2",
+                )
+                .bind(project.as_str())
+                .bind(external_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(id) = linked {
+                    return Ok((tx, Err(id)));
+                }
+                let item = items::create(
+                    &mut tx, project, prefix, title, body, progress, first_run, events,
+                )
+                .await?;
+                sqlx::query(
+                    "INSERT INTO external_items (project_id, external_id, item_id) VALUES ($1, $2, $3)",
+                )
+                .bind(project.as_str())
+                .bind(external_id)
+                .bind(item.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                Ok((tx, Ok(item)))
+            })
             .await?;
-        let linked: Option<String> = sqlx::query_scalar(
-            "SELECT item_id FROM external_items WHERE project_id = $1 AND external_id = $2",
-        )
-        .bind(project.as_str())
-        .bind(external_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(id) = linked {
-            tx.rollback().await?;
-            let id = ItemId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let item = self
-                .get_item(&id)
-                .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "work item",
-                    id: id.to_string(),
-                })?;
-            return Ok((item, false));
-        }
-        let item = items::create(
-            &mut tx, project, prefix, title, body, progress, &first_run, &events,
-        )
-        .await?;
-        sqlx::query(
-            "INSERT INTO external_items (project_id, external_id, item_id) VALUES ($1, $2, $3)",
-        )
-        .bind(project.as_str())
-        .bind(external_id)
-        .bind(item.id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((item, true))
+        // `Err` carries the id of the item already linked (the transaction wrote nothing).
+        let id = match created {
+            Ok(item) => return Ok((item, true)),
+            Err(id) => ItemId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        };
+        let item = self
+            .get_item(&id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "work item",
+                id: id.to_string(),
+            })?;
+        Ok((item, false))
     }
 
     async fn find_linked_item(
@@ -457,43 +556,56 @@ impl Store for PgStore {
         project: &ProjectId,
         external_id: &str,
     ) -> Result<Option<ItemId>> {
-        let id: Option<String> = sqlx::query_scalar(
-            "SELECT item_id FROM external_items WHERE project_id = $1 AND external_id = $2",
-        )
-        .bind(project.as_str())
-        .bind(external_id)
-        .fetch_optional(&self.pool)
+        let id: Option<String> = retry::retrying("find_linked_item", move || async move {
+            Ok(sqlx::query_scalar(
+                "SELECT item_id FROM external_items WHERE project_id = $1 AND external_id = $2",
+            )
+            .bind(project.as_str())
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?)
+        })
         .await?;
         id.map(|id| ItemId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()
     }
 
     async fn external_id(&self, item: &ItemId) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT external_id FROM external_items WHERE item_id = $1")
-                .bind(item.as_str())
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        retry::retrying("external_id", move || async move {
+            Ok(
+                sqlx::query_scalar("SELECT external_id FROM external_items WHERE item_id = $1")
+                    .bind(item.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+        .await
     }
 
     async fn cursor(&self, name: &str) -> Result<i64> {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM cursors WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
+        let position: Option<i64> = retry::retrying("cursor", move || async move {
+            Ok(
+                sqlx::query_scalar("SELECT position FROM cursors WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+        .await?;
         Ok(position.unwrap_or(0))
     }
 
     async fn set_cursor(&self, name: &str, position: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        )
-        .bind(name)
-        .bind(position)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.write("set_cursor", |mut tx| async move {
+            sqlx::query(
+                "INSERT INTO cursors (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            )
+            .bind(name)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+            Ok((tx, ()))
+        })
+        .await
     }
 }

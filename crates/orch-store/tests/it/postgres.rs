@@ -8,6 +8,7 @@
 
 mod database;
 mod locking;
+mod reconnect;
 mod server;
 
 use orch_store::{PgStore, Store, StoreError};

@@ -7,14 +7,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::harness::{Orch, assert_clean_history, free_port, git};
+use crate::harness::{Orch, assert_clean_history, free_port, git, stop_deployed};
+use crate::pg::TestDatabase;
 
-const URL_VAR: &str = "ORCH_TEST_POSTGRES_URL";
 const PROJECTS: usize = 10;
 const ITEMS_PER_PROJECT: usize = 10;
 const ITEMS: usize = PROJECTS * ITEMS_PER_PROJECT;
@@ -24,89 +24,16 @@ const DRIVE_LIMIT: Duration = Duration::from_secs(480);
 const CHAOS_LIMIT: Duration = Duration::from_secs(90);
 const KILL_EVERY: Duration = Duration::from_millis(1500);
 
-/// A database of its own on the test server, dropped when the test ends (even on panic).
-struct TestDatabase {
-    server_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    /// `None` (after saying so) when no server is configured, outside CI.
-    fn create(test: &str) -> Option<Self> {
-        let server_url = match std::env::var(URL_VAR) {
-            Ok(url) if !url.is_empty() => url,
-            _ => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "{URL_VAR} is not set but CI=true: CI must run the PostgreSQL tests; start a \
-                     server with .ci/install-postgres.sh and eval its last line"
-                );
-                eprintln!("skipped {test}: {URL_VAR} is not set (see .ci/install-postgres.sh)");
-                return None;
-            }
-        };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("orch_test_{test}_{}_{nanos}", std::process::id());
-        psql(&server_url, &format!("CREATE DATABASE \"{name}\""));
-        let url = with_database(&server_url, &name);
-        Some(Self {
-            server_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Best effort: a failure here must not hide the test's own panic.
-        let _ = Command::new("psql")
-            .args(["-X", "-q", "-d", &self.server_url, "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .expect("psql runs (it is installed with PostgreSQL)");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `url` naming database `name` instead of its own (test URLs: no `/` in the user info).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_at(url.find('?').unwrap_or(url.len()));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    format!("{}/{name}{query}", &base[..path_start])
-}
-
 /// The worker processes of a test; every one still running is SIGKILLed and reaped on drop, so a
 /// failing test leaves no worker behind.
-struct Workers<'a> {
+pub(crate) struct Workers<'a> {
     orch: &'a Orch,
     running: Vec<Child>,
     started: usize,
 }
 
 impl<'a> Workers<'a> {
-    fn new(orch: &'a Orch) -> Self {
+    pub(crate) fn new(orch: &'a Orch) -> Self {
         Self {
             orch,
             running: Vec::new(),
@@ -114,7 +41,7 @@ impl<'a> Workers<'a> {
         }
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         self.started += 1;
         let log = |kind: &str| {
             File::create(
@@ -135,6 +62,19 @@ impl<'a> Workers<'a> {
         self.running.push(child);
     }
 
+    /// The pids of the running workers, in the order they were started.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.running.iter().map(Child::id).collect()
+    }
+
+    /// The workers that have exited (with how), by pid.
+    pub(crate) fn exited(&mut self) -> Vec<(u32, std::process::ExitStatus)> {
+        self.running
+            .iter_mut()
+            .filter_map(|c| Some((c.id(), c.try_wait().ok().flatten()?)))
+            .collect()
+    }
+
     fn kill(&mut self, index: usize) {
         let mut child = self.running.swap_remove(index);
         let _ = child.kill();
@@ -142,7 +82,7 @@ impl<'a> Workers<'a> {
     }
 
     /// SIGTERM to every worker, then waits for each to exit (SIGKILL after a generous grace).
-    fn stop_all(&mut self) {
+    pub(crate) fn stop_all(&mut self) {
         for child in &self.running {
             // A child's pid is never 0 or 1, but the check keeps `kill` away from process groups.
             if let Ok(pid) = i32::try_from(child.id())
@@ -201,9 +141,23 @@ impl Dice {
     }
 }
 
-fn statuses(orch: &Orch) -> BTreeMap<String, String> {
-    let list: Value = serde_json::from_str(&orch.ok(&["item", "list", "--json"])).expect("json");
-    list.as_array()
+pub(crate) fn statuses(orch: &Orch) -> BTreeMap<String, String> {
+    try_statuses(orch).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Every item's status, or what `orch item list` said when it failed (its store unreachable).
+pub(crate) fn try_statuses(orch: &Orch) -> Result<BTreeMap<String, String>, String> {
+    let out = orch.run(&["item", "list", "--json"]);
+    if !out.status.success() {
+        return Err(format!(
+            "orch item list --json failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    Ok(list
+        .as_array()
         .expect("items")
         .iter()
         .map(|i| {
@@ -212,7 +166,7 @@ fn statuses(orch: &Orch) -> BTreeMap<String, String> {
                 i["status"].as_str().expect("status").to_owned(),
             )
         })
-        .collect()
+        .collect())
 }
 
 /// What a failure message shows: the board, the history of the first unfinished item, and the
@@ -270,22 +224,7 @@ struct Instances<'a>(&'a Orch);
 impl Drop for Instances<'_> {
     fn drop(&mut self) {
         for name in project_names() {
-            for env in ["staging", "prod"] {
-                let record = self
-                    .0
-                    .path()
-                    .join(format!("deploy/{name}/{env}/current.json"));
-                let pid = std::fs::read_to_string(record)
-                    .ok()
-                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-                    .and_then(|v| v["pid"].as_i64());
-                // Never 0 or 1: killpg(0) is our own group, kill(-1) is every process.
-                if let Some(pid) = pid.filter(|p| *p > 1).and_then(|p| i32::try_from(p).ok()) {
-                    let pid = nix::unistd::Pid::from_raw(pid);
-                    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
+            stop_deployed(self.0.path(), &name);
         }
     }
 }

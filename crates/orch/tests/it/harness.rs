@@ -189,25 +189,46 @@ impl Orch {
 
 impl Drop for Orch {
     fn drop(&mut self) {
-        // Stop the deployed instances this test started.
-        for env in ["staging", "prod"] {
-            let current = self
-                .dir
-                .path()
-                .join(format!("deploy/quick/{env}/current.json"));
-            if let Ok(text) = std::fs::read_to_string(current) {
-                let pid = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v["pid"].as_i64());
-                // Never 0 or 1: killpg(0) is our own group, kill(-1) is every process.
-                if let Some(pid) = pid.filter(|p| *p > 1).and_then(|p| i32::try_from(p).ok()) {
-                    let pid = nix::unistd::Pid::from_raw(pid);
-                    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                }
-            }
+        stop_deployed(self.dir.path(), "quick");
+    }
+}
+
+/// Stops the staging and prod instances that project `project` of the installation in `dir`
+/// started (their pids are in `deploy/<project>/<env>/current.json`).
+pub fn stop_deployed(dir: &Path, project: &str) {
+    for env in ["staging", "prod"] {
+        let current = dir.join(format!("deploy/{project}/{env}/current.json"));
+        let pid = std::fs::read_to_string(current)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|v| v["pid"].as_i64());
+        // Never 0 or 1: killpg(0) is our own group, kill(-1) is every process.
+        if let Some(pid) = pid.filter(|p| *p > 1).and_then(|p| i32::try_from(p).ok()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
+}
+
+/// Makes every agent step of the bench scenario sleep `sleep_ms` first (committed to the
+/// project), so that runs are in flight long enough for a test to act during them.
+pub fn slow_agents(orch: &Orch, sleep_ms: u64) {
+    let path = orch.repo().join(".orch/scenario.toml");
+    let scenario = std::fs::read_to_string(&path).expect("scenario");
+    let slow: String = scenario
+        .lines()
+        .map(|line| {
+            if line.starts_with("stage = ") {
+                format!("{line}\nsleep_ms = {sleep_ms}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    assert_ne!(slow, scenario, "the scenario has steps to slow down");
+    std::fs::write(&path, slow).expect("scenario");
+    git(&orch.repo(), &["commit", "-qam", "slow agents"]);
 }
 
 /// The history checks every end-to-end test makes: events gap-free, each stage passed once per

@@ -13,7 +13,7 @@ use crate::harness::{Orch, free_port};
 const TOKEN: &str = "serve-test-token";
 
 /// One request per connection; returns the status and the body.
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(
         stream,
