@@ -294,14 +294,13 @@ impl RepoApi {
                             service: self.service.into(),
                             what: format!("repository {}", self.full_name()),
                         })?;
-                if let Some(status) = self.first_push_status(&repo, spec, shapes).await? {
-                    return match status {
-                        SetupStatus::Present => Ok(()),
-                        SetupStatus::Manual(why) | SetupStatus::Refused(why) => {
-                            Err(IntegrationError::Refused(why))
-                        }
-                        SetupStatus::Missing => Ok(()),
-                    };
+                match self.first_push_status(&repo, spec, shapes).await? {
+                    None => {}
+                    Some(SetupStatus::Present) => return Ok(()),
+                    Some(SetupStatus::Manual(why) | SetupStatus::Refused(why)) => {
+                        return Err(IntegrationError::Refused(why));
+                    }
+                    Some(SetupStatus::Missing) => {}
                 }
                 let local = orch_git::Repo::open(local).await?;
                 let header = repo.clone_url.starts_with("http").then(header);

@@ -80,33 +80,10 @@ pub struct FakeGitea {
 impl FakeGitea {
     /// A fake whose remote is a new bare repository at `bare` with default branch `main`.
     pub async fn new(token: &str, owner: &str, repo: &str, bare: &Path) -> std::io::Result<Self> {
-        let status = tokio::process::Command::new("git")
-            .args(["init", "-q", "--bare", "-b", "main"])
-            .arg(bare)
-            .status()
-            .await?;
-        if !status.success() {
-            return Err(std::io::Error::other("git init --bare failed"));
-        }
+        init_bare(bare, "main").await?;
         Ok(Self {
-            token: token.to_owned(),
-            missing_scope: None,
-            owner: owner.to_owned(),
-            repo: repo.to_owned(),
-            bare: bare.to_owned(),
-            default_branch: "main".to_owned(),
-            labels: Vec::new(),
-            issues: Vec::new(),
-            comments: Vec::new(),
-            pulls: Vec::new(),
-            statuses: Vec::new(),
             exists: true,
-            description: String::new(),
-            login: owner.to_owned(),
-            hooks: Vec::new(),
-            refuse_label: None,
-            next_id: 0,
-            deliveries: 0,
+            ..Self::unborn(token, owner, repo, bare)
         })
     }
 
@@ -118,15 +95,31 @@ impl FakeGitea {
         repo: &str,
         bare: &Path,
     ) -> std::io::Result<Self> {
-        let dir = bare
-            .parent()
-            .map(|p| p.join(".fake-gitea-unborn"))
-            .unwrap_or_else(|| PathBuf::from(".fake-gitea-unborn"));
-        let mut fake = Self::new(token, owner, repo, &dir).await?;
-        std::fs::remove_dir_all(&dir)?;
-        fake.bare = bare.to_owned();
-        fake.exists = false;
-        Ok(fake)
+        Ok(Self::unborn(token, owner, repo, bare))
+    }
+
+    /// The fake's state with no repository yet and nothing on disk.
+    fn unborn(token: &str, owner: &str, repo: &str, bare: &Path) -> Self {
+        Self {
+            token: token.to_owned(),
+            missing_scope: None,
+            owner: owner.to_owned(),
+            repo: repo.to_owned(),
+            bare: bare.to_owned(),
+            default_branch: "main".to_owned(),
+            labels: Vec::new(),
+            issues: Vec::new(),
+            comments: Vec::new(),
+            pulls: Vec::new(),
+            statuses: Vec::new(),
+            exists: false,
+            description: String::new(),
+            login: owner.to_owned(),
+            hooks: Vec::new(),
+            refuse_label: None,
+            next_id: 0,
+            deliveries: 0,
+        }
     }
 
     /// Creates the repository (an empty bare one) as `POST /user/repos` does.
@@ -148,12 +141,7 @@ impl FakeGitea {
             .and_then(Value::as_str)
             .unwrap_or("main")
             .to_owned();
-        let created = tokio::process::Command::new("git")
-            .args(["init", "-q", "--bare", "-b", &branch])
-            .arg(&self.bare)
-            .status()
-            .await;
-        if !created.is_ok_and(|s| s.success()) {
+        if init_bare(&self.bare, &branch).await.is_err() {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "message": "git init --bare failed" }),
@@ -696,5 +684,19 @@ impl FakeApi for FakeGitea {
             }
             _ => not_found("route"),
         }
+    }
+}
+
+/// Creates an empty bare repository at `path` whose first branch is `branch`.
+async fn init_bare(path: &Path, branch: &str) -> std::io::Result<()> {
+    let status = tokio::process::Command::new("git")
+        .args(["init", "-q", "--bare", "-b", branch])
+        .arg(path)
+        .status()
+        .await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("git init --bare failed"))
     }
 }

@@ -93,7 +93,7 @@ pub fn entries(
             let base_url = match (kind, f.tracker_url.as_ref().or(f.forge_url.as_ref())) {
                 (_, Some(url)) => url.clone(),
                 ("github", None) => GITHUB_API.to_owned(),
-                (_, None) => need("--tracker-url", &None, why)?,
+                (_, None) => return Err(usage(format!("--tracker-url is required {why}"))),
             };
             let token_env = f
                 .tracker_token_env
@@ -263,14 +263,15 @@ impl RemoteSetup {
 
     /// The lines of a survey, plus the note about a webhook nobody asked for.
     pub fn lines(&self, steps: &[SetupStep]) -> Vec<Line> {
-        let mut lines: Vec<Line> = steps.iter().map(line).collect();
-        if let Some(note) = &self.no_webhook {
-            lines.push(Line {
-                verb: "note",
-                what: note.clone(),
-            });
-        }
-        lines
+        steps.iter().map(line).chain(self.note()).collect()
+    }
+
+    /// Why no webhook is set up although there is a tracker, as a line.
+    pub fn note(&self) -> Option<Line> {
+        self.no_webhook.as_ref().map(|note| Line {
+            verb: "note",
+            what: note.clone(),
+        })
     }
 
     /// Creates what is missing, the forge first (the tracker's labels need its repository);
@@ -299,12 +300,7 @@ impl RemoteSetup {
                 done &= record(&mut lines, &step, outcome);
             }
         }
-        if let Some(note) = &self.no_webhook {
-            lines.push(Line {
-                verb: "note",
-                what: note.clone(),
-            });
-        }
+        lines.extend(self.note());
         Ok((lines, done))
     }
 }

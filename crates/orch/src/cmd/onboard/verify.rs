@@ -143,6 +143,6 @@ async fn check_remotes(
             None => survey::print(&[remotes::line(step)]),
         }
     }
-    survey::print(&setup.lines(&[]));
+    survey::print(&setup.note().into_iter().collect::<Vec<_>>());
     Ok(())
 }
