@@ -54,6 +54,11 @@ pub enum VerdictClass {
     /// stage that led here and wait for a person again. Spends no budget; the build and its
     /// staging validation stay as they were.
     Reapprove(String),
+    /// What the stage was about to act on no longer contains the default branch's tip (another
+    /// item or a person moved it since staging validated the candidate): go back to the
+    /// deploy-staging stage that leads here, integrate again and validate again. Spends no
+    /// budget and runs no agent; the change and its approval are the same.
+    Revalidate(String),
 }
 
 /// One failed gate with its reason.

@@ -255,6 +255,15 @@ pub fn decide(
                     // Nothing to go back to: a person must look.
                     None => block(&mut p, &mut effects, reason),
                 },
+                VerdictClass::Revalidate(reason) => {
+                    match validation_before(pipeline, &p.stage) {
+                        Some(staging) => {
+                            p.last_failure.remove(&staging);
+                            p = enter(pipeline, p, staging, vec![reason], &mut effects);
+                        }
+                        None => block(&mut p, &mut effects, reason),
+                    }
+                }
                 VerdictClass::Fail => {
                     let reasons = verdict.reasons();
                     let summary = reasons
@@ -349,6 +358,23 @@ fn approval_before(pipeline: &Pipeline, stage: &StageName) -> Option<StageName> 
         .stages()
         .iter()
         .find(|s| s.kind == StageKind::Approval && s.on_pass == Target::Stage(stage.clone()))
+        .map(|s| s.name.clone())
+}
+
+/// The deploy-staging stage that leads to `stage`, directly or through the approval stage
+/// before it: where a candidate is integrated and validated again.
+fn validation_before(pipeline: &Pipeline, stage: &StageName) -> Option<StageName> {
+    let leads_here = |target: &StageName| {
+        pipeline.stages().iter().find(|s| {
+            s.kind
+                == (StageKind::Action {
+                    action: crate::pipeline::Action::DeployStaging,
+                })
+                && s.on_pass == Target::Stage(target.clone())
+        })
+    };
+    leads_here(stage)
+        .or_else(|| approval_before(pipeline, stage).and_then(|a| leads_here(&a)))
         .map(|s| s.name.clone())
 }
 

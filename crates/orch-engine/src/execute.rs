@@ -375,6 +375,8 @@ impl From<StoreError> for StageError {
 
 /// The stored name of [`VerdictClass::Reapprove`], which approval rules read back.
 pub(crate) const REAPPROVE_CLASS: &str = "reapprove";
+/// The stored name of [`VerdictClass::Revalidate`].
+pub(crate) const REVALIDATE_CLASS: &str = "revalidate";
 
 pub(crate) fn class_name(class: &VerdictClass) -> &'static str {
     match class {
@@ -383,6 +385,7 @@ pub(crate) fn class_name(class: &VerdictClass) -> &'static str {
         VerdictClass::NeedsInfo => "needs-info",
         VerdictClass::Block(_) => "block",
         VerdictClass::Reapprove(_) => REAPPROVE_CLASS,
+        VerdictClass::Revalidate(_) => REVALIDATE_CLASS,
     }
 }
 
@@ -396,6 +399,7 @@ fn verdict_json(v: &GateVerdict, facts: &Value) -> Value {
     match &v.class {
         VerdictClass::Block(reason) => out["block_reason"] = json!(reason),
         VerdictClass::Reapprove(reason) => out["reapprove_reason"] = json!(reason),
+        VerdictClass::Revalidate(reason) => out["revalidate_reason"] = json!(reason),
         _ => {}
     }
     if let (Some(o), Value::Object(f)) = (out.as_object_mut(), facts) {

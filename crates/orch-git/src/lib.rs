@@ -18,6 +18,7 @@
 //! index to measure it (snapshots use a private index).
 
 mod command;
+mod integrate;
 mod merge;
 mod push;
 mod repo;
@@ -26,6 +27,7 @@ mod worktree;
 
 use std::path::PathBuf;
 
+pub use integrate::{ConflictExcerpt, Integration};
 pub use merge::MergeOutcome;
 pub use push::fetched_ref;
 pub use repo::Repo;

@@ -328,3 +328,34 @@ fn an_expired_approval_goes_back_to_the_approval_stage_without_spending_budget()
     let early = run(vec![reapprove()]);
     assert_eq!(early[1], "analysis blocked [blocked: the approval expired]");
 }
+
+#[test]
+fn a_moved_default_branch_sends_the_deploy_back_to_staging_without_spending_budget() {
+    let revalidate = || Outcome::Verdict {
+        verdict: GateVerdict {
+            class: VerdictClass::Revalidate("main moved".into()),
+            value: None,
+            failures: vec![],
+        },
+        fingerprint: String::new(),
+        overrun: None,
+    };
+    let mut outcomes = vec![pass(), pass(), pass(), pass(), pass(), pass()];
+    outcomes.extend([Outcome::Approved, revalidate(), pass()]);
+    // Three times in a row: more than any fail budget, and still no block.
+    outcomes.extend([Outcome::Approved, revalidate(), pass(), Outcome::Approved]);
+    outcomes.extend([revalidate(), pass(), Outcome::Approved, pass()]);
+    let lines = run(outcomes);
+    assert_eq!(lines[7], "deploy queued [start deploy#1]");
+    assert_eq!(lines[8], "deploy-staging queued [start deploy-staging#2 fb=1]");
+    assert_eq!(
+        lines[9],
+        "confirm-deploy awaiting-approval [start confirm-deploy#2]"
+    );
+    assert_eq!(lines[14], "deploy-staging queued [start deploy-staging#4 fb=1]");
+    assert_eq!(lines[17], "deploy merging [merge]");
+
+    // A stage with no deploy-staging before it has nowhere to go back to: it blocks instead.
+    let early = run(vec![revalidate()]);
+    assert_eq!(early[1], "analysis blocked [blocked: main moved]");
+}

@@ -1,6 +1,7 @@
 //! Real git in temporary directories.
 
 mod changes;
+mod integrate;
 mod merge;
 mod repo;
 mod worktree;

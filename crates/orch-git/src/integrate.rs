@@ -1,0 +1,334 @@
+//! Integrating an item's branch with the default branch's tip before it is validated, moving
+//! the default branch to exactly what was promoted, and the identity of an item's change.
+//!
+//! orch integrates by **merging the tip into the item's branch**, not by rebasing the branch
+//! onto the tip: the commits the reviewer read and the branch a forge shows stay as they were
+//! (no force-push of reviewed history), a conflict is resolved once in one merge commit, and
+//! the candidate is a plain descendant of the tip, so the default branch can later move to it
+//! by a fast-forward.
+
+use std::path::Path;
+
+use crate::command::{Git, check_ref, nul_fields};
+use crate::{GitError, Repo, Result};
+
+/// How much of each conflicted file a conflict report carries, and of all of them together.
+const EXCERPT_PER_FILE: usize = 4 * 1024;
+const EXCERPT_TOTAL: usize = 16 * 1024;
+
+/// What [`Repo::integrate`] made of the branch checked out in a work tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integration {
+    /// The branch already contains the tip: the candidate is the branch's head.
+    AlreadyContains { candidate: String },
+    /// The tip merged cleanly; the branch now points at the merge commit, the candidate.
+    Merged { candidate: String },
+    /// The tip conflicts with the branch. The merge was committed on the branch **with its
+    /// conflict markers** (so the developer resolves them on the branch, and the next
+    /// integration finds the tip already contained); `excerpts` shows both sides.
+    Conflict {
+        commit: String,
+        paths: Vec<String>,
+        excerpts: Vec<ConflictExcerpt>,
+    },
+}
+
+/// The conflicted regions of one file, bounded in size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictExcerpt {
+    pub path: String,
+    /// The lines from each `<<<<<<<` to its `>>>>>>>` (both sides), cut to a bounded size.
+    pub text: String,
+}
+
+impl Repo {
+    /// Integrates `tip` into the branch checked out in `worktree` (which must be clean at its
+    /// head): nothing when the branch already contains it, a merge commit when it merges
+    /// cleanly, a committed merge with conflict markers when it does not.
+    pub async fn integrate(
+        &self,
+        worktree: &Path,
+        tip: &str,
+        message: &str,
+    ) -> Result<Integration> {
+        check_ref("revision", tip)?;
+        let head = self.head(worktree).await?;
+        if self.is_ancestor(tip, &head).await? {
+            return Ok(Integration::AlreadyContains { candidate: head });
+        }
+        let merge = Git::committing(worktree).args([
+            "merge",
+            "-q",
+            "--no-ff",
+            "--no-edit",
+            "--no-verify",
+            "-m",
+            message,
+            tip,
+        ]);
+        let output = merge.output().await?;
+        if output.status.success() {
+            return Ok(Integration::Merged {
+                candidate: self.head(worktree).await?,
+            });
+        }
+        let listed = Git::new(worktree)
+            .args(["diff", "--name-only", "-z", "--diff-filter=U"])
+            .run()
+            .await?;
+        let mut paths: Vec<String> = nul_fields(&listed).map(str::to_owned).collect();
+        paths.dedup();
+        let started = Git::new(worktree)
+            .args(["rev-parse", "-q", "--verify", "MERGE_HEAD"])
+            .output()
+            .await?;
+        if paths.is_empty() || !started.status.success() {
+            if started.status.success() {
+                Git::new(worktree).args(["merge", "--abort"]).run().await?;
+            }
+            return Err(merge.failure(&output));
+        }
+        let excerpts = excerpts(worktree, &paths);
+        Git::new(worktree).args(["add", "-A"]).run().await?;
+        let message = format!(
+            "{message}\n\nConflicts left for the developer to resolve: {}",
+            paths.join(", ")
+        );
+        Git::committing(worktree)
+            .args(["commit", "-q", "--no-verify", "-m", &message])
+            .run()
+            .await?;
+        Ok(Integration::Conflict {
+            commit: self.head(worktree).await?,
+            paths,
+            excerpts,
+        })
+    }
+
+    /// The paths among `paths` whose file in `worktree` still holds a conflict marker line
+    /// (`<<<<<<< ` or `>>>>>>> ` at the start of a line).
+    pub fn unresolved_conflicts(worktree: &Path, paths: &[String]) -> Vec<String> {
+        paths
+            .iter()
+            .filter(|path| {
+                read_bounded(&worktree.join(path), 8 * 1024 * 1024).is_some_and(|text| {
+                    text.lines()
+                        .any(|l| l.starts_with("<<<<<<< ") || l.starts_with(">>>>>>> "))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The identity of the change from `base` to `head`: a SHA-256 over their diff with the
+    /// hunk positions and blob ids left out (as `git patch-id` does), so the same change
+    /// integrated onto another tip keeps its identity while any edit of it does not. `None`
+    /// when there is no difference.
+    pub async fn change_id(&self, base: &str, head: &str) -> Result<Option<String>> {
+        check_ref("revision", base)?;
+        check_ref("revision", head)?;
+        let (diff, truncated) = Git::new(&self.path)
+            .args([
+                "diff",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-renames",
+                "--binary",
+                base,
+                head,
+                "--",
+            ])
+            .run_capped(256 * 1024 * 1024)
+            .await?;
+        if truncated {
+            return Err(GitError::InvalidArgument {
+                what: "diff",
+                value: format!("{base}..{head}"),
+                reason: "is larger than 256 MiB; orch does not identify changes that large",
+            });
+        }
+        if diff.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(stable_digest(&diff)))
+    }
+
+    /// Moves the default branch from `expected` to `to`, a descendant of it, and nothing else:
+    /// a fast-forward. Where the default branch is checked out, that work tree follows
+    /// (`git merge --ff-only`, refused when its own changes are in the way); elsewhere the ref
+    /// moves by compare-and-swap. Either way a default branch moved by someone since
+    /// `expected` was read is [`GitError::ConcurrentUpdate`], never overwritten.
+    pub async fn advance_default(&self, expected: &str, to: &str) -> Result<()> {
+        check_ref("revision", expected)?;
+        check_ref("revision", to)?;
+        let default = self.default_branch().await?;
+        let now = self
+            .branch_sha(&default)
+            .await?
+            .ok_or_else(|| GitError::UnknownBranch(default.clone()))?;
+        if now == to {
+            return Ok(());
+        }
+        if now != expected {
+            return Err(GitError::ConcurrentUpdate { branch: default });
+        }
+        if !self.is_ancestor(expected, to).await? {
+            return Err(GitError::InvalidArgument {
+                what: "commit",
+                value: to.to_owned(),
+                reason: "does not contain the default branch's tip; orch only fast-forwards it",
+            });
+        }
+        let default_ref = format!("refs/heads/{default}");
+        let checkout = self
+            .worktrees()
+            .await?
+            .into_iter()
+            .find(|w| !w.prunable && w.branch.as_deref() == Some(default_ref.as_str()));
+        if let Some(checkout) = checkout {
+            Git::new(&checkout.path)
+                .args(["merge", "-q", "--ff-only", "--no-verify", to])
+                .run()
+                .await?;
+            return Ok(());
+        }
+        let update = Git::new(&self.path).args([
+            "update-ref",
+            "-m",
+            "orch: promoted",
+            &default_ref,
+            to,
+            expected,
+        ]);
+        let output = update.output().await?;
+        if !output.status.success() {
+            if self.branch_sha(&default).await?.as_deref() != Some(expected) {
+                return Err(GitError::ConcurrentUpdate { branch: default });
+            }
+            return Err(update.failure(&output));
+        }
+        Ok(())
+    }
+
+    /// The SHA the default branch points at.
+    pub async fn default_tip(&self) -> Result<String> {
+        let default = self.default_branch().await?;
+        self.branch_sha(&default)
+            .await?
+            .ok_or(GitError::UnknownBranch(default))
+    }
+}
+
+/// SHA-256 over the diff's lines, without `index` lines and hunk positions.
+fn stable_digest(diff: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for line in diff.split(|b| *b == b'\n') {
+        if line.starts_with(b"index ") {
+            continue;
+        }
+        if line.starts_with(b"@@") {
+            // `@@ -a,b +c,d @@ context`: keep only what follows the positions.
+            let rest = line
+                .windows(2)
+                .skip(2)
+                .position(|w| w == b"@@")
+                .map_or(&line[..0], |at| &line[at + 4..]);
+            hasher.update(b"@@");
+            hasher.update(rest);
+        } else {
+            hasher.update(line);
+        }
+        hasher.update(b"\n");
+    }
+    let digest = hasher.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The conflicted regions of each path, bounded per file and in all.
+fn excerpts(worktree: &Path, paths: &[String]) -> Vec<ConflictExcerpt> {
+    let mut out = Vec::new();
+    let mut budget = EXCERPT_TOTAL;
+    for path in paths {
+        let text = match read_bounded(&worktree.join(path), 8 * 1024 * 1024) {
+            Some(text) => regions(&text),
+            None => "(not a readable text file: both sides changed it)".to_owned(),
+        };
+        let take = text.len().min(EXCERPT_PER_FILE).min(budget);
+        let mut cut = take;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut shown = text[..cut].to_owned();
+        if cut < text.len() {
+            shown.push_str("\n[... cut]");
+        }
+        budget -= cut;
+        out.push(ConflictExcerpt {
+            path: path.clone(),
+            text: shown,
+        });
+    }
+    out
+}
+
+/// The lines from each `<<<<<<<` through its `>>>>>>>`.
+fn regions(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("<<<<<<< ") {
+            inside = true;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if line.starts_with(">>>>>>> ") {
+            inside = false;
+        }
+    }
+    if out.is_empty() {
+        "(no conflict markers: a file deleted on one side and changed on the other, or binary)"
+            .to_owned()
+    } else {
+        out
+    }
+}
+
+/// A regular file's text, at most `max` bytes; `None` for anything else (a link, a FIFO, a
+/// directory, an unreadable file), which is never followed or waited on.
+fn read_bounded(path: &Path, max: u64) -> Option<String> {
+    use std::io::Read;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_ignores_positions_and_blob_ids_but_not_content() {
+        let a = b"diff --git a/x b/x\nindex 111..222 100644\n--- a/x\n+++ b/x\n@@ -1,2 +1,3 @@ fn f\n a\n+b\n";
+        let moved = b"diff --git a/x b/x\nindex 333..444 100644\n--- a/x\n+++ b/x\n@@ -10,2 +10,3 @@ fn f\n a\n+b\n";
+        let edited = b"diff --git a/x b/x\nindex 111..222 100644\n--- a/x\n+++ b/x\n@@ -1,2 +1,3 @@ fn f\n a\n+c\n";
+        assert_eq!(stable_digest(a), stable_digest(moved));
+        assert_ne!(stable_digest(a), stable_digest(edited));
+    }
+
+    #[test]
+    fn regions_show_both_sides_only() {
+        let text = "keep\n<<<<<<< HEAD\nmine\n=======\ntheirs\n>>>>>>> abc\nafter\n";
+        assert_eq!(
+            regions(text),
+            "<<<<<<< HEAD\nmine\n=======\ntheirs\n>>>>>>> abc\n"
+        );
+    }
+}
