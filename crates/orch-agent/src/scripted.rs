@@ -57,6 +57,9 @@ pub struct FileEdit {
     pub path: String,
     pub content: Option<String>,
     pub replace: Option<Replace>,
+    /// Resolves the conflict markers in the file: `"union"` keeps both sides of each conflict,
+    /// the default branch's (`theirs`) first, as git's union merge driver does.
+    pub resolve: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,9 +98,16 @@ impl Scenario {
                         f.path
                     )));
                 }
-                if f.content.is_some() == f.replace.is_some() {
+                let edits = [f.content.is_some(), f.replace.is_some(), f.resolve.is_some()];
+                if edits.iter().filter(|set| **set).count() != 1 {
                     return Err(err(format!(
-                        "file `{}` needs exactly one of `content` or `replace`",
+                        "file `{}` needs exactly one of `content`, `replace` or `resolve`",
+                        f.path
+                    )));
+                }
+                if f.resolve.as_deref().is_some_and(|r| r != "union") {
+                    return Err(err(format!(
+                        "file `{}`: `resolve` knows only \"union\"",
                         f.path
                     )));
                 }
@@ -217,12 +227,13 @@ async fn perform(
     for f in &step.files {
         let rel = expand(&f.path, req);
         let path = req.worktree.join(&rel);
-        let result = match (&f.content, &f.replace) {
-            (Some(content), _) => write_file(&path, &expand(content, req)).await,
-            (None, Some(r)) => {
+        let result = match (&f.content, &f.replace, &f.resolve) {
+            (Some(content), _, _) => write_file(&path, &expand(content, req)).await,
+            (None, Some(r), _) => {
                 replace_in(&path, &expand(&r.find, req), &expand(&r.with, req)).await
             }
-            (None, None) => Err("nothing to write".to_owned()),
+            (None, None, Some(_)) => resolve_union(&path).await,
+            (None, None, None) => Err("nothing to write".to_owned()),
         };
         match result {
             Ok(()) => log.line(&format!("wrote {rel}")).await,
@@ -245,6 +256,35 @@ async fn write_file(path: &Path, content: &str) -> Result<(), String> {
     tokio::fs::write(path, content)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Keeps both sides of every conflict in the file, the default branch's side first.
+async fn resolve_union(path: &Path) -> Result<(), String> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut out, mut ours, mut theirs) = (String::new(), String::new(), String::new());
+    let mut side = None;
+    for line in text.split_inclusive('\n') {
+        match (side, line) {
+            (None, l) if l.starts_with("<<<<<<< ") => side = Some(true),
+            (Some(true), l) if l.starts_with("=======") => side = Some(false),
+            (Some(false), l) if l.starts_with(">>>>>>> ") => {
+                out.push_str(&theirs);
+                out.push_str(&ours);
+                ours.clear();
+                theirs.clear();
+                side = None;
+            }
+            (Some(true), l) => ours.push_str(l),
+            (Some(false), l) => theirs.push_str(l),
+            (None, l) => out.push_str(l),
+        }
+    }
+    if side.is_some() {
+        return Err("a conflict has no end marker".to_owned());
+    }
+    write_file(path, &out).await
 }
 
 async fn replace_in(path: &Path, find: &str, with: &str) -> Result<(), String> {
@@ -321,6 +361,26 @@ files = [
 stage = "development"
 exit_code = 3
 "#;
+
+    #[tokio::test]
+    async fn a_union_resolution_keeps_both_sides_the_default_branchs_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("changes.md");
+        std::fs::write(
+            &path,
+            "# Changes\n<<<<<<< HEAD\n- B\n=======\n- A\n>>>>>>> abc\nend\n",
+        )
+        .expect("write");
+        resolve_union(&path).await.expect("resolved");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "# Changes\n- A\n- B\nend\n"
+        );
+        std::fs::write(&path, "<<<<<<< HEAD\n- B\n").expect("write");
+        assert!(resolve_union(&path).await.is_err(), "an unterminated conflict");
+        let bad = "[[steps]]\nstage = \"development\"\nfiles = [{ path = \"x\", resolve = \"ours\" }]\n";
+        assert!(Scenario::from_toml(bad).is_err());
+    }
 
     #[tokio::test]
     async fn performs_the_step_of_the_attempt() {
@@ -473,7 +533,7 @@ exit_code = 3
             ),
             (
                 "[[steps]]\nstage = \"qa\"\nfiles = [{ path = \"x\" }]\n",
-                "scenario step 1 (stage `qa`): file `x` needs exactly one of `content` or `replace`",
+                "scenario step 1 (stage `qa`): file `x` needs exactly one of `content`, `replace` or `resolve`",
             ),
             (
                 "[[steps]]\nstage = \"QA\"\n",

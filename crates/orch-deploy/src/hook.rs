@@ -251,6 +251,7 @@ impl HookDeployer {
             let reason = e.to_string();
             report.lines.push(format!("FAILED: {reason}"));
             report.status = DeployStatus::Failed { reason };
+            report.infra_error = !e.caused_by_change();
         }
         report
     }

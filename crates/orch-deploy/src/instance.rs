@@ -127,6 +127,10 @@ pub(crate) fn start(
     let log = layout.instance_log(env);
     std::fs::create_dir_all(layout.env_dir(env))
         .map_err(DeployError::io("create", layout.env_dir(env)))?;
+    // Marked before the spawn: a crash before the record is written still finds the process.
+    let marker = Starting::new(env);
+    write_record(&layout.starting(env), &marker)?;
+    child_env.push((INSTANCE_MARKER.to_owned(), marker.token.clone()));
     let spec = DetachedSpec {
         program: program.clone(),
         args: args.to_vec(),
@@ -149,7 +153,68 @@ pub(crate) fn start(
         healthy: false,
     };
     write_record(&layout.current(env), &record)?;
+    remove_file(&layout.starting(env))?;
     Ok(record)
+}
+
+/// The variable whose value marks the processes of one instance start.
+const INSTANCE_MARKER: &str = "ORCH_INSTANCE_START";
+
+/// `<env>/starting.json`: an instance start in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Starting {
+    token: String,
+}
+
+impl Starting {
+    fn new(env: Env) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Self {
+            token: format!("{env}-{}-{nanos}", std::process::id()),
+        }
+    }
+}
+
+/// Kills the processes of a start that never got its record (orch died between the spawn and
+/// the record): found by the marker variable of the start in `<env>/starting.json`, so nothing
+/// orch does not track is left on the env's port. Returns how many process groups it killed.
+pub(crate) async fn reap_unrecorded(layout: &Layout, env: Env) -> Result<usize, DeployError> {
+    let path = layout.starting(env);
+    let Some(marker) = read_record::<Starting>(&path)? else {
+        return Ok(0);
+    };
+    let needle = format!("{INSTANCE_MARKER}={}", marker.token);
+    let mut killed = 0;
+    for pid in processes_with_env(&needle) {
+        // The instance leads its own session and group; its children are in that group too.
+        if orch_process::kill_group(pid, STOP_GRACE).await.is_ok() {
+            killed += 1;
+        }
+    }
+    remove_file(&path)?;
+    Ok(killed)
+}
+
+/// The pids whose environment holds the entry `needle` (`NAME=value`), among the processes
+/// this user may read.
+fn processes_with_env(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|b| *b == 0)
+                    .any(|entry| entry == needle.as_bytes())
+            })
+        })
+        .collect()
 }
 
 /// The recorded instance of `env`, if any.
@@ -160,6 +225,7 @@ pub(crate) fn current(layout: &Layout, env: Env) -> Result<Option<InstanceRecord
 /// Stops the recorded instance of `env` (its whole process group) and removes its record.
 /// Returns the record it stopped; `None` when nothing was recorded.
 pub(crate) async fn stop(layout: &Layout, env: Env) -> Result<Option<InstanceRecord>, DeployError> {
+    reap_unrecorded(layout, env).await?;
     let Some(record) = current(layout, env)? else {
         return Ok(None);
     };

@@ -54,6 +54,13 @@ impl Layout {
         self.env_dir(env).join("current.json")
     }
 
+    /// `<env>/starting.json`: the marker of an instance being started, written before its
+    /// spawn and removed once its record is written, so a crash between the two leaves a way
+    /// to find the process (see `instance::reap_unrecorded`).
+    pub fn starting(&self, env: Env) -> PathBuf {
+        self.env_dir(env).join("starting.json")
+    }
+
     pub fn instance_log(&self, env: Env) -> PathBuf {
         self.env_dir(env).join("instance.log")
     }

@@ -1,20 +1,51 @@
-//! Action stages: orch itself deploys. deploy-staging builds once from the item's worktree at its
-//! SHA and validates staging; deploy promotes that exact build to prod. orch writes the stage's
-//! log artifact from the measured outcome, and the gates read it like any other artifact.
+//! Action stages: orch itself deploys. deploy-staging integrates the default branch's tip into
+//! the item's branch and validates that candidate on staging (`integration`); deploy promotes
+//! exactly that candidate to prod and moves the default branch to it (`promotion`). orch writes
+//! the stage's log artifact from the measured outcome, and the gates read it like any other
+//! artifact.
+//!
+//! The stage logs are written beside the run logs in orch's data directory, never committed to
+//! the item's branch: the branch (and so the default branch after a promotion) holds exactly the
+//! candidate prod runs, not orch's account of running it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use orch_core::gate::{self, GateInput, VerdictClass};
 use orch_core::pipeline::{Action, Stage};
-use orch_core::staging::StagingVerdict;
-use orch_store::{ItemRecord, NewEvent, RunRecord, RunState};
-use serde_json::json;
+use orch_store::{ItemRecord, NewEvent, RunRecord};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::execute::{Measured, StageError, fingerprint};
 use crate::handoff::{HEAD_FACT, StartingPoint};
 use crate::project::{Project, artifact_dir, branch};
-use crate::{Engine, EngineError, approval, events};
+use crate::{Engine, EngineError};
+
+/// What an action did, before orch writes its log and the gates read it.
+pub(crate) struct Acted {
+    /// The stage log artifact (`15-staging-log.md`, `14-deploy-log.md`).
+    pub text: String,
+    /// Facts kept on the run's verdict (the candidate, the tip it contains, its change id...).
+    pub facts: Value,
+    /// Lines for the run log, which `orch logs` shows.
+    pub lines: Vec<String>,
+    pub events: Vec<NewEvent>,
+    /// Set when a failure is not the change's: the item blocks instead of going back.
+    pub block: Option<String>,
+    /// The commit the stage acted on.
+    pub head: String,
+}
+
+/// An action either acted (and its log decides through the gates) or decided without acting
+/// (a conflict, a moved default branch, a refused promotion).
+pub(crate) enum ActionOutcome {
+    Acted(Acted),
+    Decided {
+        measured: Measured,
+        lines: Vec<String>,
+    },
+}
 
 impl Engine {
     pub(crate) async fn run_action_stage(
@@ -26,12 +57,12 @@ impl Engine {
         action: Action,
         cancel: &CancellationToken,
     ) -> Result<Measured, StageError> {
-        let Some(deployer) = project.deployer.clone() else {
+        if project.deployer.is_none() {
             return Err(StageError::Engine(EngineError::Config {
                 file: crate::project::files::DEPLOY.to_owned(),
                 message: "is missing; deploy stages need it".to_owned(),
             }));
-        };
+        }
         // One deploy per project at a time, across every task and every worker process (flock
         // conflicts between two descriptors of one process too).
         let _one_deploy_at_a_time = crate::locks::project_lock(
@@ -58,160 +89,37 @@ impl Engine {
         };
         // Leftovers of a crashed execution are not part of what is validated.
         repo.reset_to(&wt, &head).await?;
-        let dir = artifact_dir(&item.id);
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let mut evs = Vec::new();
-        let mut block = None;
-        let mut lines: Vec<String> = Vec::new();
-        let (text, facts) = match action {
+        let outcome = match action {
             Action::DeployStaging => {
-                self.crashpoint("during-deploy");
-                let report = deployer
-                    .deploy_staging(&wt, &head, self.settings.staging_tolerance, cancel)
-                    .await;
-                for check in &report.checks {
-                    for m in &check.measurements {
-                        evs.push(NewEvent::for_run(events::CHECK_MEASURED, run.id, json!({
-                            "check": m.check_id, "try": m.try_no, "ok": m.ok, "measured": m.measured,
-                            "detail": m.detail, "elapsed_ms": m.elapsed_ms,
-                        })));
-                    }
-                }
-                evs.push(NewEvent::for_run(events::DEPLOY_STAGING, run.id, json!({
-                    "sha": head, "base_url": report.base_url, "verdict": report.verdict.verdict_line(),
-                    "waived": report.waived(), "lines": report.lines, "error": report.error,
-                })));
-                if report.infra_error {
-                    // Staging could not even run: the sandbox or its configuration, not the change.
-                    block = Some(format!(
-                        "staging could not run: {} (infrastructure or configuration, not the change; \
-                         fix it, then `orch retry`)",
-                        report.error.as_deref().unwrap_or("unknown error")
-                    ));
-                } else if let StagingVerdict::Failed {
-                    infra_only: true,
-                    reasons,
-                } = &report.verdict
-                {
-                    // The sandbox is broken, not the change: stop without blaming the developer.
-                    block = Some(format!(
-                        "staging failed only on INFRA checks in strict mode: {}",
-                        reasons.join("; ")
-                    ));
-                }
-                lines.push(format!("deploy-staging of {head} to {}", report.base_url));
-                lines.extend(report.error.iter().map(|e| format!("error: {e}")));
-                lines.extend(report.lines.iter().cloned());
-                let digest = report.build.as_ref().map(|b| b.digest.clone());
-                (
-                    report.log_markdown(&now),
-                    json!({ "sha": head, "digest": digest }),
-                )
+                self.stage_candidate(project, repo, item, run, &wt, &head, &runs, cancel)
+                    .await?
             }
             Action::Deploy => {
-                let Some(sha) = self.validated_sha(item).await? else {
-                    return Ok(Measured::internal_error(
-                        orch_core::pipeline::GateKind::Action,
-                        &"no deploy-staging run of this item passed; nothing is validated to promote",
-                    ));
-                };
-                let history = self.store.list_events(&item.id, 0).await?;
-                if let Err(reason) = approval::approval_covers(&project.pipeline, &history, &sha) {
-                    return Ok(Measured::refused(
-                        orch_core::pipeline::GateKind::Action,
-                        reason,
-                    ));
-                }
-                let now_ms = chrono::Utc::now().timestamp_millis();
-                if let Some(reason) =
-                    approval::approval_expired(&history, project.settings.approval_ttl, now_ms)
-                {
-                    // Nothing was touched: the same build waits for a fresh approval.
-                    let mut refused =
-                        Measured::refused(orch_core::pipeline::GateKind::Action, reason.clone());
-                    refused.verdict.class = VerdictClass::Reapprove(reason);
-                    return Ok(refused);
-                }
-                self.crashpoint("during-deploy");
-                let report = match deployer.self_deploy() {
-                    Some(own) => {
-                        self.promote_detached(own, &project.pipeline, run, &sha, cancel)
-                            .await?
-                    }
-                    None => deployer.promote(&sha, cancel).await,
-                };
-                if let (true, orch_deploy::DeployStatus::Failed { reason }) =
-                    (report.infra_error, &report.status)
-                {
-                    // Not the change: a person fixes the deploy, then `orch retry`.
-                    block = Some(format!(
-                        "prod deploy could not complete: {reason} (configuration or infrastructure, \
-                         not the change; fix it, then `orch retry`)"
-                    ));
-                }
-                evs.push(NewEvent::for_run(
-                    events::DEPLOY_PROD,
-                    run.id,
-                    json!({
-                        "sha": sha, "success": report.is_success(), "restored": report.restored,
-                        "frozen": report.frozen, "lines": report.lines,
-                    }),
-                ));
-                (
-                    report.log_markdown(&now),
-                    json!({ "sha": sha, "digest": report.digest }),
-                )
+                self.promote_candidate(project, repo, item, run, stage, cancel)
+                    .await?
+            }
+        };
+        let (acted, lines) = match outcome {
+            ActionOutcome::Decided { measured, lines } => {
+                self.write_run_log(project, item, run, &lines).await?;
+                return Ok(measured);
+            }
+            ActionOutcome::Acted(acted) => {
+                let lines = acted.lines.clone();
+                (acted, lines)
             }
         };
         if cancel.is_cancelled() {
             return Err(StageError::Abandoned);
         }
-        // The action's steps go to the run log, where `orch logs` shows them beside the agents'.
-        let log = project.run_log(&item.id, run.stage.as_str(), run.attempt);
-        if let Some(parent) = log.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| io_err(&log, e))?;
-        }
-        let mut text_log = lines.join("\n");
-        text_log.push('\n');
-        tokio::fs::write(&log, text_log)
-            .await
-            .map_err(|e| io_err(&log, e))?;
+        self.write_run_log(project, item, run, &lines).await?;
         let file = stage.artifact.clone().unwrap_or_default();
-        let path = wt.join(&dir).join(&file);
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| io_err(&path, e))?;
-        }
-        tokio::fs::write(&path, &text)
-            .await
-            .map_err(|e| io_err(&path, e))?;
-        let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
-        let new_head = match repo.commit_all(&wt, &message).await? {
-            Some(sha) => {
-                evs.push(NewEvent::for_run(
-                    events::COMMITTED,
-                    run.id,
-                    json!({ "sha": sha }),
-                ));
-                sha
-            }
-            // Expected on an action stage (contract 9): logged, not counted as under-delivery.
-            None => {
-                evs.push(NewEvent::for_run(
-                    events::NO_CHANGES,
-                    run.id,
-                    json!({ "expected": true }),
-                ));
-                head.clone()
-            }
-        };
-        let written = tokio::fs::read_to_string(&path).await.ok();
+        let path = stage_log_path(project, item, &file);
+        write_file(&path, &acted.text).await?;
+        let dir = artifact_dir(&item.id);
         let changes = vec![format!("{dir}{file}")];
         let input = GateInput {
-            artifact: written.as_deref(),
+            artifact: Some(&acted.text),
             agent_exit: None,
             stage_changes: &changes,
             branch_changes: &changes,
@@ -220,40 +128,51 @@ impl Engine {
             artifact_dir: &dir,
         };
         let mut verdict = gate::evaluate(stage, &input);
-        if let (Some(reason), false) = (block, verdict.is_pass()) {
+        if let (Some(reason), false) = (acted.block, verdict.is_pass()) {
             verdict.class = VerdictClass::Block(reason);
         }
-        let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &head);
-        let mut facts = facts;
-        facts[HEAD_FACT] = json!(new_head);
+        let print = fingerprint(run.stage.as_str(), &verdict.reasons(), &acted.head);
+        let mut facts = acted.facts;
+        facts[HEAD_FACT] = json!(acted.head);
         Ok(Measured {
             verdict,
             fingerprint: print,
             usage: None,
             facts,
-            events: evs,
+            events: acted.events,
             overrun: None,
         })
     }
 
-    /// The SHA the item's latest passed deploy-staging run built and validated.
-    async fn validated_sha(&self, item: &ItemRecord) -> Result<Option<String>, EngineError> {
-        let project = self.project(&item.project)?;
-        let runs = self.store.list_runs(&item.id).await?;
-        Ok(runs
-            .iter()
-            .rev()
-            .filter(|r| r.state == RunState::Passed)
-            .filter(|r| {
-                project.pipeline.stage(&r.stage).is_some_and(|s| {
-                    s.kind
-                        == orch_core::pipeline::StageKind::Action {
-                            action: Action::DeployStaging,
-                        }
-                })
-            })
-            .find_map(|r| r.verdict.as_ref()?.get("sha")?.as_str().map(str::to_owned)))
+    /// The action's steps go to the run log, where `orch logs` shows them beside the agents'.
+    async fn write_run_log(
+        &self,
+        project: &Project,
+        item: &ItemRecord,
+        run: &RunRecord,
+        lines: &[String],
+    ) -> Result<(), StageError> {
+        let log = project.run_log(&item.id, run.stage.as_str(), run.attempt);
+        let mut text = lines.join("\n");
+        text.push('\n');
+        write_file(&log, &text).await
     }
+}
+
+/// Where orch keeps an item's action stage log: beside its run logs, outside every work tree.
+pub fn stage_log_path(project: &Project, item: &ItemRecord, file: &str) -> PathBuf {
+    project.item_log_dir(&item.id).join(file)
+}
+
+async fn write_file(path: &std::path::Path, text: &str) -> Result<(), StageError> {
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| io_err(path, e))?;
+    }
+    tokio::fs::write(path, text)
+        .await
+        .map_err(|e| io_err(path, e))
 }
 
 fn io_err(path: &std::path::Path, e: std::io::Error) -> StageError {

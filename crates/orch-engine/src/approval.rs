@@ -137,7 +137,13 @@ pub(crate) fn approval_expired(
         .rev()
         .find(|e| e.kind == events::APPROVED)?;
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-    let age_ms = now_ms.saturating_sub(approval.at);
+    // An approval carried over a re-integration keeps the age of the person's approval.
+    let given_at = approval
+        .data
+        .get(GIVEN_AT)
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(approval.at);
+    let age_ms = now_ms.saturating_sub(given_at);
     (age_ms > ttl_ms).then(|| {
         let by = approval
             .data
@@ -150,6 +156,35 @@ pub(crate) fn approval_expired(
             ttl.as_secs()
         )
     })
+}
+
+/// The field of a carried approval that keeps when the person gave it (UTC ms).
+pub(crate) const GIVEN_AT: &str = "given_at";
+
+/// An approval that holds for a new candidate without asking the person again: the latest
+/// approval was given for the same change (its `change_id`) on another candidate, and the
+/// project does not ask for a new approval on every re-integration. `staging` is the verdict of
+/// the passed deploy-staging run the item now waits with.
+pub(crate) fn carried_approval<'a>(
+    events_so_far: &'a [EventRecord],
+    staging: &serde_json::Value,
+    reapprove_on_reintegration: bool,
+) -> Option<&'a EventRecord> {
+    if reapprove_on_reintegration {
+        return None;
+    }
+    let approval = events_so_far
+        .iter()
+        .rev()
+        .find(|e| e.kind == events::APPROVED)?;
+    fn field<'v>(v: &'v serde_json::Value, k: &str) -> Option<&'v str> {
+        v.get(k).and_then(|x| x.as_str())
+    }
+    let change = field(staging, "change_id")?;
+    let candidate = field(staging, "sha")?;
+    (field(&approval.data, "change_id") == Some(change)
+        && field(&approval.data, "sha") != Some(candidate))
+    .then_some(approval)
 }
 
 #[cfg(test)]

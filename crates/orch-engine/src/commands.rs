@@ -163,9 +163,13 @@ impl Engine {
             approval::validated_staging(&project.pipeline, &runs).map_err(refused)?;
         }
         let evidence = self.approval_evidence(id).await?;
+        let fact = |k: &str| evidence.staging.as_ref().and_then(|v| v.get(k)).cloned();
         let extra = vec![NewEvent::new(
             events::APPROVED,
-            json!({ "by": by.trim(), "stage": item.progress.stage.as_str(), "sha": evidence.sha, "digest": evidence.digest }),
+            json!({
+                "by": by.trim(), "stage": item.progress.stage.as_str(), "sha": evidence.sha,
+                "digest": evidence.digest, "change_id": fact("change_id"), "tip": fact("tip"),
+            }),
         )];
         self.change(
             item,
@@ -231,7 +235,7 @@ impl Engine {
             .await
     }
 
-    async fn change(
+    pub(crate) async fn change(
         &self,
         item: ItemRecord,
         outcome: Outcome,

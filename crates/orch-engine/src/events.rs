@@ -18,6 +18,12 @@ pub const BRANCH_PUSHED: &str = "git.pushed";
 pub const BRANCH_PUSH_FAILED: &str = "git.push-failed";
 pub const CHECK_MEASURED: &str = "check.measured";
 pub const DEPLOY_STAGING: &str = "deploy.staging";
+/// deploy-staging integrated the default branch's tip into the item's branch: the candidate.
+pub const INTEGRATED: &str = "git.integrated";
+/// Integrating the tip conflicted; the merge was committed with markers for the developer.
+pub const CONFLICT: &str = "git.conflict";
+/// After a promotion, the default branch moved to exactly what prod runs.
+pub const MAIN_ADVANCED: &str = "git.main-advanced";
 pub const DEPLOY_PROD: &str = "deploy.prod";
 /// A self-deploy started prod's hook detached (its id, pid and exit file).
 pub const DEPLOY_DETACHED: &str = "deploy.detached";

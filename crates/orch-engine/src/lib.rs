@@ -19,9 +19,12 @@ mod commands;
 pub mod events;
 mod execute;
 mod handoff;
+mod integration;
 mod locks;
 mod merge;
 pub mod project;
+mod promotion;
+mod queue;
 mod reaper;
 mod record;
 mod remotes;
@@ -40,6 +43,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::ApproveEvidence;
+pub use queue::QueueEntry;
 pub use project::{ForgeLink, Project, ProjectSettings, Remotes, TrackerLink};
 pub use remotes::{FollowSummary, TrackerAction};
 
@@ -244,6 +248,7 @@ impl Engine {
             }
             self.reap_dead_owners().await?;
             summary.merged += self.finish_merges().await?;
+            self.carry_approvals().await?;
             let mut claimed_any = false;
             let may_claim = |runs: u32| max_runs.is_none_or(|max| runs < max);
             while tasks.len() < self.settings.max_parallel.max(1) && may_claim(summary.runs) {
@@ -279,6 +284,9 @@ impl Engine {
                 None if !claimed_any => {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
                     summary.merged += self.finish_merges().await?;
+                    if self.carry_approvals().await? > 0 {
+                        continue;
+                    }
                     // Under claim limits a queued run may be unclaimable because other
                     // processes hold the slots: rest until the next poll instead of spinning.
                     if self.settings.claim_limits.is_unlimited()

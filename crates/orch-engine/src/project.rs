@@ -38,6 +38,8 @@ pub struct ProjectSettings {
     pub approvers: Vec<String>,
     /// How long an approval stays good for its promotion; `None`: until it is used.
     pub approval_ttl: Option<std::time::Duration>,
+    /// Ask for a new approval after every re-integration, even of the same change.
+    pub reapprove_on_reintegration: bool,
     /// The project's tracker and forge; without them, the built-in board and the local forge.
     pub remotes: Remotes,
 }
@@ -211,12 +213,17 @@ impl Project {
     }
 
     pub fn run_log(&self, item: &orch_core::ItemId, stage: &str, attempt: u32) -> PathBuf {
+        self.item_log_dir(item)
+            .join(format!("{stage}-{attempt}.log"))
+    }
+
+    /// Where an item's run logs and orch's own stage logs live, outside every work tree.
+    pub fn item_log_dir(&self, item: &orch_core::ItemId) -> PathBuf {
         self.settings
             .data_dir
             .join("logs")
             .join(self.id().as_str())
             .join(item.as_str())
-            .join(format!("{stage}-{attempt}.log"))
     }
 }
 

@@ -80,6 +80,10 @@ pub struct ProjectEntry {
     /// Seconds an approval stays good: a promotion that starts later asks for a new approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_ttl_secs: Option<u64>,
+    /// Ask a person again whenever a candidate is integrated anew, even for the same change;
+    /// by default an approval carries over a clean re-integration of the change it approved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reapprove_on_reintegration: bool,
     /// Where the project's items come from; absent means the built-in board.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracker: Option<RemoteEntry>,
@@ -203,6 +207,7 @@ pub fn parse_project(
             .map(|a| a.trim().to_owned())
             .collect(),
         approval_ttl: entry.approval_ttl_secs.map(std::time::Duration::from_secs),
+        reapprove_on_reintegration: entry.reapprove_on_reintegration,
         remotes,
     })
 }

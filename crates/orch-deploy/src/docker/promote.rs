@@ -34,7 +34,7 @@ pub(super) async fn promote(
     // Nothing is touched until the image is proven to be the validated one and the port is ours.
     let image = match validated_image(deployer, validated_sha, cancel).await {
         Ok(image) => image,
-        Err(e) => return refuse(report, &e),
+        Err(e) => return refuse(report, &e, e.caused_by_change()),
     };
     report.digest = Some(image.id.clone());
     report.lines.push(format!(
@@ -43,7 +43,7 @@ pub(super) async fn promote(
         short_id(&image.id)
     ));
     if let Err(e) = retag(deployer, validated_sha, &image, cancel, &mut report.lines).await {
-        return refuse(report, &e);
+        return refuse(report, &e, e.caused_by_change());
     }
     let error = match deployer
         .start_healthy(Env::Prod, &image, cancel, &mut report.lines)
@@ -51,7 +51,7 @@ pub(super) async fn promote(
     {
         Ok(()) => match record_prod(deployer, validated_sha, &image) {
             Ok(()) => return report,
-            Err(e) => return refuse(report, &e),
+            Err(e) => return refuse(report, &e, e.caused_by_change()),
         },
         Err(e) => e,
     };
@@ -69,7 +69,7 @@ pub(super) async fn promote(
             if let Err(e) = untagged {
                 reason.push_str(&format!(" ({e})"));
             }
-            return refuse(report, &reason);
+            return refuse(report, &reason, error.caused_by_change());
         }
         Err(e) => return freeze(deployer, report, &format!("{error}; {e}")),
     };
@@ -82,7 +82,7 @@ pub(super) async fn promote(
                 short_id(&previous.id)
             );
             pause::pause_after_restore(&deployer.layout(), &mut report.lines, &reason);
-            refuse(report, &reason)
+            refuse(report, &reason, error.caused_by_change())
         }
         Err(restore_error) => {
             let reason = format!(
@@ -94,7 +94,14 @@ pub(super) async fn promote(
     }
 }
 
-fn refuse(mut report: DeployReport, reason: &dyn std::fmt::Display) -> DeployReport {
+/// A failed promotion. `caused_by_change` (see [`DeployError::caused_by_change`]) decides
+/// whether the item goes back to development or blocks for a person with the cause.
+fn refuse(
+    mut report: DeployReport,
+    reason: &dyn std::fmt::Display,
+    caused_by_change: bool,
+) -> DeployReport {
+    report.infra_error = !caused_by_change;
     let reason = reason.to_string();
     report.lines.push(format!("FAILED: {reason}"));
     report.status = DeployStatus::Failed { reason };
@@ -118,7 +125,8 @@ fn freeze(deployer: &DockerDeployer, mut report: DeployReport, reason: &str) -> 
         "prod is FROZEN: fix it by hand, then delete {}",
         marker.display()
     ));
-    refuse(report, &reason)
+    // A frozen prod needs a person before anything else: the item blocks.
+    refuse(report, &reason, false)
 }
 
 /// The image staging validated for `sha`, checked against the proof's image id and its own

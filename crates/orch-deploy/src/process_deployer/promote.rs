@@ -28,7 +28,7 @@ pub(super) async fn promote(
     };
     let build = match validated_build(deployer, validated_sha) {
         Ok(build) => build,
-        Err(e) => return refuse(report, &e),
+        Err(e) => return refuse(report, &e, e.caused_by_change()),
     };
     report.digest = Some(build.digest.clone());
     report.lines.push(format!(
@@ -38,7 +38,7 @@ pub(super) async fn promote(
     ));
     let restore_target = match prepare_prod(deployer, &mut report.lines).await {
         Ok(target) => target,
-        Err(e) => return refuse(report, &e),
+        Err(e) => return refuse(report, &e, e.caused_by_change()),
     };
     let error = match deployer
         .start_healthy(Env::Prod, &build, cancel, &mut report.lines)
@@ -52,14 +52,14 @@ pub(super) async fn promote(
     };
     let Some(previous) = restore_target else {
         let reason = format!("{error}; there was no previous prod build to restore");
-        return refuse(report, &reason);
+        return refuse(report, &reason, error.caused_by_change());
     };
     match restore(deployer, &previous, cancel, &mut report.lines).await {
         Ok(()) => {
             report.restored = Some(previous.sha.clone());
             let reason = format!("{error}; prod was restored to {}", short(&previous.sha));
             pause::pause_after_restore(&deployer.layout, &mut report.lines, &reason);
-            refuse(report, &reason)
+            refuse(report, &reason, error.caused_by_change())
         }
         Err(restore_error) => {
             let reason = format!(
@@ -77,7 +77,8 @@ pub(super) async fn promote(
                 "prod is FROZEN: fix it by hand, then delete {}",
                 marker.display()
             ));
-            refuse(report, &reason)
+            // A frozen prod needs a person before anything else: the item blocks.
+            refuse(report, &reason, false)
         }
     }
 }
@@ -117,7 +118,14 @@ async fn soak_prod(
     }
 }
 
-fn refuse(mut report: DeployReport, reason: &dyn std::fmt::Display) -> DeployReport {
+/// A failed promotion. `caused_by_change` (see [`DeployError::caused_by_change`]) decides
+/// whether the item goes back to development or blocks for a person with the cause.
+fn refuse(
+    mut report: DeployReport,
+    reason: &dyn std::fmt::Display,
+    caused_by_change: bool,
+) -> DeployReport {
+    report.infra_error = !caused_by_change;
     let reason = reason.to_string();
     report.lines.push(format!("FAILED: {reason}"));
     report.status = DeployStatus::Failed { reason };
@@ -167,6 +175,11 @@ async fn prepare_prod(
 ) -> Result<Option<InstanceRecord>, DeployError> {
     let layout = &deployer.layout;
     let port = deployer.ports.prod;
+    // A start orch died in the middle of (spawned, not yet recorded) is ours, not a stranger's.
+    if instance::reap_unrecorded(layout, Env::Prod).await? > 0 {
+        lines.push("prod: stopped an instance whose start was never recorded".to_owned());
+        instance::wait_for_free_port(port).await;
+    }
     let current = deployer.current(Env::Prod)?;
     let ours_holds_port = current.as_ref().is_some_and(InstanceRecord::is_running);
     if !ours_holds_port && !instance::port_is_free(port) {

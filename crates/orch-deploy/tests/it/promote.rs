@@ -1,3 +1,5 @@
+use std::os::unix::process::CommandExt;
+
 use orch_deploy::{DeployStatus, Env};
 
 use crate::support::{GREETING_CHECK, Project};
@@ -274,7 +276,53 @@ async fn a_prod_port_held_by_another_program_is_refused_before_anything_changes(
         )
     );
     assert!(!report.frozen && !project.root().join("prod/FROZEN").exists());
+    assert!(
+        report.infra_error,
+        "a stranger on the port is not the change's fault: the item must block, not go back"
+    );
     drop(squatter);
+}
+
+#[tokio::test]
+async fn an_unhealthy_change_is_the_changes_fault_and_a_paused_prod_is_not() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    with_v1_in_prod(&project).await;
+    let v2 = stage_v2(&project).await;
+    project.fail_health_of(&["Hello v2"]);
+    let report = project.promote(&v2).await;
+    assert!(report.restored.is_some(), "{:#?}", report.lines);
+    assert!(!report.infra_error, "{:#?}", report.lines);
+    // The restore paused promotions: the next one waits for a person, not for a developer.
+    let refused = project.promote(&v2).await;
+    assert!(reason(&refused.status).contains("paused"), "{:#?}", refused.lines);
+    assert!(refused.infra_error);
+}
+
+#[tokio::test]
+async fn an_instance_whose_start_was_never_recorded_does_not_outlive_the_next_promotion() {
+    let project = Project::new("Hello v1", GREETING_CHECK);
+    with_v1_in_prod(&project).await;
+    let v2 = stage_v2(&project).await;
+    // orch died right after spawning a prod instance, before recording it: the marker file and
+    // a process carrying the marker are all that is left.
+    std::fs::write(
+        project.root().join("prod/starting.json"),
+        r#"{"token":"prod-test-1"}"#,
+    )
+    .expect("marker");
+    let mut stray = std::process::Command::new("sleep")
+        .arg("120")
+        .env("ORCH_INSTANCE_START", "prod-test-1")
+        .process_group(0)
+        .spawn()
+        .expect("spawn the stray instance");
+    let pid = stray.id();
+    let report = project.promote(&v2).await;
+    assert_eq!(report.status, DeployStatus::Success, "{:#?}", report.lines);
+    // Reaped (and waited for) by the promotion: it exits by the signal orch sent.
+    let status = stray.wait().expect("wait");
+    assert!(!status.success(), "pid {pid} was killed: {status:?}");
+    assert!(!project.root().join("prod/starting.json").exists());
 }
 
 /// A project whose promotions soak for `secs` seconds, probing every 100 ms.

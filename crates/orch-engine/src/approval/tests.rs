@@ -166,3 +166,40 @@ fn a_promotion_sent_back_for_reapproval_keeps_the_staging_validation() {
     ];
     assert_eq!(validated_staging(&p, &runs).map(|r| r.id), Ok(1));
 }
+
+#[test]
+fn an_approval_carries_over_to_a_new_candidate_of_the_same_change_only() {
+    let approved = [event(
+        1,
+        events::APPROVED,
+        json!({ "by": "alice", "sha": SHA_A, "change_id": "c1" }),
+    )];
+    let staging = |sha: &str, change: &str| json!({ "sha": sha, "change_id": change });
+    // Re-integrated onto a new tip, same change: carried.
+    let carried = carried_approval(&approved, &staging(SHA_B, "c1"), false).expect("carried");
+    assert_eq!(carried.data["by"], "alice");
+    // A new change (the developer committed again): a person approves again.
+    assert!(carried_approval(&approved, &staging(SHA_B, "c2"), false).is_none());
+    // The very candidate it was given for: nothing to carry, it already holds.
+    assert!(carried_approval(&approved, &staging(SHA_A, "c1"), false).is_none());
+    // The project asks for a new approval on every re-integration.
+    assert!(carried_approval(&approved, &staging(SHA_B, "c1"), true).is_none());
+    // A validation without a change id (or no approval at all) carries nothing.
+    assert!(carried_approval(&approved, &json!({ "sha": SHA_B }), false).is_none());
+    assert!(carried_approval(&[], &staging(SHA_B, "c1"), false).is_none());
+}
+
+#[test]
+fn a_carried_approval_keeps_the_age_of_the_persons_approval() {
+    let carried = [EventRecord {
+        at: 100_000,
+        ..event(
+            2,
+            events::APPROVED,
+            json!({ "by": "alice", "sha": SHA_B, GIVEN_AT: 10_000 }),
+        )
+    }];
+    let ttl = Some(std::time::Duration::from_secs(60));
+    assert!(approval_expired(&carried, ttl, 70_001).is_some());
+    assert_eq!(approval_expired(&carried, ttl, 70_000), None);
+}

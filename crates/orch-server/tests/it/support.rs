@@ -140,6 +140,7 @@ impl Server {
             health_override: None,
             approvers: Vec::new(),
             approval_ttl: None,
+            reapprove_on_reintegration: false,
             remotes,
         })
         .expect("project loads");

@@ -288,6 +288,7 @@ async fn create_demo(
             health_interval_ms: Some(250),
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            reapprove_on_reintegration: false,
             tracker: None,
             forge: None,
         }],
