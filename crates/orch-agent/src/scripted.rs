@@ -98,7 +98,11 @@ impl Scenario {
                         f.path
                     )));
                 }
-                let edits = [f.content.is_some(), f.replace.is_some(), f.resolve.is_some()];
+                let edits = [
+                    f.content.is_some(),
+                    f.replace.is_some(),
+                    f.resolve.is_some(),
+                ];
                 if edits.iter().filter(|set| **set).count() != 1 {
                     return Err(err(format!(
                         "file `{}` needs exactly one of `content`, `replace` or `resolve`",
@@ -377,8 +381,12 @@ exit_code = 3
             "# Changes\n- A\n- B\nend\n"
         );
         std::fs::write(&path, "<<<<<<< HEAD\n- B\n").expect("write");
-        assert!(resolve_union(&path).await.is_err(), "an unterminated conflict");
-        let bad = "[[steps]]\nstage = \"development\"\nfiles = [{ path = \"x\", resolve = \"ours\" }]\n";
+        assert!(
+            resolve_union(&path).await.is_err(),
+            "an unterminated conflict"
+        );
+        let bad =
+            "[[steps]]\nstage = \"development\"\nfiles = [{ path = \"x\", resolve = \"ours\" }]\n";
         assert!(Scenario::from_toml(bad).is_err());
     }
 

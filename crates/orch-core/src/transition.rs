@@ -255,15 +255,13 @@ pub fn decide(
                     // Nothing to go back to: a person must look.
                     None => block(&mut p, &mut effects, reason),
                 },
-                VerdictClass::Revalidate(reason) => {
-                    match validation_before(pipeline, &p.stage) {
-                        Some(staging) => {
-                            p.last_failure.remove(&staging);
-                            p = enter(pipeline, p, staging, vec![reason], &mut effects);
-                        }
-                        None => block(&mut p, &mut effects, reason),
+                VerdictClass::Revalidate(reason) => match validation_before(pipeline, &p.stage) {
+                    Some(staging) => {
+                        p.last_failure.remove(&staging);
+                        p = enter(pipeline, p, staging, vec![reason], &mut effects);
                     }
-                }
+                    None => block(&mut p, &mut effects, reason),
+                },
                 VerdictClass::Fail => {
                     let reasons = verdict.reasons();
                     let summary = reasons

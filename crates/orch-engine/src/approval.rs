@@ -68,10 +68,11 @@ pub(crate) fn validated_staging<'a>(
             staging.state.as_str()
         ));
     }
-    // A promotion that only found its approval expired changed nothing: the build stands.
+    // A promotion that only found its approval expired, or that blocked on something that is
+    // not the change (a port, the daemon, paused promotions), changed nothing: the build stands.
     if let Some(later) = runs[position + 1..]
         .iter()
-        .find(|r| !is_approval(pipeline, r) && !asked_for_reapproval(r))
+        .find(|r| !is_approval(pipeline, r) && !left_the_build_standing(r))
     {
         return Err(format!(
             "a {} run followed its last passed deploy-staging run; stage it again before approving",
@@ -115,13 +116,15 @@ pub(crate) fn approval_covers(
     }
 }
 
-/// Whether `run` ended by sending the item back for a new approval (its verdict class).
-fn asked_for_reapproval(run: &RunRecord) -> bool {
-    run.verdict
+/// Whether `run` ended without touching the validated build: it sent the item back for a new
+/// approval, or blocked it for a person (its verdict class).
+fn left_the_build_standing(run: &RunRecord) -> bool {
+    let class = run
+        .verdict
         .as_ref()
         .and_then(|v| v.get("class"))
-        .and_then(|c| c.as_str())
-        == Some(crate::execute::REAPPROVE_CLASS)
+        .and_then(|c| c.as_str());
+    class == Some(crate::execute::REAPPROVE_CLASS) || class == Some("block")
 }
 
 /// Why the latest approval no longer holds at `now_ms` under `ttl`, if it expired. The approval

@@ -128,6 +128,10 @@ impl Engine {
                 self.hand_back(&item, run, &e).await;
                 return Ok(());
             }
+            Err(StageError::NotYourTurn(reason)) => {
+                self.give_way(&item, run, &reason).await;
+                return Ok(());
+            }
             Err(StageError::Engine(e)) => Measured::internal_error(GateKind::Verdict, &e),
         };
         if cancel.is_cancelled() {
@@ -186,6 +190,26 @@ impl Engine {
             run.stage.as_str(),
             run.attempt,
             "interrupted: the store was unreachable; the run will be claimed again",
+        );
+    }
+
+    /// The run may not go ahead yet (an item approved earlier is to be promoted first): after a
+    /// short pause it is handed back unrecorded and claimed again later, while the earlier
+    /// item, whose run was queued first, is claimed before it.
+    async fn give_way(&self, item: &ItemRecord, run: &RunRecord, reason: &str) {
+        tokio::time::sleep(GIVE_WAY_PAUSE).await;
+        match self.store.expire_lease(run.fence()).await {
+            Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
+            Err(e) => tracing::warn!(
+                "handing back run {} failed ({e}); it is claimed again when its lease runs out",
+                run.id
+            ),
+        }
+        self.report(
+            item.id.as_str(),
+            run.stage.as_str(),
+            run.attempt,
+            format!("waiting: {reason}"),
         );
     }
 
@@ -342,8 +366,13 @@ impl Engine {
     }
 }
 
+/// How long a run that must give way waits before it is handed back.
+const GIVE_WAY_PAUSE: Duration = Duration::from_millis(300);
+
 /// Why a stage could not be measured.
 pub(crate) enum StageError {
+    /// Another item goes first (the promotion queue's order): record nothing, run it later.
+    NotYourTurn(String),
     /// Stopped or lease lost: record nothing.
     Abandoned,
     /// A spend limit was reached before the run started: it does not start, the item blocks.

@@ -52,7 +52,7 @@ impl Engine {
         })?;
         let default = repo.default_branch().await?;
         let tip = repo.default_tip().await?;
-        let message = format!("Integrate {default} into {}", branch(&item.id));
+        let message = format!("Merge {}: {}", item.id, item.title);
         self.crashpoint("during-integrate");
         let candidate = match repo.integrate(wt, &tip, &message).await? {
             Integration::Conflict {
@@ -60,7 +60,9 @@ impl Engine {
                 paths,
                 excerpts,
             } => {
-                return Ok(conflict(run, &default, &tip, head, &commit, &paths, &excerpts));
+                return Ok(conflict(
+                    run, &default, &tip, head, &commit, &paths, &excerpts,
+                ));
             }
             Integration::AlreadyContains { candidate } | Integration::Merged { candidate } => {
                 candidate
@@ -81,8 +83,10 @@ impl Engine {
             );
             lines.push(format!("FAILED: {reason}"));
             let mut measured = Measured::refused(GateKind::Action, reason);
-            measured.fingerprint = fingerprint(run.stage.as_str(), &measured.verdict.reasons(), &candidate);
-            measured.facts = json!({ HEAD_FACT: candidate, CONFLICTS_FACT: unresolved, TIP_FACT: tip });
+            measured.fingerprint =
+                fingerprint(run.stage.as_str(), &measured.verdict.reasons(), &candidate);
+            measured.facts =
+                json!({ HEAD_FACT: candidate, CONFLICTS_FACT: unresolved, TIP_FACT: tip });
             return Ok(ActionOutcome::Decided { measured, lines });
         }
         let change_id = repo.change_id(&tip, &candidate).await?;
@@ -97,10 +101,14 @@ impl Engine {
             .await;
         for check in &report.checks {
             for m in &check.measurements {
-                evs.push(NewEvent::for_run(events::CHECK_MEASURED, run.id, json!({
-                    "check": m.check_id, "try": m.try_no, "ok": m.ok, "measured": m.measured,
-                    "detail": m.detail, "elapsed_ms": m.elapsed_ms,
-                })));
+                evs.push(NewEvent::for_run(
+                    events::CHECK_MEASURED,
+                    run.id,
+                    json!({
+                        "check": m.check_id, "try": m.try_no, "ok": m.ok, "measured": m.measured,
+                        "detail": m.detail, "elapsed_ms": m.elapsed_ms,
+                    }),
+                ));
             }
         }
         evs.push(NewEvent::for_run(events::DEPLOY_STAGING, run.id, json!({
@@ -126,7 +134,10 @@ impl Engine {
                 reasons.join("; ")
             ));
         }
-        lines.push(format!("deploy-staging of {candidate} to {}", report.base_url));
+        lines.push(format!(
+            "deploy-staging of {candidate} to {}",
+            report.base_url
+        ));
         lines.extend(report.error.iter().map(|e| format!("error: {e}")));
         lines.extend(report.lines.iter().cloned());
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -179,7 +190,11 @@ fn conflict(
             .collect(),
     };
     let lines = vec![
-        format!("integrating {default} at {} into {}", short(tip), short(head)),
+        format!(
+            "integrating {default} at {} into {}",
+            short(tip),
+            short(head)
+        ),
         format!("CONFLICT in {}: back to development", paths.join(", ")),
     ];
     let print = fingerprint(run.stage.as_str(), &reasons, head);

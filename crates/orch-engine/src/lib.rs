@@ -43,8 +43,8 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::ApproveEvidence;
-pub use queue::QueueEntry;
 pub use project::{ForgeLink, Project, ProjectSettings, Remotes, TrackerLink};
+pub use queue::QueueEntry;
 pub use remotes::{FollowSummary, TrackerAction};
 
 #[derive(Debug, Error)]

@@ -46,6 +46,20 @@ impl Engine {
                 message: "is missing; deploy stages need it".to_owned(),
             })
         })?;
+        // The promotion queue's order: an item approved earlier that waits at deploy goes first.
+        let queue = self.promotion_queue(project.id()).await?;
+        let mine = queue.iter().position(|e| e.item == item.id);
+        if let Some(ahead) = queue[..mine.unwrap_or(0)].iter().find(|e| {
+            e.item != item.id
+                && e.approved_at.is_some()
+                && e.stage == run.stage.as_str()
+                && (e.status == "queued" || e.status == "running")
+        }) {
+            return Err(StageError::NotYourTurn(format!(
+                "{} was approved first and is promoted first",
+                ahead.item
+            )));
+        }
         // The default branch moves in here; merges of items without deploys take this lock too.
         let _main_moves_here = crate::locks::project_lock(
             &project.settings.data_dir,
@@ -53,7 +67,9 @@ impl Engine {
             project.id().as_str(),
         )
         .await?;
-        let runs = self.store.list_runs(&item.id).await?;
+        // What this very run follows: its own record is the last one.
+        let mut runs = self.store.list_runs(&item.id).await?;
+        runs.retain(|r| r.id != run.id);
         let Some(staging) = approval::validated_staging(&project.pipeline, &runs).ok() else {
             return Ok(decided(Measured::internal_error(
                 GateKind::Action,
@@ -165,10 +181,8 @@ impl Engine {
                 "frozen": report.frozen, "infra": report.infra_error, "lines": report.lines,
             }),
         ));
-        let text = report.log_markdown(&chrono::Utc::now().to_rfc3339_opts(
-            chrono::SecondsFormat::Secs,
-            true,
-        ));
+        let text = report
+            .log_markdown(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         Ok(ActionOutcome::Acted(Acted {
             text,
             facts: json!({ "sha": sha, "tip": tip, "digest": report.digest }),
@@ -226,4 +240,3 @@ fn deadline_token(deadline: Duration) -> Deadline {
         _timer: AbortOnDropHandle::new(timer),
     }
 }
-

@@ -42,12 +42,14 @@ fn in_delivery(pipeline: &Pipeline, stage: &orch_core::StageName) -> bool {
 
 impl Engine {
     /// The promotion queue of `project`, first to be promoted first.
-    pub async fn promotion_queue(&self, project: &ProjectId) -> Result<Vec<QueueEntry>, EngineError> {
+    pub async fn promotion_queue(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Vec<QueueEntry>, EngineError> {
         let p = self.project(project)?;
         let mut entries = Vec::new();
         for item in self.store.list_items(Some(project)).await? {
-            if item.progress.status.is_terminal()
-                || !in_delivery(&p.pipeline, &item.progress.stage)
+            if item.progress.status.is_terminal() || !in_delivery(&p.pipeline, &item.progress.stage)
             {
                 continue;
             }
@@ -184,7 +186,9 @@ fn waiting_for(pipeline: &Pipeline, item: &ItemRecord, runs: &[RunRecord]) -> St
         },
         Some(StageKind::Action {
             action: Action::Deploy,
-        }) if item.progress.status == ItemStatus::Running => "promotion to prod (running)".to_owned(),
+        }) if item.progress.status == ItemStatus::Running => {
+            "promotion to prod (running)".to_owned()
+        }
         Some(StageKind::Action {
             action: Action::Deploy,
         }) => "its turn to be promoted".to_owned(),

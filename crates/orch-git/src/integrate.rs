@@ -17,11 +17,16 @@ const EXCERPT_PER_FILE: usize = 4 * 1024;
 const EXCERPT_TOTAL: usize = 16 * 1024;
 
 /// What [`Repo::integrate`] made of the branch checked out in a work tree.
+///
+/// A candidate is always a merge commit whose first parent is the tip and whose second is the
+/// item's work (`--no-ff` shape): once the default branch fast-forwards to it, the default
+/// branch's first-parent history reads one "Merge ITEM: title" per item, as a merge would.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Integration {
-    /// The branch already contains the tip: the candidate is the branch's head.
+    /// The branch was already a candidate on this tip: nothing changed.
     AlreadyContains { candidate: String },
-    /// The tip merged cleanly; the branch now points at the merge commit, the candidate.
+    /// The branch moved to a new candidate on the tip (the tip merged cleanly into it, or the
+    /// branch already contained the tip and got its merge commit).
     Merged { candidate: String },
     /// The tip conflicts with the branch. The merge was committed on the branch **with its
     /// conflict markers** (so the developer resolves them on the branch, and the next
@@ -43,8 +48,9 @@ pub struct ConflictExcerpt {
 
 impl Repo {
     /// Integrates `tip` into the branch checked out in `worktree` (which must be clean at its
-    /// head): nothing when the branch already contains it, a merge commit when it merges
-    /// cleanly, a committed merge with conflict markers when it does not.
+    /// head) and makes the candidate: the branch's work on top of the tip, as a merge commit
+    /// with `message` whose first parent is the tip. A conflict is committed with its markers
+    /// for the developer instead, and no candidate is made.
     pub async fn integrate(
         &self,
         worktree: &Path,
@@ -53,9 +59,55 @@ impl Repo {
     ) -> Result<Integration> {
         check_ref("revision", tip)?;
         let head = self.head(worktree).await?;
-        if self.is_ancestor(tip, &head).await? {
+        // Already a candidate on this tip: a merge whose first parent is the tip.
+        if matches!(self.parents(&head).await?.as_slice(), [first, _] if first == tip) {
             return Ok(Integration::AlreadyContains { candidate: head });
         }
+        let work = if self.is_ancestor(tip, &head).await? {
+            head
+        } else {
+            match self.merge_tip(worktree, tip).await? {
+                Ok(merged) => merged,
+                Err(conflict) => return Ok(conflict),
+            }
+        };
+        if work == tip {
+            // Nothing of the item's own: the tip itself is the candidate.
+            return Ok(Integration::AlreadyContains { candidate: work });
+        }
+        let tree = format!("{work}^{{tree}}");
+        let candidate = Git::committing(worktree)
+            .args(["commit-tree", &tree, "-p", tip, "-p", &work, "-m", message])
+            .run_line()
+            .await?;
+        Git::new(worktree)
+            .args(["merge", "-q", "--ff-only", "--no-verify", &candidate])
+            .run()
+            .await?;
+        Ok(Integration::Merged { candidate })
+    }
+
+    /// The parents of `commit`, in order.
+    async fn parents(&self, commit: &str) -> Result<Vec<String>> {
+        let line = Git::new(&self.path)
+            .args(["rev-list", "--parents", "-n", "1", commit])
+            .run_line()
+            .await?;
+        Ok(line.split_whitespace().skip(1).map(str::to_owned).collect())
+    }
+
+    /// Merges `tip` into the branch checked out in `worktree`: the merge commit, or the conflict
+    /// committed with its markers.
+    async fn merge_tip(
+        &self,
+        worktree: &Path,
+        tip: &str,
+    ) -> Result<std::result::Result<String, Integration>> {
+        let message = format!(
+            "Integrate {} into this branch",
+            tip.get(..12).unwrap_or(tip)
+        );
+        let message = message.as_str();
         let merge = Git::committing(worktree).args([
             "merge",
             "-q",
@@ -68,9 +120,7 @@ impl Repo {
         ]);
         let output = merge.output().await?;
         if output.status.success() {
-            return Ok(Integration::Merged {
-                candidate: self.head(worktree).await?,
-            });
+            return Ok(Ok(self.head(worktree).await?));
         }
         let listed = Git::new(worktree)
             .args(["diff", "--name-only", "-z", "--diff-filter=U"])
@@ -98,11 +148,11 @@ impl Repo {
             .args(["commit", "-q", "--no-verify", "-m", &message])
             .run()
             .await?;
-        Ok(Integration::Conflict {
+        Ok(Err(Integration::Conflict {
             commit: self.head(worktree).await?,
             paths,
             excerpts,
-        })
+        }))
     }
 
     /// The paths among `paths` whose file in `worktree` still holds a conflict marker line

@@ -47,6 +47,18 @@ struct RetryRequest {
     by: Option<String>,
 }
 
+/// `GET /api/v1/projects/{project}/queue`: the items between staging and prod, next first.
+pub(crate) async fn promotion_queue(
+    State(state): State<AppState>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = project_id(&project)?;
+    let queue = state.engine().promotion_queue(&id).await?;
+    Ok(Json(
+        serde_json::json!({ "project": id.as_str(), "queue": queue }),
+    ))
+}
+
 pub(crate) async fn list_items(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,

@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/items/{id}/approve", post(api::approve_item))
         .route("/items/{id}/stop", post(api::stop_item))
         .route("/items/{id}/retry", post(api::retry_item))
+        .route("/projects/{project}/queue", get(api::promotion_queue))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -347,12 +347,18 @@ fn a_moved_default_branch_sends_the_deploy_back_to_staging_without_spending_budg
     outcomes.extend([revalidate(), pass(), Outcome::Approved, pass()]);
     let lines = run(outcomes);
     assert_eq!(lines[7], "deploy queued [start deploy#1]");
-    assert_eq!(lines[8], "deploy-staging queued [start deploy-staging#2 fb=1]");
+    assert_eq!(
+        lines[8],
+        "deploy-staging queued [start deploy-staging#2 fb=1]"
+    );
     assert_eq!(
         lines[9],
         "confirm-deploy awaiting-approval [start confirm-deploy#2]"
     );
-    assert_eq!(lines[14], "deploy-staging queued [start deploy-staging#4 fb=1]");
+    assert_eq!(
+        lines[14],
+        "deploy-staging queued [start deploy-staging#4 fb=1]"
+    );
     assert_eq!(lines[17], "deploy merging [merge]");
 
     // A stage with no deploy-staging before it has nowhere to go back to: it blocks instead.

@@ -294,7 +294,11 @@ async fn an_unhealthy_change_is_the_changes_fault_and_a_paused_prod_is_not() {
     assert!(!report.infra_error, "{:#?}", report.lines);
     // The restore paused promotions: the next one waits for a person, not for a developer.
     let refused = project.promote(&v2).await;
-    assert!(reason(&refused.status).contains("paused"), "{:#?}", refused.lines);
+    assert!(
+        reason(&refused.status).contains("paused"),
+        "{:#?}",
+        refused.lines
+    );
     assert!(refused.infra_error);
 }
 

@@ -15,8 +15,17 @@ async fn commit_on_main(f: &Fixture, file: &str, content: &str) -> String {
         .expect("a commit")
 }
 
+/// The parents of `rev`.
+fn parents(dir: &std::path::Path, rev: &str) -> Vec<String> {
+    git(dir, &["rev-list", "--parents", "-n", "1", rev])
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test]
-async fn a_branch_that_contains_the_tip_is_its_own_candidate() {
+async fn a_candidate_is_a_merge_on_the_tip_made_once() {
     let f = Fixture::new().await;
     let wt = f.worktree("a", "orch/A-1").await;
     write(&wt.join("a.txt"), "a\n");
@@ -29,10 +38,30 @@ async fn a_branch_that_contains_the_tip_is_its_own_candidate() {
     let tip = f.repo.default_tip().await.expect("tip");
     let got = f
         .repo
-        .integrate(&wt, &tip, "integrate")
+        .integrate(&wt, &tip, "Merge A-1: a")
         .await
         .expect("integrates");
-    assert_eq!(got, Integration::AlreadyContains { candidate: head });
+    let Integration::Merged { candidate } = got else {
+        panic!("expected a candidate, got {got:?}")
+    };
+    assert_eq!(parents(&wt, &candidate), [tip.clone(), head]);
+    assert_eq!(
+        git(&wt, &["log", "-1", "--format=%s"]).trim(),
+        "Merge A-1: a"
+    );
+    assert_eq!(
+        f.repo.head(&wt).await.expect("head"),
+        candidate,
+        "the branch moved to it"
+    );
+    // Integrating the same tip again changes nothing.
+    assert_eq!(
+        f.repo
+            .integrate(&wt, &tip, "Merge A-1: a")
+            .await
+            .expect("integrates"),
+        Integration::AlreadyContains { candidate }
+    );
 }
 
 #[tokio::test]
@@ -179,13 +208,13 @@ async fn a_conflict_is_committed_on_the_branch_with_both_sides_for_the_developer
         .expect("commit")
         .expect("sha");
     assert!(orch_git::Repo::unresolved_conflicts(&wt, &paths).is_empty());
-    assert_eq!(
-        f.repo
-            .integrate(&wt, &tip, "again")
-            .await
-            .expect("integrates"),
-        Integration::AlreadyContains {
-            candidate: resolved
-        }
-    );
+    let got = f
+        .repo
+        .integrate(&wt, &tip, "again")
+        .await
+        .expect("integrates");
+    let Integration::Merged { candidate } = got else {
+        panic!("expected a candidate, got {got:?}")
+    };
+    assert_eq!(parents(&wt, &candidate), [tip, resolved]);
 }

@@ -43,6 +43,37 @@ pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) ->
         );
     }
     body.push_str("</tbody></table>");
+    for project in &projects {
+        let Ok(queue) = state.engine().promotion_queue(project.id()).await else {
+            continue;
+        };
+        if queue.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            body,
+            "<h2>Promotion queue of {}</h2><p class=\"hint\">In approval order: the first is promoted \
+             next, once staging validated it against what prod runs.</p><table class=\"queue\" \
+             data-project=\"{}\"><thead><tr><th>#</th><th>item</th><th>approved by</th><th>stage</th>\
+             <th>waiting for</th></tr></thead><tbody>",
+            esc(project.id().as_str()),
+            esc(project.id().as_str())
+        );
+        for e in &queue {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td><a href=\"/items/{id}\">{id}</a> {title}</td><td>{by}</td>\
+                 <td>{stage}</td><td>{waiting}</td></tr>",
+                e.position,
+                id = esc(e.item.as_str()),
+                title = esc(&e.title),
+                by = esc(e.approved_by.as_deref().unwrap_or("-")),
+                stage = esc(&e.stage),
+                waiting = esc(&e.waiting_for),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
     page("Projects", access.viewer(), &body).into_response()
 }
 

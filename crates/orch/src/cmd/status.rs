@@ -47,6 +47,13 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|i| ItemSpend::of_runs(runs.get(&i.id).into_iter().flatten()).total)
         .collect();
+    let mut queues = BTreeMap::new();
+    for p in ctx.engine.projects() {
+        let queue = ctx.engine.promotion_queue(p.id()).await?;
+        if !queue.is_empty() {
+            queues.insert(p.id().to_string(), queue);
+        }
+    }
     if a.json {
         let open: Vec<_> = open
             .iter()
@@ -66,6 +73,7 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
                     .map(|(p, s)| (p.clone(), views::spend_json(s)))
                     .collect::<serde_json::Map<_, _>>(),
                 "open_items": open,
+                "promotion_queue": queues,
             }))?
         );
         return Ok(0);
@@ -113,6 +121,28 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
             ]);
         }
         print!("\n{}", table(&rows));
+    }
+    for (project, queue) in &queues {
+        let mut rows = vec![vec![
+            "#".into(),
+            "ITEM".into(),
+            "APPROVED BY".into(),
+            "STAGE".into(),
+            "WAITING FOR".into(),
+        ]];
+        for e in queue {
+            rows.push(vec![
+                e.position.to_string(),
+                e.item.to_string(),
+                e.approved_by.clone().unwrap_or_else(|| "-".into()),
+                e.stage.clone(),
+                e.waiting_for.clone(),
+            ]);
+        }
+        print!(
+            "\nPromotion queue of {project} (in approval order):\n{}",
+            table(&rows)
+        );
     }
     Ok(0)
 }

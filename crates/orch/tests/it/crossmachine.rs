@@ -292,8 +292,6 @@ async fn a_second_machine_continues_from_the_commit_the_first_pushed() {
         "03-dev-notes.md",
         "04-review.md",
         "05-test-report.md",
-        "15-staging-log.md",
-        "14-deploy-log.md",
     ] {
         git(
             &c.bare,

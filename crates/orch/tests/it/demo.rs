@@ -94,9 +94,38 @@ fn demo_drives_one_item_to_done() {
     let log = crate::harness::git(&repo, &["log", "--oneline", "main"]);
     assert!(log.contains("Merge DEMO-1: Change the greeting"), "{log}");
     assert!(
-        repo.join("docs/work-items/DEMO-1/14-deploy-log.md")
+        repo.join("docs/work-items/DEMO-1/05-test-report.md")
             .exists()
     );
+    // orch's own stage logs live beside the run logs, not on main: main holds exactly what prod
+    // runs, and prod runs main's tip.
+    assert!(
+        !repo
+            .join("docs/work-items/DEMO-1/14-deploy-log.md")
+            .exists()
+    );
+    let deploy_log = std::fs::read_to_string(demo.join("logs/demo/DEMO-1/14-deploy-log.md"))
+        .expect("the deploy log");
+    assert!(
+        deploy_log.contains("deploy_status: SUCCESS"),
+        "{deploy_log}"
+    );
+    let tip = crate::harness::git(&repo, &["rev-parse", "main"]);
+    let events = item["events"].as_array().expect("events");
+    let promoted = events
+        .iter()
+        .find(|e| e["kind"] == "deploy.prod")
+        .expect("a prod deploy");
+    let advanced = events
+        .iter()
+        .find(|e| e["kind"] == "git.main-advanced")
+        .expect("main moved with prod");
+    assert_eq!(
+        promoted["data"]["sha"].as_str(),
+        Some(tip.trim()),
+        "prod ran main's tip"
+    );
+    assert_eq!(advanced["data"]["to"].as_str(), Some(tip.trim()));
     assert!(!demo.join("worktrees/demo/DEMO-1").exists());
 
     // Without --keep-running, the instances are stopped.

@@ -18,6 +18,7 @@ mod onboard_remote;
 mod pg;
 mod pgrestart;
 mod projects;
+mod queue;
 mod resume;
 mod selfdeploy;
 mod serve;

@@ -58,9 +58,7 @@ fn run_with(orch: &Orch, setting: (&str, &str)) {
 }
 
 fn staging_log(orch: &Orch) -> String {
-    let path = orch
-        .path()
-        .join("worktrees/quick/QUICK-1/docs/work-items/QUICK-1/15-staging-log.md");
+    let path = orch.path().join("logs/quick/QUICK-1/15-staging-log.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
