@@ -410,3 +410,125 @@ fn a_prod_port_held_by_another_program_blocks_with_the_cause_and_no_agent_runs_a
     assert_eq!(status(&orch, "QUICK-1"), "done");
     assert_prod_is_main(&orch);
 }
+
+/// The recorded prod instance's pid.
+fn prod_pid(orch: &Orch) -> i32 {
+    let record = std::fs::read_to_string(orch.path().join("deploy/quick/prod/current.json"))
+        .expect("prod record");
+    let record: Value = serde_json::from_str(&record).expect("json");
+    i32::try_from(record["pid"].as_i64().expect("pid")).expect("pid fits")
+}
+
+/// Kills orch at `point` while the second of two items is integrated or promoted, restarts it,
+/// and checks the invariant: prod runs main's tip, holds both changes, and once orch's own
+/// prod instance is stopped nothing else holds the prod port.
+fn crash_while_promoting_the_second(point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let orch = project(false);
+    orch.ok(&["item", "add", "--title", "A"]);
+    orch.ok(&["item", "add", "--title", "B"]);
+    orch.ok(&["run"]);
+    orch.ok(&["approve", "QUICK-1", "--by", "alice"]);
+    orch.ok(&["run"]);
+    assert_eq!(status(&orch, "QUICK-1"), "done");
+    orch.ok(&["approve", "QUICK-2", "--by", "bob"]);
+    let out = orch
+        .command(&["run"])
+        .env("ORCH_CRASHPOINT", point)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "orch must die at {point}: {out:?}"
+    );
+    orch.ok(&["run"]);
+    let b = orch.item("QUICK-2");
+    assert_eq!(b["status"], "done", "{b:#}");
+    crate::harness::assert_clean_history(&b);
+    assert_eq!(prod_changes(&orch), ["QUICK-1.txt", "QUICK-2.txt"]);
+    assert_prod_is_main(&orch);
+    assert!(!events_of(&b, "deploy.prod").is_empty());
+    let pid = nix::unistd::Pid::from_raw(prod_pid(&orch));
+    let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+    let port = prod_port(&orch);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "something orch does not track still holds the prod port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_crash_while_integrating_again_finishes_with_prod_on_main() {
+    crash_while_promoting_the_second("during-integrate");
+}
+
+#[test]
+fn a_crash_just_before_the_promotion_finishes_with_prod_on_main() {
+    crash_while_promoting_the_second("before-promote");
+}
+
+#[test]
+fn a_crash_between_the_promotion_and_main_moving_finishes_with_prod_on_main() {
+    crash_while_promoting_the_second("after-promote");
+}
+
+#[test]
+fn a_stop_during_the_promotion_lets_it_finish_and_leaves_prod_on_main() {
+    let orch = project(false);
+    // The app takes a second to come up, so the promotion is in flight when STOP arrives.
+    let server = orch.repo().join("app/server.py");
+    let slow = APP.replacen(
+        "import http.server, os",
+        "import http.server, os, time\ntime.sleep(2.5)",
+        1,
+    );
+    std::fs::write(&server, slow).expect("write");
+    git(&orch.repo(), &["commit", "-qam", "a slow start"]);
+    orch.ok(&["item", "add", "--title", "A"]);
+    orch.ok(&["item", "add", "--title", "B"]);
+    orch.ok(&["run"]);
+    orch.ok(&["approve", "QUICK-1", "--by", "alice"]);
+    orch.ok(&["run"]);
+    assert_eq!(prod_changes(&orch), ["QUICK-1.txt"]);
+    orch.ok(&["approve", "QUICK-2", "--by", "alice"]);
+    let main_before = git(&orch.repo(), &["rev-parse", "main"]);
+    let mut running = orch.command(&["run"]).spawn().expect("orch run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let item = orch.item("QUICK-2");
+        let promoting = item["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["stage"] == "deploy" && r["state"] == "running" && r["attempt"] == 2);
+        if promoting {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second deploy never started: {item:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Inside the promotion: prod's old instance is being replaced by the slow new one.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    orch.ok(&["stop", "QUICK-2"]);
+    let status = running.wait().expect("orch run ends");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(orch.item("QUICK-2")["status"], "cancelled");
+    // The promotion was not cut short: prod and main moved together, or neither did; prod is
+    // not frozen and answers.
+    assert!(!orch.path().join("deploy/quick/prod/FROZEN").exists());
+    let main_after = git(&orch.repo(), &["rev-parse", "main"]);
+    assert_prod_is_main(&orch);
+    if main_after == main_before {
+        assert_eq!(prod_changes(&orch), ["QUICK-1.txt"]);
+    } else {
+        assert_eq!(prod_changes(&orch), ["QUICK-1.txt", "QUICK-2.txt"]);
+    }
+}
