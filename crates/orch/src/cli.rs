@@ -27,9 +27,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a demo project and drive one work item through the whole pipeline.
+    /// Create a demo project and drive one work item (or several at once) through the whole pipeline.
     #[command(
-        after_help = "Examples:\n  orch demo --yes\n  orch demo --dir /tmp/d --staging-port 9511 --prod-port 9510\n  orch demo            # then, in another terminal: orch --config orch-demo/orch.toml approve DEMO-1"
+        after_help = "Examples:\n  orch demo --yes\n  orch demo --yes --items 3   # three items at once through the promotion queue\n  orch demo --dir /tmp/d --staging-port 9511 --prod-port 9510\n  orch demo            # then, in another terminal: orch --config orch-demo/orch.toml approve DEMO-1"
     )]
     Demo(DemoArgs),
     /// Write orch's default pipeline and role prompts into a repository's `.orch/`.
@@ -129,6 +129,11 @@ pub struct DemoArgs {
     pub staging_port: u16,
     #[arg(long, default_value_t = 8510, value_name = "PORT")]
     pub prod_port: u16,
+    /// File this many items at once (1 to 4). With more than one, each adds its own route; they
+    /// pass through the promotion queue one after another, the later ones re-integrated (and
+    /// their conflicts resolved by their developers), until prod serves every route.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub items: u8,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,9 @@ pub fn orch_files(agents_toml: &str, deploy_toml: &str) -> Vec<(String, String)>
     files
 }
 
+/// The scenario of `orch demo --items N`: each item adds its own route.
+pub const DEMO_MANY_SCENARIO: &str = include_str!("../kit/demo/scenario-many.toml");
+
 /// The demo repository: a tiny std-only Rust HTTP service and its `.orch/`.
 pub fn demo_files() -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = [

@@ -44,21 +44,47 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         ))
         .into());
     }
-    let config = create_demo(&a.dir, a.staging_port, a.prod_port).await?;
+    let many = a.items > 1;
+    let config = create_demo(&a.dir, a.staging_port, a.prod_port, many).await?;
     println!("Demo project created in {}", a.dir.display());
-    println!("Filing one work item and driving it through the pipeline.\n");
+    if many {
+        println!(
+            "Filing {} work items at once; they pass through the promotion queue one after another.\n",
+            a.items
+        );
+    } else {
+        println!("Filing one work item and driving it through the pipeline.\n");
+    }
 
     let ctx = Context::open(&config, Arc::new(ProgressPrinter::new())).await?;
     let project = orch_core::ProjectId::parse(PROJECT)?;
-    let item = ctx
-        .engine
-        .create_item(
-            &project,
-            "Change the greeting",
-            "`GET /` answers \"Hello, world!\". Make it answer \"Hello from orch!\".",
-        )
-        .await?;
-    println!("Filed {}: {}", item.id, item.title);
+    let mut items = Vec::new();
+    if many {
+        for k in 1..=a.items {
+            let route = format!("/DEMO-{k}");
+            let item = ctx
+                .engine
+                .create_item(
+                    &project,
+                    &format!("Add {route}"),
+                    &format!("`GET {route}` should answer who delivered it."),
+                )
+                .await?;
+            println!("Filed {}: {}", item.id, item.title);
+            items.push(item);
+        }
+    } else {
+        let item = ctx
+            .engine
+            .create_item(
+                &project,
+                "Change the greeting",
+                "`GET /` answers \"Hello, world!\". Make it answer \"Hello from orch!\".",
+            )
+            .await?;
+        println!("Filed {}: {}", item.id, item.title);
+        items.push(item);
+    }
 
     let cancel = CancellationToken::new();
     let dashboard = serve_dashboard(&ctx, a.dashboard, &cancel).await?;
@@ -68,49 +94,41 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
             on_signal.cancel();
         }
     });
-    let mut told = false;
-    let status = loop {
-        ctx.engine.run_until_idle(&cancel).await?;
-        let current = ctx
-            .engine
-            .store()
-            .get_item(&item.id)
-            .await?
-            .context("the demo item vanished")?;
-        match current.progress.status {
-            ItemStatus::AwaitingApproval if a.yes => {
-                println!("--yes: approving {} for deploy", item.id);
-                ctx.engine.approve(&item.id, "orch demo --yes").await?;
-            }
-            ItemStatus::AwaitingApproval => {
-                if !told {
-                    println!(
-                        "\n{} waits for approval. In another terminal run:\n  orch --config {} approve {}\n",
-                        item.id,
-                        config.display(),
-                        item.id
-                    );
-                    told = true;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = cancel.cancelled() => break current.progress.status,
-                }
-            }
-            s if s.is_terminal() || matches!(s, ItemStatus::Blocked | ItemStatus::NeedsInfo) => {
-                break s;
-            }
-            _ if cancel.is_cancelled() => break current.progress.status,
-            _ => {}
-        }
+    let statuses = drive(&ctx, &items, &config, a.yes, &cancel).await?;
+    let status = if statuses.iter().all(|s| *s == ItemStatus::Done) {
+        ItemStatus::Done
+    } else {
+        statuses
+            .iter()
+            .copied()
+            .find(|s| *s != ItemStatus::Done)
+            .unwrap_or(ItemStatus::Done)
     };
-
-    print_summary(&ctx, &item.id).await?;
+    let item = &items[0];
+    for item in &items {
+        print_summary(&ctx, &item.id).await?;
+    }
     let prod = format!("http://127.0.0.1:{}/", a.prod_port);
     if status == ItemStatus::Done {
-        match orch_deploy::http_get(&prod, Duration::from_secs(2)).await {
-            Ok((code, body)) => println!("\nprod {prod} answers {code}: {}", body.trim()),
-            Err(e) => println!("\nprod {prod} did not answer: {e}"),
+        let paths: Vec<String> = if many {
+            items.iter().map(|i| format!("{}", i.id)).collect()
+        } else {
+            vec![String::new()]
+        };
+        for path in paths {
+            let url = format!("{prod}{path}");
+            match orch_deploy::http_get(&url, Duration::from_secs(2)).await {
+                Ok((code, body)) => println!("\nprod {url} answers {code}: {}", body.trim()),
+                Err(e) => println!("\nprod {url} did not answer: {e}"),
+            }
+        }
+        if many && let Ok(repo) = orch_git::Repo::open(&a.dir.join("repo")).await {
+            let tip = repo.default_tip().await.unwrap_or_default();
+            println!(
+                "main is at {}: the very commit prod runs, holding all {} changes.",
+                tip.get(..12).unwrap_or(&tip),
+                items.len()
+            );
         }
     }
     let cfg = config.display();
@@ -138,10 +156,14 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         stop_instances(&ctx, p).await;
         println!("  (staging and prod were stopped; --keep-running leaves them up)");
     }
+    let which = if many {
+        format!("{} items", items.len())
+    } else {
+        item.id.to_string()
+    };
     println!(
-        "\nDemo finished in {} with {} {}.",
+        "\nDemo finished in {} with {which} {}.",
         millis(started.elapsed().as_millis() as i64),
-        item.id,
         status.as_str()
     );
     if let Some(server) = dashboard {
@@ -155,6 +177,62 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         server.stop(&cancel).await;
     }
     Ok(if status == ItemStatus::Done { 0 } else { 1 })
+}
+
+/// Runs the engine until every item is done or waits for something the demo does not give
+/// (an answer, a retry); approves what waits when `yes`, else tells how and waits. Returns each
+/// item's final status, in the order given.
+async fn drive(
+    ctx: &Context,
+    items: &[orch_store::ItemRecord],
+    config: &Path,
+    yes: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<ItemStatus>> {
+    let mut told = std::collections::BTreeSet::new();
+    loop {
+        ctx.engine.run_until_idle(cancel).await?;
+        let mut statuses = Vec::new();
+        let mut waiting = false;
+        for item in items {
+            let current = ctx
+                .engine
+                .store()
+                .get_item(&item.id)
+                .await?
+                .context("a demo item vanished")?;
+            let status = current.progress.status;
+            if status == ItemStatus::AwaitingApproval {
+                if yes {
+                    println!("--yes: approving {} for deploy", item.id);
+                    ctx.engine.approve(&item.id, "orch demo --yes").await?;
+                } else {
+                    if told.insert(item.id.clone()) {
+                        println!(
+                            "\n{} waits for approval. In another terminal run:\n  orch --config {} approve {}\n",
+                            item.id,
+                            config.display(),
+                            item.id
+                        );
+                    }
+                    waiting = true;
+                }
+            }
+            statuses.push(status);
+        }
+        let settled = statuses
+            .iter()
+            .all(|s| s.is_terminal() || matches!(s, ItemStatus::Blocked | ItemStatus::NeedsInfo));
+        if settled || cancel.is_cancelled() {
+            return Ok(statuses);
+        }
+        if waiting {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = cancel.cancelled() => return Ok(statuses),
+            }
+        }
+    }
 }
 
 /// The dashboard served beside the demo.
@@ -246,12 +324,24 @@ async fn print_summary(ctx: &Context, id: &orch_core::ItemId) -> anyhow::Result<
             (None, Some(_)) => "approval".into(),
             _ => "-".into(),
         };
-        let value = r
-            .verdict
-            .as_ref()
-            .and_then(|v| v.get("value"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
+        let verdict = r.verdict.as_ref();
+        let field = |k: &str| verdict.and_then(|v| v.get(k));
+        let conflicts = field("conflicts").and_then(|c| c.as_array()).map(|paths| {
+            paths
+                .iter()
+                .filter_map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let value = match (field("class").and_then(|c| c.as_str()), conflicts) {
+            (Some("revalidate"), _) => "main moved: integrate again".to_owned(),
+            (_, Some(paths)) => format!("conflict in {paths}: to the developer"),
+            (Some("block"), _) => "blocked".to_owned(),
+            _ => field("value")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned(),
+        };
         rows.push(vec![
             r.stage.to_string(),
             r.attempt.to_string(),
@@ -268,10 +358,19 @@ async fn create_demo(
     dir: &Path,
     staging_port: u16,
     prod_port: u16,
+    many: bool,
 ) -> anyhow::Result<std::path::PathBuf> {
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).with_context(|| format!("cannot create {}", repo.display()))?;
-    kit::write_files(&repo, &kit::demo_files(), true)?;
+    let mut files = kit::demo_files();
+    if many {
+        for (path, text) in &mut files {
+            if path == ".orch/scenario.toml" {
+                *text = kit::DEMO_MANY_SCENARIO.to_owned();
+            }
+        }
+    }
+    kit::write_files(&repo, &files, true)?;
     let git = orch_git::Repo::init(&repo, "main").await?;
     git.commit_all(&repo, "demo-app: initial version").await?;
     let config = ConfigFile {

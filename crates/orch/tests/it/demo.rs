@@ -244,3 +244,76 @@ fn demo_refuses_a_busy_port() {
         "nothing is created when the demo cannot start"
     );
 }
+
+#[test]
+fn demo_with_three_items_ends_with_prod_serving_all_three_on_mains_tip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\nmembers = []\n")
+        .expect("outer workspace");
+    let demo = dir.path().join("demo");
+    let (staging, prod) = (free_port(), free_port());
+    let out = Command::new(BIN)
+        .args(["demo", "--yes", "--items", "3", "--keep-running", "--dir"])
+        .arg(&demo)
+        .args([
+            "--staging-port",
+            &staging.to_string(),
+            "--prod-port",
+            &prod.to_string(),
+            "--dashboard",
+            "127.0.0.1:0",
+        ])
+        .env_remove("ORCH_CRASHPOINT")
+        .env_remove("ORCH_API_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("orch demo runs");
+    // --keep-running keeps serving until interrupted: read until the demo says it finished.
+    let mut child = out;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut text = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.expect("line");
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with("Demo finished") {
+            break;
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = child.wait();
+    assert!(text.contains("with 3 items done"), "{text}");
+    for k in 1..=3 {
+        assert!(
+            text.contains(&format!(
+                "prod http://127.0.0.1:{prod}/DEMO-{k} answers 200: DEMO-{k} was delivered"
+            )),
+            "{text}"
+        );
+    }
+    // Prod still runs (--keep-running): its build is main's tip.
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(demo.join("deploy/demo/prod/current.json")).expect("prod"),
+    )
+    .expect("json");
+    let tip = crate::harness::git(&demo.join("repo"), &["rev-parse", "main"]);
+    assert_eq!(record["sha"].as_str(), Some(tip.trim()));
+    crate::harness::stop_deployed(&demo, "demo");
+    // The later items met conflicts and were delivered anyway, nobody merging by hand.
+    assert!(text.contains("conflict in"), "{text}");
+
+    // Out-of-range counts are usage errors.
+    for bad in ["0", "5"] {
+        let out = Command::new(BIN)
+            .args(["demo", "--items", bad, "--dir"])
+            .arg(dir.path().join("never"))
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "--items {bad}");
+    }
+}
