@@ -193,15 +193,22 @@ impl Engine {
         );
     }
 
-    /// The run may not go ahead yet (an item approved earlier is to be promoted first): after a
-    /// short pause it is handed back unrecorded and claimed again later, while the earlier
-    /// item, whose run was queued first, is claimed before it.
+    /// The run may not go ahead yet (an item approved earlier is to be promoted first): it is
+    /// left unrecorded with its lease set to run out after a short while, so that no worker
+    /// claims it again before then and the slot goes to other runs (the earlier item's among
+    /// them). Handing it back at once would let it be claimed first again and again, since it is
+    /// older than the earlier item's re-validation run.
     async fn give_way(&self, item: &ItemRecord, run: &RunRecord, reason: &str) {
-        tokio::time::sleep(GIVE_WAY_PAUSE).await;
-        match self.store.expire_lease(run.fence()).await {
+        let delay_ms = i64::try_from(GIVE_WAY_PAUSE.as_millis()).unwrap_or(i64::MAX);
+        if let Ok(mut until) = self.deferred_until.lock() {
+            // A little past the lease's end, so that the run is claimable when the engine looks.
+            let back = tokio::time::Instant::now() + GIVE_WAY_PAUSE + Duration::from_millis(50);
+            *until = Some(until.map_or(back, |u| u.max(back)));
+        }
+        match self.store.renew_lease(run.fence(), delay_ms).await {
             Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
             Err(e) => tracing::warn!(
-                "handing back run {} failed ({e}); it is claimed again when its lease runs out",
+                "deferring run {} failed ({e}); it is claimed again when its lease runs out",
                 run.id
             ),
         }
@@ -366,7 +373,7 @@ impl Engine {
     }
 }
 
-/// How long a run that must give way waits before it is handed back.
+/// How long a run that gave way stays unclaimable.
 const GIVE_WAY_PAUSE: Duration = Duration::from_millis(300);
 
 /// Why a stage could not be measured.

@@ -46,18 +46,18 @@ impl Engine {
                 message: "is missing; deploy stages need it".to_owned(),
             })
         })?;
-        // The promotion queue's order: an item approved earlier that waits at deploy goes first.
+        // The promotion queue's order: an item approved earlier that is on its way to prod
+        // (being re-validated on staging, or waiting at deploy) goes first. Going ahead would
+        // only make it integrate and validate once more after this promotion.
         let queue = self.promotion_queue(project.id()).await?;
-        let mine = queue.iter().position(|e| e.item == item.id);
-        if let Some(ahead) = queue[..mine.unwrap_or(0)].iter().find(|e| {
-            e.item != item.id
-                && e.approved_at.is_some()
-                && e.stage == run.stage.as_str()
-                && (e.status == "queued" || e.status == "running")
-        }) {
+        let mine = queue.iter().position(|e| e.item == item.id).unwrap_or(0);
+        if let Some(ahead) = queue[..mine]
+            .iter()
+            .find(|e| e.approved_at.is_some() && (e.status == "queued" || e.status == "running"))
+        {
             return Err(StageError::NotYourTurn(format!(
-                "{} was approved first and is promoted first",
-                ahead.item
+                "{} was approved first and is promoted first ({})",
+                ahead.item, ahead.waiting_for
             )));
         }
         // The default branch moves in here; merges of items without deploys take this lock too.

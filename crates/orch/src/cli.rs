@@ -104,7 +104,8 @@ under a lease, and a run whose worker dies is re-claimed when its lease expires.
     #[command(
         after_help = "Examples:\n  orch bench --items 50                 overhead per stage transition vs a shell baseline\n  \
 orch bench --items 200 --workers 1,2,4 --postgres postgres://orch@127.0.0.1/orch\n                                        \
-items/s, claim latency and memory per worker, vs one SQLite worker"
+items/s, claim latency and memory per worker, vs one SQLite worker\n  \
+orch bench --queue 1,5,20               N items filed together through the promotion queue, vs one after another"
     )]
     Bench(BenchArgs),
 }
@@ -382,6 +383,16 @@ pub struct BenchArgs {
     /// each count given, next to one worker on SQLite (the baseline), and print a table.
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
     pub workers: Vec<usize>,
+    /// Queue mode: for each N given, file N items together and drive them through the whole
+    /// pipeline and the promotion queue (checking that prod runs main's tip after every
+    /// deploy), next to the same N items run one after another (the baseline).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "N,N,...",
+        conflicts_with = "workers"
+    )]
+    pub queue: Vec<u32>,
     /// The PostgreSQL server for the scaling mode (a database is created per row, then dropped).
     #[arg(
         long,

@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` maps the parsed command line to them.
 
 mod bench;
+mod bench_queue;
 mod bench_scale;
 mod board;
 mod demo;
@@ -30,6 +31,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let workers = args.workers.clone();
             bench_scale::run(&args, &workers).await
         }
+        Command::Bench(args) if !args.queue.is_empty() => bench_queue::run(&args.queue).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Onboard(args) => onboard::run(&cli.config, *args).await,
         command => {

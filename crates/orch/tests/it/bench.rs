@@ -65,3 +65,30 @@ fn bench_scaling_mode_runs_worker_processes_and_prints_the_table() {
         "claim p50 and peak memory are numbers: {sqlite_row}"
     );
 }
+
+#[test]
+fn the_queue_bench_runs_items_together_and_one_by_one_and_checks_the_invariant() {
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["bench", "--queue", "3"])
+        .output()
+        .expect("orch bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("3 "))
+        .unwrap_or_else(|| panic!("no row for N=3:\n{stdout}"));
+    assert!(
+        row.ends_with("3/3 ok"),
+        "every deploy kept prod on main: {row}"
+    );
+    let bad = std::process::Command::new(crate::harness::BIN)
+        .args(["bench", "--queue", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+}
