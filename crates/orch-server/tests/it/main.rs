@@ -2,6 +2,7 @@
 //! repository, served on a loopback port and driven by a minimal HTTP/1.1 client.
 
 mod api;
+mod attacks;
 mod dashboard;
 mod support;
 mod tracker_deliveries;
