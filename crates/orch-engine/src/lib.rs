@@ -21,6 +21,7 @@ mod execute;
 mod handoff;
 mod locks;
 mod merge;
+pub mod people;
 pub mod project;
 mod reaper;
 mod record;
@@ -40,8 +41,9 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::ApproveEvidence;
+pub use people::Actor;
 pub use project::{ForgeLink, Project, ProjectSettings, Remotes, TrackerLink};
-pub use remotes::{FollowSummary, TrackerAction};
+pub use remotes::{FollowSummary, StateSource, TrackerAction};
 
 #[derive(Debug, Error)]
 pub enum EngineError {

@@ -160,7 +160,6 @@ async fn a_captured_delivery_replayed_under_a_new_delivery_id_changes_nothing() 
 }
 
 #[tokio::test]
-#[ignore = "the door is still open; closed by a later commit"]
 async fn a_stale_approved_delivery_changes_nothing() {
     let setup = gitea(&[]).await;
     let (number, item) = file(&setup, "grace").await;
@@ -182,11 +181,10 @@ async fn a_stale_approved_delivery_changes_nothing() {
         .await;
     assert_eq!(answer.status, 202, "{answer:?}");
     assert_ne!(answer.json()["action"], "approved", "{answer:?}");
-    assert_eq!(status(&setup.server, &item).await, "awaiting_approval");
+    assert_eq!(status(&setup.server, &item).await, "awaiting-approval");
 }
 
 #[tokio::test]
-#[ignore = "the door is still open; closed by a later commit"]
 async fn an_approval_forged_by_a_display_name_change_changes_nothing() {
     let fake = FakeServer::start(
         FakePlane::new(REMOTE_TOKEN, "acme", PLANE_PROJECT).with_canonical_states(),
@@ -214,32 +212,64 @@ async fn an_approval_forged_by_a_display_name_change_changes_nothing() {
     })
     .await;
     let id = fake.with(|p| p.add_work_item("Greet", "", "Todo")).await;
+    let (ada_member, mallory) = fake
+        .with(|p| (p.add_member("Ada Lovelace"), p.add_member("Mallory")))
+        .await;
+    let store = server.state.engine().store();
+    store
+        .add_person("ada", "hash-of-ada-token")
+        .await
+        .expect("ada");
+    store
+        .link_tracker_account("ada", &format!("plane:{ada_member}"))
+        .await
+        .expect("link");
     let ready = fake
-        .with(|p| p.move_work_item(&id, "Ready", "mallory"))
+        .with(|p| p.move_work_item_as(&id, "Ready", &mallory))
         .await
         .expect("delivery");
     assert_eq!(
         server.send(plane_request(&ready)).await.json()["action"],
         "created"
     );
-    let item = server
-        .state
-        .engine()
-        .store()
-        .list_items(None)
-        .await
-        .expect("items")[0]
-        .id
-        .clone();
+    let item = store.list_items(None).await.expect("items")[0].id.clone();
     await_approval(server.state.engine(), &item, "abc123").await;
-    // Mallory renames herself "ada" in Plane and approves.
+    // Mallory renames herself "Ada Lovelace" in Plane and approves.
     let forged = fake
-        .with(|p| p.move_work_item(&id, "Approved", "ada"))
+        .with(|p| {
+            p.rename_member(&mallory, "Ada Lovelace");
+            p.move_work_item_as(&id, "Approved", &mallory)
+        })
         .await
         .expect("delivery");
+    let body: serde_json::Value = serde_json::from_slice(&forged.body).expect("json");
+    assert_eq!(body["activity"]["actor"]["display_name"], "Ada Lovelace");
     let answer = server.send(plane_request(&forged)).await;
-    assert_ne!(answer.json()["action"], "approved", "{answer:?}");
-    assert_eq!(status(&server, &item).await, "awaiting_approval");
+    assert_eq!(answer.json()["action"], "refused", "{answer:?}");
+    assert_eq!(status(&server, &item).await, "awaiting-approval");
+    // The poll reads the same history and refuses the same way.
+    server.state.engine().reconcile_trackers().await;
+    assert_eq!(status(&server, &item).await, "awaiting-approval");
+
+    // Ada herself: Approved is read back, her account is her, she is an approver.
+    let real = fake
+        .with(|p| {
+            p.move_work_item_as(&id, "Confirm Deploy", &mallory);
+            p.move_work_item_as(&id, "Approved", &ada_member)
+        })
+        .await
+        .expect("delivery");
+    let answer = server.send(plane_request(&real)).await;
+    assert_eq!(answer.json()["action"], "approved", "{answer:?}");
+    let approved = store
+        .list_events(&item, 0)
+        .await
+        .expect("events")
+        .into_iter()
+        .find(|e| e.kind == "approval.granted")
+        .expect("approved event");
+    assert_eq!(approved.data["by"], "ada");
+    assert_eq!(approved.data["by_kind"], "person");
 }
 
 #[tokio::test]
@@ -260,7 +290,7 @@ async fn the_api_does_not_take_the_approver_from_the_body() {
         answer.status, 409,
         "the automation token is not ada: {answer:?}"
     );
-    assert_eq!(status(&setup.server, &item).await, "awaiting_approval");
+    assert_eq!(status(&setup.server, &item).await, "awaiting-approval");
 }
 
 #[tokio::test]
