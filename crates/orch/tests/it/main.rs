@@ -23,4 +23,5 @@ mod selfdeploy;
 mod serve;
 mod staging;
 mod store_error;
+mod users;
 mod worker;
