@@ -58,6 +58,8 @@ pub struct AppState {
     trusted_proxies: Arc<Vec<IpAddr>>,
     /// Session cookies are `Secure` whatever the request says (TLS ends before orch).
     secure_cookies: bool,
+    /// A trusted proxy's `X-Auth-Request-User` / `X-Forwarded-User` logs a person in.
+    proxy_auth: bool,
     login_limiter: Arc<LoginLimiter>,
     /// Cancelled when the server shuts down, so long-lived responses (log streams) end and the
     /// graceful shutdown does not wait for them.
@@ -81,6 +83,7 @@ impl AppState {
             allowed_hosts: Arc::new(Vec::new()),
             trusted_proxies: Arc::new(Vec::new()),
             secure_cookies: false,
+            proxy_auth: false,
             login_limiter: Arc::new(LoginLimiter::default()),
         }
     }
@@ -149,6 +152,16 @@ impl AppState {
         self
     }
 
+    /// Trust an authenticating reverse proxy (oauth2-proxy and the like): a request from a
+    /// [`AppState::with_trusted_proxies`] address whose `X-Auth-Request-User` (or
+    /// `X-Forwarded-User`) names an active person is logged in as them at `/login`. From any
+    /// other address the headers count for nothing.
+    #[must_use]
+    pub fn with_proxy_auth(mut self, trust: bool) -> Self {
+        self.proxy_auth = trust;
+        self
+    }
+
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
@@ -213,6 +226,23 @@ impl AppState {
             }
         }
         peer.map(|p| p.ip())
+    }
+
+    /// The user a trusted authenticating proxy says the request is from, if proxy login is on.
+    pub(crate) fn proxy_user(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Option<String> {
+        if !self.proxy_auth || !self.is_trusted_proxy(peer) {
+            return None;
+        }
+        ["x-auth-request-user", "x-forwarded-user"]
+            .iter()
+            .find_map(|name| headers.get(*name))
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     /// Whether the browser reached the dashboard over TLS: configured so, or a trusted proxy

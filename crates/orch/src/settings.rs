@@ -43,6 +43,9 @@ pub struct ServerSection {
     /// Session cookies always `Secure` (TLS ends before orch).
     #[serde(default)]
     pub secure_cookies: bool,
+    /// A trusted proxy's `X-Auth-Request-User`/`X-Forwarded-User` logs that person in.
+    #[serde(default)]
+    pub proxy_auth: bool,
     /// The name `ORCH_API_TOKEN` acts under (default `automation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,

@@ -187,7 +187,14 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, page("Error", Viewer::Anonymous, &body)).into_response()
 }
 
-async fn login_form(State(state): State<AppState>) -> Response {
+async fn login_form(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(user) = state.proxy_user(peer, &headers) {
+        return proxy_login(&state, peer, &headers, &user).await;
+    }
     let can_log_in = match credentials_exist(&state).await {
         Ok(can) => can,
         Err(e) => return HtmlError(e).into_response(),
@@ -212,6 +219,39 @@ async fn login_form(State(state): State<AppState>) -> Response {
         Viewer::ReadOnly
     };
     page("Log in", viewer, body).into_response()
+}
+
+/// Logs in the person a trusted authenticating proxy names: only an active person of that exact
+/// name, never anyone else.
+async fn proxy_login(
+    state: &AppState,
+    peer: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+    user: &str,
+) -> Response {
+    let people = match state.engine().store().list_people().await {
+        Ok(people) => people,
+        Err(e) => return HtmlError::from(e).into_response(),
+    };
+    let Some(person) = people.into_iter().find(|p| p.name == user && p.is_active()) else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "the proxy says you are `{user}`, who is no active person in orch; `orch user add {user}` adds them"
+            ),
+        );
+    };
+    let session = state
+        .session_key()
+        .issue(SystemTime::now(), &Actor::Person(person.name));
+    (
+        [(
+            header::SET_COOKIE,
+            session.set_cookie(state.over_tls(peer, headers)),
+        )],
+        Redirect::to("/"),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

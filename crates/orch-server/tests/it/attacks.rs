@@ -571,3 +571,50 @@ async fn the_session_cookie_is_secure_behind_a_tls_proxy() {
             .contains("Secure")
     );
 }
+
+#[tokio::test]
+async fn an_authenticating_proxy_logs_people_in_only_from_its_address() {
+    use orch_server::people::{new_token, token_sha256};
+
+    let proxied = Server::start_with(|s| {
+        s.with_api_token(TOKEN)
+            .with_trusted_proxies(vec!["127.0.0.1".parse().expect("ip")])
+            .with_proxy_auth(true)
+    })
+    .await;
+    let store = proxied.state.engine().store();
+    store
+        .add_person("ada", &token_sha256(&new_token().expect("t")))
+        .await
+        .expect("ada");
+    let as_user = |server: &Server, user: &str| {
+        Request::get("/login")
+            .header("X-Auth-Request-User", user.to_owned())
+            .header("Host", format!("{}", server.addr))
+    };
+    let answer = proxied.send(as_user(&proxied, "ada")).await;
+    assert_eq!(answer.status, 303, "{answer:?}");
+    let cookie = answer.header("set-cookie").expect("a session").to_owned();
+    let page = proxied
+        .send(
+            Request::get("/").header("Cookie", cookie.split(';').next().expect("pair").to_owned()),
+        )
+        .await;
+    assert_eq!(page.status, 200, "the session opens the board: {page:?}");
+    let stranger = proxied.send(as_user(&proxied, "mallory")).await;
+    assert_eq!(stranger.status, 403, "{stranger:?}");
+    assert!(stranger.header("set-cookie").is_none());
+
+    // Without the proxy listed, the same header is only a header.
+    let direct = Server::start_with(|s| s.with_api_token(TOKEN).with_proxy_auth(true)).await;
+    direct
+        .state
+        .engine()
+        .store()
+        .add_person("ada", &token_sha256(&new_token().expect("t")))
+        .await
+        .expect("ada");
+    let answer = direct.send(as_user(&direct, "ada")).await;
+    assert_eq!(answer.status, 200, "the login form, no session: {answer:?}");
+    assert!(answer.header("set-cookie").is_none());
+}

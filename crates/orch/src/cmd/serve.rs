@@ -39,7 +39,8 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<i32> {
         .with_allowed_hosts(server.hosts.clone())
         .with_public_content(server.public_content)
         .with_trusted_proxies(server.trusted_proxies.clone())
-        .with_secure_cookies(server.secure_cookies);
+        .with_secure_cookies(server.secure_cookies)
+        .with_proxy_auth(server.proxy_auth);
     println!("orch serve: listening on http://{addr}");
     for line in configured {
         println!("  {line}");
