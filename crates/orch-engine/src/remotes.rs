@@ -49,6 +49,9 @@ pub enum TrackerAction {
     /// The delivery said the item is in a state the tracker, asked, says it is not in: stale,
     /// replayed or forged. Nothing was done.
     Stale(String),
+    /// The tracker could not be asked to confirm the state or who set it: nothing was done on
+    /// the delivery's word; the reconciliation poll tries again.
+    Unconfirmed(String),
 }
 
 /// Where the state handed to [`Engine::apply_tracker_state`] comes from.
@@ -133,11 +136,10 @@ impl Engine {
             )));
         }
         if source == StateSource::Delivery {
-            let fresh = link
-                .tracker
-                .get_item(&item.id)
-                .await
-                .map_err(remote_error)?;
+            let fresh = match link.tracker.get_item(&item.id).await {
+                Ok(fresh) => fresh,
+                Err(e) => return Ok(unconfirmed(&item.key, &e)),
+            };
             if fresh.state.as_deref() != Some(state) {
                 return Ok(TrackerAction::Stale(format!(
                     "the delivery says {} is {state}, the tracker says {}",
@@ -146,11 +148,10 @@ impl Engine {
                 )));
             }
         }
-        let setter = link
-            .tracker
-            .state_setter(&item.id, state)
-            .await
-            .map_err(remote_error)?;
+        let setter = match link.tracker.state_setter(&item.id, state).await {
+            Ok(setter) => setter,
+            Err(e) => return Ok(unconfirmed(&item.key, &e)),
+        };
         let actor = match setter {
             Some(user) => self.actor_of(kind, user, state == APPROVED_STATE).await?,
             None if state == STOP_STATE => Ok(Actor::TrackerAccount {
@@ -461,11 +462,8 @@ impl Engine {
 }
 
 /// A tracker that could not be asked: nothing is done on the delivery's word alone.
-fn remote_error(e: IntegrationError) -> EngineError {
-    EngineError::Refused {
-        item: "tracker".into(),
-        message: format!("could not read the item back from the tracker: {e}"),
-    }
+fn unconfirmed(key: &str, e: &IntegrationError) -> TrackerAction {
+    TrackerAction::Unconfirmed(format!("could not read {key} back from the tracker: {e}"))
 }
 
 /// The store cursor of an item's event follower.

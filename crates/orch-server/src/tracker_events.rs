@@ -234,6 +234,13 @@ pub(crate) async fn act(engine: &Engine, source: WebhookSource, body: &Value) ->
             tracing::debug!("{}: {}: {why}", project.id(), item.key);
             WebhookAction::Ignored
         }
+        Ok(TrackerAction::Unconfirmed(why)) => {
+            tracing::warn!(
+                "{}: {why}; the reconciliation poll tries again",
+                project.id()
+            );
+            WebhookAction::Failed
+        }
         Ok(TrackerAction::Stale(why)) => {
             tracing::warn!(
                 "{}: a delivery shown as from {shown} is stale: {why}",

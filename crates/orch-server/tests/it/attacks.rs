@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_engine::{Remotes, TrackerLink};
-use orch_integrations::fake::FakeServer;
 use orch_integrations::fake::gitea::FakeGitea;
 use orch_integrations::fake::plane::FakePlane;
 use orch_integrations::fake::webhook::Delivery;
+use orch_integrations::fake::{FakeServer, Fault};
 use orch_integrations::{Gitea, GiteaConfig, Plane, PlaneConfig, RetryPolicy, Token, Tracker};
 use orch_server::WebhookSource;
 use serde_json::json;
@@ -157,6 +157,12 @@ async fn a_captured_delivery_replayed_under_a_new_delivery_id_changes_nothing() 
         .await;
     assert_eq!(again.status, 200, "a replay is not acted on: {again:?}");
     assert_eq!(again.json()["duplicate"], true, "{again:?}");
+    assert_eq!(again.json()["replayed"], true, "{again:?}");
+    let metrics = setup.server.send(Request::get("/metrics")).await.body;
+    assert!(
+        metrics.contains("orch_webhook_deliveries_total{source=\"gitea\",result=\"replayed\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -180,8 +186,45 @@ async fn a_stale_approved_delivery_changes_nothing() {
         .send(gitea_request(&approve, &approve.id))
         .await;
     assert_eq!(answer.status, 202, "{answer:?}");
-    assert_ne!(answer.json()["action"], "approved", "{answer:?}");
+    assert_eq!(answer.json()["action"], "stale", "{answer:?}");
     assert_eq!(status(&setup.server, &item).await, "awaiting-approval");
+    let metrics = setup.server.send(Request::get("/metrics")).await.body;
+    assert!(
+        metrics.contains("orch_webhook_actions_total{source=\"gitea\",action=\"stale\"} 1\n"),
+        "{metrics}"
+    );
+
+    // Approved again, for real, while Gitea cannot answer: nothing on the delivery's word.
+    let approve = setup
+        .fake
+        .with(|g| g.label_issue(number, "state/Approved", "grace"))
+        .await
+        .expect("delivery");
+    setup
+        .fake
+        .fail_next([Fault::Status(502), Fault::Status(502)]);
+    let answer = setup
+        .server
+        .send(gitea_request(&approve, &approve.id))
+        .await;
+    assert_eq!(answer.json()["action"], "failed", "{answer:?}");
+    assert_eq!(status(&setup.server, &item).await, "awaiting-approval");
+    // The reconciliation poll asks Gitea again, which now confirms it, by grace's account.
+    setup.server.state.engine().reconcile_trackers().await;
+    assert_ne!(status(&setup.server, &item).await, "awaiting-approval");
+    let granted = setup
+        .server
+        .state
+        .engine()
+        .store()
+        .list_events(&item, 0)
+        .await
+        .expect("events")
+        .into_iter()
+        .find(|e| e.kind == "approval.granted")
+        .expect("approved");
+    assert_eq!(granted.data["by_kind"], "tracker");
+    assert_eq!(granted.data["by_login"], "grace");
 }
 
 #[tokio::test]
