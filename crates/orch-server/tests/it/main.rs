@@ -4,6 +4,7 @@
 mod api;
 mod attacks;
 mod dashboard;
+mod doors;
 mod support;
 mod tracker_deliveries;
 mod webhooks;
