@@ -7,14 +7,16 @@ use orch_core::pipeline::{Action, Pipeline, StageKind};
 use orch_store::{EventRecord, RunRecord, RunState};
 
 use crate::events;
+use crate::people::Actor;
 
 /// Agent kinds orch runs; an approval in one of these names is an agent approving itself.
 const AGENT_KINDS: [&str; 4] = ["scripted", "command", "claude", "codex"];
 
-/// Why `by` may not approve, if so: an agent never approves, and when the project names its
-/// approvers, only they do.
-pub(crate) fn refuse_approver(by: &str, approvers: &[String]) -> Option<String> {
-    let by = by.trim();
+/// Why `actor` may not approve, if so: an agent never approves; automation (the global API
+/// token) only when the project's approvers name it; when the project names its approvers, only
+/// those people do; a tracker account linked to no person only when no approvers are named.
+pub(crate) fn refuse_approver(actor: &Actor, approvers: &[String]) -> Option<String> {
+    let by = actor.name().trim();
     if by.is_empty() {
         return Some("an approval needs the approver's name (--by NAME)".to_owned());
     }
@@ -24,13 +26,21 @@ pub(crate) fn refuse_approver(by: &str, approvers: &[String]) -> Option<String> 
             "`{by}` names an agent; an agent can never approve a change, a person must"
         ));
     }
-    if !approvers.is_empty() && !approvers.iter().any(|a| a == by) {
-        return Some(format!(
+    let listed = approvers.iter().any(|a| a == by);
+    match actor {
+        Actor::Service(_) if !listed => Some(format!(
+            "`{by}` is the server's automation token, not a person; approve with your own token (`orch user add NAME`), or list `{by}` in the project's approvers"
+        )),
+        Actor::TrackerAccount { account, login } if !approvers.is_empty() => Some(format!(
+            "the tracker account {account} ({login}) is linked to no person, and only {} may approve; link it with `orch user add NAME --tracker-id {account}`",
+            approvers.join(", ")
+        )),
+        Actor::Person(_) if !approvers.is_empty() && !listed => Some(format!(
             "`{by}` may not approve items of this project; its approvers are: {}",
             approvers.join(", ")
-        ));
+        )),
+        _ => None,
     }
-    None
 }
 
 fn is_deploy_staging(pipeline: &Pipeline, run: &RunRecord) -> bool {

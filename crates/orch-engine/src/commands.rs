@@ -6,7 +6,7 @@ use orch_core::{ItemId, ProjectId};
 use orch_store::{ItemChange, ItemRecord, NewEvent, NewRun, RunState, StoreError};
 use serde_json::json;
 
-use crate::{Engine, EngineError, approval, events, record};
+use crate::{Actor, Engine, EngineError, approval, events, record};
 
 /// A new item as the store receives it.
 struct NewItem {
@@ -144,17 +144,24 @@ impl Engine {
         })
     }
 
-    /// Approves the item's current approval stage, bound to the SHA and digest its latest passed
-    /// staging run validated. Refused for an agent, for anyone not on the project's approvers
-    /// (when it names some), and when nothing of the current build passed staging.
+    /// [`Engine::approve_as`] by the person `by`: for the operator at the machine (the CLI).
     pub async fn approve(&self, id: &ItemId, by: &str) -> Result<(), EngineError> {
+        self.approve_as(id, &Actor::Person(by.trim().to_owned()))
+            .await
+    }
+
+    /// Approves the item's current approval stage, bound to the SHA and digest its latest passed
+    /// staging run validated. Refused for an agent, for automation and unlinked tracker accounts
+    /// (see `approval::refuse_approver`), for anyone not on the project's approvers (when it
+    /// names some), and when nothing of the current build passed staging.
+    pub async fn approve_as(&self, id: &ItemId, actor: &Actor) -> Result<(), EngineError> {
         let item = self.item(id).await?;
         let project = self.project(&item.project)?;
         let refused = |message: String| EngineError::Refused {
             item: id.to_string(),
             message,
         };
-        if let Some(why) = approval::refuse_approver(by, &project.settings.approvers) {
+        if let Some(why) = approval::refuse_approver(actor, &project.settings.approvers) {
             return Err(refused(why));
         }
         // Another status is refused by the transition below, with the message that fits it.
@@ -164,13 +171,13 @@ impl Engine {
         }
         let evidence = self.approval_evidence(id).await?;
         let fact = |k: &str| evidence.staging.as_ref().and_then(|v| v.get(k)).cloned();
-        let extra = vec![NewEvent::new(
-            events::APPROVED,
-            json!({
-                "by": by.trim(), "stage": item.progress.stage.as_str(), "sha": evidence.sha,
-                "digest": evidence.digest, "change_id": fact("change_id"), "tip": fact("tip"),
-            }),
-        )];
+        let mut data = actor.fields();
+        data["stage"] = json!(item.progress.stage.as_str());
+        data["sha"] = json!(evidence.sha);
+        data["digest"] = json!(evidence.digest);
+        data["change_id"] = json!(fact("change_id"));
+        data["tip"] = json!(fact("tip"));
+        let extra = vec![NewEvent::new(events::APPROVED, data)];
         self.change(
             item,
             Outcome::Approved,
@@ -181,17 +188,21 @@ impl Engine {
         .await
     }
 
-    /// Stops the item (STOP): its running agent is killed and it is cancelled for good.
+    /// [`Engine::stop_as`] by the person `by` (the CLI).
     pub async fn stop(&self, id: &ItemId, by: &str) -> Result<(), EngineError> {
+        self.stop_as(id, &Actor::Person(by.trim().to_owned())).await
+    }
+
+    /// Stops the item (STOP): its running agent is killed and it is cancelled for good.
+    pub async fn stop_as(&self, id: &ItemId, actor: &Actor) -> Result<(), EngineError> {
         let item = self.item(id).await?;
         let expected: Vec<ItemStatus> = ItemStatus::ALL
             .into_iter()
             .filter(|s| !s.is_terminal())
             .collect();
-        let extra = vec![NewEvent::new(
-            events::STOPPED,
-            json!({ "by": by, "stage": item.progress.stage.as_str() }),
-        )];
+        let mut data = actor.fields();
+        data["stage"] = json!(item.progress.stage.as_str());
+        let extra = vec![NewEvent::new(events::STOPPED, data)];
         let project = item.project.clone();
         self.change(
             item,
@@ -218,18 +229,28 @@ impl Engine {
         Ok(())
     }
 
-    /// Resumes a blocked or needs-info item at its stage, with a person's answer as feedback.
+    /// [`Engine::retry_as`] by the person `by` (the CLI).
     pub async fn retry(
         &self,
         id: &ItemId,
         answer: Option<String>,
         by: &str,
     ) -> Result<(), EngineError> {
+        self.retry_as(id, answer, &Actor::Person(by.trim().to_owned()))
+            .await
+    }
+
+    /// Resumes a blocked or needs-info item at its stage, with a person's answer as feedback.
+    pub async fn retry_as(
+        &self,
+        id: &ItemId,
+        answer: Option<String>,
+        actor: &Actor,
+    ) -> Result<(), EngineError> {
         let item = self.item(id).await?;
-        let extra = vec![NewEvent::new(
-            events::RETRIED,
-            json!({ "by": by, "answer": answer }),
-        )];
+        let mut data = actor.fields();
+        data["answer"] = json!(answer);
+        let extra = vec![NewEvent::new(events::RETRIED, data)];
         let expected = vec![ItemStatus::Blocked, ItemStatus::NeedsInfo];
         self.change(item, Outcome::Retried { answer }, expected, None, extra)
             .await

@@ -22,6 +22,7 @@ mod handoff;
 mod integration;
 mod locks;
 mod merge;
+pub mod people;
 pub mod project;
 mod promotion;
 mod queue;
@@ -43,9 +44,10 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::ApproveEvidence;
+pub use people::Actor;
 pub use project::{ForgeLink, Project, ProjectSettings, Remotes, TrackerLink};
 pub use queue::QueueEntry;
-pub use remotes::{FollowSummary, TrackerAction};
+pub use remotes::{FollowSummary, StateSource, TrackerAction};
 
 #[derive(Debug, Error)]
 pub enum EngineError {

@@ -122,7 +122,8 @@ impl Engine {
             let event = NewEvent::new(
                 events::APPROVED,
                 json!({
-                    "by": earlier.data.get("by"), "stage": item.progress.stage.as_str(),
+                    "by": earlier.data.get("by"), "by_kind": earlier.data.get("by_kind"),
+                    "stage": item.progress.stage.as_str(),
                     "sha": staging.get("sha"), "digest": staging.get("digest"),
                     "change_id": staging.get("change_id"), "tip": staging.get("tip"),
                     "carried_from": earlier.data.get("sha"), approval::GIVEN_AT: given_at,

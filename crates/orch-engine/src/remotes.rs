@@ -6,6 +6,13 @@
 //! ([`Engine::reconcile_trackers`]) lists those states and applies the same mapping, so a missed
 //! webhook is caught.
 //!
+//! Before acting on `STOP` or `Approved`, the tracker itself is asked: a delivery's word about
+//! the state is read back (`get_item`; a state that no longer holds is stale and changes
+//! nothing), and who moved the item there is read from the tracker's history of the item
+//! (`Tracker::state_setter`) by the tracker's user id. That account is a person when one is
+//! linked to it (`orch user add NAME --tracker-id kind:id`), else only an account
+//! ([`Actor::TrackerAccount`]): a display name, which its owner can edit, names nobody.
+//!
 //! Outbound: [`Engine::follow_remotes`] reads each item's new events from its cursor in the
 //! store and reflects them: the tracker state follows the stage, verdicts become comments, a pull
 //! request is opened when development passes, and every later verdict is a commit status on the
@@ -16,12 +23,12 @@
 use orch_core::ItemId;
 use orch_core::ProjectId;
 use orch_core::transition::ItemStatus;
-use orch_integrations::{CommitState, CommitStatus, IntegrationError, RemoteItem};
+use orch_integrations::{CommitState, CommitStatus, IntegrationError, RemoteItem, TrackerUser};
 use orch_store::{EventRecord, ItemRecord, NewEvent};
 use serde_json::{Value, json};
 
 use crate::project::{Project, branch};
-use crate::{Engine, EngineError, events, handoff};
+use crate::{Actor, Engine, EngineError, events, handoff};
 
 /// The state that stops an item, and the one that approves it (canonical names).
 pub const STOP_STATE: &str = "STOP";
@@ -39,6 +46,21 @@ pub enum TrackerAction {
     Approved(ItemId),
     /// Nothing to do, and why.
     Ignored(String),
+    /// The delivery said the item is in a state the tracker, asked, says it is not in: stale,
+    /// replayed or forged. Nothing was done.
+    Stale(String),
+    /// The tracker could not be asked to confirm the state or who set it: nothing was done on
+    /// the delivery's word; the reconciliation poll tries again.
+    Unconfirmed(String),
+}
+
+/// Where the state handed to [`Engine::apply_tracker_state`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateSource {
+    /// A webhook delivery: its word only, so the state is read back from the tracker first.
+    Delivery,
+    /// The tracker's own listing, just read (the reconciliation poll).
+    Tracker,
 }
 
 /// What one pass of [`Engine::follow_remotes`] did.
@@ -61,13 +83,14 @@ impl Engine {
         })
     }
 
-    /// Acts on `item` being in its tracker state (see the module doc); `actor` is the person
-    /// who moved it, recorded as who stopped or approved.
+    /// Acts on `item` being in its tracker state (see the module doc). For `STOP` and
+    /// `Approved` the state is read back when it came from a delivery, and the actor is who the
+    /// tracker's history says moved the item there.
     pub async fn apply_tracker_state(
         &self,
         project: &ProjectId,
         item: &RemoteItem,
-        actor: &str,
+        source: StateSource,
     ) -> Result<TrackerAction, EngineError> {
         let p = self.project(project)?;
         let Some(link) = &p.settings.remotes.tracker else {
@@ -75,7 +98,8 @@ impl Engine {
                 "project `{project}` has no tracker"
             )));
         };
-        let external = format!("{}:{}", link.tracker.kind(), item.id);
+        let kind = link.tracker.kind();
+        let external = format!("{kind}:{}", item.id);
         let Some(state) = item.state.as_deref() else {
             return Ok(TrackerAction::Ignored("not in a state orch knows".into()));
         };
@@ -103,25 +127,82 @@ impl Engine {
         let Some(current) = self.store.get_item(&id).await? else {
             return Ok(TrackerAction::Ignored(format!("{id} is gone")));
         };
-        let by = if actor.trim().is_empty() {
-            link.tracker.kind()
-        } else {
-            actor
-        };
-        if state == STOP_STATE {
-            if current.progress.status.is_terminal() {
-                return Ok(TrackerAction::Ignored(format!("{id} is already finished")));
-            }
-            self.stop(&id, by).await?;
-            return Ok(TrackerAction::Stopped(id));
+        if state == STOP_STATE && current.progress.status.is_terminal() {
+            return Ok(TrackerAction::Ignored(format!("{id} is already finished")));
         }
-        if current.progress.status != ItemStatus::AwaitingApproval {
+        if state == APPROVED_STATE && current.progress.status != ItemStatus::AwaitingApproval {
             return Ok(TrackerAction::Ignored(format!(
                 "{id} is not waiting for approval"
             )));
         }
-        self.approve(&id, by).await?;
+        if source == StateSource::Delivery {
+            let fresh = match link.tracker.get_item(&item.id).await {
+                Ok(fresh) => fresh,
+                Err(e) => return Ok(unconfirmed(&item.key, &e)),
+            };
+            if fresh.state.as_deref() != Some(state) {
+                return Ok(TrackerAction::Stale(format!(
+                    "the delivery says {} is {state}, the tracker says {}",
+                    item.key,
+                    fresh.state.as_deref().unwrap_or("another state")
+                )));
+            }
+        }
+        let setter = match link.tracker.state_setter(&item.id, state).await {
+            Ok(setter) => setter,
+            Err(e) => return Ok(unconfirmed(&item.key, &e)),
+        };
+        let actor = match setter {
+            Some(user) => self.actor_of(kind, user, state == APPROVED_STATE).await?,
+            None if state == STOP_STATE => Ok(Actor::TrackerAccount {
+                account: format!("{kind}:unknown"),
+                login: String::new(),
+            }),
+            None => Err(format!(
+                "the tracker's history of {} shows nobody moving it to {state}",
+                item.key
+            )),
+        };
+        let actor = match actor {
+            Ok(actor) => actor,
+            Err(why) => {
+                return Err(EngineError::Refused {
+                    item: id.to_string(),
+                    message: why,
+                });
+            }
+        };
+        if state == STOP_STATE {
+            self.stop_as(&id, &actor).await?;
+            return Ok(TrackerAction::Stopped(id));
+        }
+        self.approve_as(&id, &actor).await?;
         Ok(TrackerAction::Approved(id))
+    }
+
+    /// Who the tracker account `user` of a `kind` tracker is: the person linked to it, else
+    /// only the account. A revoked person approves nothing (`approving`); their stop still
+    /// counts, as their account's.
+    async fn actor_of(
+        &self,
+        kind: &str,
+        user: TrackerUser,
+        approving: bool,
+    ) -> Result<Result<Actor, String>, EngineError> {
+        let account = format!("{kind}:{}", user.id);
+        Ok(
+            match self.store.person_by_tracker_account(&account).await? {
+                Some(person) if person.is_active() => Ok(Actor::Person(person.name)),
+                Some(person) if approving => Err(format!(
+                    "the tracker account {account} is {}, whose access was revoked",
+                    person.name
+                )),
+                _ => Ok(Actor::TrackerAccount {
+                    account,
+                    login: user.login,
+                }),
+            },
+        )
     }
 
     /// One reconciliation pass: for every project with a tracker, the items in the ready,
@@ -142,7 +223,10 @@ impl Engine {
                     }
                 };
                 for item in items {
-                    match self.apply_tracker_state(p.id(), &item, "").await {
+                    match self
+                        .apply_tracker_state(p.id(), &item, StateSource::Tracker)
+                        .await
+                    {
                         Ok(action) => done.push((p.id().clone(), action)),
                         Err(e) => tracing::warn!("{}: {}: {e}", p.id(), item.key),
                     }
@@ -375,6 +459,11 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// A tracker that could not be asked: nothing is done on the delivery's word alone.
+fn unconfirmed(key: &str, e: &IntegrationError) -> TrackerAction {
+    TrackerAction::Unconfirmed(format!("could not read {key} back from the tracker: {e}"))
 }
 
 /// The store cursor of an item's event follower.

@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 use crate::error::{IntegrationError, Result};
 use crate::forge::{CommitStatus, Forge, MergeStyle, PullRequest};
 use crate::http::{ApiClient, RetryPolicy};
-use crate::repo_api::RepoApi;
+use crate::repo_api::{LabelHistory, RepoApi};
 pub use crate::repo_api::{STATE_LABEL_PREFIX, state_of_labels};
 use crate::repo_setup::Shapes;
 use crate::secret::Token;
 use crate::setup::{SetupSpec, SetupStep};
-use crate::tracker::{RemoteItem, Tracker, canonical};
+use crate::tracker::{RemoteItem, Tracker, TrackerUser, canonical};
 
 #[derive(Debug, Clone)]
 pub struct GiteaConfig {
@@ -97,6 +97,12 @@ impl Tracker for Gitea {
 
     async fn get_item(&self, id: &str) -> Result<RemoteItem> {
         self.rest.get_item(id).await
+    }
+
+    async fn state_setter(&self, id: &str, state: &str) -> Result<Option<TrackerUser>> {
+        self.rest
+            .label_setter(id, state, LabelHistory::GiteaTimeline)
+            .await
     }
 
     /// Replaces the labels by id (`PUT` replaces): its other labels and the new state.

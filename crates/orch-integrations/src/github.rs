@@ -29,11 +29,11 @@ use serde_json::json;
 use crate::error::{IntegrationError, Result};
 use crate::forge::{CommitStatus, Forge, MergeStyle, PullRequest};
 use crate::http::{ApiClient, RetryPolicy};
-use crate::repo_api::{RepoApi, STATE_LABEL_PREFIX, query_value};
+use crate::repo_api::{LabelHistory, RepoApi, STATE_LABEL_PREFIX, query_value};
 use crate::repo_setup::Shapes;
 use crate::secret::Token;
 use crate::setup::{SetupSpec, SetupStep};
-use crate::tracker::{RemoteItem, Tracker, canonical};
+use crate::tracker::{RemoteItem, Tracker, TrackerUser, canonical};
 
 /// The REST API version orch is written against.
 pub const API_VERSION: &str = "2022-11-28";
@@ -123,6 +123,12 @@ impl Tracker for GitHub {
 
     async fn get_item(&self, id: &str) -> Result<RemoteItem> {
         self.rest.get_item(id).await
+    }
+
+    async fn state_setter(&self, id: &str, state: &str) -> Result<Option<TrackerUser>> {
+        self.rest
+            .label_setter(id, state, LabelHistory::GitHubEvents)
+            .await
     }
 
     /// Replaces the labels by name: its labels outside `state/` plus the new state. The

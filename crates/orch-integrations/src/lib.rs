@@ -35,4 +35,4 @@ pub use http::RetryPolicy;
 pub use plane::{Plane, PlaneConfig};
 pub use secret::Token;
 pub use setup::{SetupOp, SetupSpec, SetupStatus, SetupStep, WebhookSpec};
-pub use tracker::{RemoteItem, Tracker};
+pub use tracker::{RemoteItem, Tracker, TrackerUser};

@@ -16,7 +16,7 @@ use crate::error::{IntegrationError, Result};
 use crate::http::{ApiClient, RetryPolicy};
 use crate::secret::Token;
 use crate::setup::{SetupOp, SetupSpec, SetupStatus, SetupStep};
-use crate::tracker::{RemoteItem, Tracker, canonical};
+use crate::tracker::{RemoteItem, Tracker, TrackerUser, canonical};
 
 /// Where a Plane project is.
 #[derive(Debug, Clone)]
@@ -289,6 +289,46 @@ impl Tracker for Plane {
             .await?;
         let names = self.state_ids().await?;
         self.item(&value, &names)
+    }
+
+    /// The latest of the work item's activities (`work-items/{id}/activities/`) that set its
+    /// `state` to this one: `field` `state`, `new_identifier` the state's id (or `new_value`
+    /// its name), `actor` the user's id (also `actor_detail.id`), by `created_at`.
+    async fn state_setter(&self, id: &str, state: &str) -> Result<Option<TrackerUser>> {
+        let id = checked_id(id)?;
+        let state_id = self.state_id(state).await?;
+        let activities = self
+            .list_all(&format!("{}/work-items/{id}/activities/", self.prefix))
+            .await?;
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let latest = activities
+            .iter()
+            .filter(|a| text(a, "field").as_deref() == Some("state"))
+            .filter(|a| {
+                text(a, "new_identifier").as_deref() == Some(state_id.as_str())
+                    || (a.get("new_identifier").is_none_or(Value::is_null)
+                        && text(a, "new_value").as_deref() == Some(state))
+            })
+            // ISO 8601 times of one service compare as text; on a tie the later entry wins.
+            .enumerate()
+            .max_by(|(i, a), (j, b)| (text(a, "created_at"), i).cmp(&(text(b, "created_at"), j)))
+            .map(|(_, a)| a);
+        let Some(activity) = latest else {
+            return Ok(None);
+        };
+        let detail = activity.get("actor_detail");
+        let actor = text(activity, "actor")
+            .or_else(|| detail.and_then(|d| text(d, "id")))
+            .ok_or_else(|| IntegrationError::BadResponse {
+                service: "plane".into(),
+                detail: format!("work item {id}: a state change without an actor"),
+            })?;
+        Ok(Some(TrackerUser {
+            id: actor,
+            login: detail
+                .and_then(|d| text(d, "display_name"))
+                .unwrap_or_default(),
+        }))
     }
 
     async fn set_state(&self, id: &str, state: &str) -> Result<()> {

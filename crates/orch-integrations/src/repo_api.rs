@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::error::{IntegrationError, Result};
 use crate::forge::{CommitStatus, PullRequest};
 use crate::http::ApiClient;
-use crate::tracker::{RemoteItem, canonical};
+use crate::tracker::{RemoteItem, TrackerUser, canonical};
 
 /// The scope of the labels that carry orch's states.
 pub const STATE_LABEL_PREFIX: &str = "state/";
@@ -22,6 +22,13 @@ pub const STATE_LABEL_PREFIX: &str = "state/";
 const PAGE: usize = 50;
 /// No listing reads more pages than this (2,000 items): a bound, not an expectation.
 const MAX_PAGES: usize = 40;
+
+/// Where an issue's label history is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LabelHistory {
+    GiteaTimeline,
+    GitHubEvents,
+}
 
 /// One repository's REST API.
 #[derive(Debug)]
@@ -152,6 +159,53 @@ impl RepoApi {
         let n = self.issue_number(id)?;
         let value = self.api.get(&format!("{}/issues/{n}", self.prefix)).await?;
         self.issue(&value)
+    }
+
+    /// Who last put the label of `state` on the issue, from its history at
+    /// `{prefix}/issues/{n}/{history}`: Gitea's `timeline` (entries of `type` `label`, `body`
+    /// `"1"` when added, `user`) or GitHub's `events` (`event` `labeled`, `actor`), both oldest
+    /// first.
+    pub(crate) async fn label_setter(
+        &self,
+        id: &str,
+        state: &str,
+        history: LabelHistory,
+    ) -> Result<Option<TrackerUser>> {
+        canonical(state)?;
+        let n = self.issue_number(id)?;
+        let wanted = format!("{STATE_LABEL_PREFIX}{state}");
+        let (path, user) = match history {
+            LabelHistory::GiteaTimeline => ("timeline", "user"),
+            LabelHistory::GitHubEvents => ("events", "actor"),
+        };
+        let entries = self
+            .list_all(&format!("{}/issues/{n}/{path}", self.prefix))
+            .await?;
+        let added = |e: &Value| match history {
+            LabelHistory::GiteaTimeline => {
+                e.get("type").and_then(Value::as_str) == Some("label")
+                    && e.get("body").and_then(Value::as_str) == Some("1")
+            }
+            LabelHistory::GitHubEvents => e.get("event").and_then(Value::as_str) == Some("labeled"),
+        };
+        let Some(last) = entries.iter().rev().find(|e| {
+            added(e) && e.pointer("/label/name").and_then(Value::as_str) == Some(wanted.as_str())
+        }) else {
+            return Ok(None);
+        };
+        let account = last.get(user);
+        let user_id = account
+            .and_then(|u| u.get("id"))
+            .and_then(Value::as_u64)
+            .ok_or_else(|| self.bad(format!("issue {n}: a label change without a user id")))?;
+        Ok(Some(TrackerUser {
+            id: user_id.to_string(),
+            login: account
+                .and_then(|u| u.get("login"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        }))
     }
 
     pub(crate) async fn add_comment(&self, id: &str, text: &str) -> Result<()> {

@@ -21,6 +21,14 @@ pub struct RemoteItem {
     pub state: Option<String>,
 }
 
+/// A tracker account: the tracker's own user id, which its owner cannot change, and the login or
+/// display name it showed (for messages only: a display name can be edited to anyone's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackerUser {
+    pub id: String,
+    pub login: String,
+}
+
 #[async_trait]
 pub trait Tracker: Send + Sync + std::fmt::Debug {
     /// `plane`, `gitea`, ...: the name in configuration, events and messages.
@@ -44,6 +52,10 @@ pub trait Tracker: Send + Sync + std::fmt::Debug {
     /// The open items in the canonical state `state`.
     async fn list_items(&self, state: &str) -> Result<Vec<RemoteItem>>;
     async fn get_item(&self, id: &str) -> Result<RemoteItem>;
+    /// Who last moved the item into the canonical state `state`, read from the tracker's own
+    /// history of the item (Plane's activities, Gitea's timeline, GitHub's issue events); `None`
+    /// when that history shows no such change.
+    async fn state_setter(&self, id: &str, state: &str) -> Result<Option<TrackerUser>>;
     /// Moves the item to the canonical state `state`.
     async fn set_state(&self, id: &str, state: &str) -> Result<()>;
     /// Adds a plain-text comment.

@@ -3,19 +3,18 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use orch_core::{ItemId, ProjectId};
+use orch_engine::Actor;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::views;
-
-/// Who the engine records as the actor when a request names nobody.
-const DEFAULT_ACTOR: &str = "api";
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -34,9 +33,11 @@ struct NewItem {
     body: String,
 }
 
+/// The body of approve and stop. `by` is accepted only when it names the caller: who acts is
+/// who the token names, never what the body says.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Actor {
+struct ActorBody {
     by: Option<String>,
 }
 
@@ -113,38 +114,41 @@ pub(crate) async fn create_item(
 
 pub(crate) async fn approve_item(
     State(state): State<AppState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = item_id(&id)?;
-    let actor: Actor = optional_json(body)?;
-    state.engine().approve(&id, &actor_name(actor.by)).await?;
+    let body: ActorBody = optional_json(body)?;
+    only_self(&caller, body.by.as_deref())?;
+    state.engine().approve_as(&id, &caller).await?;
     state.notify_work_added();
     current(&state, &id).await
 }
 
 pub(crate) async fn stop_item(
     State(state): State<AppState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = item_id(&id)?;
-    let actor: Actor = optional_json(body)?;
-    state.engine().stop(&id, &actor_name(actor.by)).await?;
+    let body: ActorBody = optional_json(body)?;
+    only_self(&caller, body.by.as_deref())?;
+    state.engine().stop_as(&id, &caller).await?;
     current(&state, &id).await
 }
 
 pub(crate) async fn retry_item(
     State(state): State<AppState>,
+    Extension(Caller(caller)): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     let id = item_id(&id)?;
     let retry: RetryRequest = optional_json(body)?;
-    state
-        .engine()
-        .retry(&id, retry.answer, &actor_name(retry.by))
-        .await?;
+    only_self(&caller, retry.by.as_deref())?;
+    state.engine().retry_as(&id, retry.answer, &caller).await?;
     state.notify_work_added();
     current(&state, &id).await
 }
@@ -181,10 +185,15 @@ fn only_project(state: &AppState) -> ApiResult<ProjectId> {
     }
 }
 
-fn actor_name(by: Option<String>) -> String {
-    by.map(|b| b.trim().to_owned())
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| DEFAULT_ACTOR.to_owned())
+/// Refuses a body's `by` that names someone other than the caller.
+fn only_self(caller: &Actor, by: Option<&str>) -> ApiResult<()> {
+    match by.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(named) if named != caller.name() => Err(ApiError::BadRequest(format!(
+            "`by` says `{named}`, but this token is {}'s; leave `by` out: who acts is who the token names",
+            caller.name()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The body read as JSON. The content type is not checked: `curl -d` sends a form type.

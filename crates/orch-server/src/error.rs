@@ -28,6 +28,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// Known, but not allowed to see or do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request does not fit the item's state (approve what does not wait for approval).
     #[error("{0}")]
     Conflict(String),
@@ -42,7 +45,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized | ApiError::BadSignature { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::NoTokenConfigured => StatusCode::FORBIDDEN,
+            ApiError::NoTokenConfigured | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

@@ -22,12 +22,15 @@
 //!   engine's commands, which ask orch-core.
 //! - Secrets never appear in responses, logs or `Debug` output.
 //! - No global state: the listener, the shutdown signal and everything shared arrive as arguments.
+//! - Whoever acts is who their token or session names ([`people`]): never a name from a request
+//!   body. A request for a host name not configured is refused, webhooks aside.
 
 mod api;
 mod auth;
 mod dashboard;
 mod error;
 mod metrics;
+pub mod people;
 mod state;
 mod tracker_events;
 pub mod views;
@@ -41,7 +44,7 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use metrics::{DeliveryResult, WebhookMetrics};
-pub use state::AppState;
+pub use state::{AppState, DEFAULT_SERVICE_NAME};
 pub use tracker_events::WebhookAction;
 pub use webhook::WebhookSource;
 
@@ -68,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound("no such route; see docs/server.md".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            dashboard::limits::require_known_host,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -84,7 +91,11 @@ pub async fn serve(
         shutdown.await;
         streams.cancel();
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // With each connection's address: the login limit counts failures per client.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

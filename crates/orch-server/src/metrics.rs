@@ -23,6 +23,9 @@ pub enum DeliveryResult {
     Accepted,
     /// Verified, but its delivery id was stored before: nothing more happened.
     Duplicate,
+    /// Verified, but its body was stored before under another delivery id: a captured delivery
+    /// sent again. Nothing more happened.
+    Replayed,
     /// Missing or wrong signature, or no secret configured for the source.
     RejectedSignature,
     /// Verified, but not JSON or without a delivery id.
@@ -34,9 +37,10 @@ pub enum DeliveryResult {
 }
 
 impl DeliveryResult {
-    pub const ALL: [DeliveryResult; 6] = [
+    pub const ALL: [DeliveryResult; 7] = [
         DeliveryResult::Accepted,
         DeliveryResult::Duplicate,
+        DeliveryResult::Replayed,
         DeliveryResult::RejectedSignature,
         DeliveryResult::Malformed,
         DeliveryResult::TooLarge,
@@ -47,6 +51,7 @@ impl DeliveryResult {
         match self {
             DeliveryResult::Accepted => "accepted",
             DeliveryResult::Duplicate => "duplicate",
+            DeliveryResult::Replayed => "replayed",
             DeliveryResult::RejectedSignature => "rejected_signature",
             DeliveryResult::Malformed => "malformed",
             DeliveryResult::TooLarge => "too_large",

@@ -12,8 +12,12 @@
 //! are read the same way; its `issue_comment` events (an `issue` with a `comment`) are not state
 //! changes and are left alone. A delivery about something else, or for a project orch does not
 //! serve, is accepted and does nothing.
+//!
+//! The actor a payload names (Plane's `activity.actor`, `sender` elsewhere) is logged only: who
+//! moved an item to `STOP` or `Approved` is read from the tracker by the engine, by user id, and
+//! so is the state itself (a delivery whose state no longer holds is stale).
 
-use orch_engine::{Engine, EngineError, TrackerAction};
+use orch_engine::{Engine, EngineError, StateSource, TrackerAction};
 use orch_integrations::RemoteItem;
 use orch_integrations::gitea::state_of_labels;
 use serde_json::Value;
@@ -30,7 +34,10 @@ pub(crate) struct ItemNews {
     pub item: RemoteItem,
     /// Whether `item.state` came from the payload; when not, the tracker is asked.
     pub state_known: bool,
+    /// The login or display name the payload shows (for logs only).
     pub actor: String,
+    /// The tracker's id of that account, as the payload says (for logs only).
+    pub actor_id: Option<String>,
 }
 
 /// What a delivery led to, for the metrics.
@@ -42,17 +49,25 @@ pub enum WebhookAction {
     Approved,
     /// Not about an item, about a project orch does not serve, or a state orch leaves alone.
     Ignored,
+    /// The tracker, asked, says the item is not in the state the delivery claims: stale,
+    /// replayed or forged. Nothing was done.
+    Stale,
+    /// orch refused to act: the account that moved the item may not approve, or nothing is
+    /// validated to approve.
+    Refused,
     /// The engine or the tracker failed; the reconciliation poll tries again.
     Failed,
 }
 
 impl WebhookAction {
-    pub const ALL: [WebhookAction; 6] = [
+    pub const ALL: [WebhookAction; 8] = [
         WebhookAction::Created,
         WebhookAction::AlreadyFiled,
         WebhookAction::Stopped,
         WebhookAction::Approved,
         WebhookAction::Ignored,
+        WebhookAction::Stale,
+        WebhookAction::Refused,
         WebhookAction::Failed,
     ];
 
@@ -63,6 +78,8 @@ impl WebhookAction {
             WebhookAction::Stopped => "stopped",
             WebhookAction::Approved => "approved",
             WebhookAction::Ignored => "ignored",
+            WebhookAction::Stale => "stale",
+            WebhookAction::Refused => "refused",
             WebhookAction::Failed => "failed",
         }
     }
@@ -94,11 +111,14 @@ pub(crate) fn parse(source: WebhookSource, body: &Value) -> Option<ItemNews> {
                 .and_then(|s| s.get("name"))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            let actor = body
-                .get("activity")
-                .and_then(|a| a.get("actor"))
+            let actor_value = body.get("activity").and_then(|a| a.get("actor"));
+            let actor = actor_value
                 .map(|a| text(a, "display_name"))
                 .unwrap_or_default();
+            let actor_id = actor_value
+                .and_then(|a| a.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             Some(ItemNews {
                 kind: "plane",
                 project_key,
@@ -115,6 +135,7 @@ pub(crate) fn parse(source: WebhookSource, body: &Value) -> Option<ItemNews> {
                     state,
                 },
                 actor,
+                actor_id,
             })
         }
         WebhookSource::Gitea | WebhookSource::Github => {
@@ -156,6 +177,11 @@ pub(crate) fn parse(source: WebhookSource, body: &Value) -> Option<ItemNews> {
                     .get("sender")
                     .map(|s| text(s, "login"))
                     .unwrap_or_default(),
+                actor_id: body
+                    .get("sender")
+                    .and_then(|s| s.get("id"))
+                    .and_then(Value::as_u64)
+                    .map(|id| id.to_string()),
             })
         }
     }
@@ -170,12 +196,16 @@ pub(crate) async fn act(engine: &Engine, source: WebhookSource, body: &Value) ->
         return WebhookAction::Ignored;
     };
     let mut item = news.item;
+    let mut source = StateSource::Delivery;
     if !news.state_known {
         let Some(link) = &project.settings.remotes.tracker else {
             return WebhookAction::Ignored;
         };
         match link.tracker.get_item(&item.id).await {
-            Ok(fresh) => item.state = fresh.state,
+            Ok(fresh) => {
+                item.state = fresh.state;
+                source = StateSource::Tracker;
+            }
             Err(e) => {
                 tracing::warn!(
                     "{}: reading {} from the tracker: {e}",
@@ -186,8 +216,14 @@ pub(crate) async fn act(engine: &Engine, source: WebhookSource, body: &Value) ->
             }
         }
     }
+    let shown = format!(
+        "{} ({}:{})",
+        news.actor,
+        news.kind,
+        news.actor_id.as_deref().unwrap_or("no id")
+    );
     match engine
-        .apply_tracker_state(project.id(), &item, &news.actor)
+        .apply_tracker_state(project.id(), &item, source)
         .await
     {
         Ok(TrackerAction::Created(_)) => WebhookAction::Created,
@@ -198,9 +234,27 @@ pub(crate) async fn act(engine: &Engine, source: WebhookSource, body: &Value) ->
             tracing::debug!("{}: {}: {why}", project.id(), item.key);
             WebhookAction::Ignored
         }
+        Ok(TrackerAction::Unconfirmed(why)) => {
+            tracing::warn!(
+                "{}: {why}; the reconciliation poll tries again",
+                project.id()
+            );
+            WebhookAction::Failed
+        }
+        Ok(TrackerAction::Stale(why)) => {
+            tracing::warn!(
+                "{}: a delivery shown as from {shown} is stale: {why}",
+                project.id()
+            );
+            WebhookAction::Stale
+        }
         Err(e @ EngineError::Refused { .. }) => {
-            tracing::info!("{}: {}: {e}", project.id(), item.key);
-            WebhookAction::Ignored
+            tracing::warn!(
+                "{}: {}: a delivery shown as from {shown} was refused: {e}",
+                project.id(),
+                item.key
+            );
+            WebhookAction::Refused
         }
         Err(e) => {
             tracing::warn!("{}: acting on {}: {e}", project.id(), item.key);

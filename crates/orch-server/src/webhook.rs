@@ -1,6 +1,7 @@
 //! Webhook intake: verify the signature over the raw body, then parse, then store the delivery
-//! once in the inbox, then act on a newly stored one (`tracker_events`). A redelivery is
-//! recorded as a duplicate and acted on no more.
+//! once in the inbox, then act on a newly stored one (`tracker_events`). A redelivery (same
+//! delivery id) is a duplicate; a captured body sent again under a new delivery id (the id is an
+//! unsigned header, the body is what the signature covers) is a replay. Neither is acted on.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -9,8 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
+use orch_store::InboxOutcome;
 use serde_json::json;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::metrics::DeliveryResult;
@@ -123,6 +125,20 @@ pub(crate) async fn receive(
             DeliveryResult::Duplicate,
             (StatusCode::OK, Json(json!({ "duplicate": true }))).into_response(),
         ),
+        Ok(Intake::Replayed) => {
+            tracing::warn!(
+                "webhook from {}: a body seen before under another delivery id; not acted on",
+                source.as_str()
+            );
+            (
+                DeliveryResult::Replayed,
+                (
+                    StatusCode::OK,
+                    Json(json!({ "duplicate": true, "replayed": true })),
+                )
+                    .into_response(),
+            )
+        }
         Err((result, error)) => (result, error.into_response()),
     };
     state.metrics().record(source, result);
@@ -132,7 +148,10 @@ pub(crate) async fn receive(
 enum Intake {
     /// Stored for the first time; the parsed payload.
     Stored(serde_json::Value),
+    /// Its delivery id was stored before.
     Duplicate,
+    /// Its body was stored before under another delivery id.
+    Replayed,
 }
 
 async fn intake(
@@ -170,16 +189,17 @@ async fn intake(
         })?;
     let payload = serde_json::from_slice::<serde_json::Value>(&body)
         .map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
+    let body_sha256 = hex::encode(Sha256::digest(&body));
     let stored = state
         .engine()
         .store()
-        .inbox_insert(source.as_str(), delivery_id, &body)
+        .inbox_insert(source.as_str(), delivery_id, &body_sha256, &body)
         .await
         .map_err(|e| (DeliveryResult::Failed, ApiError::from(e)))?;
-    Ok(if stored {
-        Intake::Stored(payload)
-    } else {
-        Intake::Duplicate
+    Ok(match stored {
+        InboxOutcome::Stored => Intake::Stored(payload),
+        InboxOutcome::SameDelivery => Intake::Duplicate,
+        InboxOutcome::SameBody => Intake::Replayed,
     })
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Tables (the same on every backend): `projects`, `work_items`, `stage_runs` (unique per item,
 //! stage and attempt; with a lease: owner, epoch, expiry), `events` (a gap-free sequence per item,
-//! append-only) and `inbox` (webhook deliveries, unique per source and delivery id).
+//! append-only), `inbox` (webhook deliveries, unique per source and delivery id and per source
+//! and body hash), `external_items`, `cursors`, `people` (who may act, by the hash of their API
+//! token) and `tracker_accounts` (a tracker's user id that is a person).
 //!
 //! Invariants:
 //! - Every state change is written in one transaction together with the events that describe it.
@@ -18,6 +20,7 @@
 //! decides anything about the pipeline: it stores what the engine decided, atomically, and
 //! refuses writes that break the invariants above.
 
+mod people;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -30,6 +33,7 @@ use orch_core::{ItemId, ProjectId, StageName};
 use serde_json::Value;
 use thiserror::Error;
 
+pub use people::{InboxOutcome, PersonRecord};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -81,6 +85,9 @@ pub enum StoreError {
     },
     #[error("{what} `{id}` not found")]
     NotFound { what: &'static str, id: String },
+    /// A name or key that must be unique is taken already.
+    #[error("{what} `{id}` exists already")]
+    Exists { what: &'static str, id: String },
     /// The database file or server could not be opened, or its schema is newer than this orch.
     #[error("cannot open store at {url}: {reason}")]
     Open { url: String, reason: String },
@@ -385,8 +392,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies a change made by a person or by the engine outside a lease.
     async fn change_item(&self, item: &ItemId, change: ItemChange) -> Result<()>;
 
-    /// Records a webhook delivery; `false` when (source, delivery id) was seen before.
-    async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool>;
+    /// Records a webhook delivery, unless (source, delivery id) or (source, body hash) was
+    /// recorded before: a redelivery, or a captured body replayed under a new delivery id.
+    async fn inbox_insert(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        body_sha256: &str,
+        body: &[u8],
+    ) -> Result<InboxOutcome>;
+
+    /// Adds a person who acts under `name` with the token whose SHA-256 is `token_sha256`. A
+    /// revoked person of that name gets the new token and is active again; an active one is
+    /// [`StoreError::Exists`] (revoke first).
+    async fn add_person(&self, name: &str, token_sha256: &str) -> Result<PersonRecord>;
+    /// Revokes `name`'s token; `false` when no active person has that name.
+    async fn revoke_person(&self, name: &str) -> Result<bool>;
+    /// Every person, revoked ones too, by name.
+    async fn list_people(&self) -> Result<Vec<PersonRecord>>;
+    /// The active person whose token hashes to `token_sha256`.
+    async fn person_by_token(&self, token_sha256: &str) -> Result<Option<PersonRecord>>;
+    /// Whether any person is active (then the dashboard and the API need a login).
+    async fn has_people(&self) -> Result<bool>;
+    /// Says that the tracker account `account` (`plane:<uuid>`, `gitea:<id>`) is `person`. An
+    /// account that is someone else already is [`StoreError::Exists`].
+    async fn link_tracker_account(&self, person: &str, account: &str) -> Result<()>;
+    /// The person a tracker account is, revoked or not (the caller refuses a revoked one).
+    async fn person_by_tracker_account(&self, account: &str) -> Result<Option<PersonRecord>>;
 
     /// Creates an item as [`Store::create_item`] does, linked to a tracker's `external_id`, in
     /// one transaction; unless the project already has an item linked to that id: then nothing

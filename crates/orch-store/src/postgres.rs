@@ -23,6 +23,7 @@ macro_rules! now_ms {
 
 mod items;
 mod migrate;
+mod people;
 mod retry;
 mod rows;
 mod runs;
@@ -40,8 +41,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::{
-    ClaimLimits, EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun,
-    ProjectRecord, Result, RunRecord, Store, StoreError, WakeUp,
+    ClaimLimits, EventRecord, Fence, FinishRun, InboxOutcome, ItemChange, ItemRecord, NewEvent,
+    NewRun, PersonRecord, ProjectRecord, Result, RunRecord, Store, StoreError, WakeUp,
 };
 
 pub(crate) use url::{SCHEMES, is_postgres, masked};
@@ -470,24 +471,79 @@ impl Store for PgStore {
         }
     }
 
-    async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool> {
-        let sql = concat!(
-            "INSERT INTO inbox (source, delivery_id, received_at, body) VALUES ($1, $2, ",
-            now_ms!(),
-            ", $3) ON CONFLICT (source, delivery_id) DO NOTHING"
-        );
-        let done = self
-            .write("inbox_insert", |mut tx| async move {
-                let done = sqlx::query(sql)
-                    .bind(source)
-                    .bind(delivery_id)
-                    .bind(body)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok((tx, done))
+    async fn inbox_insert(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        body_sha256: &str,
+        body: &[u8],
+    ) -> Result<InboxOutcome> {
+        self.write("inbox_insert", |mut tx| async move {
+            let outcome =
+                people::inbox_insert(&mut tx, source, delivery_id, body_sha256, body).await?;
+            Ok((tx, outcome))
+        })
+        .await
+    }
+
+    async fn add_person(&self, name: &str, token_sha256: &str) -> Result<PersonRecord> {
+        self.write("add_person", |mut tx| async move {
+            people::add(&mut tx, name, token_sha256).await?;
+            Ok((tx, ()))
+        })
+        .await?;
+        self.list_people()
+            .await?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| StoreError::NotFound {
+                what: "person",
+                id: name.to_owned(),
             })
-            .await?;
-        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_person(&self, name: &str) -> Result<bool> {
+        self.write("revoke_person", |mut tx| async move {
+            let done = people::revoke(&mut tx, name).await?;
+            Ok((tx, done))
+        })
+        .await
+    }
+
+    async fn list_people(&self) -> Result<Vec<PersonRecord>> {
+        retry::retrying("list_people", move || async move {
+            people::list(&self.pool).await
+        })
+        .await
+    }
+
+    async fn person_by_token(&self, token_sha256: &str) -> Result<Option<PersonRecord>> {
+        retry::retrying("person_by_token", move || async move {
+            people::by_token(&self.pool, token_sha256).await
+        })
+        .await
+    }
+
+    async fn has_people(&self) -> Result<bool> {
+        retry::retrying("has_people", move || async move {
+            people::any_active(&self.pool).await
+        })
+        .await
+    }
+
+    async fn link_tracker_account(&self, person: &str, account: &str) -> Result<()> {
+        self.write("link_tracker_account", |mut tx| async move {
+            people::link(&mut tx, person, account).await?;
+            Ok((tx, ()))
+        })
+        .await
+    }
+
+    async fn person_by_tracker_account(&self, account: &str) -> Result<Option<PersonRecord>> {
+        retry::retrying("person_by_tracker_account", move || async move {
+            people::by_account(&self.pool, account).await
+        })
+        .await
     }
 
     async fn create_linked_item(

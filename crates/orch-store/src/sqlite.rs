@@ -18,6 +18,7 @@ macro_rules! now_ms {
 
 mod items;
 mod migrate;
+mod people;
 mod rows;
 mod runs;
 
@@ -34,8 +35,8 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
-    ClaimLimits, EventRecord, Fence, FinishRun, ItemChange, ItemRecord, NewEvent, NewRun,
-    ProjectRecord, Result, RunRecord, Store, StoreError,
+    ClaimLimits, EventRecord, Fence, FinishRun, InboxOutcome, ItemChange, ItemRecord, NewEvent,
+    NewRun, PersonRecord, ProjectRecord, Result, RunRecord, Store, StoreError,
 };
 
 /// How long a writer waits for another process's write transaction before giving up.
@@ -369,19 +370,59 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn inbox_insert(&self, source: &str, delivery_id: &str, body: &[u8]) -> Result<bool> {
-        let sql = concat!(
-            "INSERT INTO inbox (source, delivery_id, received_at, body) VALUES (?, ?, ",
-            now_ms!(),
-            ", ?) ON CONFLICT (source, delivery_id) DO NOTHING"
-        );
-        let done = sqlx::query(sql)
-            .bind(source)
-            .bind(delivery_id)
-            .bind(body)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+    async fn inbox_insert(
+        &self,
+        source: &str,
+        delivery_id: &str,
+        body_sha256: &str,
+        body: &[u8],
+    ) -> Result<InboxOutcome> {
+        let mut w = self.write().await?;
+        let outcome =
+            people::inbox_insert(&mut w.tx, source, delivery_id, body_sha256, body).await?;
+        w.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn add_person(&self, name: &str, token_sha256: &str) -> Result<PersonRecord> {
+        let mut w = self.write().await?;
+        people::add(&mut w.tx, name, token_sha256).await?;
+        w.commit().await?;
+        people::list(&self.pool)
+            .await?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| StoreError::NotFound {
+                what: "person",
+                id: name.to_owned(),
+            })
+    }
+
+    async fn revoke_person(&self, name: &str) -> Result<bool> {
+        let _turn = Arc::clone(&self.writer_turn).lock_owned().await;
+        people::revoke(&self.pool, name).await
+    }
+
+    async fn list_people(&self) -> Result<Vec<PersonRecord>> {
+        people::list(&self.pool).await
+    }
+
+    async fn person_by_token(&self, token_sha256: &str) -> Result<Option<PersonRecord>> {
+        people::by_token(&self.pool, token_sha256).await
+    }
+
+    async fn has_people(&self) -> Result<bool> {
+        people::any_active(&self.pool).await
+    }
+
+    async fn link_tracker_account(&self, person: &str, account: &str) -> Result<()> {
+        let mut w = self.write().await?;
+        people::link(&mut w.tx, person, account).await?;
+        w.commit().await
+    }
+
+    async fn person_by_tracker_account(&self, account: &str) -> Result<Option<PersonRecord>> {
+        people::by_account(&self.pool, account).await
     }
 
     async fn create_linked_item(

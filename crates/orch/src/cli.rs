@@ -62,6 +62,9 @@ to merge yourself; an existing .env is never touched; orch.toml only gets a [[pr
         after_help = "Examples:\n  orch retry DEMO-2\n  orch retry DEMO-2 --answer \"use port 8080\""
     )]
     Retry(RetryArgs),
+    /// Manage the people who act on items under their own name (tokens, tracker accounts).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Show an item's run logs (the agents' output and the gates' commands).
     #[command(
         after_help = "Examples:\n  orch logs DEMO-1\n  orch logs DEMO-1 --stage review\n  orch logs -f DEMO-1\n  orch logs DEMO-1 --json"
@@ -360,6 +363,39 @@ pub struct ResumePromotionsArgs {
     /// The project (optional when only one is configured).
     #[arg(long)]
     pub project: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a person and print their API token, once (orch keeps only its SHA-256).
+    #[command(
+        after_help = "Examples:\n  orch user add ada\n  orch user add ada --tracker-id plane:0c7ef2c4-5e1b-4a8e-9a77-3c1f0b2d9e10 --tracker-id github:583231\n\n\
+The token opens the API (Authorization: Bearer ...) and the dashboard's login as ada. A tracker\n\
+account is the tracker's user id (Plane's actor id, Gitea's and GitHub's sender.id), never a\n\
+login or a display name. Adding a revoked person again gives them a new token; adding an active\n\
+one only links the --tracker-id accounts."
+    )]
+    Add(UserAddArgs),
+    /// Revoke a person's token: it opens nothing any more, and their sessions end.
+    #[command(after_help = "Example:\n  orch user revoke ada")]
+    Revoke(UserNameArgs),
+    /// List the people, whether each is active, and their tracker accounts.
+    #[command(after_help = "Examples:\n  orch user list\n  orch user list --json")]
+    List(JsonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// The person's name: 1 to 64 of a-z, 0-9, `.`, `_`, `-` (what `approvers` lists).
+    pub name: String,
+    /// A tracker account that is this person: `plane:<user uuid>`, `gitea:<id>`, `github:<id>`.
+    #[arg(long = "tracker-id", value_name = "KIND:ID")]
+    pub tracker_ids: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UserNameArgs {
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,33 @@ pub struct ConfigFile {
     pub engine: EngineSection,
     #[serde(default)]
     pub projects: Vec<ProjectEntry>,
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// `[server]`: what `orch serve` answers to and trusts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Host names (with or without a port) the server answers to, besides IP addresses and
+    /// `localhost`; others are refused (DNS rebinding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Without any credential, the read-only dashboard shows artifact text, logs and diffs.
+    #[serde(default)]
+    pub public_content: bool,
+    /// Addresses of reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Session cookies always `Secure` (TLS ends before orch).
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// A trusted proxy's `X-Auth-Request-User`/`X-Forwarded-User` logs that person in.
+    #[serde(default)]
+    pub proxy_auth: bool,
+    /// The name `ORCH_API_TOKEN` acts under (default `automation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +166,10 @@ pub struct Settings {
     pub crashpoint: Option<String>,
     /// Between two reconciliation polls of the trackers: the shortest any project asks for.
     pub tracker_poll: std::time::Duration,
+    /// `[server]`, for `orch serve`.
+    pub server: ServerSection,
+    /// The name `ORCH_API_TOKEN` acts under.
+    pub service_name: String,
 }
 
 /// Parses one registry entry: the single parser for every caller (contract 14).
@@ -292,7 +323,17 @@ impl Settings {
                 .into());
             }
         }
+        let service_name = file
+            .server
+            .service_name
+            .clone()
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_else(|| orch_server::DEFAULT_SERVICE_NAME.to_owned());
+        orch_engine::people::valid_person_name(&service_name)
+            .map_err(|e| UsageError(format!("{}: [server] service_name: {e}", path.display())))?;
         Ok(Self {
+            server: file.server.clone(),
+            service_name,
             path: abs,
             store_url,
             max_parallel,

@@ -45,19 +45,51 @@ fn event(seq: i64, kind: &str, data: Value) -> EventRecord {
 
 #[test]
 fn agents_never_approve_and_a_list_of_approvers_is_enforced() {
+    let person = |name: &str| Actor::Person(name.to_owned());
     for agent in ["scripted", "command", "claude", "Codex", "agent:developer"] {
-        let refusal = refuse_approver(agent, &[]).expect("an agent is refused");
+        let refusal = refuse_approver(&person(agent), &[]).expect("an agent is refused");
         assert!(refusal.contains("names an agent"), "{refusal}");
     }
-    assert_eq!(refuse_approver("alice", &[]), None, "no list: any person");
+    assert_eq!(
+        refuse_approver(&person("alice"), &[]),
+        None,
+        "no list: any person"
+    );
     let approvers = vec!["alice".to_owned(), "bob".to_owned()];
-    assert_eq!(refuse_approver("bob", &approvers), None);
-    let refusal = refuse_approver("mallory", &approvers).expect("not on the list");
+    assert_eq!(refuse_approver(&person("bob"), &approvers), None);
+    let refusal = refuse_approver(&person("mallory"), &approvers).expect("not on the list");
     assert!(
         refusal.contains("its approvers are: alice, bob"),
         "{refusal}"
     );
-    assert!(refuse_approver("  ", &[]).is_some(), "a name is required");
+    assert!(
+        refuse_approver(&person("  "), &[]).is_some(),
+        "a name is required"
+    );
+}
+
+#[test]
+fn automation_and_unlinked_tracker_accounts_are_not_people() {
+    let service = Actor::Service("automation".into());
+    let refusal = refuse_approver(&service, &[]).expect("automation is no approver by default");
+    assert!(refusal.contains("automation token"), "{refusal}");
+    assert_eq!(
+        refuse_approver(&service, &["automation".to_owned()]),
+        None,
+        "unless the project lists it"
+    );
+    let account = Actor::TrackerAccount {
+        account: "plane:0c7e".into(),
+        login: "alice".into(),
+    };
+    assert_eq!(
+        refuse_approver(&account, &[]),
+        None,
+        "no list: anyone the tracker lets move the item"
+    );
+    let refusal = refuse_approver(&account, &["alice".to_owned()])
+        .expect("a display name that reads `alice` is not alice");
+    assert!(refusal.contains("--tracker-id plane:0c7e"), "{refusal}");
 }
 
 #[test]

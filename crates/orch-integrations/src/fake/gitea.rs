@@ -8,7 +8,9 @@
 //! so pushes land there, and the merge call performs a real merge commit into its default
 //! branch (the `merge` style only: the fake refuses `squash` and `rebase` with 405 rather than
 //! pretend). Issue webhooks follow docs.gitea.com/usage/webhooks (`action`, `number`, `issue`,
-//! `repository`, `sender`).
+//! `repository`, `sender` with its `id` and `login`). Every label change, a person's or the
+//! token user's, is kept in the issue's timeline (`GET issues/{n}/timeline`: entries of `type`
+//! `label`, `body` `"1"` when added and empty when removed, `user`, `label`, `created_at`).
 
 use std::path::{Path, PathBuf};
 
@@ -73,8 +75,22 @@ pub struct FakeGitea {
     pub hooks: Vec<Value>,
     /// A label name the fake refuses to create (422), as a host with a conflicting rule would.
     pub refuse_label: Option<String>,
+    /// Accounts by (id, login): the token's user is id 1; people get ids from 100 in the order
+    /// they first act.
+    pub users: Vec<(u64, String)>,
+    /// Every label change, oldest first.
+    pub timeline: Vec<LabelChange>,
     next_id: u64,
     deliveries: u64,
+}
+
+/// One label put on or taken off an issue, by an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelChange {
+    pub issue: u64,
+    pub label: String,
+    pub added: bool,
+    pub user: u64,
 }
 
 impl FakeGitea {
@@ -117,6 +133,8 @@ impl FakeGitea {
             login: owner.to_owned(),
             hooks: Vec::new(),
             refuse_label: None,
+            users: vec![(1, owner.to_owned())],
+            timeline: Vec::new(),
             next_id: 0,
             deliveries: 0,
         }
@@ -223,24 +241,81 @@ impl FakeGitea {
         number
     }
 
-    /// Puts `label` on the issue (dropping other labels of its exclusive scope) as a person
-    /// would, and returns the delivery Gitea sends for it.
+    /// The id of the account `login`, made on first use.
+    pub fn user_id(&mut self, login: &str) -> u64 {
+        if let Some((id, _)) = self.users.iter().find(|(_, l)| l == login) {
+            return *id;
+        }
+        let id = 99 + self.users.len() as u64;
+        self.users.push((id, login.to_owned()));
+        id
+    }
+
+    fn login_of(&self, user: u64) -> String {
+        self.users
+            .iter()
+            .find(|(id, _)| *id == user)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Replaces issue `number`'s labels with `new` (ids), recording what changed as `user`.
+    pub(crate) fn set_labels(&mut self, number: u64, new: Vec<u64>, user: u64) -> Option<()> {
+        let name = |labels: &[(u64, String)], id: u64| {
+            labels
+                .iter()
+                .find(|(l, _)| *l == id)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default()
+        };
+        let issue = self.issues.iter_mut().find(|i| i.number == number)?;
+        let old = std::mem::replace(&mut issue.labels, new.clone());
+        for id in old.iter().filter(|id| !new.contains(id)) {
+            let label = name(&self.labels, *id);
+            self.timeline.push(LabelChange {
+                issue: number,
+                label,
+                added: false,
+                user,
+            });
+        }
+        for id in new.iter().filter(|id| !old.contains(id)) {
+            let label = name(&self.labels, *id);
+            self.timeline.push(LabelChange {
+                issue: number,
+                label,
+                added: true,
+                user,
+            });
+        }
+        Some(())
+    }
+
+    /// Puts `label` on the issue (dropping other labels of its exclusive scope) as the person
+    /// `by` would, and returns the delivery Gitea sends for it.
     pub fn label_issue(&mut self, number: u64, label: &str, by: &str) -> Option<Delivery> {
         let id = self.label_id(label)?;
         let scope = label.split_once('/').map(|(s, _)| format!("{s}/"));
         let names: Vec<(u64, String)> = self.labels.clone();
-        let issue = self.issues.iter_mut().find(|i| i.number == number)?;
-        issue.labels.retain(|l| {
+        let mut labels = self
+            .issues
+            .iter()
+            .find(|i| i.number == number)?
+            .labels
+            .clone();
+        labels.retain(|l| {
             let name = names.iter().find(|(i, _)| i == l).map(|(_, n)| n.as_str());
             !matches!((&scope, name), (Some(s), Some(n)) if n.starts_with(s.as_str()))
         });
-        issue.labels.push(id);
+        labels.push(id);
+        let user = self.user_id(by);
+        self.set_labels(number, labels, user)?;
         let payload = json!({
             "action": "label_updated",
             "number": number,
             "issue": self.issue_json(number)?,
             "repository": self.repository_json(),
-            "sender": { "login": by, "id": 7 },
+            "sender": { "login": by, "id": user },
         });
         self.deliveries += 1;
         Some(Delivery::new(
@@ -265,6 +340,23 @@ impl FakeGitea {
         })
     }
 
+    /// Issue `number`'s timeline as Gitea's API answers it.
+    pub(crate) fn timeline_json(&self, number: u64) -> Vec<Value> {
+        self.timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.issue == number)
+            .map(|(seq, c)| {
+                json!({
+                    "id": 5000 + seq, "type": "label", "body": if c.added { "1" } else { "" },
+                    "user": { "id": c.user, "login": self.login_of(c.user) },
+                    "label": { "id": self.label_id(&c.label), "name": c.label },
+                    "created_at": timestamp(seq + 1),
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn issue_json(&self, number: u64) -> Option<Value> {
         let i = self.issues.iter().find(|i| i.number == number)?;
         let labels: Vec<Value> = i
@@ -273,10 +365,12 @@ impl FakeGitea {
             .filter_map(|id| self.labels.iter().find(|(l, _)| l == id))
             .map(|(id, name)| json!({ "id": id, "name": name }))
             .collect();
+        // Each label change updates the issue, as in Gitea: deliveries about it differ.
+        let changes = self.timeline.iter().filter(|c| c.issue == number).count();
         Some(json!({
             "id": 1000 + i.number, "number": i.number, "title": i.title, "body": i.body,
             "labels": labels, "state": if i.open { "open" } else { "closed" },
-            "pull_request": null,
+            "pull_request": null, "updated_at": timestamp(changes),
         }))
     }
 
@@ -343,7 +437,7 @@ impl FakeGitea {
         }
     }
 
-    fn paged(items: Vec<Value>, query: &str) -> Value {
+    pub(crate) fn paged(items: Vec<Value>, query: &str) -> Value {
         let pairs = query_pairs(query);
         let get = |k: &str| {
             pairs
@@ -526,6 +620,12 @@ impl FakeApi for FakeGitea {
                 Some(issue) => (StatusCode::OK, issue),
                 None => not_found("issue"),
             },
+            (&Method::GET, ["issues", n, "timeline"]) => match number(n) {
+                Some(n) if self.issues.iter().any(|i| i.number == n) => {
+                    (StatusCode::OK, Self::paged(self.timeline_json(n), query))
+                }
+                _ => not_found("issue"),
+            },
             (&Method::GET, ["issues", n, "labels"]) => {
                 match number(n).and_then(|n| self.issue_json(n)) {
                     Some(issue) => (StatusCode::OK, issue["labels"].clone()),
@@ -547,13 +647,13 @@ impl FakeApi for FakeGitea {
                         json!({ "message": "label does not exist" }),
                     );
                 }
-                let Some(issue) =
-                    number(n).and_then(|n| self.issues.iter_mut().find(|i| i.number == n))
-                else {
+                let Some(n) = number(n) else {
                     return not_found("issue");
                 };
-                issue.labels = ids;
-                let n = issue.number;
+                // The token's user (id 1) made the change, as Gitea records it.
+                if self.set_labels(n, ids, 1).is_none() {
+                    return not_found("issue");
+                }
                 (
                     StatusCode::OK,
                     self.issue_json(n)
@@ -699,4 +799,14 @@ async fn init_bare(path: &Path, branch: &str) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::other("git init --bare failed"))
     }
+}
+
+/// A fixed, increasing time for the `n`th change: a history reads in order.
+pub(crate) fn timestamp(n: usize) -> String {
+    format!(
+        "2026-01-01T{:02}:{:02}:{:02}Z",
+        (n / 3600) % 24,
+        (n / 60) % 60,
+        n % 60
+    )
 }

@@ -20,7 +20,9 @@
 //! `X-Accepted-GitHub-Permissions: <name>=write`
 //! (docs.github.com/rest/authentication/permissions-required-for-fine-grained-personal-access-tokens).
 //! Deliveries follow docs.github.com/webhooks/webhook-events-and-payloads#issues: event
-//! `issues`, actions `labeled`/`unlabeled` with `issue`, `label`, `repository`, `sender`.
+//! `issues`, actions `labeled`/`unlabeled` with `issue`, `label`, `repository`, `sender` (its
+//! `id` and `login`). An issue's label history is `GET issues/{n}/events` (docs.github.com/rest/
+//! issues/events: `event` `labeled`/`unlabeled`, `actor`, `label`, `created_at`), oldest first.
 
 use std::path::Path;
 
@@ -89,6 +91,7 @@ impl FakeGitHub {
         if self.state.label_issue(number, label, by).is_none() {
             return Vec::new();
         }
+        let user = self.state.user_id(by);
         let mut out = Vec::new();
         for (action, name) in removed
             .iter()
@@ -108,7 +111,7 @@ impl FakeGitHub {
                 "issue": issue,
                 "label": { "id": self.state.label_id(name), "name": name },
                 "repository": repository,
-                "sender": { "login": by, "id": 7, "type": "User" },
+                "sender": { "login": by, "id": user, "type": "User" },
             });
             self.deliveries += 1;
             out.push(Delivery::new(
@@ -350,6 +353,30 @@ impl FakeApi for FakeGitHub {
                     other => fix(other),
                 }
                 (status, value)
+            }
+            (&Method::GET, ["issues", n, "events"]) => {
+                let Some(n) = n
+                    .parse()
+                    .ok()
+                    .filter(|n| self.state.issue_json(*n).is_some())
+                else {
+                    return message(StatusCode::NOT_FOUND, "Not Found");
+                };
+                let events = self
+                    .state
+                    .timeline_json(n)
+                    .into_iter()
+                    .map(|e| {
+                        json!({
+                            "id": e["id"],
+                            "event": if e["body"] == "1" { "labeled" } else { "unlabeled" },
+                            "actor": e["user"],
+                            "label": { "name": e["label"]["name"] },
+                            "created_at": e["created_at"],
+                        })
+                    })
+                    .collect();
+                (StatusCode::OK, FakeGitea::paged(events, &query))
             }
             (&Method::PUT, ["pulls", _, "merge"]) => self.merge(&inner, &body).await,
             // GitHub merges with PUT; the inner model's POST route is not GitHub's.

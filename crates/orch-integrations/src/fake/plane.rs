@@ -3,7 +3,11 @@
 //! (`per_page`, `cursor` as `per_page:page:0`, answered with `results`, `next_cursor`,
 //! `next_page_results`), errors as `{"error": ...}`, and issue webhooks shaped as
 //! developers.plane.so/dev-tools/intro-webhooks shows (`event`, `action`, `webhook_id`,
-//! `workspace_id`, `data`, `activity`).
+//! `workspace_id`, `data`, `activity` with its `actor`'s `id` and `display_name`). Members have a
+//! stable id and a display name they can edit ([`FakePlane::rename_member`]); every state
+//! change, a member's or the API token's, is kept as an activity of the work item
+//! (`GET work-items/{id}/activities/`: `field` `state`, `old_value`/`new_value` the names,
+//! `old_identifier`/`new_identifier` the ids, `actor` the member's id, `created_at`).
 
 use async_trait::async_trait;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -28,6 +32,19 @@ pub struct PlaneWorkItem {
     pub state_id: String,
 }
 
+/// One state change of a work item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaneActivity {
+    pub work_item: String,
+    pub old_state: String,
+    pub new_state: String,
+    /// The member's id.
+    pub actor: String,
+}
+
+/// The id of the member the API token belongs to.
+pub const TOKEN_MEMBER: &str = "0c7ef2c4-0000-4000-8000-0000000000b0";
+
 /// The fake's data; seed it with [`FakePlane::add_state`] and [`FakePlane::add_work_item`].
 #[derive(Debug)]
 pub struct FakePlane {
@@ -41,6 +58,10 @@ pub struct FakePlane {
     pub comments: Vec<(String, String)>,
     /// A state name the fake refuses to create (400), as a Plane with a conflicting rule would.
     pub refuse_state: Option<String>,
+    /// Workspace members as (id, display name); display names need not be unique.
+    pub members: Vec<(String, String)>,
+    /// Every state change, oldest first.
+    pub activities: Vec<PlaneActivity>,
     next_id: u64,
     deliveries: u64,
 }
@@ -56,6 +77,8 @@ impl FakePlane {
             work_items: Vec::new(),
             comments: Vec::new(),
             refuse_state: None,
+            members: vec![(TOKEN_MEMBER.to_owned(), "orch".to_owned())],
+            activities: Vec::new(),
             next_id: 0,
             deliveries: 0,
         }
@@ -114,19 +137,54 @@ impl FakePlane {
         id
     }
 
-    /// Moves a work item as a person would in Plane's UI, and returns the webhook delivery
-    /// Plane sends for it (actor `by`).
+    /// Adds a workspace member shown as `display_name`; returns their id.
+    pub fn add_member(&mut self, display_name: &str) -> String {
+        self.next_id += 1;
+        let id = format!("0c7ef2c4-0000-4000-8000-{:012x}", self.next_id);
+        self.members.push((id.clone(), display_name.to_owned()));
+        id
+    }
+
+    /// A member changes their display name, as anyone may in their Plane profile.
+    pub fn rename_member(&mut self, id: &str, display_name: &str) {
+        if let Some(member) = self.members.iter_mut().find(|(m, _)| m == id) {
+            member.1 = display_name.to_owned();
+        }
+    }
+
+    /// Moves a work item as the member shown as `by` would (the first such member, made on
+    /// first use), and returns the webhook delivery Plane sends for it.
     pub fn move_work_item(&mut self, id: &str, state: &str, by: &str) -> Option<Delivery> {
+        let member = match self.members.iter().find(|(_, name)| name == by) {
+            Some((member, _)) => member.clone(),
+            None => self.add_member(by),
+        };
+        self.move_work_item_as(id, state, &member)
+    }
+
+    /// Moves a work item as the member `member` (an id), and returns the delivery.
+    pub fn move_work_item_as(&mut self, id: &str, state: &str, member: &str) -> Option<Delivery> {
         let new = self.state_id(state)?;
         let item = self.work_items.iter_mut().find(|w| w.id == id)?;
         let old = std::mem::replace(&mut item.state_id, new.clone());
-        let payload = self.issue_payload(id, "updated", by, Some((&old, &new)))?;
+        self.activities.push(PlaneActivity {
+            work_item: id.to_owned(),
+            old_state: old.clone(),
+            new_state: new.clone(),
+            actor: member.to_owned(),
+        });
+        let by = self
+            .members
+            .iter()
+            .find(|(m, _)| m == member)
+            .map(|(_, name)| name.clone())?;
+        let payload = self.issue_payload_by(id, "updated", member, &by, Some((&old, &new)))?;
         self.deliveries += 1;
         let delivery_id = format!("f819eff4-cd50-4987-bc97-{:012x}", self.deliveries);
         Some(Delivery::new(Sender::Plane, delivery_id, "issue", &payload))
     }
 
-    /// The body Plane sends for an issue event about `id`.
+    /// The body Plane sends for an issue event about `id`, by the first member shown as `by`.
     pub fn issue_payload(
         &self,
         id: &str,
@@ -134,18 +192,33 @@ impl FakePlane {
         by: &str,
         state_change: Option<(&str, &str)>,
     ) -> Option<Value> {
+        let member = self
+            .members
+            .iter()
+            .find(|(_, name)| name == by)
+            .map(|(m, _)| m.clone())
+            .unwrap_or_default();
+        self.issue_payload_by(id, action, &member, by, state_change)
+    }
+
+    fn issue_payload_by(
+        &self,
+        id: &str,
+        action: &str,
+        member: &str,
+        by: &str,
+        state_change: Option<(&str, &str)>,
+    ) -> Option<Value> {
         let item = self.work_items.iter().find(|w| w.id == id)?;
         let state = self.states.iter().find(|s| s.id == item.state_id)?;
         let mut data = self.work_item_json(item);
         data["state"] = json!({ "id": state.id, "name": state.name, "group": state.group });
+        let actor = json!({ "id": member, "display_name": by });
         let activity = match state_change {
             Some((old, new)) => json!({
-                "field": "state", "old_value": old, "new_value": new,
-                "actor": { "id": "0c7ef2c4-0000-4000-8000-00000000a11c", "display_name": by },
+                "field": "state", "old_value": old, "new_value": new, "actor": actor,
             }),
-            None => {
-                json!({ "actor": { "id": "0c7ef2c4-0000-4000-8000-00000000a11c", "display_name": by } })
-            }
+            None => json!({ "actor": actor }),
         };
         Some(json!({
             "event": "issue",
@@ -157,8 +230,41 @@ impl FakePlane {
         }))
     }
 
+    /// Work item `id`'s activities as Plane's API answers them.
+    fn activities_json(&self, id: &str) -> Vec<Value> {
+        let name = |state: &str| {
+            self.states
+                .iter()
+                .find(|s| s.id == state)
+                .map(|s| s.name.clone())
+                .unwrap_or_default()
+        };
+        self.activities
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.work_item == id)
+            .map(|(seq, a)| {
+                json!({
+                    "id": format!("a0000000-0000-4000-8000-{seq:012x}"),
+                    "verb": "updated", "field": "state",
+                    "old_value": name(&a.old_state), "new_value": name(&a.new_state),
+                    "old_identifier": a.old_state, "new_identifier": a.new_state,
+                    "actor": a.actor, "issue": a.work_item,
+                    "project": self.project_id, "workspace": self.workspace_id,
+                    "created_at": super::gitea::timestamp(seq + 1),
+                })
+            })
+            .collect()
+    }
+
     fn work_item_json(&self, w: &PlaneWorkItem) -> Value {
+        let changes = self
+            .activities
+            .iter()
+            .filter(|a| a.work_item == w.id)
+            .count();
         json!({
+            "updated_at": super::gitea::timestamp(changes),
             "id": w.id,
             "sequence_id": w.sequence_id,
             "name": w.name,
@@ -296,11 +402,28 @@ impl FakeApi for FakePlane {
                 let Some(w) = self.work_items.iter_mut().find(|w| w.id == *id) else {
                     return not_found("work item");
                 };
-                if let Some(state) = state {
-                    w.state_id = state;
+                if let Some(state) = state
+                    && state != w.state_id
+                {
+                    let old = std::mem::replace(&mut w.state_id, state.clone());
+                    // The API token's member made the change.
+                    self.activities.push(PlaneActivity {
+                        work_item: (*id).to_owned(),
+                        old_state: old,
+                        new_state: state,
+                        actor: TOKEN_MEMBER.to_owned(),
+                    });
                 }
-                let w = w.clone();
+                let Some(w) = self.work_items.iter().find(|w| w.id == *id).cloned() else {
+                    return not_found("work item");
+                };
                 (StatusCode::OK, self.work_item_json(&w))
+            }
+            (&Method::GET, ["work-items", id, "activities"]) => {
+                if !self.work_items.iter().any(|w| w.id == *id) {
+                    return not_found("work item");
+                }
+                (StatusCode::OK, Self::list(self.activities_json(id), query))
             }
             (&Method::POST, ["work-items", id, "comments"]) => {
                 if !self.work_items.iter().any(|w| w.id == *id) {

@@ -1,20 +1,19 @@
 //! The POST forms of the item page: approve, stop, retry. Each passes [`check_post`] (origin,
 //! session, CSRF token) before its item is even looked up, then goes through the engine's
-//! command like the CLI and the API do, and sends the browser back to the item.
+//! command like the CLI and the API do, as the session's person (or automation), and sends the
+//! browser back to the item.
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
+use orch_engine::Actor;
 use serde::Deserialize;
 
 use super::item::find_item;
 use super::{HtmlError, check_post};
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Who the engine records as the actor of a dashboard action.
-const ACTOR: &str = "dashboard";
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ActionForm {
@@ -54,16 +53,17 @@ pub(crate) async fn submit(
         csrf: String::new(),
         answer: None,
     });
-    if let Err(refused) = check_post(&state, &headers, &form.csrf) {
-        return refused.into_response();
-    }
+    let actor = match check_post(&state, &headers, &form.csrf).await {
+        Ok(actor) => actor,
+        Err(refused) => return refused.into_response(),
+    };
     let Some(action) = Action::parse(&action) else {
         return HtmlError(ApiError::NotFound(format!(
             "no action `{action}`; the item page offers approve, stop and retry"
         )))
         .into_response();
     };
-    match run(&state, &id, action, form.answer).await {
+    match run(&state, &id, action, form.answer, &actor).await {
         Ok(location) => Redirect::to(&location).into_response(),
         Err(e) => e.into_response(),
     }
@@ -74,20 +74,21 @@ async fn run(
     id: &str,
     action: Action,
     answer: Option<String>,
+    actor: &Actor,
 ) -> Result<String, HtmlError> {
     let item = find_item(state, id).await?;
     let engine = state.engine();
     match action {
         Action::Approve => {
-            engine.approve(&item.id, ACTOR).await?;
+            engine.approve_as(&item.id, actor).await?;
             state.notify_work_added();
         }
-        Action::Stop => engine.stop(&item.id, ACTOR).await?,
+        Action::Stop => engine.stop_as(&item.id, actor).await?,
         Action::Retry => {
             let answer = answer
                 .map(|a| a.trim().to_owned())
                 .filter(|a| !a.is_empty());
-            engine.retry(&item.id, answer, ACTOR).await?;
+            engine.retry_as(&item.id, answer, actor).await?;
             state.notify_work_added();
         }
     }

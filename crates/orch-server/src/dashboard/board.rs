@@ -31,7 +31,7 @@ pub(crate) async fn render(
     headers: HeaderMap,
     Query(query): Query<BoardQuery>,
 ) -> Response {
-    let access = match access(&state, &headers) {
+    let access = match access(&state, &headers).await {
         Ok(a) => a,
         Err(refused) => return refused.into_response(),
     };

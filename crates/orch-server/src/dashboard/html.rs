@@ -94,7 +94,9 @@ pub(crate) fn page(title: &str, viewer: Viewer<'_>, body: &str) -> Page {
                 csrf_field(csrf)
             );
         }
-        Viewer::ReadOnly => out.push_str("<span class=\"hint\">read-only: no API token set</span>"),
+        Viewer::ReadOnly => {
+            out.push_str("<span class=\"hint\">read-only: no API token and no people set</span>")
+        }
         Viewer::Anonymous => out.push_str("<a class=\"hint\" href=\"/login\">Log in</a>"),
     }
     let _ = writeln!(out, "</header><main>{body}</main></body></html>");

@@ -27,7 +27,7 @@ pub(crate) async fn render(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let access = match access(&state, &headers) {
+    let access = match access(&state, &headers).await {
         Ok(a) => a,
         Err(refused) => return refused.into_response(),
     };
@@ -80,22 +80,32 @@ async fn item_page(state: &AppState, access: &Access, raw: &str) -> Result<Strin
 
     actions(&mut out, state, access, &item).await;
 
-    let _ = write!(
-        out,
-        "<section><h2>Live log</h2><pre class=\"log\" id=\"log\" data-stream=\"/items/{}/log/stream\">\
-         </pre><p class=\"hint\" id=\"log-state\">connecting…</p></section>",
-        esc(item.id.as_str())
-    );
+    if access.shows_content() {
+        let _ = write!(
+            out,
+            "<section><h2>Live log</h2><pre class=\"log\" id=\"log\" data-stream=\"/items/{}/log/stream\">\
+             </pre><p class=\"hint\" id=\"log-state\">connecting…</p></section>",
+            esc(item.id.as_str())
+        );
+    }
     timeline(&mut out, &runs);
-    artifacts(&mut out, project, &item.id);
-    diff(&mut out, project, &item).await;
+    if access.shows_content() {
+        artifacts(&mut out, project, &item.id);
+        diff(&mut out, project, &item).await;
+    } else {
+        let _ = write!(
+            out,
+            "<section><h2>Artifacts, log and diff</h2><p class=\"hint\">{}</p></section>",
+            esc(super::stream::HIDDEN)
+        );
+    }
     events_list(&mut out, &events);
     Ok(out)
 }
 
 /// The approve / stop / retry forms that fit the item's status, for a logged-in viewer.
 async fn actions(out: &mut String, state: &AppState, access: &Access, item: &ItemRecord) {
-    let Access::Session { csrf, .. } = access else {
+    let Access::Session { csrf, actor } = access else {
         return;
     };
     let status = item.progress.status;
@@ -107,7 +117,12 @@ async fn actions(out: &mut String, state: &AppState, access: &Access, item: &Ite
             csrf_field(csrf)
         )
     };
-    out.push_str("<section class=\"actions\">");
+    let _ = write!(
+        out,
+        "<section class=\"actions\"><p class=\"hint\">You act as <b>{}</b> ({}).</p>",
+        esc(actor.name()),
+        actor.kind()
+    );
     if status == ItemStatus::AwaitingApproval {
         // What the approval binds to, so the approver sees it before pressing.
         if let Ok(ev) = state.engine().approval_evidence(&item.id).await {

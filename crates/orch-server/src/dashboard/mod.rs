@@ -6,10 +6,13 @@
 //! - `/projects` each project with the health of its staging and prod instances;
 //! - `/login`, `/logout`, and the POST forms approve / stop / retry.
 //!
-//! Access (see `docs/dashboard.md`): with an API token configured every page needs a session,
-//! opened by presenting the token at `/login` (see [`session`]); without one the pages are
-//! public and read-only, like the API's reads, and no form is shown or accepted. Every POST is
-//! checked for its `Origin`, its session and its CSRF token before anything else happens.
+//! Access (see `docs/dashboard.md`): with any credential configured (the global API token, or a
+//! person added with `orch user add`) every page needs a session, opened by presenting a token
+//! at `/login` (see [`session`]), and acts as who that token names; without any, the pages are
+//! public and read-only, like the API's reads, no form is shown or accepted, and artifact text,
+//! logs and diffs are hidden unless the operator opted in ([`AppState::with_public_content`]).
+//! Every POST is checked for its `Origin`, its session and its CSRF token before anything else
+//! happens; failed logins are limited per client address ([`limits`]).
 //!
 //! Everything the pages need is embedded in the binary; no page loads anything from elsewhere.
 
@@ -17,6 +20,8 @@ mod actions;
 mod board;
 mod html;
 mod item;
+pub(crate) mod limits;
+mod login;
 mod projects;
 mod session;
 mod stream;
@@ -28,12 +33,13 @@ use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use orch_engine::Actor;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::people::credentials_exist;
 use crate::state::AppState;
-use html::{Page, Viewer, esc, page};
+use html::{Viewer, esc, page};
 pub(crate) use session::SessionKey;
 
 /// The dashboard's routes, to be merged into the server's router.
@@ -44,7 +50,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/items/{id}", get(item::render))
         .route("/items/{id}/log/stream", get(stream::log_stream))
         .route("/items/{id}/{action}", post(actions::submit))
-        .route("/login", get(login_form).post(login))
+        .route("/login", get(login::login_form).post(login::login))
         .route("/logout", post(logout))
         .route("/assets/dashboard.css", get(css))
         .route("/assets/dashboard.js", get(js))
@@ -53,18 +59,27 @@ pub(crate) fn routes() -> Router<AppState> {
 /// Who is looking at a page.
 #[derive(Debug, Clone)]
 pub(crate) enum Access {
-    /// Logged in; `csrf` goes into every form of the page.
-    Session { csrf: String },
-    /// No API token is configured: reading is public, nothing can be changed.
-    ReadOnly,
+    /// Logged in as `actor`; `csrf` goes into every form of the page.
+    Session { csrf: String, actor: Actor },
+    /// No credential is configured: reading is public, nothing can be changed; artifact text,
+    /// logs and diffs show only when the operator opted in (`content`).
+    ReadOnly { content: bool },
 }
 
 impl Access {
     /// The viewer the page frame shows.
     fn viewer(&self) -> Viewer<'_> {
         match self {
-            Access::Session { csrf } => Viewer::Session { csrf },
-            Access::ReadOnly => Viewer::ReadOnly,
+            Access::Session { csrf, .. } => Viewer::Session { csrf },
+            Access::ReadOnly { .. } => Viewer::ReadOnly,
+        }
+    }
+
+    /// Whether artifact text, agent logs and diffs may be shown.
+    pub(crate) fn shows_content(&self) -> bool {
+        match self {
+            Access::Session { .. } => true,
+            Access::ReadOnly { content } => *content,
         }
     }
 }
@@ -103,17 +118,45 @@ impl From<ApiError> for Refusal {
 }
 
 /// The request's access, or [`Refusal::Login`] when a session is needed and missing (or
-/// expired, or forged).
-pub(crate) fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, Refusal> {
-    let Some(key) = state.session_key() else {
-        return Ok(Access::ReadOnly);
+/// expired, forged, or of a person revoked since).
+pub(crate) async fn access(state: &AppState, headers: &HeaderMap) -> Result<Access, Refusal> {
+    if !credentials_exist(state).await? {
+        return Ok(Access::ReadOnly {
+            content: state.public_content(),
+        });
+    }
+    let key = state.session_key();
+    let Some(session) =
+        session::cookie_value(headers).and_then(|value| key.verify(value, SystemTime::now()))
+    else {
+        return Err(Refusal::Login);
     };
-    session::cookie_value(headers)
-        .and_then(|value| key.verify(value, SystemTime::now()))
-        .map(|session| Access::Session {
-            csrf: key.csrf_token(&session),
-        })
-        .ok_or(Refusal::Login)
+    let actor = session_actor(state, &session)
+        .await?
+        .ok_or(Refusal::Login)?;
+    Ok(Access::Session {
+        csrf: key.csrf_token(&session),
+        actor,
+    })
+}
+
+/// The actor of a verified session, if it still stands: a person must still be active, the
+/// service only while the global token is configured.
+async fn session_actor(
+    state: &AppState,
+    session: &session::Session,
+) -> Result<Option<Actor>, ApiError> {
+    Ok(match session.actor() {
+        Some(Actor::Person(name)) => {
+            let people = state.engine().store().list_people().await?;
+            people
+                .into_iter()
+                .find(|p| p.name == name && p.is_active())
+                .map(|p| Actor::Person(p.name))
+        }
+        Some(Actor::Service(name)) if state.api_token().is_some() => Some(Actor::Service(name)),
+        _ => None,
+    })
 }
 
 /// An error shown as an HTML page with the status of the same [`ApiError`] in the JSON API.
@@ -145,62 +188,6 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, page("Error", Viewer::Anonymous, &body)).into_response()
 }
 
-async fn login_form(State(state): State<AppState>) -> Page {
-    let body = if state.session_key().is_some() {
-        "<section class=\"login\"><h1>Log in</h1>\
-         <p>Enter the API token this server was started with (<code>ORCH_API_TOKEN</code>). \
-         It is checked once; the browser keeps only a session cookie, never the token.</p>\
-         <form method=\"post\" action=\"/login\"><label>API token \
-         <input type=\"password\" name=\"token\" autocomplete=\"current-password\" autofocus required>\
-         </label><button type=\"submit\">Log in</button></form></section>"
-    } else {
-        "<section class=\"login\"><h1>Read-only</h1><p>This server has no API token \
-         (<code>ORCH_API_TOKEN</code>), so nobody can log in and the dashboard only shows.</p>\
-         <p><a href=\"/\">Go to the board</a></p></section>"
-    };
-    let viewer = if state.session_key().is_some() {
-        Viewer::Anonymous
-    } else {
-        Viewer::ReadOnly
-    };
-    page("Log in", viewer, body)
-}
-
-#[derive(Debug, Deserialize)]
-struct LoginForm {
-    token: String,
-}
-
-async fn login(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    // Login CSRF: a foreign page must not log a browser into this server either.
-    if !session::same_origin(&headers) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "the form was not sent from this server's pages",
-        );
-    }
-    let (Some(key), Some(expected)) = (state.session_key(), state.api_token()) else {
-        return HtmlError(ApiError::NoTokenConfigured).into_response();
-    };
-    let Ok(Form(form)) = form else {
-        return HtmlError(ApiError::BadRequest("the login form needs `token`".into()))
-            .into_response();
-    };
-    if !bool::from(form.token.trim().as_bytes().ct_eq(expected.expose())) {
-        return refuse(StatusCode::UNAUTHORIZED, "wrong token");
-    }
-    let session = key.issue(SystemTime::now());
-    (
-        [(header::SET_COOKIE, session.set_cookie())],
-        Redirect::to("/"),
-    )
-        .into_response()
-}
-
 #[derive(Debug, Deserialize)]
 pub(crate) struct CsrfForm {
     #[serde(default)]
@@ -213,7 +200,7 @@ async fn logout(
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    if let Err(refused) = check_post(&state, &headers, &csrf) {
+    if let Err(refused) = check_post(&state, &headers, &csrf).await {
         return refused.into_response();
     }
     (
@@ -224,17 +211,22 @@ async fn logout(
 }
 
 /// The checks every state-changing POST passes before it is read further: same origin, a valid
-/// session, and the session's CSRF token.
-pub(crate) fn check_post(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<(), Refusal> {
+/// session of someone who still may act, and the session's CSRF token. Returns who acts.
+pub(crate) async fn check_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Actor, Refusal> {
     if !session::same_origin(headers) {
         return Err(Refusal::page(
             StatusCode::FORBIDDEN,
             "the form was not sent from this server's pages (Origin)",
         ));
     }
-    let Some(key) = state.session_key() else {
+    if !credentials_exist(state).await? {
         return Err(ApiError::NoTokenConfigured.into());
-    };
+    }
+    let key = state.session_key();
     let Some(session) =
         session::cookie_value(headers).and_then(|v| key.verify(v, SystemTime::now()))
     else {
@@ -246,7 +238,30 @@ pub(crate) fn check_post(state: &AppState, headers: &HeaderMap, csrf: &str) -> R
             "the form's CSRF token is missing or wrong; reload the page and try again",
         ));
     }
-    Ok(())
+    session_actor(state, &session)
+        .await?
+        .ok_or_else(|| Refusal::page(StatusCode::UNAUTHORIZED, "log in again"))
+}
+
+/// The address of the connection, when the server was started with connection info (it always
+/// is by [`crate::serve`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
 }
 
 async fn css() -> impl IntoResponse {

@@ -19,7 +19,7 @@ use crate::state::AppState;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let access = match access(&state, &headers) {
+    let access = match access(&state, &headers).await {
         Ok(a) => a,
         Err(refused) => return refused.into_response(),
     };

@@ -1,11 +1,12 @@
-//! Dashboard sessions and CSRF tokens, derived from the API token with HMAC-SHA256.
+//! Dashboard sessions and CSRF tokens, signed with HMAC-SHA256.
 //!
-//! Logging in means presenting the API token once, in a form. The server then sets a cookie
-//! `orch_session=<expiry>.<nonce>.<mac>` (HttpOnly, SameSite=Strict, Path=/) whose `mac` is an
-//! HMAC over the expiry and a random nonce under a key derived from the token and a random value
-//! drawn when the process started. The cookie never holds the token: stealing one gives a
-//! session until it expires or the server restarts, never the token. A new token or a restart
-//! ends every session.
+//! Logging in means presenting a token once, in a form: a person's own, or the global API token
+//! (automation). The server then sets a cookie
+//! `orch_session=<expiry>.<nonce>.<who>.<mac>` (HttpOnly, SameSite=Strict, Path=/, and Secure
+//! when the dashboard is reached over TLS) whose `who` is the hex of `person:NAME` or
+//! `service:NAME`, and whose `mac` is an HMAC over the rest under a key drawn at random when the
+//! process started. The cookie never holds a token: stealing one gives a session until it
+//! expires, the person is revoked or the server restarts, never the token.
 //!
 //! Every POST carries a CSRF token in a hidden field: the HMAC of the session value under the
 //! same key (the "HMAC-based synchronizer token" of the OWASP CSRF cheat sheet), so it needs no
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
 use hmac::{Hmac, Mac};
+use orch_engine::Actor;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -42,29 +44,30 @@ impl std::fmt::Debug for SessionKey {
 pub(crate) struct Session(String);
 
 impl SessionKey {
-    /// The key for `api_token` in this process: HMAC(token, "orch dashboard session" || boot),
-    /// `boot` being random bytes drawn once per server state.
-    pub(crate) fn derive(api_token: &[u8]) -> Self {
-        let mut boot = [0u8; 32];
-        // Without randomness the key would be the same after a restart; that only lengthens
-        // sessions, and getrandom fails only on systems orch does not run on.
-        if let Err(e) = getrandom::getrandom(&mut boot) {
-            tracing::warn!("no randomness for the dashboard session key: {e}");
+    /// A key of 32 random bytes, for this server state only.
+    pub(crate) fn random() -> Self {
+        let mut key = [0u8; 32];
+        // getrandom fails only on systems orch does not run on; a key that is all zeroes would
+        // make sessions forgeable, so the process must not go on without one.
+        if let Err(e) = getrandom::getrandom(&mut key) {
+            panic!("no randomness for the dashboard session key: {e}");
         }
-        let mut mac = mac_over(api_token);
-        mac.update(b"orch dashboard session v1\0");
-        mac.update(&boot);
-        Self(mac.finalize().into_bytes().into())
+        Self(key)
     }
 
-    /// A new session value expiring [`SESSION_LIFETIME`] after `now`.
-    pub(crate) fn issue(&self, now: SystemTime) -> Session {
+    /// A new session of `actor` expiring [`SESSION_LIFETIME`] after `now`.
+    pub(crate) fn issue(&self, now: SystemTime, actor: &Actor) -> Session {
         let mut nonce = [0u8; 16];
         if let Err(e) = getrandom::getrandom(&mut nonce) {
             tracing::warn!("no randomness for a session nonce: {e}");
         }
         let expiry = unix_secs(now + SESSION_LIFETIME);
-        let payload = format!("{expiry}.{}", hex::encode(nonce));
+        let who = match actor {
+            Actor::Person(name) => format!("person:{name}"),
+            Actor::Service(name) => format!("service:{name}"),
+            Actor::TrackerAccount { account, .. } => format!("tracker:{account}"),
+        };
+        let payload = format!("{expiry}.{}.{}", hex::encode(nonce), hex::encode(who));
         let mac = self.sign(b"session", payload.as_bytes());
         Session(format!("{payload}.{mac}"))
     }
@@ -72,7 +75,7 @@ impl SessionKey {
     /// The session in `cookie_value` if its MAC holds and it has not expired at `now`.
     pub(crate) fn verify(&self, cookie_value: &str, now: SystemTime) -> Option<Session> {
         let (payload, mac) = cookie_value.rsplit_once('.')?;
-        let (expiry, _nonce) = payload.split_once('.')?;
+        let (expiry, _rest) = payload.split_once('.')?;
         let expected = self.sign(b"session", payload.as_bytes());
         if !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) {
             return None;
@@ -102,13 +105,28 @@ impl SessionKey {
 }
 
 impl Session {
-    /// The `Set-Cookie` value that stores this session in the browser.
-    pub(crate) fn set_cookie(&self) -> String {
+    /// The `Set-Cookie` value that stores this session in the browser; `secure` when the
+    /// dashboard is reached over TLS, so the browser never sends it in clear.
+    pub(crate) fn set_cookie(&self, secure: bool) -> String {
         format!(
-            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
             self.0,
-            SESSION_LIFETIME.as_secs()
+            SESSION_LIFETIME.as_secs(),
+            if secure { "; Secure" } else { "" }
         )
+    }
+
+    /// Who the session is of (verified sessions only are ever built).
+    pub(crate) fn actor(&self) -> Option<Actor> {
+        let mut parts = self.0.split('.');
+        let who = parts.nth(2)?;
+        let who = String::from_utf8(hex::decode(who).ok()?).ok()?;
+        let (kind, name) = who.split_once(':')?;
+        match kind {
+            "person" => Some(Actor::Person(name.to_owned())),
+            "service" => Some(Actor::Service(name.to_owned())),
+            _ => None,
+        }
     }
 }
 
@@ -159,14 +177,18 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn key() -> SessionKey {
-        SessionKey::derive(b"the-api-token")
+        SessionKey::random()
+    }
+
+    fn ada() -> Actor {
+        Actor::Person("ada".into())
     }
 
     #[test]
     fn an_issued_session_verifies_until_it_expires() {
         let key = key();
         let now = SystemTime::now();
-        let session = key.issue(now);
+        let session = key.issue(now, &ada());
         assert_eq!(key.verify(&session.0, now), Some(session.clone()));
         let later = now + SESSION_LIFETIME + Duration::from_secs(1);
         assert_eq!(key.verify(&session.0, later), None);
@@ -176,33 +198,37 @@ mod tests {
     fn a_tampered_or_foreign_session_is_refused() {
         let key = key();
         let now = SystemTime::now();
-        let session = key.issue(now);
+        let session = key.issue(now, &ada());
         // A later expiry with the old MAC.
         let (expiry, rest) = session.0.split_once('.').expect("expiry");
         let bumped = format!("{}.{rest}", expiry.parse::<u64>().expect("n") + 1000);
         assert_eq!(key.verify(&bumped, now), None);
-        // Another process (another boot value) with the same token.
-        assert_eq!(
-            SessionKey::derive(b"the-api-token").verify(&session.0, now),
-            None
-        );
+        // Another process (another random key).
+        assert_eq!(SessionKey::random().verify(&session.0, now), None);
+        // Another person's name under the same MAC.
+        let forged = session
+            .0
+            .replace(&hex::encode("person:ada"), &hex::encode("person:eve"));
+        assert_eq!(key.verify(&forged, now), None);
+        assert_eq!(session.actor(), Some(ada()));
         assert_eq!(key.verify("garbage", now), None);
         assert_eq!(key.verify("", now), None);
     }
 
     #[test]
-    fn the_cookie_never_holds_the_token() {
-        let session = key().issue(SystemTime::now());
-        let cookie = session.set_cookie();
-        assert!(!cookie.contains("the-api-token"));
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    fn the_cookie_is_secure_over_tls() {
+        let session = key().issue(SystemTime::now(), &ada());
+        let plain = session.set_cookie(false);
+        assert!(plain.contains("HttpOnly") && plain.contains("SameSite=Strict"));
+        assert!(!plain.contains("Secure"));
+        assert!(session.set_cookie(true).ends_with("; Secure"));
     }
 
     #[test]
     fn csrf_tokens_are_bound_to_their_session() {
         let key = key();
         let now = SystemTime::now();
-        let (a, b) = (key.issue(now), key.issue(now));
+        let (a, b) = (key.issue(now, &ada()), key.issue(now, &ada()));
         let token = key.csrf_token(&a);
         assert!(key.csrf_holds(&a, &token));
         assert!(!key.csrf_holds(&b, &token));

@@ -29,6 +29,10 @@ use crate::state::AppState;
 pub(crate) const START_BYTES: u64 = 64 * 1024;
 /// The most read from the file per poll.
 pub(crate) const CHUNK_BYTES: usize = 64 * 1024;
+/// Why a read-only dashboard shows no log, artifact text or diff.
+pub(crate) const HIDDEN: &str = "this read-only dashboard shows no agent logs, artifact text or \
+     diffs; log in, or let the operator set [server] public_content = true";
+
 /// How often the file and the run are looked at.
 const POLL: Duration = Duration::from_millis(300);
 
@@ -37,8 +41,14 @@ pub(crate) async fn log_stream(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    if let Err(refused) = access(&state, &headers) {
-        return refused.into_response();
+    match access(&state, &headers).await {
+        Err(refused) => return refused.into_response(),
+        // The log may hold what the agent read; a read-only dashboard shows it only by choice.
+        Ok(a) if !a.shows_content() => {
+            return super::HtmlError(crate::error::ApiError::Forbidden(HIDDEN.into()))
+                .into_response();
+        }
+        Ok(_) => {}
     }
     let item = match find_item(&state, &id).await {
         Ok(item) => item,

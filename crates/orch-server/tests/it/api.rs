@@ -113,10 +113,27 @@ async fn create_list_show_and_stop_an_item() {
     assert_eq!(detail["runs"][0]["state"], "queued");
     assert_eq!(detail["events"][0]["kind"], "item.created");
 
+    // alice acts with her own token; the body cannot name someone else.
+    let alice = orch_server::people::new_token().expect("token");
+    server
+        .state
+        .engine()
+        .store()
+        .add_person("alice", &orch_server::people::token_sha256(&alice))
+        .await
+        .expect("alice");
+    let impersonating = server
+        .send(
+            Request::post("/api/v1/items/QUICK-1/stop")
+                .token(&alice)
+                .json(&json!({"by": "bob"})),
+        )
+        .await;
+    assert_eq!(impersonating.status, 400, "{impersonating:?}");
     let stopped = server
         .send(
             Request::post("/api/v1/items/QUICK-1/stop")
-                .token(TOKEN)
+                .token(&alice)
                 .json(&json!({"by": "alice"})),
         )
         .await;
@@ -134,6 +151,7 @@ async fn create_list_show_and_stop_an_item() {
         .find(|e| e["kind"] == "item.stopped")
         .unwrap_or_else(|| panic!("a stop event in {after}"));
     assert_eq!(stop_event["data"]["by"], "alice");
+    assert_eq!(stop_event["data"]["by_kind"], "person");
 
     let again = server
         .send(Request::post("/api/v1/items/QUICK-1/stop").token(TOKEN))
@@ -159,7 +177,7 @@ async fn refused_transitions_are_409_and_unknown_items_404() {
         .send(
             Request::post("/api/v1/items/QUICK-1/approve")
                 .token(TOKEN)
-                .json(&json!({"by": "bob"})),
+                .json(&json!({"by": "automation"})),
         )
         .await;
     assert_eq!(approve.status, 409, "{approve:?}");

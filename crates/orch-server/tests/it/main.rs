@@ -2,7 +2,9 @@
 //! repository, served on a loopback port and driven by a minimal HTTP/1.1 client.
 
 mod api;
+mod attacks;
 mod dashboard;
+mod doors;
 mod support;
 mod tracker_deliveries;
 mod webhooks;

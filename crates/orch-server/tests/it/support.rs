@@ -121,6 +121,15 @@ impl Server {
         remotes: orch_engine::Remotes,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> Self {
+        Self::start_full(remotes, &[], configure).await
+    }
+
+    /// A server whose project has `remotes` and lets only `approvers` approve (none: anyone).
+    pub async fn start_full(
+        remotes: orch_engine::Remotes,
+        approvers: &[&str],
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
         write_project(&repo);
@@ -138,7 +147,7 @@ impl Server {
             staging_port: 18511,
             prod_port: 18510,
             health_override: None,
-            approvers: Vec::new(),
+            approvers: approvers.iter().map(|a| (*a).to_owned()).collect(),
             approval_ttl: None,
             reapprove_on_reintegration: false,
             remotes,
@@ -195,6 +204,83 @@ impl Drop for Server {
     }
 }
 
+/// Brings `item` (just filed) to its approval stage, waiting for a person, as if every stage
+/// before it had passed and deploy-staging had validated build `sha`: the store is written the
+/// way the engine writes it, with the core's own decisions, and no agent or deploy runs.
+pub async fn await_approval(engine: &Engine, item: &orch_core::ItemId, sha: &str) {
+    use orch_core::gate::{GateVerdict, VerdictClass};
+    use orch_core::pipeline::StageKind;
+    use orch_core::transition::{self, Effect, ItemStatus, Outcome};
+    use orch_store::{FinishRun, NewRun, RunState};
+
+    let store = engine.store();
+    let current = store.get_item(item).await.expect("get").expect("item");
+    let project = engine.project(&current.project).expect("project");
+    let mut progress = current.progress;
+    while progress.status != ItemStatus::AwaitingApproval {
+        let run = store
+            .claim_next_run("test", 60_000)
+            .await
+            .expect("claim")
+            .expect("a queued run");
+        assert_eq!(&run.item, item, "only this item has queued runs");
+        let pass = GateVerdict {
+            class: VerdictClass::Pass,
+            value: None,
+            failures: Vec::new(),
+        };
+        let decision = transition::decide(
+            &project.pipeline,
+            &progress,
+            Outcome::Verdict {
+                verdict: pass,
+                fingerprint: String::new(),
+                overrun: None,
+            },
+        )
+        .expect("decide");
+        let next_run = decision.effects.iter().find_map(|e| match e {
+            Effect::StartRun {
+                stage,
+                attempt,
+                feedback,
+            } => {
+                let waits = project
+                    .pipeline
+                    .stage(stage)
+                    .is_some_and(|s| s.kind == StageKind::Approval);
+                Some(NewRun {
+                    stage: stage.clone(),
+                    attempt: *attempt,
+                    state: if waits {
+                        RunState::Waiting
+                    } else {
+                        RunState::Queued
+                    },
+                    feedback: feedback.clone(),
+                })
+            }
+            _ => None,
+        });
+        store
+            .finish_run(
+                run.fence(),
+                FinishRun {
+                    state: RunState::Passed,
+                    verdict: serde_json::json!({ "class": "pass", "sha": sha, "digest": "sha256:test" }),
+                    usage: None,
+                    progress: decision.progress.clone(),
+                    blocked_reason: None,
+                    next_run,
+                    events: Vec::new(),
+                },
+            )
+            .await
+            .expect("finish");
+        progress = decision.progress;
+    }
+}
+
 /// One HTTP request.
 pub struct Request<'a> {
     method: &'a str,
@@ -242,11 +328,19 @@ impl<'a> Request<'a> {
 
     async fn send(self, addr: SocketAddr) -> Response {
         let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "{} {} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.method,
             self.path,
             self.body.len()
         );
+        // The address as the host, unless the test names another (a rebinding attack does).
+        if !self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("host"))
+        {
+            head.push_str(&format!("Host: {addr}\r\n"));
+        }
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }

@@ -112,7 +112,18 @@ async fn gitea_labels_file_and_stop_items_and_the_follower_tells_gitea_once() {
     engine.follow_remotes().await.expect("follow");
     assert_eq!(writes(&fake), before, "no event is told twice");
 
-    // STOP on the issue stops the item.
+    // STOP on the issue stops the item, recorded as the person grace's Gitea account is.
+    let grace = fake.with(|g| g.user_id("grace")).await;
+    engine
+        .store()
+        .add_person("grace", "hash-of-grace-token")
+        .await
+        .expect("grace");
+    engine
+        .store()
+        .link_tracker_account("grace", &format!("gitea:{grace}"))
+        .await
+        .expect("link");
     let stop = fake
         .with(|g| g.label_issue(number, "state/STOP", "grace"))
         .await
@@ -136,6 +147,7 @@ async fn gitea_labels_file_and_stop_items_and_the_follower_tells_gitea_once() {
         .find(|e| e.kind == "item.stopped")
         .expect("stopped event");
     assert_eq!(stop_event.data["by"], "grace", "{history:?}");
+    assert_eq!(stop_event.data["by_kind"], "person", "{history:?}");
 
     // An issue of another repository: accepted, nothing done.
     let mut foreign: serde_json::Value = serde_json::from_slice(&ready.body).expect("json");

@@ -109,6 +109,15 @@ async fn every_source_accepts_signed_deliveries_once_and_refuses_the_rest() {
         let again = server.send(sender.signed(&first, body.as_bytes())).await;
         assert_eq!(again.status, 200, "{name}: {again:?}");
         assert_eq!(again.json(), json!({"duplicate": true}));
+        // The same signed body under a fresh delivery id (the id is not signed): a replay.
+        let replayed = server
+            .send(sender.signed(&format!("{name}-3"), body.as_bytes()))
+            .await;
+        assert_eq!(replayed.status, 200, "{name}: {replayed:?}");
+        assert_eq!(
+            replayed.json(),
+            json!({"duplicate": true, "replayed": true})
+        );
 
         let malformed = server.send(sender.signed(&second, b"{not json")).await;
         assert_eq!(malformed.status, 400, "{name}: {malformed:?}");
@@ -125,13 +134,17 @@ async fn every_source_accepts_signed_deliveries_once_and_refuses_the_rest() {
         assert_eq!(no_id.status, 400, "{name}: {no_id:?}");
         assert!(no_id.error().contains("delivery id"), "{name}: {no_id:?}");
         // The malformed delivery was not stored either: its id is still new.
-        let fixed = server.send(sender.signed(&second, b"{}")).await;
+        let fixed_body = json!({ "from": name }).to_string();
+        let fixed = server
+            .send(sender.signed(&second, fixed_body.as_bytes()))
+            .await;
         assert_eq!(fixed.status, 202, "{name}: {fixed:?}");
     }
     let metrics = server.state.metrics();
     let gitea = |result| metrics.count(WebhookSource::Gitea, result);
     assert_eq!(gitea(DeliveryResult::Accepted), 4);
     assert_eq!(gitea(DeliveryResult::Duplicate), 2);
+    assert_eq!(gitea(DeliveryResult::Replayed), 2);
     assert_eq!(gitea(DeliveryResult::RejectedSignature), 6);
     assert_eq!(gitea(DeliveryResult::Malformed), 4);
     server.stop().await;

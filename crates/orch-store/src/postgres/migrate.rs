@@ -19,6 +19,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_links_and_cursors.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_people_and_replays.sql"),
+    ),
 ];
 
 /// The key of the advisory lock that makes migrations one at a time across every process and

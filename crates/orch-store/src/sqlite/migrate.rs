@@ -18,6 +18,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_links_and_cursors.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_people_and_replays.sql"),
+    ),
 ];
 
 /// The newest schema version this orch knows.

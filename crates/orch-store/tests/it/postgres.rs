@@ -57,6 +57,8 @@ conformance!(
     links::a_linked_item_is_created_once_per_external_id,
     links::racing_announcements_create_one_item,
     links::cursors_start_at_zero_and_are_shared,
+    people::people_are_found_by_token_hash_until_revoked,
+    people::a_tracker_account_is_one_person,
     concurrency::claims_respect_global_and_per_project_limits,
     concurrency::concurrent_claimers_never_overshoot_a_limit,
 );

@@ -39,6 +39,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     write_bench_repo(&repo).await?;
     let config = root.join("orch/orch.toml");
     let file = ConfigFile {
+        server: Default::default(),
         store: StoreSection {
             url: "sqlite://orch.db".into(),
         },

@@ -72,6 +72,7 @@ async fn measure(n: u32, together: bool) -> anyhow::Result<Measured> {
     write_bench_repo(&repo).await?;
     let config = dir.path().join("orch.toml");
     let file = ConfigFile {
+        server: Default::default(),
         store: StoreSection {
             url: "sqlite://orch.db".into(),
         },

@@ -113,6 +113,7 @@ async fn measure(
     let data = root.join(format!("{store}-x{workers}"));
     std::fs::create_dir_all(&data)?;
     let mut file = ConfigFile {
+        server: Default::default(),
         store: StoreSection {
             url: postgres_url.unwrap_or_else(|| "sqlite://orch.db".into()),
         },

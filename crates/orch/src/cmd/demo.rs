@@ -374,6 +374,7 @@ async fn create_demo(
     let git = orch_git::Repo::init(&repo, "main").await?;
     git.commit_all(&repo, "demo-app: initial version").await?;
     let config = ConfigFile {
+        server: Default::default(),
         store: StoreSection {
             url: "sqlite://orch.db".into(),
         },

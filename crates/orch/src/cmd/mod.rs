@@ -14,11 +14,12 @@ mod run;
 mod serve;
 mod staging_check;
 mod status;
+mod user;
 mod worker;
 
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, ItemCommand};
+use crate::cli::{Cli, Command, ItemCommand, UserCommand};
 use crate::context::Context;
 use crate::output::ProgressPrinter;
 
@@ -44,6 +45,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::Approve(a) => board::approve(&ctx, a).await,
                 Command::Stop(a) => board::stop(&ctx, a).await,
                 Command::Retry(a) => board::retry(&ctx, a).await,
+                Command::User(UserCommand::Add(a)) => user::add(&ctx, a).await,
+                Command::User(UserCommand::Revoke(a)) => user::revoke(&ctx, a).await,
+                Command::User(UserCommand::List(a)) => user::list(&ctx, a).await,
                 Command::Logs(a) => logs::run(&ctx, a).await,
                 Command::Status(a) => status::run(&ctx, a).await,
                 Command::StagingCheck(a) => staging_check::run(&ctx, a).await,

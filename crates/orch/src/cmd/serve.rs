@@ -33,6 +33,14 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<i32> {
         })?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let (state, configured) = app_state(Arc::clone(&ctx.engine))?;
+    let server = &ctx.settings.server;
+    let state = state
+        .with_service_name(ctx.settings.service_name.clone())
+        .with_allowed_hosts(server.hosts.clone())
+        .with_public_content(server.public_content)
+        .with_trusted_proxies(server.trusted_proxies.clone())
+        .with_secure_cookies(server.secure_cookies)
+        .with_proxy_auth(server.proxy_auth);
     println!("orch serve: listening on http://{addr}");
     for line in configured {
         println!("  {line}");
@@ -71,7 +79,10 @@ pub(crate) fn app_state(engine: Arc<Engine>) -> anyhow::Result<(AppState, Vec<St
     match secret(env::API_TOKEN)? {
         Some(token) => {
             state = state.with_api_token(token);
-            lines.push("API /api/v1: bearer token required".to_owned());
+            lines.push(
+                "API /api/v1: bearer token required (the automation token, or a person's)"
+                    .to_owned(),
+            );
         }
         None => lines.push(format!(
             "API /api/v1: read-only ({} is not set)",

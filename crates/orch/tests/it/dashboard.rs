@@ -251,6 +251,11 @@ fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
         .expect("runs");
     assert!(!crashed.status.success(), "orch must die at the crashpoint");
     orch.ok(&["run"]);
+    // The operator lets the read-only dashboard show artifacts, logs and diffs.
+    let config = orch.path().join("orch.toml");
+    let mut toml = std::fs::read_to_string(&config).expect("orch.toml");
+    toml.push_str("\n[server]\npublic_content = true\n");
+    std::fs::write(&config, toml).expect("orch.toml");
     let served = Served::start(&orch, None);
     let (status, text) = served.get("/metrics");
     assert_eq!(status, 200, "{text}");
@@ -298,8 +303,9 @@ fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
         0.0
     );
 
-    // Without a token the pages are public and read-only: the item page shows the timeline with
-    // the rollback's reasons, per-run spend, the artifacts' frontmatter and the branch's diff.
+    // Without a token the pages are public and read-only, and with `public_content` the item page
+    // shows the timeline with the rollback's reasons, per-run spend, the artifacts' frontmatter
+    // and the branch's diff.
     let (status, page) = served.get("/items/QUICK-1");
     assert_eq!(status, 200, "{page}");
     for expected in [
@@ -481,7 +487,7 @@ fn the_demo_serves_the_dashboard_and_keeps_it_up_until_ctrl_c() {
     let mut stream = TcpStream::connect(("127.0.0.1", dashboard)).expect("still serving");
     write!(
         stream,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{dashboard}\r\nConnection: close\r\n\r\n"
     )
     .expect("write");
     let mut page = String::new();

@@ -202,14 +202,6 @@ async fn a_plane_item_runs_the_pipeline_and_merges_through_gitea() {
     assert!(body.contains("\"ignored\""), "{body}");
     assert_eq!(items(&orch).len(), 2);
 
-    // Plane fails for a while (500s, a 429): the item keeps its place and the follower waits.
-    // Sixteen failed answers are four calls that give up after their retries: even if the
-    // reconciliation poll takes three of them, the event follower meets one.
-    plane.fail_next(
-        std::iter::repeat_n(Fault::Status(500), 15)
-            .chain([Fault::RateLimited { reset_in_secs: 1 }]),
-    );
-
     // A second item, stopped by a STOP webhook.
     let doomed = plane.with(|p| p.add_work_item("Doomed", "", "Todo")).await;
     let d1 = plane
@@ -230,6 +222,15 @@ async fn a_plane_item_runs_the_pipeline_and_merges_through_gitea() {
         .and_then(|i| i["id"].as_str().map(str::to_owned))
         .expect("doomed");
     assert_eq!(status_of(&orch, &doomed_id), "cancelled");
+
+    // Then Plane fails for a while (a STOP is acted on only once Plane confirms it, so the
+    // outage comes after it) (500s, a 429): the item keeps its place and the follower waits.
+    // Sixteen failed answers are four calls that give up after their retries: even if the
+    // reconciliation poll takes three of them, the event follower meets one.
+    plane.fail_next(
+        std::iter::repeat_n(Fault::Status(500), 15)
+            .chain([Fault::RateLimited { reset_in_secs: 1 }]),
+    );
 
     // The pipeline runs to the approval; Plane shows it.
     wait_for("the approval", Duration::from_secs(180), async || {

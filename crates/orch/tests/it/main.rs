@@ -24,4 +24,5 @@ mod selfdeploy;
 mod serve;
 mod staging;
 mod store_error;
+mod users;
 mod worker;

@@ -1,7 +1,7 @@
 //! What the store remembers: the event log, the webhook inbox, and everything across reopening.
 
 use orch_core::ItemId;
-use orch_store::{NewEvent, StoreError};
+use orch_store::{InboxOutcome, NewEvent, StoreError};
 use serde_json::json;
 
 use super::*;
@@ -74,36 +74,43 @@ pub async fn events_are_gap_free_and_readable_from_a_point(b: &dyn Backend) {
 
 pub async fn inbox_records_each_delivery_once(b: &dyn Backend) {
     let store = b.open().await;
-    assert!(
-        store
-            .inbox_insert("gitea", "d-1", b"{\"a\":1}")
-            .await
-            .expect("insert")
+    let insert =
+        |source: &'static str, id: &'static str, hash: &'static str, body: &'static [u8]| {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                store
+                    .inbox_insert(source, id, hash, body)
+                    .await
+                    .expect("insert")
+            }
+        };
+    assert_eq!(
+        insert("gitea", "d-1", "h1", b"{\"a\":1}").await,
+        InboxOutcome::Stored
     );
-    assert!(
-        !store
-            .inbox_insert("gitea", "d-1", b"{\"a\":1}")
-            .await
-            .expect("repeat"),
-        "a repeat is reported"
+    assert_eq!(
+        insert("gitea", "d-1", "h1", b"{\"a\":1}").await,
+        InboxOutcome::SameDelivery,
+        "a redelivery is reported"
     );
-    assert!(
-        !store
-            .inbox_insert("gitea", "d-1", b"other body")
-            .await
-            .expect("repeat")
+    assert_eq!(
+        insert("gitea", "d-1", "h2", b"other body").await,
+        InboxOutcome::SameDelivery
     );
-    assert!(
-        store
-            .inbox_insert("plane", "d-1", b"")
-            .await
-            .expect("same id, other source")
+    assert_eq!(
+        insert("gitea", "d-9", "h1", b"{\"a\":1}").await,
+        InboxOutcome::SameBody,
+        "the same body under a new delivery id is a replay"
     );
-    assert!(
-        store
-            .inbox_insert("gitea", "d-2", &[0, 159, 146, 150])
-            .await
-            .expect("binary body")
+    assert_eq!(
+        insert("plane", "d-1", "h1", b"").await,
+        InboxOutcome::Stored,
+        "same id and hash, other source"
+    );
+    assert_eq!(
+        insert("gitea", "d-2", "h3", &[0, 159, 146, 150]).await,
+        InboxOutcome::Stored,
+        "binary body"
     );
 }
 
@@ -117,11 +124,12 @@ pub async fn reopening_keeps_everything(b: &dyn Backend) {
             .save_checkpoint(held.fence(), json!({"base": "abc123"}), vec![])
             .await
             .expect("checkpoint");
-        assert!(
+        assert_eq!(
             store
-                .inbox_insert("gitea", "d-1", b"x")
+                .inbox_insert("gitea", "d-1", "hx", b"x")
                 .await
-                .expect("inbox")
+                .expect("inbox"),
+            InboxOutcome::Stored
         );
         let it = item(&*store, &it.id).await;
         let logged = events(&*store, &it.id).await;
@@ -135,11 +143,12 @@ pub async fn reopening_keeps_everything(b: &dyn Backend) {
         store.list_running().await.expect("running"),
         vec![held.clone()]
     );
-    assert!(
-        !store
-            .inbox_insert("gitea", "d-1", b"x")
+    assert_eq!(
+        store
+            .inbox_insert("gitea", "d-2", "hx", b"x")
             .await
             .expect("inbox"),
+        InboxOutcome::SameBody,
         "deliveries are remembered"
     );
     assert_eq!(
