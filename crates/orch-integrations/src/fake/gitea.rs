@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::bare::{self, MergeRefusal};
 use super::server::{FakeApi, not_found, query_pairs};
 use super::webhook::{Delivery, Sender};
 
@@ -80,7 +81,7 @@ pub struct FakeGitea {
 impl FakeGitea {
     /// A fake whose remote is a new bare repository at `bare` with default branch `main`.
     pub async fn new(token: &str, owner: &str, repo: &str, bare: &Path) -> std::io::Result<Self> {
-        init_bare(bare, "main").await?;
+        bare::init(bare, "main").await?;
         Ok(Self {
             exists: true,
             ..Self::unborn(token, owner, repo, bare)
@@ -141,7 +142,7 @@ impl FakeGitea {
             .and_then(Value::as_str)
             .unwrap_or("main")
             .to_owned();
-        if init_bare(&self.bare, &branch).await.is_err() {
+        if bare::init(&self.bare, &branch).await.is_err() {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "message": "git init --bare failed" }),
@@ -326,19 +327,42 @@ impl FakeGitea {
             .and_then(Value::as_str)
             .unwrap_or("Merge pull request")
             .to_owned();
-        let head = self.pulls[index].head.clone();
-        let merged = match orch_git::Repo::open(&self.bare).await {
-            Ok(repo) => repo.merge_into_default(&head, &message).await,
-            Err(e) => Err(e),
+        let (head, base) = (
+            self.pulls[index].head.clone(),
+            self.pulls[index].base.clone(),
+        );
+        let Some(theirs) = bare::branch_sha(&self.bare, &head).await else {
+            return not_found("head branch");
         };
-        match merged {
+        // Gitea merges only while the head is still the commit the caller names (an empty or
+        // absent `head_commit_id` skips the check): 409 "head out of date" otherwise.
+        let expected = body
+            .get("head_commit_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !expected.is_empty() && expected != theirs {
+            return (
+                StatusCode::CONFLICT,
+                json!({ "message": "head out of date", "url": "" }),
+            );
+        }
+        match bare::merge(&self.bare, &base, &theirs, &message).await {
             Ok(_) => {
                 self.pulls[index].merged = true;
                 (StatusCode::OK, Value::Null)
             }
-            Err(e) => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({ "message": format!("Please try again later: {e}") }),
+            Err(MergeRefusal::Conflict) => (
+                StatusCode::CONFLICT,
+                json!({ "message": "merge conflict", "url": "" }),
+            ),
+            Err(MergeRefusal::Moved) => (
+                StatusCode::CONFLICT,
+                json!({ "message": "merge push out of date", "url": "" }),
+            ),
+            Err(MergeRefusal::NoBranch(b)) => not_found(&format!("branch {b}")),
+            Err(MergeRefusal::Git(e)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "message": format!("merge failed: {e}"), "url": "" }),
             ),
         }
     }
@@ -597,18 +621,13 @@ impl FakeApi for FakeGitea {
                         json!({ "message": "head and base are required" }),
                     );
                 };
-                let exists = tokio::process::Command::new("git")
-                    .args(["rev-parse", "--verify", "-q"])
-                    .arg(format!("refs/heads/{head}"))
-                    .current_dir(&self.bare)
-                    .output()
-                    .await
-                    .is_ok_and(|o| o.status.success());
-                if !exists {
-                    return (
-                        StatusCode::NOT_FOUND,
-                        json!({ "message": format!("branch {head} does not exist") }),
-                    );
+                for (role, branch) in [("head", &head), ("base", &base)] {
+                    if bare::branch_sha(&self.bare, branch).await.is_none() {
+                        return (
+                            StatusCode::NOT_FOUND,
+                            json!({ "message": format!("{role} branch {branch} does not exist") }),
+                        );
+                    }
                 }
                 if self
                     .pulls
@@ -684,19 +703,5 @@ impl FakeApi for FakeGitea {
             }
             _ => not_found("route"),
         }
-    }
-}
-
-/// Creates an empty bare repository at `path` whose first branch is `branch`.
-async fn init_bare(path: &Path, branch: &str) -> std::io::Result<()> {
-    let status = tokio::process::Command::new("git")
-        .args(["init", "-q", "--bare", "-b", branch])
-        .arg(path)
-        .status()
-        .await?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("git init --bare failed"))
     }
 }

@@ -190,27 +190,35 @@ impl FakeGitHub {
             .get("commit_title")
             .and_then(Value::as_str)
             .unwrap_or("Merge pull request");
+        // GitHub's head guard is `sha`; the inner model's is Gitea's `head_commit_id`.
+        let expected = body.get("sha").and_then(Value::as_str).unwrap_or_default();
         let (status, answer) = self
             .state
             .answer(
                 &Method::POST,
                 inner,
                 "",
-                json!({ "Do": method, "merge_message_field": title }),
+                json!({ "Do": method, "merge_message_field": title, "head_commit_id": expected }),
             )
             .await;
+        if status == StatusCode::CONFLICT && answer["message"] == "head out of date" {
+            return message(
+                StatusCode::CONFLICT,
+                "Head branch was modified. Review and try the merge again.",
+            );
+        }
         if !status.is_success() {
             return (status, answer);
         }
-        let sha = tokio::process::Command::new("git")
-            .args([
-                "rev-parse",
-                &format!("refs/heads/{}", self.state.default_branch),
-            ])
-            .current_dir(&self.state.bare)
-            .output()
+        let base = inner
+            .rsplit('/')
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|n| self.state.pulls.iter().find(|p| p.number == n))
+            .map(|p| p.base.clone())
+            .unwrap_or_else(|| self.state.default_branch.clone());
+        let sha = super::bare::branch_sha(&self.state.bare, &base)
             .await
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         (
             StatusCode::OK,

@@ -8,6 +8,7 @@
 //! docs.github.com/webhooks for GitHub. What they leave out (most
 //! fields, permissions beyond one token, squash and rebase merges) is said where it matters.
 
+mod bare;
 pub mod gitea;
 pub mod github;
 pub mod plane;

@@ -3,6 +3,7 @@
 
 mod gitea;
 mod github;
+mod merge_guard;
 mod plane;
 mod setup;
 
