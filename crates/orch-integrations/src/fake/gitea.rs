@@ -4,10 +4,12 @@
 //! (`POST /api/v1/user/repos`, `POST /api/v1/orgs/{org}/repos`; a repository may start absent),
 //! with `Authorization: token` auth, `page`/`limit` paging and errors as `{"message", "url"}`.
 //!
-//! The remote is a real bare git repository on disk: its path is the repository's `clone_url`,
-//! so pushes land there, and the merge call performs a real merge commit into its default
-//! branch (the `merge` style only: the fake refuses `squash` and `rebase` with 405 rather than
-//! pretend). Issue webhooks follow docs.gitea.com/usage/webhooks (`action`, `number`, `issue`,
+//! The remote is a real bare git repository on disk, served over smart HTTP at the
+//! repository's `clone_url` (`{base_url}/{owner}/{repo}.git`, see [`super::smart_http`]): git
+//! must send the token (`Authorization: token`, or in Basic credentials) or get a 401, as from
+//! Gitea. The merge call performs a real merge commit into the pull request's `base`, only
+//! while the head is the `head_commit_id` given (409 "head out of date" otherwise; the `merge`
+//! style only: the fake refuses `squash` and `rebase` with 405 rather than pretend). Issue webhooks follow docs.gitea.com/usage/webhooks (`action`, `number`, `issue`,
 //! `repository`, `sender`).
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::bare::{self, MergeRefusal};
 use super::server::{FakeApi, not_found, query_pairs};
+use super::smart_http::{GitRepository, basic_credentials};
 use super::webhook::{Delivery, Sender};
 
 #[derive(Debug, Clone)]
@@ -74,6 +77,9 @@ pub struct FakeGitea {
     pub hooks: Vec<Value>,
     /// A label name the fake refuses to create (422), as a host with a conflicting rule would.
     pub refuse_label: Option<String>,
+    /// The server's base URL once served: the clone URL is then `{base}/{owner}/{repo}.git`,
+    /// over smart HTTP behind the token check.
+    served_at: Option<String>,
     next_id: u64,
     deliveries: u64,
 }
@@ -118,6 +124,7 @@ impl FakeGitea {
             login: owner.to_owned(),
             hooks: Vec::new(),
             refuse_label: None,
+            served_at: None,
             next_id: 0,
             deliveries: 0,
         }
@@ -261,8 +268,27 @@ impl FakeGitea {
             "default_branch": self.default_branch,
             "description": self.description,
             "private": true,
-            "clone_url": self.bare.display().to_string(),
+            "clone_url": self.clone_url(),
             "html_url": format!("http://gitea.invalid/{}/{}", self.owner, self.repo),
+        })
+    }
+
+    /// Where git reaches the repository: over HTTP once served, else its path on disk.
+    pub fn clone_url(&self) -> String {
+        match &self.served_at {
+            Some(base) => format!("{base}/{}/{}.git", self.owner, self.repo),
+            None => self.bare.display().to_string(),
+        }
+    }
+
+    pub(crate) fn set_served_at(&mut self, base_url: &str) {
+        self.served_at = Some(base_url.to_owned());
+    }
+
+    pub(crate) fn git_repository(&self) -> Option<GitRepository> {
+        self.exists.then(|| GitRepository {
+            path: format!("/{}/{}.git", self.owner, self.repo),
+            bare: self.bare.clone(),
         })
     }
 
@@ -395,6 +421,28 @@ impl FakeApi for FakeGitea {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("token "))
             .is_some_and(|t| t == self.token)
+    }
+
+    fn serving_at(&mut self, base_url: &str) {
+        self.set_served_at(base_url);
+    }
+
+    fn git_repository(&self) -> Option<GitRepository> {
+        FakeGitea::git_repository(self)
+    }
+
+    /// Gitea takes a token for git over HTTP as `Authorization: token <t>` or in Basic
+    /// credentials, as the password (any user name) or as the user name.
+    fn git_user(&self, headers: &HeaderMap) -> Option<String> {
+        if self.authorized(headers) {
+            return Some(self.login.clone());
+        }
+        let (user, password) = basic_credentials(headers)?;
+        (password == self.token || user == self.token).then(|| self.login.clone())
+    }
+
+    fn git_realm(&self) -> &'static str {
+        "Gitea"
     }
 
     async fn answer(

@@ -8,7 +8,9 @@
 //! by `page`/`per_page`, errors as `{"message", "documentation_url"}`.
 //!
 //! The resources are the same as Gitea's, so the repository's state is a [`FakeGitea`] (its
-//! bare repository is the `clone_url`, pushes land there and a merge is a real merge commit);
+//! bare repository is served at the `clone_url` over smart HTTP, where git must send Basic
+//! `x-access-token:<token>`, and a merge is a real merge commit into the base, refused with 409
+//! "Head branch was modified" when `sha` is not the head);
 //! this fake translates GitHub's paths, auth and bodies at the edge.
 //!
 //! Auth is `Authorization: Bearer <token>`. The fake is stricter than GitHub in two ways: it
@@ -30,6 +32,7 @@ use serde_json::{Value, json};
 
 use super::gitea::FakeGitea;
 use super::server::{FakeApi, decode, not_found, query_pairs};
+use super::smart_http::{GitRepository, basic_credentials};
 use super::webhook::{Delivery, Sender};
 use crate::github::API_VERSION;
 
@@ -242,6 +245,25 @@ impl FakeApi for FakeGitHub {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| t == self.token)
+    }
+
+    fn serving_at(&mut self, base_url: &str) {
+        self.state.set_served_at(base_url);
+    }
+
+    fn git_repository(&self) -> Option<GitRepository> {
+        self.state.git_repository()
+    }
+
+    /// git over HTTPS takes the token as Basic credentials with the user `x-access-token`
+    /// (the form orch sends); the REST API's `Bearer` header is not git's.
+    fn git_user(&self, headers: &HeaderMap) -> Option<String> {
+        let (user, password) = basic_credentials(headers)?;
+        (user == "x-access-token" && password == self.token).then(|| self.state.login.clone())
+    }
+
+    fn git_realm(&self) -> &'static str {
+        "GitHub"
     }
 
     fn refuse_headers(&self, headers: &HeaderMap) -> Option<(StatusCode, Value)> {
