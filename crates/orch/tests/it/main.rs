@@ -21,6 +21,8 @@ mod projects;
 mod resume;
 mod selfdeploy;
 mod serve;
+#[path = "../../../../test-support/skip.rs"]
+mod skip;
 mod staging;
 mod store_error;
 mod worker;
