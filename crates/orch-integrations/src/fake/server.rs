@@ -1,5 +1,7 @@
-//! The part every fake shares: binding on loopback, recording requests, injected faults and
-//! the token check; each fake supplies only its routes.
+//! The part every fake shares: binding on loopback, recording requests (headers and bodies),
+//! the token check, then injected faults (a refused token never spends one, as on a real
+//! server), and the git repository over smart HTTP behind the fake's git credentials; each fake
+//! supplies only its routes and credentials.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
