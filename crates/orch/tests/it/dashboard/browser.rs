@@ -6,8 +6,9 @@
 //! server-sent events; a forged POST without the CSRF token is refused; pressing Approve deploys
 //! and finishes the item. Screenshots go to `target/screenshots/`.
 //!
-//! Chromium and chromedriver come from `.ci/install-browser.sh`. Without them the test skips,
-//! except under `CI=true`, where it fails.
+//! Chromium and chromedriver are looked up on the PATH (`.ci/install-browser.sh` installs them).
+//! Without them the test is skipped and counted, except under `.ci/run` or `CI=true`, where it
+//! fails (`test-support/skip.rs`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
