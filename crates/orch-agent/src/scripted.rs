@@ -1,6 +1,7 @@
 //! The built-in scripted agent: does what a scenario file says, per stage and attempt. It makes
 //! the demo and the tests run with no model: it writes files (whole or by find-and-replace),
-//! prints lines to the run log, may sleep, and exits with a chosen code.
+//! prints lines to the run log, may sleep or wait for a file (`wait_for`, so a test can end a
+//! step on an event), and exits with a chosen code.
 //!
 //! A scenario step is picked by exact (stage, attempt) first, then by stage alone. No step for a
 //! stage is exit code 2 with a line saying so: a scenario never passes by accident.
@@ -48,6 +49,11 @@ pub struct Step {
     /// spend check sees it, only the check after the run.
     #[serde(default)]
     pub usage_at_end: bool,
+    /// A file the step waits for, after its sleep and before it writes (relative to the worktree,
+    /// or absolute; `{item}` expanded): lets a test end a step on an event it signals instead of
+    /// a duration. Bounded by the run's timeout and cancellable like the sleep.
+    #[serde(default)]
+    pub wait_for: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +232,21 @@ async fn perform(
                 }
             }
             _ = cancel.cancelled() => return ExitOutcome::Signaled(15),
+        }
+    }
+    if let Some(marker) = &step.wait_for {
+        let path = req.worktree.join(expand(marker, req));
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        while !path.exists() {
+            if tokio::time::Instant::now() >= deadline {
+                return ExitOutcome::TimedOut {
+                    secs: req.timeout.as_secs(),
+                };
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = cancel.cancelled() => return ExitOutcome::Signaled(15),
+            }
         }
     }
     for f in &step.files {
@@ -460,6 +481,33 @@ exit_code = 3
         cancel.cancel();
         let run = agent.run(&req(dir.path(), "qa", 1), &cancel, &mut ()).await;
         assert_eq!(run.outcome, ExitOutcome::Signaled(15));
+    }
+
+    #[tokio::test]
+    async fn a_step_waits_for_its_file_before_writing_and_ending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = ScriptedAgent::new(
+            Scenario::from_toml(
+                "[[steps]]\nstage = \"qa\"\nwait_for = \"go\"\n\
+                 files = [{ path = \"x.txt\", content = \"x\" }]\n",
+            )
+            .expect("valid"),
+        );
+        let request = req(dir.path(), "qa", 1);
+        let (cancel, mut observer) = (CancellationToken::new(), ());
+        let run = agent.run(&request, &cancel, &mut observer);
+        tokio::pin!(run);
+        // Still waiting: the file is not there.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut run)
+                .await
+                .is_err()
+        );
+        assert!(!dir.path().join("x.txt").exists(), "nothing written yet");
+        std::fs::write(dir.path().join("go"), "").expect("signal");
+        let done = run.await;
+        assert_eq!(done.outcome, ExitOutcome::Exited(0));
+        assert!(dir.path().join("x.txt").exists());
     }
 
     /// Says stop once the reported tokens reach a limit, and remembers what it saw.

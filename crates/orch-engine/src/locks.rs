@@ -83,7 +83,20 @@ mod tests {
         let data_dir = dir.path().to_path_buf();
         let second =
             tokio::spawn(async move { project_lock(&data_dir, LockKind::Merge, "billing").await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The event, not a pause: the kernel lists the second request as blocked on the file.
+        let lock_file = dir.path().join("locks/merge-billing.lock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while blocked_waiters(&lock_file) == 0 {
+            assert!(
+                !second.is_finished(),
+                "the second holder took the lock while the first held it"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second holder never waited on the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(!second.is_finished(), "the second holder must wait");
         drop(first);
         tokio::time::timeout(Duration::from_secs(10), second)
@@ -91,5 +104,21 @@ mod tests {
             .expect("the second holder goes on once the first lock is released")
             .expect("task")
             .expect("second lock");
+    }
+
+    /// How many lock requests on `path` the kernel shows as blocked (`->` lines of
+    /// `/proc/locks`, matched by the file's inode).
+    fn blocked_waiters(path: &std::path::Path) -> usize {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(inode) = std::fs::metadata(path).map(|m| m.ino()) else {
+            return 0;
+        };
+        let suffix = format!(":{inode}");
+        std::fs::read_to_string("/proc/locks")
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("->"))
+            .filter(|line| line.split_whitespace().any(|f| f.ends_with(&suffix)))
+            .count()
     }
 }

@@ -121,7 +121,19 @@ impl Engine {
             .await
             .map_err(|e| e.to_string())?;
         forge
-            .merge_pull_request(pull.number, link.merge_style, message)
+            .merge_pull_request(
+                pull.number,
+                &match crate::handoff::recorded_head(&runs) {
+                    Some(head) => head,
+                    None => repo
+                        .rev_parse(&format!("refs/heads/{branch}"))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("no local branch `{branch}`"))?,
+                },
+                link.merge_style,
+                message,
+            )
             .await
             .map_err(|e| e.to_string())?;
         Ok(format!(

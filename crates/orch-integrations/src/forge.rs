@@ -86,9 +86,17 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// Closes the open pull request of `branch` unmerged (its item was stopped); none open is
     /// success.
     async fn close_pull_request(&self, branch: &str) -> Result<()>;
-    /// Merges the pull request; a pull request that is already merged is success (idempotent).
-    async fn merge_pull_request(&self, number: u64, style: MergeStyle, message: &str)
-    -> Result<()>;
+    /// Merges the pull request into its base only while its head is still `expected_head` (a
+    /// full commit SHA: the commit orch checked); the forge refuses the merge when the branch
+    /// moved since, and so does this call. A pull request that is already merged is success
+    /// (idempotent).
+    async fn merge_pull_request(
+        &self,
+        number: u64,
+        expected_head: &str,
+        style: MergeStyle,
+        message: &str,
+    ) -> Result<()>;
     /// What onboarding needs here (the repository, the first push into it) and whether each
     /// exists. GET requests only.
     async fn survey_repository(&self, spec: &SetupSpec) -> Result<Vec<SetupStep>>;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::error::{IntegrationError, Result};
 use crate::forge::{CommitStatus, Forge, MergeStyle, PullRequest};
 use crate::http::{ApiClient, RetryPolicy};
-use crate::repo_api::{LabelHistory, RepoApi};
+use crate::repo_api::{LabelHistory, RepoApi, full_sha};
 pub use crate::repo_api::{STATE_LABEL_PREFIX, state_of_labels};
 use crate::repo_setup::Shapes;
 use crate::secret::Token;
@@ -178,12 +178,15 @@ impl Forge for Gitea {
         self.rest.set_commit_status(sha, status).await
     }
 
+    /// `head_commit_id` is Gitea's head guard: 409 "head out of date" when the branch moved.
     async fn merge_pull_request(
         &self,
         number: u64,
+        expected_head: &str,
         style: MergeStyle,
         message: &str,
     ) -> Result<()> {
+        full_sha(expected_head)?;
         if self.rest.get_pull(number).await?.merged {
             return Ok(());
         }
@@ -192,7 +195,7 @@ impl Forge for Gitea {
             .post(
                 &format!("{}/pulls/{number}/merge", self.rest.prefix),
                 json!({ "Do": style.as_str(), "merge_message_field": message,
-                        "delete_branch_after_merge": false }),
+                        "head_commit_id": expected_head, "delete_branch_after_merge": false }),
             )
             .await
             .map(|_: Value| ())

@@ -29,7 +29,7 @@ use serde_json::json;
 use crate::error::{IntegrationError, Result};
 use crate::forge::{CommitStatus, Forge, MergeStyle, PullRequest};
 use crate::http::{ApiClient, RetryPolicy};
-use crate::repo_api::{LabelHistory, RepoApi, STATE_LABEL_PREFIX, query_value};
+use crate::repo_api::{LabelHistory, RepoApi, STATE_LABEL_PREFIX, full_sha, query_value};
 use crate::repo_setup::Shapes;
 use crate::secret::Token;
 use crate::setup::{SetupSpec, SetupStep};
@@ -212,12 +212,15 @@ impl Forge for GitHub {
         self.rest.set_commit_status(sha, status).await
     }
 
+    /// `sha` is GitHub's head guard: 409 "Head branch was modified" when the branch moved.
     async fn merge_pull_request(
         &self,
         number: u64,
+        expected_head: &str,
         style: MergeStyle,
         message: &str,
     ) -> Result<()> {
+        full_sha(expected_head)?;
         if self.rest.get_pull(number).await?.merged {
             return Ok(());
         }
@@ -225,7 +228,8 @@ impl Forge for GitHub {
             .api
             .put(
                 &format!("{}/pulls/{number}/merge", self.rest.prefix),
-                json!({ "merge_method": style.as_str(), "commit_title": message }),
+                json!({ "merge_method": style.as_str(), "commit_title": message,
+                        "sha": expected_head }),
             )
             .await
             .map(|_| ())

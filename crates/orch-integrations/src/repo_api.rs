@@ -384,6 +384,20 @@ impl RepoApi {
     }
 }
 
+/// Refuses anything but a full commit SHA (40 or 64 lowercase hex digits) as a merge's head
+/// guard: both forges skip the check for an empty value, so a blank would merge whatever the
+/// branch holds.
+pub(crate) fn full_sha(sha: &str) -> Result<()> {
+    let hex = sha.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+    if hex && matches!(sha.len(), 40 | 64) {
+        Ok(())
+    } else {
+        Err(IntegrationError::Config(format!(
+            "`{sha}` is not a full commit SHA; a merge names the head it expects"
+        )))
+    }
+}
+
 fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }

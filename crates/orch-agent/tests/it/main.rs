@@ -6,4 +6,6 @@ mod bad_output;
 mod fake_cli;
 mod model_server;
 mod real_cli;
+#[path = "../../../../test-support/skip.rs"]
+mod skip;
 mod support;

@@ -245,8 +245,10 @@ async fn promotion_refuses_any_sha_but_the_validated_one() {
 
 #[tokio::test]
 async fn a_later_failed_staging_run_voids_the_proof() {
+    // Only staging breaks: the prod hook itself would succeed, so a refused promotion can only
+    // come from the voided proof, and the prod hook must never have been started.
     let f = Fixture::new(
-        r#"[ -f "$BUILD_CONTEXT/broken" ] && exit 1
+        r#"[ "$TARGET_SERVICE" = staging ] && [ -f "$BUILD_CONTEXT/broken" ] && exit 1
 exit 0"#,
         "",
         PASSING_CHECK,
@@ -254,8 +256,10 @@ exit 0"#,
     assert!(f.staging(SHA_A).await.verdict.is_success());
     std::fs::write(f.worktree().join("broken"), "").expect("break the hook");
     assert!(!f.staging(SHA_A).await.verdict.is_success());
+    let promoted = f.promote(SHA_A).await;
     assert!(
-        !f.promote(SHA_A).await.is_success(),
-        "the earlier proof is void"
+        !promoted.is_success(),
+        "the earlier proof is void: {promoted:?}"
     );
+    assert!(f.seen_env(Env::Prod).is_empty(), "the prod hook never ran");
 }

@@ -5,5 +5,7 @@ mod docker;
 mod hook;
 mod promote;
 mod selfdeploy;
+#[path = "../../../../test-support/skip.rs"]
+mod skip;
 mod staging;
 mod support;

@@ -4,13 +4,16 @@
 //! (`POST /api/v1/user/repos`, `POST /api/v1/orgs/{org}/repos`; a repository may start absent),
 //! with `Authorization: token` auth, `page`/`limit` paging and errors as `{"message", "url"}`.
 //!
-//! The remote is a real bare git repository on disk: its path is the repository's `clone_url`,
-//! so pushes land there, and the merge call performs a real merge commit into its default
-//! branch (the `merge` style only: the fake refuses `squash` and `rebase` with 405 rather than
-//! pretend). Issue webhooks follow docs.gitea.com/usage/webhooks (`action`, `number`, `issue`,
-//! `repository`, `sender` with its `id` and `login`). Every label change, a person's or the
-//! token user's, is kept in the issue's timeline (`GET issues/{n}/timeline`: entries of `type`
-//! `label`, `body` `"1"` when added and empty when removed, `user`, `label`, `created_at`).
+//! The remote is a real bare git repository on disk, served over smart HTTP at the
+//! repository's `clone_url` (`{base_url}/{owner}/{repo}.git`, see [`super::smart_http`]): git
+//! must send the token (`Authorization: token`, or in Basic credentials) or get a 401, as from
+//! Gitea. The merge call performs a real merge commit into the pull request's `base`, only
+//! while the head is the `head_commit_id` given (409 "head out of date" otherwise; the `merge`
+//! style only: the fake refuses `squash` and `rebase` with 405 rather than pretend). Issue
+//! webhooks follow docs.gitea.com/usage/webhooks (`action`, `number`, `issue`, `repository`,
+//! `sender` with its `id` and `login`). Every label change, a person's or the token user's, is
+//! kept in the issue's timeline (`GET issues/{n}/timeline`: entries of `type` `label`, `body`
+//! `"1"` when added and empty when removed, `user`, `label`, `created_at`).
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +21,9 @@ use async_trait::async_trait;
 use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::bare::{self, MergeRefusal};
 use super::server::{FakeApi, not_found, query_pairs};
+use super::smart_http::{GitRepository, basic_credentials};
 use super::webhook::{Delivery, Sender};
 
 #[derive(Debug, Clone)]
@@ -80,6 +85,9 @@ pub struct FakeGitea {
     pub users: Vec<(u64, String)>,
     /// Every label change, oldest first.
     pub timeline: Vec<LabelChange>,
+    /// The server's base URL once served: the clone URL is then `{base}/{owner}/{repo}.git`,
+    /// over smart HTTP behind the token check.
+    served_at: Option<String>,
     next_id: u64,
     deliveries: u64,
 }
@@ -96,7 +104,7 @@ pub struct LabelChange {
 impl FakeGitea {
     /// A fake whose remote is a new bare repository at `bare` with default branch `main`.
     pub async fn new(token: &str, owner: &str, repo: &str, bare: &Path) -> std::io::Result<Self> {
-        init_bare(bare, "main").await?;
+        bare::init(bare, "main").await?;
         Ok(Self {
             exists: true,
             ..Self::unborn(token, owner, repo, bare)
@@ -135,6 +143,7 @@ impl FakeGitea {
             refuse_label: None,
             users: vec![(1, owner.to_owned())],
             timeline: Vec::new(),
+            served_at: None,
             next_id: 0,
             deliveries: 0,
         }
@@ -159,7 +168,7 @@ impl FakeGitea {
             .and_then(Value::as_str)
             .unwrap_or("main")
             .to_owned();
-        if init_bare(&self.bare, &branch).await.is_err() {
+        if bare::init(&self.bare, &branch).await.is_err() {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "message": "git init --bare failed" }),
@@ -335,7 +344,7 @@ impl FakeGitea {
             "default_branch": self.default_branch,
             "description": self.description,
             "private": true,
-            "clone_url": self.bare.display().to_string(),
+            "clone_url": self.clone_url(),
             "html_url": format!("http://gitea.invalid/{}/{}", self.owner, self.repo),
         })
     }
@@ -355,6 +364,25 @@ impl FakeGitea {
                 })
             })
             .collect()
+    }
+
+    /// Where git reaches the repository: over HTTP once served, else its path on disk.
+    pub fn clone_url(&self) -> String {
+        match &self.served_at {
+            Some(base) => format!("{base}/{}/{}.git", self.owner, self.repo),
+            None => self.bare.display().to_string(),
+        }
+    }
+
+    pub(crate) fn set_served_at(&mut self, base_url: &str) {
+        self.served_at = Some(base_url.to_owned());
+    }
+
+    pub(crate) fn git_repository(&self) -> Option<GitRepository> {
+        self.exists.then(|| GitRepository {
+            path: format!("/{}/{}.git", self.owner, self.repo),
+            bare: self.bare.clone(),
+        })
     }
 
     pub(crate) fn issue_json(&self, number: u64) -> Option<Value> {
@@ -420,19 +448,42 @@ impl FakeGitea {
             .and_then(Value::as_str)
             .unwrap_or("Merge pull request")
             .to_owned();
-        let head = self.pulls[index].head.clone();
-        let merged = match orch_git::Repo::open(&self.bare).await {
-            Ok(repo) => repo.merge_into_default(&head, &message).await,
-            Err(e) => Err(e),
+        let (head, base) = (
+            self.pulls[index].head.clone(),
+            self.pulls[index].base.clone(),
+        );
+        let Some(theirs) = bare::branch_sha(&self.bare, &head).await else {
+            return not_found("head branch");
         };
-        match merged {
+        // Gitea merges only while the head is still the commit the caller names (an empty or
+        // absent `head_commit_id` skips the check): 409 "head out of date" otherwise.
+        let expected = body
+            .get("head_commit_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !expected.is_empty() && expected != theirs {
+            return (
+                StatusCode::CONFLICT,
+                json!({ "message": "head out of date", "url": "" }),
+            );
+        }
+        match bare::merge(&self.bare, &base, &theirs, &message).await {
             Ok(_) => {
                 self.pulls[index].merged = true;
                 (StatusCode::OK, Value::Null)
             }
-            Err(e) => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({ "message": format!("Please try again later: {e}") }),
+            Err(MergeRefusal::Conflict) => (
+                StatusCode::CONFLICT,
+                json!({ "message": "merge conflict", "url": "" }),
+            ),
+            Err(MergeRefusal::Moved) => (
+                StatusCode::CONFLICT,
+                json!({ "message": "merge push out of date", "url": "" }),
+            ),
+            Err(MergeRefusal::NoBranch(b)) => not_found(&format!("branch {b}")),
+            Err(MergeRefusal::Git(e)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "message": format!("merge failed: {e}"), "url": "" }),
             ),
         }
     }
@@ -465,6 +516,28 @@ impl FakeApi for FakeGitea {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("token "))
             .is_some_and(|t| t == self.token)
+    }
+
+    fn serving_at(&mut self, base_url: &str) {
+        self.set_served_at(base_url);
+    }
+
+    fn git_repository(&self) -> Option<GitRepository> {
+        FakeGitea::git_repository(self)
+    }
+
+    /// Gitea takes a token for git over HTTP as `Authorization: token <t>` or in Basic
+    /// credentials, as the password (any user name) or as the user name.
+    fn git_user(&self, headers: &HeaderMap) -> Option<String> {
+        if self.authorized(headers) {
+            return Some(self.login.clone());
+        }
+        let (user, password) = basic_credentials(headers)?;
+        (password == self.token || user == self.token).then(|| self.login.clone())
+    }
+
+    fn git_realm(&self) -> &'static str {
+        "Gitea"
     }
 
     async fn answer(
@@ -697,18 +770,13 @@ impl FakeApi for FakeGitea {
                         json!({ "message": "head and base are required" }),
                     );
                 };
-                let exists = tokio::process::Command::new("git")
-                    .args(["rev-parse", "--verify", "-q"])
-                    .arg(format!("refs/heads/{head}"))
-                    .current_dir(&self.bare)
-                    .output()
-                    .await
-                    .is_ok_and(|o| o.status.success());
-                if !exists {
-                    return (
-                        StatusCode::NOT_FOUND,
-                        json!({ "message": format!("branch {head} does not exist") }),
-                    );
+                for (role, branch) in [("head", &head), ("base", &base)] {
+                    if bare::branch_sha(&self.bare, branch).await.is_none() {
+                        return (
+                            StatusCode::NOT_FOUND,
+                            json!({ "message": format!("{role} branch {branch} does not exist") }),
+                        );
+                    }
                 }
                 if self
                     .pulls
@@ -784,20 +852,6 @@ impl FakeApi for FakeGitea {
             }
             _ => not_found("route"),
         }
-    }
-}
-
-/// Creates an empty bare repository at `path` whose first branch is `branch`.
-async fn init_bare(path: &Path, branch: &str) -> std::io::Result<()> {
-    let status = tokio::process::Command::new("git")
-        .args(["init", "-q", "--bare", "-b", branch])
-        .arg(path)
-        .status()
-        .await?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("git init --bare failed"))
     }
 }
 

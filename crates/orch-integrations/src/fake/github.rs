@@ -8,7 +8,9 @@
 //! by `page`/`per_page`, errors as `{"message", "documentation_url"}`.
 //!
 //! The resources are the same as Gitea's, so the repository's state is a [`FakeGitea`] (its
-//! bare repository is the `clone_url`, pushes land there and a merge is a real merge commit);
+//! bare repository is served at the `clone_url` over smart HTTP, where git must send Basic
+//! `x-access-token:<token>`, and a merge is a real merge commit into the base, refused with 409
+//! "Head branch was modified" when `sha` is not the head);
 //! this fake translates GitHub's paths, auth and bodies at the edge.
 //!
 //! Auth is `Authorization: Bearer <token>`. The fake is stricter than GitHub in two ways: it
@@ -32,6 +34,7 @@ use serde_json::{Value, json};
 
 use super::gitea::FakeGitea;
 use super::server::{FakeApi, decode, not_found, query_pairs};
+use super::smart_http::{GitRepository, basic_credentials};
 use super::webhook::{Delivery, Sender};
 use crate::github::API_VERSION;
 
@@ -193,27 +196,35 @@ impl FakeGitHub {
             .get("commit_title")
             .and_then(Value::as_str)
             .unwrap_or("Merge pull request");
+        // GitHub's head guard is `sha`; the inner model's is Gitea's `head_commit_id`.
+        let expected = body.get("sha").and_then(Value::as_str).unwrap_or_default();
         let (status, answer) = self
             .state
             .answer(
                 &Method::POST,
                 inner,
                 "",
-                json!({ "Do": method, "merge_message_field": title }),
+                json!({ "Do": method, "merge_message_field": title, "head_commit_id": expected }),
             )
             .await;
+        if status == StatusCode::CONFLICT && answer["message"] == "head out of date" {
+            return message(
+                StatusCode::CONFLICT,
+                "Head branch was modified. Review and try the merge again.",
+            );
+        }
         if !status.is_success() {
             return (status, answer);
         }
-        let sha = tokio::process::Command::new("git")
-            .args([
-                "rev-parse",
-                &format!("refs/heads/{}", self.state.default_branch),
-            ])
-            .current_dir(&self.state.bare)
-            .output()
+        let base = inner
+            .rsplit('/')
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|n| self.state.pulls.iter().find(|p| p.number == n))
+            .map(|p| p.base.clone())
+            .unwrap_or_else(|| self.state.default_branch.clone());
+        let sha = super::bare::branch_sha(&self.state.bare, &base)
             .await
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         (
             StatusCode::OK,
@@ -237,6 +248,25 @@ impl FakeApi for FakeGitHub {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| t == self.token)
+    }
+
+    fn serving_at(&mut self, base_url: &str) {
+        self.state.set_served_at(base_url);
+    }
+
+    fn git_repository(&self) -> Option<GitRepository> {
+        self.state.git_repository()
+    }
+
+    /// git over HTTPS takes the token as Basic credentials with the user `x-access-token`
+    /// (the form orch sends); the REST API's `Bearer` header is not git's.
+    fn git_user(&self, headers: &HeaderMap) -> Option<String> {
+        let (user, password) = basic_credentials(headers)?;
+        (user == "x-access-token" && password == self.token).then(|| self.state.login.clone())
+    }
+
+    fn git_realm(&self) -> &'static str {
+        "GitHub"
     }
 
     fn refuse_headers(&self, headers: &HeaderMap) -> Option<(StatusCode, Value)> {

@@ -1,5 +1,7 @@
-//! The part every fake shares: binding on loopback, recording requests, injected faults and
-//! the token check; each fake supplies only its routes.
+//! The part every fake shares: binding on loopback, recording requests (headers and bodies),
+//! the token check, then injected faults (a refused token never spends one, as on a real
+//! server), and the git repository over smart HTTP behind the fake's git credentials; each fake
+//! supplies only its routes and credentials.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,12 +15,53 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-/// One request a fake received.
+use super::smart_http::{self, GitRepository};
+
+/// One request a fake received, as sent: tests assert what a client put in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub method: String,
     /// The path with its query.
     pub path: String,
+    /// Every header, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The raw body (empty for none; not kept for git's pack data).
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    fn new(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Self {
+        Self {
+            method: method.to_string(),
+            path: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| uri.path().to_owned()),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`None` when empty or not JSON).
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
 }
 
 /// A failure a fake answers the next request with instead of its real answer.
@@ -39,6 +82,21 @@ pub enum Fault {
 pub trait FakeApi: Send + Sync + 'static {
     /// Whether the request carries the right credentials.
     fn authorized(&self, headers: &HeaderMap) -> bool;
+    /// Told the server's base URL once, before the first request (clone URLs name it).
+    fn serving_at(&mut self, _base_url: &str) {}
+    /// The git repository served over smart HTTP, if the service has one.
+    fn git_repository(&self) -> Option<GitRepository> {
+        None
+    }
+    /// The user a git request authenticates as, if its credentials are the ones the real
+    /// service accepts for git over HTTP; `None` is answered 401.
+    fn git_user(&self, _headers: &HeaderMap) -> Option<String> {
+        None
+    }
+    /// The realm of the 401 challenge for git.
+    fn git_realm(&self) -> &'static str {
+        "fake"
+    }
     /// An answer to an authorized request the service refuses for its headers (a wrong API
     /// version), before routing.
     fn refuse_headers(&self, _headers: &HeaderMap) -> Option<(StatusCode, Value)> {
@@ -61,6 +119,8 @@ pub trait FakeApi: Send + Sync + 'static {
 struct Shared<A> {
     api: Mutex<A>,
     recorded: std::sync::Mutex<Vec<Recorded>>,
+    /// git's requests, apart: they are not API calls (a fetch is a POST, yet reads nothing).
+    git: std::sync::Mutex<Vec<Recorded>>,
     faults: std::sync::Mutex<VecDeque<Fault>>,
 }
 
@@ -81,16 +141,20 @@ impl<A: FakeApi> std::fmt::Debug for FakeServer<A> {
 
 impl<A: FakeApi> FakeServer<A> {
     /// Serves `api` on an ephemeral loopback port.
-    pub async fn start(api: A) -> std::io::Result<Self> {
+    pub async fn start(mut api: A) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
+        api.serving_at(&base_url);
         let shared = Arc::new(Shared {
             api: Mutex::new(api),
             recorded: std::sync::Mutex::new(Vec::new()),
+            git: std::sync::Mutex::new(Vec::new()),
             faults: std::sync::Mutex::new(VecDeque::new()),
         });
         let app = axum::Router::new()
             .fallback(handle::<A>)
+            // git pushes pack files; the extractor's 2 MB default is for API bodies.
+            .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
             .with_state(Arc::clone(&shared));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -110,6 +174,16 @@ impl<A: FakeApi> FakeServer<A> {
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared
             .recorded
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every git request over smart HTTP so far (refused ones included), in order; their
+    /// bodies are not kept.
+    pub fn git_requests(&self) -> Vec<Recorded> {
+        self.shared
+            .git
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
@@ -151,15 +225,39 @@ async fn handle<A: FakeApi>(
 ) -> Response {
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or_default().to_owned();
+    let (git, git_user, authorized, realm) = {
+        let api = shared.api.lock().await;
+        (
+            api.git_repository(),
+            api.git_user(&headers),
+            api.authorized(&headers),
+            api.git_realm(),
+        )
+    };
+    if let Some(repo) = git
+        && let Some(rest) = repo.inside(&path)
+    {
+        if let Ok(mut recorded) = shared.git.lock() {
+            recorded.push(Recorded::new(&method, &uri, &headers, &[]));
+        }
+        return match git_user {
+            Some(user) => {
+                smart_http::serve(&repo, rest, &method, &query, &headers, body, &user).await
+            }
+            None => smart_http::challenge(realm),
+        };
+    }
     if let Ok(mut recorded) = shared.recorded.lock() {
-        recorded.push(Recorded {
-            method: method.to_string(),
-            path: if query.is_empty() {
-                path.clone()
-            } else {
-                format!("{path}?{query}")
-            },
-        });
+        recorded.push(Recorded::new(&method, &uri, &headers, &body));
+    }
+    // A real server checks the credentials first: a refused token never reaches what would
+    // have failed, so a fault is spent only on an authorized request.
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "message": "token is required", "detail": "Authentication credentials were not provided." })),
+        )
+            .into_response();
     }
     let fault = shared.faults.lock().ok().and_then(|mut q| q.pop_front());
     match fault {
@@ -193,14 +291,6 @@ async fn handle<A: FakeApi>(
         Some(Fault::Hang(wait)) => tokio::time::sleep(wait).await,
         None => {}
     }
-    let mut api = shared.api.lock().await;
-    if !api.authorized(&headers) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({ "message": "token is required", "detail": "Authentication credentials were not provided." })),
-        )
-            .into_response();
-    }
     let body = if body.is_empty() {
         Value::Null
     } else {
@@ -215,6 +305,7 @@ async fn handle<A: FakeApi>(
             }
         }
     };
+    let mut api = shared.api.lock().await;
     if let Some((status, value)) = api.refuse_headers(&headers) {
         return (status, axum::Json(value)).into_response();
     }

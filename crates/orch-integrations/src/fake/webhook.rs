@@ -106,4 +106,20 @@ mod tests {
         assert_eq!(Sender::Gitea.signature(hex.clone()), hex);
         assert_eq!(Sender::GitHub.headers().0, "x-hub-signature-256");
     }
+
+    /// GitHub's published test vector (docs.github.com/webhooks/using-webhooks/
+    /// validating-webhook-deliveries); Gitea's sender (`services/webhook/deliver.go`) computes
+    /// the same hex without the prefix for `X-Gitea-Signature`.
+    #[test]
+    fn the_fakes_sign_as_the_vendors_published_vector() {
+        let hex = sign("It's a Secret to Everybody", b"Hello, World!");
+        let published = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(hex, published);
+        assert_eq!(
+            Sender::GitHub.signature(hex.clone()),
+            format!("sha256={published}")
+        );
+        assert_eq!(Sender::Gitea.signature(hex), published);
+        assert_eq!(Sender::Gitea.headers().0, "x-gitea-signature");
+    }
 }

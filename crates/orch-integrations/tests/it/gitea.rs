@@ -9,9 +9,9 @@ use orch_integrations::{
 
 use crate::quick_retry;
 
-const TOKEN: &str = "gitea_test_token_5678";
+pub(crate) const TOKEN: &str = "gitea_test_token_5678";
 
-async fn setup(dir: &Path) -> (FakeServer<FakeGitea>, Gitea) {
+pub(crate) async fn setup(dir: &Path) -> (FakeServer<FakeGitea>, Gitea) {
     let fake = FakeGitea::new(TOKEN, "acme", "web", &dir.join("remote.git"))
         .await
         .expect("fake gitea");
@@ -27,7 +27,7 @@ async fn setup(dir: &Path) -> (FakeServer<FakeGitea>, Gitea) {
     (server, gitea)
 }
 
-async fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) async fn git(dir: &Path, args: &[&str]) -> String {
     let out = tokio::process::Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -172,7 +172,7 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged() {
     );
 
     gitea
-        .merge_pull_request(pr.number, MergeStyle::Merge, "Merge WEB-1")
+        .merge_pull_request(pr.number, &sha, MergeStyle::Merge, "Merge WEB-1")
         .await
         .expect("merge");
     let main = git(&bare, &["rev-parse", "refs/heads/main"]).await;
@@ -182,7 +182,7 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged() {
         "Merge WEB-1"
     );
     gitea
-        .merge_pull_request(pr.number, MergeStyle::Merge, "Merge WEB-1")
+        .merge_pull_request(pr.number, &sha, MergeStyle::Merge, "Merge WEB-1")
         .await
         .expect("idempotent");
     assert_eq!(git(&bare, &["rev-parse", "refs/heads/main"]).await, main);
@@ -199,6 +199,9 @@ async fn a_stopped_items_pull_request_is_closed_not_merged() {
     git(&work, &["add", "."]).await;
     git(&work, &["commit", "-qm", "first"]).await;
     git(&work, &["branch", "orch/WEB-2"]).await;
+    // A pull request needs its base on the forge.
+    let remote = dir.path().join("remote.git").display().to_string();
+    git(&work, &["push", "-q", &remote, "main"]).await;
     let repo = orch_git::Repo::open(&work).await.expect("open");
     gitea.push_branch(&repo, "orch/WEB-2").await.expect("push");
     let pr = gitea
@@ -214,8 +217,9 @@ async fn a_stopped_items_pull_request_is_closed_not_merged() {
         })
         .await;
     assert!(closed);
+    let head = git(dir.path(), &["-C", "work", "rev-parse", "orch/WEB-2"]).await;
     let merge = gitea
-        .merge_pull_request(pr.number, MergeStyle::Merge, "m")
+        .merge_pull_request(pr.number, &head, MergeStyle::Merge, "m")
         .await;
     assert!(
         merge.is_err(),

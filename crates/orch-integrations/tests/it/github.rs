@@ -10,9 +10,9 @@ use orch_integrations::{
 
 use crate::quick_retry;
 
-const TOKEN: &str = "github_pat_test_1234";
+pub(crate) const TOKEN: &str = "github_pat_test_1234";
 
-async fn setup(dir: &Path) -> (FakeServer<FakeGitHub>, GitHub) {
+pub(crate) async fn setup(dir: &Path) -> (FakeServer<FakeGitHub>, GitHub) {
     let fake = FakeGitHub::new(TOKEN, "acme", "web", &dir.join("remote.git"))
         .await
         .expect("fake github");
@@ -28,7 +28,7 @@ async fn setup(dir: &Path) -> (FakeServer<FakeGitHub>, GitHub) {
     (server, github)
 }
 
-async fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) async fn git(dir: &Path, args: &[&str]) -> String {
     let out = tokio::process::Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -49,7 +49,7 @@ async fn git(dir: &Path, args: &[&str]) -> String {
 
 /// A local repository with `main` pushed to the fake's bare repository and `branch` one commit
 /// ahead of it; returns the repository and the branch's head.
-async fn work_repo(dir: &Path, branch: &str) -> (orch_git::Repo, String) {
+pub(crate) async fn work_repo(dir: &Path, branch: &str) -> (orch_git::Repo, String) {
     let work = dir.join("work");
     std::fs::create_dir_all(&work).expect("mkdir");
     git(&work, &["init", "-q", "-b", "main"]).await;
@@ -212,7 +212,7 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged_once() {
     );
 
     github
-        .merge_pull_request(pr.number, MergeStyle::Merge, "Merge WEB-1")
+        .merge_pull_request(pr.number, &sha, MergeStyle::Merge, "Merge WEB-1")
         .await
         .expect("merge");
     assert_eq!(
@@ -228,7 +228,7 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged_once() {
         "Merge WEB-1"
     );
     github
-        .merge_pull_request(pr.number, MergeStyle::Merge, "Merge WEB-1")
+        .merge_pull_request(pr.number, &sha, MergeStyle::Merge, "Merge WEB-1")
         .await
         .expect("idempotent");
     assert_eq!(git(&bare, &["rev-parse", "refs/heads/main"]).await, main);
@@ -245,7 +245,7 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged_once() {
 async fn a_stopped_items_pull_request_is_closed_not_merged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, github) = setup(dir.path()).await;
-    let (repo, _) = work_repo(dir.path(), "orch/WEB-2").await;
+    let (repo, sha) = work_repo(dir.path(), "orch/WEB-2").await;
     github.push_branch(&repo, "orch/WEB-2").await.expect("push");
     let pr = github
         .open_pull_request("orch/WEB-2", "t", "b")
@@ -269,7 +269,7 @@ async fn a_stopped_items_pull_request_is_closed_not_merged() {
         .await;
     assert!(closed);
     let merge = github
-        .merge_pull_request(pr.number, MergeStyle::Merge, "m")
+        .merge_pull_request(pr.number, &sha, MergeStyle::Merge, "m")
         .await;
     assert!(
         merge.is_err(),

@@ -1,9 +1,12 @@
 //! The adapters against the in-process fakes: documented paths, pagination, retries, typed
 //! errors, and a real push and merge through the fake Gitea's bare repository.
 
+mod git_http;
 mod gitea;
 mod github;
+mod merge_guard;
 mod plane;
+mod recording;
 mod setup;
 
 use std::time::Duration;

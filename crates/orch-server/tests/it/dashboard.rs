@@ -253,6 +253,51 @@ async fn without_a_token_the_dashboard_only_shows() {
     server.stop().await;
 }
 
+/// One client following a streamed response on one connection.
+struct Follower {
+    stream: tokio::net::TcpStream,
+    seen: Vec<u8>,
+}
+
+impl Follower {
+    async fn open(server: &Server, path: &str, cookie: &str) -> Self {
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n",
+            server.addr
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        Self {
+            stream,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until `until` appears in what was received so far, and returns all of it; fails
+    /// after 10 s (a deadline for a broken stream, not a bet on its timing).
+    async fn read_until(&mut self, until: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&self.seen).contains(until) {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) => panic!(
+                    "the stream ended before `{until}`: {}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+                Ok(Ok(n)) => self.seen.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => panic!("reading the stream: {e}"),
+                Err(_) => panic!(
+                    "`{until}` never arrived: {}",
+                    String::from_utf8_lossy(&self.seen)
+                ),
+            }
+        }
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+}
+
 /// Reads a streamed (chunked) response until `until` appears in it or `limit` passes.
 async fn read_stream(
     server: &Server,
@@ -313,31 +358,27 @@ async fn the_log_streams_new_lines_and_ends_with_the_run() {
     );
     assert!(started.contains("data: first line"), "{started}");
 
-    // A line appended while a client follows arrives; the stop ends the run and the stream.
-    let appended = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut text = std::fs::read_to_string(&log).expect("read");
-        text.push_str("second line\n");
-        std::fs::write(&log, text).expect("append");
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        server
-            .state
-            .engine()
-            .stop(&orch_core::ItemId::parse(&id).expect("id"), "test")
-            .await
-            .expect("stop");
-    };
-    let (streamed, ()) = tokio::join!(
-        read_stream(
-            &server,
-            &path,
-            &cookie,
-            "event: end",
-            Duration::from_secs(10)
-        ),
-        appended
+    // A line appended while a client follows arrives; the stop ends the run and the stream. Each
+    // step waits for what the stream sent, not for a pause: the line is appended only after the
+    // stream has sent the file's first line, so it can only arrive as an appended one.
+    let mut follower = Follower::open(&server, &path, &cookie).await;
+    follower.read_until("data: first line").await;
+    let mut text = std::fs::read_to_string(&log).expect("read");
+    text.push_str("second line\n");
+    std::fs::write(&log, text).expect("append");
+    let streamed = follower.read_until("data: second line").await;
+    assert_eq!(
+        streamed.matches("data: first line").count(),
+        1,
+        "the first line is not sent again: {streamed}"
     );
-    assert!(streamed.contains("data: second line"), "{streamed}");
+    server
+        .state
+        .engine()
+        .stop(&orch_core::ItemId::parse(&id).expect("id"), "test")
+        .await
+        .expect("stop");
+    let streamed = follower.read_until("event: end").await;
     assert!(
         streamed.contains("event: end\ndata: cancelled"),
         "{streamed}"

@@ -227,3 +227,84 @@ async fn metrics_expose_every_counter_in_prometheus_text() {
         "{text}"
     );
 }
+
+/// The vendors' own numbers, not orch's signer: GitHub's docs ("Validating webhook deliveries",
+/// docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries) publish the secret
+/// `It's a Secret to Everybody`, the payload `Hello, World!` and the signature below. Gitea
+/// publishes no vector; its sender (`services/webhook/deliver.go`, `addDefaultHeaders`) puts the
+/// same hex HMAC-SHA256 of the raw body, without the `sha256=` prefix, in `X-Gitea-Signature`
+/// (and Forgejo in `X-Forgejo-Signature`), so the same numbers are what Gitea sends. A wrong
+/// assumption shared by orch's signer and verifier (another hash, a hex of the secret, a
+/// re-serialized body, the prefix on the wrong header) fails here.
+const VECTOR_SECRET: &str = "It's a Secret to Everybody";
+const VECTOR_BODY: &[u8] = b"Hello, World!";
+const VECTOR_HEX: &str = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+
+#[tokio::test]
+async fn the_vendors_published_signatures_are_accepted_and_nothing_else() {
+    let server = Server::start_with(|state| {
+        state
+            .with_webhook_secret(WebhookSource::Gitea, VECTOR_SECRET)
+            .with_webhook_secret(WebhookSource::Github, VECTOR_SECRET)
+    })
+    .await;
+    let github = format!("sha256={VECTOR_HEX}");
+    let cases = [
+        (
+            "/hooks/github",
+            "X-Hub-Signature-256",
+            github.as_str(),
+            "X-GitHub-Delivery",
+        ),
+        (
+            "/hooks/gitea",
+            "X-Gitea-Signature",
+            VECTOR_HEX,
+            "X-Gitea-Delivery",
+        ),
+        (
+            "/hooks/gitea",
+            "X-Forgejo-Signature",
+            VECTOR_HEX,
+            "X-Forgejo-Delivery",
+        ),
+    ];
+    for (i, (path, header, signature, delivery)) in cases.into_iter().enumerate() {
+        let send = |body: &[u8], signature: &str| {
+            Request::post(path)
+                .header(header, signature)
+                .header(delivery, format!("vector-{i}"))
+                .body(body.to_vec())
+        };
+        // The signature holds, so the delivery gets as far as its body, which is not JSON: 400,
+        // never 401.
+        let signed = server.send(send(VECTOR_BODY, signature)).await;
+        assert_eq!(signed.status, 400, "{header}: {signed:?}");
+        assert!(
+            !signed.error().contains("signature"),
+            "{header}: {signed:?}"
+        );
+        // One byte changed in the body, or the prefix on the wrong header: refused.
+        let tampered = server.send(send(b"Hello, World?", signature)).await;
+        assert_eq!(tampered.status, 401, "{header}: {tampered:?}");
+        let other_form = if signature.starts_with("sha256=") {
+            VECTOR_HEX.to_owned()
+        } else {
+            format!("sha256={VECTOR_HEX}")
+        };
+        let wrong_form = server.send(send(VECTOR_BODY, &other_form)).await;
+        assert_eq!(wrong_form.status, 401, "{header}: {wrong_form:?}");
+    }
+    // orch's own signer agrees with the vendors.
+    assert_eq!(
+        WebhookSource::Github.sign(VECTOR_SECRET, VECTOR_BODY),
+        Some(github.clone())
+    );
+    assert_eq!(
+        WebhookSource::Gitea
+            .sign(VECTOR_SECRET, VECTOR_BODY)
+            .as_deref(),
+        Some(VECTOR_HEX)
+    );
+    server.stop().await;
+}

@@ -4,4 +4,6 @@
 
 mod conformance;
 mod postgres;
+#[path = "../../../../test-support/skip.rs"]
+mod skip;
 mod sqlite;

@@ -263,6 +263,7 @@ fn workers_killed_at_random_still_finish_every_item_once() {
     let started = Instant::now();
     let mut last_kill = Instant::now();
     let mut kills = 0;
+    let mut struck_mid_run = false;
     let mut approved = BTreeSet::new();
     let mut last = BTreeMap::new();
     while started.elapsed() < DRIVE_LIMIT {
@@ -281,7 +282,19 @@ fn workers_killed_at_random_still_finish_every_item_once() {
                 approved.insert(id.clone());
             }
         }
-        if started.elapsed() < CHAOS_LIMIT && last_kill.elapsed() >= KILL_EVERY {
+        if !struck_mid_run && last.values().any(|s| s == "running") {
+            // Once an item is running, every worker at once: its run's worker is among them, so
+            // a run is cut off mid-way whatever the dice say, and must be re-claimed below.
+            for _ in 0..WORKERS {
+                workers.kill(0);
+            }
+            for _ in 0..WORKERS {
+                workers.start();
+            }
+            kills += WORKERS;
+            struck_mid_run = true;
+            last_kill = Instant::now();
+        } else if started.elapsed() < CHAOS_LIMIT && last_kill.elapsed() >= KILL_EVERY {
             workers.kill(dice.below(WORKERS));
             workers.start();
             kills += 1;
@@ -330,8 +343,12 @@ fn workers_killed_at_random_still_finish_every_item_once() {
             }
         }
     }
-    // Not asserted (a kill may land between runs), but shows whether the chaos hit runs.
     eprintln!("worker chaos: {reclaimed} run(s) re-claimed after their worker died");
+    assert!(
+        struck_mid_run && reclaimed > 0,
+        "the chaos must have killed a worker in the middle of a run (struck while running: \
+         {struck_mid_run}, runs re-claimed: {reclaimed})"
+    );
     for name in project_names() {
         // `chaos-a` files `CHAOSA-1` to `CHAOSA-10`, in that order.
         let prefix = name.replace('-', "").to_ascii_uppercase();

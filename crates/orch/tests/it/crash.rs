@@ -99,23 +99,36 @@ if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let item = orch.item("QUICK-1");
-    let pgid = item["runs"]
-        .as_array()
-        .and_then(|runs| runs.iter().find(|r| r["stage"] == "development"))
-        .and_then(|r| r["checkpoint"]["pgid"].as_i64());
+    // The checkpoint must record the agent's process group: it is how the next orch finds the
+    // orphan. Waited for (it is saved right after the spawn), never optional.
+    let pgid = loop {
+        let item = orch.item("QUICK-1");
+        let recorded = item["runs"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|r| r["stage"] == "development"))
+            .and_then(|r| r["checkpoint"]["pgid"].as_i64());
+        if let Some(pgid) = recorded {
+            break u32::try_from(pgid).expect("a pgid fits in u32");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint never recorded the agent's process group: {item}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        orch_process::group_is_alive(pgid),
+        "the recorded group {pgid} is the running agent's"
+    );
     child.kill().expect("kill");
     let _ = child.wait();
     std::fs::write(orch.path().join("second-run"), "").expect("marker");
     finish_and_check(&orch);
-    if let Some(pgid) = pgid {
-        // Zombies do not count: the orphan's new parent may not have reaped it yet.
-        let alive = orch_process::group_is_alive(u32::try_from(pgid).expect("pgid"));
-        assert!(
-            !alive,
-            "the orphaned agent group {pgid} must have been killed"
-        );
-    }
+    // Zombies do not count: the orphan's new parent may not have reaped it yet.
+    assert!(
+        !orch_process::group_is_alive(pgid),
+        "the orphaned agent group {pgid} must have been killed"
+    );
     let item = orch.item("QUICK-1");
     let claims = item["events"]
         .as_array()

@@ -22,6 +22,8 @@ mod queue;
 mod resume;
 mod selfdeploy;
 mod serve;
+#[path = "../../../../test-support/skip.rs"]
+mod skip;
 mod staging;
 mod store_error;
 mod users;

@@ -46,6 +46,50 @@ fn self_deploying(prod_tail: &str) -> Orch {
 const START_APP: &str = "PORT=$TARGET_PORT python3 app.py > \"$out/prod-app.log\" 2>&1 &\n\
                          echo $! > \"$out/prod-app.pid\"\nexit 0";
 
+/// Holds the prod hook until the test writes `<orch dir>/release` (at most 60 s).
+const HOLD_UNTIL_RELEASED: &str = "i=0; while [ ! -f \"$out/release\" ] && [ $i -lt 1200 ]; do \
+                                   sleep 0.05; i=$((i+1)); done";
+
+/// Holds the SQLite store's write lock (python3's sqlite3, `BEGIN EXCLUSIVE`) until dropped:
+/// an orch process started meanwhile cannot get past its first write (its busy timeout is 10 s).
+struct StoreLock(std::process::Child);
+
+impl StoreLock {
+    fn take(orch: &Orch) -> Self {
+        use std::io::BufRead as _;
+        let db = orch.path().join("orch.db");
+        assert!(db.exists(), "the store is {}", db.display());
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sqlite3, sys\n\
+                 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n\
+                 c.execute('BEGIN EXCLUSIVE')\n\
+                 print('locked', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 c.execute('COMMIT')\n",
+            )
+            .arg(&db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "locked", "the store lock was taken");
+        Self(child)
+    }
+
+    fn release(mut self) {
+        use std::io::Write as _;
+        let _ = self.0.stdin.take().expect("stdin").write_all(b"\n");
+        let status = self.0.wait().expect("wait");
+        assert!(status.success(), "the store lock was released: {status:?}");
+    }
+}
+
 /// Kills the app a hook left on the prod port.
 struct ProdApp(PathBuf);
 
@@ -161,13 +205,34 @@ fn a_self_deploy_survives_orch_being_killed_and_is_finalized_by_the_next_orch() 
 }
 
 /// The next orch starts while the detached hook still runs: it reclaims the run, finds the
-/// recorded deploy, waits for it instead of starting another, and finalizes it.
+/// recorded deploy, waits for it instead of starting another, and finalizes it. The hook holds
+/// until the test has seen the run reclaimed, so the two provably overlap (no bet on its sleep).
 #[test]
 fn a_run_reclaimed_while_its_detached_hook_runs_waits_for_it_and_never_starts_another() {
-    let orch = self_deploying(START_APP);
+    let orch = self_deploying(&format!("{HOLD_UNTIL_RELEASED}\n{START_APP}"));
     let _app = ProdApp(orch.path().to_owned());
     let exit_file = kill_orch_during_the_detached_deploy(&orch);
-    orch.ok(&["run"]);
+    let mut next = orch.command(&["run"]).spawn().expect("spawn orch run");
+    // The event: the deploy run claimed a second time, by the orch just started.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_events(&orch.item("QUICK-1"), "run.claimed", "deploy") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the next orch never reclaimed the deploy run"
+        );
+        assert!(
+            next.try_wait().expect("poll").is_none(),
+            "orch run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !exit_file.exists(),
+        "the hook still runs while the next orch holds the run: they overlap"
+    );
+    std::fs::write(orch.path().join("release"), "").expect("release the hook");
+    let status = next.wait().expect("wait");
+    assert!(status.success(), "orch run: {status:?}");
     assert!(exit_file.exists(), "orch waited for the hook to end");
 
     let item = orch.item("QUICK-1");
@@ -255,9 +320,19 @@ fn two_orch_processes_finalize_a_detached_deploy_once() {
     let _app = ProdApp(orch.path().to_owned());
     let exit_file = kill_orch_during_the_detached_deploy(&orch);
     wait_for(&exit_file);
-    let runs: Vec<_> = (0..2)
+    // Both start while the store is locked: neither can claim anything before the lock goes,
+    // so both are alive at once and race for the run when it does.
+    let lock = StoreLock::take(&orch);
+    let mut runs: Vec<_> = (0..2)
         .map(|_| orch.command(&["run"]).spawn().expect("spawn orch run"))
         .collect();
+    for child in &mut runs {
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "both orch processes are running at the same time"
+        );
+    }
+    lock.release();
     for mut child in runs {
         let status = child.wait().expect("wait");
         assert!(status.success(), "orch run: {status:?}");

@@ -44,6 +44,23 @@ fn install_trigger(orch: &Orch, sql: &str) {
     );
 }
 
+/// Makes the analysis agent wait for `marker` (an absolute path) before it writes and ends.
+fn wait_in_analysis(orch: &Orch, marker: &std::path::Path) {
+    let path = orch.repo().join(".orch/scenario.toml");
+    let scenario = std::fs::read_to_string(&path).expect("scenario");
+    let waiting = scenario.replacen(
+        "stage = \"analysis\"\n",
+        &format!(
+            "stage = \"analysis\"\nwait_for = \"{}\"\n",
+            marker.display()
+        ),
+        1,
+    );
+    assert_ne!(waiting, scenario, "the scenario has an analysis step");
+    std::fs::write(&path, waiting).expect("scenario");
+    crate::harness::git(&orch.repo(), &["commit", "-qam", "analysis waits"]);
+}
+
 #[test]
 fn a_failed_claim_lets_the_runs_in_flight_finish() {
     let orch = Orch::new(None);
@@ -73,21 +90,46 @@ fn a_failed_claim_lets_the_runs_in_flight_finish() {
     );
 }
 
-/// The lease lasts 5 s and is renewed every 1.7 s; the agent takes 2.5 s, so at least one renewal
-/// fails while the lease still holds. The run must go on and pass.
+/// The lease lasts 5 s and is renewed every 1.7 s, and every renewal is refused. The analysis
+/// agent ends on an event, not a duration: it waits until orch has said that a renewal failed
+/// and the run goes on (the test watches orch's stderr and then writes the file the agent waits
+/// for), so at least one renewal failed while the lease still held. The run must go on and pass.
 #[test]
 fn a_failed_lease_renewal_does_not_stop_a_run_that_holds_its_lease() {
     let orch = Orch::new(None);
-    slow_agents(&orch, 2500);
+    let released = orch.path().join("renewal-refused");
+    wait_in_analysis(&orch, &released);
     orch.ok(&["item", "add", "--title", "renewals fail"]);
     install_trigger(&orch, REFUSE_RENEWALS);
 
-    let out = orch
+    let err_path = orch.path().join("run.err");
+    let mut child = orch
         .command(&["run"])
         .env("ORCH_LOG", "warn")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
         .expect("orch runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&err_path)
+        .is_ok_and(|e| e.contains("injected: the store refused this renewal"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no renewal was refused: {}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "orch run ended before a renewal was refused: {}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::write(&released, "").expect("let the agent end");
+    let out = child.wait_with_output().expect("orch run ends");
+    assert!(out.status.success(), "orch run: {out:?}");
+    let stderr = std::fs::read_to_string(&err_path).expect("stderr");
     assert!(
         stderr.contains("injected: the store refused this renewal")
             && stderr.contains("the run goes on"),

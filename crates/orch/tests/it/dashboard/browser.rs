@@ -6,8 +6,9 @@
 //! server-sent events; a forged POST without the CSRF token is refused; pressing Approve deploys
 //! and finishes the item. Screenshots go to `target/screenshots/`.
 //!
-//! Chromium and chromedriver come from `.ci/install-browser.sh`. Without them the test skips,
-//! except under `CI=true`, where it fails.
+//! Chromium and chromedriver are looked up on the PATH (`.ci/install-browser.sh` installs them).
+//! Without them the test is skipped and counted, except under `.ci/run` or `CI=true`, where it
+//! fails (`test-support/skip.rs`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,8 +23,10 @@ use super::{Served, installation};
 use crate::harness::free_port;
 
 const TOKEN: &str = "browser-test-token";
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The names the browser and its driver are found under on the PATH (Debian's `chromium`,
+/// Ubuntu's older `chromium-browser`), where `.ci/install-browser.sh` accepts them.
+const CHROMIUM: [&str; 2] = ["chromium", "chromium-browser"];
+const CHROMEDRIVER: [&str; 1] = ["chromedriver"];
 
 /// The flags that make Chromium run headless on a closed network: without the background
 /// networking ones it waits on connections that never succeed.
@@ -55,10 +58,16 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// Where the browser and its driver are.
+struct Tools {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+}
+
 impl Browser {
-    fn start() -> Self {
+    fn start(tools: &Tools) -> Self {
         let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
+        let driver = Command::new(&tools.chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,7 +99,7 @@ impl Browser {
                 "/session",
                 Some(json!({ "capabilities": { "alwaysMatch": {
                     "browserName": "chrome",
-                    "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+                    "goog:chromeOptions": { "binary": tools.chromium, "args": args },
                 } } })),
             )
             .expect("a session");
@@ -267,17 +276,29 @@ fn dechunk(body: &str) -> String {
     out
 }
 
-/// Whether the browser tools are installed; under `CI=true` their absence fails the test.
-fn browser_available() -> bool {
-    let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    if !present {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but {CHROMIUM} or {CHROMEDRIVER} is missing; run .ci/install-browser.sh"
-        );
-        eprintln!("skipped: {CHROMIUM} or {CHROMEDRIVER} missing; run .ci/install-browser.sh");
+/// The first of `names` found as a file in a directory of the PATH.
+fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The browser tools from the PATH; when one is missing the test is skipped, or fails where
+/// every dependency is required (`.ci/run`, `CI=true`).
+fn browser_tools() -> Option<Tools> {
+    match (on_path(&CHROMIUM), on_path(&CHROMEDRIVER)) {
+        (Some(chromium), Some(chromedriver)) => Some(Tools {
+            chromium,
+            chromedriver,
+        }),
+        _ => {
+            crate::skip::skip(&format!(
+                "{CHROMIUM:?} or {CHROMEDRIVER:?} is not on the PATH; run .ci/install-browser.sh"
+            ));
+            None
+        }
     }
-    present
 }
 
 /// The column the item's card is in on the current board page, or null.
@@ -286,13 +307,13 @@ const CARD_COLUMN: &str = "const card = document.querySelector('[data-item=\"QUI
 
 #[test]
 fn the_dashboard_in_chromium_moves_streams_refuses_forgeries_and_approves() {
-    if !browser_available() {
+    let Some(tools) = browser_tools() else {
         return;
-    }
+    };
     // Development's first attempt takes 6 s: long enough to watch it on the board and the page.
     let orch = installation(6000);
     let served = Served::start(&orch, Some(TOKEN));
-    let browser = Browser::start();
+    let browser = Browser::start(&tools);
 
     // ada logs in with her own token (the automation token approves nothing), then a session
     // cookie.
