@@ -29,6 +29,7 @@ mod selfdeploy;
 mod session;
 pub mod spend;
 pub mod stats;
+mod worktree_files;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
