@@ -128,6 +128,28 @@ pub fn read_regular_bounded(
     read_in(&dir, name, &shown, max_bytes)
 }
 
+/// At most `max_bytes` of the regular file `rel` below `root` from byte `offset` on (a log
+/// being followed), with the file's size at the time of the read; refused as
+/// [`read_regular_bounded`] refuses.
+pub fn read_regular_from(
+    root: &Path,
+    rel: &Path,
+    offset: u64,
+    max_bytes: usize,
+) -> Result<(Bounded, u64), SafeFileError> {
+    use std::io::{Seek as _, SeekFrom};
+    let (dir, name, shown) = open_parent(root, rel, false)?;
+    let mut file = open_regular_in(&dir, name, &shown)?;
+    let io_err = |source| SafeFileError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let size = file.metadata().map_err(io_err)?.len();
+    file.seek(SeekFrom::Start(offset.min(size)))
+        .map_err(io_err)?;
+    Ok((bounded(file, &shown, max_bytes)?, size))
+}
+
 /// [`read_regular_bounded`] off the async threads, given up when `cancel` fires or `limit`
 /// passes (the run's cancellation and what is left of its timeout).
 pub async fn read_regular_within(
@@ -402,6 +424,18 @@ fn read_in(
     shown: &str,
     max_bytes: usize,
 ) -> Result<Bounded, SafeFileError> {
+    let file = open_regular_in(dir, name, shown)?;
+    bounded(file, shown, max_bytes)
+}
+
+/// Opens the regular file `name` in `dir` for reading: its type is checked before the open (so
+/// a FIFO or a device is never opened) and again on the open descriptor (so a swap in between
+/// is caught).
+fn open_regular_in(
+    dir: &OwnedFd,
+    name: &OsStr,
+    shown: &str,
+) -> Result<std::fs::File, SafeFileError> {
     match kind_in(dir, name, shown)? {
         Some(FileKind::Regular) => {}
         None => {
@@ -440,12 +474,16 @@ fn read_in(
             kind,
         });
     }
+    Ok(std::fs::File::from(fd))
+}
+
+/// At most `max_bytes` from where `file` stands.
+fn bounded(file: std::fs::File, shown: &str, max_bytes: usize) -> Result<Bounded, SafeFileError> {
     let mut bytes = Vec::new();
     let limit = u64::try_from(max_bytes)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
-    std::fs::File::from(fd)
-        .take(limit)
+    file.take(limit)
         .read_to_end(&mut bytes)
         .map_err(|source| SafeFileError::Io {
             path: shown.to_owned(),

@@ -29,6 +29,19 @@ fn reads_a_regular_file_bounded() {
 }
 
 #[test]
+fn a_log_is_followed_from_an_offset() {
+    let dir = tree();
+    std::fs::write(dir.path().join("run.log"), "one\ntwo\n").expect("write");
+    let (read, size) = read_regular_from(dir.path(), Path::new("run.log"), 4, 100).expect("read");
+    assert_eq!((read.text().as_str(), size), ("two\n", 8));
+    let (read, _) = read_regular_from(dir.path(), Path::new("run.log"), 99, 100).expect("read");
+    assert!(read.bytes.is_empty());
+    symlink("/proc/self/environ", dir.path().join("evil.log")).expect("symlink");
+    let err = read_regular_from(dir.path(), Path::new("evil.log"), 0, 100).expect_err("refused");
+    assert!(matches!(err, SafeFileError::Symlink { .. }), "{err}");
+}
+
+#[test]
 fn a_symlink_to_the_environment_is_refused_at_the_file_and_on_the_way() {
     let dir = tree();
     let d = dir.path().join("docs/work-items/A-1");
