@@ -131,7 +131,8 @@ impl Engine {
             Some(rel) => worktree_files::clear_artifact(repo, &wt, &fork, rel).await?,
             None => None,
         };
-        let earlier = worktree_files::read_artifacts(&wt, &dir);
+        let limit = std::time::Duration::from_secs(stage.timeout_secs);
+        let earlier = worktree_files::read_artifacts(&wt, &dir, cancel, limit).await?;
         let text = prompt::render(&PromptContext {
             role,
             item_id: item.id.as_str(),

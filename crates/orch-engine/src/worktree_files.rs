@@ -97,9 +97,32 @@ pub(crate) async fn read_artifact(
     })
 }
 
-/// The item's artifacts so far, by file name, for the prompt. A file that is not a regular file
-/// is named with the reason it is not shown, never followed.
-pub(crate) fn read_artifacts(wt: &Path, dir: &str) -> Vec<(String, String)> {
+/// The item's artifacts so far, by file name, for the prompt, read off the async threads and
+/// given up when the run is cancelled or `limit` passes. A file that is not a regular file is
+/// named with the reason it is not shown, never followed.
+pub(crate) async fn read_artifacts(
+    wt: &Path,
+    dir: &str,
+    cancel: &CancellationToken,
+    limit: Duration,
+) -> Result<Vec<(String, String)>, StageError> {
+    let (root, rel) = (wt.to_owned(), dir.to_owned());
+    let read = tokio::task::spawn_blocking(move || read_artifacts_now(&root, &rel));
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(StageError::Abandoned),
+        joined = read => joined.map_err(|e| file_error(SafeFileError::Io {
+            path: dir.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })),
+        () = tokio::time::sleep(limit) => Err(file_error(SafeFileError::Stopped {
+            path: dir.to_owned(),
+            why: "it took longer than the run may",
+        })),
+    }
+}
+
+fn read_artifacts_now(wt: &Path, dir: &str) -> Vec<(String, String)> {
     let listed = safe_file::read_dir_regular(wt, Path::new(dir), ".md", MAX_PROMPT_INPUT_BYTES);
     match listed {
         Ok(files) => files

@@ -14,8 +14,8 @@ fn reasons(failures: &[GateFailure]) -> Vec<&str> {
     failures.iter().map(|f| f.reason.as_str()).collect()
 }
 
-#[test]
-fn the_prompt_never_shows_what_a_link_points_to() {
+#[tokio::test]
+async fn the_prompt_never_shows_what_a_link_points_to() {
     let dir = tree();
     let d = dir.path().join("docs/work-items/A-1");
     std::fs::write(
@@ -24,7 +24,16 @@ fn the_prompt_never_shows_what_a_link_points_to() {
     )
     .expect("w");
     symlink("/proc/self/environ", d.join("zz-notes.md")).expect("symlink");
-    let read = read_artifacts(dir.path(), "docs/work-items/A-1/");
+    let live = CancellationToken::new();
+    let read = read_artifacts(
+        dir.path(),
+        "docs/work-items/A-1/",
+        &live,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|_| "stage error")
+    .expect("read");
     assert_eq!(read.len(), 2);
     assert_eq!(read[0].1, "---\nanalysis_status: READY\n---\n");
     assert_eq!(
@@ -32,6 +41,17 @@ fn the_prompt_never_shows_what_a_link_points_to() {
         "[not shown: docs/work-items/A-1/zz-notes.md: docs/work-items/A-1/zz-notes.md is a \
          symbolic link; orch opens nothing through a link]"
     );
+    // A cancelled run reads nothing more.
+    let cancelled = CancellationToken::new();
+    cancelled.cancel();
+    let read = read_artifacts(
+        dir.path(),
+        "docs/work-items/A-1/",
+        &cancelled,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(matches!(read, Err(StageError::Abandoned)));
 }
 
 #[test]

@@ -220,6 +220,40 @@ printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""#
 }
 
 #[test]
+fn a_role_that_names_the_pipeline_may_change_it_and_the_approver_is_told() {
+    let dev = r##"echo "# a harmless comment" >> .orch/pipeline.toml
+echo change > code.txt
+mkdir -p docs && echo "# doc" > docs/x.md
+printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##;
+    let orch = Orch::new(Some(&agents_with("developer", dev)));
+    let role = std::fs::read_to_string(orch.repo().join(".orch/agents/developer.md")).expect("r");
+    let named = role.replace(
+        "writes: [\"**\"]",
+        "writes: [\"**\", \".orch/pipeline.toml\"]",
+    );
+    assert_ne!(named, role, "the developer's allowlist is `**`");
+    commit(&orch, ".orch/agents/developer.md", &named);
+    let item = run_item(&orch);
+    let dev_run = run_of(&item, "development", 1);
+    assert_eq!(dev_run["state"], "passed", "{item:#}");
+    let modified = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "git.pipeline-modified")
+        .unwrap_or_else(|| panic!("no git.pipeline-modified event: {item:#}"));
+    assert_eq!(
+        modified["data"]["paths"],
+        serde_json::json!([".orch/pipeline.toml"])
+    );
+    let shown = orch.ok(&["item", "show", "QUICK-1"]);
+    assert!(
+        shown.contains("this change modifies the pipeline: .orch/pipeline.toml"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn a_lone_cr_hides_no_verdict() {
     let orch = Orch::new(Some(&agents_with(
         "analyst",
