@@ -262,8 +262,11 @@ impl Engine {
         // The head after this: the new commit, else the base (nothing kept, or nothing to
         // commit: the worktree was reset to the base at the start).
         let head = if keep {
-            // The gates' own leftovers (a build's `target/`) are not the item's either.
-            repo.remove_ignored(&wt).await?;
+            // The command gates' own leftovers (a build's `target/`) are not the item's either;
+            // without command gates nothing ran since the last removal.
+            if !commands.is_empty() {
+                repo.remove_ignored(&wt).await?;
+            }
             let changed_pipeline = protected::pipeline_changes(&stage_changes);
             if !changed_pipeline.is_empty() {
                 evs.push(NewEvent::for_run(

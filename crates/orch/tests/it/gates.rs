@@ -85,6 +85,30 @@ if [ "$ORCH_ATTEMPT" = 1 ]; then printf -- '---\ndev_status: DONE\n---\n' > "$OR
 }
 
 #[test]
+fn an_agent_that_writes_the_same_artifact_again_passes() {
+    // The developer writes the very same notes on every attempt; the reviewer sends it back once.
+    let dev = r##"echo "code $ORCH_ATTEMPT" > "code.txt"
+mkdir -p docs && echo "# doc" > docs/x.md
+printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##;
+    let orch = Orch::new(Some(&agents_with("developer", dev)));
+    let scenario = std::fs::read_to_string(orch.repo().join(".orch/scenario.toml")).expect("s");
+    commit(
+        &orch,
+        ".orch/scenario.toml",
+        &format!(
+            "[[steps]]\nstage = \"review\"\nattempt = 1\nfiles = [{{ path = \"docs/work-items/{{item}}/04-review.md\", content = \"---\\nreview_verdict: REQUEST_CHANGES\\n---\\n\" }}]\n{scenario}"
+        ),
+    );
+    let item = run_item(&orch);
+    assert_eq!(
+        run_of(&item, "development", 2)["state"],
+        "passed",
+        "{item:#}"
+    );
+    assert_eq!(run_of(&item, "review", 2)["state"], "passed", "{item:#}");
+}
+
+#[test]
 fn another_items_artifact_is_borrowed_and_refused() {
     let analyst = r##"mkdir -p docs/work-items/QUICK-9
 printf -- '---\nanalysis_status: READY\n---\n' > docs/work-items/QUICK-9/01-analysis.md
