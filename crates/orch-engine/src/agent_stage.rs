@@ -153,9 +153,7 @@ impl Engine {
                 .await
                 .map_err(|e| io_error(&prompt_file, e))?;
         }
-        tokio::fs::write(&prompt_file, &text)
-            .await
-            .map_err(|e| io_error(&prompt_file, e))?;
+        worktree_files::write_prompt(&project.settings.data_dir, &prompt_file, &text)?;
         let req = AgentRequest {
             item: item.id.clone(),
             title: item.title.clone(),

@@ -210,6 +210,17 @@ fn link_refusal(wt: &Path, path: &str, links_inside: bool) -> Option<String> {
     }
 }
 
+/// Writes the rendered prompt to `path` below orch's data directory, replacing whatever is there
+/// (the agent knows the path: a link it planted for a later attempt is removed, never written
+/// through).
+pub(crate) fn write_prompt(data_dir: &Path, path: &Path, text: &str) -> Result<(), StageError> {
+    let rel = path
+        .strip_prefix(data_dir)
+        .map_err(|_| file_error(SafeFileError::BadPath(path.display().to_string())))?;
+    safe_file::remove_file(data_dir, rel).map_err(file_error)?;
+    safe_file::write_regular(data_dir, rel, text.as_bytes()).map_err(file_error)
+}
+
 pub(crate) fn file_error(e: SafeFileError) -> StageError {
     StageError::Engine(crate::EngineError::Config {
         file: "work tree".to_owned(),

@@ -153,3 +153,29 @@ async fn an_artifact_that_is_a_fifo_or_a_link_fails_without_hanging() {
         ]
     );
 }
+
+#[test]
+fn a_prompt_is_never_written_through_a_planted_link() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let victim = outside.path().join("authorized_keys");
+    std::fs::write(&victim, "keep\n").expect("write");
+    let logs = data.path().join("logs/quick/A-1");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let prompt = logs.join("development-2.prompt.md");
+    symlink(&victim, &prompt).expect("symlink");
+    write_prompt(data.path(), &prompt, "the prompt\n")
+        .map_err(|_| "stage error")
+        .expect("written");
+    assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep\n");
+    assert_eq!(
+        std::fs::read_to_string(&prompt).expect("read"),
+        "the prompt\n"
+    );
+    assert!(
+        !std::fs::symlink_metadata(&prompt)
+            .expect("meta")
+            .file_type()
+            .is_symlink()
+    );
+}
