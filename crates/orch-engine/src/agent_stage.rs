@@ -154,6 +154,7 @@ impl Engine {
                 .map_err(|e| io_error(&prompt_file, e))?;
         }
         worktree_files::write_prompt(&project.settings.data_dir, &prompt_file, &text)?;
+        worktree_files::clear_planted(&project.settings.data_dir, &log)?;
         let req = AgentRequest {
             item: item.id.clone(),
             title: item.title.clone(),
@@ -236,6 +237,7 @@ impl Engine {
         };
         let mut commands = Vec::new();
         if file_failures.is_empty() && gate::evaluate_static(stage, &input).is_empty() {
+            worktree_files::clear_planted(&project.settings.data_dir, &log)?;
             commands = run_command_gates(stage, &wt, &log, cancel).await;
             if cancel.is_cancelled() {
                 return Err(StageError::Abandoned);

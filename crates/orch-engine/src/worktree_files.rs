@@ -221,6 +221,22 @@ pub(crate) fn write_prompt(data_dir: &Path, path: &Path, text: &str) -> Result<(
     safe_file::write_regular(data_dir, rel, text.as_bytes()).map_err(file_error)
 }
 
+/// Removes whatever is at `path` below orch's data directory unless it is a regular file: the
+/// run log is opened for appending by the agent run and again by the command gates, and must not
+/// be a link an agent planted there (it would be written through).
+pub(crate) fn clear_planted(data_dir: &Path, path: &Path) -> Result<(), StageError> {
+    let rel = path
+        .strip_prefix(data_dir)
+        .map_err(|_| file_error(SafeFileError::BadPath(path.display().to_string())))?;
+    match safe_file::kind_of(data_dir, rel) {
+        Ok(None | Some(FileKind::Regular)) => Ok(()),
+        Ok(Some(_)) => safe_file::remove_file(data_dir, rel)
+            .map(drop)
+            .map_err(file_error),
+        Err(e) => Err(file_error(e)),
+    }
+}
+
 pub(crate) fn file_error(e: SafeFileError) -> StageError {
     StageError::Engine(crate::EngineError::Config {
         file: "work tree".to_owned(),
