@@ -6,6 +6,15 @@
 //! duplicate key, a non-string key. CRLF line ends are read as LF (they change no meaning).
 //! The closing fence is the first line that is exactly `---`, so a `---` line inside a block
 //! value ends the frontmatter there; what follows is then usually invalid YAML, and FAILED.
+//!
+//! The text must read the same to a person as to the YAML parser: a carriage return that is not
+//! part of a CRLF, and the Unicode line breaks YAML 1.1 knows (NEL, LINE SEPARATOR, PARAGRAPH
+//! SEPARATOR), are refused, because an editor or a diff shows one line where the parser sees
+//! two. A verdict must be written on one line of its own, `field: VALUE` at the start of the
+//! line (the value plain or quoted), exactly once, and that line must say what the parser read:
+//! a verdict built by an alias, a multi-line scalar or a flow mapping is FAILED.
+//! The accepted grammar is documented in `docs/artifacts.md`; this module must never accept an
+//! artifact whose verdict line a person would read differently.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +24,8 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frontmatter {
     fields: BTreeMap<String, serde_yaml::Value>,
+    /// The block's lines as a person reads them (split at LF), for the verdict line check.
+    lines: Vec<String>,
 }
 
 /// Why an artifact's frontmatter could not be read. Every variant means FAILED.
@@ -34,6 +45,16 @@ pub enum FrontmatterError {
     NotAMapping,
     #[error("frontmatter has a non-string key")]
     NonStringKey,
+    #[error(
+        "line {line} holds a carriage return that does not end the line (a lone CR): a person \
+         reads one line where the YAML parser reads two; use LF or CRLF line ends"
+    )]
+    LoneCarriageReturn { line: usize },
+    #[error(
+        "line {line} holds a {name}, which the YAML parser reads as a line break and an editor \
+         does not; use LF line ends"
+    )]
+    UnicodeLineBreak { line: usize, name: &'static str },
 }
 
 /// Why a verdict field could not be read. Every variant means FAILED.
@@ -49,6 +70,11 @@ pub enum FieldError {
         value: String,
         allowed: String,
     },
+    #[error(
+        "field `{field}` must be written once, on one line of its own at the start of the line \
+         as `{field}: VALUE` (plain or quoted, no alias, no multi-line value)"
+    )]
+    NotOnOneLine { field: String },
 }
 
 impl Frontmatter {
@@ -58,6 +84,7 @@ impl Frontmatter {
         if text.starts_with('\u{feff}') {
             return Err(FrontmatterError::ByteOrderMark);
         }
+        check_line_breaks(text)?;
         let normalized;
         let text = if text.contains('\r') {
             normalized = text.replace("\r\n", "\n");
@@ -70,6 +97,7 @@ impl Frontmatter {
             return Err(FrontmatterError::NoOpeningFence);
         }
         let mut body = String::new();
+        let mut block = Vec::new();
         let mut closed = false;
         for line in lines {
             if line == "---" {
@@ -78,6 +106,7 @@ impl Frontmatter {
             }
             body.push_str(line);
             body.push('\n');
+            block.push(line.to_owned());
         }
         if !closed {
             return Err(FrontmatterError::NoClosingFence);
@@ -95,7 +124,10 @@ impl Frontmatter {
             };
             fields.insert(k, v);
         }
-        Ok(Self { fields })
+        Ok(Self {
+            fields,
+            lines: block,
+        })
     }
 
     /// The raw value of a field, if present.
@@ -118,8 +150,15 @@ impl Frontmatter {
     }
 
     /// A verdict: the field's string value, required to be exactly one of `allowed`.
+    /// The field must also be written on one line of its own that shows this value (see the
+    /// module's doc): what the parser read is then what a person reads.
     pub fn verdict<'a>(&self, field: &str, allowed: &'a [String]) -> Result<&'a str, FieldError> {
         let value = self.string(field)?;
+        if !self.written_on_one_line(field, value) {
+            return Err(FieldError::NotOnOneLine {
+                field: field.to_owned(),
+            });
+        }
         allowed
             .iter()
             .find(|a| a.as_str() == value)
@@ -129,6 +168,45 @@ impl Frontmatter {
                 value: value.chars().take(60).collect(),
                 allowed: allowed.join(", "),
             })
+    }
+
+    /// Whether exactly one line of the block starts with `field:`, and its value as written
+    /// (after the colon, without surrounding blanks or a trailing comment, plain or in quotes
+    /// without escapes) is `value`.
+    fn written_on_one_line(&self, field: &str, value: &str) -> bool {
+        let mut written = self
+            .lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(field)?.strip_prefix(':'));
+        let (Some(rest), None) = (written.next(), written.next()) else {
+            return false;
+        };
+        if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
+            return false;
+        }
+        let rest = rest.trim_matches([' ', '\t']);
+        let shown = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => {
+                let inner = &rest[1..];
+                match inner.find(q) {
+                    // A quote, the value, the same quote, then nothing or a comment.
+                    Some(end) if !inner[..end].contains('\\') => {
+                        let after = inner[end + 1..].trim_start_matches([' ', '\t']);
+                        if after.is_empty() || after.starts_with('#') {
+                            &inner[..end]
+                        } else {
+                            return false;
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+            _ => match rest.find(" #").or_else(|| rest.find("\t#")) {
+                Some(i) => rest[..i].trim_end_matches([' ', '\t']),
+                None => rest,
+            },
+        };
+        shown == value
     }
 
     /// Every field with its raw value, sorted by name, for showing an artifact to people.
@@ -144,6 +222,31 @@ impl Frontmatter {
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }
+}
+
+/// Refuses a CR that is not followed by LF, and the line breaks YAML 1.1 knows besides CR and
+/// LF; `line` counts LF-ended lines from 1.
+fn check_line_breaks(text: &str) -> Result<(), FrontmatterError> {
+    let mut line = 1;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '\r' if chars.peek() != Some(&'\n') => {
+                return Err(FrontmatterError::LoneCarriageReturn { line });
+            }
+            '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                let name = match c {
+                    '\u{85}' => "NEXT LINE (U+0085)",
+                    '\u{2028}' => "LINE SEPARATOR (U+2028)",
+                    _ => "PARAGRAPH SEPARATOR (U+2029)",
+                };
+                return Err(FrontmatterError::UnicodeLineBreak { line, name });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn kind(v: &serde_yaml::Value) -> &'static str {
@@ -168,6 +271,9 @@ pub fn body(text: &str) -> &str {
         None => rest.strip_suffix("\n---").map(|_| "").unwrap_or(text),
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -311,6 +417,68 @@ mod tests {
             Some("---\nnotes: \"a --- b\"\nreview_verdict: APPROVE\n---\n"),
             "VERDICT APPROVE",
         );
+    }
+
+    #[test]
+    fn a_lone_cr_is_refused_where_it_hides_a_line() {
+        // A person (and `cat`, and most diffs) sees one line `note: x`; YAML sees two.
+        check(
+            Some("---\nnote: x\rreview_verdict: APPROVE\n---\n"),
+            "FAILED: line 2 holds a carriage return that does not end the line (a lone CR): a \
+             person reads one line where the YAML parser reads two; use LF or CRLF line ends",
+        );
+        // Also in the body, and a CR at the very end of the text.
+        check(
+            Some("---\nreview_verdict: APPROVE\n---\nbody\r"),
+            "FAILED: line 4 holds a carriage return that does not end the line (a lone CR): a \
+             person reads one line where the YAML parser reads two; use LF or CRLF line ends",
+        );
+        for (brk, name) in [
+            ('\u{85}', "NEXT LINE (U+0085)"),
+            ('\u{2028}', "LINE SEPARATOR (U+2028)"),
+            ('\u{2029}', "PARAGRAPH SEPARATOR (U+2029)"),
+        ] {
+            check(
+                Some(&format!("---\nnote: x{brk}review_verdict: APPROVE\n---\n")),
+                &format!(
+                    "FAILED: line 2 holds a {name}, which the YAML parser reads as a line break \
+                     and an editor does not; use LF line ends"
+                ),
+            );
+        }
+    }
+
+    #[test]
+    fn a_verdict_must_be_written_on_its_own_line() {
+        let refused = "FAILED: field `review_verdict` must be written once, on one line of its \
+                       own at the start of the line as `review_verdict: VALUE` (plain or quoted, \
+                       no alias, no multi-line value)";
+        for text in [
+            // The value on the next line: the verdict line shows nothing.
+            "---\nreview_verdict:\n  APPROVE\n---\n",
+            "---\nreview_verdict: >-\n  APPROVE\n---\n",
+            // Built from an alias: the verdict line shows `*a`.
+            "---\nx: &a APPROVE\nreview_verdict: *a\n---\n",
+            // A flow mapping, an explicit key, a quoted key: no `review_verdict:` line.
+            "---\n{review_verdict: APPROVE}\n---\n",
+            "---\n? review_verdict\n: APPROVE\n---\n",
+            "---\n\"review_verdict\": APPROVE\n---\n",
+            // A tag, and a quoted value with escapes.
+            "---\nreview_verdict: !!str APPROVE\n---\n",
+            "---\nreview_verdict: \"APP\\x52OVE\"\n---\n",
+            // A second line that looks like the verdict, inside a multi-line quoted value.
+            "---\nnotes: \"a\nreview_verdict: REQUEST_CHANGES\"\nreview_verdict: APPROVE\n---\n",
+        ] {
+            check(Some(text), refused);
+        }
+        // Plain, quoted, with a comment or trailing blanks: one line, read as written.
+        for text in [
+            "---\nreview_verdict: APPROVE # looks good\n---\n",
+            "---\nreview_verdict: 'APPROVE'\n---\n",
+            "---\nreview_verdict:\t\"APPROVE\"  # ok\n---\n",
+        ] {
+            check(Some(text), "VERDICT APPROVE");
+        }
     }
 
     #[test]

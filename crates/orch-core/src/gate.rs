@@ -6,6 +6,7 @@
 use crate::frontmatter::Frontmatter;
 use crate::glob;
 use crate::pipeline::{GateKind, GateSpec, Stage, StageKind};
+use crate::protected;
 
 /// How a process ended, as measured by the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,17 @@ impl GateVerdict {
         }
     }
 
+    /// This verdict with `extra` failures the engine measured outside the gate inputs (a
+    /// file that is not a regular file, an artifact this attempt did not write): any failure
+    /// makes the verdict FAILED.
+    pub fn with_failures(mut self, extra: Vec<GateFailure>) -> Self {
+        if !extra.is_empty() {
+            self.failures.extend(extra);
+            self.class = VerdictClass::Fail;
+        }
+        self
+    }
+
     pub fn is_pass(&self) -> bool {
         self.class == VerdictClass::Pass
     }
@@ -137,17 +149,13 @@ pub fn evaluate_static(stage: &Stage, input: &GateInput<'_>) -> Vec<GateFailure>
         }
         match input.write_allowlist {
             Some(allow) => {
-                let outside: Vec<&str> = input
-                    .stage_changes
-                    .iter()
-                    .filter(|p| !glob::matches_any(allow, p))
-                    .map(String::as_str)
-                    .collect();
-                if !outside.is_empty() {
-                    fail(
-                        GateKind::WriteAllowlist,
-                        format!("wrote outside the role's allowlist: {}", list(&outside)),
-                    );
+                for (reason, paths) in write_refusals(allow, input) {
+                    if !paths.is_empty() {
+                        fail(
+                            GateKind::WriteAllowlist,
+                            format!("{reason}: {}", list(&paths)),
+                        );
+                    }
                 }
             }
             None => fail(
@@ -196,6 +204,42 @@ pub fn evaluate_static(stage: &Stage, input: &GateInput<'_>) -> Vec<GateFailure>
         }
     }
     failures
+}
+
+/// The writes an agent's change may not hold, each with its reason: another item's folder
+/// (`borrowed`, whatever the allowlist says), paths outside the allowlist, and protected paths
+/// (see [`protected`]) the allowlist does not name.
+fn write_refusals<'a>(
+    allow: &[String],
+    input: &GateInput<'a>,
+) -> [(&'static str, Vec<&'a str>); 3] {
+    let mut borrowed = Vec::new();
+    let mut outside = Vec::new();
+    let mut unnamed = Vec::new();
+    for path in input.stage_changes {
+        let other_item = path
+            .strip_prefix("docs/work-items/")
+            .is_some_and(|rest| rest.contains('/') && !path.starts_with(input.artifact_dir));
+        if other_item {
+            borrowed.push(path.as_str());
+        } else if !glob::matches_any(allow, path) {
+            outside.push(path.as_str());
+        } else if !protected::allows(allow, path) {
+            unnamed.push(path.as_str());
+        }
+    }
+    [
+        (
+            "wrote another item's folder (a borrowed artifact is never this item's)",
+            borrowed,
+        ),
+        ("wrote outside the role's allowlist", outside),
+        (
+            "wrote protected paths that modify the pipeline, which the role's allowlist does \
+             not name explicitly",
+            unnamed,
+        ),
+    ]
 }
 
 /// The full verdict of a stage: static gates, command gates, then the artifact's verdict field.

@@ -12,6 +12,7 @@ pub mod gate;
 pub mod glob;
 pub mod id;
 pub mod pipeline;
+pub mod protected;
 pub mod role;
 pub mod spend;
 pub mod staging;

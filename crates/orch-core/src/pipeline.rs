@@ -149,6 +149,10 @@ pub struct Pipeline {
     stages: Vec<Stage>,
     /// The cap on what one item may spend over all its stages.
     spend: SpendLimit,
+    /// `symlinks = "inside-tree"`: an agent may write symbolic links that stay inside the work
+    /// tree. By default every link in an agent's change fails the stage; one that leaves the
+    /// tree always does.
+    links_inside: bool,
 }
 
 /// Why a pipeline file was refused.
@@ -189,6 +193,7 @@ struct RawPipeline {
     #[serde(default)]
     stages: Vec<RawStage>,
     spend: Option<RawSpend>,
+    symlinks: Option<String>,
 }
 
 /// `max_tokens` and `max_usd`, at the top of the file (per item) or on a stage.
@@ -327,7 +332,21 @@ impl Pipeline {
                 field,
                 message: message.to_owned(),
             })?;
-        Ok(Self { stages, spend })
+        let links_inside = match raw.symlinks.as_deref() {
+            None | Some("refuse") => false,
+            Some("inside-tree") => true,
+            Some(_) => {
+                return Err(PipelineError::Top {
+                    field: "symlinks",
+                    message: "must be \"refuse\" (the default) or \"inside-tree\"".to_owned(),
+                });
+            }
+        };
+        Ok(Self {
+            stages,
+            spend,
+            links_inside,
+        })
     }
 
     pub fn stages(&self) -> &[Stage] {
@@ -337,6 +356,11 @@ impl Pipeline {
     /// The cap on what one item may spend over all its stages.
     pub fn spend_limit(&self) -> SpendLimit {
         self.spend
+    }
+
+    /// Whether agents may write symbolic links that stay inside the work tree.
+    pub fn links_inside(&self) -> bool {
+        self.links_inside
     }
 
     pub fn first(&self) -> &Stage {

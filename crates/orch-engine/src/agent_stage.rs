@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use orch_agent::prompt::{self, PromptContext};
 use orch_agent::{AgentRequest, RunObserver, Usage};
-use orch_core::RoleName;
 use orch_core::gate::{self, CommandResult, GateInput};
 use orch_core::pipeline::{GateKind, GateSpec, Stage};
 use orch_core::spend::Overrun;
+use orch_core::{RoleName, protected};
 use orch_store::{Fence, ItemRecord, NewEvent, RunRecord, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use crate::execute::{Measured, StageError, fingerprint};
 use crate::handoff::{HEAD_FACT, StartingPoint};
 use crate::project::{Project, artifact_dir, branch};
 use crate::spend::RunBudget;
-use crate::{Engine, events, session};
+use crate::{Engine, events, session, worktree_files};
 
 /// Watches the agent: records its process group in the run's checkpoint, so a crash can be
 /// cleaned up, and stops it when what it reports it spent reaches a spend limit.
@@ -108,6 +108,9 @@ impl Engine {
             }
         };
         repo.reset_to(&wt, &base).await?;
+        // A FIFO or a socket is invisible to git, so `git clean` leaves it: remove it too.
+        orch_process::safe_file::special_files(&wt, true).map_err(worktree_files::file_error)?;
+        let fork = repo.merge_base(&default, &base).await?;
 
         let Some(role) = project.roles.get(role_name) else {
             return Ok(Measured::internal_error(
@@ -122,7 +125,14 @@ impl Engine {
             ));
         };
         let dir = artifact_dir(&item.id);
-        let earlier = read_artifacts(&wt.join(&dir)).await;
+        // Only a file this attempt writes can be the stage's artifact afterwards.
+        let artifact_path = stage.artifact.as_ref().map(|file| format!("{dir}{file}"));
+        let removed = match &artifact_path {
+            Some(rel) => worktree_files::clear_artifact(repo, &wt, &fork, rel).await?,
+            None => None,
+        };
+        let limit = std::time::Duration::from_secs(stage.timeout_secs);
+        let earlier = worktree_files::read_artifacts(&wt, &dir, cancel, limit).await?;
         let text = prompt::render(&PromptContext {
             role,
             item_id: item.id.as_str(),
@@ -143,9 +153,8 @@ impl Engine {
                 .await
                 .map_err(|e| io_error(&prompt_file, e))?;
         }
-        tokio::fs::write(&prompt_file, &text)
-            .await
-            .map_err(|e| io_error(&prompt_file, e))?;
+        worktree_files::write_prompt(&project.settings.data_dir, &prompt_file, &text)?;
+        worktree_files::clear_planted(&project.settings.data_dir, &log)?;
         let req = AgentRequest {
             item: item.id.clone(),
             title: item.title.clone(),
@@ -171,6 +180,7 @@ impl Engine {
             budget: &budget,
             stopped_for: None,
         };
+        let agent_started = std::time::Instant::now();
         let agent_run = built.agent.run(&req, cancel, &mut observer).await;
         if cancel.is_cancelled() {
             return Err(StageError::Abandoned);
@@ -190,13 +200,30 @@ impl Engine {
             evs.push(events::spend_limit_reached(run, &overrun.to_string(), when));
         }
 
-        // One snapshot of what the agent left serves both comparisons and the fingerprint.
+        // What no diff shows (ignored files: `.env`, `target/`) is removed, so the gates see
+        // exactly what a reviewer sees. One snapshot of what the agent left then serves both
+        // comparisons and the fingerprint.
+        let ignored = repo.remove_ignored(&wt).await?;
+        if !ignored.is_empty() {
+            evs.push(NewEvent::for_run(
+                events::IGNORED_REMOVED,
+                run.id,
+                json!({ "paths": ignored }),
+            ));
+        }
         let digest = repo.tree_digest(&wt).await?;
         let stage_changes = repo.changed_paths_to(&wt, &base, &digest).await?;
-        let fork = repo.merge_base(&default, &base).await?;
         let branch_changes = repo.changed_paths_to(&wt, &fork, &digest).await?;
-        let artifact = match &stage.artifact {
-            Some(file) => read_optional(&wt.join(&dir).join(file)).await?,
+        let mut file_failures =
+            worktree_files::file_failures(&wt, &stage_changes, project.pipeline.links_inside());
+        let left = req.timeout.saturating_sub(agent_started.elapsed());
+        let artifact = match &artifact_path {
+            Some(rel) => {
+                let (text, failures) =
+                    worktree_files::read_artifact(&wt, rel, removed, cancel, left).await?;
+                file_failures.extend(failures);
+                text
+            }
             None => None,
         };
         let mut input = GateInput {
@@ -209,14 +236,15 @@ impl Engine {
             artifact_dir: &dir,
         };
         let mut commands = Vec::new();
-        if gate::evaluate_static(stage, &input).is_empty() {
+        if file_failures.is_empty() && gate::evaluate_static(stage, &input).is_empty() {
+            worktree_files::clear_planted(&project.settings.data_dir, &log)?;
             commands = run_command_gates(stage, &wt, &log, cancel).await;
             if cancel.is_cancelled() {
                 return Err(StageError::Abandoned);
             }
         }
         input.commands = &commands;
-        let verdict = gate::evaluate(stage, &input);
+        let verdict = gate::evaluate(stage, &input).with_failures(file_failures);
         self.crashpoint("after-gates");
 
         // Keep the attempt's work when it passed, or when the agent gave a legitimate negative
@@ -234,6 +262,19 @@ impl Engine {
         // The head after this: the new commit, else the base (nothing kept, or nothing to
         // commit: the worktree was reset to the base at the start).
         let head = if keep {
+            // The command gates' own leftovers (a build's `target/`) are not the item's either;
+            // without command gates nothing ran since the last removal.
+            if !commands.is_empty() {
+                repo.remove_ignored(&wt).await?;
+            }
+            let changed_pipeline = protected::pipeline_changes(&stage_changes);
+            if !changed_pipeline.is_empty() {
+                evs.push(NewEvent::for_run(
+                    events::PIPELINE_MODIFIED,
+                    run.id,
+                    json!({ "paths": changed_pipeline }),
+                ));
+            }
             let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
             match repo.commit_all(&wt, &message).await? {
                 Some(sha) => {
@@ -329,33 +370,4 @@ fn io_error(path: &Path, e: std::io::Error) -> StageError {
         file: path.display().to_string(),
         message: format!("cannot write: {e}"),
     })
-}
-
-async fn read_optional(path: &Path) -> Result<Option<String>, StageError> {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StageError::Engine(crate::EngineError::Config {
-            file: path.display().to_string(),
-            message: e.to_string(),
-        })),
-    }
-}
-
-/// The item's artifacts so far, by file name, for the prompt.
-pub(crate) async fn read_artifacts(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
-        return out;
-    };
-    while let Ok(Some(e)) = entries.next_entry().await {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".md")
-            && let Ok(text) = tokio::fs::read_to_string(e.path()).await
-        {
-            out.push((name, text));
-        }
-    }
-    out.sort();
-    out
 }

@@ -12,6 +12,11 @@ pub const STAGE_FAILED: &str = "stage.failed";
 pub const COMMITTED: &str = "git.committed";
 pub const NO_CHANGES: &str = "git.no-changes";
 pub const DISCARDED: &str = "git.discarded";
+/// Ignored files the agent left (no diff shows them) were removed before the gates: `paths`.
+pub const IGNORED_REMOVED: &str = "git.ignored-removed";
+/// The kept change modifies the pipeline (protected paths: `.orch/`, `.git*`, CI): `paths`.
+/// Approval evidence shows it as "this change modifies the pipeline".
+pub const PIPELINE_MODIFIED: &str = "git.pipeline-modified";
 /// The item's branch was pushed to the project's forge before the run's result was recorded.
 pub const BRANCH_PUSHED: &str = "git.pushed";
 /// The forge did not take the push; the stage is blocked (see `handoff`).

@@ -86,14 +86,27 @@ pub struct Project {
     repo: tokio::sync::OnceCell<orch_git::Repo>,
 }
 
+/// The most of one `.orch/` file read; a longer one is refused (it is not a configuration).
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// A file of the project's `.orch/`, read without following a link (a role prompt linked to
+/// `/proc/self/environ` would send orch's environment to the model provider), as a regular
+/// file, bounded.
 fn read(repo: &Path, rel: &str) -> Result<Option<String>, EngineError> {
-    match std::fs::read_to_string(repo.join(rel)) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(EngineError::Config {
-            file: rel.to_owned(),
-            message: e.to_string(),
-        }),
+    use orch_process::safe_file::{SafeFileError, read_regular_bounded};
+    let err = |message: String| EngineError::Config {
+        file: rel.to_owned(),
+        message,
+    };
+    match read_regular_bounded(repo, Path::new(rel), MAX_CONFIG_BYTES) {
+        Ok(read) if read.truncated => Err(err(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes; is it the right file?"
+        ))),
+        Ok(read) => String::from_utf8(read.bytes)
+            .map(Some)
+            .map_err(|_| err("is not valid UTF-8".to_owned())),
+        Err(SafeFileError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(err(e.to_string())),
     }
 }
 

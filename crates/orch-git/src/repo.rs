@@ -194,8 +194,9 @@ impl Repo {
         self.head(worktree).await.map(Some)
     }
 
-    /// Makes `worktree` exactly `commit`: tracked files reset, untracked files removed. Ignored
-    /// files (build directories such as `target/`) stay, so the next build is incremental.
+    /// Makes `worktree` exactly `commit`: tracked files reset, untracked files removed, ignored
+    /// ones too (`.env`, `target/`): what is in the tree is then exactly what the commit holds, so
+    /// no file an agent left where no diff shows it reaches a gate or a build.
     pub async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<()> {
         check_ref("commit", commit)?;
         Git::new(worktree)
@@ -203,7 +204,7 @@ impl Repo {
             .run()
             .await?;
         Git::new(worktree)
-            .args(["clean", "-q", "-f", "-d"])
+            .args(["clean", "-q", "-f", "-f", "-d", "-x"])
             .run()
             .await?;
         Ok(())

@@ -54,6 +54,35 @@ impl Repo {
         Ok(paths)
     }
 
+    /// Removes every ignored file and directory in `worktree` (what `.gitignore` hides from
+    /// every diff: `.env`, `target/`) and returns their paths, sorted. After it the tree holds
+    /// only what a snapshot records, so a gate or a build sees what the diff shows.
+    pub async fn remove_ignored(&self, worktree: &Path) -> Result<Vec<String>> {
+        let text = Git::new(worktree)
+            .args(["clean", "-f", "-f", "-d", "-X"])
+            .run()
+            .await?;
+        let mut paths: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("Removing "))
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .collect();
+        paths.sort();
+        Ok(paths)
+    }
+
+    /// Whether `commit`'s tree holds `path` (relative to the root).
+    pub async fn has_path(&self, commit: &str, path: &str) -> Result<bool> {
+        check_ref("commit", commit)?;
+        let git = Git::new(&self.path).args(["cat-file", "-e", &format!("{commit}:{path}")]);
+        let output = git.output().await?;
+        match output.status.code() {
+            Some(0) => Ok(true),
+            Some(128 | 1) => Ok(false),
+            _ => Err(git.failure(&output)),
+        }
+    }
+
     /// `git diff --stat` between `base` and `worktree`'s current files, for display.
     pub async fn diff_stat(&self, worktree: &Path, base: &str) -> Result<String> {
         check_ref("base", base)?;

@@ -20,6 +20,7 @@
 mod detached;
 mod output;
 mod run;
+pub mod safe_file;
 mod signal;
 mod spec;
 

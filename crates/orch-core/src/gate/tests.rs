@@ -137,6 +137,81 @@ fn writes_outside_the_allowlist_fail() {
 }
 
 #[test]
+fn another_items_folder_is_never_writable() {
+    // The reviewer's allowlist covers every item's review; writing another item's is borrowing.
+    let changes = paths(&[
+        "docs/work-items/DEMO-1/04-review.md",
+        "docs/work-items/DEMO-2/04-review.md",
+    ]);
+    let allow = paths(&["docs/work-items/*/04-review.md"]);
+    let branch = paths(&["CHANGELOG.md"]);
+    check(
+        "review",
+        GateInput {
+            artifact: Some("---\nreview_verdict: APPROVE\n---\n"),
+            agent_exit: Some(ExitOutcome::Exited(0)),
+            stage_changes: &changes,
+            branch_changes: &branch,
+            write_allowlist: Some(&allow),
+            commands: &[],
+            artifact_dir: DIR,
+        },
+        VerdictClass::Fail,
+        &[
+            "write-allowlist: wrote another item's folder (a borrowed artifact is never this \
+           item's): docs/work-items/DEMO-2/04-review.md",
+        ],
+    );
+}
+
+#[test]
+fn protected_paths_need_an_allowlist_that_names_them() {
+    let changes = paths(&[
+        ".gitignore",
+        ".orch/pipeline.toml",
+        "docs/work-items/DEMO-1/03-dev-notes.md",
+        "src/main.rs",
+    ]);
+    let cmds = ok_tests();
+    let (star, named) = (paths(&["**"]), paths(&["**", ".orch/**", ".gitignore"]));
+    let input = |allow| GateInput {
+        artifact: Some("---\ndev_status: DONE\n---\n"),
+        agent_exit: Some(ExitOutcome::Exited(0)),
+        stage_changes: &changes,
+        branch_changes: &changes,
+        write_allowlist: Some(allow),
+        commands: &cmds,
+        artifact_dir: DIR,
+    };
+    check(
+        "development",
+        input(&star),
+        VerdictClass::Fail,
+        &[
+            "write-allowlist: wrote protected paths that modify the pipeline, which the role's \
+           allowlist does not name explicitly: .gitignore, .orch/pipeline.toml",
+        ],
+    );
+    check("development", input(&named), VerdictClass::Pass, &[]);
+}
+
+#[test]
+fn extra_failures_make_any_verdict_failed() {
+    let v = GateVerdict {
+        class: VerdictClass::Pass,
+        value: Some("DONE".into()),
+        failures: vec![],
+    };
+    assert!(v.clone().with_failures(vec![]).is_pass());
+    let failed = v.with_failures(vec![GateFailure {
+        gate: GateKind::WriteAllowlist,
+        reason: "x is a FIFO".into(),
+    }]);
+    assert_eq!(failed.class, VerdictClass::Fail);
+    assert_eq!(failed.reasons(), ["write-allowlist: x is a FIFO"]);
+}
+
+#[test]
 fn doc_gate_turns_an_approve_into_request_changes() {
     let changes = paths(&["docs/work-items/DEMO-1/04-review.md"]);
     let allow = paths(&["docs/work-items/*/04-review.md"]);

@@ -57,6 +57,20 @@ fn spend_limits_parse_per_item_and_per_stage() {
 }
 
 #[test]
+fn symlinks_are_refused_unless_the_project_allows_them_inside_the_tree() {
+    let stage = "[[stages]]\nname = \"a\"\nkind = \"agent\"\nrole = \"dev\"\nartifact = \"a.md\"\nverdict = { field = \"s\", pass = [\"OK\"] }\non_pass = \"done\"\n";
+    assert!(!Pipeline::from_toml(stage).expect("valid").links_inside());
+    let refuse = format!("symlinks = \"refuse\"\n{stage}");
+    assert!(!Pipeline::from_toml(&refuse).expect("valid").links_inside());
+    let inside = format!("symlinks = \"inside-tree\"\n{stage}");
+    assert!(Pipeline::from_toml(&inside).expect("valid").links_inside());
+    check_err(
+        &format!("symlinks = \"anywhere\"\n{stage}"),
+        "field `symlinks`: must be \"refuse\" (the default) or \"inside-tree\"",
+    );
+}
+
+#[test]
 fn validation_names_stage_and_field() {
     check_err(
         "",

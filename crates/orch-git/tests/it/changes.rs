@@ -100,7 +100,7 @@ async fn changed_paths_of_an_untouched_worktree_is_empty() {
 }
 
 #[tokio::test]
-async fn reset_to_discards_everything_but_ignored_files() {
+async fn reset_to_discards_everything_ignored_files_included() {
     let f = Fixture::new().await;
     let (wt, base) = busy_worktree(&f).await;
     f.repo.reset_to(&wt, &base).await.expect("reset");
@@ -114,9 +114,46 @@ async fn reset_to_discards_everything_but_ignored_files() {
     );
     assert_eq!(git(&wt, &["status", "--porcelain"]), "");
     assert!(!wt.join("untracked.txt").exists());
+    // An ignored file is a file no diff shows: it must not outlive a reset (an agent's `.env`).
+    assert!(!wt.join("target").exists(), "ignored files go too");
+}
+
+#[tokio::test]
+async fn remove_ignored_names_what_no_diff_shows_and_keeps_the_rest() {
+    let f = Fixture::new().await;
+    let (wt, base) = busy_worktree(&f).await;
+    write(&wt.join("target/debug/app"), "binary\n");
+    let before = f.repo.changed_paths(&wt, &base).await.expect("changed");
+    assert_eq!(
+        f.repo.remove_ignored(&wt).await.expect("removed"),
+        ["target"]
+    );
+    assert!(!wt.join("target").exists());
+    // What a diff shows is untouched, untracked files included.
+    assert_eq!(
+        f.repo.changed_paths(&wt, &base).await.expect("changed"),
+        before
+    );
+    assert!(wt.join("untracked.txt").exists());
+    assert!(f.repo.remove_ignored(&wt).await.expect("none").is_empty());
+}
+
+#[tokio::test]
+async fn has_path_answers_for_a_commits_tree() {
+    let f = Fixture::new().await;
+    let (_wt, base) = busy_worktree(&f).await;
+    assert!(f.repo.has_path(&base, "doomed.txt").await.expect("asked"));
     assert!(
-        wt.join("target/out.bin").exists(),
-        "ignored build output stays"
+        !f.repo
+            .has_path(&base, "untracked.txt")
+            .await
+            .expect("asked")
+    );
+    assert!(
+        !f.repo
+            .has_path(&base, "no/such/dir.md")
+            .await
+            .expect("asked")
     );
 }
 

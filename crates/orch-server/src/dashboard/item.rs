@@ -12,6 +12,7 @@ use orch_core::frontmatter::{self, Frontmatter};
 use orch_core::transition::ItemStatus;
 use orch_engine::Project;
 use orch_engine::spend::ItemSpend;
+use orch_process::safe_file;
 use orch_store::{EventRecord, ItemRecord, RunRecord};
 
 use super::html::{csrf_field, esc, page};
@@ -224,15 +225,30 @@ fn checkout(project: &Project, id: &ItemId) -> PathBuf {
 }
 
 fn artifacts(out: &mut String, project: &Project, id: &ItemId) {
-    let dir = checkout(project, id).join(orch_engine::project::artifact_dir(id));
+    let root = checkout(project, id);
+    let dir = orch_engine::project::artifact_dir(id);
     out.push_str("<section><h2>Artifacts</h2>");
     let mut any = false;
     for stage in project.pipeline.stages() {
         let Some(name) = &stage.artifact else {
             continue;
         };
-        let Some(text) = read_bounded(&dir.join(name)) else {
-            continue;
+        // Never through a link, only a regular file, bounded: an agent's link to
+        // `/proc/self/environ` would otherwise show orch's secrets on this page.
+        let rel = format!("{dir}{name}");
+        let text = match safe_file::read_regular_bounded(&root, Path::new(&rel), SHOWN_BYTES) {
+            Ok(read) => read.text(),
+            Err(safe_file::SafeFileError::NotFound { .. }) => continue,
+            Err(e) => {
+                any = true;
+                let _ = write!(
+                    out,
+                    "<p class=\"error\">{} is not shown: {}</p>",
+                    esc(name),
+                    esc(&e.to_string())
+                );
+                continue;
+            }
         };
         any = true;
         let _ = write!(
@@ -276,15 +292,6 @@ fn artifacts(out: &mut String, project: &Project, id: &ItemId) {
         out.push_str("<p class=\"hint\">No artifacts yet.</p>");
     }
     out.push_str("</section>");
-}
-
-/// A file's text, cut at [`SHOWN_BYTES`]; `None` when it cannot be read.
-fn read_bounded(path: &Path) -> Option<String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    file.take(SHOWN_BYTES as u64).read_to_end(&mut bytes).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 async fn diff(out: &mut String, project: &Project, item: &ItemRecord) {

@@ -10,7 +10,6 @@
 //! `end` (data: the run's final state, or `server stopping` when the server shuts down).
 
 use std::convert::Infallible;
-use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,7 +74,18 @@ pub(crate) async fn log_stream(
         )]);
         return Sse::new(done).into_response();
     };
-    Sse::new(tail(state, run, path))
+    // The log is read below the data directory without following a link (an agent could
+    // replace its log with one to `/proc/self/environ`).
+    let root = project.settings.data_dir.clone();
+    let Some(rel) = path.strip_prefix(&root).ok().map(PathBuf::from) else {
+        let done = stream::iter([Ok::<_, Infallible>(
+            Event::default()
+                .event("end")
+                .data("the log is not in the data directory"),
+        )]);
+        return Sse::new(done).into_response();
+    };
+    Sse::new(tail(state, run, root, rel))
         .keep_alive(KeepAlive::default())
         .into_response()
 }
@@ -84,7 +94,9 @@ pub(crate) async fn log_stream(
 struct Tail {
     state: AppState,
     run: RunRecord,
-    path: PathBuf,
+    /// orch's data directory, and the log's path below it.
+    root: PathBuf,
+    rel: PathBuf,
     /// Bytes of the file already read.
     offset: u64,
     /// The end of a line whose newline has not been written yet.
@@ -102,12 +114,14 @@ enum Phase {
 fn tail(
     state: AppState,
     run: RunRecord,
-    path: PathBuf,
+    root: PathBuf,
+    rel: PathBuf,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let start = Tail {
         state,
         run,
-        path,
+        root,
+        rel,
         offset: 0,
         partial: Vec::new(),
         phase: Phase::Start,
@@ -116,7 +130,7 @@ fn tail(
         match t.phase {
             Phase::Ended => None,
             Phase::Start => {
-                let size = std::fs::metadata(&t.path).map_or(0, |m| m.len());
+                let size = std::fs::symlink_metadata(t.root.join(&t.rel)).map_or(0, |m| m.len());
                 t.offset = size.saturating_sub(START_BYTES);
                 t.phase = Phase::Follow;
                 let label = format!("{} {}", t.run.stage, t.run.attempt);
@@ -154,22 +168,22 @@ impl Tail {
     /// New complete lines of the file, at most [`CHUNK_BYTES`] of them; `None` when there are
     /// none (or the file is not there yet).
     fn read_lines(&mut self) -> Option<String> {
-        let mut file = std::fs::File::open(&self.path).ok()?;
-        let size = file.metadata().ok()?.len();
+        let read = |offset| {
+            orch_process::safe_file::read_regular_from(&self.root, &self.rel, offset, CHUNK_BYTES)
+                .ok()
+        };
+        let (mut chunk, mut size) = read(self.offset)?;
         if size < self.offset {
             // The file was replaced (the run restarted after a crash): start it again.
             self.offset = 0;
             self.partial.clear();
+            (chunk, size) = read(0)?;
         }
         if size == self.offset {
             return None;
         }
-        file.seek(SeekFrom::Start(self.offset)).ok()?;
-        let mut chunk = Vec::with_capacity(
-            CHUNK_BYTES.min(usize::try_from(size - self.offset).unwrap_or(CHUNK_BYTES)),
-        );
-        let read = file.take(CHUNK_BYTES as u64).read_to_end(&mut chunk).ok()?;
-        self.offset += read as u64;
+        let chunk = std::mem::take(&mut chunk.bytes);
+        self.offset += chunk.len() as u64;
         self.partial.extend_from_slice(&chunk);
         let cut = match self.partial.iter().rposition(|b| *b == b'\n') {
             Some(newline) => newline + 1,

@@ -429,3 +429,49 @@ async fn the_projects_page_probes_staging_and_prod() {
     assert!(page.body.contains(":18511") && page.body.contains(":18510"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_artifact_linked_to_the_environment_or_a_fifo_shows_nothing_of_it() {
+    // Read-only mode, no login: the page an anonymous visitor sees.
+    let server = Server::start_with(|state| state).await;
+    let item = server
+        .state
+        .engine()
+        .create_item(
+            &orch_core::ProjectId::parse("quick").expect("id"),
+            "linked",
+            "",
+        )
+        .await
+        .expect("filed");
+    let id = item.id.as_str();
+    let dir = server.data_dir().join("repo/docs/work-items").join(id);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::os::unix::fs::symlink("/proc/self/environ", dir.join("01-analysis.md")).expect("link");
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.join("02-design.md"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let page = tokio::time::timeout(
+        Duration::from_secs(20),
+        server.send(Request::get(format!("/items/{id}"))),
+    )
+    .await
+    .expect("the page does not hang on a FIFO");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(!page.body.contains("PATH="), "{}", page.body);
+    assert!(
+        page.body.contains("01-analysis.md is not shown")
+            && page.body.contains("is a symbolic link"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("02-design.md is not shown")
+            && page.body.contains("FIFO (named pipe), not a regular file"),
+        "{}",
+        page.body
+    );
+    server.stop().await;
+}

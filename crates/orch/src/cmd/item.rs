@@ -89,6 +89,17 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
     if !item.body.trim().is_empty() {
         println!("\n{}\n", item.body.trim());
     }
+    // Evidence for the approver: a kept change to `.orch/`, `.git*` or CI files.
+    let pipeline: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == orch_engine::events::PIPELINE_MODIFIED)
+        .filter_map(|e| e.data.get("paths").and_then(|p| p.as_array()))
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect();
+    if !pipeline.is_empty() {
+        println!("this change modifies the pipeline: {}", pipeline.join(", "));
+    }
     let mut rows = vec![vec![
         "STAGE".into(),
         "ATTEMPT".into(),

@@ -23,7 +23,7 @@ pub async fn run(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
                 continue;
             }
             let path = project.run_log(&id, r.stage.as_str(), r.attempt);
-            let Ok(bytes) = std::fs::read(&path) else {
+            let Some(bytes) = read_log(&project.settings.data_dir, &path) else {
                 continue;
             };
             out.push(serde_json::json!({
@@ -42,7 +42,7 @@ pub async fn run(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
                 continue;
             }
             let path = project.run_log(&id, r.stage.as_str(), r.attempt);
-            let Ok(bytes) = std::fs::read(&path) else {
+            let Some(bytes) = read_log(&project.settings.data_dir, &path) else {
                 continue;
             };
             let done = printed.entry(path).or_insert(0);
@@ -78,4 +78,16 @@ pub async fn run(ctx: &Context, a: LogsArgs) -> anyhow::Result<i32> {
         println!("No run logs for {id} yet.");
     }
     Ok(0)
+}
+
+/// A run log's bytes, read below the data directory without following a link and bounded (an
+/// agent may have replaced its log with a link to `/proc/self/environ` or a FIFO); `None` when
+/// there is none to read.
+fn read_log(data_dir: &std::path::Path, path: &std::path::Path) -> Option<Vec<u8>> {
+    // Above the 20 MiB orch-process keeps a log under, so a whole log is always read.
+    const MAX_LOG_BYTES: usize = 64 * 1024 * 1024;
+    let rel = path.strip_prefix(data_dir).ok()?;
+    orch_process::safe_file::read_regular_bounded(data_dir, rel, MAX_LOG_BYTES)
+        .ok()
+        .map(|read| read.bytes)
 }

@@ -1,0 +1,290 @@
+//! Gates that cannot be fooled (issue 15, points 1 to 5): one attack per door, each by an agent
+//! that tries. A stage passes only on an artifact this attempt wrote, as a regular file, in the
+//! item's own folder; nothing in a work tree is read through a link; ignored files reach no gate;
+//! the pipeline's own files need a role that names them; a lone CR hides no line.
+
+use serde_json::Value;
+
+use crate::harness::{Orch, git, quick_pipeline};
+
+/// The bench agents, with `role` replaced by a shell command agent running `script`.
+fn agents_with(role: &str, script: &str) -> String {
+    format!(
+        "{}\n[roles.{role}]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", '''\nmkdir -p \"$ORCH_ARTIFACT_DIR\"\n{script}\n''']\n",
+        include_str!("../../kit/bench/agents.toml")
+    )
+}
+
+/// Writes `rel` in the project repository and commits it (new files too).
+fn commit(orch: &Orch, rel: &str, text: &str) {
+    let path = orch.repo().join(rel);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+    git(&orch.repo(), &["add", "-A"]);
+    git(&orch.repo(), &["commit", "-qm", &format!("test: {rel}")]);
+}
+
+fn run_of<'a>(item: &'a Value, stage: &str, attempt: i64) -> &'a Value {
+    item["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["stage"] == stage && r["attempt"] == attempt)
+        .unwrap_or_else(|| panic!("no run {stage}#{attempt}: {item:#}"))
+}
+
+fn reasons(run: &Value) -> String {
+    run["verdict"]["reasons"].to_string()
+}
+
+/// Adds one item and runs until nothing moves; returns the item.
+fn run_item(orch: &Orch) -> Value {
+    orch.ok(&["item", "add", "--title", "attack"]);
+    orch.ok(&["run"]);
+    orch.item("QUICK-1")
+}
+
+#[test]
+fn a_pre_seeded_artifact_does_not_pass_an_agent_that_wrote_nothing() {
+    let orch = Orch::new(Some(&agents_with("analyst", "true")));
+    commit(
+        &orch,
+        "docs/work-items/QUICK-1/01-analysis.md",
+        "---\nanalysis_status: READY\n---\n",
+    );
+    let item = run_item(&orch);
+    let first = run_of(&item, "analysis", 1);
+    assert_eq!(first["state"], "failed", "{item:#}");
+    assert!(reasons(first).contains("pre-seeded"), "{}", reasons(first));
+}
+
+#[test]
+fn a_rerun_does_not_pass_on_the_stale_artifact_of_an_earlier_attempt() {
+    // The developer writes its notes on attempt 1 only; the reviewer sends it back once.
+    let dev = r##"echo "code $ORCH_ATTEMPT" > "code.txt"
+mkdir -p docs && echo "# doc" > docs/x.md
+if [ "$ORCH_ATTEMPT" = 1 ]; then printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT"; fi"##;
+    let orch = Orch::new(Some(&agents_with("developer", dev)));
+    let scenario = std::fs::read_to_string(orch.repo().join(".orch/scenario.toml")).expect("s");
+    commit(
+        &orch,
+        ".orch/scenario.toml",
+        &format!(
+            "[[steps]]\nstage = \"review\"\nattempt = 1\nfiles = [{{ path = \"docs/work-items/{{item}}/04-review.md\", content = \"---\\nreview_verdict: REQUEST_CHANGES\\n---\\n\" }}]\n{scenario}"
+        ),
+    );
+    let item = run_item(&orch);
+    assert_eq!(
+        run_of(&item, "development", 1)["state"],
+        "passed",
+        "{item:#}"
+    );
+    let second = run_of(&item, "development", 2);
+    assert_eq!(second["state"], "failed", "{item:#}");
+    assert!(reasons(second).contains("stale"), "{}", reasons(second));
+}
+
+#[test]
+fn an_agent_that_writes_the_same_artifact_again_passes() {
+    // The developer writes the very same notes on every attempt; the reviewer sends it back once.
+    let dev = r##"echo "code $ORCH_ATTEMPT" > "code.txt"
+mkdir -p docs && echo "# doc" > docs/x.md
+printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##;
+    let orch = Orch::new(Some(&agents_with("developer", dev)));
+    let scenario = std::fs::read_to_string(orch.repo().join(".orch/scenario.toml")).expect("s");
+    commit(
+        &orch,
+        ".orch/scenario.toml",
+        &format!(
+            "[[steps]]\nstage = \"review\"\nattempt = 1\nfiles = [{{ path = \"docs/work-items/{{item}}/04-review.md\", content = \"---\\nreview_verdict: REQUEST_CHANGES\\n---\\n\" }}]\n{scenario}"
+        ),
+    );
+    let item = run_item(&orch);
+    assert_eq!(
+        run_of(&item, "development", 2)["state"],
+        "passed",
+        "{item:#}"
+    );
+    assert_eq!(run_of(&item, "review", 2)["state"], "passed", "{item:#}");
+}
+
+#[test]
+fn another_items_artifact_is_borrowed_and_refused() {
+    let analyst = r##"mkdir -p docs/work-items/QUICK-9
+printf -- '---\nanalysis_status: READY\n---\n' > docs/work-items/QUICK-9/01-analysis.md
+printf -- '---\nanalysis_status: READY\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##;
+    let orch = Orch::new(Some(&agents_with("analyst", analyst)));
+    let item = run_item(&orch);
+    let first = run_of(&item, "analysis", 1);
+    assert_eq!(first["state"], "failed", "{item:#}");
+    assert!(
+        reasons(first).contains("wrote another item's folder")
+            && reasons(first).contains("docs/work-items/QUICK-9/01-analysis.md"),
+        "{}",
+        reasons(first)
+    );
+}
+
+#[test]
+fn a_symlink_to_the_environment_reaches_no_prompt_and_fails_the_stage() {
+    const SECRET: &str = "orch-secret-that-must-not-leak-5150";
+    // A link committed before the item exists: the analyst's prompt reads the folder.
+    let orch = Orch::new(None);
+    std::fs::create_dir_all(orch.repo().join("docs/work-items/QUICK-1")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        "/proc/self/environ",
+        orch.repo().join("docs/work-items/QUICK-1/zz-notes.md"),
+    )
+    .expect("symlink");
+    git(&orch.repo(), &["add", "-A"]);
+    git(&orch.repo(), &["commit", "-qm", "a trap"]);
+    orch.ok(&["item", "add", "--title", "attack"]);
+    let out = orch
+        .command(&["run"])
+        .env("ORCH_API_TOKEN", SECRET)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let prompt =
+        std::fs::read_to_string(orch.path().join("logs/quick/QUICK-1/analysis-1.prompt.md"))
+            .expect("prompt");
+    assert!(!prompt.contains(SECRET), "{prompt}");
+    assert!(
+        prompt.contains("zz-notes.md is a symbolic link"),
+        "{prompt}"
+    );
+
+    // An agent that writes such a link fails its stage with the path named.
+    let orch = Orch::new(Some(&agents_with(
+        "analyst",
+        r##"ln -s /proc/self/environ "$ORCH_ARTIFACT_DIR/zz-notes.md"
+printf -- '---\nanalysis_status: READY\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##,
+    )));
+    let item = run_item(&orch);
+    let first = run_of(&item, "analysis", 1);
+    assert_eq!(first["state"], "failed", "{item:#}");
+    assert!(
+        reasons(first).contains("docs/work-items/QUICK-1/zz-notes.md is a symbolic link"),
+        "{}",
+        reasons(first)
+    );
+    assert!(!git(&orch.repo(), &["log", "--all", "--name-only"]).contains("zz-notes.md"));
+}
+
+#[test]
+fn a_fifo_or_a_dev_zero_link_as_the_artifact_fails_at_once() {
+    for (script, says) in [
+        (r##"mkfifo "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##, "FIFO"),
+        (
+            r##"ln -s /dev/zero "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##,
+            "symbolic link",
+        ),
+    ] {
+        let orch = Orch::new(Some(&agents_with(
+            "analyst",
+            &format!("mkdir -p \"$ORCH_ARTIFACT_DIR\"\n{script}"),
+        )));
+        let started = std::time::Instant::now();
+        let item = run_item(&orch);
+        let first = run_of(&item, "analysis", 1);
+        assert_eq!(first["state"], "failed", "{item:#}");
+        assert!(reasons(first).contains(says), "{}", reasons(first));
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn an_ignored_file_the_agent_leaves_reaches_no_gate() {
+    // The test command fails when it sees `.env`: a build that would use it.
+    let dev = r##"echo "SECRET=1" > .env
+echo change > code.txt
+mkdir -p docs && echo "# doc" > docs/x.md
+printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##;
+    let orch = Orch::new(Some(&agents_with("developer", dev)));
+    commit(&orch, ".gitignore", ".env\n");
+    commit(
+        &orch,
+        ".orch/pipeline.toml",
+        &quick_pipeline().replace("run = \"true\"", "run = \"test ! -e .env\""),
+    );
+    let item = run_item(&orch);
+    let dev_run = run_of(&item, "development", 1);
+    assert_eq!(dev_run["state"], "passed", "{item:#}");
+    let removed = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "git.ignored-removed" && e["run_id"] == dev_run["id"])
+        .unwrap_or_else(|| panic!("no git.ignored-removed event: {item:#}"));
+    assert_eq!(removed["data"]["paths"], serde_json::json!([".env"]));
+    assert!(!orch.path().join("worktrees/quick/QUICK-1/.env").exists());
+}
+
+#[test]
+fn the_developers_double_star_does_not_cover_the_pipeline() {
+    let dev = r##"echo "# owned" >> .orch/pipeline.toml
+echo change > code.txt
+mkdir -p docs && echo "# doc" > docs/x.md
+printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##;
+    let orch = Orch::new(Some(&agents_with("developer", dev)));
+    let item = run_item(&orch);
+    let first = run_of(&item, "development", 1);
+    assert_eq!(first["state"], "failed", "{item:#}");
+    assert!(
+        reasons(first).contains("wrote protected paths that modify the pipeline")
+            && reasons(first).contains(".orch/pipeline.toml"),
+        "{}",
+        reasons(first)
+    );
+    let history = git(
+        &orch.repo(),
+        &["log", "--all", "-p", "--", ".orch/pipeline.toml"],
+    );
+    assert!(!history.contains("# owned"), "{history}");
+}
+
+#[test]
+fn a_role_that_names_the_pipeline_may_change_it_and_the_approver_is_told() {
+    let dev = r##"echo "# a harmless comment" >> .orch/pipeline.toml
+echo change > code.txt
+mkdir -p docs && echo "# doc" > docs/x.md
+printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##;
+    let orch = Orch::new(Some(&agents_with("developer", dev)));
+    let role = std::fs::read_to_string(orch.repo().join(".orch/agents/developer.md")).expect("r");
+    let named = role.replace(
+        "writes: [\"**\"]",
+        "writes: [\"**\", \".orch/pipeline.toml\"]",
+    );
+    assert_ne!(named, role, "the developer's allowlist is `**`");
+    commit(&orch, ".orch/agents/developer.md", &named);
+    let item = run_item(&orch);
+    let dev_run = run_of(&item, "development", 1);
+    assert_eq!(dev_run["state"], "passed", "{item:#}");
+    let modified = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "git.pipeline-modified")
+        .unwrap_or_else(|| panic!("no git.pipeline-modified event: {item:#}"));
+    assert_eq!(
+        modified["data"]["paths"],
+        serde_json::json!([".orch/pipeline.toml"])
+    );
+    let shown = orch.ok(&["item", "show", "QUICK-1"]);
+    assert!(
+        shown.contains("this change modifies the pipeline: .orch/pipeline.toml"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_lone_cr_hides_no_verdict() {
+    let orch = Orch::new(Some(&agents_with(
+        "analyst",
+        r##"printf -- '---\nnote: x\ranalysis_status: READY\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""##,
+    )));
+    let item = run_item(&orch);
+    let first = run_of(&item, "analysis", 1);
+    assert_eq!(first["state"], "failed", "{item:#}");
+    assert!(reasons(first).contains("lone CR"), "{}", reasons(first));
+}
