@@ -1,6 +1,7 @@
 //! Real git in temporary directories.
 
 mod changes;
+mod hostile;
 mod merge;
 mod repo;
 mod worktree;
