@@ -69,6 +69,15 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
             spec.cwd.display()
         ));
     }
+    let confined;
+    let spec = match spec.sandbox.wrap(spec) {
+        Ok(Some(wrapped)) => {
+            confined = wrapped;
+            &confined
+        }
+        Ok(None) => spec,
+        Err(e) => return not_started(format!("`{}`: {e}", spec.program)),
+    };
     let mut transcript = match Transcript::open(spec.log.as_deref(), spec.log_cap_bytes).await {
         Ok(transcript) => transcript,
         Err(e) => return not_started(format!("`{}`: {e}", spec.program)),

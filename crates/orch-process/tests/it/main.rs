@@ -3,6 +3,7 @@
 mod detached;
 mod limits;
 mod run;
+mod sandbox;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,338 @@
+//! The hostile-agent suite at the process level: one scripted attacker per escape, each run in
+//! the bubblewrap sandbox (it must be contained) and once unconfined (it must succeed there, so
+//! that each test is seen able to fail: the protection is what stops it).
+//!
+//! An attacker prints `ESCAPED <what>` when its attack worked.
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use orch_process::{ExitOutcome, Finished, Limits, Policy, Sandbox, Spec};
+use tokio_util::sync::CancellationToken;
+
+use crate::Recorder;
+
+/// A data directory as orch lays it out: `orch.toml`, `orch.db`, a project repository and two
+/// items' work trees. The attacker works in item A's.
+struct Machine {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@localhost")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@localhost")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Machine {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        std::fs::write(root.join("orch.toml"), "secret = \"toml-secret\"\n").expect("toml");
+        std::fs::write(root.join("orch.db"), "db-secret").expect("db");
+        let repo = root.join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        std::fs::write(repo.join("README.md"), "main repository\n").expect("readme");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "initial"]);
+        for item in ["A", "B"] {
+            let wt = root.join("worktrees/p").join(item);
+            git(
+                &repo,
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "-b",
+                    &format!("orch/{item}"),
+                    &wt.display().to_string(),
+                ],
+            );
+        }
+        Self { _dir: dir, root }
+    }
+
+    fn worktree(&self) -> PathBuf {
+        self.root.join("worktrees/p/A")
+    }
+
+    async fn run(&self, script: &str, sandbox: Sandbox) -> (Finished, String) {
+        let spec = Spec {
+            timeout: Duration::from_secs(20),
+            kill_grace: Duration::from_millis(300),
+            ..Spec::new("bash", self.worktree())
+        }
+        .args(["-c", script])
+        .sandbox(sandbox);
+        let mut recorder = Recorder::default();
+        let finished = orch_process::run(&spec, &CancellationToken::new(), &mut recorder).await;
+        let text = recorder
+            .lines
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        (finished, text)
+    }
+}
+
+fn confined() -> Sandbox {
+    Sandbox::Bubblewrap(Policy {
+        limits: Limits {
+            memory_mib: Some(256),
+            processes: Some(256),
+            file_mib: Some(64),
+        },
+        ..Policy::default()
+    })
+}
+
+/// Runs `script` confined (no `ESCAPED` may appear, and the attacker must have run to its end:
+/// it prints `DONE`) and unconfined (an `ESCAPED` must appear).
+async fn assert_contained(script: &str) {
+    let m = Machine::new();
+    assert_contained_on(&m, script).await;
+}
+
+async fn assert_contained_on(m: &Machine, script: &str) {
+    let script = format!("{script}\necho DONE");
+    let (finished, out) = m.run(&script, confined()).await;
+    assert!(
+        out.contains("DONE"),
+        "the attacker did not run: {finished:?}\n{out}"
+    );
+    assert!(!out.contains("ESCAPED"), "escaped the sandbox:\n{out}");
+    let (_, out) = m.run(&script, Sandbox::OptedOut).await;
+    assert!(
+        out.contains("ESCAPED"),
+        "the attack does not work even unconfined, so this test proves nothing:\n{out}"
+    );
+}
+
+#[tokio::test]
+async fn reading_orchs_environment_is_contained() {
+    // The test process stands for orch: cargo gave it CARGO_PKG_NAME.
+    assert!(std::env::var("CARGO_PKG_NAME").is_ok());
+    assert_contained(
+        "for f in /proc/[0-9]*/environ; do \
+           grep -qa CARGO_PKG_NAME \"$f\" 2>/dev/null && echo \"ESCAPED $f\"; done",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn orchs_processes_are_invisible() {
+    let me = std::process::id();
+    assert_contained(&format!(
+        "[ -e /proc/{me} ] && echo ESCAPED sees orch; \
+         kill -0 {me} 2>/dev/null && echo ESCAPED signals orch; \
+         cat /proc/{me}/maps >/dev/null 2>&1 && echo ESCAPED reads orch memory map"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn orchs_config_database_and_other_trees_are_absent() {
+    let m = Machine::new();
+    let r = m.root.display();
+    assert_contained_on(
+        &m,
+        &format!(
+            "for f in {r}/orch.toml {r}/orch.db {r}/worktrees/p/B/README.md {r}/repo/README.md; do \
+               cat \"$f\" >/dev/null 2>&1 && echo \"ESCAPED read $f\"; done"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn writing_outside_the_work_tree_is_refused() {
+    let m = Machine::new();
+    let r = m.root.display();
+    assert_contained_on(
+        &m,
+        &format!(
+            "echo x > {r}/repo/.git/hooks/pre-commit 2>/dev/null && echo ESCAPED hook; \
+             echo x > {r}/repo/.git/worktrees/A/commondir 2>/dev/null && echo ESCAPED commondir; \
+             echo x > /usr/planted-by-agent 2>/dev/null && echo ESCAPED usr && rm -f /usr/planted-by-agent"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn writing_into_the_data_directory_stays_inside() {
+    // The sandbox may see an empty folder where the data directory's path passes (bwrap makes
+    // the folders its mounts need), but nothing written there reaches the host.
+    let m = Machine::new();
+    let planted = m.root.join("planted");
+    let script = format!("echo x > {} 2>/dev/null; echo DONE", planted.display());
+    let (_, out) = m.run(&script, confined()).await;
+    assert!(out.contains("DONE"), "{out}");
+    assert!(!planted.exists(), "the write reached the host");
+    let (_, _) = m.run(&script, Sandbox::OptedOut).await;
+    assert!(planted.exists(), "unconfined, it does");
+}
+
+#[tokio::test]
+async fn a_symlink_out_of_the_work_tree_leads_nowhere() {
+    let m = Machine::new();
+    let r = m.root.display();
+    assert_contained_on(
+        &m,
+        &format!(
+            "ln -sf {r}/orch.toml link; cat link 2>/dev/null | grep -q toml-secret && echo ESCAPED"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_loopback_port_of_the_host_is_unreachable() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    assert_contained(&format!(
+        "timeout 3 bash -c 'echo hello > /dev/tcp/127.0.0.1/{port}' 2>/dev/null && echo ESCAPED tcp"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_dns_query_reaches_no_resolver() {
+    // A resolver on the host's loopback: the sandbox must not reach it (nor any other).
+    let resolver = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    resolver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let port = resolver.local_addr().expect("addr").port();
+    let m = Machine::new();
+    let query = format!("printf 'query' > /dev/udp/127.0.0.1/{port} 2>/dev/null; echo sent");
+    let (_, out) = m.run(&query, confined()).await;
+    assert!(out.contains("sent"), "{out}");
+    let mut buf = [0u8; 64];
+    assert!(
+        resolver.recv(&mut buf).is_err(),
+        "a datagram left the sandbox"
+    );
+    let (_, _) = m.run(&query, Sandbox::OptedOut).await;
+    assert!(resolver.recv(&mut buf).is_ok(), "unconfined, it arrives");
+}
+
+#[tokio::test]
+async fn there_is_no_network_interface_but_loopback() {
+    // /proc/net/dev: two header lines and one line per interface.
+    assert_contained("[ \"$(wc -l < /proc/net/dev)\" -gt 3 ] && echo ESCAPED has a route out")
+        .await;
+}
+
+#[tokio::test]
+async fn the_agent_is_not_root_and_cannot_make_devices_or_namespaces() {
+    assert_contained(
+        "[ \"$(id -u)\" = 0 ] && echo ESCAPED root; \
+         mknod dev-null-copy c 1 3 2>/dev/null && echo ESCAPED device node; \
+         unshare -U true 2>/dev/null && echo ESCAPED new user namespace",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn filling_memory_hits_the_limit() {
+    let m = Machine::new();
+    let script =
+        "python3 -c 'b = bytearray(768 << 20); print(\"ESCAPED allocated\")' 2>&1 | tail -1";
+    let (_, out) = m.run(script, confined()).await;
+    assert!(out.contains("MemoryError"), "{out}");
+    assert!(!out.contains("ESCAPED"), "{out}");
+    let (_, out) = m.run(script, Sandbox::OptedOut).await;
+    assert!(out.contains("ESCAPED"), "{out}");
+}
+
+/// Whether a process whose command line holds `marker` runs on the host.
+fn running(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let mut cmdline = Vec::new();
+        if std::fs::File::open(entry.path().join("cmdline"))
+            .and_then(|mut f| f.read_to_end(&mut cmdline))
+            .is_ok()
+            && String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(marker)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn no_process_outlives_the_run() {
+    let m = Machine::new();
+    // A daemon in its own session: it leaves the process group orch kills.
+    let seconds = 3000 + std::process::id() % 1000;
+    let marker = format!("sleep {seconds}");
+    let script = format!("setsid -f {marker} </dev/null >/dev/null 2>&1; echo started");
+    let (_, out) = m.run(&script, confined()).await;
+    assert!(out.contains("started"), "{out}");
+    assert!(
+        crate::eventually(|| running(&marker).is_empty()),
+        "the daemon survived"
+    );
+    let (_, _) = m.run(&script, Sandbox::OptedOut).await;
+    let survivors = running(&marker);
+    for pid in &survivors {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    assert!(!survivors.is_empty(), "unconfined, the daemon survives");
+}
+
+#[tokio::test]
+async fn bubblewraps_own_environment_is_empty() {
+    // bwrap is pid 1 inside: its environment must not be orch's.
+    let m = Machine::new();
+    let (_, out) = m
+        .run("tr '\\0' '\\n' < /proc/1/environ; echo DONE", confined())
+        .await;
+    assert!(out.contains("DONE"), "{out}");
+    let names: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains('='))
+        .filter_map(|l| l.split('=').next())
+        .collect();
+    assert_eq!(names, ["PATH"], "{out}");
+}
+
+#[tokio::test]
+async fn the_work_tree_git_home_and_tmp_work_inside() {
+    let m = Machine::new();
+    let (finished, out) = m
+        .run(
+            "set -e; echo work > file.txt; git status --porcelain; echo h > \"$HOME/h\"; \
+             echo t > /tmp/t; [ \"$(id -u)\" = 1000 ]; echo OK",
+            confined(),
+        )
+        .await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0), "{out}");
+    assert!(out.contains("?? file.txt"), "{out}");
+    assert!(out.contains("OK"), "{out}");
+    assert!(m.worktree().join("file.txt").exists());
+}
