@@ -78,7 +78,16 @@ pub(crate) fn wrap(policy: &Policy, spec: &Spec) -> Result<Spec, SandboxError> {
         }
     };
     set(&mut env, "HOME", &home.display().to_string());
-    set(&mut env, "TMPDIR", "/tmp");
+    // A TMPDIR the child was given inside a writable folder it sees stays (a CLI keeps its
+    // reports there); any other would not exist inside.
+    let writable = |dir: &Path| {
+        dir.starts_with(&home)
+            || dir.starts_with(&spec.cwd)
+            || policy.read_write.iter().any(|rw| dir.starts_with(rw))
+    };
+    if !value(&env, "TMPDIR").is_some_and(|t| writable(Path::new(&t))) {
+        set(&mut env, "TMPDIR", "/tmp");
+    }
 
     // Toolchains: what the child's PATH names outside the system folders, and their homes.
     let orch_home = std::env::var_os("HOME").map(PathBuf::from);
@@ -122,6 +131,9 @@ pub(crate) fn wrap(policy: &Policy, spec: &Spec) -> Result<Spec, SandboxError> {
     }
     args.push("--");
     limits(&mut args, policy.limits)?;
+    if policy.bridge.is_some() {
+        bridge_relay(&mut args)?;
+    }
     args.push(&spec.program);
     args.push_all(spec.args.iter().map(String::as_str));
     if let Some(path) = args.bad.take() {
@@ -140,12 +152,32 @@ pub(crate) fn wrap(policy: &Policy, spec: &Spec) -> Result<Spec, SandboxError> {
     })
 }
 
+/// Prepends a shell that starts `socat` relaying the loopback port to the bridge's socket, waits
+/// until it listens, and then becomes the program (`exec "$@"`).
+fn bridge_relay(args: &mut Args) -> Result<(), SandboxError> {
+    let socat = ["/usr/bin/socat", "/bin/socat"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or(SandboxError::SocatMissing)?;
+    let port = crate::sandbox::BRIDGE_PORT;
+    let socket = format!("{BRIDGE_DIR}/{}", crate::sandbox::BRIDGE_SOCKET);
+    // /proc/net/tcp lists the port in hex, state 0A is LISTEN.
+    let script = format!(
+        "{socat} TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{socket} & \
+         i=0; while ! grep -q ':{port:04X} 00000000:0000 0A' /proc/net/tcp; do \
+         i=$((i+1)); [ $i -gt 500 ] && echo 'orch: the model relay did not start' >&2 && exit 125; \
+         sleep 0.01; done; exec \"$@\""
+    );
+    args.push_all(["/bin/sh", "-c", &script, "orch-relay"]);
+    Ok(())
+}
+
 /// Prepends `prlimit` with the limits that are set.
 fn limits(args: &mut Args, limits: Limits) -> Result<(), SandboxError> {
     let mib = |m: u64| m.saturating_mul(1024 * 1024);
     let mut flags = Vec::new();
     if let Some(m) = limits.memory_mib {
-        flags.push(format!("--as={}", mib(m)));
+        flags.push(format!("--data={}", mib(m)));
     }
     if let Some(n) = limits.processes {
         flags.push(format!("--nproc={n}"));

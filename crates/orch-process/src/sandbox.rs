@@ -17,11 +17,10 @@ use std::path::PathBuf;
 use crate::spec::Spec;
 
 /// How a child program is confined.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sandbox {
     /// A program of orch's own or of the operator's (a deploy hook, git): not code an agent
-    /// wrote, run as it is.
-    #[default]
+    /// wrote, run as it is. Deliberately not a `Default`: confinement is always chosen.
     Trusted,
     /// A project that opted out (`sandbox = "none"`): runs as orch's user with orch's view of
     /// the machine, and every run logs a warning saying so.
@@ -39,7 +38,8 @@ pub struct Policy {
     pub read_write: Vec<PathBuf>,
     /// The private home: this host folder at the same path, or an empty one when `None`.
     pub home: Option<PathBuf>,
-    /// A host folder bound at [`BRIDGE_DIR`]: the Unix sockets of orch's model bridge.
+    /// A host folder bound at [`BRIDGE_DIR`] holding [`BRIDGE_SOCKET`], orch's model bridge:
+    /// inside, `socat` listens on `127.0.0.1:`[`BRIDGE_PORT`] and forwards there.
     pub bridge: Option<PathBuf>,
     /// Resource limits, applied inside with `prlimit`.
     pub limits: Limits,
@@ -47,6 +47,10 @@ pub struct Policy {
 
 /// Where [`Policy::bridge`] appears inside the sandbox.
 pub const BRIDGE_DIR: &str = "/run/orch";
+/// The Unix socket in [`Policy::bridge`] that the loopback port inside forwards to.
+pub const BRIDGE_SOCKET: &str = "model.sock";
+/// The loopback port inside the sandbox that leads to [`BRIDGE_SOCKET`] (with a bridge only).
+pub const BRIDGE_PORT: u16 = 41000;
 /// The uid and gid a confined program runs as: not root.
 pub const SANDBOX_UID: u32 = 1000;
 /// The home of a sandbox without [`Policy::home`].
@@ -55,7 +59,8 @@ pub const SANDBOX_HOME: &str = "/home/agent";
 /// Per-run resource limits. `None` leaves a limit as orch's own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// The address space of each process (`RLIMIT_AS`), in MiB.
+    /// The data memory of each process (`RLIMIT_DATA`: heap and private writable mappings, not
+    /// the address space a JavaScript engine reserves without using), in MiB.
     pub memory_mib: Option<u64>,
     /// The processes of the sandbox's user (`RLIMIT_NPROC`).
     pub processes: Option<u64>,
@@ -90,6 +95,11 @@ pub enum SandboxError {
     NoNamespaces(String),
     #[error("the sandbox cannot hold {path}: {reason}")]
     Path { path: String, reason: String },
+    #[error(
+        "the agent sandbox's model bridge needs socat, which is not installed; install it \
+         (`apt-get install socat`)"
+    )]
+    SocatMissing,
     #[error("`prlimit` (util-linux) is needed to apply the sandbox's limits and is not installed")]
     PrlimitMissing,
 }
@@ -110,6 +120,15 @@ impl Sandbox {
             }
             Sandbox::Bubblewrap(policy) => crate::bubblewrap::wrap(policy, spec).map(Some),
         }
+    }
+
+    /// The sandbox of code an agent wrote when nothing else is configured: bubblewrap with the
+    /// default limits.
+    pub fn for_agents() -> Self {
+        Sandbox::Bubblewrap(Policy {
+            limits: Limits::AGENT,
+            ..Policy::default()
+        })
     }
 
     pub fn is_confined(&self) -> bool {

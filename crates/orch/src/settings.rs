@@ -86,6 +86,32 @@ pub struct ProjectEntry {
     /// Where its branches go and are merged; absent means the local merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<RemoteEntry>,
+    /// Where the code its agents write runs; absent means bubblewrap with the default limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxEntry>,
+}
+
+/// `sandbox = { mode = "none" }` or `[projects.sandbox]`: the agent sandbox of one project. It
+/// lives in orch.toml, the operator's file, never in the repository, which agents write.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxEntry {
+    /// `bubblewrap` (the default) or `none` (agents run unconfined, with a warning every run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// More host folders agents and command gates may read (a toolchain outside `/usr`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<String>,
+    /// Each process's address space, in MiB (default 16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// The processes an agent run may have at once (default 1024; not enforced when orch runs
+    /// as root, see docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    /// The largest file an agent may write, in MiB (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mib: Option<u64>,
 }
 
 /// `[projects.tracker]` or `[projects.forge]`: a Plane or Gitea/Forgejo service. The token is
@@ -131,6 +157,8 @@ pub struct Settings {
     /// `[engine] max_running` and `max_running_per_project`, across every process.
     pub claim_limits: orch_store::ClaimLimits,
     pub projects: Vec<orch_engine::ProjectSettings>,
+    /// Each project's agent sandbox, by project id.
+    pub sandboxes: std::collections::BTreeMap<orch_core::ProjectId, orch_process::Sandbox>,
     pub staging_tolerance: bool,
     pub crashpoint: Option<String>,
     /// Between two reconciliation polls of the trackers: the shortest any project asks for.
@@ -207,6 +235,58 @@ pub fn parse_project(
     })
 }
 
+/// The agent sandbox `entry` asks for. Folders it adds must be absolute and outside orch's data
+/// directory (worktrees, logs, the database live there).
+pub fn parse_sandbox(
+    entry: &ProjectEntry,
+    data_dir: &Path,
+) -> Result<orch_process::Sandbox, String> {
+    let name = &entry.name;
+    let Some(table) = &entry.sandbox else {
+        return Ok(orch_process::Sandbox::for_agents());
+    };
+    match table.mode.as_deref() {
+        None | Some("bubblewrap") => {}
+        Some("none") => return Ok(orch_process::Sandbox::OptedOut),
+        Some(other) => {
+            return Err(format!(
+                "project `{name}`, field `sandbox.mode`: `{other}` is not a sandbox; use \"bubblewrap\" (the default) or \"none\""
+            ));
+        }
+    }
+    let mut read_only = Vec::new();
+    for (index, dir) in table.read_only.iter().enumerate() {
+        let path = PathBuf::from(dir);
+        if !path.is_absolute() || data_dir.starts_with(&path) || path.starts_with(data_dir) {
+            return Err(format!(
+                "project `{name}`, field `sandbox.read_only[{index}]`: `{dir}` must be an absolute folder that neither holds nor is inside orch's data directory {}",
+                data_dir.display()
+            ));
+        }
+        read_only.push(path);
+    }
+    let mut limits = orch_process::Limits::AGENT;
+    for (field, value, slot) in [
+        ("memory_mib", table.memory_mib, &mut limits.memory_mib),
+        ("processes", table.processes, &mut limits.processes),
+        ("file_mib", table.file_mib, &mut limits.file_mib),
+    ] {
+        if value == Some(0) {
+            return Err(format!(
+                "project `{name}`, field `sandbox.{field}`: must be at least 1"
+            ));
+        }
+        if value.is_some() {
+            *slot = value;
+        }
+    }
+    Ok(orch_process::Sandbox::Bubblewrap(orch_process::Policy {
+        read_only,
+        limits,
+        ..orch_process::Policy::default()
+    }))
+}
+
 /// The registry entries of [`env::PROJECTS_JSON`]: a JSON array of objects with the fields of
 /// `[[projects]]`. Each entry is then checked by [`parse_project`], like the file's.
 fn registry_from_json(json: &str) -> Result<Vec<ProjectEntry>, UsageError> {
@@ -248,10 +328,14 @@ impl Settings {
             Err(_) => (file.projects.clone(), path.display().to_string()),
         };
         let mut projects = Vec::new();
+        let mut sandboxes = std::collections::BTreeMap::new();
         let mut seen = std::collections::BTreeSet::new();
         for entry in &entries {
             let p = parse_project(entry, &data_dir)
                 .map_err(|e| UsageError(format!("{source}: {e}")))?;
+            let sandbox = parse_sandbox(entry, &data_dir)
+                .map_err(|e| UsageError(format!("{source}: {e}")))?;
+            sandboxes.insert(p.id.clone(), sandbox);
             if !seen.insert(p.id.clone()) {
                 return Err(
                     UsageError(format!("{source}: project `{}` is listed twice", p.id)).into(),
@@ -297,6 +381,7 @@ impl Settings {
                 per_project: file.engine.max_running_per_project,
             },
             projects,
+            sandboxes,
             staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true),
             crashpoint: std::env::var(env::CRASHPOINT)
                 .ok()

@@ -6,4 +6,5 @@ mod bad_output;
 mod fake_cli;
 mod model_server;
 mod real_cli;
+mod sandboxed;
 mod support;

@@ -55,6 +55,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             health_interval_ms: Some(20),
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            sandbox: None,
             tracker: None,
             forge: None,
         }],

@@ -137,6 +137,7 @@ async fn measure(
             health_interval_ms: None,
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            sandbox: None,
             tracker: None,
             forge: None,
         });

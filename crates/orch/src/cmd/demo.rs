@@ -49,6 +49,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     println!("Filing one work item and driving it through the pipeline.\n");
 
     let ctx = Context::open(&config, Arc::new(ProgressPrinter::new())).await?;
+    if ctx.settings.sandboxes.values().all(|s| s.is_confined()) {
+        println!(
+            "Command gates run in a bubblewrap sandbox (docs/security.md); the scripted agent runs inside orch.\n"
+        );
+    }
     let project = orch_core::ProjectId::parse(PROJECT)?;
     let item = ctx
         .engine
@@ -288,6 +293,7 @@ async fn create_demo(
             health_interval_ms: Some(250),
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            sandbox: None,
             tracker: None,
             forge: None,
         }],

@@ -180,6 +180,7 @@ mod tests {
             health_interval_ms: None,
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            sandbox: None,
             tracker,
             forge,
         }

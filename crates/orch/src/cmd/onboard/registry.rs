@@ -166,6 +166,7 @@ impl Registry {
             health_interval_ms: None,
             approvers: Vec::new(),
             approval_ttl_secs: None,
+            sandbox: None,
             tracker,
             forge,
         };
