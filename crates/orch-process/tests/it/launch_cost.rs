@@ -1,0 +1,44 @@
+//! The cost of the sandbox per run: the same `true` started unconfined and in bubblewrap (with
+//! and without the limits' `prlimit`). Ignored by default; run it with
+//! `cargo nextest run -p orch-process --run-ignored only launch_cost --no-capture`.
+
+use std::time::{Duration, Instant};
+
+use orch_process::{ExitOutcome, Limits, Policy, Sandbox, Spec};
+use tokio_util::sync::CancellationToken;
+
+const RUNS: usize = 40;
+
+async fn median_launch(sandbox: Sandbox) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = Spec::new("true", dir.path()).sandbox(sandbox);
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let finished = orch_process::run(&spec, &CancellationToken::new(), &mut ()).await;
+        times.push(started.elapsed());
+        assert_eq!(finished.outcome, ExitOutcome::Exited(0), "{finished:?}");
+    }
+    times.sort();
+    times[RUNS / 2]
+}
+
+#[tokio::test]
+#[ignore = "a measurement, not a check; see BENCHMARKS.md"]
+async fn launch_cost() {
+    let plain = median_launch(Sandbox::Trusted).await;
+    let bwrap = median_launch(Sandbox::Bubblewrap(Policy::default())).await;
+    let limited = median_launch(Sandbox::for_agents()).await;
+    // The model relay starts `socat` and waits until it listens (no connection is made).
+    let bridge = tempfile::tempdir().expect("tempdir");
+    let relayed = median_launch(Sandbox::Bubblewrap(Policy {
+        bridge: Some(bridge.path().to_owned()),
+        limits: Limits::AGENT,
+        ..Policy::default()
+    }))
+    .await;
+    println!(
+        "median of {RUNS} runs of `true`: unconfined {plain:?}, bubblewrap {bwrap:?}, \
+         bubblewrap + prlimit {limited:?}, bubblewrap + prlimit + model relay {relayed:?}"
+    );
+}
