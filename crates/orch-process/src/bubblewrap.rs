@@ -31,7 +31,12 @@ const TOOL_HOMES: &[(&str, &str)] = &[
 
 /// Returns the `bwrap` invocation that runs `spec` under `policy`.
 pub(crate) fn wrap(policy: &Policy, spec: &Spec) -> Result<Spec, SandboxError> {
-    let bwrap = find_on_path("bwrap").ok_or(SandboxError::BubblewrapMissing)?;
+    wrap_with(find_on_path("bwrap"), policy, spec)
+}
+
+/// [`wrap`] with `bwrap` found (or not) already.
+fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spec, SandboxError> {
+    let bwrap = bwrap.ok_or(SandboxError::BubblewrapMissing)?;
     probe(&bwrap)?;
     let mut args = Args::default();
     let uid = SANDBOX_UID.to_string();
@@ -269,5 +274,46 @@ impl Args {
 
     fn push_all<'a>(&mut self, args: impl IntoIterator<Item = &'a str>) {
         self.list.extend(args.into_iter().map(str::to_owned));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_bwrap_the_run_is_refused_naming_the_package() {
+        let spec = Spec::new("true", "/tmp");
+        let err = wrap_with(None, &Policy::default(), &spec).expect_err("refused");
+        assert_eq!(err, SandboxError::BubblewrapMissing);
+        assert!(
+            err.to_string().contains("apt-get install bubblewrap"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_child_runs_after_the_separator_with_its_environment_set_inside() {
+        let Some(bwrap) = find_on_path("bwrap") else {
+            return assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "bwrap missing in CI"
+            );
+        };
+        let spec = Spec::new("printenv", "/tmp")
+            .args(["A"])
+            .env("A", "secret-for-the-child");
+        let wrapped = wrap_with(Some(bwrap), &Policy::default(), &spec).expect("wrapped");
+        // bwrap itself gets PATH only; the child's variables travel as --setenv.
+        assert_eq!(wrapped.env, [("PATH".to_owned(), BWRAP_PATH.to_owned())]);
+        let separator = wrapped.args.iter().position(|a| a == "--").expect("--");
+        assert_eq!(wrapped.args[separator + 1..], ["printenv", "A"]);
+        let setenv = wrapped
+            .args
+            .windows(3)
+            .any(|w| w == ["--setenv", "A", "secret-for-the-child"]);
+        assert!(setenv, "{:?}", wrapped.args);
+        assert!(wrapped.args.contains(&"--clearenv".to_owned()));
+        assert_eq!(wrapped.sandbox, crate::Sandbox::Trusted);
     }
 }

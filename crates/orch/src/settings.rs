@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::env;
 
 mod remotes;
+mod sandbox;
+
 use crate::error::UsageError;
+pub use sandbox::parse_sandbox;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,58 +236,6 @@ pub fn parse_project(
         approval_ttl: entry.approval_ttl_secs.map(std::time::Duration::from_secs),
         remotes,
     })
-}
-
-/// The agent sandbox `entry` asks for. Folders it adds must be absolute and outside orch's data
-/// directory (worktrees, logs, the database live there).
-pub fn parse_sandbox(
-    entry: &ProjectEntry,
-    data_dir: &Path,
-) -> Result<orch_process::Sandbox, String> {
-    let name = &entry.name;
-    let Some(table) = &entry.sandbox else {
-        return Ok(orch_process::Sandbox::for_agents());
-    };
-    match table.mode.as_deref() {
-        None | Some("bubblewrap") => {}
-        Some("none") => return Ok(orch_process::Sandbox::OptedOut),
-        Some(other) => {
-            return Err(format!(
-                "project `{name}`, field `sandbox.mode`: `{other}` is not a sandbox; use \"bubblewrap\" (the default) or \"none\""
-            ));
-        }
-    }
-    let mut read_only = Vec::new();
-    for (index, dir) in table.read_only.iter().enumerate() {
-        let path = PathBuf::from(dir);
-        if !path.is_absolute() || data_dir.starts_with(&path) || path.starts_with(data_dir) {
-            return Err(format!(
-                "project `{name}`, field `sandbox.read_only[{index}]`: `{dir}` must be an absolute folder that neither holds nor is inside orch's data directory {}",
-                data_dir.display()
-            ));
-        }
-        read_only.push(path);
-    }
-    let mut limits = orch_process::Limits::AGENT;
-    for (field, value, slot) in [
-        ("memory_mib", table.memory_mib, &mut limits.memory_mib),
-        ("processes", table.processes, &mut limits.processes),
-        ("file_mib", table.file_mib, &mut limits.file_mib),
-    ] {
-        if value == Some(0) {
-            return Err(format!(
-                "project `{name}`, field `sandbox.{field}`: must be at least 1"
-            ));
-        }
-        if value.is_some() {
-            *slot = value;
-        }
-    }
-    Ok(orch_process::Sandbox::Bubblewrap(orch_process::Policy {
-        read_only,
-        limits,
-        ..orch_process::Policy::default()
-    }))
 }
 
 /// The registry entries of [`env::PROJECTS_JSON`]: a JSON array of objects with the fields of

@@ -336,3 +336,21 @@ async fn the_work_tree_git_home_and_tmp_work_inside() {
     assert!(out.contains("OK"), "{out}");
     assert!(m.worktree().join("file.txt").exists());
 }
+
+#[tokio::test]
+async fn a_sandbox_that_cannot_be_set_up_never_runs_the_program_unconfined() {
+    use std::os::unix::ffi::OsStrExt;
+    let m = Machine::new();
+    // A folder whose name is not UTF-8 cannot be passed to bwrap faithfully.
+    let odd = std::ffi::OsStr::from_bytes(b"/tmp/not-utf8-\xff");
+    let sandbox = Sandbox::Bubblewrap(Policy {
+        read_only: vec![PathBuf::from(odd)],
+        ..Policy::default()
+    });
+    let (finished, out) = m.run("echo ran > ran.txt; echo RAN", sandbox).await;
+    assert!(
+        matches!(&finished.outcome, ExitOutcome::FailedToStart(m) if m.contains("not UTF-8")),
+        "{finished:?}"
+    );
+    assert!(!out.contains("RAN") && !m.worktree().join("ran.txt").exists());
+}
