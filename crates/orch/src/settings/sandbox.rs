@@ -141,7 +141,7 @@ mod tests {
             parse_sandbox(&entry, Path::new("/data")),
             Ok(Sandbox::OptedOut)
         );
-        let typo = format!("{text}").replace("mode", "mood");
+        let typo = text.replace("mode", "mood");
         assert!(
             toml::from_str::<ProjectEntry>(&typo).is_err(),
             "unknown keys are refused"
