@@ -22,6 +22,7 @@
 
 mod bubblewrap;
 mod detached;
+mod limits;
 mod output;
 mod run;
 mod sandbox;

@@ -49,6 +49,20 @@ enum Event {
 /// they would hold the output pipes open and nothing would ever wait for them. Never panics;
 /// every failure is an [`ExitOutcome`].
 pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Observer) -> Finished {
+    let mut finished = run_spec(spec, cancel, observer).await;
+    if let crate::Sandbox::Bubblewrap(policy) = &spec.sandbox
+        && let Some(note) = crate::limits::limit_hit(&finished, policy.limits)
+    {
+        crate::limits::record(&mut finished, &note, spec.log.as_deref());
+    }
+    finished
+}
+
+async fn run_spec(
+    spec: &Spec,
+    cancel: &CancellationToken,
+    observer: &mut dyn Observer,
+) -> Finished {
     let started = Instant::now();
     let not_started = |reason: String| Finished {
         outcome: ExitOutcome::FailedToStart(reason),

@@ -254,10 +254,16 @@ async fn the_agent_is_not_root_and_cannot_make_devices_or_namespaces() {
 #[tokio::test]
 async fn filling_memory_hits_the_limit() {
     let m = Machine::new();
-    let script =
-        "python3 -c 'b = bytearray(768 << 20); print(\"ESCAPED allocated\")' 2>&1 | tail -1";
-    let (_, out) = m.run(script, confined()).await;
+    let script = "python3 -c 'b = bytearray(768 << 20); print(\"ESCAPED allocated\")' 2>&1";
+    let (finished, out) = m.run(script, confined()).await;
     assert!(out.contains("MemoryError"), "{out}");
+    assert!(
+        finished
+            .tail
+            .contains("memory limit of 256 MiB per process"),
+        "the limit is named: {}",
+        finished.tail
+    );
     assert!(!out.contains("ESCAPED"), "{out}");
     let (_, out) = m.run(script, Sandbox::OptedOut).await;
     assert!(out.contains("ESCAPED"), "{out}");
@@ -353,4 +359,26 @@ async fn a_sandbox_that_cannot_be_set_up_never_runs_the_program_unconfined() {
         "{finished:?}"
     );
     assert!(!out.contains("RAN") && !m.worktree().join("ran.txt").exists());
+}
+
+#[tokio::test]
+async fn a_file_past_the_limit_kills_the_writer_and_names_the_limit() {
+    let m = Machine::new();
+    let script = "head -c 100000000 /dev/zero > big.bin && echo ESCAPED wrote it all";
+    let (finished, out) = m.run(script, confined()).await;
+    assert!(!out.contains("ESCAPED"), "{out}");
+    let written = std::fs::metadata(m.worktree().join("big.bin")).map(|m| m.len());
+    assert_eq!(written.ok(), Some(64 << 20), "stopped at the limit");
+    // bash reports its child's SIGXFSZ; a program killed by it directly is reported by bwrap
+    // as the exit code 128 + 25.
+    let (direct, _) = m
+        .run("exec head -c 100000000 /dev/zero > big2.bin", confined())
+        .await;
+    assert_eq!(direct.outcome, ExitOutcome::Exited(153), "{direct:?}");
+    assert!(direct.tail.contains("file size limit"), "{}", direct.tail);
+    assert!(
+        finished.tail.contains("file size limit"),
+        "{}",
+        finished.tail
+    );
 }
