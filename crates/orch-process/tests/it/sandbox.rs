@@ -382,3 +382,46 @@ async fn a_file_past_the_limit_kills_the_writer_and_names_the_limit() {
         finished.tail
     );
 }
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[tokio::test]
+async fn a_fork_bomb_meets_the_process_limit() {
+    let m = Machine::new();
+    let sandbox = Sandbox::Bubblewrap(Policy {
+        limits: Limits {
+            processes: Some(40),
+            ..Limits::default()
+        },
+        ..Policy::default()
+    });
+    // Bounded, so that it cannot hurt the machine where the kernel does not enforce the limit.
+    let script = "grep 'Max processes' /proc/self/limits; \
+                  for i in $(seq 1 120); do sleep 3 & done 2>/dev/null; \
+                  echo \"alive: $(ls /proc | grep -c '^[0-9]')\"; kill $(jobs -p) 2>/dev/null; true";
+    let (_, out) = m.run(script, sandbox).await;
+    // The limit is applied inside in every case.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Max processes") && l.contains(" 40 ")),
+        "{out}"
+    );
+    let alive: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("alive: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    if is_root() {
+        // As root, the sandbox's processes are root's on the host, and the kernel does not
+        // count them against RLIMIT_NPROC (docs/security.md: run orch as its own user).
+        eprintln!("root: {alive} processes ran; the limit is enforced for other users only");
+    } else {
+        assert!(
+            alive <= 40,
+            "{alive} processes ran under a limit of 40:\n{out}"
+        );
+    }
+}
