@@ -49,6 +49,11 @@ enum Event {
 /// they would hold the output pipes open and nothing would ever wait for them. Never panics;
 /// every failure is an [`ExitOutcome`].
 pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Observer) -> Finished {
+    if spec.sandbox == crate::Sandbox::OptedOut
+        && let Some(log) = &spec.log
+    {
+        append_line(log, crate::sandbox::UNCONFINED_WARNING);
+    }
     let mut finished = run_spec(spec, cancel, observer).await;
     if let crate::Sandbox::Bubblewrap(policy) = &spec.sandbox
         && let Some(note) = crate::limits::limit_hit(&finished, policy.limits)
@@ -56,6 +61,22 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
         crate::limits::record(&mut finished, &note, spec.log.as_deref());
     }
     finished
+}
+
+/// Appends one line to a log file, creating it; a log that cannot be written is reported by the
+/// run itself when it opens it.
+fn append_line(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
 }
 
 async fn run_spec(

@@ -45,6 +45,11 @@ pub struct Policy {
     pub limits: Limits,
 }
 
+/// The line an opted-out run's log starts with, so that whoever reads the log (the dashboard's
+/// live log too) sees that the run was not confined.
+pub const UNCONFINED_WARNING: &str = "orch: WARNING: this run is NOT sandboxed (the project set \
+     sandbox = { mode = \"none\" }): it sees orch's files and processes as orch's user";
+
 /// Where [`Policy::bridge`] appears inside the sandbox.
 pub const BRIDGE_DIR: &str = "/run/orch";
 /// The Unix socket in [`Policy::bridge`] that the loopback port inside forwards to.

@@ -425,3 +425,24 @@ async fn a_fork_bomb_meets_the_process_limit() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_opted_out_run_says_so_in_its_log() {
+    let m = Machine::new();
+    let log = m.root.join("logs/run.log");
+    let spec = Spec::new("true", m.worktree())
+        .log(&log)
+        .sandbox(Sandbox::OptedOut);
+    let finished = orch_process::run(&spec, &CancellationToken::new(), &mut ()).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0));
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.starts_with(orch_process::UNCONFINED_WARNING), "{text}");
+    // A confined run's log has no such line.
+    let confined_log = m.root.join("logs/confined.log");
+    let spec = Spec::new("true", m.worktree())
+        .log(&confined_log)
+        .sandbox(confined());
+    orch_process::run(&spec, &CancellationToken::new(), &mut ()).await;
+    let text = std::fs::read_to_string(&confined_log).unwrap_or_default();
+    assert!(!text.contains("NOT sandboxed"), "{text}");
+}
