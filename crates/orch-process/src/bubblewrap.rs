@@ -123,8 +123,14 @@ fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spe
     // The work tree, read-write at its own path, and what git needs to read it.
     let cwd = &spec.cwd;
     args.push("--bind").path(cwd).path(cwd);
-    if let Some(common) = git_common_dir(cwd) {
+    if let Some((common, admin)) = git_dirs(cwd) {
         args.push("--ro-bind").path(&common).path(&common);
+        // The other work trees' administrative folders (their index, HEAD) stay hidden.
+        let others = common.join("worktrees");
+        if admin.parent() == Some(others.as_path()) {
+            args.push("--tmpfs").path(&others);
+            args.push("--ro-bind").path(&admin).path(&admin);
+        }
     }
     if let Some(bridge) = &policy.bridge {
         args.push("--bind").path(bridge).path(Path::new(BRIDGE_DIR));
@@ -203,13 +209,17 @@ fn limits(args: &mut Args, limits: Limits) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// The repository's git directory a linked work tree's `.git` file leads to, for git inside to
-/// read (read-only: a writable one would let the agent change what orch's own git obeys).
-fn git_common_dir(worktree: &Path) -> Option<PathBuf> {
+/// The repository's git directory a linked work tree's `.git` file leads to, and the work
+/// tree's administrative folder in it, for git inside to read (read-only: a writable one would
+/// let the agent change what orch's own git obeys).
+fn git_dirs(worktree: &Path) -> Option<(PathBuf, PathBuf)> {
     let text = std::fs::read_to_string(worktree.join(".git")).ok()?;
-    let admin = PathBuf::from(text.strip_prefix("gitdir: ")?.trim_end());
+    let admin = PathBuf::from(text.strip_prefix("gitdir: ")?.trim_end())
+        .canonicalize()
+        .ok()?;
     let common = std::fs::read_to_string(admin.join("commondir")).ok()?;
-    admin.join(common.trim_end()).canonicalize().ok()
+    let common = admin.join(common.trim_end()).canonicalize().ok()?;
+    Some((common, admin))
 }
 
 /// Checks once per process that bwrap can create the namespaces here, so that a machine that

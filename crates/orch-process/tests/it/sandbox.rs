@@ -154,7 +154,8 @@ async fn orchs_config_database_and_other_trees_are_absent() {
     assert_contained_on(
         &m,
         &format!(
-            "for f in {r}/orch.toml {r}/orch.db {r}/worktrees/p/B/README.md {r}/repo/README.md; do \
+            "for f in {r}/orch.toml {r}/orch.db {r}/worktrees/p/B/README.md {r}/repo/README.md \
+               {r}/repo/.git/worktrees/B/HEAD; do \
                cat \"$f\" >/dev/null 2>&1 && echo \"ESCAPED read $f\"; done"
         ),
     )
