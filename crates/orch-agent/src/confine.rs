@@ -80,7 +80,9 @@ fn install_dirs(program: &str, env: &[(String, String)]) -> Vec<PathBuf> {
         let system = ["/usr/", "/bin/", "/sbin/", "/lib/"]
             .iter()
             .any(|s| path.starts_with(s));
-        if system {
+        // A path that does not exist (a relative program the child finds itself) would make
+        // bwrap refuse to start.
+        if system || !path.exists() {
             continue;
         }
         let widened = path
@@ -141,5 +143,26 @@ mod tests {
         let dirs = install_dirs(&link.display().to_string(), &[]);
         assert!(!dirs.is_empty());
         assert!(dirs.iter().all(|d| d.ends_with("node_modules")), "{dirs:?}");
+    }
+
+    #[test]
+    fn a_lone_program_shows_itself_only_and_a_venv_shows_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A program lying in a folder that holds other things (a home, a data directory).
+        let lone = dir.path().join("agent.sh");
+        std::fs::write(&lone, "").expect("write");
+        std::fs::write(dir.path().join("orch.toml"), "secret").expect("write");
+        assert_eq!(
+            install_dirs(&lone.display().to_string(), &[]),
+            [lone.clone()]
+        );
+        // A program that does not exist shows nothing (bwrap would refuse a missing source).
+        assert!(install_dirs("/nonexistent/agent", &[]).is_empty());
+        let venv = dir.path().join("venv");
+        std::fs::create_dir_all(venv.join("bin")).expect("mkdir");
+        std::fs::write(venv.join("pyvenv.cfg"), "").expect("write");
+        let tool = venv.join("bin/tool");
+        std::fs::write(&tool, "").expect("write");
+        assert_eq!(install_dirs(&tool.display().to_string(), &[]), [venv]);
     }
 }
