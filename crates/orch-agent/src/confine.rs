@@ -154,7 +154,7 @@ mod tests {
         std::fs::write(dir.path().join("orch.toml"), "secret").expect("write");
         assert_eq!(
             install_dirs(&lone.display().to_string(), &[]),
-            [lone.clone()]
+            [lone]
         );
         // A program that does not exist shows nothing (bwrap would refuse a missing source).
         assert!(install_dirs("/nonexistent/agent", &[]).is_empty());
