@@ -152,10 +152,7 @@ mod tests {
         let lone = dir.path().join("agent.sh");
         std::fs::write(&lone, "").expect("write");
         std::fs::write(dir.path().join("orch.toml"), "secret").expect("write");
-        assert_eq!(
-            install_dirs(&lone.display().to_string(), &[]),
-            [lone]
-        );
+        assert_eq!(install_dirs(&lone.display().to_string(), &[]), [lone]);
         // A program that does not exist shows nothing (bwrap would refuse a missing source).
         assert!(install_dirs("/nonexistent/agent", &[]).is_empty());
         let venv = dir.path().join("venv");

@@ -135,6 +135,19 @@ fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spe
     if let Some(bridge) = &policy.bridge {
         args.push("--bind").path(bridge).path(Path::new(BRIDGE_DIR));
     }
+    if let Some(egress) = &policy.egress {
+        args.push("--bind")
+            .path(egress)
+            .path(Path::new(crate::egress::EGRESS_DIR));
+        let proxy = format!("http://127.0.0.1:{}", crate::egress::EGRESS_PORT);
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            set(&mut env, name, &proxy);
+        }
+        // The model bridge is on loopback too and must not go through the proxy.
+        for name in ["NO_PROXY", "no_proxy"] {
+            set(&mut env, name, "127.0.0.1,localhost");
+        }
+    }
     args.push("--chdir").path(cwd);
     args.push("--clearenv");
     for (name, value) in &env {
@@ -142,8 +155,25 @@ fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spe
     }
     args.push("--");
     limits(&mut args, policy.limits)?;
+    let mut relays = Vec::new();
     if policy.bridge.is_some() {
-        bridge_relay(&mut args)?;
+        relays.push((
+            crate::sandbox::BRIDGE_PORT,
+            format!("{BRIDGE_DIR}/{}", crate::sandbox::BRIDGE_SOCKET),
+        ));
+    }
+    if policy.egress.is_some() {
+        relays.push((
+            crate::egress::EGRESS_PORT,
+            format!(
+                "{}/{}",
+                crate::egress::EGRESS_DIR,
+                crate::egress::EGRESS_SOCKET
+            ),
+        ));
+    }
+    if !relays.is_empty() {
+        relay(&mut args, &relays)?;
     }
     args.push(&spec.program);
     args.push_all(spec.args.iter().map(String::as_str));
@@ -163,22 +193,28 @@ fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spe
     })
 }
 
-/// Prepends a shell that starts `socat` relaying the loopback port to the bridge's socket, waits
-/// until it listens, and then becomes the program (`exec "$@"`).
-fn bridge_relay(args: &mut Args) -> Result<(), SandboxError> {
+/// Prepends a shell that starts one `socat` per (loopback port, Unix socket) relay, waits until
+/// each listens, and then becomes the program (`exec "$@"`).
+fn relay(args: &mut Args, relays: &[(u16, String)]) -> Result<(), SandboxError> {
     let socat = ["/usr/bin/socat", "/bin/socat"]
         .into_iter()
         .find(|p| Path::new(p).is_file())
         .ok_or(SandboxError::SocatMissing)?;
-    let port = crate::sandbox::BRIDGE_PORT;
-    let socket = format!("{BRIDGE_DIR}/{}", crate::sandbox::BRIDGE_SOCKET);
-    // /proc/net/tcp lists the port in hex, state 0A is LISTEN.
-    let script = format!(
-        "{socat} TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{socket} & \
-         i=0; while ! grep -q ':{port:04X} 00000000:0000 0A' /proc/net/tcp; do \
-         i=$((i+1)); [ $i -gt 500 ] && echo 'orch: the model relay did not start' >&2 && exit 125; \
-         sleep 0.01; done; exec \"$@\""
-    );
+    let mut script = String::new();
+    for (port, socket) in relays {
+        script.push_str(&format!(
+            "{socat} TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{socket} & "
+        ));
+    }
+    for (port, _) in relays {
+        // /proc/net/tcp lists the port in hex, state 0A is LISTEN.
+        script.push_str(&format!(
+            "i=0; while ! grep -q ':{port:04X} 00000000:0000 0A' /proc/net/tcp; do \
+             i=$((i+1)); [ $i -gt 500 ] && echo 'orch: a sandbox relay did not start' >&2 && exit 125; \
+             sleep 0.01; done; "
+        ));
+    }
+    script.push_str("exec \"$@\"");
     args.push_all(["/bin/sh", "-c", &script, "orch-relay"]);
     Ok(())
 }

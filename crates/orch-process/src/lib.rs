@@ -22,6 +22,7 @@
 
 mod bubblewrap;
 mod detached;
+mod egress;
 mod limits;
 mod output;
 mod run;
@@ -32,6 +33,7 @@ mod spec;
 use std::path::PathBuf;
 
 pub use detached::spawn_detached;
+pub use egress::{EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET};
 pub use orch_core::gate::ExitOutcome;
 pub use run::run;
 pub use sandbox::{

@@ -54,6 +54,42 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
     {
         append_line(log, crate::sandbox::UNCONFINED_WARNING);
     }
+    // The egress proxy lives as long as the run.
+    let mut _proxy = None;
+    let proxied;
+    let spec = match &spec.sandbox {
+        crate::Sandbox::Bubblewrap(policy) if policy.egress.is_none() => {
+            match &policy.allow_hosts {
+                None => spec,
+                Some(hosts) => {
+                    match crate::egress::EgressProxy::start(hosts, spec.log.as_deref()) {
+                        Ok(proxy) => {
+                            let mut policy = policy.clone();
+                            policy.egress = Some(proxy.dir());
+                            _proxy = Some(proxy);
+                            proxied = Spec {
+                                sandbox: crate::Sandbox::Bubblewrap(policy),
+                                ..spec.clone()
+                            };
+                            &proxied
+                        }
+                        Err(e) => {
+                            return Finished {
+                                outcome: ExitOutcome::FailedToStart(format!(
+                                    "`{}`: cannot start the sandbox's egress proxy: {e}",
+                                    spec.program
+                                )),
+                                tail: String::new(),
+                                pid: None,
+                                duration: Duration::ZERO,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        _ => spec,
+    };
     let mut finished = run_spec(spec, cancel, observer).await;
     if let crate::Sandbox::Bubblewrap(policy) = &spec.sandbox
         && let Some(note) = crate::limits::limit_hit(&finished, policy.limits)

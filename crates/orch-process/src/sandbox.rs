@@ -43,6 +43,12 @@ pub struct Policy {
     pub bridge: Option<PathBuf>,
     /// Resource limits, applied inside with `prlimit`.
     pub limits: Limits,
+    /// `Some`: an egress proxy runs for the run (`HTTP_PROXY`/`HTTPS_PROXY` inside), letting
+    /// through these hosts only (`example.com`, `*.example.com`) and recording every refusal in
+    /// the run's log. `None`: no proxy, no route out at all, nothing recorded.
+    pub allow_hosts: Option<Vec<String>>,
+    /// The running proxy's folder, set by [`crate::run`] (not configured).
+    pub egress: Option<PathBuf>,
 }
 
 /// The line an opted-out run's log starts with, so that whoever reads the log (the dashboard's
@@ -132,6 +138,7 @@ impl Sandbox {
     pub fn for_agents() -> Self {
         Sandbox::Bubblewrap(Policy {
             limits: Limits::AGENT,
+            allow_hosts: Some(Vec::new()),
             ..Policy::default()
         })
     }

@@ -112,6 +112,10 @@ pub struct SandboxEntry {
     /// as root, see docs/security.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<u64>,
+    /// Hosts the agents may reach through the sandbox's egress proxy (`example.com`, or
+    /// `*.example.com` for its subdomains); default none. Every other attempt is recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
     /// The largest file an agent may write, in MiB (default 4096).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_mib: Option<u64>,

@@ -1,5 +1,5 @@
 //! The cost of the sandbox per run: the same `true` started unconfined and in bubblewrap (with
-//! and without the limits' `prlimit`). Ignored by default; run it with
+//! and without the limits' `prlimit`, the egress proxy and the model relay). Ignored by default; run it with
 //! `cargo nextest run -p orch-process --run-ignored only launch_cost --no-capture`.
 
 use std::time::{Duration, Instant};
@@ -28,17 +28,26 @@ async fn median_launch(sandbox: Sandbox) -> Duration {
 async fn launch_cost() {
     let plain = median_launch(Sandbox::Trusted).await;
     let bwrap = median_launch(Sandbox::Bubblewrap(Policy::default())).await;
-    let limited = median_launch(Sandbox::for_agents()).await;
-    // The model relay starts `socat` and waits until it listens (no connection is made).
-    let bridge = tempfile::tempdir().expect("tempdir");
-    let relayed = median_launch(Sandbox::Bubblewrap(Policy {
-        bridge: Some(bridge.path().to_owned()),
+    let limited = median_launch(Sandbox::Bubblewrap(Policy {
         limits: Limits::AGENT,
         ..Policy::default()
     }))
     .await;
+    // What an agent run gets by default: limits and the egress proxy with its relay.
+    let agent = median_launch(Sandbox::for_agents()).await;
+    // The model relay starts `socat` and waits until it listens (no connection is made).
+    let bridge = tempfile::tempdir().expect("tempdir");
+    let Sandbox::Bubblewrap(defaults) = Sandbox::for_agents() else {
+        unreachable!("agents are sandboxed by bubblewrap")
+    };
+    let relayed = median_launch(Sandbox::Bubblewrap(Policy {
+        bridge: Some(bridge.path().to_owned()),
+        ..defaults
+    }))
+    .await;
     println!(
         "median of {RUNS} runs of `true`: unconfined {plain:?}, bubblewrap {bwrap:?}, \
-         bubblewrap + prlimit {limited:?}, bubblewrap + prlimit + model relay {relayed:?}"
+         + prlimit {limited:?}, + egress proxy (an agent's default) {agent:?}, \
+         + model bridge relay {relayed:?}"
     );
 }

@@ -447,3 +447,57 @@ async fn an_opted_out_run_says_so_in_its_log() {
     let text = std::fs::read_to_string(&confined_log).unwrap_or_default();
     assert!(!text.contains("NOT sandboxed"), "{text}");
 }
+
+#[tokio::test]
+async fn egress_reaches_allowed_hosts_only_and_records_every_refusal() {
+    // An allowed "host": a server on another loopback address (127.0.0.1 is the bridge's and
+    // bypasses the proxy).
+    let server = TcpListener::bind("127.0.0.2:0").expect("listen");
+    let port = server.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        if let Ok((mut socket, _)) = server.accept() {
+            use std::io::Write;
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf);
+            let _ = socket.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nallowed-ok",
+            );
+        }
+    });
+    let m = Machine::new();
+    let log = m.root.join("logs/egress.log");
+    let sandbox = Sandbox::Bubblewrap(Policy {
+        allow_hosts: Some(vec!["127.0.0.2".to_owned()]),
+        ..Policy::default()
+    });
+    let script = format!(
+        "echo \"allowed: $(curl -s -m 5 http://127.0.0.2:{port}/)\"; \
+         echo \"refused: $(curl -s -m 5 -o /dev/null -w '%{{http_code}}' https://example.com/)\"; \
+         echo \"direct: $(curl -s -m 3 --noproxy '*' http://127.0.0.2:{port}/ || echo none)\""
+    );
+    let spec = Spec {
+        timeout: Duration::from_secs(30),
+        ..Spec::new("bash", m.worktree())
+    }
+    .args(["-c", script.as_str()])
+    .log(&log)
+    .sandbox(sandbox);
+    let mut recorder = Recorder::default();
+    let finished = orch_process::run(&spec, &CancellationToken::new(), &mut recorder).await;
+    let out = recorder.stdout().join("\n");
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0), "{out}");
+    assert!(out.contains("allowed: allowed-ok"), "{out}");
+    assert!(
+        out.contains("refused: 000") || out.contains("refused: 403"),
+        "{out}"
+    );
+    assert!(
+        out.contains("direct: none"),
+        "no way around the proxy: {out}"
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("orch: egress refused: CONNECT example.com:443"),
+        "{text}"
+    );
+}

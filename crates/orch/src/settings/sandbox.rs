@@ -37,6 +37,19 @@ pub fn parse_sandbox(
         }
         read_only.push(path);
     }
+    for (index, host) in table.allow_hosts.iter().enumerate() {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !valid {
+            return Err(format!(
+                "project `{}`, field `sandbox.allow_hosts[{index}]`: `{host}` is not a host name; write `example.com` or `*.example.com`, without a scheme, port or path",
+                entry.name
+            ));
+        }
+    }
     let mut limits = orch_process::Limits::AGENT;
     for (field, value, slot) in [
         ("memory_mib", table.memory_mib, &mut limits.memory_mib),
@@ -55,6 +68,7 @@ pub fn parse_sandbox(
     Ok(orch_process::Sandbox::Bubblewrap(orch_process::Policy {
         read_only,
         limits,
+        allow_hosts: Some(table.allow_hosts.clone()),
         ..orch_process::Policy::default()
     }))
 }
@@ -113,6 +127,25 @@ mod tests {
                 ..Limits::AGENT
             }
         );
+        let hosts = parse(Some(SandboxEntry {
+            allow_hosts: vec!["crates.io".to_owned(), "*.pypi.org".to_owned()],
+            ..SandboxEntry::default()
+        }));
+        let Ok(Sandbox::Bubblewrap(policy)) = hosts else {
+            panic!("{hosts:?}")
+        };
+        assert_eq!(
+            policy.allow_hosts,
+            Some(vec!["crates.io".to_owned(), "*.pypi.org".to_owned()])
+        );
+        for bad in ["https://crates.io", "crates.io:443", "", "*."] {
+            let err = parse(Some(SandboxEntry {
+                allow_hosts: vec![bad.to_owned()],
+                ..SandboxEntry::default()
+            }))
+            .expect_err(bad);
+            assert!(err.contains("sandbox.allow_hosts[0]"), "{err}");
+        }
         for bad in ["relative/dir", "/data/worktrees", "/", "/data"] {
             let err = parse(Some(SandboxEntry {
                 read_only: vec![bad.to_owned()],
