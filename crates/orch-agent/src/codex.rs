@@ -1,5 +1,7 @@
-//! The Codex adapter: runs `codex exec --json --sandbox workspace-write` in the worktree, with the
-//! prompt on standard input, and reads its usage from `turn.completed` events.
+//! The Codex adapter: runs `codex exec --json --sandbox <mode>` in the worktree, with the prompt
+//! on standard input, and reads its usage from `turn.completed` events. The mode is
+//! `danger-full-access` inside orch's sandbox (which is the boundary, and refuses the nested
+//! namespaces Codex's own would need) and `workspace-write` when the project opted out.
 //!
 //! Each run gets a private `CODEX_HOME` beside the run log holding a generated `config.toml`
 //! (model, and a model provider when an endpoint or key is configured), so the user's own Codex
