@@ -12,6 +12,7 @@ mod demo;
 mod deployment_doc;
 mod dumpable;
 mod harness;
+mod hostile;
 mod integrations;
 mod isolation;
 mod onboard;
