@@ -3,6 +3,7 @@
 //! handling with stand-in programs.
 
 mod bad_output;
+mod bridge;
 mod fake_cli;
 mod model_server;
 mod real_cli;
