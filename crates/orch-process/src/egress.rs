@@ -22,6 +22,14 @@ pub const EGRESS_SOCKET: &str = "proxy.sock";
 pub const EGRESS_PORT: u16 = 41001;
 const HEAD_CAP: usize = 64 * 1024;
 
+/// Refusals since this process started, for a metrics endpoint to export.
+static REFUSALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many requests the egress proxies of this process refused since it started.
+pub fn egress_refusals() -> u64 {
+    REFUSALS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A running proxy; dropping it stops it.
 #[derive(Debug)]
 pub(crate) struct EgressProxy {
@@ -75,6 +83,7 @@ impl Rules {
     }
 
     fn record_refusal(&self, what: &str) {
+        REFUSALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let line =
             format!("orch: egress refused: {what} (not in the project's sandbox allow_hosts)");
         tracing::warn!("{line}");

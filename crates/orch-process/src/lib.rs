@@ -33,7 +33,7 @@ mod spec;
 use std::path::PathBuf;
 
 pub use detached::spawn_detached;
-pub use egress::{EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET};
+pub use egress::{EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, egress_refusals};
 pub use orch_core::gate::ExitOutcome;
 pub use run::run;
 pub use sandbox::{

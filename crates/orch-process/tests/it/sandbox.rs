@@ -483,9 +483,11 @@ async fn egress_reaches_allowed_hosts_only_and_records_every_refusal() {
     .log(&log)
     .sandbox(sandbox);
     let mut recorder = Recorder::default();
+    let refused_before = orch_process::egress_refusals();
     let finished = orch_process::run(&spec, &CancellationToken::new(), &mut recorder).await;
     let out = recorder.stdout().join("\n");
     assert_eq!(finished.outcome, ExitOutcome::Exited(0), "{out}");
+    assert!(orch_process::egress_refusals() > refused_before, "counted");
     assert!(out.contains("allowed: allowed-ok"), "{out}");
     assert!(
         out.contains("refused: 000") || out.contains("refused: 403"),
