@@ -73,7 +73,9 @@ pub(crate) async fn run_cli(
             duration: std::time::Duration::ZERO,
         };
     }
+    let sandbox = crate::confine::sandbox_for(req, &invocation.program, &invocation.env);
     let spec = orch_process::Spec {
+        sandbox,
         program: invocation.program.clone(),
         args: invocation.args,
         cwd: req.worktree.clone(),
@@ -184,6 +186,9 @@ pub(crate) fn private_dir(log: &Path, name: &str) -> PathBuf {
 
 /// The value of the variable `name` in orch's own environment, for one child only.
 pub(crate) fn secret_from_env(name: &str) -> Result<String, String> {
+    if name == crate::bridge::PLACEHOLDER_VAR {
+        return Ok(crate::bridge::PLACEHOLDER_KEY.to_owned());
+    }
     std::env::var(name).map_err(|_| {
         format!(
             "the environment variable `{name}` (named by `api_key_env` in .orch/agents.toml) is not \
@@ -371,6 +376,7 @@ pub(crate) mod tests {
             log: dir.join("run.log"),
             prompt_file: dir.join("run.prompt.md"),
             resume_session: None,
+            sandbox: orch_process::Sandbox::Trusted,
         }
     }
 

@@ -1,5 +1,7 @@
-//! The Codex adapter: runs `codex exec --json --sandbox workspace-write` in the worktree, with the
-//! prompt on standard input, and reads its usage from `turn.completed` events.
+//! The Codex adapter: runs `codex exec --json --sandbox <mode>` in the worktree, with the prompt
+//! on standard input, and reads its usage from `turn.completed` events. The mode is
+//! `danger-full-access` inside orch's sandbox (which is the boundary, and refuses the nested
+//! namespaces Codex's own would need) and `workspace-write` when the project opted out.
 //!
 //! Each run gets a private `CODEX_HOME` beside the run log holding a generated `config.toml`
 //! (model, and a model provider when an endpoint or key is configured), so the user's own Codex
@@ -46,12 +48,20 @@ impl Default for CodexAgent {
 }
 
 impl CodexAgent {
-    fn args(&self) -> Vec<String> {
+    fn args(&self, req: &AgentRequest) -> Vec<String> {
+        // Inside orch's sandbox, Codex's own (bubblewrap or Landlock) would nest namespaces that
+        // orch's forbids (`--disable-userns`) and fail every command while Codex exits 0: orch's
+        // sandbox is the boundary, so Codex's is off there. Unconfined, Codex keeps its own.
+        let own_sandbox = if req.sandbox.is_confined() {
+            "danger-full-access"
+        } else {
+            "workspace-write"
+        };
         let mut args: Vec<String> = [
             "exec",
             "--json",
             "--sandbox",
-            "workspace-write",
+            own_sandbox,
             "--skip-git-repo-check",
         ]
         .map(str::to_owned)
@@ -110,10 +120,32 @@ impl Agent for CodexAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
+        match crate::bridge::Bridged::open(&self.cli, Some(OPENAI_BASE_URL), req) {
+            Err(message) => cli::failed_to_start(req, message),
+            Ok(None) => self.run_here(req, cancel, observer).await,
+            Ok(Some(bridged)) => {
+                let this = Self {
+                    cli: bridged.settings.clone(),
+                    ..self.clone()
+                };
+                this.run_here(&bridged.request, cancel, observer).await
+            }
+        }
+    }
+}
+
+impl CodexAgent {
+    /// The run itself, with the settings and request the sandbox (if any) gives.
+    async fn run_here(
+        &self,
+        req: &AgentRequest,
+        cancel: &CancellationToken,
+        observer: &mut dyn RunObserver,
+    ) -> AgentRun {
         let launch = Launch {
             cli: self.kind(),
             install: INSTALL,
-            args: self.args(),
+            args: self.args(req),
             env: self.env(req),
             stdin: req.prompt.clone().into_bytes(),
             no_resume: Some("its sessions live in a CODEX_HOME private to each attempt"),

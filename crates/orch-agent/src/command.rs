@@ -35,7 +35,9 @@ impl Agent for CommandAgent {
     ) -> AgentRun {
         let mut env = orch_process::safe_env();
         env.extend(req.env_vars());
+        let sandbox = crate::confine::sandbox_for(req, &self.program, &env);
         let spec = orch_process::Spec {
+            sandbox,
             program: self.program.clone(),
             args: self.args.clone(),
             cwd: req.worktree.clone(),

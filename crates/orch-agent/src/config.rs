@@ -235,6 +235,15 @@ fn check(spec: &AgentSpec, who: &str) -> Result<(), ConfigError> {
                 "`api_key_env` must be the NAME of an environment variable, such as \"ANTHROPIC_API_KEY\", not the key itself",
             )
         }
+        _ if spec
+            .api_key_env
+            .as_ref()
+            .is_some_and(|name| name.to_ascii_uppercase().starts_with("ORCH_")) =>
+        {
+            err(
+                "`api_key_env` may not name an `ORCH_*` variable: those hold orch's own secrets, which no model endpoint may receive",
+            )
+        }
         _ => match spec.settings_not_for_kind().as_slice() {
             [] => Ok(()),
             names => {
@@ -376,6 +385,10 @@ mod tests {
             (
                 "[default]\nkind = \"claude\"\napi_key_env = \"sk-ant-123\"\n",
                 "agent for the default: `api_key_env` must be the NAME of an environment variable, such as \"ANTHROPIC_API_KEY\", not the key itself",
+            ),
+            (
+                "[default]\nkind = \"codex\"\napi_key_env = \"ORCH_API_TOKEN\"\n",
+                "agent for the default: `api_key_env` may not name an `ORCH_*` variable: those hold orch's own secrets, which no model endpoint may receive",
             ),
             (
                 "[default]\nkind = \"claude\"\nmax_turns = 0\n",

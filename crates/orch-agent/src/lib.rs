@@ -18,6 +18,7 @@
 
 pub mod aider;
 mod aider_output;
+pub mod bridge;
 pub mod claude;
 mod claude_stream;
 mod cli;
@@ -25,6 +26,7 @@ pub mod codex;
 mod codex_stream;
 pub mod command;
 pub mod config;
+mod confine;
 pub mod gemini;
 mod gemini_stream;
 pub mod model_error;
@@ -86,6 +88,9 @@ pub struct AgentRequest {
     /// the CLIs that can resume one (Claude Code, Codex, Gemini CLI, OpenCode); the others start
     /// a new session and say so in the run log.
     pub resume_session: Option<String>,
+    /// Where the agent's program runs ([`orch_process::Sandbox::Trusted`] only for orch's own
+    /// built-in agents); each adapter adds what its program needs to see (see `confine`).
+    pub sandbox: orch_process::Sandbox,
 }
 
 impl AgentRequest {

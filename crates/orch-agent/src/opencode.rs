@@ -122,6 +122,28 @@ impl Agent for OpenCodeAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
+        match crate::bridge::Bridged::open(&self.cli, None, req) {
+            Err(message) => cli::failed_to_start(req, message),
+            Ok(None) => self.run_here(req, cancel, observer).await,
+            Ok(Some(bridged)) => {
+                let this = Self {
+                    cli: bridged.settings.clone(),
+                    ..self.clone()
+                };
+                this.run_here(&bridged.request, cancel, observer).await
+            }
+        }
+    }
+}
+
+impl OpenCodeAgent {
+    /// The run itself, with the settings and request the sandbox (if any) gives.
+    async fn run_here(
+        &self,
+        req: &AgentRequest,
+        cancel: &CancellationToken,
+        observer: &mut dyn RunObserver,
+    ) -> AgentRun {
         let launch = Launch {
             cli: self.kind(),
             install: INSTALL,

@@ -369,6 +369,7 @@ mod tests {
             log: dir.join("run.log"),
             prompt_file: dir.join("run.prompt.md"),
             resume_session: None,
+            sandbox: orch_process::Sandbox::Trusted,
         }
     }
 

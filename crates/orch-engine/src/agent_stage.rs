@@ -171,6 +171,7 @@ impl Engine {
             log: log.clone(),
             prompt_file,
             resume_session: session::to_resume(&runs, run),
+            sandbox: project.sandbox.clone(),
         };
         self.crashpoint("during-agent");
         let mut observer = StageObserver {
@@ -238,7 +239,7 @@ impl Engine {
         let mut commands = Vec::new();
         if file_failures.is_empty() && gate::evaluate_static(stage, &input).is_empty() {
             worktree_files::clear_planted(&project.settings.data_dir, &log)?;
-            commands = run_command_gates(stage, &wt, &log, cancel).await;
+            commands = run_command_gates(stage, &wt, &log, &project.sandbox, cancel).await;
             if cancel.is_cancelled() {
                 return Err(StageError::Abandoned);
             }
@@ -336,6 +337,7 @@ async fn run_command_gates(
     stage: &Stage,
     wt: &Path,
     log: &Path,
+    sandbox: &orch_process::Sandbox,
     cancel: &CancellationToken,
 ) -> Vec<CommandResult> {
     let mut results = Vec::new();
@@ -348,7 +350,8 @@ async fn run_command_gates(
         {
             let mut spec = orch_process::Spec::shell(run, wt)
                 .timeout(std::time::Duration::from_secs(*timeout_secs))
-                .log(log);
+                .log(log)
+                .sandbox(sandbox.clone());
             spec.env = orch_process::safe_env();
             let finished = orch_process::run(&spec, cancel, &mut ()).await;
             let ok = finished.outcome.success();

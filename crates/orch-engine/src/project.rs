@@ -81,6 +81,9 @@ pub struct Project {
     pub roles: BTreeMap<RoleName, Role>,
     agents: BTreeMap<String, BuiltAgent>,
     pub deployer: Option<Arc<dyn orch_deploy::Deployer>>,
+    /// Where the code agents write runs: their runs and the command gates that execute it.
+    /// Bubblewrap unless the operator's `orch.toml` says otherwise ([`Project::with_sandbox`]).
+    pub sandbox: orch_process::Sandbox,
     /// The main repository, opened (and checked) once on first use: every stage would otherwise
     /// pay a git process to open it again.
     repo: tokio::sync::OnceCell<orch_git::Repo>,
@@ -195,6 +198,7 @@ impl Project {
             agents,
             deployer,
             repo: tokio::sync::OnceCell::new(),
+            sandbox: orch_process::Sandbox::for_agents(),
         })
     }
 
@@ -211,6 +215,12 @@ impl Project {
     }
 
     /// The agent for a role: its override, or the project default.
+    /// This project with its agents' code run under `sandbox`.
+    pub fn with_sandbox(mut self, sandbox: orch_process::Sandbox) -> Self {
+        self.sandbox = sandbox;
+        self
+    }
+
     pub fn agent(&self, role: &RoleName) -> Option<&BuiltAgent> {
         self.agents
             .get(role.as_str())

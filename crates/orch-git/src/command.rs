@@ -1,6 +1,14 @@
 //! One invocation of `git` with a controlled environment, and the checks on what callers pass.
+//!
+//! A work tree is written by an agent, which may be hostile, so no git command orch runs may
+//! execute anything the work tree brings: every command gets a cleared environment (orch's
+//! secrets stay out of whatever git starts), hooks and fsmonitor switched off on the command
+//! line (where they beat any configuration file, and reach git's own child processes through
+//! `GIT_CONFIG_PARAMETERS`), and [`check_link`] refuses a work tree whose `.git` is no longer
+//! the file `git worktree add` wrote. This module must never pass orch's environment through.
 
 use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
@@ -15,18 +23,24 @@ const IDENTITY_EMAIL: &str = "orch@localhost";
 /// How much of git's stderr an error keeps.
 const STDERR_CAP: usize = 2000;
 
-/// Variables that would make git act on another repository, index or object store than the
-/// one orch names by its working directory.
-const REPOSITORY_SELECTORS: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
+/// The variables of orch's environment a git command gets: how to find programs, and the home
+/// whose configuration (`~/.gitconfig`) is the user's own, trusted like the system's. Anything
+/// else may be a secret (`ORCH_API_TOKEN`, forge tokens) that a program git starts would see.
+const GIT_INHERITED: &[&str] = &["PATH", "HOME", "TMPDIR", "SSH_AUTH_SOCK"];
+
+/// Configuration given on every command line. Command-line values override every file, and
+/// git hands them to the git processes it starts itself (a submodule's status).
+/// - hooks: a work tree or a planted hook must never run code as orch;
+/// - fsmonitor: its value is a program git runs on `status`, `add`, `diff`;
+/// - the `ext::` transport runs a command named by a URL.
+const HARDENING: &[&str] = &[
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "protocol.ext.allow=never",
 ];
+
+/// The most of a `.git` link file orch reads: `gitdir: <path>` and a line end.
+const LINK_CAP: u64 = 4096;
 
 /// A `git` command run in a directory.
 #[derive(Debug)]
@@ -50,8 +64,8 @@ impl Git {
     }
 
     /// For commands that create commits: never sign (a prompt would hang an unattended run).
-    pub(crate) fn committing(cwd: &Path) -> Self {
-        Self::new(cwd).args(["-c", "commit.gpgSign=false"])
+    pub(crate) fn committing(self) -> Self {
+        self.args(["-c", "commit.gpgSign=false"])
     }
 
     pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -83,10 +97,16 @@ impl Git {
 
     fn command(&self) -> Command {
         let mut command = Command::new("git");
-        command.args(&self.args).current_dir(&self.cwd);
-        for name in REPOSITORY_SELECTORS {
-            command.env_remove(name);
+        command.env_clear();
+        for name in GIT_INHERITED {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
         }
+        for setting in HARDENING {
+            command.arg("-c").arg(setting);
+        }
+        command.args(&self.args).current_dir(&self.cwd);
         command
             .env("LC_ALL", "C")
             .env("GIT_TERMINAL_PROMPT", "0")
@@ -206,6 +226,62 @@ impl Git {
             stderr,
         }
     }
+}
+
+/// Checks that `worktree`'s `.git` is still the link `git worktree add` wrote: a regular file
+/// (not a directory, not a symlink) reading `gitdir: <common_dir>/worktrees/<name>`, whose
+/// administrative directory points back at this very `.git`. Anything else may be a repository
+/// the agent made, whose configuration and hooks git would obey.
+pub(crate) fn check_link(common_dir: &Path, worktree: &Path) -> Result<()> {
+    let tampered = |reason: String| GitError::Tampered {
+        worktree: worktree.to_owned(),
+        reason,
+    };
+    let link = worktree.join(".git");
+    let meta =
+        std::fs::symlink_metadata(&link).map_err(|e| tampered(format!("cannot be read ({e})")))?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Err(tampered(
+            "is a directory, not the link file orch made".into(),
+        ));
+    }
+    if !kind.is_file() {
+        return Err(tampered("is not a regular file (a symlink?)".into()));
+    }
+    let mut text = String::new();
+    std::fs::File::open(&link)
+        .and_then(|file| file.take(LINK_CAP).read_to_string(&mut text))
+        .map_err(|e| tampered(format!("cannot be read ({e})")))?;
+    let target = text
+        .strip_prefix("gitdir: ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .filter(|t| !t.contains('\n'))
+        .ok_or_else(|| tampered("does not read `gitdir: <path>` as git writes it".into()))?;
+    let target = Path::new(target);
+    let admin_root = common_dir.join("worktrees");
+    let named = target.parent() == Some(admin_root.as_path())
+        && target.file_name().is_some_and(|n| n != ".." && n != ".");
+    if !named {
+        return Err(tampered(format!(
+            "points at {}, outside {}",
+            target.display(),
+            admin_root.display()
+        )));
+    }
+    let back = std::fs::read_to_string(target.join("gitdir")).map_err(|e| {
+        tampered(format!(
+            "points at {} which cannot be read ({e})",
+            target.display()
+        ))
+    })?;
+    if Path::new(back.trim_end_matches('\n')) != link {
+        return Err(tampered(format!(
+            "points at {}, which belongs to another work tree",
+            target.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a ref or revision that git could read as something else than a name: an option

@@ -76,11 +76,13 @@ impl Repo {
             return Ok(Integration::AlreadyContains { candidate: work });
         }
         let tree = format!("{work}^{{tree}}");
-        let candidate = Git::committing(worktree)
+        let candidate = self
+            .git_in(worktree)?
+            .committing()
             .args(["commit-tree", &tree, "-p", tip, "-p", &work, "-m", message])
             .run_line()
             .await?;
-        Git::new(worktree)
+        self.git_in(worktree)?
             .args(["merge", "-q", "--ff-only", "--no-verify", &candidate])
             .run()
             .await?;
@@ -108,7 +110,7 @@ impl Repo {
             tip.get(..12).unwrap_or(tip)
         );
         let message = message.as_str();
-        let merge = Git::committing(worktree).args([
+        let merge = self.git_in(worktree)?.committing().args([
             "merge",
             "-q",
             "--no-ff",
@@ -122,29 +124,35 @@ impl Repo {
         if output.status.success() {
             return Ok(Ok(self.head(worktree).await?));
         }
-        let listed = Git::new(worktree)
+        let listed = self
+            .git_in(worktree)?
             .args(["diff", "--name-only", "-z", "--diff-filter=U"])
             .run()
             .await?;
         let mut paths: Vec<String> = nul_fields(&listed).map(str::to_owned).collect();
         paths.dedup();
-        let started = Git::new(worktree)
+        let started = self
+            .git_in(worktree)?
             .args(["rev-parse", "-q", "--verify", "MERGE_HEAD"])
             .output()
             .await?;
         if paths.is_empty() || !started.status.success() {
             if started.status.success() {
-                Git::new(worktree).args(["merge", "--abort"]).run().await?;
+                self.git_in(worktree)?
+                    .args(["merge", "--abort"])
+                    .run()
+                    .await?;
             }
             return Err(merge.failure(&output));
         }
         let excerpts = excerpts(worktree, &paths);
-        Git::new(worktree).args(["add", "-A"]).run().await?;
+        self.git_in(worktree)?.args(["add", "-A"]).run().await?;
         let message = format!(
             "{message}\n\nConflicts left for the developer to resolve: {}",
             paths.join(", ")
         );
-        Git::committing(worktree)
+        self.git_in(worktree)?
+            .committing()
             .args(["commit", "-q", "--no-verify", "-m", &message])
             .run()
             .await?;
@@ -236,7 +244,7 @@ impl Repo {
             .into_iter()
             .find(|w| !w.prunable && w.branch.as_deref() == Some(default_ref.as_str()));
         if let Some(checkout) = checkout {
-            Git::new(&checkout.path)
+            self.git_in(&checkout.path)?
                 .args(["merge", "-q", "--ff-only", "--no-verify", to])
                 .run()
                 .await?;

@@ -2,18 +2,25 @@
 //! commits, snapshots and diffs of work trees, and the final merge into the default branch.
 //!
 //! orch changes git **only through the `git` program**, never through a library. The CLI is the
-//! reference implementation: it honours the user's configuration and hooks, and worktrees, ref
-//! locking and merges behave exactly as people who look at the repository with `git` expect.
-//! Every call runs with `LC_ALL=C` (stable messages), no terminal prompt, no pager, and the
-//! repository-selecting variables (`GIT_DIR`, `GIT_INDEX_FILE`...) removed, so that an orch
-//! started from inside a git hook cannot act on the wrong repository.
+//! reference implementation: worktrees, ref locking and merges behave exactly as people who look
+//! at the repository with `git` expect. Every call runs with a **cleared environment** (`PATH`,
+//! `HOME`, `TMPDIR`, `SSH_AUTH_SOCK` and git's own settings: `LC_ALL=C`, no terminal prompt, no
+//! pager), so that nothing git starts sees orch's secrets and an orch started from inside a git
+//! hook cannot act on the wrong repository. Work trees are written by agents, which may be
+//! hostile, so git never runs code a work tree brings: **hooks and fsmonitor are off** on every
+//! command line (`core.hooksPath=/dev/null`, `core.fsmonitor=false`, no `ext::` transport), and
+//! before each command in a linked work tree its `.git` must still be the link `git worktree add`
+//! wrote, pointing at this repository's administrative directory and back
+//! ([`GitError::Tampered`] otherwise). The repository's own hooks therefore do not run on orch's
+//! commits; the pipeline's gates are where checks belong.
 //!
 //! Commits orch makes are always attributed to `orch <orch@localhost>` through
 //! `GIT_AUTHOR_*`/`GIT_COMMITTER_*`: the history then says plainly which commits no person
 //! typed, and it works on a machine with no identity configured. They are never signed
 //! (`commit.gpgSign=false`), because a signing prompt would hang an unattended run.
 //!
-//! This crate must never read or write the object store or refs behind git's back, never pass
+//! This crate must never pass orch's environment to git, never run git in a work tree whose
+//! `.git` it has not just checked, never read or write the object store or refs behind git's back, never pass
 //! a caller's ref name where git could read it as an option, and never touch a work tree's real
 //! index to measure it (snapshots use a private index).
 
@@ -75,6 +82,8 @@ pub enum GitError {
         value: String,
         reason: &'static str,
     },
+    #[error("refusing to run git in {}: its `.git` {reason}; an agent may have replaced it to make orch run its code. Inspect the work tree, then remove it (`git worktree remove --force`) so orch makes it again", worktree.display())]
+    Tampered { worktree: PathBuf, reason: String },
     #[error("{action}: {source}")]
     Io {
         action: String,

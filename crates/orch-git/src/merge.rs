@@ -65,14 +65,14 @@ impl Repo {
         default: &str,
         message: &str,
     ) -> Result<String> {
-        let dirty = tracked_changes(worktree).await?;
+        let dirty = tracked_changes(self, worktree).await?;
         if !dirty.is_empty() {
             return Err(GitError::Dirty {
                 path: worktree.to_owned(),
                 paths: dirty,
             });
         }
-        let merge = Git::committing(worktree).args([
+        let merge = self.git_in(worktree)?.committing().args([
             "merge",
             "-q",
             "--no-ff",
@@ -85,19 +85,24 @@ impl Repo {
         if output.status.success() {
             return self.head(worktree).await;
         }
-        let conflicts = Git::new(worktree)
+        let conflicts = self
+            .git_in(worktree)?
             .args(["diff", "--name-only", "-z", "--diff-filter=U"])
             .run()
             .await?;
         let conflicts: Vec<String> = nul_fields(&conflicts).map(str::to_owned).collect();
         // git refuses some merges before starting them (an untracked file in the way): then
         // there is nothing to abort.
-        let started = Git::new(worktree)
+        let started = self
+            .git_in(worktree)?
             .args(["rev-parse", "-q", "--verify", "MERGE_HEAD"])
             .output()
             .await?;
         if started.status.success() {
-            Git::new(worktree).args(["merge", "--abort"]).run().await?;
+            self.git_in(worktree)?
+                .args(["merge", "--abort"])
+                .run()
+                .await?;
         }
         if conflicts.is_empty() {
             Err(merge.failure(&output))
@@ -144,7 +149,8 @@ impl Repo {
             }
             _ => return Err(merge_tree.failure(&output)),
         };
-        let commit = Git::committing(&self.path)
+        let commit = Git::new(&self.path)
+            .committing()
             .args([
                 "commit-tree",
                 &tree,
@@ -177,8 +183,9 @@ impl Repo {
 
 /// Paths with staged or unstaged changes to tracked files in `worktree` (untracked ones are
 /// not in the way of a merge unless git says so itself).
-async fn tracked_changes(worktree: &Path) -> Result<Vec<String>> {
-    let text = Git::new(worktree)
+async fn tracked_changes(repo: &Repo, worktree: &Path) -> Result<Vec<String>> {
+    let text = repo
+        .git_in(worktree)?
         .args(["status", "--porcelain=v1", "-z", "--untracked-files=no"])
         .run()
         .await?;

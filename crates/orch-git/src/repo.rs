@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::command::{Git, check_ref};
+use crate::command::{Git, check_link, check_ref};
 use crate::{GitError, Result};
 
 /// A project's main repository: a work tree root or a bare repository.
@@ -12,6 +12,9 @@ use crate::{GitError, Result};
 #[derive(Debug, Clone)]
 pub struct Repo {
     pub(crate) path: PathBuf,
+    /// The repository's git directory (`.git`, or the bare repository itself): linked work
+    /// trees' administrative directories live in its `worktrees/`.
+    common_dir: PathBuf,
     bare: bool,
     /// Set when the default branch is not simply what HEAD of the main repository points at.
     default_branch: Option<String>,
@@ -77,6 +80,7 @@ impl Repo {
         }
         Ok(Self {
             path: root,
+            common_dir: PathBuf::from(common_dir),
             bare,
             default_branch: None,
         })
@@ -118,9 +122,19 @@ impl Repo {
         }
     }
 
+    /// A git command in `worktree`: the main work tree, or a linked one whose `.git` must still
+    /// be the link git wrote (see [`check_link`]), checked now, right before git runs there.
+    pub(crate) fn git_in(&self, worktree: &Path) -> Result<Git> {
+        let tree = crate::worktree::normalize(worktree)?;
+        if tree != self.path {
+            check_link(&self.common_dir, &tree)?;
+        }
+        Ok(Git::new(&tree))
+    }
+
     /// The full SHA of the commit checked out in `worktree`.
     pub async fn head(&self, worktree: &Path) -> Result<String> {
-        Git::new(worktree)
+        self.git_in(worktree)?
             .args(["rev-parse", "--verify", "HEAD"])
             .run_line()
             .await
@@ -179,15 +193,16 @@ impl Repo {
     /// the new commit's SHA, or `None` when there was nothing to commit, which is a normal
     /// outcome. The repository's hooks run as for any commit.
     pub async fn commit_all(&self, worktree: &Path, message: &str) -> Result<Option<String>> {
-        Git::new(worktree).args(["add", "-A"]).run().await?;
-        let staged = Git::new(worktree).args(["diff", "--cached", "--quiet"]);
+        self.git_in(worktree)?.args(["add", "-A"]).run().await?;
+        let staged = self.git_in(worktree)?.args(["diff", "--cached", "--quiet"]);
         let output = staged.output().await?;
         match output.status.code() {
             Some(0) => return Ok(None),
             Some(1) => {}
             _ => return Err(staged.failure(&output)),
         }
-        Git::committing(worktree)
+        self.git_in(worktree)?
+            .committing()
             .args(["commit", "-q", "-m", message])
             .run()
             .await?;
@@ -199,11 +214,11 @@ impl Repo {
     /// no file an agent left where no diff shows it reaches a gate or a build.
     pub async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<()> {
         check_ref("commit", commit)?;
-        Git::new(worktree)
+        self.git_in(worktree)?
             .args(["reset", "-q", "--hard", commit])
             .run()
             .await?;
-        Git::new(worktree)
+        self.git_in(worktree)?
             .args(["clean", "-q", "-f", "-f", "-d", "-x"])
             .run()
             .await?;

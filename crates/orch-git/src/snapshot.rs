@@ -14,14 +14,14 @@ impl Repo {
     /// The tree id of `worktree`'s current files: tracked ones as they are on disk, and
     /// untracked ones that are not ignored. Equal states give equal ids.
     pub async fn tree_digest(&self, worktree: &Path) -> Result<String> {
-        snapshot_tree(worktree).await
+        snapshot_tree(self, worktree).await
     }
 
     /// Every path that differs between `base` and `worktree`'s current files, committed or not,
     /// staged or not, untracked (not ignored) included; relative to the root, sorted, once each.
     /// A rename counts as both of its paths.
     pub async fn changed_paths(&self, worktree: &Path, base: &str) -> Result<Vec<String>> {
-        let tree = snapshot_tree(worktree).await?;
+        let tree = snapshot_tree(self, worktree).await?;
         self.changed_paths_to(worktree, base, &tree).await
     }
 
@@ -35,7 +35,8 @@ impl Repo {
     ) -> Result<Vec<String>> {
         check_ref("base", base)?;
         check_ref("tree", tree)?;
-        let text = Git::new(worktree)
+        let text = self
+            .git_in(worktree)?
             .args([
                 "diff",
                 "--name-only",
@@ -58,7 +59,8 @@ impl Repo {
     /// every diff: `.env`, `target/`) and returns their paths, sorted. After it the tree holds
     /// only what a snapshot records, so a gate or a build sees what the diff shows.
     pub async fn remove_ignored(&self, worktree: &Path) -> Result<Vec<String>> {
-        let text = Git::new(worktree)
+        let text = self
+            .git_in(worktree)?
             .args(["clean", "-f", "-f", "-d", "-X"])
             .run()
             .await?;
@@ -86,8 +88,8 @@ impl Repo {
     /// `git diff --stat` between `base` and `worktree`'s current files, for display.
     pub async fn diff_stat(&self, worktree: &Path, base: &str) -> Result<String> {
         check_ref("base", base)?;
-        let tree = snapshot_tree(worktree).await?;
-        Git::new(worktree)
+        let tree = snapshot_tree(self, worktree).await?;
+        self.git_in(worktree)?
             .args([
                 "diff",
                 "--stat",
@@ -105,8 +107,9 @@ impl Repo {
     /// end then says so), for display.
     pub async fn diff(&self, worktree: &Path, base: &str, max_bytes: usize) -> Result<String> {
         check_ref("base", base)?;
-        let tree = snapshot_tree(worktree).await?;
-        let (bytes, cut) = Git::new(worktree)
+        let tree = snapshot_tree(self, worktree).await?;
+        let (bytes, cut) = self
+            .git_in(worktree)?
             .args([
                 "diff",
                 "--no-color",
@@ -129,7 +132,10 @@ impl Repo {
 }
 
 /// Stages `worktree`'s files into a private copy of its index and returns the tree id.
-async fn snapshot_tree(worktree: &Path) -> Result<String> {
+async fn snapshot_tree(repo: &Repo, worktree: &Path) -> Result<String> {
+    // Checked before its `.git` is read below.
+    let git = || repo.git_in(worktree);
+    git()?;
     let scratch = tempfile::Builder::new()
         .prefix("orch-index-")
         .tempdir()
@@ -141,7 +147,7 @@ async fn snapshot_tree(worktree: &Path) -> Result<String> {
     let real_index = match index_of_linked(worktree).await {
         Some(path) => path,
         None => PathBuf::from(
-            Git::new(worktree)
+            git()?
                 .args(["rev-parse", "--path-format=absolute", "--git-path", "index"])
                 .run_line()
                 .await?,
@@ -158,16 +164,8 @@ async fn snapshot_tree(worktree: &Path) -> Result<String> {
             });
         }
     }
-    Git::new(worktree)
-        .index(&index)
-        .args(["add", "-A"])
-        .run()
-        .await?;
-    Git::new(worktree)
-        .index(&index)
-        .args(["write-tree"])
-        .run_line()
-        .await
+    git()?.index(&index).args(["add", "-A"]).run().await?;
+    git()?.index(&index).args(["write-tree"]).run_line().await
 }
 
 /// The index of a linked work tree, read from its `.git` file (`gitdir: <admin dir>`) without

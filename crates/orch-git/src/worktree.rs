@@ -57,8 +57,15 @@ impl Repo {
                 .run()
                 .await?;
         }
+        // Absolute links: the form `check_link` accepts (newer git can write relative ones).
         Git::new(&self.path)
-            .args(["worktree", "add", "-q"])
+            .args([
+                "-c",
+                "worktree.useRelativePaths=false",
+                "worktree",
+                "add",
+                "-q",
+            ])
             .arg(&target)
             .arg(branch)
             .run()

@@ -10,6 +10,9 @@
 //! - output is read line by line from both streams at once, and memory stays bounded whatever
 //!   the child prints: long lines are cut, the log file is capped, only a short tail is kept.
 //!
+//! - code an agent wrote runs in a [`Sandbox`] ([`Spec::sandbox`]): bubblewrap namespaces where
+//!   it sees its work tree and the system read-only, and nothing of orch's.
+//!
 //! [`spawn_detached`] is the one exception: it starts a process in its own session that is meant
 //! to outlive orch (the self-deploy hook).
 //!
@@ -17,18 +20,27 @@
 //! behind after [`run`] returns, and never panic on anything a child prints. Linux only: liveness
 //! checks read `/proc`.
 
+mod bubblewrap;
 mod detached;
+mod egress;
+mod limits;
 mod output;
 mod run;
 pub mod safe_file;
+mod sandbox;
 mod signal;
 mod spec;
 
 use std::path::PathBuf;
 
 pub use detached::spawn_detached;
+pub use egress::{EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, egress_refusals};
 pub use orch_core::gate::ExitOutcome;
 pub use run::run;
+pub use sandbox::{
+    BRIDGE_DIR, BRIDGE_PORT, BRIDGE_SOCKET, Limits, Policy, SANDBOX_HOME, SANDBOX_UID, Sandbox,
+    SandboxError, UNCONFINED_WARNING,
+};
 pub use signal::{group_is_alive, is_alive, kill_group, kill_pid};
 pub use spec::{DetachedSpec, Finished, Observer, Spec, Stream};
 

@@ -49,6 +49,77 @@ enum Event {
 /// they would hold the output pipes open and nothing would ever wait for them. Never panics;
 /// every failure is an [`ExitOutcome`].
 pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Observer) -> Finished {
+    if spec.sandbox == crate::Sandbox::OptedOut
+        && let Some(log) = &spec.log
+    {
+        append_line(log, crate::sandbox::UNCONFINED_WARNING);
+    }
+    // The egress proxy lives as long as the run.
+    let mut _proxy = None;
+    let proxied;
+    let spec = match &spec.sandbox {
+        crate::Sandbox::Bubblewrap(policy) if policy.egress.is_none() => {
+            match &policy.allow_hosts {
+                None => spec,
+                Some(hosts) => {
+                    match crate::egress::EgressProxy::start(hosts, spec.log.as_deref()) {
+                        Ok(proxy) => {
+                            let mut policy = policy.clone();
+                            policy.egress = Some(proxy.dir());
+                            _proxy = Some(proxy);
+                            proxied = Spec {
+                                sandbox: crate::Sandbox::Bubblewrap(policy),
+                                ..spec.clone()
+                            };
+                            &proxied
+                        }
+                        Err(e) => {
+                            return Finished {
+                                outcome: ExitOutcome::FailedToStart(format!(
+                                    "`{}`: cannot start the sandbox's egress proxy: {e}",
+                                    spec.program
+                                )),
+                                tail: String::new(),
+                                pid: None,
+                                duration: Duration::ZERO,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        _ => spec,
+    };
+    let mut finished = run_spec(spec, cancel, observer).await;
+    if let crate::Sandbox::Bubblewrap(policy) = &spec.sandbox
+        && let Some(note) = crate::limits::limit_hit(&finished, policy.limits)
+    {
+        crate::limits::record(&mut finished, &note, spec.log.as_deref());
+    }
+    finished
+}
+
+/// Appends one line to a log file, creating it; a log that cannot be written is reported by the
+/// run itself when it opens it.
+fn append_line(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+async fn run_spec(
+    spec: &Spec,
+    cancel: &CancellationToken,
+    observer: &mut dyn Observer,
+) -> Finished {
     let started = Instant::now();
     let not_started = |reason: String| Finished {
         outcome: ExitOutcome::FailedToStart(reason),
@@ -69,6 +140,15 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
             spec.cwd.display()
         ));
     }
+    let confined;
+    let spec = match spec.sandbox.wrap(spec) {
+        Ok(Some(wrapped)) => {
+            confined = wrapped;
+            &confined
+        }
+        Ok(None) => spec,
+        Err(e) => return not_started(format!("`{}`: {e}", spec.program)),
+    };
     let mut transcript = match Transcript::open(spec.log.as_deref(), spec.log_cap_bytes).await {
         Ok(transcript) => transcript,
         Err(e) => return not_started(format!("`{}`: {e}", spec.program)),

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use orch_core::gate::ExitOutcome;
 
+use crate::sandbox::Sandbox;
+
 /// How long a process group gets between SIGTERM and SIGKILL by default.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 /// The default cap of a run's log file.
@@ -32,6 +34,8 @@ pub struct Spec {
     pub log_cap_bytes: u64,
     /// The time between SIGTERM and SIGKILL when the group is killed.
     pub kill_grace: Duration,
+    /// How the program is confined: [`Sandbox::Trusted`] unless it runs code an agent wrote.
+    pub sandbox: Sandbox,
 }
 
 impl Spec {
@@ -49,6 +53,7 @@ impl Spec {
             log: None,
             log_cap_bytes: DEFAULT_LOG_CAP_BYTES,
             kill_grace: DEFAULT_KILL_GRACE,
+            sandbox: Sandbox::Trusted,
         }
     }
 
@@ -90,6 +95,11 @@ impl Spec {
 
     pub fn stall(mut self, stall: Duration) -> Self {
         self.stall = Some(stall);
+        self
+    }
+
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = sandbox;
         self
     }
 

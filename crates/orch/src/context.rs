@@ -28,7 +28,12 @@ impl Context {
         let store = open_store(&settings.store_url).await?;
         let mut projects = Vec::new();
         for p in &settings.projects {
-            projects.push(Project::load(p.clone())?);
+            let sandbox = settings
+                .sandboxes
+                .get(&p.id)
+                .cloned()
+                .unwrap_or_else(orch_process::Sandbox::for_agents);
+            projects.push(Project::load(p.clone())?.with_sandbox(sandbox));
         }
         let mut engine_settings = orch_engine::Settings::new(orch_engine::owner_name());
         engine_settings.lease = std::time::Duration::from_secs(settings.lease_secs);

@@ -16,6 +16,10 @@ mod settings;
 use clap::Parser;
 
 fn main() {
+    // First, before any secret is read: a process of the same user (an agent run without a
+    // sandbox, a deploy hook) must not read orch's memory or /proc/<pid>/environ, which hold
+    // the API and forge tokens. Children start dumpable again (execve resets the flag).
+    let undumpable = nix::sys::prctl::set_dumpable(false);
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -23,6 +27,9 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = undumpable {
+        tracing::warn!("could not make orch's process non-dumpable (PR_SET_DUMPABLE): {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

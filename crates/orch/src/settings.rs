@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::env;
 
 mod remotes;
+mod sandbox;
+
 use crate::error::UsageError;
+pub use sandbox::parse_sandbox;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +120,36 @@ pub struct ProjectEntry {
     /// Where its branches go and are merged; absent means the local merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forge: Option<RemoteEntry>,
+    /// Where the code its agents write runs; absent means bubblewrap with the default limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxEntry>,
+}
+
+/// `sandbox = { mode = "none" }` or `[projects.sandbox]`: the agent sandbox of one project. It
+/// lives in orch.toml, the operator's file, never in the repository, which agents write.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxEntry {
+    /// `bubblewrap` (the default) or `none` (agents run unconfined, with a warning every run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// More host folders agents and command gates may read (a toolchain outside `/usr`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<String>,
+    /// Each process's address space, in MiB (default 16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// The processes an agent run may have at once (default 1024; not enforced when orch runs
+    /// as root, see docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    /// Hosts the agents may reach through the sandbox's egress proxy (`example.com`, or
+    /// `*.example.com` for its subdomains); default none. Every other attempt is recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
+    /// The largest file an agent may write, in MiB (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mib: Option<u64>,
 }
 
 /// `[projects.tracker]` or `[projects.forge]`: a Plane or Gitea/Forgejo service. The token is
@@ -162,6 +195,8 @@ pub struct Settings {
     /// `[engine] max_running` and `max_running_per_project`, across every process.
     pub claim_limits: orch_store::ClaimLimits,
     pub projects: Vec<orch_engine::ProjectSettings>,
+    /// Each project's agent sandbox, by project id.
+    pub sandboxes: std::collections::BTreeMap<orch_core::ProjectId, orch_process::Sandbox>,
     pub staging_tolerance: bool,
     pub crashpoint: Option<String>,
     /// Between two reconciliation polls of the trackers: the shortest any project asks for.
@@ -284,10 +319,14 @@ impl Settings {
             Err(_) => (file.projects.clone(), path.display().to_string()),
         };
         let mut projects = Vec::new();
+        let mut sandboxes = std::collections::BTreeMap::new();
         let mut seen = std::collections::BTreeSet::new();
         for entry in &entries {
             let p = parse_project(entry, &data_dir)
                 .map_err(|e| UsageError(format!("{source}: {e}")))?;
+            let sandbox = parse_sandbox(entry, &data_dir)
+                .map_err(|e| UsageError(format!("{source}: {e}")))?;
+            sandboxes.insert(p.id.clone(), sandbox);
             if !seen.insert(p.id.clone()) {
                 return Err(
                     UsageError(format!("{source}: project `{}` is listed twice", p.id)).into(),
@@ -343,6 +382,7 @@ impl Settings {
                 per_project: file.engine.max_running_per_project,
             },
             projects,
+            sandboxes,
             staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true),
             crashpoint: std::env::var(env::CRASHPOINT)
                 .ok()

@@ -3,9 +3,11 @@
 //! handling with stand-in programs.
 
 mod bad_output;
+mod bridge;
 mod fake_cli;
 mod model_server;
 mod real_cli;
+mod sandboxed;
 #[path = "../../../../test-support/skip.rs"]
 mod skip;
 mod support;

@@ -44,7 +44,7 @@ async fn claude_code_writes_the_artifact_and_reports_the_servers_tokens() {
         max_turns: 5,
     };
     let started = Instant::now();
-    let req = ws.request(&["Read", "Write"]);
+    let req = ws.sandboxed_request(&["Read", "Write"]);
     let run = agent.run(&req, &CancellationToken::new(), &mut ()).await;
     eprintln!("claude run took {:?}: {run:?}", started.elapsed());
     let requests = server.requests();
@@ -97,7 +97,7 @@ async fn codex_writes_the_artifact_and_reports_the_servers_tokens() {
         ..CodexAgent::default()
     };
     let started = Instant::now();
-    let req = ws.request(&[]);
+    let req = ws.sandboxed_request(&[]);
     let run = agent.run(&req, &CancellationToken::new(), &mut ()).await;
     eprintln!("codex run took {:?}: {run:?}", started.elapsed());
     let requests = server.requests();
@@ -160,7 +160,7 @@ async fn aider_writes_the_artifact_and_reports_the_servers_tokens() {
         ..AiderAgent::default()
     };
     let started = Instant::now();
-    let req = ws.request(&[]);
+    let req = ws.sandboxed_request(&[]);
     let run = agent.run(&req, &CancellationToken::new(), &mut ()).await;
     eprintln!("aider run took {:?}: {run:?}", started.elapsed());
     let requests = server.requests();
@@ -224,7 +224,7 @@ async fn gemini_cli_writes_the_artifact_and_reports_the_servers_tokens() {
         ..GeminiAgent::default()
     };
     let started = Instant::now();
-    let req = ws.request(&["Read", "Write"]);
+    let req = ws.sandboxed_request(&["Read", "Write"]);
     let run = agent.run(&req, &CancellationToken::new(), &mut ()).await;
     eprintln!("gemini run took {:?}: {run:?}", started.elapsed());
     let requests = server.requests();
@@ -278,7 +278,7 @@ async fn opencode_writes_the_artifact_and_reports_the_servers_tokens() {
         ..OpenCodeAgent::default()
     };
     let started = Instant::now();
-    let req = ws.request(&[]);
+    let req = ws.sandboxed_request(&[]);
     let run = agent.run(&req, &CancellationToken::new(), &mut ()).await;
     eprintln!("opencode run took {:?}: {run:?}", started.elapsed());
     let requests = server.requests();
@@ -378,7 +378,11 @@ async fn a_refused_request_fails_the_run_as_not_retryable() {
             })
         };
         let run = agent
-            .run(&ws.request(&[]), &CancellationToken::new(), &mut ())
+            .run(
+                &ws.sandboxed_request(&[]),
+                &CancellationToken::new(),
+                &mut (),
+            )
             .await;
         let log = ws.run_log();
         // aider exits 0 and orch counts that as 1; the others exit non-zero themselves.

@@ -74,6 +74,15 @@ impl Workspace {
             log: self.logs.join("analysis-1.log"),
             prompt_file: self.logs.join("analysis-1.prompt.md"),
             resume_session: None,
+            sandbox: orch_process::Sandbox::Trusted,
+        }
+    }
+
+    /// [`Workspace::request`] run in orch's bubblewrap sandbox, as orch runs agents by default.
+    pub fn sandboxed_request(&self, tools: &[&str]) -> AgentRequest {
+        AgentRequest {
+            sandbox: orch_process::Sandbox::for_agents(),
+            ..self.request(tools)
         }
     }
 

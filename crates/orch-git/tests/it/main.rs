@@ -1,6 +1,7 @@
 //! Real git in temporary directories.
 
 mod changes;
+mod hostile;
 mod integrate;
 mod merge;
 mod repo;

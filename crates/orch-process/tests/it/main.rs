@@ -1,8 +1,10 @@
 //! Real processes: exit codes, signals, killing whole groups, output limits, detached sessions.
 
 mod detached;
+mod launch_cost;
 mod limits;
 mod run;
+mod sandbox;
 
 use std::path::Path;
 use std::time::Duration;

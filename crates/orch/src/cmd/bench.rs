@@ -57,6 +57,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             approvers: Vec::new(),
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
+            sandbox: None,
             tracker: None,
             forge: None,
         }],

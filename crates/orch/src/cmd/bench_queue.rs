@@ -90,6 +90,7 @@ async fn measure(n: u32, together: bool) -> anyhow::Result<Measured> {
             approvers: Vec::new(),
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
+            sandbox: None,
             tracker: None,
             forge: None,
         }],

@@ -139,6 +139,7 @@ async fn measure(
             approvers: Vec::new(),
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
+            sandbox: None,
             tracker: None,
             forge: None,
         });

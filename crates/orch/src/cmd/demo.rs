@@ -57,6 +57,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     }
 
     let ctx = Context::open(&config, Arc::new(ProgressPrinter::new())).await?;
+    if ctx.settings.sandboxes.values().all(|s| s.is_confined()) {
+        println!(
+            "Command gates run in a bubblewrap sandbox (docs/security.md); the scripted agent runs inside orch.\n"
+        );
+    }
     let project = orch_core::ProjectId::parse(PROJECT)?;
     let mut items = Vec::new();
     if many {
@@ -389,6 +394,7 @@ async fn create_demo(
             approvers: Vec::new(),
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
+            sandbox: None,
             tracker: None,
             forge: None,
         }],

@@ -181,6 +181,7 @@ mod tests {
             approvers: Vec::new(),
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
+            sandbox: None,
             tracker,
             forge,
         }

@@ -83,10 +83,13 @@ echo "change" > "changes-$ORCH_ITEM_ID.txt"
 echo "# change" > "docs/$ORCH_ITEM_ID.md"
 printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT"
 echo "developer working"
-if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
+if [ ! -e second-run ]; then sleep 60; fi
 """]
 "##;
     let orch = Orch::new(Some(agents));
+    // The agent runs sandboxed and sees only its work tree: the marker of the second execution
+    // is put there, ignored by git so that the reset to the base commit keeps it.
+    std::fs::write(orch.repo().join(".git/info/exclude"), "second-run\n").expect("exclude");
     orch.ok(&["item", "add", "--title", "crash me"]);
     let mut child = orch.command(&["run"]).spawn().expect("spawn");
     // Wait until the developer agent runs (its log says so), then kill orch.
@@ -122,7 +125,7 @@ if [ ! -e "$ORCH_WORKTREE/../../../second-run" ]; then sleep 60; fi
     );
     child.kill().expect("kill");
     let _ = child.wait();
-    std::fs::write(orch.path().join("second-run"), "").expect("marker");
+    std::fs::write(orch.path().join("worktrees/quick/QUICK-1/second-run"), "").expect("marker");
     finish_and_check(&orch);
     // Zombies do not count: the orphan's new parent may not have reaped it yet.
     assert!(

@@ -220,27 +220,23 @@ const SECRETS: [(&str, &str); 6] = [
 #[test]
 fn no_secret_of_orchs_environment_reaches_an_agent_or_a_gate() {
     let orch = Orch::new(None);
-    let agent_env = orch.path().join("agent-env.txt");
-    let gate_env = orch.path().join("gate-env.txt");
+    // Agents and gates run sandboxed and can write nothing outside the work tree: they print
+    // their environment, which lands in their run logs.
+    let agent_env = orch.path().join("logs/quick/QUICK-1/analysis-1.log");
+    let gate_env = orch.path().join("logs/quick/QUICK-1/development-1.log");
     // The analyst is a program that dumps its environment, then writes its artifact.
-    let script = format!(
-        "env > '{}' && mkdir -p \"$ORCH_ARTIFACT_DIR\" && \
-         printf -- '---\\nanalysis_status: READY\\n---\\n' > \"$ORCH_ARTIFACT_DIR$ORCH_ARTIFACT\"",
-        agent_env.display()
-    );
+    let script = "env && mkdir -p \"$ORCH_ARTIFACT_DIR\" && \
+         printf -- '---\\nanalysis_status: READY\\n---\\n' > \"$ORCH_ARTIFACT_DIR$ORCH_ARTIFACT\"";
     let agents = format!(
         "{}\n[roles.analyst]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", {}]\n",
         include_str!("../../kit/bench/agents.toml"),
-        toml_string(&script)
+        toml_string(script)
     );
     write_committed(&orch, ".orch/agents.toml", &agents);
     // The development stage's test gate dumps its environment too.
     let pipeline = quick_pipeline().replace(
         "run = \"true\"",
-        &format!(
-            "run = {}",
-            toml_string(&format!("env > '{}'", gate_env.display()))
-        ),
+        &format!("run = {}", toml_string("echo GATE-ENV && env")),
     );
     write_committed(&orch, ".orch/pipeline.toml", &pipeline);
     orch.ok(&["item", "add", "--title", "secrets"]);
@@ -267,6 +263,11 @@ fn no_secret_of_orchs_environment_reaches_an_agent_or_a_gate() {
             );
         }
     }
+    let gate = std::fs::read_to_string(&gate_env).expect("gate env");
+    assert!(
+        gate.contains("GATE-ENV"),
+        "the gate's dump is not in its log:\n{gate}"
+    );
     let agent = std::fs::read_to_string(&agent_env).expect("agent env");
     assert!(agent.contains("ORCH_ITEM_ID=QUICK-1"), "{agent}");
 }

@@ -10,18 +10,15 @@ use crate::harness::Orch;
 fn fake_claude(dir: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("fake-claude");
-    let script = format!(
-        r#"#!/bin/sh
+    let script = r#"#!/bin/sh
 cat > /dev/null
-printf '%s\n' "$@" > '{dir}/args-'"$ORCH_ATTEMPT"'.txt'
+printf 'ARG %s\n' "$@" >&2
 if [ "$ORCH_ATTEMPT" = 1 ]; then status=NEEDS_INFO; else status=READY; fi
 mkdir -p "$ORCH_ARTIFACT_DIR"
 printf -- '---\nanalysis_status: %s\n---\n' "$status" > "$ORCH_ARTIFACT_DIR$ORCH_ARTIFACT"
-echo '{{"type":"system","subtype":"init","session_id":"session-'"$ORCH_ATTEMPT"'","model":"fake","cwd":"."}}'
-echo '{{"type":"result","subtype":"success","is_error":false,"num_turns":1,"session_id":"session-'"$ORCH_ATTEMPT"'","total_cost_usd":0.001,"usage":{{"input_tokens":10,"output_tokens":5}}}}'
-"#,
-        dir = dir.display()
-    );
+echo '{"type":"system","subtype":"init","session_id":"session-'"$ORCH_ATTEMPT"'","model":"fake","cwd":"."}'
+echo '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"session_id":"session-'"$ORCH_ATTEMPT"'","total_cost_usd":0.001,"usage":{"input_tokens":10,"output_tokens":5}}'
+"#;
     std::fs::write(&path, script).expect("write");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
@@ -41,15 +38,24 @@ fn a_retried_attempt_resumes_the_session_of_the_one_before() {
     orch.ok(&["run"]);
     let item = orch.item("QUICK-1");
     assert_eq!(item["status"], "needs-info", "{item:#}");
+    // The CLI runs sandboxed and can write nothing outside its work tree: its arguments are
+    // read from its raw output beside the run log.
     let args = |attempt: u32| {
-        std::fs::read_to_string(orch.path().join(format!("args-{attempt}.txt")))
+        let raw = orch.path().join(format!(
+            "logs/quick/QUICK-1/analysis-{attempt}.stream.jsonl"
+        ));
+        std::fs::read_to_string(&raw)
             .unwrap_or_else(|e| panic!("attempt {attempt} did not run the CLI: {e}"))
     };
     assert!(!args(1).contains("--resume"), "{}", args(1));
 
     orch.ok(&["retry", "QUICK-1", "--answer", "port 8080"]);
     orch.ok(&["run"]);
-    assert!(args(2).contains("--resume\nsession-1\n"), "{}", args(2));
+    assert!(
+        args(2).contains("ARG --resume\n[stderr] ARG session-1\n"),
+        "{}",
+        args(2)
+    );
     let item = orch.item("QUICK-1");
     let finished: Vec<_> = item["events"]
         .as_array()

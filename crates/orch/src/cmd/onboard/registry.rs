@@ -167,6 +167,7 @@ impl Registry {
             approvers: Vec::new(),
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
+            sandbox: None,
             tracker,
             forge,
         };

@@ -1,0 +1,149 @@
+//! Where a child runs: the [`Sandbox`] port that confines programs running code an agent wrote
+//! (the agent itself, the command gates and builds that execute its code), and its policy.
+//!
+//! A sandbox turns a [`Spec`] into the [`Spec`] that runs it confined (for bubblewrap: `bwrap`
+//! with the original program after `--`), so [`crate::run`] keeps its one way of starting, timing
+//! out and killing a process group. Inside, the child sees its work tree (read-write), a private
+//! home and `/tmp`, the system and toolchains read-only, the folders a policy names read-only,
+//! and nothing else: not orch's data directory, not other work trees, not orch's processes, no
+//! network but loopback. Not root inside.
+//!
+//! This module must never fall back to running a program unconfined when its sandbox cannot be
+//! set up: that is an error naming the fix. Opting out is [`Sandbox::OptedOut`], chosen by a
+//! person and warned about at every run.
+
+use std::path::PathBuf;
+
+use crate::spec::Spec;
+
+/// How a child program is confined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sandbox {
+    /// A program of orch's own or of the operator's (a deploy hook, git): not code an agent
+    /// wrote, run as it is. Deliberately not a `Default`: confinement is always chosen.
+    Trusted,
+    /// A project that opted out (`sandbox = "none"`): runs as orch's user with orch's view of
+    /// the machine, and every run logs a warning saying so.
+    OptedOut,
+    /// User, PID, mount, IPC, UTS and network namespaces through bubblewrap.
+    Bubblewrap(Policy),
+}
+
+/// What a confined program may see and use, besides its working directory (read-write).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Host paths visible read-only at the same path (the CLI's install, the prompt file).
+    pub read_only: Vec<PathBuf>,
+    /// Host paths visible read-write at the same path (a persistent private home).
+    pub read_write: Vec<PathBuf>,
+    /// The private home: this host folder at the same path, or an empty one when `None`.
+    pub home: Option<PathBuf>,
+    /// A host folder bound at [`BRIDGE_DIR`] holding [`BRIDGE_SOCKET`], orch's model bridge:
+    /// inside, `socat` listens on `127.0.0.1:`[`BRIDGE_PORT`] and forwards there.
+    pub bridge: Option<PathBuf>,
+    /// Resource limits, applied inside with `prlimit`.
+    pub limits: Limits,
+    /// `Some`: an egress proxy runs for the run (`HTTP_PROXY`/`HTTPS_PROXY` inside), letting
+    /// through these hosts only (`example.com`, `*.example.com`) and recording every refusal in
+    /// the run's log. `None`: no proxy, no route out at all, nothing recorded.
+    pub allow_hosts: Option<Vec<String>>,
+    /// The running proxy's folder, set by [`crate::run`] (not configured).
+    pub egress: Option<PathBuf>,
+}
+
+/// The line an opted-out run's log starts with, so that whoever reads the log (the dashboard's
+/// live log too) sees that the run was not confined.
+pub const UNCONFINED_WARNING: &str = "orch: WARNING: this run is NOT sandboxed (the project set \
+     sandbox = { mode = \"none\" }): it sees orch's files and processes as orch's user";
+
+/// Where [`Policy::bridge`] appears inside the sandbox.
+pub const BRIDGE_DIR: &str = "/run/orch";
+/// The Unix socket in [`Policy::bridge`] that the loopback port inside forwards to.
+pub const BRIDGE_SOCKET: &str = "model.sock";
+/// The loopback port inside the sandbox that leads to [`BRIDGE_SOCKET`] (with a bridge only).
+pub const BRIDGE_PORT: u16 = 41000;
+/// The uid and gid a confined program runs as: not root.
+pub const SANDBOX_UID: u32 = 1000;
+/// The home of a sandbox without [`Policy::home`].
+pub const SANDBOX_HOME: &str = "/home/agent";
+
+/// Per-run resource limits. `None` leaves a limit as orch's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The data memory of each process (`RLIMIT_DATA`: heap and private writable mappings, not
+    /// the address space a JavaScript engine reserves without using), in MiB.
+    pub memory_mib: Option<u64>,
+    /// The processes of the sandbox's user (`RLIMIT_NPROC`).
+    pub processes: Option<u64>,
+    /// The largest file a process may write (`RLIMIT_FSIZE`), in MiB.
+    pub file_mib: Option<u64>,
+}
+
+impl Limits {
+    /// The defaults of an agent run: generous for a build, fatal for a fork bomb.
+    pub const AGENT: Limits = Limits {
+        memory_mib: Some(16 * 1024),
+        processes: Some(1024),
+        file_mib: Some(4 * 1024),
+    };
+}
+
+/// Why a sandbox could not be set up. The run then fails: it never runs unconfined.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SandboxError {
+    #[error(
+        "the agent sandbox needs bubblewrap (`bwrap`), which is not on orch's PATH; install it \
+         (`apt-get install bubblewrap`), or opt this project out with `sandbox = \"none\"` in \
+         orch.toml (the agent then runs unconfined)"
+    )]
+    BubblewrapMissing,
+    #[error(
+        "bubblewrap cannot create the sandbox's namespaces on this machine ({0}); allow \
+         unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1`, and on \
+         Ubuntu `sysctl kernel.apparmor_restrict_unprivileged_userns=0`), or opt this project \
+         out with `sandbox = \"none\"` in orch.toml"
+    )]
+    NoNamespaces(String),
+    #[error("the sandbox cannot hold {path}: {reason}")]
+    Path { path: String, reason: String },
+    #[error(
+        "the agent sandbox's model bridge needs socat, which is not installed; install it \
+         (`apt-get install socat`)"
+    )]
+    SocatMissing,
+    #[error("`prlimit` (util-linux) is needed to apply the sandbox's limits and is not installed")]
+    PrlimitMissing,
+}
+
+impl Sandbox {
+    /// The spec that runs `spec` confined; `None` when it runs as it is.
+    pub fn wrap(&self, spec: &Spec) -> Result<Option<Spec>, SandboxError> {
+        match self {
+            Sandbox::Trusted => Ok(None),
+            Sandbox::OptedOut => {
+                tracing::warn!(
+                    program = %spec.program,
+                    cwd = %spec.cwd.display(),
+                    "running agent code WITHOUT a sandbox (the project set sandbox = \"none\"): \
+                     it sees orch's files and processes as orch's user"
+                );
+                Ok(None)
+            }
+            Sandbox::Bubblewrap(policy) => crate::bubblewrap::wrap(policy, spec).map(Some),
+        }
+    }
+
+    /// The sandbox of code an agent wrote when nothing else is configured: bubblewrap with the
+    /// default limits.
+    pub fn for_agents() -> Self {
+        Sandbox::Bubblewrap(Policy {
+            limits: Limits::AGENT,
+            allow_hosts: Some(Vec::new()),
+            ..Policy::default()
+        })
+    }
+
+    pub fn is_confined(&self) -> bool {
+        matches!(self, Sandbox::Bubblewrap(_))
+    }
+}

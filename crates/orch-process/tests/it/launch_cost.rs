@@ -1,0 +1,53 @@
+//! The cost of the sandbox per run: the same `true` started unconfined and in bubblewrap (with
+//! and without the limits' `prlimit`, the egress proxy and the model relay). Ignored by default; run it with
+//! `cargo nextest run -p orch-process --run-ignored only launch_cost --no-capture`.
+
+use std::time::{Duration, Instant};
+
+use orch_process::{ExitOutcome, Limits, Policy, Sandbox, Spec};
+use tokio_util::sync::CancellationToken;
+
+const RUNS: usize = 40;
+
+async fn median_launch(sandbox: Sandbox) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = Spec::new("true", dir.path()).sandbox(sandbox);
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let finished = orch_process::run(&spec, &CancellationToken::new(), &mut ()).await;
+        times.push(started.elapsed());
+        assert_eq!(finished.outcome, ExitOutcome::Exited(0), "{finished:?}");
+    }
+    times.sort();
+    times[RUNS / 2]
+}
+
+#[tokio::test]
+#[ignore = "a measurement, not a check; see BENCHMARKS.md"]
+async fn launch_cost() {
+    let plain = median_launch(Sandbox::Trusted).await;
+    let bwrap = median_launch(Sandbox::Bubblewrap(Policy::default())).await;
+    let limited = median_launch(Sandbox::Bubblewrap(Policy {
+        limits: Limits::AGENT,
+        ..Policy::default()
+    }))
+    .await;
+    // What an agent run gets by default: limits and the egress proxy with its relay.
+    let agent = median_launch(Sandbox::for_agents()).await;
+    // The model relay starts `socat` and waits until it listens (no connection is made).
+    let bridge = tempfile::tempdir().expect("tempdir");
+    let Sandbox::Bubblewrap(defaults) = Sandbox::for_agents() else {
+        unreachable!("agents are sandboxed by bubblewrap")
+    };
+    let relayed = median_launch(Sandbox::Bubblewrap(Policy {
+        bridge: Some(bridge.path().to_owned()),
+        ..defaults
+    }))
+    .await;
+    println!(
+        "median of {RUNS} runs of `true`: unconfined {plain:?}, bubblewrap {bwrap:?}, \
+         + prlimit {limited:?}, + egress proxy (an agent's default) {agent:?}, \
+         + model bridge relay {relayed:?}"
+    );
+}
