@@ -115,7 +115,7 @@ impl Engine {
         self.write_run_log(project, item, run, &lines).await?;
         let file = stage.artifact.clone().unwrap_or_default();
         let path = stage_log_path(project, item, &file);
-        write_file(&path, &acted.text).await?;
+        write_file(project, &path, &acted.text)?;
         let dir = artifact_dir(&item.id);
         let changes = vec![format!("{dir}{file}")];
         let input = GateInput {
@@ -155,7 +155,7 @@ impl Engine {
         let log = project.run_log(&item.id, run.stage.as_str(), run.attempt);
         let mut text = lines.join("\n");
         text.push('\n');
-        write_file(&log, &text).await
+        write_file(project, &log, &text)
     }
 }
 
@@ -164,20 +164,22 @@ pub fn stage_log_path(project: &Project, item: &ItemRecord, file: &str) -> PathB
     project.item_log_dir(&item.id).join(file)
 }
 
-async fn write_file(path: &std::path::Path, text: &str) -> Result<(), StageError> {
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| io_err(path, e))?;
-    }
-    tokio::fs::write(path, text)
-        .await
-        .map_err(|e| io_err(path, e))
+/// Writes one of orch's own files under the data directory: a link or anything but a regular
+/// file planted at its path (by an agent that was not sandboxed) is removed, never written
+/// through.
+fn write_file(project: &Project, path: &std::path::Path, text: &str) -> Result<(), StageError> {
+    let root = &project.settings.data_dir;
+    crate::worktree_files::clear_planted(root, path)?;
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| cannot_write(path, "is outside the data directory"))?;
+    orch_process::safe_file::write_regular(root, rel, text.as_bytes())
+        .map_err(|e| cannot_write(path, &e.to_string()))
 }
 
-fn io_err(path: &std::path::Path, e: std::io::Error) -> StageError {
+fn cannot_write(path: &std::path::Path, why: &str) -> StageError {
     StageError::Engine(EngineError::Config {
         file: path.display().to_string(),
-        message: format!("cannot write: {e}"),
+        message: format!("cannot write: {why}"),
     })
 }

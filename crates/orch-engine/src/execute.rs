@@ -193,22 +193,15 @@ impl Engine {
         );
     }
 
-    /// The run may not go ahead yet (an item approved earlier is to be promoted first): it is
-    /// left unrecorded with its lease set to run out after a short while, so that no worker
-    /// claims it again before then and the slot goes to other runs (the earlier item's among
-    /// them). Handing it back at once would let it be claimed first again and again, since it is
-    /// older than the earlier item's re-validation run.
+    /// The run may not go ahead yet (an item approved earlier is to be promoted first): after a
+    /// short pause it is handed back unrecorded, at the back of the claim order, so that every
+    /// run queued before now (the earlier item's re-validation among them) is claimed first.
     async fn give_way(&self, item: &ItemRecord, run: &RunRecord, reason: &str) {
-        let delay_ms = i64::try_from(GIVE_WAY_PAUSE.as_millis()).unwrap_or(i64::MAX);
-        if let Ok(mut until) = self.deferred_until.lock() {
-            // A little past the lease's end, so that the run is claimable when the engine looks.
-            let back = tokio::time::Instant::now() + GIVE_WAY_PAUSE + Duration::from_millis(50);
-            *until = Some(until.map_or(back, |u| u.max(back)));
-        }
-        match self.store.renew_lease(run.fence(), delay_ms).await {
+        tokio::time::sleep(GIVE_WAY_PAUSE).await;
+        match self.store.give_way(run.fence()).await {
             Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
             Err(e) => tracing::warn!(
-                "deferring run {} failed ({e}); it is claimed again when its lease runs out",
+                "handing back run {} failed ({e}); it is claimed again when its lease runs out",
                 run.id
             ),
         }
@@ -373,8 +366,9 @@ impl Engine {
     }
 }
 
-/// How long a run that gave way stays unclaimable.
-const GIVE_WAY_PAUSE: Duration = Duration::from_millis(300);
+/// How long a run that must give way waits before it is handed back: with nothing else to
+/// claim, it is claimed again at once, so this paces the polling.
+const GIVE_WAY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Why a stage could not be measured.
 pub(crate) enum StageError {

@@ -380,6 +380,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn renew_lease(&self, fence: Fence, lease_ms: i64) -> Result<()>;
     /// Expires a lease now (its owner is known to be dead), so the run can be claimed at once.
     async fn expire_lease(&self, fence: Fence) -> Result<()>;
+    /// Hands a run back unfinished and puts it at the back of the claim order (its lease expired
+    /// now, its `created_at` now): a run that must wait for another lets every run queued before
+    /// this moment be claimed first. Changes nothing when `fence` no longer holds.
+    async fn give_way(&self, fence: Fence) -> Result<()>;
     /// Replaces the run's checkpoint and appends events, if `fence` still holds.
     async fn save_checkpoint(
         &self,

@@ -407,6 +407,14 @@ impl Store for PgStore {
         .await
     }
 
+    async fn give_way(&self, fence: Fence) -> Result<()> {
+        self.write("give_way", |mut tx| async move {
+            runs::give_way(&mut tx, fence).await?;
+            Ok((tx, ()))
+        })
+        .await
+    }
+
     async fn save_checkpoint(
         &self,
         fence: Fence,

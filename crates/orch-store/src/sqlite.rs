@@ -347,6 +347,12 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
+    async fn give_way(&self, fence: Fence) -> Result<()> {
+        let mut w = self.write().await?;
+        runs::give_way(&mut w.tx, fence).await?;
+        w.commit().await
+    }
+
     async fn save_checkpoint(
         &self,
         fence: Fence,

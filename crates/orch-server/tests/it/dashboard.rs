@@ -432,8 +432,9 @@ async fn the_projects_page_probes_staging_and_prod() {
 
 #[tokio::test]
 async fn an_artifact_linked_to_the_environment_or_a_fifo_shows_nothing_of_it() {
-    // Read-only mode, no login: the page an anonymous visitor sees.
-    let server = Server::start_with(|state| state).await;
+    // Read-only mode, no login, with the operator's opt-in to show content: the page an
+    // anonymous visitor sees when artifacts are shown at all.
+    let server = Server::start_with(|state| state.with_public_content(true)).await;
     let item = server
         .state
         .engine()

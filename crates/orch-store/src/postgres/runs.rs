@@ -173,6 +173,27 @@ pub(super) async fn expire(conn: &mut PgConnection, fence: Fence) -> Result<()> 
     .await
 }
 
+pub(super) async fn give_way(conn: &mut PgConnection, fence: Fence) -> Result<()> {
+    let item = hold(conn, fence).await?;
+    sqlx::query(concat!(
+        "UPDATE stage_runs SET lease_expires_at = ",
+        now_ms!(),
+        " - 1, created_at = ",
+        now_ms!(),
+        " WHERE id = $1"
+    ))
+    .bind(fence.run_id)
+    .execute(&mut *conn)
+    .await?;
+    let data = json!({ "epoch": fence.epoch });
+    items::append_events(
+        conn,
+        &item,
+        &[NewEvent::for_run("run.gave-way", fence.run_id, data)],
+    )
+    .await
+}
+
 pub(super) async fn save_checkpoint(
     conn: &mut PgConnection,
     fence: Fence,

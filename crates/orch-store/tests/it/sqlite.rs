@@ -73,6 +73,7 @@ conformance!(
     runs::claim_takes_the_oldest_queued_run_and_marks_the_item_running,
     runs::waiting_runs_are_never_claimed,
     runs::an_expired_lease_is_reclaimed_with_a_new_epoch,
+    runs::a_run_that_gives_way_goes_to_the_back_of_the_claim_order,
     runs::a_lease_runs_out_on_the_database_clock,
     runs::renew_extends_the_lease,
     runs::save_checkpoint_replaces_it_and_logs_events,

@@ -268,6 +268,34 @@ pub fn assert_clean_history(item: &Value) {
     }
 }
 
+/// [`passed_stages`] with the re-validations taken out: a deploy-staging pass that a deploy sent
+/// back to staging (verdict class `revalidate`: main moved since) is not a repeat of the
+/// stage but the promotion queue at work. Asserts that every pass taken out had exactly such a
+/// deploy after it, so nothing else can hide behind it.
+pub fn passed_stages_without_revalidations(item: &Value) -> Vec<String> {
+    let events = item["events"].as_array().expect("events");
+    let revalidations = events
+        .iter()
+        .filter(|e| e["kind"] == "gate.verdict" && e["data"]["class"] == "revalidate")
+        .count();
+    let mut passed = passed_stages(item);
+    let mut removed = 0;
+    let mut i = 0;
+    while i + 1 < passed.len() {
+        if passed[i] == "deploy-staging" && passed[i + 1] == "deploy-staging" {
+            passed.remove(i);
+            removed += 1;
+        } else {
+            i += 1;
+        }
+    }
+    assert_eq!(
+        removed, revalidations,
+        "each repeated deploy-staging pass must follow a deploy that found main moved"
+    );
+    passed
+}
+
 /// The stages whose runs passed, in the order they passed.
 pub fn passed_stages(item: &Value) -> Vec<String> {
     item["events"]

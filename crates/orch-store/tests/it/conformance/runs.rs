@@ -151,6 +151,31 @@ pub async fn an_expired_lease_is_reclaimed_with_a_new_epoch(b: &dyn Backend) {
     );
 }
 
+pub async fn a_run_that_gives_way_goes_to_the_back_of_the_claim_order(b: &dyn Backend) {
+    let store = b.open().await;
+    demo_project(&*store).await;
+    let first = new_item(&*store, "first").await;
+    let second = new_item(&*store, "second").await;
+    let waiting = claim(&*store, "worker-a").await;
+    assert_eq!(waiting.item, first.id, "the oldest run is claimed first");
+    store.give_way(waiting.fence()).await.expect("give way");
+    // The run queued after it is claimed before it now; then it comes back, with a new epoch.
+    let next = claim(&*store, "worker-b").await;
+    assert_eq!(next.item, second.id);
+    let again = claim(&*store, "worker-b").await;
+    assert_eq!((again.id, again.epoch), (waiting.id, 2));
+    // A stale fence gives nothing away, and the history says what happened.
+    assert!(matches!(
+        store.give_way(waiting.fence()).await,
+        Err(orch_store::StoreError::LeaseLost { .. })
+    ));
+    let events = store.list_events(&first.id, 0).await.expect("events");
+    assert!(
+        events.iter().any(|e| e.kind == "run.gave-way"),
+        "{events:?}"
+    );
+}
+
 pub async fn a_lease_runs_out_on_the_database_clock(b: &dyn Backend) {
     let store = b.open().await;
     demo_project(&*store).await;
