@@ -1,7 +1,6 @@
 //! Real processes: exit codes, signals, killing whole groups, output limits, detached sessions.
 
 mod detached;
-mod launch_cost;
 mod limits;
 mod run;
 mod sandbox;

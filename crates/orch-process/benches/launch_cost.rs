@@ -1,6 +1,7 @@
 //! The cost of the sandbox per run: the same `true` started unconfined and in bubblewrap (with
-//! and without the limits' `prlimit`, the egress proxy and the model relay). Ignored by default; run it with
-//! `cargo nextest run -p orch-process --run-ignored only launch_cost --no-capture`.
+//! and without the limits' `prlimit`, the egress proxy and the model relay), the unconfined
+//! launch being the baseline of the same run. A measurement, not a test:
+//! `cargo bench -p orch-process --bench launch_cost`.
 
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,8 @@ async fn median_launch(sandbox: Sandbox) -> Duration {
     times[RUNS / 2]
 }
 
-#[tokio::test]
-#[ignore = "a measurement, not a check; see BENCHMARKS.md"]
-async fn launch_cost() {
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
     let plain = median_launch(Sandbox::Trusted).await;
     let bwrap = median_launch(Sandbox::Bubblewrap(Policy::default())).await;
     let limited = median_launch(Sandbox::Bubblewrap(Policy {
@@ -45,9 +45,17 @@ async fn launch_cost() {
         ..defaults
     }))
     .await;
-    println!(
-        "median of {RUNS} runs of `true`: unconfined {plain:?}, bubblewrap {bwrap:?}, \
-         + prlimit {limited:?}, + egress proxy (an agent's default) {agent:?}, \
-         + model bridge relay {relayed:?}"
-    );
+    println!("median of {RUNS} launches of `true` (ratio to the unconfined baseline):");
+    for (what, took) in [
+        ("unconfined (baseline)", plain),
+        ("bubblewrap", bwrap),
+        ("+ prlimit", limited),
+        ("+ egress proxy (an agent's default)", agent),
+        ("+ model bridge relay", relayed),
+    ] {
+        println!(
+            "  {what:<38} {took:>10.2?}  x{:.1}",
+            took.as_secs_f64() / plain.as_secs_f64()
+        );
+    }
 }
