@@ -63,6 +63,9 @@ impl Engine {
                 message: "is missing; deploy stages need it".to_owned(),
             }));
         }
+        if action == Action::Deploy {
+            self.check_turn(project, item).await?;
+        }
         // One deploy per project at a time, across every task and every worker process (flock
         // conflicts between two descriptors of one process too).
         let _one_deploy_at_a_time = crate::locks::project_lock(

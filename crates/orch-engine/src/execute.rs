@@ -193,12 +193,17 @@ impl Engine {
         );
     }
 
-    /// The run may not go ahead yet (an item approved earlier is to be promoted first): after a
-    /// short pause it is handed back unrecorded, at the back of the claim order, so that every
-    /// run queued before now (the earlier item's re-validation among them) is claimed first.
+    /// The run may not go ahead yet (an item approved earlier is to be promoted first): it is
+    /// handed back unrecorded, unclaimable for a short while and then behind every run queued
+    /// before (the earlier item's among them), so waiting costs one claim per pause.
     async fn give_way(&self, item: &ItemRecord, run: &RunRecord, reason: &str) {
-        tokio::time::sleep(GIVE_WAY_PAUSE).await;
-        match self.store.give_way(run.fence()).await {
+        let delay_ms = i64::try_from(GIVE_WAY_PAUSE.as_millis()).unwrap_or(i64::MAX);
+        if let Ok(mut until) = self.deferred_until.lock() {
+            // A little past the delay, so that the run is claimable when the engine looks.
+            let back = tokio::time::Instant::now() + GIVE_WAY_PAUSE + Duration::from_millis(50);
+            *until = Some(until.map_or(back, |u| u.max(back)));
+        }
+        match self.store.give_way(run.fence(), delay_ms).await {
             Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
             Err(e) => tracing::warn!(
                 "handing back run {} failed ({e}); it is claimed again when its lease runs out",
@@ -366,9 +371,8 @@ impl Engine {
     }
 }
 
-/// How long a run that must give way waits before it is handed back: with nothing else to
-/// claim, it is claimed again at once, so this paces the polling.
-const GIVE_WAY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a run that gave way stays unclaimable: how often a waiting item looks again.
+const GIVE_WAY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Why a stage could not be measured.
 pub(crate) enum StageError {

@@ -133,6 +133,9 @@ pub struct Engine {
     /// Cancellation of the runs this process executes, by run id, so STOP reaches them at once.
     running: Mutex<BTreeMap<i64, CancellationToken>>,
     claims: Mutex<stats::ClaimStats>,
+    /// Until when a run this engine handed back (it gave way in the promotion queue) cannot be
+    /// claimed: the engine is not idle before then.
+    deferred_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -169,6 +172,7 @@ impl Engine {
             reporter,
             running: Mutex::new(BTreeMap::new()),
             claims: Mutex::default(),
+            deferred_until: Mutex::new(None),
         }
     }
 
@@ -288,6 +292,15 @@ impl Engine {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
                     summary.merged += self.finish_merges().await?;
                     if self.carry_approvals().await? > 0 {
+                        continue;
+                    }
+                    // A run that gave way comes back when its delay ends: not idle yet.
+                    let deferred = self.deferred_until.lock().ok().and_then(|mut d| d.take());
+                    if let Some(until) = deferred.filter(|u| *u > tokio::time::Instant::now()) {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(until) => {}
+                            () = cancel.cancelled() => return Ok(()),
+                        }
                         continue;
                     }
                     // Under claim limits a queued run may be unclaimable because other

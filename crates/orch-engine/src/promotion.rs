@@ -31,6 +31,29 @@ use crate::project::Project;
 use crate::{Engine, approval, events};
 
 impl Engine {
+    /// The promotion queue's order: an item approved earlier that is on its way to prod (being
+    /// re-validated on staging, or waiting at deploy) goes first. Going ahead would only make it
+    /// integrate and validate once more after this promotion. Checked before the deploy lock is
+    /// taken, so a run that must wait never holds up the one it waits for.
+    pub(crate) async fn check_turn(
+        &self,
+        project: &Project,
+        item: &ItemRecord,
+    ) -> Result<(), StageError> {
+        let queue = self.promotion_queue(project.id()).await?;
+        let mine = queue.iter().position(|e| e.item == item.id).unwrap_or(0);
+        match queue[..mine]
+            .iter()
+            .find(|e| e.approved_at.is_some() && (e.status == "queued" || e.status == "running"))
+        {
+            Some(ahead) => Err(StageError::NotYourTurn(format!(
+                "{} was approved first and is promoted first ({})",
+                ahead.item, ahead.waiting_for
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) async fn promote_candidate(
         self: &Arc<Self>,
         project: &Arc<Project>,
@@ -46,20 +69,6 @@ impl Engine {
                 message: "is missing; deploy stages need it".to_owned(),
             })
         })?;
-        // The promotion queue's order: an item approved earlier that is on its way to prod
-        // (being re-validated on staging, or waiting at deploy) goes first. Going ahead would
-        // only make it integrate and validate once more after this promotion.
-        let queue = self.promotion_queue(project.id()).await?;
-        let mine = queue.iter().position(|e| e.item == item.id).unwrap_or(0);
-        if let Some(ahead) = queue[..mine]
-            .iter()
-            .find(|e| e.approved_at.is_some() && (e.status == "queued" || e.status == "running"))
-        {
-            return Err(StageError::NotYourTurn(format!(
-                "{} was approved first and is promoted first ({})",
-                ahead.item, ahead.waiting_for
-            )));
-        }
         // The default branch moves in here; merges of items without deploys take this lock too.
         let _main_moves_here = crate::locks::project_lock(
             &project.settings.data_dir,

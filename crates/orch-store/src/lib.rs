@@ -380,10 +380,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn renew_lease(&self, fence: Fence, lease_ms: i64) -> Result<()>;
     /// Expires a lease now (its owner is known to be dead), so the run can be claimed at once.
     async fn expire_lease(&self, fence: Fence) -> Result<()>;
-    /// Hands a run back unfinished and puts it at the back of the claim order (its lease expired
-    /// now, its `created_at` now): a run that must wait for another lets every run queued before
-    /// this moment be claimed first. Changes nothing when `fence` no longer holds.
-    async fn give_way(&self, fence: Fence) -> Result<()>;
+    /// Hands a run back unfinished for `delay_ms`: no one claims it before its lease runs out
+    /// then, and it then comes after every run queued before that moment (its `created_at` is
+    /// that moment too). A run that must wait for another thus lets the other's runs be
+    /// claimed first. Changes nothing when `fence` no longer holds.
+    async fn give_way(&self, fence: Fence, delay_ms: i64) -> Result<()>;
     /// Replaces the run's checkpoint and appends events, if `fence` still holds.
     async fn save_checkpoint(
         &self,

@@ -407,9 +407,9 @@ impl Store for PgStore {
         .await
     }
 
-    async fn give_way(&self, fence: Fence) -> Result<()> {
+    async fn give_way(&self, fence: Fence, delay_ms: i64) -> Result<()> {
         self.write("give_way", |mut tx| async move {
-            runs::give_way(&mut tx, fence).await?;
+            runs::give_way(&mut tx, fence, delay_ms).await?;
             Ok((tx, ()))
         })
         .await

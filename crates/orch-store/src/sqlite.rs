@@ -347,9 +347,9 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn give_way(&self, fence: Fence) -> Result<()> {
+    async fn give_way(&self, fence: Fence, delay_ms: i64) -> Result<()> {
         let mut w = self.write().await?;
-        runs::give_way(&mut w.tx, fence).await?;
+        runs::give_way(&mut w.tx, fence, delay_ms).await?;
         w.commit().await
     }
 

@@ -169,19 +169,24 @@ pub(super) async fn expire(conn: &mut SqliteConnection, fence: Fence) -> Result<
     .await
 }
 
-pub(super) async fn give_way(conn: &mut SqliteConnection, fence: Fence) -> Result<()> {
+pub(super) async fn give_way(
+    conn: &mut SqliteConnection,
+    fence: Fence,
+    delay_ms: i64,
+) -> Result<()> {
     let item = hold(conn, fence).await?;
     sqlx::query(concat!(
         "UPDATE stage_runs SET lease_expires_at = ",
         now_ms!(),
-        " - 1, created_at = ",
+        " + ?1, created_at = ",
         now_ms!(),
-        " WHERE id = ?"
+        " + ?1 WHERE id = ?2"
     ))
+    .bind(delay_ms)
     .bind(fence.run_id)
     .execute(&mut *conn)
     .await?;
-    let data = json!({ "epoch": fence.epoch });
+    let data = json!({ "epoch": fence.epoch, "delay_ms": delay_ms });
     items::append_events(
         conn,
         &item,

@@ -158,15 +158,28 @@ pub async fn a_run_that_gives_way_goes_to_the_back_of_the_claim_order(b: &dyn Ba
     let second = new_item(&*store, "second").await;
     let waiting = claim(&*store, "worker-a").await;
     assert_eq!(waiting.item, first.id, "the oldest run is claimed first");
-    store.give_way(waiting.fence()).await.expect("give way");
-    // The run queued after it is claimed before it now; then it comes back, with a new epoch.
+    store
+        .give_way(waiting.fence(), 300)
+        .await
+        .expect("give way");
+    // The run queued after it is claimed before it; it is not claimable during the delay; then
+    // it comes back, with a new epoch.
     let next = claim(&*store, "worker-b").await;
     assert_eq!(next.item, second.id);
+    assert_eq!(
+        store
+            .claim_next_run("worker-b", LEASE_MS)
+            .await
+            .expect("claim"),
+        None,
+        "not before the delay runs out"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let again = claim(&*store, "worker-b").await;
     assert_eq!((again.id, again.epoch), (waiting.id, 2));
     // A stale fence gives nothing away, and the history says what happened.
     assert!(matches!(
-        store.give_way(waiting.fence()).await,
+        store.give_way(waiting.fence(), 300).await,
         Err(orch_store::StoreError::LeaseLost { .. })
     ));
     let events = store.list_events(&first.id, 0).await.expect("events");
