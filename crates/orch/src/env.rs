@@ -25,12 +25,50 @@ pub const GITHUB_WEBHOOK_SECRET: &str = "ORCH_GITHUB_WEBHOOK_SECRET";
 pub const LOG: &str = "ORCH_LOG";
 
 /// Reads a boolean switch: unset means `default`; `false`, `0`, `no`, `off` mean false.
-pub fn flag(name: &str, default: bool) -> bool {
+/// An on/off switch from the environment: unset (or empty) is `default`; `true`/`false`,
+/// `1`/`0`, `yes`/`no`, `on`/`off` (any case) are read; anything else is an error naming the
+/// variable and the accepted values, never a silent default (a kill-switch that fails open on a
+/// typo is no kill-switch).
+pub fn flag(name: &str, default: bool) -> Result<bool, String> {
     match std::env::var(name) {
-        Ok(v) => !matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "false" | "0" | "no" | "off"
-        ),
-        Err(_) => default,
+        Ok(v) => parse_flag(name, &v, default),
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+            "{name} is not valid UTF-8; set it to true or false"
+        )),
+    }
+}
+
+fn parse_flag(name: &str, value: &str, default: bool) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" => Ok(default),
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!(
+            "{name}={other:?} is not a switch; use true or false (also 1/0, yes/no, on/off)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::parse_flag;
+
+    #[test]
+    fn a_switch_reads_its_words_and_refuses_a_typo() {
+        for on in ["true", "TRUE", " 1", "yes", "on"] {
+            assert_eq!(parse_flag("X", on, false), Ok(true), "{on}");
+        }
+        for off in ["false", "False", "0", "no", "off "] {
+            assert_eq!(parse_flag("X", off, true), Ok(false), "{off}");
+        }
+        assert_eq!(parse_flag("X", "", true), Ok(true));
+        let typo = parse_flag("ORCH_STAGING_INFRA_TOLERANCE_ENABLED", "flase", true)
+            .expect_err("a typo is refused");
+        assert!(
+            typo.contains("ORCH_STAGING_INFRA_TOLERANCE_ENABLED=\"flase\"")
+                && typo.contains("true or false"),
+            "{typo}"
+        );
     }
 }

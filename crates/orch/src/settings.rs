@@ -68,8 +68,9 @@ impl Default for StoreSection {
     }
 }
 
+/// `[engine]`: every value may be left out and takes its default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
     pub max_parallel: usize,
     pub lease_secs: u64,
@@ -383,7 +384,8 @@ impl Settings {
             },
             projects,
             sandboxes,
-            staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true),
+            staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true)
+                .map_err(UsageError)?,
             crashpoint: std::env::var(env::CRASHPOINT)
                 .ok()
                 .filter(|s| !s.is_empty()),

@@ -146,3 +146,32 @@ fn stop_cancels_an_item() {
     orch.ok(&["run"]);
     assert_eq!(orch.item("QUICK-1")["status"], "cancelled");
 }
+
+#[test]
+fn an_engine_table_may_leave_values_out_and_a_switch_refuses_a_typo() {
+    let orch = Orch::new(None);
+    let config = orch.path().join("orch.toml");
+    let text = std::fs::read_to_string(&config).expect("orch.toml");
+    std::fs::write(&config, text.replace("lease_secs = 5\n", "")).expect("write");
+    // `[engine]` with only max_parallel: the lease takes its default.
+    orch.ok(&["status"]);
+    // A typo in the staging tolerance kill-switch is refused, never read as "on".
+    let out = orch
+        .command(&["status"])
+        .env("ORCH_STAGING_INFRA_TOLERANCE_ENABLED", "flase")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("ORCH_STAGING_INFRA_TOLERANCE_ENABLED=\"flase\"")
+            && stderr_of(&out).contains("true or false"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = orch
+        .command(&["status"])
+        .env("ORCH_STAGING_INFRA_TOLERANCE_ENABLED", "off")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+}
