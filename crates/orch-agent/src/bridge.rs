@@ -360,3 +360,19 @@ impl Bridged {
         }))
     }
 }
+
+/// Runs a CLI agent through the bridge when its run is sandboxed: `run` gets the settings and
+/// request to use (the bridged ones inside a sandbox, the given ones outside), and the bridge
+/// stays open until `run` ends. A bridge that cannot be opened fails the run before it starts.
+pub(crate) async fn run_bridged(
+    cli: &crate::CliSettings,
+    default_url: Option<&str>,
+    req: &crate::AgentRequest,
+    run: impl AsyncFnOnce(crate::CliSettings, &crate::AgentRequest) -> crate::AgentRun,
+) -> crate::AgentRun {
+    match Bridged::open(cli, default_url, req) {
+        Err(message) => crate::cli::failed_to_start(req, message),
+        Ok(None) => run(cli.clone(), req).await,
+        Ok(Some(bridged)) => run(bridged.settings.clone(), &bridged.request).await,
+    }
+}

@@ -120,17 +120,15 @@ impl Agent for CodexAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
-        match crate::bridge::Bridged::open(&self.cli, Some(OPENAI_BASE_URL), req) {
-            Err(message) => cli::failed_to_start(req, message),
-            Ok(None) => self.run_here(req, cancel, observer).await,
-            Ok(Some(bridged)) => {
-                let this = Self {
-                    cli: bridged.settings.clone(),
-                    ..self.clone()
-                };
-                this.run_here(&bridged.request, cancel, observer).await
+        crate::bridge::run_bridged(&self.cli, Some(OPENAI_BASE_URL), req, async |cli, req| {
+            Self {
+                cli,
+                ..self.clone()
             }
-        }
+            .run_here(req, cancel, observer)
+            .await
+        })
+        .await
     }
 }
 

@@ -102,21 +102,20 @@ impl Agent for GeminiAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
-        match crate::bridge::Bridged::open(
+        crate::bridge::run_bridged(
             &self.cli,
             Some("https://generativelanguage.googleapis.com"),
             req,
-        ) {
-            Err(message) => cli::failed_to_start(req, message),
-            Ok(None) => self.run_here(req, cancel, observer).await,
-            Ok(Some(bridged)) => {
-                let this = Self {
-                    cli: bridged.settings.clone(),
+            async |cli, req| {
+                Self {
+                    cli,
                     ..self.clone()
-                };
-                this.run_here(&bridged.request, cancel, observer).await
-            }
-        }
+                }
+                .run_here(req, cancel, observer)
+                .await
+            },
+        )
+        .await
     }
 }
 

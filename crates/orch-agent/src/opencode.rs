@@ -122,17 +122,15 @@ impl Agent for OpenCodeAgent {
         cancel: &CancellationToken,
         observer: &mut dyn RunObserver,
     ) -> AgentRun {
-        match crate::bridge::Bridged::open(&self.cli, None, req) {
-            Err(message) => cli::failed_to_start(req, message),
-            Ok(None) => self.run_here(req, cancel, observer).await,
-            Ok(Some(bridged)) => {
-                let this = Self {
-                    cli: bridged.settings.clone(),
-                    ..self.clone()
-                };
-                this.run_here(&bridged.request, cancel, observer).await
+        crate::bridge::run_bridged(&self.cli, None, req, async |cli, req| {
+            Self {
+                cli,
+                ..self.clone()
             }
-        }
+            .run_here(req, cancel, observer)
+            .await
+        })
+        .await
     }
 }
 
