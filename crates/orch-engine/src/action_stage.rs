@@ -37,6 +37,17 @@ pub(crate) struct Acted {
     pub head: String,
 }
 
+/// What both action stages work with: the project, its deployer (checked present once), the
+/// repository, the item and the run, and the run's cancellation.
+pub(crate) struct ActionContext<'a> {
+    pub project: &'a Arc<Project>,
+    pub deployer: &'a dyn orch_deploy::Deployer,
+    pub repo: &'a orch_git::Repo,
+    pub item: &'a ItemRecord,
+    pub run: &'a RunRecord,
+    pub cancel: &'a CancellationToken,
+}
+
 /// An action either acted (and its log decides through the gates) or decided without acting
 /// (a conflict, a moved default branch, a refused promotion).
 pub(crate) enum ActionOutcome {
@@ -57,12 +68,12 @@ impl Engine {
         action: Action,
         cancel: &CancellationToken,
     ) -> Result<Measured, StageError> {
-        if project.deployer.is_none() {
+        let Some(deployer) = project.deployer.as_deref() else {
             return Err(StageError::Engine(EngineError::Config {
                 file: crate::project::files::DEPLOY.to_owned(),
                 message: "is missing; deploy stages need it".to_owned(),
             }));
-        }
+        };
         if action == Action::Deploy {
             self.check_turn(project, item).await?;
         }
@@ -94,12 +105,26 @@ impl Engine {
         repo.reset_to(&wt, &head).await?;
         let outcome = match action {
             Action::DeployStaging => {
-                self.stage_candidate(project, repo, item, run, &wt, &head, &runs, cancel)
-                    .await?
+                let cx = ActionContext {
+                    project,
+                    deployer,
+                    repo,
+                    item,
+                    run,
+                    cancel,
+                };
+                self.stage_candidate(&cx, &wt, &head, &runs).await?
             }
             Action::Deploy => {
-                self.promote_candidate(project, repo, item, run, stage, cancel)
-                    .await?
+                let cx = ActionContext {
+                    project,
+                    deployer,
+                    repo,
+                    item,
+                    run,
+                    cancel,
+                };
+                self.promote_candidate(&cx, stage).await?
             }
         };
         let (acted, lines) = match outcome {

@@ -14,14 +14,13 @@ use orch_core::gate::GateVerdict;
 use orch_core::pipeline::GateKind;
 use orch_core::staging::StagingVerdict;
 use orch_git::{ConflictExcerpt, Integration, Repo};
-use orch_store::{ItemRecord, NewEvent, RunRecord};
+use orch_store::{NewEvent, RunRecord};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::action_stage::{Acted, ActionOutcome};
+use crate::action_stage::{Acted, ActionContext, ActionOutcome};
 use crate::execute::{Measured, StageError, fingerprint};
 use crate::handoff::HEAD_FACT;
-use crate::project::{Project, branch};
+use crate::project::branch;
 use crate::{Engine, events};
 
 /// The verdict facts of a passed deploy-staging run that promotion relies on.
@@ -32,24 +31,21 @@ pub(crate) const CHANGE_FACT: &str = "change_id";
 pub(crate) const CONFLICTS_FACT: &str = "conflicts";
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn stage_candidate(
         self: &Arc<Self>,
-        project: &Arc<Project>,
-        repo: &Repo,
-        item: &ItemRecord,
-        run: &RunRecord,
+        cx: &ActionContext<'_>,
         wt: &Path,
         head: &str,
         runs: &[RunRecord],
-        cancel: &CancellationToken,
     ) -> Result<ActionOutcome, StageError> {
-        let deployer = project.deployer.clone().ok_or_else(|| {
-            StageError::Engine(crate::EngineError::Config {
-                file: crate::project::files::DEPLOY.to_owned(),
-                message: "is missing; deploy stages need it".to_owned(),
-            })
-        })?;
+        let ActionContext {
+            deployer,
+            repo,
+            item,
+            run,
+            cancel,
+            ..
+        } = *cx;
         let default = repo.default_branch().await?;
         let tip = repo.default_tip().await?;
         let message = format!("Merge {}: {}", item.id, item.title);

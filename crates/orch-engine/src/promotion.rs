@@ -18,13 +18,13 @@ use std::time::Duration;
 use orch_core::gate::VerdictClass;
 use orch_core::pipeline::{GateKind, Stage};
 use orch_deploy::DeployReport;
-use orch_git::{GitError, Repo};
-use orch_store::{ItemRecord, NewEvent, RunRecord};
+use orch_git::GitError;
+use orch_store::{ItemRecord, NewEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::action_stage::{Acted, ActionOutcome};
+use crate::action_stage::{Acted, ActionContext, ActionOutcome};
 use crate::execute::{Measured, StageError};
 use crate::integration::{CANDIDATE_FACT, TIP_FACT, fact, short};
 use crate::project::Project;
@@ -56,19 +56,17 @@ impl Engine {
 
     pub(crate) async fn promote_candidate(
         self: &Arc<Self>,
-        project: &Arc<Project>,
-        repo: &Repo,
-        item: &ItemRecord,
-        run: &RunRecord,
+        cx: &ActionContext<'_>,
         stage: &Stage,
-        cancel: &CancellationToken,
     ) -> Result<ActionOutcome, StageError> {
-        let deployer = project.deployer.clone().ok_or_else(|| {
-            StageError::Engine(crate::EngineError::Config {
-                file: crate::project::files::DEPLOY.to_owned(),
-                message: "is missing; deploy stages need it".to_owned(),
-            })
-        })?;
+        let ActionContext {
+            project,
+            deployer,
+            repo,
+            item,
+            run,
+            cancel,
+        } = *cx;
         // The default branch moves in here; merges of items without deploys take this lock too.
         let _main_moves_here = crate::locks::project_lock(
             &project.settings.data_dir,
