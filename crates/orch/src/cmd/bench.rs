@@ -38,31 +38,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let repo = root.join("orch/repo");
     write_bench_repo(&repo).await?;
     let config = root.join("orch/orch.toml");
-    let file = ConfigFile {
-        server: Default::default(),
-        store: StoreSection {
-            url: "sqlite://orch.db".into(),
-        },
-        engine: EngineSection {
-            max_parallel: a.parallel.max(1),
-            ..EngineSection::default()
-        },
-        projects: vec![ProjectEntry {
-            name: "bench".into(),
-            repo: "repo".into(),
-            staging_port: staging,
-            prod_port: prod,
-            health_tries: Some(200),
-            health_interval_ms: Some(20),
-            approvers: Vec::new(),
-            approval_ttl_secs: None,
-            reapprove_on_reintegration: false,
-            sandbox: None,
-            tracker: None,
-            forge: None,
-        }],
-    };
-    std::fs::write(&config, toml::to_string_pretty(&file)?)?;
+    write_bench_config(&config, staging, prod, a.parallel)?;
     let ctx = Context::open(&config, Arc::new(orch_engine::Silent)).await?;
     let project = orch_core::ProjectId::parse("bench")?;
 
@@ -171,6 +147,42 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         println!("kept {}", kept.display());
     }
     Ok(if done == a.items as usize { 0 } else { 1 })
+}
+
+/// Writes the `orch.toml` of a bench: one project `bench` on SQLite, short health probes, and
+/// `parallel` stage runs at once.
+pub(super) fn write_bench_config(
+    path: &Path,
+    staging_port: u16,
+    prod_port: u16,
+    parallel: usize,
+) -> anyhow::Result<()> {
+    let file = ConfigFile {
+        server: Default::default(),
+        store: StoreSection {
+            url: "sqlite://orch.db".into(),
+        },
+        engine: EngineSection {
+            max_parallel: parallel.max(1),
+            ..EngineSection::default()
+        },
+        projects: vec![ProjectEntry {
+            name: "bench".into(),
+            repo: "repo".into(),
+            staging_port,
+            prod_port,
+            health_tries: Some(200),
+            health_interval_ms: Some(20),
+            approvers: Vec::new(),
+            approval_ttl_secs: None,
+            reapprove_on_reintegration: false,
+            sandbox: None,
+            tracker: None,
+            forge: None,
+        }],
+    };
+    std::fs::write(path, toml::to_string_pretty(&file)?)?;
+    Ok(())
 }
 
 pub(super) async fn write_bench_repo(repo: &Path) -> anyhow::Result<()> {

@@ -11,9 +11,8 @@ use anyhow::Context as _;
 use orch_core::transition::ItemStatus;
 use tokio_util::sync::CancellationToken;
 
-use super::bench::{free_port, write_bench_repo};
+use super::bench::{free_port, write_bench_config, write_bench_repo};
 use crate::context::Context;
-use crate::settings::{ConfigFile, EngineSection, ProjectEntry, StoreSection};
 
 /// What one way of running N items measured.
 struct Measured {
@@ -71,31 +70,7 @@ async fn measure(n: u32, together: bool) -> anyhow::Result<Measured> {
     let repo = dir.path().join("repo");
     write_bench_repo(&repo).await?;
     let config = dir.path().join("orch.toml");
-    let file = ConfigFile {
-        server: Default::default(),
-        store: StoreSection {
-            url: "sqlite://orch.db".into(),
-        },
-        engine: EngineSection {
-            max_parallel: 2,
-            ..EngineSection::default()
-        },
-        projects: vec![ProjectEntry {
-            name: "bench".into(),
-            repo: "repo".into(),
-            staging_port: free_port()?,
-            prod_port: free_port()?,
-            health_tries: Some(200),
-            health_interval_ms: Some(20),
-            approvers: Vec::new(),
-            approval_ttl_secs: None,
-            reapprove_on_reintegration: false,
-            sandbox: None,
-            tracker: None,
-            forge: None,
-        }],
-    };
-    std::fs::write(&config, toml::to_string_pretty(&file)?)?;
+    write_bench_config(&config, free_port()?, free_port()?, 2)?;
     let ctx = Context::open(&config, Arc::new(orch_engine::Silent)).await?;
     let project = orch_core::ProjectId::parse("bench")?;
     let cancel = CancellationToken::new();
