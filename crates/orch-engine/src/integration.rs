@@ -47,7 +47,17 @@ impl Engine {
             ..
         } = *cx;
         let default = repo.default_branch().await?;
-        let tip = repo.default_tip().await?;
+        let tip = match self.default_tip_now(cx.project, repo).await {
+            Ok(tip) => tip,
+            Err(reason) => {
+                return Ok(ActionOutcome::Decided {
+                    measured: Measured::blocked(format!(
+                        "{reason} (infrastructure, not the change: fix it, then `orch retry`)"
+                    )),
+                    lines: Vec::new(),
+                });
+            }
+        };
         let message = format!("Merge {}: {}", item.id, item.title);
         self.crashpoint("during-integrate");
         let candidate = match repo.integrate(wt, &tip, &message).await? {

@@ -33,6 +33,7 @@ mod selfdeploy;
 mod session;
 pub mod spend;
 pub mod stats;
+mod upstream;
 mod worktree_files;
 
 use std::collections::BTreeMap;

@@ -89,7 +89,6 @@ impl Engine {
                 .map_err(|e| e.to_string());
         };
         let forge = &link.forge;
-        let title = format!("{}: {}", item.id, item.title);
         let runs = self
             .store
             .list_runs(&item.id)
@@ -116,13 +115,11 @@ impl Engine {
                 .await
                 .map_err(|e| e.to_string())?,
         }
-        let pull = forge
-            .open_pull_request(&branch, &title, &item.body)
-            .await
-            .map_err(|e| e.to_string())?;
+        // The pull request a promotion already merged, or the one to merge now.
+        let number = self.pull_request_of(project, item).await?;
         forge
             .merge_pull_request(
-                pull.number,
+                number,
                 &match crate::handoff::recorded_head(&runs) {
                     Some(head) => head,
                     None => repo
@@ -139,7 +136,7 @@ impl Engine {
         Ok(format!(
             "{} pull request #{} merged ({})",
             forge.kind(),
-            pull.number,
+            number,
             link.merge_style.as_str()
         ))
     }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use orch_core::gate::VerdictClass;
 use orch_core::pipeline::{GateKind, Stage};
 use orch_deploy::DeployReport;
-use orch_git::GitError;
 use orch_store::{ItemRecord, NewEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +27,7 @@ use crate::action_stage::{Acted, ActionContext, ActionOutcome};
 use crate::execute::{Measured, StageError};
 use crate::integration::{CANDIDATE_FACT, TIP_FACT, fact, short};
 use crate::project::Project;
+use crate::upstream::MoveRefused;
 use crate::{Engine, approval, events};
 
 impl Engine {
@@ -95,7 +95,17 @@ impl Engine {
             ));
         };
         let default = repo.default_branch().await?;
-        let now = repo.default_tip().await?;
+        let now = match self.default_tip_now(project, repo).await {
+            Ok(now) => now,
+            Err(reason) => {
+                return Ok(blocked(
+                    format!(
+                        "{reason} (infrastructure, not the change: prod was not touched; fix it, then `orch retry`)"
+                    ),
+                    Vec::new(),
+                ));
+            }
+        };
         if now != tip && now != sha {
             let reason = format!(
                 "{default} moved from {} to {} since staging validated {}; integrating it and \
@@ -120,6 +130,15 @@ impl Engine {
             refused.verdict.class = VerdictClass::Reapprove(reason);
             return Ok(decided(refused));
         }
+        let target = match self.prepare_move(project, repo, item, &sha).await {
+            Ok(target) => target,
+            Err(reason) => {
+                return Ok(blocked(
+                    format!("{reason} (prod was not touched; fix it, then `orch retry`)"),
+                    Vec::new(),
+                ));
+            }
+        };
         self.crashpoint("before-promote");
         // STOP and a lost lease do not reach into a promotion: it completes or restores.
         let deadline = Duration::from_secs(stage.timeout_secs.max(1));
@@ -134,30 +153,32 @@ impl Engine {
         let mut evs = Vec::new();
         if report.is_success() {
             self.crashpoint("after-promote");
-            match repo.advance_default(&tip, &sha).await {
-                Ok(()) => {
-                    report.lines.push(format!(
-                        "{default} fast-forwarded from {} to {}: it holds exactly what prod runs",
-                        short(&tip),
-                        short(&sha)
-                    ));
+            match self
+                .move_default(project, repo, item, target, &tip, &sha)
+                .await
+            {
+                Ok(line) => {
+                    report.lines.push(line);
                     evs.push(NewEvent::for_run(
                         events::MAIN_ADVANCED,
                         run.id,
                         json!({ "branch": default, "from": tip, "to": sha }),
                     ));
                 }
-                Err(e) => {
-                    // Someone moved the default branch during the promotion: prod must not run
-                    // what the default branch lacks. Put back what it ran (the tip, by the
-                    // invariant), then integrate again.
+                Err(refused) => {
+                    // prod must not run what the default branch lacks. Put back what it ran
+                    // (the tip, by the invariant), then integrate again or let a person look.
+                    let (moved, why) = match refused {
+                        MoveRefused::Moved(why) => (true, why),
+                        MoveRefused::Failed(why) => (false, why),
+                    };
                     let restored = deployer.promote(&tip, &own.token).await;
                     let mut lines = report.lines.clone();
-                    lines.push(format!("{default} could not move to {}: {e}", short(&sha)));
+                    lines.push(why.clone());
                     lines.extend(restored.lines.iter().cloned());
                     let reason = format!(
-                        "{default} could not be moved to the promoted {}: {e}; prod was put back \
-                         to {} ({})",
+                        "{default} could not be moved to the promoted {}: {why}; prod was put \
+                         back to {} ({})",
                         short(&sha),
                         short(&tip),
                         if restored.is_success() {
@@ -166,9 +187,10 @@ impl Engine {
                             "restoring it FAILED too: look at prod"
                         }
                     );
-                    return Ok(match (e, restored.is_success()) {
-                        (GitError::ConcurrentUpdate { .. }, true) => revalidate(reason, lines),
-                        _ => blocked(reason, lines),
+                    return Ok(if moved && restored.is_success() {
+                        revalidate(reason, lines)
+                    } else {
+                        blocked(reason, lines)
                     });
                 }
             }

@@ -1,5 +1,6 @@
 //! The `Forge` port: where item branches are pushed, reviewed as pull requests, marked with
-//! commit statuses and merged. A forge never receives a push to the default branch.
+//! commit statuses and merged. orch never pushes the default branch: it moves only by a pull
+//! request's merge, and a promoted candidate's by a fast-forward to exactly that candidate.
 
 use async_trait::async_trait;
 
@@ -14,6 +15,10 @@ pub enum MergeStyle {
     Merge,
     Squash,
     Rebase,
+    /// The default branch moves to the pull request's head itself, which must contain it: how a
+    /// promoted candidate (already the merge commit) is merged, so that the default branch holds
+    /// exactly the commit prod runs.
+    FastForward,
 }
 
 impl MergeStyle {
@@ -22,6 +27,7 @@ impl MergeStyle {
             "merge" => Some(MergeStyle::Merge),
             "squash" => Some(MergeStyle::Squash),
             "rebase" => Some(MergeStyle::Rebase),
+            "fast-forward" => Some(MergeStyle::FastForward),
             _ => None,
         }
     }
@@ -31,6 +37,7 @@ impl MergeStyle {
             MergeStyle::Merge => "merge",
             MergeStyle::Squash => "squash",
             MergeStyle::Rebase => "rebase",
+            MergeStyle::FastForward => "fast-forward",
         }
     }
 }
@@ -79,6 +86,10 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// [`orch_git::fetched_ref`]) and returns the SHA the forge holds, so that a worker on
     /// another machine can continue an item from where the last stage left it.
     async fn fetch_branch(&self, repo: &orch_git::Repo, branch: &str) -> Result<String>;
+    /// Fetches the forge's default branch into the local `repo` (under
+    /// [`orch_git::fetched_ref`]) and returns its name and the commit the forge holds: the tip
+    /// candidates are integrated with and promotions are checked against.
+    async fn fetch_default(&self, repo: &orch_git::Repo) -> Result<(String, String)>;
     /// The open pull request of `branch` into the default branch, opened if there is none.
     async fn open_pull_request(&self, branch: &str, title: &str, body: &str)
     -> Result<PullRequest>;

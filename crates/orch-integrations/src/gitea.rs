@@ -161,6 +161,12 @@ impl Forge for Gitea {
             .await
     }
 
+    async fn fetch_default(&self, repo: &orch_git::Repo) -> Result<(String, String)> {
+        self.rest
+            .fetch_default(repo, || self.rest.api.auth_header_line())
+            .await
+    }
+
     async fn open_pull_request(
         &self,
         branch: &str,
@@ -194,7 +200,7 @@ impl Forge for Gitea {
             .api
             .post(
                 &format!("{}/pulls/{number}/merge", self.rest.prefix),
-                json!({ "Do": style.as_str(), "merge_message_field": message,
+                json!({ "Do": gitea_merge_style(style), "merge_message_field": message,
                         "head_commit_id": expected_head, "delete_branch_after_merge": false }),
             )
             .await
@@ -209,6 +215,15 @@ impl Forge for Gitea {
         self.rest
             .apply_forge(step, spec, &SHAPES, || self.rest.api.auth_header_line())
             .await
+    }
+}
+
+/// Gitea's name of a merge style (`Do`); a fast-forward is `fast-forward-only` (Gitea 1.21+,
+/// Forgejo 7+), which refuses when the head does not contain the base.
+fn gitea_merge_style(style: MergeStyle) -> &'static str {
+    match style {
+        MergeStyle::FastForward => "fast-forward-only",
+        other => other.as_str(),
     }
 }
 

@@ -195,6 +195,12 @@ impl Forge for GitHub {
             .await
     }
 
+    async fn fetch_default(&self, repo: &orch_git::Repo) -> Result<(String, String)> {
+        self.rest
+            .fetch_default(repo, || self.git_auth_header())
+            .await
+    }
+
     async fn open_pull_request(
         &self,
         branch: &str,
@@ -221,6 +227,9 @@ impl Forge for GitHub {
         message: &str,
     ) -> Result<()> {
         full_sha(expected_head)?;
+        if style == MergeStyle::FastForward {
+            return self.fast_forward(number, expected_head).await;
+        }
         if self.rest.get_pull(number).await?.merged {
             return Ok(());
         }
@@ -243,6 +252,51 @@ impl Forge for GitHub {
         self.rest
             .apply_forge(step, spec, &SHAPES, || self.git_auth_header())
             .await
+    }
+}
+
+impl GitHub {
+    /// GitHub's merge button never fast-forwards, so the base branch's reference is moved to the
+    /// head with `force: false` (GitHub answers 422 "Update is not a fast forward" when the head
+    /// does not contain the base), after checking that the pull request's head is still the
+    /// commit orch checked. GitHub then marks the pull request merged, as it does for any base
+    /// that comes to contain the head. The token needs `contents: write`; a protected branch
+    /// that forbids this refuses it, and the refusal is the error.
+    async fn fast_forward(&self, number: u64, expected_head: &str) -> Result<()> {
+        let pull = self.rest.get_pull_json(number).await?;
+        if pull.get("merged").and_then(serde_json::Value::as_bool) == Some(true) {
+            return Ok(());
+        }
+        let field = |pointer: &str| {
+            pull.pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| IntegrationError::BadResponse {
+                    service: "github".into(),
+                    detail: format!("pull request #{number} has no `{pointer}`"),
+                })
+        };
+        let (head, base) = (field("/head/sha")?, field("/base/ref")?);
+        if head != expected_head {
+            return Err(IntegrationError::Refused(format!(
+                "pull request #{number}'s head is {head}, not {expected_head}: the branch moved"
+            )));
+        }
+        self.rest
+            .api
+            .patch(
+                &format!(
+                    "{}/git/refs/heads/{}",
+                    self.rest.prefix,
+                    base.split('/')
+                        .map(query_value)
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ),
+                json!({ "sha": expected_head, "force": false }),
+            )
+            .await
+            .map(|_| ())
     }
 }
 

@@ -265,6 +265,19 @@ impl RepoApi {
             .map_err(IntegrationError::from)
     }
 
+    pub(crate) async fn fetch_default(
+        &self,
+        repo: &orch_git::Repo,
+        header: impl FnOnce() -> String,
+    ) -> Result<(String, String)> {
+        let (clone_url, default_branch) = self.repository().await?;
+        let header = clone_url.starts_with("http").then(header);
+        let sha = repo
+            .fetch_branch(&clone_url, &default_branch, header.as_deref())
+            .await?;
+        Ok((default_branch, sha))
+    }
+
     /// The open pull request whose head is `branch`, if any.
     pub(crate) async fn open_pull_of(&self, branch: &str) -> Result<Option<PullRequest>> {
         let open = self
@@ -303,11 +316,14 @@ impl RepoApi {
     }
 
     pub(crate) async fn get_pull(&self, number: u64) -> Result<PullRequest> {
-        let value = self
-            .api
+        self.pull(&self.get_pull_json(number).await?)
+    }
+
+    /// A pull request as the forge answers it (its `head.sha` and `base.ref` among the fields).
+    pub(crate) async fn get_pull_json(&self, number: u64) -> Result<Value> {
+        self.api
             .get(&format!("{}/pulls/{number}", self.prefix))
-            .await?;
-        self.pull(&value)
+            .await
     }
 
     pub(crate) async fn close_pull_request(&self, branch: &str) -> Result<()> {

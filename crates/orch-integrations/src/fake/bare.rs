@@ -79,6 +79,8 @@ pub(crate) enum MergeRefusal {
     Conflict,
     /// The base branch moved while the merge was computed.
     Moved,
+    /// A fast-forward was asked for, and the head does not contain the base.
+    NotFastForward,
     Git(String),
 }
 
@@ -140,4 +142,43 @@ pub(crate) async fn merge(
         .await
         .map_err(|_| MergeRefusal::Moved)?;
     Ok(commit)
+}
+
+/// Moves branch `base` to `to` when `to` contains it (a fast-forward, compare-and-swap on the
+/// base's commit), as a forge's fast-forward-only merge or reference update does. Returns the
+/// base's new commit.
+pub(crate) async fn fast_forward(
+    bare: &Path,
+    base: &str,
+    to: &str,
+) -> Result<String, MergeRefusal> {
+    let ours = branch_sha(bare, base)
+        .await
+        .ok_or_else(|| MergeRefusal::NoBranch(base.to_owned()))?;
+    let contains = git(bare)
+        .args(["merge-base", "--is-ancestor", &ours, to])
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !contains {
+        return Err(MergeRefusal::NotFastForward);
+    }
+    let reference = format!("refs/heads/{base}");
+    line(bare, &["update-ref", &reference, to, &ours])
+        .await
+        .map_err(|_| MergeRefusal::Moved)?;
+    Ok(to.to_owned())
+}
+
+/// Whether commit `head` is contained in branch `base` (a forge then shows its pull request as
+/// merged).
+pub(crate) async fn contains(bare: &Path, base: &str, head: &str) -> bool {
+    let Some(ours) = branch_sha(bare, base).await else {
+        return false;
+    };
+    git(bare)
+        .args(["merge-base", "--is-ancestor", head, &ours])
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
 }

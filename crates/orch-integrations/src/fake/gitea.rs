@@ -8,8 +8,10 @@
 //! repository's `clone_url` (`{base_url}/{owner}/{repo}.git`, see [`super::smart_http`]): git
 //! must send the token (`Authorization: token`, or in Basic credentials) or get a 401, as from
 //! Gitea. The merge call performs a real merge commit into the pull request's `base`, only
-//! while the head is the `head_commit_id` given (409 "head out of date" otherwise; the `merge`
-//! style only: the fake refuses `squash` and `rebase` with 405 rather than pretend). Issue
+//! while the head is the `head_commit_id` given (409 "head out of date" otherwise), or, with
+//! `Do: fast-forward-only`, moves the base to the head when the head contains it (409 "Merge
+//! DivergingFastForwardOnly" otherwise); the fake refuses `squash` and `rebase` with 405 rather
+//! than pretend. Issue
 //! webhooks follow docs.gitea.com/usage/webhooks (`action`, `number`, `issue`, `repository`,
 //! `sender` with its `id` and `login`). Every label change, a person's or the token user's, is
 //! kept in the issue's timeline (`GET issues/{n}/timeline`: entries of `type` `label`, `body`
@@ -403,11 +405,15 @@ impl FakeGitea {
         }))
     }
 
-    fn pull_json(&self, p: &GiteaPull) -> Value {
+    /// A pull request as both forges show it; `head.sha` is the head branch's commit now.
+    async fn pull_json(&self, p: &GiteaPull) -> Value {
+        let sha = bare::branch_sha(&self.bare, &p.head)
+            .await
+            .unwrap_or_default();
         json!({
             "id": 2000 + p.number, "number": p.number, "title": p.title,
             "state": if p.merged || p.closed { "closed" } else { "open" }, "merged": p.merged,
-            "head": { "ref": p.head, "label": p.head },
+            "head": { "ref": p.head, "label": p.head, "sha": sha },
             "base": { "ref": p.base, "label": p.base },
             "html_url": format!("http://gitea.invalid/{}/{}/pulls/{}", self.owner, self.repo, p.number),
         })
@@ -417,8 +423,9 @@ impl FakeGitea {
         let Some(index) = self.pulls.iter().position(|p| p.number == number) else {
             return not_found("pull request");
         };
-        match body.get("Do").and_then(Value::as_str) {
-            Some("merge") => {}
+        let fast_forward = match body.get("Do").and_then(Value::as_str) {
+            Some("merge") => false,
+            Some("fast-forward-only") => true,
             Some(other) => {
                 return (
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -431,7 +438,7 @@ impl FakeGitea {
                     json!({ "message": "Do is required" }),
                 );
             }
-        }
+        };
         if self.pulls[index].closed {
             return (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -468,7 +475,12 @@ impl FakeGitea {
                 json!({ "message": "head out of date", "url": "" }),
             );
         }
-        match bare::merge(&self.bare, &base, &theirs, &message).await {
+        let merged = if fast_forward {
+            bare::fast_forward(&self.bare, &base, &theirs).await
+        } else {
+            bare::merge(&self.bare, &base, &theirs, &message).await
+        };
+        match merged {
             Ok(_) => {
                 self.pulls[index].merged = true;
                 (StatusCode::OK, Value::Null)
@@ -480,6 +492,11 @@ impl FakeGitea {
             Err(MergeRefusal::Moved) => (
                 StatusCode::CONFLICT,
                 json!({ "message": "merge push out of date", "url": "" }),
+            ),
+            // Gitea's ErrMergeDivergingFastForwardOnly.
+            Err(MergeRefusal::NotFastForward) => (
+                StatusCode::CONFLICT,
+                json!({ "message": "Merge DivergingFastForwardOnly", "url": "" }),
             ),
             Err(MergeRefusal::NoBranch(b)) => not_found(&format!("branch {b}")),
             Err(MergeRefusal::Git(e)) => (

@@ -2,7 +2,9 @@
 //! `2022-11-28`): `/repos/{owner}/{repo}` and its `labels`, `labels/{name}`, `issues`,
 //! `issues/{n}`, `issues/{n}/labels` (`PUT {"labels": [names]}` replaces, creating missing
 //! labels as GitHub does), `issues/{n}/comments`, `pulls`, `pulls/{n}` (`PATCH`),
-//! `PUT pulls/{n}/merge` (`merge_method`, `commit_title`; answers `{sha, merged, message}`) and
+//! `PUT pulls/{n}/merge` (`merge_method`, `commit_title`; answers `{sha, merged, message}`),
+//! `PATCH git/refs/heads/{branch}` (a fast-forward only; the pull requests the base then
+//! contains are merged, as GitHub marks them) and
 //! `statuses/{sha}`, `branches` (a branch's `commit.sha`) and `hooks` (`name: web`, `config`),
 //! plus `GET /user` and repository creation (`POST /user/repos`, `POST /orgs/{org}/repos`), paged
 //! by `page`/`per_page`, errors as `{"message", "documentation_url"}`.
@@ -32,6 +34,7 @@ use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 
+use super::bare::MergeRefusal;
 use super::gitea::FakeGitea;
 use super::server::{FakeApi, decode, not_found, query_pairs};
 use super::smart_http::{GitRepository, basic_credentials};
@@ -133,7 +136,7 @@ impl FakeGitHub {
             return None;
         }
         Some(match parts {
-            ["pulls", _, "merge"] => "contents",
+            ["pulls", _, "merge"] | ["git", ..] => "contents",
             ["pulls", ..] => "pull_requests",
             ["statuses", ..] => "statuses",
             ["hooks", ..] => "webhooks",
@@ -229,6 +232,63 @@ impl FakeGitHub {
         (
             StatusCode::OK,
             json!({ "sha": sha, "merged": true, "message": "Pull Request successfully merged" }),
+        )
+    }
+}
+
+impl FakeGitHub {
+    /// `PATCH git/refs/heads/{branch}` (docs.github.com/rest/git/refs#update-a-reference):
+    /// `{sha, force}`; without `force` only a fast-forward, else 422 "Update is not a fast
+    /// forward". A pull request whose head the base now contains is merged, as GitHub marks it.
+    /// The fake does no forced updates (422 rather than pretend).
+    async fn update_ref(&mut self, branch: &str, body: &Value) -> (StatusCode, Value) {
+        let Some(sha) = body.get("sha").and_then(Value::as_str) else {
+            return message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid request: sha is required",
+            );
+        };
+        if body.get("force").and_then(Value::as_bool) == Some(true) {
+            return message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the fake does not do forced reference updates",
+            );
+        }
+        match super::bare::fast_forward(&self.state.bare, branch, sha).await {
+            Ok(_) => {}
+            Err(MergeRefusal::NoBranch(_)) => {
+                return message(StatusCode::UNPROCESSABLE_ENTITY, "Reference does not exist");
+            }
+            Err(MergeRefusal::NotFastForward | MergeRefusal::Moved) => {
+                return message(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Update is not a fast forward",
+                );
+            }
+            Err(MergeRefusal::Conflict | MergeRefusal::Git(_)) => {
+                return message(StatusCode::INTERNAL_SERVER_ERROR, "reference update failed");
+            }
+        }
+        for index in 0..self.state.pulls.len() {
+            let pull = &self.state.pulls[index];
+            if pull.base != branch || pull.merged || pull.closed {
+                continue;
+            }
+            let Some(head) = super::bare::branch_sha(&self.state.bare, &pull.head).await else {
+                continue;
+            };
+            if super::bare::contains(&self.state.bare, branch, &head).await {
+                self.state.pulls[index].merged = true;
+            }
+        }
+        let reference = format!("refs/heads/{branch}");
+        (
+            StatusCode::OK,
+            json!({
+                "ref": reference,
+                "url": format!("https://api.github.invalid{}/git/{reference}", self.prefix()),
+                "object": { "type": "commit", "sha": sha },
+            }),
         )
     }
 }
@@ -409,6 +469,9 @@ impl FakeApi for FakeGitHub {
                 (StatusCode::OK, FakeGitea::paged(events, &query))
             }
             (&Method::PUT, ["pulls", _, "merge"]) => self.merge(&inner, &body).await,
+            (&Method::PATCH, ["git", "refs", "heads", branch @ ..]) => {
+                self.update_ref(&branch.join("/"), &body).await
+            }
             // GitHub merges with PUT; the inner model's POST route is not GitHub's.
             (&Method::POST, ["pulls", _, "merge"]) => not_found("route"),
             (_, ["pulls", ..]) => {

@@ -406,22 +406,25 @@ async fn a_push_the_forge_refuses_blocks_the_stage_instead_of_passing_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_merge_takes_only_the_commit_the_last_stage_recorded() {
+async fn the_promotion_merges_only_the_commit_staging_validated() {
     let c = cluster().await;
     c.a.ok(&["item", "add", "--title", "merged as passed"]);
     c.a.ok(&["run"]);
     c.a.ok(&["approve", ITEM, "--by", "tester"]);
-    // The forge refuses writes for a while: deploy passes (its push is git, not the API), the
-    // pull request cannot be opened, and the item waits in `merging`.
+    let prod_record = c.a.orch.path().join("deploy/quick/prod/current.json");
+    // The forge refuses writes for a while: the pull request cannot be opened, so the deploy
+    // blocks before prod is touched.
     c.gitea
         .with(|g| g.missing_scope = Some("write:repository".into()))
         .await;
     c.a.ok(&["run"]);
     let item = c.a.item();
-    assert_eq!(item["status"], "merging", "{item:#}");
-    let recorded = runs_of(&item, "deploy")[0]["verdict"]["head"]
-        .as_str()
-        .expect("deploy recorded its head")
+    assert_eq!(item["status"], "blocked", "{item:#}");
+    assert!(!prod_record.exists(), "prod was not touched");
+    let recorded = runs_of(&item, "deploy-staging")
+        .last()
+        .and_then(|r| r["verdict"]["head"].as_str())
+        .expect("deploy-staging recorded its candidate")
         .to_owned();
     assert_eq!(forge_branch(&c.bare), recorded);
 
@@ -447,25 +450,36 @@ async fn the_merge_takes_only_the_commit_the_last_stage_recorded() {
         ],
     );
     c.gitea.with(|g| g.missing_scope = None).await;
+    c.a.ok(&["retry", ITEM]);
     c.a.ok(&["run"]);
     let item = c.a.item();
-    assert_eq!(item["status"], "merging", "not merged: {item:#}");
+    assert_eq!(item["status"], "blocked", "not promoted: {item:#}");
+    assert!(
+        item["blocked_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not at the validated candidate"),
+        "{item:#}"
+    );
+    assert!(!prod_record.exists(), "prod was not touched");
     assert!(
         c.gitea.with(|g| g.pulls.iter().all(|p| !p.merged)).await,
         "no pull request was merged"
     );
 
-    // Back at the recorded commit, the merge goes through.
+    // Back at the recorded commit, the promotion merges it: main is exactly that commit.
     git(
         &c.bare,
         &["update-ref", &format!("refs/heads/{BRANCH}"), &recorded],
     );
+    c.a.ok(&["retry", ITEM]);
     c.a.ok(&["run"]);
     assert_eq!(c.a.item()["status"], "done");
     let main = git(&c.bare, &["rev-parse", "refs/heads/main"]);
-    git(
-        &c.bare,
-        &["merge-base", "--is-ancestor", &recorded, main.trim()],
+    assert_eq!(
+        main.trim(),
+        recorded,
+        "the forge's main is the validated candidate"
     );
     let foreign_merged = Command::new("git")
         .arg("-C")

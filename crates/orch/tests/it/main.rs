@@ -22,6 +22,7 @@ mod pg;
 mod pgrestart;
 mod projects;
 mod queue;
+mod queue_forge;
 mod resume;
 mod selfdeploy;
 mod serve;

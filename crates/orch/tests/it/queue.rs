@@ -7,6 +7,21 @@ use serde_json::Value;
 
 use crate::harness::{Orch, git};
 
+/// What drives orch in these scenarios: the harness as it is, or with a forge's token
+/// (`queue_forge.rs`).
+pub(crate) trait Drives {
+    fn ok(&self, args: &[&str]) -> String;
+    fn item(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["item", "show", id, "--json"])).expect("json")
+    }
+}
+
+impl Drives for Orch {
+    fn ok(&self, args: &[&str]) -> String {
+        Orch::ok(self, args)
+    }
+}
+
 /// The deployed app: `GET /changes` lists the files under its `changes/` folder, one a line.
 const APP: &str = r#"import http.server, os
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -100,7 +115,7 @@ files = [{{ path = "docs/work-items/{{item}}/05-test-report.md", content = "---\
 }
 
 /// The quick project with the app above, `docs/changes.md` started, and `scenario(shared)`.
-fn project(shared: bool) -> Orch {
+pub(crate) fn project(shared: bool) -> Orch {
     let orch = Orch::new(None);
     let repo = orch.repo();
     let write = |rel: &str, text: &str| {
@@ -133,7 +148,7 @@ fn prod_port(orch: &Orch) -> u16 {
 }
 
 /// What prod serves at `/changes`.
-fn prod_changes(orch: &Orch) -> Vec<String> {
+pub(crate) fn prod_changes(orch: &Orch) -> Vec<String> {
     let port = prod_port(orch);
     let out = std::process::Command::new("curl")
         .args(["-fsS", &format!("http://127.0.0.1:{port}/changes")])
@@ -173,7 +188,7 @@ fn main_files(orch: &Orch) -> Vec<String> {
     .collect()
 }
 
-fn status(orch: &Orch, id: &str) -> String {
+pub(crate) fn status(orch: &impl Drives, id: &str) -> String {
     let item = orch.item(id);
     if item["status"] == "blocked" {
         eprintln!("{id} is blocked: {}", item["blocked_reason"]);
@@ -187,7 +202,7 @@ fn status(orch: &Orch, id: &str) -> String {
     item["status"].as_str().unwrap_or_default().to_owned()
 }
 
-fn runs_of(item: &Value, stage: &str) -> Vec<Value> {
+pub(crate) fn runs_of(item: &Value, stage: &str) -> Vec<Value> {
     item["runs"]
         .as_array()
         .expect("runs")
@@ -197,7 +212,7 @@ fn runs_of(item: &Value, stage: &str) -> Vec<Value> {
         .collect()
 }
 
-fn events_of<'a>(item: &'a Value, kind: &str) -> Vec<&'a Value> {
+pub(crate) fn events_of<'a>(item: &'a Value, kind: &str) -> Vec<&'a Value> {
     item["events"]
         .as_array()
         .expect("events")

@@ -256,12 +256,14 @@ impl FakeApi for FakeGitea {
                 let open_only = !query_pairs(query)
                     .iter()
                     .any(|(k, v)| k == "state" && v != "open");
-                let items = self
+                let mut items = Vec::new();
+                for p in self
                     .pulls
                     .iter()
                     .filter(|p| !open_only || !(p.merged || p.closed))
-                    .map(|p| self.pull_json(p))
-                    .collect();
+                {
+                    items.push(self.pull_json(p).await);
+                }
                 (StatusCode::OK, Self::paged(items, query))
             }
             (&Method::POST, ["pulls"]) => {
@@ -299,13 +301,13 @@ impl FakeApi for FakeGitea {
                     merged: false,
                     closed: false,
                 };
-                let json = self.pull_json(&pull);
+                let json = self.pull_json(&pull).await;
                 self.pulls.push(pull);
                 (StatusCode::CREATED, json)
             }
             (&Method::GET, ["pulls", n]) => {
                 match number(n).and_then(|n| self.pulls.iter().find(|p| p.number == n)) {
-                    Some(p) => (StatusCode::OK, self.pull_json(p)),
+                    Some(p) => (StatusCode::OK, self.pull_json(p).await),
                     None => not_found("pull request"),
                 }
             }
@@ -321,7 +323,7 @@ impl FakeApi for FakeGitea {
                     Some(_) | None => {}
                 }
                 let pull = pull.clone();
-                (StatusCode::CREATED, self.pull_json(&pull))
+                (StatusCode::CREATED, self.pull_json(&pull).await)
             }
             (&Method::POST, ["pulls", n, "merge"]) => match number(n) {
                 Some(n) => self.merge(n, &body).await,
