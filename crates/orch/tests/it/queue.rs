@@ -426,6 +426,38 @@ fn a_prod_port_held_by_another_program_blocks_with_the_cause_and_no_agent_runs_a
     assert_prod_is_main(&orch);
 }
 
+#[test]
+fn paused_promotions_block_the_deploy_with_the_cause_and_no_agent_runs_again() {
+    let orch = project(false);
+    orch.ok(&["item", "add", "--title", "A"]);
+    orch.ok(&["run"]);
+    orch.ok(&["approve", "QUICK-1", "--by", "alice"]);
+    // A person has not yet looked at why an earlier promotion was rolled back.
+    let marker = orch.path().join("deploy/quick/prod/PAUSED");
+    std::fs::create_dir_all(marker.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&marker, "prod was restored to abc123 after def456 failed\n").expect("pause");
+    let main_before = git(&orch.repo(), &["rev-parse", "main"]);
+    orch.ok(&["run"]);
+    let item = orch.item("QUICK-1");
+    assert_eq!(item["status"], "blocked", "{item:#}");
+    let reason = item["blocked_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("paused") && reason.contains("not the change"),
+        "{reason}"
+    );
+    assert_eq!(runs_of(&item, "development").len(), 1, "no agent ran again");
+    assert_eq!(git(&orch.repo(), &["rev-parse", "main"]), main_before);
+    assert!(
+        !orch.path().join("deploy/quick/prod/current.json").exists(),
+        "nothing was promoted"
+    );
+    orch.ok(&["resume-promotions"]);
+    orch.ok(&["retry", "QUICK-1"]);
+    orch.ok(&["run"]);
+    assert_eq!(status(&orch, "QUICK-1"), "done");
+    assert_prod_is_main(&orch);
+}
+
 /// The recorded prod instance's pid.
 fn prod_pid(orch: &Orch) -> i32 {
     let record = std::fs::read_to_string(orch.path().join("deploy/quick/prod/current.json"))

@@ -284,3 +284,40 @@ async fn a_forge_that_refuses_the_merge_leaves_prod_untouched_and_blocks() {
     assert_eq!(status(&f, "QUICK-1"), "done");
     f.assert_prod_is_main();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_promotion_and_the_forge_merge_finishes_with_prod_on_main() {
+    use std::os::unix::process::ExitStatusExt;
+    let (f, server) = forged(false, "gitea", async |bare: &Path| {
+        FakeGitea::new(TOKEN, "acme", "web", bare)
+            .await
+            .expect("fake gitea")
+    })
+    .await;
+    f.ok(&["item", "add", "--title", "A"]);
+    f.ok(&["item", "add", "--title", "B"]);
+    f.ok(&["run"]);
+    f.ok(&["approve", "QUICK-1", "--by", "alice"]);
+    f.ok(&["run"]);
+    assert_eq!(status(&f, "QUICK-1"), "done");
+    f.ok(&["approve", "QUICK-2", "--by", "bob"]);
+    for point in ["during-integrate", "after-promote"] {
+        let out = f
+            .orch
+            .command(&["run"])
+            .env(TOKEN_ENV, TOKEN)
+            .env("ORCH_CRASHPOINT", point)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.signal(), Some(9), "orch must die at {point}");
+    }
+    f.ok(&["run"]);
+    let b = f.item("QUICK-2");
+    assert_eq!(b["status"], "done", "{b:#}");
+    crate::harness::assert_clean_history(&b);
+    assert_eq!(prod_changes(&f.orch), ["QUICK-1.txt", "QUICK-2.txt"]);
+    f.assert_prod_is_main();
+    let pulls = server.with(|g| g.pulls.clone()).await;
+    assert_eq!(pulls.len(), 2, "one pull request each: {pulls:?}");
+    assert!(pulls.iter().all(|p| p.merged), "{pulls:?}");
+}
