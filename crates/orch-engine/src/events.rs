@@ -29,6 +29,9 @@ pub const INTEGRATED: &str = "git.integrated";
 pub const CONFLICT: &str = "git.conflict";
 /// After a promotion, the default branch moved to exactly what prod runs.
 pub const MAIN_ADVANCED: &str = "git.main-advanced";
+/// What the forge reported on a commit's required checks, when it changed (`sha`, `checks`,
+/// `verdict`: passed, waiting, failed).
+pub const CHECKS_READ: &str = "checks.read";
 pub const DEPLOY_PROD: &str = "deploy.prod";
 /// A self-deploy started prod's hook detached (its id, pid and exit file).
 pub const DEPLOY_DETACHED: &str = "deploy.detached";

@@ -129,7 +129,11 @@ impl Engine {
                 return Ok(());
             }
             Err(StageError::NotYourTurn(reason)) => {
-                self.give_way(&item, run, &reason).await;
+                self.give_way(&item, run, &reason, GIVE_WAY_PAUSE).await;
+                return Ok(());
+            }
+            Err(StageError::Waiting { reason, pause }) => {
+                self.give_way(&item, run, &reason, pause).await;
                 return Ok(());
             }
             Err(StageError::Engine(e)) => Measured::internal_error(GateKind::Verdict, &e),
@@ -196,11 +200,11 @@ impl Engine {
     /// The run may not go ahead yet (an item approved earlier is to be promoted first): it is
     /// handed back unrecorded, unclaimable for a short while and then behind every run queued
     /// before (the earlier item's among them), so waiting costs one claim per pause.
-    async fn give_way(&self, item: &ItemRecord, run: &RunRecord, reason: &str) {
-        let delay_ms = i64::try_from(GIVE_WAY_PAUSE.as_millis()).unwrap_or(i64::MAX);
+    async fn give_way(&self, item: &ItemRecord, run: &RunRecord, reason: &str, pause: Duration) {
+        let delay_ms = i64::try_from(pause.as_millis()).unwrap_or(i64::MAX);
         if let Ok(mut until) = self.deferred_until.lock() {
             // A little past the delay, so that the run is claimable when the engine looks.
-            let back = tokio::time::Instant::now() + GIVE_WAY_PAUSE + Duration::from_millis(50);
+            let back = tokio::time::Instant::now() + pause + Duration::from_millis(50);
             *until = Some(until.map_or(back, |u| u.max(back)));
         }
         match self.store.give_way(run.fence(), delay_ms).await {
@@ -378,6 +382,9 @@ const GIVE_WAY_PAUSE: Duration = Duration::from_millis(500);
 pub(crate) enum StageError {
     /// Another item goes first (the promotion queue's order): record nothing, run it later.
     NotYourTurn(String),
+    /// Something outside orch has no verdict yet (a required CI check): record nothing, look
+    /// again after `pause`.
+    Waiting { reason: String, pause: Duration },
     /// Stopped or lease lost: record nothing.
     Abandoned,
     /// A spend limit was reached before the run started: it does not start, the item blocks.

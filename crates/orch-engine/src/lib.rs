@@ -18,6 +18,7 @@ mod approval;
 mod commands;
 pub mod events;
 mod execute;
+mod external_checks;
 mod handoff;
 mod integration;
 mod locks;
@@ -46,6 +47,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::ApproveEvidence;
+pub use external_checks::CheckPolicy;
 pub use people::Actor;
 pub use project::{ForgeLink, Project, ProjectSettings, Remotes, TrackerLink};
 pub use queue::QueueEntry;

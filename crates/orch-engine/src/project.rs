@@ -73,6 +73,8 @@ pub struct TrackerLink {
 pub struct ForgeLink {
     pub forge: Arc<dyn orch_integrations::Forge>,
     pub merge_style: orch_integrations::MergeStyle,
+    /// `[projects.forge.checks]`: the team's CI checks a promotion requires; `None`: none.
+    pub checks: Option<crate::CheckPolicy>,
 }
 
 pub struct Project {

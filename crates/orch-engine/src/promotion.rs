@@ -25,6 +25,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::action_stage::{Acted, ActionContext, ActionOutcome};
 use crate::execute::{Measured, StageError};
+use crate::external_checks::ChecksGate;
 use crate::integration::{CANDIDATE_FACT, TIP_FACT, fact, short};
 use crate::project::Project;
 use crate::upstream::MoveRefused;
@@ -130,6 +131,11 @@ impl Engine {
             refused.verdict.class = VerdictClass::Reapprove(reason);
             return Ok(decided(refused));
         }
+        // The team's own CI on the very candidate: passed, or nothing is promoted.
+        let check_lines = match self.checks_gate(project, item, run, &history, &sha).await? {
+            ChecksGate::Proceed(lines) => lines,
+            ChecksGate::Stop(outcome) => return Ok(*outcome),
+        };
         let target = match self.prepare_move(project, repo, item, &sha).await {
             Ok(target) => target,
             Err(reason) => {
@@ -150,6 +156,7 @@ impl Engine {
             }
             None => deployer.promote(&sha, &own.token).await,
         };
+        report.lines.splice(0..0, check_lines);
         let mut evs = Vec::new();
         if report.is_success() {
             self.crashpoint("after-promote");

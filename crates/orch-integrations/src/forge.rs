@@ -94,6 +94,10 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     async fn open_pull_request(&self, branch: &str, title: &str, body: &str)
     -> Result<PullRequest>;
     async fn set_commit_status(&self, sha: &str, status: &CommitStatus) -> Result<()>;
+    /// The commit statuses (and, where the forge has them, check runs) reported on commit
+    /// `sha`, the latest per name, each with the commit it was reported for. orch's own
+    /// `orch/*` statuses are left out: a verdict of orch's is never an external check.
+    async fn commit_checks(&self, sha: &str) -> Result<Vec<crate::ExternalCheck>>;
     /// Closes the open pull request of `branch` unmerged (its item was stopped); none open is
     /// success.
     async fn close_pull_request(&self, branch: &str) -> Result<()>;

@@ -184,6 +184,12 @@ impl Forge for Gitea {
         self.rest.set_commit_status(sha, status).await
     }
 
+    /// Gitea reports CI (Gitea Actions, Woodpecker, Drone...) as commit statuses; its API has no
+    /// check runs, and no log tail.
+    async fn commit_checks(&self, sha: &str) -> Result<Vec<crate::ExternalCheck>> {
+        self.rest.commit_statuses(sha).await
+    }
+
     /// `head_commit_id` is Gitea's head guard: 409 "head out of date" when the branch moved.
     async fn merge_pull_request(
         &self,

@@ -218,6 +218,22 @@ impl Forge for GitHub {
         self.rest.set_commit_status(sha, status).await
     }
 
+    /// Commit statuses and check runs (GitHub Actions reports check runs; the default
+    /// `filter=latest` gives the latest run per name).
+    async fn commit_checks(&self, sha: &str) -> Result<Vec<crate::ExternalCheck>> {
+        let mut checks = self.rest.commit_statuses(sha).await?;
+        let runs = self
+            .rest
+            .api
+            .get(&format!(
+                "{}/commits/{sha}/check-runs?per_page=100",
+                self.rest.prefix
+            ))
+            .await?;
+        checks.extend(crate::checks::from_check_runs(&runs));
+        Ok(checks)
+    }
+
     /// `sha` is GitHub's head guard: 409 "Head branch was modified" when the branch moved.
     async fn merge_pull_request(
         &self,

@@ -12,6 +12,7 @@
 //! - A setup survey sends GET requests only; setup creates, never edits or deletes.
 //! - Every remote call is bounded: a timeout per request and a bounded number of retries.
 
+pub mod checks;
 mod error;
 pub mod forge;
 pub mod gitea;
@@ -27,6 +28,7 @@ pub mod tracker;
 #[cfg(feature = "fake")]
 pub mod fake;
 
+pub use checks::{CheckState, ExternalCheck};
 pub use error::{IntegrationError, Result};
 pub use forge::{CommitState, CommitStatus, Forge, MergeStyle, PullRequest};
 pub use gitea::{Gitea, GiteaConfig};

@@ -355,6 +355,19 @@ impl RepoApi {
             .map(|_| ())
     }
 
+    /// The combined status of `sha` (the latest status per context), without orch's own.
+    pub(crate) async fn commit_statuses(&self, sha: &str) -> Result<Vec<crate::ExternalCheck>> {
+        full_sha(sha)?;
+        let answer = self
+            .api
+            .get(&format!("{}/commits/{sha}/status", self.prefix))
+            .await?;
+        Ok(crate::checks::from_combined_status(&answer, sha)
+            .into_iter()
+            .filter(|c| !c.name.starts_with("orch/"))
+            .collect())
+    }
+
     fn pull(&self, value: &Value) -> Result<PullRequest> {
         Ok(PullRequest {
             number: value

@@ -80,6 +80,14 @@ impl orch_engine::Reporter for ProgressPrinter {
     }
 }
 
+/// `text` with control characters (terminal escapes among them) made spaces: for words that
+/// come from outside (a forge, a CI system) on their way to a terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -91,5 +99,10 @@ mod tests {
         assert_eq!(t, "ID       STAGE  STATUS\nDEMO-10  qa     running\n");
         assert_eq!(super::millis(1500), "1.5s");
         assert_eq!(super::millis(61_000), "1m01s");
+    }
+
+    #[test]
+    fn printable_blanks_terminal_escapes() {
+        assert_eq!(super::printable("ok\u{1b}[2Jgone\n"), "ok [2Jgone ");
     }
 }

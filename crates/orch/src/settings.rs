@@ -178,9 +178,26 @@ pub struct RemoteEntry {
     /// Tracker: seconds between reconciliation polls (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_secs: Option<u64>,
-    /// Forge: `merge` (default), `squash` or `rebase`.
+    /// Forge: `merge` (default), `squash`, `rebase` or `fast-forward`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_style: Option<String>,
+    /// Forge: `[projects.forge.checks]`, the team's CI checks a promotion requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<ChecksEntry>,
+}
+
+/// `[projects.forge.checks]`: the commit statuses and check runs (by name, `*` patterns, or
+/// `["*"]` for every one reported) that must have passed on a candidate before it is promoted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksEntry {
+    pub required: Vec<String>,
+    /// How long a check may stay without a verdict before the item blocks (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// How often the forge is asked again while waiting (default 15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_secs: Option<u64>,
 }
 
 /// How often trackers are polled when no project says otherwise.

@@ -49,11 +49,13 @@ pub struct GiteaPull {
     pub closed: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GiteaStatus {
     pub sha: String,
     pub state: String,
     pub context: String,
+    pub description: String,
+    pub target_url: String,
 }
 
 #[derive(Debug)]
@@ -211,6 +213,40 @@ impl FakeGitea {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// A CI system reports `state` for `context` on commit `sha` (what `POST statuses/{sha}`
+    /// records).
+    pub fn report_status(&mut self, sha: &str, context: &str, state: &str, description: &str) {
+        self.statuses.push(GiteaStatus {
+            sha: sha.to_owned(),
+            state: state.to_owned(),
+            context: context.to_owned(),
+            description: description.to_owned(),
+            target_url: format!("http://ci.invalid/{context}/{}", self.statuses.len() + 1),
+        });
+    }
+
+    /// The combined status of `sha` (docs: `GET repos/{owner}/{repo}/commits/{ref}/status`):
+    /// the latest status per context, each naming its state `status`, as Gitea does.
+    pub(crate) fn combined_status(&self, sha: &str) -> Value {
+        let mut latest: Vec<&GiteaStatus> = Vec::new();
+        for status in self.statuses.iter().rev().filter(|s| s.sha == sha) {
+            if !latest.iter().any(|l| l.context == status.context) {
+                latest.push(status);
+            }
+        }
+        let worst = ["error", "failure", "pending", "warning", "success"]
+            .into_iter()
+            .find(|w| latest.iter().any(|s| s.state == *w))
+            .unwrap_or("pending");
+        json!({
+            "state": worst, "sha": sha, "total_count": latest.len(),
+            "statuses": latest.iter().map(|s| json!({
+                "status": s.state, "context": s.context, "description": s.description,
+                "target_url": s.target_url,
+            })).collect::<Vec<_>>(),
+        })
     }
 
     pub fn add_label(&mut self, name: &str) -> u64 {

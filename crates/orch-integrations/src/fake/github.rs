@@ -51,7 +51,23 @@ pub struct FakeGitHub {
     /// Fine-grained permissions the token lacks (`issues`, `pull_requests`, `statuses`,
     /// `contents`): writes that need one are refused naming it.
     pub denied: Vec<String>,
+    /// Check runs (docs.github.com/rest/checks/runs), newest last.
+    pub check_runs: Vec<CheckRun>,
     deliveries: u64,
+}
+
+/// A check run as GitHub Actions (or any GitHub App) reports it on a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckRun {
+    pub name: String,
+    pub head_sha: String,
+    /// `queued`, `in_progress` or `completed`.
+    pub status: String,
+    /// Once completed: `success`, `failure`, `cancelled`, `timed_out`, `neutral`, `skipped`...
+    pub conclusion: Option<String>,
+    pub title: String,
+    /// The run's output text (its log, as far as orch reads it).
+    pub text: String,
 }
 
 impl FakeGitHub {
@@ -63,6 +79,7 @@ impl FakeGitHub {
             token: token.to_owned(),
             state,
             denied: Vec::new(),
+            check_runs: Vec::new(),
             deliveries: 0,
         })
     }
@@ -79,6 +96,7 @@ impl FakeGitHub {
             token: token.to_owned(),
             state: FakeGitea::absent(token, owner, repo, bare).await?,
             denied: Vec::new(),
+            check_runs: Vec::new(),
             deliveries: 0,
         })
     }
@@ -237,6 +255,28 @@ impl FakeGitHub {
 }
 
 impl FakeGitHub {
+    /// `GET commits/{ref}/check-runs` with the default `filter=latest`: the newest run per name.
+    fn check_runs_json(&self, sha: &str) -> Value {
+        let mut latest: Vec<(usize, &CheckRun)> = Vec::new();
+        for (i, run) in self.check_runs.iter().enumerate().rev() {
+            if run.head_sha == sha && !latest.iter().any(|(_, l)| l.name == run.name) {
+                latest.push((i, run));
+            }
+        }
+        let runs: Vec<Value> = latest
+            .iter()
+            .map(|(i, r)| {
+                json!({
+                    "id": 9000 + i, "name": r.name, "head_sha": r.head_sha, "status": r.status,
+                    "conclusion": r.conclusion,
+                    "details_url": format!("https://github.invalid/actions/runs/{}", 9000 + i),
+                    "output": { "title": r.title, "summary": "", "text": r.text },
+                })
+            })
+            .collect();
+        json!({ "total_count": runs.len(), "check_runs": runs })
+    }
+
     /// `PATCH git/refs/heads/{branch}` (docs.github.com/rest/git/refs#update-a-reference):
     /// `{sha, force}`; without `force` only a fast-forward, else 422 "Update is not a fast
     /// forward". A pull request whose head the base now contains is merged, as GitHub marks it.
@@ -467,6 +507,19 @@ impl FakeApi for FakeGitHub {
                     })
                     .collect();
                 (StatusCode::OK, FakeGitea::paged(events, &query))
+            }
+            (&Method::GET, ["commits", sha, "status"]) => {
+                // GitHub names a status's state `state`, where Gitea says `status`.
+                let mut combined = self.state.combined_status(sha);
+                if let Some(statuses) = combined["statuses"].as_array_mut() {
+                    for s in statuses {
+                        s["state"] = s["status"].take();
+                    }
+                }
+                (StatusCode::OK, combined)
+            }
+            (&Method::GET, ["commits", sha, "check-runs"]) => {
+                (StatusCode::OK, self.check_runs_json(sha))
             }
             (&Method::PUT, ["pulls", _, "merge"]) => self.merge(&inner, &body).await,
             (&Method::PATCH, ["git", "refs", "heads", branch @ ..]) => {

@@ -167,7 +167,9 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged() {
         [GiteaStatus {
             sha: sha.clone(),
             state: "success".into(),
-            context: "orch/review".into()
+            context: "orch/review".into(),
+            description: "review passed".into(),
+            ..Default::default()
         }]
     );
 

@@ -201,7 +201,9 @@ async fn a_branch_is_pushed_reviewed_marked_and_really_merged_once() {
         GiteaStatus {
             sha: sha.clone(),
             state: "pending".into(),
-            context: "orch/review".into()
+            context: "orch/review".into(),
+            description: "reviewing".into(),
+            ..Default::default()
         }
     );
     assert_eq!(

@@ -1,6 +1,7 @@
 //! The adapters against the in-process fakes: documented paths, pagination, retries, typed
 //! errors, and a real push and merge through the fake Gitea's bare repository.
 
+mod checks;
 mod fast_forward;
 mod git_http;
 mod gitea;

@@ -90,6 +90,7 @@ async fn item_page(state: &AppState, access: &Access, raw: &str) -> Result<Strin
         );
     }
     timeline(&mut out, &runs);
+    super::checks::section(&mut out, &events);
     if access.shows_content() {
         artifacts(&mut out, project, &item.id);
         diff(&mut out, project, &item).await;

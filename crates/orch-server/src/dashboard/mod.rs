@@ -18,6 +18,7 @@
 
 mod actions;
 mod board;
+mod checks;
 mod html;
 mod item;
 pub(crate) mod limits;

@@ -100,6 +100,7 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
     if !pipeline.is_empty() {
         println!("this change modifies the pipeline: {}", pipeline.join(", "));
     }
+    external_checks(&events);
     let mut rows = vec![vec![
         "STAGE".into(),
         "ATTEMPT".into(),
@@ -180,4 +181,33 @@ fn print_spend(spend: &ItemSpend) {
         spend.total.describe(),
     ]);
     print!("\nspend:\n{}", table(&rows));
+}
+
+/// What the forge last reported on the required checks of the commit a promotion judged.
+fn external_checks(events: &[orch_store::EventRecord]) {
+    let Some(read) = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == orch_engine::events::CHECKS_READ)
+    else {
+        return;
+    };
+    let text = |v: &serde_json::Value, k: &str| {
+        crate::output::printable(v.get(k).and_then(serde_json::Value::as_str).unwrap_or(""))
+    };
+    let sha = text(&read.data, "sha");
+    println!(
+        "external checks on {} ({}):",
+        sha.get(..8).unwrap_or(&sha),
+        text(&read.data, "verdict")
+    );
+    for check in read.data["checks"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<24} {:<12} {} {}",
+            text(check, "name"),
+            text(check, "forge_state"),
+            text(check, "description"),
+            text(check, "url")
+        );
+    }
 }

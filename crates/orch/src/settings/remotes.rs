@@ -138,6 +138,39 @@ pub(super) fn tracker(id: &ProjectId, entry: &RemoteEntry) -> Result<TrackerLink
     })
 }
 
+/// `[projects.forge.checks]` as the engine's policy; an empty list or a zero interval is refused.
+fn check_policy(
+    id: &ProjectId,
+    entry: &crate::settings::ChecksEntry,
+) -> Result<orch_engine::CheckPolicy, String> {
+    let field = |name: &str| format!("project `{id}`, field `forge.checks.{name}`");
+    if entry.required.is_empty() || entry.required.iter().any(|r| r.trim().is_empty()) {
+        return Err(format!(
+            "{}: name at least one check (or `[\"*\"]` for every check reported); an empty name \
+             or list requires nothing, which a gate must not do silently",
+            field("required")
+        ));
+    }
+    let secs = |value: Option<u64>, default: std::time::Duration, name: &str| match value {
+        None => Ok(default),
+        Some(0) => Err(format!("{}: must be at least 1", field(name))),
+        Some(n) => Ok(std::time::Duration::from_secs(n)),
+    };
+    Ok(orch_engine::CheckPolicy {
+        required: entry.required.clone(),
+        timeout: secs(
+            entry.timeout_secs,
+            orch_engine::CheckPolicy::DEFAULT_TIMEOUT,
+            "timeout_secs",
+        )?,
+        poll: secs(
+            entry.poll_secs,
+            orch_engine::CheckPolicy::DEFAULT_POLL,
+            "poll_secs",
+        )?,
+    })
+}
+
 pub(super) fn forge(id: &ProjectId, entry: &RemoteEntry) -> Result<ForgeLink, String> {
     let table = "forge";
     if entry.ready_state.is_some() || entry.poll_secs.is_some() {
@@ -148,11 +181,19 @@ pub(super) fn forge(id: &ProjectId, entry: &RemoteEntry) -> Result<ForgeLink, St
     let merge_style = match entry.merge_style.as_deref() {
         None => MergeStyle::default(),
         Some(s) => MergeStyle::parse(s).ok_or_else(|| {
-            format!("project `{id}`, field `forge.merge_style`: `{s}` is not `merge`, `squash` or `rebase`")
+            format!("project `{id}`, field `forge.merge_style`: `{s}` is not `merge`, `squash`, `rebase` or `fast-forward`")
         })?,
     };
+    let checks = match &entry.checks {
+        None => None,
+        Some(c) => Some(check_policy(id, c)?),
+    };
     match repository_host(id, table, entry)? {
-        Some((_, forge, _)) => Ok(ForgeLink { forge, merge_style }),
+        Some((_, forge, _)) => Ok(ForgeLink {
+            forge,
+            merge_style,
+            checks,
+        }),
         None => Err(format!(
             "project `{id}`, field `forge.kind`: `{}` is not a forge; use `gitea`, `forgejo` or `github`",
             entry.kind
@@ -199,6 +240,7 @@ mod tests {
             ready_state: None,
             poll_secs: None,
             merge_style: None,
+            checks: None,
         }
     }
 
@@ -241,6 +283,7 @@ mod tests {
                 Some(github()),
                 Some(RemoteEntry {
                     merge_style: Some("squash".into()),
+                    checks: None,
                     ..github()
                 }),
             ),
@@ -328,6 +371,30 @@ mod tests {
                     ..remote("gitea")
                 }),
                 "forge.merge_style",
+            ),
+            (
+                None,
+                Some(RemoteEntry {
+                    checks: Some(crate::settings::ChecksEntry {
+                        required: Vec::new(),
+                        timeout_secs: None,
+                        poll_secs: None,
+                    }),
+                    ..remote("gitea")
+                }),
+                "forge.checks.required",
+            ),
+            (
+                None,
+                Some(RemoteEntry {
+                    checks: Some(crate::settings::ChecksEntry {
+                        required: vec!["ci/*".into()],
+                        timeout_secs: None,
+                        poll_secs: Some(0),
+                    }),
+                    ..remote("gitea")
+                }),
+                "forge.checks.poll_secs",
             ),
             (
                 Some(RemoteEntry {

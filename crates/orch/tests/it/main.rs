@@ -11,6 +11,7 @@ mod dashboard;
 mod demo;
 mod deployment_doc;
 mod dumpable;
+mod external_checks;
 mod gates;
 mod harness;
 mod hostile;

@@ -14,13 +14,13 @@ use serde_json::Value;
 use crate::harness::{Orch, git};
 use crate::queue::{Drives, events_of, prod_changes, project, runs_of, status};
 
-const TOKEN: &str = "forge-token-7f3a";
+pub(crate) const TOKEN: &str = "forge-token-7f3a";
 const TOKEN_ENV: &str = "E2E_FORGE_TOKEN";
 
 /// The quick project with the queue scenario, its forge configured.
-struct Forged {
-    orch: Orch,
-    bare: PathBuf,
+pub(crate) struct Forged {
+    pub(crate) orch: Orch,
+    pub(crate) bare: PathBuf,
 }
 
 impl Drives for Forged {
@@ -50,7 +50,7 @@ impl Forged {
             .to_owned()
     }
 
-    fn prod_sha(&self) -> String {
+    pub(crate) fn prod_sha(&self) -> String {
         let path = self.orch.path().join("deploy/quick/prod/current.json");
         let record: Value =
             serde_json::from_str(&std::fs::read_to_string(path).expect("prod record"))
@@ -59,7 +59,7 @@ impl Forged {
     }
 
     /// The invariant after every deploy, on the forge and locally.
-    fn assert_prod_is_main(&self) {
+    pub(crate) fn assert_prod_is_main(&self) {
         let prod = self.prod_sha();
         assert_eq!(
             self.forge_main(),
@@ -99,7 +99,7 @@ impl Forged {
 }
 
 /// `project(shared)` with its main on a fake forge of `kind` served by `fake`.
-async fn forged<A: FakeApi>(
+pub(crate) async fn forged<A: FakeApi>(
     shared: bool,
     kind: &str,
     fake: impl AsyncFnOnce(&Path) -> A,

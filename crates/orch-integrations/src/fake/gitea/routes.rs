@@ -348,11 +348,16 @@ impl FakeApi for FakeGitea {
                     sha: (*sha).to_owned(),
                     state: state.clone(),
                     context: field("context"),
+                    description: field("description"),
+                    target_url: field("target_url"),
                 });
                 (
                     StatusCode::CREATED,
                     json!({ "id": self.id(), "status": state, "context": field("context") }),
                 )
+            }
+            (&Method::GET, ["commits", sha, "status"]) => {
+                (StatusCode::OK, self.combined_status(sha))
             }
             _ => not_found("route"),
         }

@@ -54,6 +54,7 @@ pub fn entries(
                 ready_state: None,
                 poll_secs: None,
                 merge_style: None,
+                checks: None,
             })
         }
         Some(other) => {
@@ -87,6 +88,7 @@ pub fn entries(
             ready_state: None,
             poll_secs: None,
             merge_style: None,
+            checks: None,
         }),
         Some(kind @ ("gitea" | "forgejo" | "github")) => {
             let why = "with a gitea or github --tracker (or --forge-url)";
@@ -110,6 +112,7 @@ pub fn entries(
                 ready_state: None,
                 poll_secs: None,
                 merge_style: None,
+                checks: None,
             })
         }
         Some(other) => {

@@ -1,0 +1,94 @@
+//! The item page's "External checks" section: what the forge last reported on the commit a
+//! promotion judged (the latest `checks.read` event), one row per check with its state and
+//! link. The forge's words are escaped, and only `http(s)` links become links: a status's
+//! `target_url` is whatever the CI that posted it wrote.
+
+use std::fmt::Write as _;
+
+use orch_store::EventRecord;
+use serde_json::Value;
+
+use super::html::esc;
+
+pub(crate) fn section(out: &mut String, events: &[EventRecord]) {
+    let Some(read) = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == orch_engine::events::CHECKS_READ)
+    else {
+        return;
+    };
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let sha = text(&read.data, "sha");
+    let _ = write!(
+        out,
+        "<section><h2>External checks</h2><p class=\"meta\">on {} · {}</p>\
+         <table class=\"checks\"><thead><tr><th>check</th><th>state</th><th>description</th>\
+         </tr></thead><tbody>",
+        esc(sha.get(..8).unwrap_or(&sha)),
+        esc(&text(&read.data, "verdict"))
+    );
+    for check in read.data["checks"].as_array().into_iter().flatten() {
+        let name = text(check, "name");
+        let url = text(check, "url");
+        let name_cell = if url.starts_with("https://") || url.starts_with("http://") {
+            format!("<a href=\"{}\">{}</a>", esc(&url), esc(&name))
+        } else {
+            esc(&name).to_string()
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{name_cell}</td><td class=\"check-{state}\">{forge_state}</td><td>{}</td></tr>",
+            esc(&text(check, "description")),
+            state = esc(&text(check, "state")),
+            forge_state = esc(&text(check, "forge_state")),
+        );
+    }
+    out.push_str("</tbody></table></section>");
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn read(checks: Value) -> EventRecord {
+        EventRecord {
+            item: orch_core::ItemId::parse("WEB-1").expect("id"),
+            seq: 1,
+            at: 0,
+            kind: orch_engine::events::CHECKS_READ.into(),
+            run_id: Some(1),
+            data: json!({ "sha": "0123456789abcdef", "verdict": "failed", "checks": checks }),
+        }
+    }
+
+    #[test]
+    fn rows_link_only_http_urls_and_escape_the_forges_words() {
+        let mut out = String::new();
+        section(
+            &mut out,
+            &[read(json!([
+                { "name": "test", "state": "failure", "forge_state": "failure",
+                  "description": "<b>2 failed</b>", "url": "https://ci.example/1" },
+                { "name": "evil", "state": "success", "forge_state": "success",
+                  "description": "", "url": "javascript:alert(1)" },
+            ]))],
+        );
+        assert!(
+            out.contains("<a href=\"https://ci.example/1\">test</a>"),
+            "{out}"
+        );
+        assert!(out.contains("&lt;b&gt;2 failed"), "{out}");
+        assert!(!out.contains("javascript:"), "{out}");
+        assert!(out.contains("on 01234567 · failed"), "{out}");
+    }
+
+    #[test]
+    fn nothing_without_a_reading() {
+        let mut out = String::new();
+        section(&mut out, &[]);
+        assert!(out.is_empty());
+    }
+}
