@@ -32,6 +32,10 @@ pub const MAIN_ADVANCED: &str = "git.main-advanced";
 /// What the forge reported on a commit's required checks, when it changed (`sha`, `checks`,
 /// `verdict`: passed, waiting, failed).
 pub const CHECKS_READ: &str = "checks.read";
+/// A person's review sent the item back to development (`review`, `by`, `pull`, `state`).
+pub const REVIEW_RETURNED: &str = "review.returned";
+/// The deploy waits for reviewers who requested changes to review the new change.
+pub const REVIEW_AWAITED: &str = "review.awaited";
 pub const DEPLOY_PROD: &str = "deploy.prod";
 /// A self-deploy started prod's hook detached (its id, pid and exit file).
 pub const DEPLOY_DETACHED: &str = "deploy.detached";

@@ -30,6 +30,7 @@ mod queue;
 mod reaper;
 mod record;
 mod remotes;
+mod reviews;
 mod selfdeploy;
 mod session;
 pub mod spend;
@@ -52,6 +53,7 @@ pub use people::Actor;
 pub use project::{ForgeLink, Project, ProjectSettings, Remotes, TrackerLink};
 pub use queue::QueueEntry;
 pub use remotes::{FollowSummary, StateSource, TrackerAction};
+pub use reviews::ReviewPolicy;
 
 #[derive(Debug, Error)]
 pub enum EngineError {

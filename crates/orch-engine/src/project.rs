@@ -75,6 +75,8 @@ pub struct ForgeLink {
     pub merge_style: orch_integrations::MergeStyle,
     /// `[projects.forge.checks]`: the team's CI checks a promotion requires; `None`: none.
     pub checks: Option<crate::CheckPolicy>,
+    /// `[projects.forge.reviews]`: who may approve by review, whether comments send back.
+    pub reviews: Option<crate::ReviewPolicy>,
 }
 
 pub struct Project {

@@ -136,6 +136,13 @@ impl Engine {
             ChecksGate::Proceed(lines) => lines,
             ChecksGate::Stop(outcome) => return Ok(*outcome),
         };
+        // People's reviews on the pull request: a request for changes is the developer's work.
+        if let ChecksGate::Stop(outcome) = self
+            .reviews_gate(project, item, run, &history, &sha)
+            .await?
+        {
+            return Ok(*outcome);
+        }
         let target = match self.prepare_move(project, repo, item, &sha).await {
             Ok(target) => target,
             Err(reason) => {

@@ -98,6 +98,9 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// `sha`, the latest per name, each with the commit it was reported for. orch's own
     /// `orch/*` statuses are left out: a verdict of orch's is never an external check.
     async fn commit_checks(&self, sha: &str) -> Result<Vec<crate::ExternalCheck>>;
+    /// People's reviews of pull request `number`, oldest first, each with its comments on the
+    /// diff.
+    async fn reviews(&self, number: u64) -> Result<Vec<crate::Review>>;
     /// Closes the open pull request of `branch` unmerged (its item was stopped); none open is
     /// success.
     async fn close_pull_request(&self, branch: &str) -> Result<()>;

@@ -190,6 +190,22 @@ impl Forge for Gitea {
         self.rest.commit_statuses(sha).await
     }
 
+    /// Each review's comments are `GET pulls/{n}/reviews/{id}/comments`.
+    async fn reviews(&self, number: u64) -> Result<Vec<crate::Review>> {
+        let mut reviews = self.rest.reviews(number).await?;
+        for review in &mut reviews {
+            let comments = self
+                .rest
+                .list_all(&format!(
+                    "{}/pulls/{number}/reviews/{}/comments",
+                    self.rest.prefix, review.id
+                ))
+                .await?;
+            review.comments = comments.iter().map(crate::reviews::comment).collect();
+        }
+        Ok(reviews)
+    }
+
     /// `head_commit_id` is Gitea's head guard: 409 "head out of date" when the branch moved.
     async fn merge_pull_request(
         &self,

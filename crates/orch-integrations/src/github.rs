@@ -234,6 +234,25 @@ impl Forge for GitHub {
         Ok(checks)
     }
 
+    /// The pull request's review comments (`GET pulls/{n}/comments`) go to the review named by
+    /// their `pull_request_review_id`.
+    async fn reviews(&self, number: u64) -> Result<Vec<crate::Review>> {
+        let mut reviews = self.rest.reviews(number).await?;
+        let comments = self
+            .rest
+            .list_all(&format!("{}/pulls/{number}/comments", self.rest.prefix))
+            .await?;
+        for c in &comments {
+            let owner = c
+                .get("pull_request_review_id")
+                .and_then(serde_json::Value::as_u64);
+            if let Some(review) = reviews.iter_mut().find(|r| Some(r.id) == owner) {
+                review.comments.push(crate::reviews::comment(c));
+            }
+        }
+        Ok(reviews)
+    }
+
     /// `sha` is GitHub's head guard: 409 "Head branch was modified" when the branch moved.
     async fn merge_pull_request(
         &self,

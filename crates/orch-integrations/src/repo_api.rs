@@ -355,6 +355,20 @@ impl RepoApi {
             .map(|_| ())
     }
 
+    /// The reviews of pull request `number` (`GET pulls/{n}/reviews`), oldest first, without
+    /// their comments.
+    pub(crate) async fn reviews(&self, number: u64) -> Result<Vec<crate::Review>> {
+        let all = self
+            .list_all(&format!("{}/pulls/{number}/reviews", self.prefix))
+            .await?;
+        all.iter()
+            .map(|v| {
+                crate::reviews::review(v)
+                    .ok_or_else(|| self.bad("a review without an `id` or a `user`".into()))
+            })
+            .collect()
+    }
+
     /// The combined status of `sha` (the latest status per context), without orch's own.
     pub(crate) async fn commit_statuses(&self, sha: &str) -> Result<Vec<crate::ExternalCheck>> {
         full_sha(sha)?;

@@ -57,10 +57,13 @@ pub enum WebhookAction {
     Refused,
     /// The engine or the tracker failed; the reconciliation poll tries again.
     Failed,
+    /// A forge's news about a pull request's reviews or a commit's checks: orch asked the forge
+    /// itself again (approvals by review at once; a waiting deploy at its next look).
+    ForgeNews,
 }
 
 impl WebhookAction {
-    pub const ALL: [WebhookAction; 8] = [
+    pub const ALL: [WebhookAction; 9] = [
         WebhookAction::Created,
         WebhookAction::AlreadyFiled,
         WebhookAction::Stopped,
@@ -69,6 +72,7 @@ impl WebhookAction {
         WebhookAction::Stale,
         WebhookAction::Refused,
         WebhookAction::Failed,
+        WebhookAction::ForgeNews,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +85,7 @@ impl WebhookAction {
             WebhookAction::Stale => "stale",
             WebhookAction::Refused => "refused",
             WebhookAction::Failed => "failed",
+            WebhookAction::ForgeNews => "forge_news",
         }
     }
 }
@@ -187,8 +192,27 @@ pub(crate) fn parse(source: WebhookSource, body: &Value) -> Option<ItemNews> {
     }
 }
 
+/// Whether a Gitea or GitHub delivery is about a pull request's review (`review` with
+/// `pull_request`), a check run or suite, or a commit status (`sha`, `state`, `context`).
+pub(crate) fn is_forge_news(source: WebhookSource, body: &Value) -> bool {
+    if source == WebhookSource::Plane {
+        return false;
+    }
+    let has = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
+    (has("review") && has("pull_request"))
+        || has("check_run")
+        || has("check_suite")
+        || (has("sha") && has("state") && has("context"))
+}
+
 /// Acts on a verified, newly stored delivery.
 pub(crate) async fn act(engine: &Engine, source: WebhookSource, body: &Value) -> WebhookAction {
+    if is_forge_news(source, body) {
+        // The delivery's word decides nothing: the forge is read again.
+        let approved = engine.approve_by_reviews().await;
+        tracing::debug!("forge news: {} item(s) approved by review", approved.len());
+        return WebhookAction::ForgeNews;
+    }
     let Some(news) = parse(source, body) else {
         return WebhookAction::Ignored;
     };
@@ -328,6 +352,21 @@ mod tests {
         let mut pull = labeled("state/Ready");
         pull["issue"]["pull_request"] = serde_json::json!({ "url": "x" });
         assert_eq!(parse(WebhookSource::Github, &pull), None);
+    }
+
+    #[test]
+    fn reviews_checks_and_statuses_are_forge_news_and_issues_are_not() {
+        let review = serde_json::json!({ "action": "submitted", "review": { "state": "approved" },
+            "pull_request": { "number": 1 } });
+        let check = serde_json::json!({ "action": "completed", "check_run": { "name": "test" } });
+        let status = serde_json::json!({ "sha": "abc", "state": "failure", "context": "ci" });
+        for body in [&review, &check, &status] {
+            assert!(is_forge_news(WebhookSource::Github, body), "{body}");
+            assert!(is_forge_news(WebhookSource::Gitea, body), "{body}");
+            assert!(!is_forge_news(WebhookSource::Plane, body), "{body}");
+        }
+        let issue = serde_json::json!({ "action": "labeled", "issue": { "number": 1 } });
+        assert!(!is_forge_news(WebhookSource::Github, &issue));
     }
 
     #[test]

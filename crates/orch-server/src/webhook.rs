@@ -109,7 +109,10 @@ pub(crate) async fn receive(
         Ok(Intake::Stored(payload)) => {
             let action = crate::tracker_events::act(state.engine(), source, &payload).await;
             state.metrics().record_action(source, action);
-            if matches!(action, WebhookAction::Created | WebhookAction::Approved) {
+            if matches!(
+                action,
+                WebhookAction::Created | WebhookAction::Approved | WebhookAction::ForgeNews
+            ) {
                 state.notify_work_added();
             }
             (

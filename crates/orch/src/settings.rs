@@ -184,6 +184,26 @@ pub struct RemoteEntry {
     /// Forge: `[projects.forge.checks]`, the team's CI checks a promotion requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<ChecksEntry>,
+    /// Forge: `[projects.forge.reviews]`, what people's reviews may do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviews: Option<ReviewsEntry>,
+}
+
+/// `[projects.forge.reviews]`: orch people (names) whose approving review on the validated
+/// candidate approves the item, and whether comment reviews send it back like requested changes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewsEntry {
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default)]
+    pub comments: bool,
+    /// How long the deploy waits for a re-review after changes were requested (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// How often the forge is asked while waiting (default 15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_secs: Option<u64>,
 }
 
 /// `[projects.forge.checks]`: the commit statuses and check runs (by name, `*` patterns, or

@@ -49,6 +49,22 @@ pub struct GiteaPull {
     pub closed: bool,
 }
 
+/// A person's review of a pull request, with its comments on the diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeReview {
+    pub id: u64,
+    pub pull: u64,
+    pub user: u64,
+    /// In GitHub's words: `APPROVED`, `CHANGES_REQUESTED`, `COMMENTED`; each fake answers in its
+    /// forge's own.
+    pub state: String,
+    pub commit_id: String,
+    pub body: String,
+    pub dismissed: bool,
+    /// `(path, line, body)`.
+    pub comments: Vec<(String, u64, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GiteaStatus {
     pub sha: String,
@@ -74,6 +90,7 @@ pub struct FakeGitea {
     pub comments: Vec<(u64, String)>,
     pub pulls: Vec<GiteaPull>,
     pub statuses: Vec<GiteaStatus>,
+    pub reviews: Vec<FakeReview>,
     /// Whether the repository exists; one made by [`FakeGitea::absent`] appears on a create.
     pub exists: bool,
     pub description: String,
@@ -141,6 +158,7 @@ impl FakeGitea {
             comments: Vec::new(),
             pulls: Vec::new(),
             statuses: Vec::new(),
+            reviews: Vec::new(),
             exists: false,
             description: String::new(),
             login: owner.to_owned(),
@@ -213,6 +231,51 @@ impl FakeGitea {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// `login` reviews pull request `pull` on `commit` (`APPROVED`, `CHANGES_REQUESTED` or
+    /// `COMMENTED`), with comments `(path, line, body)`; returns the review's id.
+    pub fn add_review(
+        &mut self,
+        pull: u64,
+        login: &str,
+        state: &str,
+        commit: &str,
+        body: &str,
+        comments: &[(&str, u64, &str)],
+    ) -> u64 {
+        let user = self.user_id(login);
+        let id = 5000 + self.reviews.len() as u64;
+        self.reviews.push(FakeReview {
+            id,
+            pull,
+            user,
+            state: state.to_owned(),
+            commit_id: commit.to_owned(),
+            body: body.to_owned(),
+            dismissed: false,
+            comments: comments
+                .iter()
+                .map(|(p, l, b)| ((*p).to_owned(), *l, (*b).to_owned()))
+                .collect(),
+        });
+        id
+    }
+
+    /// The reviews of `pull` in the shape both forges share (`id`, `user`, `body`, `commit_id`);
+    /// `state` is left to the caller's words.
+    pub(crate) fn reviews_json(&self, pull: u64) -> Vec<(FakeReview, Value)> {
+        self.reviews
+            .iter()
+            .filter(|r| r.pull == pull)
+            .map(|r| {
+                let json = json!({
+                    "id": r.id, "user": { "id": r.user, "login": self.login_of(r.user) },
+                    "body": r.body, "commit_id": r.commit_id,
+                });
+                (r.clone(), json)
+            })
+            .collect()
     }
 
     /// A CI system reports `state` for `context` on commit `sha` (what `POST statuses/{sha}`

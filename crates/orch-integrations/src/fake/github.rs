@@ -521,6 +521,43 @@ impl FakeApi for FakeGitHub {
             (&Method::GET, ["commits", sha, "check-runs"]) => {
                 (StatusCode::OK, self.check_runs_json(sha))
             }
+            (&Method::GET, ["pulls", n, "reviews"]) => {
+                let Some(n) = n.parse().ok() else {
+                    return message(StatusCode::NOT_FOUND, "Not Found");
+                };
+                let items = self
+                    .state
+                    .reviews_json(n)
+                    .into_iter()
+                    .map(|(r, mut v)| {
+                        v["state"] = json!(if r.dismissed {
+                            "DISMISSED"
+                        } else {
+                            r.state.as_str()
+                        });
+                        v
+                    })
+                    .collect();
+                (StatusCode::OK, FakeGitea::paged(items, &query))
+            }
+            (&Method::GET, ["pulls", n, "comments"]) => {
+                let Some(n) = n.parse::<u64>().ok() else {
+                    return message(StatusCode::NOT_FOUND, "Not Found");
+                };
+                let items = self
+                    .state
+                    .reviews
+                    .iter()
+                    .filter(|r| r.pull == n)
+                    .flat_map(|r| {
+                        r.comments.iter().map(|(path, line, body)| {
+                            json!({ "pull_request_review_id": r.id, "path": path, "line": line,
+                                    "original_line": line, "body": body, "commit_id": r.commit_id })
+                        })
+                    })
+                    .collect();
+                (StatusCode::OK, FakeGitea::paged(items, &query))
+            }
             (&Method::PUT, ["pulls", _, "merge"]) => self.merge(&inner, &body).await,
             (&Method::PATCH, ["git", "refs", "heads", branch @ ..]) => {
                 self.update_ref(&branch.join("/"), &body).await

@@ -91,3 +91,86 @@ async fn github_reports_statuses_and_check_runs_with_their_output() {
     );
     assert_eq!(test.description, "1 failed");
 }
+
+async fn reads_reviews_with_their_comments<F: Forge>(
+    forge: &F,
+    add: impl AsyncFnOnce(u64, &str) -> (),
+    dir: &std::path::Path,
+) {
+    use orch_integrations::ReviewState;
+    let (repo, sha) = work_repo(dir, "orch/WEB-1").await;
+    forge.push_branch(&repo, "orch/WEB-1").await.expect("push");
+    let pr = forge
+        .open_pull_request("orch/WEB-1", "WEB-1", "b")
+        .await
+        .expect("pr");
+    add(pr.number, &sha).await;
+    let reviews = forge.reviews(pr.number).await.expect("reviews");
+    let states: Vec<(String, ReviewState)> =
+        reviews.iter().map(|r| (r.login.clone(), r.state)).collect();
+    assert_eq!(
+        states,
+        [
+            ("ada".to_owned(), ReviewState::ChangesRequested),
+            ("bob".to_owned(), ReviewState::Approved),
+        ]
+    );
+    assert_eq!(reviews[0].commit_id, sha);
+    assert_eq!(reviews[0].comments.len(), 1);
+    assert_eq!(reviews[0].comments[0].path, "b.txt");
+    assert_eq!(reviews[0].comments[0].line, Some(1));
+    assert_eq!(reviews[0].comments[0].body, "say why");
+    assert!(reviews[1].comments.is_empty());
+}
+
+#[tokio::test]
+async fn gitea_reviews_are_read_in_its_own_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, gitea) = crate::gitea::setup(dir.path()).await;
+    reads_reviews_with_their_comments(
+        &gitea,
+        async |pull, sha| {
+            server
+                .with(|g| {
+                    g.add_review(
+                        pull,
+                        "ada",
+                        "CHANGES_REQUESTED",
+                        sha,
+                        "no",
+                        &[("b.txt", 1, "say why")],
+                    );
+                    g.add_review(pull, "bob", "APPROVED", sha, "", &[]);
+                })
+                .await
+        },
+        dir.path(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn github_reviews_are_read_with_the_pulls_review_comments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, github) = crate::github::setup(dir.path()).await;
+    reads_reviews_with_their_comments(
+        &github,
+        async |pull, sha| {
+            server
+                .with(|g| {
+                    g.state.add_review(
+                        pull,
+                        "ada",
+                        "CHANGES_REQUESTED",
+                        sha,
+                        "no",
+                        &[("b.txt", 1, "say why")],
+                    );
+                    g.state.add_review(pull, "bob", "APPROVED", sha, "", &[]);
+                })
+                .await
+        },
+        dir.path(),
+    )
+    .await;
+}

@@ -15,6 +15,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<i32> {
             on_signal.cancel();
         }
     });
+    // Approvals a listed person gave as a review on the forge count before the pass.
+    for id in ctx.engine.approve_by_reviews().await {
+        println!("{id}: approved by a review on its pull request");
+    }
     let summary = ctx.engine.run_until_idle(&cancel).await?;
     println!(
         "{} stage run(s), {} item(s) merged. Nothing left to run; see `orch status`.",

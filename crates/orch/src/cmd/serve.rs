@@ -177,6 +177,10 @@ async fn run_remotes(
     let mut last_reconcile: Option<tokio::time::Instant> = None;
     while !shutdown.is_cancelled() {
         if last_reconcile.is_none_or(|t| t.elapsed() >= poll) {
+            let by_review = engine.approve_by_reviews().await;
+            if !by_review.is_empty() {
+                work_added.notify_one();
+            }
             let actions = engine.reconcile_trackers().await;
             if actions.iter().any(|(_, a)| {
                 matches!(

@@ -171,6 +171,36 @@ fn check_policy(
     })
 }
 
+/// `[projects.forge.reviews]` as the engine's policy.
+fn review_policy(
+    id: &ProjectId,
+    entry: &crate::settings::ReviewsEntry,
+) -> Result<orch_engine::ReviewPolicy, String> {
+    let field = |name: &str| format!("project `{id}`, field `forge.reviews.{name}`");
+    if let Some(bad) = entry
+        .approvers
+        .iter()
+        .find(|a| orch_engine::people::valid_person_name(a).is_err())
+    {
+        return Err(format!(
+            "{}: `{bad}` is not a person's name (see `orch user add`)",
+            field("approvers")
+        ));
+    }
+    let defaults = orch_engine::ReviewPolicy::default();
+    let secs = |value: Option<u64>, default: std::time::Duration, name: &str| match value {
+        None => Ok(default),
+        Some(0) => Err(format!("{}: must be at least 1", field(name))),
+        Some(n) => Ok(std::time::Duration::from_secs(n)),
+    };
+    Ok(orch_engine::ReviewPolicy {
+        approvers: entry.approvers.clone(),
+        comments: entry.comments,
+        timeout: secs(entry.timeout_secs, defaults.timeout, "timeout_secs")?,
+        poll: secs(entry.poll_secs, defaults.poll, "poll_secs")?,
+    })
+}
+
 pub(super) fn forge(id: &ProjectId, entry: &RemoteEntry) -> Result<ForgeLink, String> {
     let table = "forge";
     if entry.ready_state.is_some() || entry.poll_secs.is_some() {
@@ -188,11 +218,16 @@ pub(super) fn forge(id: &ProjectId, entry: &RemoteEntry) -> Result<ForgeLink, St
         None => None,
         Some(c) => Some(check_policy(id, c)?),
     };
+    let reviews = match &entry.reviews {
+        None => None,
+        Some(r) => Some(review_policy(id, r)?),
+    };
     match repository_host(id, table, entry)? {
         Some((_, forge, _)) => Ok(ForgeLink {
             forge,
             merge_style,
             checks,
+            reviews,
         }),
         None => Err(format!(
             "project `{id}`, field `forge.kind`: `{}` is not a forge; use `gitea`, `forgejo` or `github`",
@@ -241,6 +276,7 @@ mod tests {
             poll_secs: None,
             merge_style: None,
             checks: None,
+            reviews: None,
         }
     }
 
@@ -284,6 +320,7 @@ mod tests {
                 Some(RemoteEntry {
                     merge_style: Some("squash".into()),
                     checks: None,
+                    reviews: None,
                     ..github()
                 }),
             ),
@@ -380,6 +417,7 @@ mod tests {
                         timeout_secs: None,
                         poll_secs: None,
                     }),
+                    reviews: None,
                     ..remote("gitea")
                 }),
                 "forge.checks.required",
@@ -392,6 +430,7 @@ mod tests {
                         timeout_secs: None,
                         poll_secs: Some(0),
                     }),
+                    reviews: None,
                     ..remote("gitea")
                 }),
                 "forge.checks.poll_secs",

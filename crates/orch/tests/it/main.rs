@@ -21,6 +21,7 @@ mod onboard;
 mod onboard_remote;
 mod pg;
 mod pgrestart;
+mod pr_reviews;
 mod projects;
 mod queue;
 mod queue_forge;

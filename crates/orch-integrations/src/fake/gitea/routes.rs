@@ -305,6 +305,42 @@ impl FakeApi for FakeGitea {
                 self.pulls.push(pull);
                 (StatusCode::CREATED, json)
             }
+            (&Method::GET, ["pulls", n, "reviews"]) => {
+                let Some(n) = number(n) else {
+                    return not_found("pull request");
+                };
+                let items = self
+                    .reviews_json(n)
+                    .into_iter()
+                    .map(|(r, mut v)| {
+                        v["state"] = json!(match r.state.as_str() {
+                            "CHANGES_REQUESTED" => "REQUEST_CHANGES",
+                            "COMMENTED" => "COMMENT",
+                            other => other,
+                        });
+                        v["dismissed"] = json!(r.dismissed);
+                        v["stale"] = json!(false);
+                        v
+                    })
+                    .collect();
+                (StatusCode::OK, Self::paged(items, query))
+            }
+            (&Method::GET, ["pulls", _, "reviews", id, "comments"]) => {
+                let Some(review) =
+                    number(id).and_then(|id| self.reviews.iter().find(|r| r.id == id))
+                else {
+                    return not_found("review");
+                };
+                let items: Vec<Value> = review
+                    .comments
+                    .iter()
+                    .map(|(path, line, body)| {
+                        json!({ "path": path, "position": line, "original_position": line,
+                                "body": body, "pull_request_review_id": review.id })
+                    })
+                    .collect();
+                (StatusCode::OK, Self::paged(items, query))
+            }
             (&Method::GET, ["pulls", n]) => {
                 match number(n).and_then(|n| self.pulls.iter().find(|p| p.number == n)) {
                     Some(p) => (StatusCode::OK, self.pull_json(p).await),

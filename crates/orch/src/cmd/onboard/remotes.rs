@@ -55,6 +55,7 @@ pub fn entries(
                 poll_secs: None,
                 merge_style: None,
                 checks: None,
+                reviews: None,
             })
         }
         Some(other) => {
@@ -89,6 +90,7 @@ pub fn entries(
             poll_secs: None,
             merge_style: None,
             checks: None,
+            reviews: None,
         }),
         Some(kind @ ("gitea" | "forgejo" | "github")) => {
             let why = "with a gitea or github --tracker (or --forge-url)";
@@ -113,6 +115,7 @@ pub fn entries(
                 poll_secs: None,
                 merge_style: None,
                 checks: None,
+                reviews: None,
             })
         }
         Some(other) => {

@@ -1,0 +1,198 @@
+//! People's reviews of the item's pull request (the fake Gitea and GitHub, their documented
+//! review shapes): a request for changes sends the item back to development with the comments,
+//! their files and lines, in the prompt; the deploy then waits for that reviewer's new review;
+//! an approving review by a listed, linked person on the validated candidate approves the item,
+//! and one by anyone else does not.
+
+use std::path::Path;
+
+use orch_integrations::fake::gitea::{FakeGitea, GiteaPull};
+use orch_integrations::fake::github::FakeGitHub;
+use orch_integrations::fake::{FakeApi, FakeServer};
+use serde_json::Value;
+
+use crate::harness::git;
+use crate::queue::{Drives, events_of, runs_of, status};
+use crate::queue_forge::{Forged, TOKEN, forged};
+
+/// A forge project with `[projects.forge.reviews]` = `reviews`, whose developer's second attempt
+/// changes a file of its own.
+async fn with_reviews<A: FakeApi>(
+    kind: &str,
+    reviews: &str,
+    fake: impl AsyncFnOnce(&Path) -> A,
+) -> (Forged, FakeServer<A>) {
+    let (f, server) = forged(false, kind, fake).await;
+    let repo = f.orch.repo();
+    let scenario = repo.join(".orch/scenario.toml");
+    let text = std::fs::read_to_string(&scenario).expect("scenario");
+    let resolve = r#"  { path = "docs/changes.md", resolve = "union" },"#;
+    let text = text.replace(
+        resolve,
+        &format!(
+            "{resolve}\n  {{ path = \"app/fix.txt\", content = \"attempt {{attempt}}\\n\" }},"
+        ),
+    );
+    std::fs::write(&scenario, text).expect("scenario");
+    git(&repo, &["commit", "-qam", "a second attempt fixes"]);
+    git(
+        &repo,
+        &["push", "-q", &f.bare.display().to_string(), "main"],
+    );
+    let config = f.orch.path().join("orch.toml");
+    let mut toml = std::fs::read_to_string(&config).expect("orch.toml");
+    toml.push_str(&format!("\n[projects.forge.reviews]\n{reviews}\n"));
+    std::fs::write(&config, toml).expect("write orch.toml");
+    (f, server)
+}
+
+fn candidate(item: &Value) -> String {
+    runs_of(item, "deploy-staging")
+        .last()
+        .and_then(|r| r["verdict"]["sha"].as_str().map(str::to_owned))
+        .expect("a validated candidate")
+}
+
+/// The pull request a person opened for the item's branch (orch finds it rather than opening
+/// another).
+fn pull_of_item() -> GiteaPull {
+    GiteaPull {
+        number: 1,
+        head: "orch/QUICK-1".into(),
+        base: "main".into(),
+        title: "QUICK-1: A".into(),
+        merged: false,
+        closed: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_changes_returns_the_item_with_its_comments_and_waits_for_a_new_review() {
+    let (f, server) = with_reviews(
+        "github",
+        "timeout_secs = 2\npoll_secs = 1",
+        async |bare: &Path| {
+            FakeGitHub::new(TOKEN, "acme", "web", bare)
+                .await
+                .expect("fake")
+        },
+    )
+    .await;
+    f.ok(&["item", "add", "--title", "A"]);
+    f.ok(&["run"]);
+    let first = candidate(&f.item("QUICK-1"));
+    server
+        .with(|g| {
+            g.state.pulls.push(pull_of_item());
+            g.state.add_review(
+                1,
+                "ada",
+                "CHANGES_REQUESTED",
+                &first,
+                "Not like this.",
+                &[("app/server.py", 6, "handle an empty changes folder")],
+            );
+        })
+        .await;
+    f.ok(&["approve", "QUICK-1", "--by", "alice"]);
+    f.ok(&["run"]);
+    let item = f.item("QUICK-1");
+    assert_eq!(item["status"], "awaiting-approval", "{item:#}");
+    assert!(
+        !f.orch
+            .path()
+            .join("deploy/quick/prod/current.json")
+            .exists()
+    );
+    let prompt = std::fs::read_to_string(
+        f.orch
+            .path()
+            .join("logs/quick/QUICK-1/development-2.prompt.md"),
+    )
+    .expect("a second development prompt");
+    assert!(
+        prompt.contains("ada requested changes on the pull request: Not like this.")
+            && prompt.contains("app/server.py:6: handle an empty changes folder"),
+        "{prompt}"
+    );
+    assert_eq!(events_of(&item, "review.returned").len(), 1);
+
+    // The fix is approved by orch's approver, but ada has not looked again: the deploy waits,
+    // then blocks naming her; nothing is sent back twice for the same review.
+    f.ok(&["approve", "QUICK-1", "--by", "alice"]);
+    f.ok(&["run"]);
+    let item = f.item("QUICK-1");
+    assert_eq!(item["status"], "blocked", "{item:#}");
+    let reason = item["blocked_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("ada requested changes"), "{reason}");
+    assert_eq!(runs_of(&item, "development").len(), 2);
+
+    // ada approves the new change: delivered.
+    let second = candidate(&item);
+    server
+        .with(|g| g.state.add_review(1, "ada", "APPROVED", &second, "", &[]))
+        .await;
+    f.ok(&["retry", "QUICK-1"]);
+    f.ok(&["run"]);
+    assert_eq!(status(&f, "QUICK-1"), "done");
+    f.assert_prod_is_main();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approving_review_by_a_listed_person_on_the_candidate_approves_and_no_other_does() {
+    let (f, server) = with_reviews("gitea", r#"approvers = ["alice"]"#, async |bare: &Path| {
+        FakeGitea::new(TOKEN, "acme", "web", bare)
+            .await
+            .expect("fake")
+    })
+    .await;
+    f.ok(&["item", "add", "--title", "A"]);
+    f.ok(&["run"]);
+    let sha = candidate(&f.item("QUICK-1"));
+    let (alice, bob) = server
+        .with(|g| {
+            g.pulls.push(pull_of_item());
+            (g.user_id("alice-gitea"), g.user_id("bob-gitea"))
+        })
+        .await;
+    f.ok(&[
+        "user",
+        "add",
+        "alice",
+        "--tracker-id",
+        &format!("gitea:{alice}"),
+    ]);
+    f.ok(&[
+        "user",
+        "add",
+        "bob",
+        "--tracker-id",
+        &format!("gitea:{bob}"),
+    ]);
+    let older = runs_of(&f.item("QUICK-1"), "qa")
+        .last()
+        .and_then(|r| r["verdict"]["head"].as_str().map(str::to_owned))
+        .expect("qa's head");
+    server
+        .with(|g| {
+            g.add_review(1, "mallory", "APPROVED", &sha, "lgtm", &[]);
+            g.add_review(1, "bob-gitea", "APPROVED", &sha, "lgtm", &[]);
+            g.add_review(1, "alice-gitea", "APPROVED", &older, "an older commit", &[]);
+        })
+        .await;
+    f.ok(&["run"]);
+    assert_eq!(
+        status(&f, "QUICK-1"),
+        "awaiting-approval",
+        "nobody listed approved the candidate"
+    );
+    server
+        .with(|g| g.add_review(1, "alice-gitea", "APPROVED", &sha, "ship it", &[]))
+        .await;
+    f.ok(&["run"]);
+    let item = f.item("QUICK-1");
+    assert_eq!(item["status"], "done", "{item:#}");
+    let approvals = events_of(&item, "approval.granted");
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0]["data"]["by"], "alice");
+}
