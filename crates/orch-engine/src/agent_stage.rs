@@ -68,6 +68,10 @@ impl Engine {
         if let Some(overrun) = budget.before_run() {
             return Err(StageError::OverBudget(overrun));
         }
+        // The team's CI on the branch head decides first: no tokens for a review of red code.
+        if let Some(decided) = self.checks_before_agent(project, item, run, &runs).await? {
+            return Ok(decided);
+        }
         let repo = project.repo().await?;
         let wt = project.worktree(&item.id);
         let default = repo.default_branch().await?;

@@ -1,6 +1,7 @@
 //! The team's own CI as a gate: the checks a project requires (commit statuses and check runs,
 //! by name or pattern, or every one reported) must have passed on the exact commit being judged
-//! before a promotion (the candidate), read from the forge at that moment.
+//! before a promotion (the candidate), and before the agent of a stage such as review starts
+//! (the branch head the previous stage left), read from the forge at that moment.
 //!
 //! [`judge`] is the decision, pure: a required check that failed is FAILED with its name,
 //! description, link and log tail (back to development, where the identical-failure rule and the
@@ -31,6 +32,43 @@ pub(crate) enum ChecksGate {
 }
 
 impl Engine {
+    /// Before an agent stage named in `before_stages` runs its agent: the required checks on
+    /// the branch head the item's last stage recorded. `None`: nothing to wait for, run.
+    pub(crate) async fn checks_before_agent(
+        &self,
+        project: &Project,
+        item: &ItemRecord,
+        run: &RunRecord,
+        runs: &[RunRecord],
+    ) -> Result<Option<Measured>, StageError> {
+        let Some(policy) = project
+            .settings
+            .remotes
+            .forge
+            .as_ref()
+            .and_then(|l| l.checks.as_ref())
+        else {
+            return Ok(None);
+        };
+        if !policy.before_stages.iter().any(|s| s == run.stage.as_str()) {
+            return Ok(None);
+        }
+        let Some(head) = crate::handoff::recorded_head(runs) else {
+            return Ok(None);
+        };
+        let history = self.store.list_events(&item.id, 0).await?;
+        match self
+            .checks_gate(project, item, run, &history, &head)
+            .await?
+        {
+            ChecksGate::Proceed(_) => Ok(None),
+            ChecksGate::Stop(outcome) => match *outcome {
+                ActionOutcome::Decided { measured, .. } => Ok(Some(measured)),
+                ActionOutcome::Acted(_) => Ok(None),
+            },
+        }
+    }
+
     /// The project's required checks on commit `sha`, read from the forge now (see the module
     /// doc). `history` is the item's events so far.
     pub(crate) async fn checks_gate(
@@ -169,6 +207,9 @@ pub struct CheckPolicy {
     pub required: Vec<String>,
     pub timeout: Duration,
     pub poll: Duration,
+    /// Agent stages whose agent starts only once the required checks passed on the branch head
+    /// the previous stage left (default: `review`). The deploy always judges the candidate.
+    pub before_stages: Vec<String>,
 }
 
 impl CheckPolicy {
@@ -322,6 +363,7 @@ mod tests {
             required: required.iter().map(|s| (*s).to_owned()).collect(),
             timeout: CheckPolicy::DEFAULT_TIMEOUT,
             poll: CheckPolicy::DEFAULT_POLL,
+            before_stages: Vec::new(),
         }
     }
 

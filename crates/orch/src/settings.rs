@@ -218,6 +218,10 @@ pub struct ChecksEntry {
     /// How often the forge is asked again while waiting (default 15).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_secs: Option<u64>,
+    /// Agent stages that start only once the checks passed on the branch head (default
+    /// `["review"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_stages: Option<Vec<String>>,
 }
 
 /// How often trackers are polled when no project says otherwise.

@@ -168,6 +168,10 @@ fn check_policy(
             orch_engine::CheckPolicy::DEFAULT_POLL,
             "poll_secs",
         )?,
+        before_stages: entry
+            .before_stages
+            .clone()
+            .unwrap_or_else(|| vec!["review".to_owned()]),
     })
 }
 
@@ -416,6 +420,7 @@ mod tests {
                         required: Vec::new(),
                         timeout_secs: None,
                         poll_secs: None,
+                        before_stages: None,
                     }),
                     reviews: None,
                     ..remote("gitea")
@@ -429,6 +434,7 @@ mod tests {
                         required: vec!["ci/*".into()],
                         timeout_secs: None,
                         poll_secs: Some(0),
+                        before_stages: None,
                     }),
                     reviews: None,
                     ..remote("gitea")

@@ -22,6 +22,17 @@ async fn with_checks<A: FakeApi>(
     timeout_secs: u64,
     fake: impl AsyncFnOnce(&Path) -> A,
 ) -> (Forged, FakeServer<A>) {
+    with_checks_before(kind, required, timeout_secs, "[]", fake).await
+}
+
+/// The same, with `before_stages = before`.
+async fn with_checks_before<A: FakeApi>(
+    kind: &str,
+    required: &str,
+    timeout_secs: u64,
+    before: &str,
+    fake: impl AsyncFnOnce(&Path) -> A,
+) -> (Forged, FakeServer<A>) {
     let (f, server) = forged(false, kind, fake).await;
     // The developer's second attempt fixes something (a file of its own), so a new candidate
     // follows a red check.
@@ -49,7 +60,7 @@ async fn with_checks<A: FakeApi>(
     let mut toml = std::fs::read_to_string(&config).expect("orch.toml");
     toml.push_str(&format!(
         "\n[projects.forge.checks]\nrequired = {required}\ntimeout_secs = {timeout_secs}\n\
-         poll_secs = 1\n"
+         poll_secs = 1\nbefore_stages = {before}\n"
     ));
     std::fs::write(&config, toml).expect("write orch.toml");
     (f, server)
@@ -273,4 +284,67 @@ async fn a_cancelled_run_is_no_verdict_and_a_pending_one_blocks_after_the_timeou
     f.ok(&["retry", "QUICK-1"]);
     f.ok(&["run"]);
     assert_eq!(status(&f, "QUICK-1"), "done");
+}
+
+/// The branch head the item's latest development run recorded, once it passed.
+fn development_head(f: &Forged, attempt: u64) -> Option<String> {
+    let item = f.item("QUICK-1");
+    runs_of(&item, "development")
+        .iter()
+        .find(|r| r["attempt"] == attempt && r["verdict"]["class"] == "pass")
+        .and_then(|r| r["verdict"]["head"].as_str().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_starts_only_once_the_checks_passed_on_the_branch_head() {
+    let (f, server) =
+        with_checks_before("github", r#"["test"]"#, 60, r#"["review"]"#, github).await;
+    f.ok(&["item", "add", "--title", "A"]);
+    let mut run = f
+        .orch
+        .command(&["run"])
+        .env(crate::queue_forge::TOKEN_ENV, TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("orch run");
+    // CI reports red on the first head, green on the second, while orch waits for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut reported = 0;
+    while reported < 2 {
+        assert!(std::time::Instant::now() < deadline, "no development head");
+        if let Some(head) = development_head(&f, reported + 1) {
+            let check = if reported == 0 {
+                red(&head, "lint: unused import")
+            } else {
+                green(&head)
+            };
+            server.with(|g| g.check_runs.push(check)).await;
+            reported += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let status_of_run = run.wait().expect("orch run ends");
+    assert!(status_of_run.success());
+    let item = f.item("QUICK-1");
+    assert_eq!(item["status"], "awaiting-approval", "{item:#}");
+    let reviews = runs_of(&item, "review");
+    assert_eq!(reviews.len(), 2, "{item:#}");
+    // The first review ran no agent: failed on the check, with its output for the developer.
+    let first = &reviews[0]["verdict"]["reasons"];
+    assert!(first.to_string().contains("lint: unused import"), "{first}");
+    assert!(
+        !f.orch
+            .path()
+            .join("logs/quick/QUICK-1/review-1.prompt.md")
+            .exists(),
+        "no review agent ran on red code"
+    );
+    assert!(
+        f.orch
+            .path()
+            .join("logs/quick/QUICK-1/review-2.prompt.md")
+            .exists(),
+        "the review agent ran on green code"
+    );
 }

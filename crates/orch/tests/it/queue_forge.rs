@@ -15,7 +15,7 @@ use crate::harness::{Orch, git};
 use crate::queue::{Drives, events_of, prod_changes, project, runs_of, status};
 
 pub(crate) const TOKEN: &str = "forge-token-7f3a";
-const TOKEN_ENV: &str = "E2E_FORGE_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "E2E_FORGE_TOKEN";
 
 /// The quick project with the queue scenario, its forge configured.
 pub(crate) struct Forged {
