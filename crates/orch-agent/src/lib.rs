@@ -36,6 +36,7 @@ pub mod price;
 pub mod prompt;
 pub mod scripted;
 pub mod settings;
+pub mod tested;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -298,8 +298,9 @@ fn registry_from_json(json: &str) -> Result<Vec<ProjectEntry>, UsageError> {
         .collect()
 }
 
-impl Settings {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+impl ConfigFile {
+    /// Reads and parses `orch.toml`; every error names the file and is a usage error (exit 2).
+    pub fn read(path: &Path) -> Result<Self, UsageError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             UsageError(format!(
                 "cannot read {}: {e}\nhint: run `orch demo` to create one, or pass --config FILE (env {})",
@@ -307,18 +308,55 @@ impl Settings {
                 env::CONFIG
             ))
         })?;
-        let file: ConfigFile =
-            toml::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            UsageError(format!(
+                "{}: {}",
+                path.display(),
+                orch_core::toml_error::describe(&text, &e)
+            ))
+        })
+    }
+
+    /// The registry entries in force: [`env::PROJECTS_JSON`]'s when set, else the file's, with
+    /// where they came from (for error messages).
+    pub fn registry(&self, path: &Path) -> Result<(Vec<ProjectEntry>, String), UsageError> {
+        match std::env::var(env::PROJECTS_JSON) {
+            Ok(json) => Ok((registry_from_json(&json)?, env::PROJECTS_JSON.to_owned())),
+            Err(_) => Ok((self.projects.clone(), path.display().to_string())),
+        }
+    }
+
+    /// The store URL in force ([`env::STORE_URL`] over `[store] url`), a relative SQLite path
+    /// resolved against the data directory.
+    pub fn store_url(&self, data_dir: &Path) -> String {
+        let mut store_url = std::env::var(env::STORE_URL).unwrap_or(self.store.url.clone());
+        if let Some(rel) = store_url.strip_prefix("sqlite://")
+            && !rel.starts_with('/')
+            && !rel.starts_with(':')
+        {
+            store_url = format!("sqlite://{}", data_dir.join(rel).display());
+        }
+        store_url
+    }
+}
+
+/// orch's data directory: the folder of the configuration file, absolute.
+pub fn data_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let abs =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    Ok(abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".")))
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let file = ConfigFile::read(path)?;
         let abs = std::path::absolute(path)
             .with_context(|| format!("cannot resolve {}", path.display()))?;
-        let data_dir = abs
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let (entries, source) = match std::env::var(env::PROJECTS_JSON) {
-            Ok(json) => (registry_from_json(&json)?, env::PROJECTS_JSON.to_owned()),
-            Err(_) => (file.projects.clone(), path.display().to_string()),
-        };
+        let data_dir = data_dir(path)?;
+        let (entries, source) = file.registry(path)?;
         let mut projects = Vec::new();
         let mut sandboxes = std::collections::BTreeMap::new();
         let mut seen = std::collections::BTreeSet::new();
@@ -335,13 +373,7 @@ impl Settings {
             }
             projects.push(p);
         }
-        let mut store_url = std::env::var(env::STORE_URL).unwrap_or(file.store.url);
-        if let Some(rel) = store_url.strip_prefix("sqlite://")
-            && !rel.starts_with('/')
-            && !rel.starts_with(':')
-        {
-            store_url = format!("sqlite://{}", data_dir.join(rel).display());
-        }
+        let store_url = file.store_url(&data_dir);
         let max_parallel = match std::env::var(env::MAX_PARALLEL) {
             Ok(v) => v
                 .parse()

@@ -10,6 +10,7 @@ mod crossmachine;
 mod dashboard;
 mod demo;
 mod deployment_doc;
+mod doctor;
 mod dumpable;
 mod gates;
 mod harness;
