@@ -379,3 +379,67 @@ fn without_a_configuration_the_machine_is_checked_and_bad_usage_is_exit_2() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_missing_bwrap_fails_the_sandbox_check() {
+    let orch = Orch::new(None);
+    // A PATH with git but without bwrap.
+    let bin = orch.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let git = ["/usr/bin/git", "/bin/git", "/usr/local/bin/git"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("git is installed");
+    std::os::unix::fs::symlink(git, bin.join("git")).expect("link git");
+    let (code, report) = doctor(&orch, &[("PATH", &bin.display().to_string())]);
+    assert_eq!(code, Some(1), "{report:#}");
+    one(&report, "git", "", "ok");
+    let bwrap = one(&report, "sandbox", "bwrap", "fail");
+    assert!(
+        bwrap["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("apt-get install bubblewrap")),
+        "{bwrap}"
+    );
+    assert!(
+        bwrap["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("project(s) quick")),
+        "{bwrap}"
+    );
+}
+
+#[test]
+fn the_docker_daemon_is_checked_for_a_docker_project() {
+    let orch = Orch::new(None);
+    let deploy = |docker_table: &str| {
+        std::fs::write(
+            orch.repo().join(".orch/deploy.toml"),
+            format!("kind = \"docker\"\n\n[docker]\n{docker_table}\n"),
+        )
+        .expect("deploy.toml");
+    };
+    deploy("host = \"unix:///nonexistent/orch-doctor-docker.sock\"");
+    let (code, report) = doctor(&orch, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let docker = one(&report, "docker", "project quick", "fail");
+    assert!(
+        docker["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("docker daemon")),
+        "{docker}"
+    );
+
+    let usable = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !usable {
+        crate::skip::skip("docker is not usable here; run .ci/install-docker.sh");
+        return;
+    }
+    deploy("");
+    let (code, report) = doctor(&orch, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    one(&report, "docker", "project quick", "ok");
+}
