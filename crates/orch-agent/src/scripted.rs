@@ -186,6 +186,10 @@ impl Agent for ScriptedAgent {
             usage.output_tokens = step.tokens.map(|t| t.1);
             usage.cost_usd = step.cost_usd.or(step.tokens.map(|_| 0.0));
         }
+        // It spends nothing: a step without figures reports none by design, not an unknown.
+        if usage.input_tokens.is_none() && usage.cost_usd.is_none() {
+            usage.reporting = orch_core::spend::Reporting::NoneByDesign;
+        }
         let outcome = match step {
             None => {
                 log.line(&format!(
