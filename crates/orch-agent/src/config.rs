@@ -212,8 +212,7 @@ pub struct BuiltAgent {
 
 impl AgentsConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let c: AgentsConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let c: AgentsConfig = orch_core::toml_error::parse(text).map_err(ConfigError::Parse)?;
         check(&c.default, "the default")?;
         check_prices(&c.prices)?;
         for (role, spec) in &c.roles {

@@ -89,7 +89,7 @@ pub enum ScenarioError {
 
 impl Scenario {
     pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
-        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        let s: Scenario = orch_core::toml_error::parse(text).map_err(ScenarioError::Parse)?;
         for (i, step) in s.steps.iter().enumerate() {
             let err = |message: String| ScenarioError::Step {
                 index: i + 1,

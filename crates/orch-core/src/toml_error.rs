@@ -5,6 +5,11 @@
 //!
 //! It only words errors; it never accepts anything the parser refused.
 
+/// Parses `text` as `T`, a refusal worded by [`describe`]: what every orch TOML reader uses.
+pub fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| describe(text, &e))
+}
+
 /// `e` on one line: `line 3 (max_paralel = 2): unknown field `max_paralel`, expected one of
 /// ... (did you mean `max_parallel`?)`.
 pub fn describe(text: &str, e: &toml::de::Error) -> String {
@@ -22,10 +27,14 @@ pub fn describe(text: &str, e: &toml::de::Error) -> String {
     format!("{}{message}{hint}", place.unwrap_or_default())
 }
 
-/// For serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or `b`"): the
-/// accepted name closest to `x`, when it is close enough to be a typo.
-fn did_you_mean(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field ")?;
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or `b`", or
+/// "unknown variant" for a word that must be one of a set, such as an agent's `kind`), from
+/// any format (TOML, JSON): the accepted name closest to `x`, when it is close enough to be a
+/// typo.
+pub fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field ")
+        .or_else(|| message.strip_prefix("unknown variant "))?;
     let mut names = rest.split('`').skip(1).step_by(2);
     let unknown = names.next()?;
     let (best, distance) = names
@@ -81,6 +90,17 @@ mod tests {
         assert!(!said.contains('\n'), "{said}");
         let far = refusal("colour = 1\n");
         assert!(!far.contains("did you mean"), "{far}");
+    }
+
+    #[test]
+    fn a_misspelled_word_of_a_set_gets_the_word_it_likely_meant() {
+        assert_eq!(
+            did_you_mean(
+                "unknown variant `cluade`, expected one of `scripted`, `command`, `claude`"
+            )
+            .as_deref(),
+            Some("claude")
+        );
     }
 
     #[test]

@@ -54,8 +54,9 @@ pub struct ServerSection {
     pub service_name: Option<String>,
 }
 
+/// `[store]`: `url` may be left out (the SQLite file beside orch.toml).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
     pub url: String,
 }
@@ -279,6 +280,24 @@ pub fn parse_project(
     })
 }
 
+/// [`env::CRASHPOINT`]: unset, or one of the engine's crash points (a typo would silently
+/// never crash, and the test relying on it would pass for the wrong reason).
+fn crashpoint() -> Result<Option<String>, UsageError> {
+    let value = std::env::var(env::CRASHPOINT).unwrap_or_default();
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if orch_engine::CRASHPOINTS.contains(&value) {
+        return Ok(Some(value.to_owned()));
+    }
+    Err(UsageError(format!(
+        "{}={value:?} is not a crash point; use one of: {}",
+        env::CRASHPOINT,
+        orch_engine::CRASHPOINTS.join(", ")
+    )))
+}
+
 /// The registry entries of [`env::PROJECTS_JSON`]: a JSON array of objects with the fields of
 /// `[[projects]]`. Each entry is then checked by [`parse_project`], like the file's.
 fn registry_from_json(json: &str) -> Result<Vec<ProjectEntry>, UsageError> {
@@ -292,8 +311,12 @@ fn registry_from_json(json: &str) -> Result<Vec<ProjectEntry>, UsageError> {
         .into_iter()
         .enumerate()
         .map(|(index, value)| {
-            serde_json::from_value(value)
-                .map_err(|e| UsageError(format!("{}: entry {index}: {e}", env::PROJECTS_JSON)))
+            serde_json::from_value(value).map_err(|e| {
+                let hint = orch_core::toml_error::did_you_mean(&e.to_string())
+                    .map(|name| format!(" (did you mean `{name}`?)"))
+                    .unwrap_or_default();
+                UsageError(format!("{}: entry {index}: {e}{hint}", env::PROJECTS_JSON))
+            })
         })
         .collect()
 }
@@ -308,13 +331,8 @@ impl ConfigFile {
                 env::CONFIG
             ))
         })?;
-        toml::from_str(&text).map_err(|e| {
-            UsageError(format!(
-                "{}: {}",
-                path.display(),
-                orch_core::toml_error::describe(&text, &e)
-            ))
-        })
+        orch_core::toml_error::parse(&text)
+            .map_err(|e| UsageError(format!("{}: {e}", path.display())))
     }
 
     /// The registry entries in force: [`env::PROJECTS_JSON`]'s when set, else the file's, with
@@ -375,9 +393,12 @@ impl Settings {
         }
         let store_url = file.store_url(&data_dir);
         let max_parallel = match std::env::var(env::MAX_PARALLEL) {
-            Ok(v) => v
-                .parse()
-                .map_err(|_| UsageError(format!("{}={v}: not a number", env::MAX_PARALLEL)))?,
+            Ok(v) => v.trim().parse().map_err(|_| {
+                UsageError(format!(
+                    "{}={v:?}: not a number; set a whole number of runs, 1 or more",
+                    env::MAX_PARALLEL
+                ))
+            })?,
             Err(_) => file.engine.max_parallel,
         };
         for (field, value) in [
@@ -418,9 +439,7 @@ impl Settings {
             sandboxes,
             staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true)
                 .map_err(UsageError)?,
-            crashpoint: std::env::var(env::CRASHPOINT)
-                .ok()
-                .filter(|s| !s.is_empty()),
+            crashpoint: crashpoint()?,
             tracker_poll: std::time::Duration::from_secs(
                 file.projects
                     .iter()

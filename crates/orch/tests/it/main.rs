@@ -5,6 +5,7 @@ mod bad_input;
 mod bench;
 mod budget;
 mod chaos;
+mod config;
 mod crash;
 mod crossmachine;
 mod dashboard;
