@@ -330,6 +330,33 @@ async fn a_forge_refusing_the_token_and_a_missing_webhook_secret_fail() {
     assert_eq!(code, Some(0), "{report:#}");
     one(&report, "forge", "gitea", "ok");
     one(&report, "webhook", "/hooks/gitea", "ok");
+    // A token without the repository write scope: it answers, but cannot push.
+    gitea
+        .with(|g| g.missing_scope = Some("write:repository".into()))
+        .await;
+    let (code, report) = doctor(
+        &orch,
+        &[
+            ("DOCTOR_GITEA_TOKEN", GITEA_TOKEN),
+            ("ORCH_GITEA_WEBHOOK_SECRET", HOOK_SECRET),
+        ],
+    );
+    assert_eq!(code, Some(1), "{report:#}");
+    let forge = one(&report, "forge", "gitea", "fail");
+    assert!(
+        forge["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("cannot push")),
+        "{forge}"
+    );
+    assert!(
+        forge["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("DOCTOR_GITEA_TOKEN")),
+        "{forge}"
+    );
+    gitea.with(|g| g.missing_scope = None).await;
+
     // The repository has none of orch's state labels yet: reachable, with a step to take.
     let tracker = one(&report, "tracker", "gitea", "warn");
     assert!(

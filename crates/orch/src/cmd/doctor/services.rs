@@ -7,7 +7,7 @@
 
 use orch_deploy::{Env, PortHolder};
 use orch_engine::Project;
-use orch_integrations::{IntegrationError, SetupSpec, SetupStep};
+use orch_integrations::{IntegrationError, SetupSpec, SetupStatus, SetupStep};
 use tokio_util::sync::CancellationToken;
 
 use super::findings::Finding;
@@ -162,6 +162,30 @@ fn survey_finding(
     );
     match survey {
         Ok(steps) => {
+            // What a person must resolve (a token that cannot push) fails; a manual step warns.
+            for step in &steps {
+                match &step.status {
+                    SetupStatus::Refused(why) => {
+                        return Finding::fail(
+                            check,
+                            subject,
+                            why.clone(),
+                            format!(
+                                "give the token in {token_env} what it lacks, or set a token that has it"
+                            ),
+                        );
+                    }
+                    SetupStatus::Manual(what) => {
+                        return Finding::warn(
+                            check,
+                            subject,
+                            format!("{}: {what}", step.what),
+                            "do it by hand (docs/onboarding.md)",
+                        );
+                    }
+                    _ => {}
+                }
+            }
             let missing: Vec<&str> = steps
                 .iter()
                 .filter(|s| s.is_missing())
