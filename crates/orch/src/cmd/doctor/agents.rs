@@ -1,6 +1,10 @@
 //! The agent CLIs of `orch doctor`: each model CLI a project's `.orch/agents.toml` names is
 //! installed, and its version is the one orch is tested with (orch-agent's `tested` list, the
 //! same list `.ci/install-agent-clis.sh` installs).
+//!
+//! The program is asked `--version` outside the sandbox, with orch's safe environment only (no
+//! secret): it is the one the main checkout's `.orch/agents.toml` names, a protected path that
+//! reaches the default branch only through the gates, trusted as a deploy hook is.
 
 use orch_agent::AgentKind;
 use orch_agent::tested::{tested, version_in};
