@@ -93,6 +93,43 @@ mod tests {
         );
     }
 
+    /// The install line of each CLI's page names the tested version: bumping the list without
+    /// the page (or the reverse) fails here.
+    #[test]
+    fn each_agent_page_names_the_tested_version() {
+        let pages = [
+            (
+                AgentKind::Claude,
+                include_str!("../../../docs/agents/claude-code.md"),
+            ),
+            (
+                AgentKind::Codex,
+                include_str!("../../../docs/agents/codex.md"),
+            ),
+            (
+                AgentKind::Gemini,
+                include_str!("../../../docs/agents/gemini.md"),
+            ),
+            (
+                AgentKind::OpenCode,
+                include_str!("../../../docs/agents/opencode.md"),
+            ),
+            (
+                AgentKind::Aider,
+                include_str!("../../../docs/agents/aider.md"),
+            ),
+        ];
+        for (kind, page) in pages {
+            let cli = tested(kind).expect("tested");
+            assert!(
+                page.contains(cli.version) && page.contains(cli.package),
+                "docs/agents page of {kind:?} does not name {} {}",
+                cli.package,
+                cli.version
+            );
+        }
+    }
+
     #[test]
     fn versions_are_read_from_what_each_cli_prints() {
         assert_eq!(
