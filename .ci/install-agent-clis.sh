@@ -11,14 +11,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 readonly PREFIX=.ci/tools
-# Bump these together with the versions named in docs/agents/*.md.
-readonly PINNED=(
-  "@anthropic-ai/claude-code@2.1.197"
-  "@openai/codex@0.169.0"
-  "@google/gemini-cli@0.61.0"
-  "opencode-ai@1.18.33"
-)
-readonly AIDER_VERSION=0.86.2
+# The versions come from crates/orch-agent/tested-versions.txt, the one list `orch doctor`
+# compares installed CLIs against; bump them there (and in docs/agents/*.md).
+readonly VERSIONS=crates/orch-agent/tested-versions.txt
+PINNED=()
+AIDER_VERSION=
+while read -r kind installer package version; do
+  case "$kind" in ''|'#'*) continue ;; esac
+  case "$installer" in
+    npm) PINNED+=("$package@$version") ;;
+    pip) [ "$package" = aider-chat ] && AIDER_VERSION="$version" ;;
+  esac
+done <"$VERSIONS"
+readonly PINNED AIDER_VERSION
+if [ ${#PINNED[@]} -ne 4 ] || [ -z "$AIDER_VERSION" ]; then
+  echo "$VERSIONS must list four npm CLIs and aider-chat" >&2
+  exit 2
+fi
 readonly AIDER_VENV="$PREFIX/aider-venv"
 
 if ! command -v npm >/dev/null; then

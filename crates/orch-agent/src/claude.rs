@@ -171,6 +171,7 @@ impl ClaudeAgent {
             session_id: stream.session_id,
             // Claude Code reports cached input beside `input_tokens`, not inside it.
             input_includes_cache: false,
+            reporting: orch_core::spend::Reporting::Reports,
         };
         // Killed before its result: what the messages reported is what is known.
         let usage = match messages {

@@ -51,8 +51,10 @@ impl Agent for CommandAgent {
         let finished = orch_process::run(&spec, cancel, &mut Forward(observer)).await;
         let duration_ms = u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX);
         AgentRun {
+            // A command agent is any program: it has no way to report spend to orch.
             usage: Usage {
                 duration_ms,
+                reporting: orch_core::spend::Reporting::NoneByDesign,
                 ..Usage::default()
             },
             ..AgentRun::ended(finished.outcome)

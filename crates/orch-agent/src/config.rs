@@ -61,13 +61,38 @@ pub enum AgentKind {
 
 impl AgentKind {
     /// The agents that run a model CLI, which share most settings.
-    const CLIS: [AgentKind; 5] = [
+    pub const CLIS: [AgentKind; 5] = [
         AgentKind::Claude,
         AgentKind::Codex,
         AgentKind::Aider,
         AgentKind::Gemini,
         AgentKind::OpenCode,
     ];
+    /// The word `.orch/agents.toml` names this kind by.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentKind::Scripted => "scripted",
+            AgentKind::Command => "command",
+            AgentKind::Claude => "claude",
+            AgentKind::Codex => "codex",
+            AgentKind::Aider => "aider",
+            AgentKind::Gemini => "gemini",
+            AgentKind::OpenCode => "opencode",
+        }
+    }
+
+    /// The program run when the config names none; `None` for agents that run no model CLI.
+    pub fn default_program(self) -> Option<&'static str> {
+        match self {
+            AgentKind::Scripted | AgentKind::Command => None,
+            AgentKind::Claude => Some(crate::claude::DEFAULT_PROGRAM),
+            AgentKind::Codex => Some(crate::codex::DEFAULT_PROGRAM),
+            AgentKind::Aider => Some(crate::aider::DEFAULT_PROGRAM),
+            AgentKind::Gemini => Some(crate::gemini::DEFAULT_PROGRAM),
+            AgentKind::OpenCode => Some(crate::opencode::DEFAULT_PROGRAM),
+        }
+    }
+
     /// The CLIs that report no cost of their own for some runs, which a price can give.
     const PRICED: [AgentKind; 4] = [
         AgentKind::Codex,
@@ -104,6 +129,13 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
+    /// The model CLI this agent runs (the configured `program`, else the kind's default), or
+    /// `None` for the scripted and command agents.
+    pub fn cli_program(&self) -> Option<String> {
+        let default = self.kind.default_program()?;
+        Some(self.program.clone().unwrap_or_else(|| default.to_owned()))
+    }
+
     /// The CLI settings this spec gives, `default_program` when it names no program.
     fn cli_settings(&self, default_program: &str) -> CliSettings {
         CliSettings {
@@ -180,8 +212,7 @@ pub struct BuiltAgent {
 
 impl AgentsConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let c: AgentsConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let c: AgentsConfig = orch_core::toml_error::parse(text).map_err(ConfigError::Parse)?;
         check(&c.default, "the default")?;
         check_prices(&c.prices)?;
         for (role, spec) in &c.roles {

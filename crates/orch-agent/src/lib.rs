@@ -36,6 +36,7 @@ pub mod price;
 pub mod prompt;
 pub mod scripted;
 pub mod settings;
+pub mod tested;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -145,6 +146,11 @@ pub struct Usage {
     /// True when `input_tokens` already include `cache_read_tokens` (Codex's convention).
     #[serde(default)]
     pub input_includes_cache: bool,
+    /// Whether the agent reports spend at all: the scripted and command agents do not, by
+    /// design, and their runs read as "—" rather than unknown. Records written before this
+    /// field read as reporting (unknown stays unknown).
+    #[serde(default)]
+    pub reporting: orch_core::spend::Reporting,
 }
 
 impl Usage {
@@ -165,6 +171,7 @@ impl Usage {
         orch_core::spend::RunSpend {
             tokens,
             cost: self.cost_usd.and_then(orch_core::spend::usd_to_micro),
+            reporting: self.reporting,
         }
     }
 
@@ -260,7 +267,8 @@ mod usage_tests {
             claude.run_spend(),
             RunSpend {
                 tokens: Some(416),
-                cost: Some(3560)
+                cost: Some(3560),
+                ..RunSpend::default()
             }
         );
         // Codex: cached input is a part of input_tokens.
@@ -275,7 +283,8 @@ mod usage_tests {
             codex.run_spend(),
             RunSpend {
                 tokens: Some(398),
-                cost: None
+                cost: None,
+                ..RunSpend::default()
             }
         );
     }

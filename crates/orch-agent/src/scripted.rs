@@ -89,7 +89,7 @@ pub enum ScenarioError {
 
 impl Scenario {
     pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
-        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        let s: Scenario = orch_core::toml_error::parse(text).map_err(ScenarioError::Parse)?;
         for (i, step) in s.steps.iter().enumerate() {
             let err = |message: String| ScenarioError::Step {
                 index: i + 1,
@@ -185,6 +185,10 @@ impl Agent for ScriptedAgent {
             usage.input_tokens = step.tokens.map(|t| t.0);
             usage.output_tokens = step.tokens.map(|t| t.1);
             usage.cost_usd = step.cost_usd.or(step.tokens.map(|_| 0.0));
+        }
+        // It spends nothing: a step without figures reports none by design, not an unknown.
+        if usage.input_tokens.is_none() && usage.cost_usd.is_none() {
+            usage.reporting = orch_core::spend::Reporting::NoneByDesign;
         }
         let outcome = match step {
             None => {

@@ -17,6 +17,7 @@ pub mod role;
 pub mod spend;
 pub mod staging;
 pub mod states;
+pub mod toml_error;
 pub mod transition;
 
 pub use id::{IdError, ItemId, ProjectId, RoleName, StageName};

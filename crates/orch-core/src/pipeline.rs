@@ -158,7 +158,7 @@ pub struct Pipeline {
 /// Why a pipeline file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PipelineError {
-    #[error("pipeline file is not valid TOML: {0}")]
+    #[error("pipeline file: {0}")]
     Toml(String),
     #[error("pipeline has no stages; add at least one [[stages]] table")]
     Empty,
@@ -285,8 +285,7 @@ pub const RESERVED_TARGETS: [&str; 1] = ["done"];
 impl Pipeline {
     /// Parses and validates a pipeline file's text.
     pub fn from_toml(text: &str) -> Result<Self, PipelineError> {
-        let raw: RawPipeline =
-            toml::from_str(text).map_err(|e| PipelineError::Toml(e.to_string()))?;
+        let raw: RawPipeline = crate::toml_error::parse(text).map_err(PipelineError::Toml)?;
         Self::from_raw(raw)
     }
 

@@ -37,12 +37,29 @@ pub fn format_usd(micro: MicroUsd) -> String {
     format!("${whole}.{frac}")
 }
 
+/// Whether an agent reports what a run spent. A model CLI does, so a figure it left out is
+/// unknown; the built-in scripted agent (unless its scenario gives figures) and `command`
+/// agents report none by design, so their runs are shown as "—", not as unknown.
+///
+/// Only what is shown depends on it: a limit still judges a run without a cost as unknown
+/// (fail-closed, see [`first_overrun`]), whatever the reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reporting {
+    /// The agent reports its spend: a missing figure is unknown.
+    #[default]
+    Reports,
+    /// The agent reports no spend, by design.
+    NoneByDesign,
+}
+
 /// What one run spent, as far as its agent reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunSpend {
     /// Every token the model processed for the run: input (cached or not) plus output.
     pub tokens: Option<u64>,
     pub cost: Option<MicroUsd>,
+    pub reporting: Reporting,
 }
 
 /// The sum of some runs' spend, with a count of what was not known.
@@ -55,11 +72,18 @@ pub struct Spend {
     pub runs_without_tokens: u32,
     /// Runs whose agent reported no cost (and no price table gave one).
     pub runs_without_cost: u32,
+    /// Runs whose agent reports no spend by design and reported none (counted in
+    /// `runs_without_tokens` and `runs_without_cost` too, which limits judge).
+    #[serde(default)]
+    pub runs_not_reporting: u32,
 }
 
 impl Spend {
     pub fn add(&mut self, run: RunSpend) {
         self.runs += 1;
+        if run.reporting == Reporting::NoneByDesign && run.tokens.is_none() && run.cost.is_none() {
+            self.runs_not_reporting += 1;
+        }
         match run.tokens {
             Some(t) => self.tokens = self.tokens.saturating_add(t),
             None => self.runs_without_tokens += 1,
@@ -97,10 +121,16 @@ impl Spend {
         total
     }
 
-    /// `12.3k tokens, $0.04` with `+?` marking sums that miss unknown runs.
+    /// `12.3k tokens, $0.04` with `+?` marking sums that miss runs whose agent should have
+    /// reported and did not; `—` when every run's agent reports no spend by design.
     pub fn describe(&self) -> String {
-        let unknown = |n: u32| if n > 0 { " (+?)" } else { "" };
-        let cost = if self.runs_without_cost == self.runs && self.runs > 0 {
+        let reporting = self.runs - self.runs_not_reporting.min(self.runs);
+        if self.runs > 0 && reporting == 0 {
+            return NOT_REPORTED.to_owned();
+        }
+        let missing = |n: u32| n.saturating_sub(self.runs_not_reporting);
+        let unknown = |n: u32| if missing(n) > 0 { " (+?)" } else { "" };
+        let cost = if reporting > 0 && missing(self.runs_without_cost) == reporting {
             "cost unknown".to_owned()
         } else {
             format!(
@@ -116,6 +146,9 @@ impl Spend {
         )
     }
 }
+
+/// How spend reads when no run's agent reports any, by design.
+pub const NOT_REPORTED: &str = "—";
 
 /// A cap on spend: for one item in total, or for one stage of an item (all its attempts).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -249,7 +282,11 @@ mod tests {
     use super::*;
 
     fn run(tokens: Option<u64>, cost: Option<MicroUsd>) -> RunSpend {
-        RunSpend { tokens, cost }
+        RunSpend {
+            tokens,
+            cost,
+            reporting: Reporting::Reports,
+        }
     }
 
     #[test]
@@ -280,6 +317,40 @@ mod tests {
         assert_eq!(
             Spend::sum([run(Some(7), None)]).describe(),
             "7 tokens, cost unknown"
+        );
+    }
+
+    #[test]
+    fn agents_that_report_nothing_by_design_read_as_a_dash_not_as_unknown() {
+        let silent = RunSpend {
+            reporting: Reporting::NoneByDesign,
+            ..RunSpend::default()
+        };
+        assert_eq!(Spend::sum([silent, silent]).describe(), NOT_REPORTED);
+        // Beside a CLI that reported, they add nothing and mark nothing as missing.
+        assert_eq!(
+            Spend::sum([silent, run(Some(1200), Some(40_000))]).describe(),
+            "1200 tokens, $0.04"
+        );
+        // A CLI that should have reported and did not stays unknown.
+        assert_eq!(
+            Spend::sum([silent, run(None, None)]).describe(),
+            "0 tokens (+?), cost unknown"
+        );
+        assert_eq!(
+            Spend::sum([silent, run(Some(7), None)]).describe(),
+            "7 tokens, cost unknown"
+        );
+        assert_eq!(Spend::default().describe(), "0 tokens, $0.00");
+        // Limits still judge a run without a cost as unknown, whatever the reason.
+        let limit = SpendLimit {
+            max_tokens: None,
+            max_cost: Some(1_000),
+        };
+        assert!(
+            limit
+                .check(LimitScope::Item, &Spend::sum([silent]))
+                .is_some()
         );
     }
 

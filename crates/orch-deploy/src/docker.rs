@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DockerSpec, Mode};
-use crate::deployer::Deployer;
+use crate::deployer::{Deployer, PortHolder};
 use crate::error::DeployError;
 use crate::health::probe_health;
 use crate::instance::{self, Env, Ports};
@@ -298,6 +298,27 @@ impl DockerDeployer {
 
 #[async_trait]
 impl Deployer for DockerDeployer {
+    async fn preflight(&self, cancel: &CancellationToken) -> Result<Option<String>, DeployError> {
+        let version = self.cli.ping(cancel).await?;
+        Ok(Some(format!(
+            "the docker daemon answers (server {version})"
+        )))
+    }
+
+    async fn port_holder(&self, env: Env, cancel: &CancellationToken) -> PortHolder {
+        let port = self.ports.of(env);
+        if instance::port_is_free(port) {
+            return PortHolder::Free;
+        }
+        // Host networking: the project's own container is what listens, when it runs.
+        let name = self.container(env);
+        match self.cli.is_running(&name, cancel).await {
+            Ok(true) => PortHolder::Orch(format!("container {name}")),
+            Ok(false) => PortHolder::Other,
+            Err(_) => PortHolder::Unknown,
+        }
+    }
+
     async fn deploy_staging(
         &self,
         worktree: &Path,

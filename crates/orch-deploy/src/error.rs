@@ -11,7 +11,7 @@ use crate::instance::Env;
 
 #[derive(Debug, Error)]
 pub enum DeployError {
-    #[error(".orch/deploy.toml is not valid TOML for a deploy config: {message}")]
+    #[error(".orch/deploy.toml: {message}")]
     ConfigSyntax { message: String },
 
     #[error(".orch/deploy.toml: {field}: {problem}")]

@@ -48,7 +48,7 @@ pub use config::{
     DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation,
     Mode, Probe, REVISION_LABEL, RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
 };
-pub use deployer::Deployer;
+pub use deployer::{Deployer, PortHolder, port_is_free};
 pub use docker::DockerDeployer;
 pub use error::DeployError;
 pub use health::{HealthOutcome, probe_health};

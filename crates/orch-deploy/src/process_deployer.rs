@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::Build;
 use crate::config::{DeploySpec, Mode};
-use crate::deployer::Deployer;
+use crate::deployer::{Deployer, PortHolder};
 use crate::error::DeployError;
 use crate::health::probe_health_while;
 use crate::instance::{self, Env, InstanceRecord, Ports};
@@ -165,6 +165,19 @@ impl ProcessDeployer {
 
 #[async_trait]
 impl Deployer for ProcessDeployer {
+    async fn port_holder(&self, env: Env, _cancel: &CancellationToken) -> PortHolder {
+        let port = self.ports.of(env);
+        if instance::port_is_free(port) {
+            return PortHolder::Free;
+        }
+        match instance::current(&self.layout, env) {
+            Ok(Some(record)) if record.port == port && record.is_running() => {
+                PortHolder::Orch(format!("pid {}", record.pid))
+            }
+            _ => PortHolder::Other,
+        }
+    }
+
     async fn deploy_staging(
         &self,
         worktree: &Path,

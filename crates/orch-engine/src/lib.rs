@@ -343,6 +343,7 @@ impl Engine {
 
     /// Test hook: dies here with SIGKILL if the settings name this point.
     fn crashpoint(&self, name: &str) {
+        debug_assert!(CRASHPOINTS.contains(&name), "{name} is not in CRASHPOINTS");
         if self.settings.crashpoint.as_deref() == Some(name) {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
@@ -351,6 +352,20 @@ impl Engine {
         }
     }
 }
+
+/// Every named point at which `ORCH_CRASHPOINT` makes orch kill itself (crash-safety tests):
+/// the words that variable accepts.
+pub const CRASHPOINTS: [&str; 9] = [
+    "during-agent",
+    "after-gates",
+    "before-transition",
+    "during-integrate",
+    "during-deploy",
+    "before-promote",
+    "after-detached-start",
+    "after-promote",
+    "after-merge",
+];
 
 /// A lease owner name for this process: `host:pid:nonce`.
 pub fn owner_name() -> String {

@@ -84,6 +84,9 @@ pub struct Project {
     pub pipeline: Pipeline,
     pub roles: BTreeMap<RoleName, Role>,
     agents: BTreeMap<String, BuiltAgent>,
+    /// The model CLIs this project's agents run, as (kind, program), each once: what `orch
+    /// doctor` looks for.
+    pub agent_clis: Vec<(orch_agent::AgentKind, String)>,
     pub deployer: Option<Arc<dyn orch_deploy::Deployer>>,
     /// Where the code agents write runs: their runs and the command gates that execute it.
     /// Bubblewrap unless the operator's `orch.toml` says otherwise ([`Project::with_sandbox`]).
@@ -180,6 +183,14 @@ impl Project {
         let agents = agents_config
             .build(&repo)
             .map_err(|e| config_err(files::AGENTS, e))?;
+        let mut agent_clis = Vec::new();
+        for spec in std::iter::once(&agents_config.default).chain(agents_config.roles.values()) {
+            if let Some(program) = spec.cli_program()
+                && !agent_clis.contains(&(spec.kind, program.clone()))
+            {
+                agent_clis.push((spec.kind, program));
+            }
+        }
 
         let needs_deployer = pipeline
             .stages()
@@ -200,6 +211,7 @@ impl Project {
             pipeline,
             roles,
             agents,
+            agent_clis,
             deployer,
             repo: tokio::sync::OnceCell::new(),
             sandbox: orch_process::Sandbox::for_agents(),

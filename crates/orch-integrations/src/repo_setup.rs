@@ -30,6 +30,9 @@ struct Described {
     clone_url: String,
     default_branch: String,
     description: String,
+    /// `permissions.push` as the host reports it for the token's user; `None` when it says
+    /// nothing (then nothing is concluded).
+    can_push: Option<bool>,
 }
 
 impl RepoApi {
@@ -46,6 +49,7 @@ impl RepoApi {
                 .ok_or_else(|| self.bad("the repository has no `clone_url`".into()))?,
             default_branch: text("default_branch").unwrap_or_default(),
             description: text("description").unwrap_or_default(),
+            can_push: value.pointer("/permissions/push").and_then(Value::as_bool),
         }))
     }
 
@@ -168,6 +172,16 @@ impl RepoApi {
             format!("repository {full}"),
         );
         let found = self.find_repository().await?;
+        // A token that cannot push can neither hand branches over nor merge: a gap to resolve.
+        let repository = match &found {
+            Some(repo) if repo.can_push == Some(false) => {
+                repository.with_status(SetupStatus::Refused(format!(
+                    "the token cannot push to {full} (the host reports `permissions.push` false); \
+                     give it write access to the repository"
+                )))
+            }
+            _ => repository,
+        };
         let Some((local, branch)) = &spec.local else {
             return Ok(vec![match found {
                 Some(_) => repository,

@@ -196,10 +196,7 @@ fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spe
 /// Prepends a shell that starts one `socat` per (loopback port, Unix socket) relay, waits until
 /// each listens, and then becomes the program (`exec "$@"`).
 fn relay(args: &mut Args, relays: &[(u16, String)]) -> Result<(), SandboxError> {
-    let socat = ["/usr/bin/socat", "/bin/socat"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .ok_or(SandboxError::SocatMissing)?;
+    let socat = find_socat().ok_or(SandboxError::SocatMissing)?;
     let mut script = String::new();
     for (port, socket) in relays {
         script.push_str(&format!(
@@ -235,10 +232,7 @@ fn limits(args: &mut Args, limits: Limits) -> Result<(), SandboxError> {
     if flags.is_empty() {
         return Ok(());
     }
-    let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .ok_or(SandboxError::PrlimitMissing)?;
+    let prlimit = find_prlimit().ok_or(SandboxError::PrlimitMissing)?;
     args.push(prlimit);
     args.push_all(flags.iter().map(String::as_str));
     args.push("--");
@@ -277,6 +271,47 @@ fn probe(bwrap: &Path) -> Result<(), SandboxError> {
         }
     });
     result.clone().map_err(SandboxError::NoNamespaces)
+}
+
+/// `socat`, looked up where the sandbox's relay script starts it from.
+fn find_socat() -> Option<&'static str> {
+    ["/usr/bin/socat", "/bin/socat"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+}
+
+/// `prlimit`, looked up where the sandbox's command line starts it from.
+fn find_prlimit() -> Option<&'static str> {
+    ["/usr/bin/prlimit", "/bin/prlimit"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+}
+
+/// Each program and kernel feature a bubblewrap sandbox needs, looked up exactly as a run looks
+/// them up (the same PATH search, the same namespace probe, the same fixed paths), with where it
+/// was found or why it is missing. For `orch doctor`: a machine it passes on can start runs.
+pub(crate) fn prerequisites() -> Vec<(&'static str, Result<String, SandboxError>)> {
+    let bwrap = find_on_path("bwrap").ok_or(SandboxError::BubblewrapMissing);
+    let namespaces = match &bwrap {
+        Ok(path) => probe(path).map(|()| "bwrap can create them".to_owned()),
+        Err(e) => Err(e.clone()),
+    };
+    vec![
+        ("bwrap", bwrap.map(|p| p.display().to_string())),
+        ("user namespaces", namespaces),
+        (
+            "socat",
+            find_socat()
+                .map(str::to_owned)
+                .ok_or(SandboxError::SocatMissing),
+        ),
+        (
+            "prlimit",
+            find_prlimit()
+                .map(str::to_owned)
+                .ok_or(SandboxError::PrlimitMissing),
+        ),
+    ]
 }
 
 /// `name` in one of the folders of orch's own `PATH`.

@@ -115,6 +115,28 @@ pub enum SandboxError {
     PrlimitMissing,
 }
 
+impl SandboxError {
+    /// The one-line fix of a missing prerequisite, for `orch doctor` (the error's own message
+    /// says it too, for a run's log).
+    pub fn fix(&self) -> String {
+        let opt_out = "or opt the project out with `sandbox = { mode = \"none\" }` in orch.toml";
+        match self {
+            SandboxError::BubblewrapMissing => {
+                format!("install bubblewrap (`apt-get install bubblewrap`), {opt_out}")
+            }
+            SandboxError::NoNamespaces(_) => format!(
+                "allow unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1`; on \
+                 Ubuntu also `sysctl kernel.apparmor_restrict_unprivileged_userns=0`), {opt_out}"
+            ),
+            SandboxError::SocatMissing => "install socat (`apt-get install socat`)".to_owned(),
+            SandboxError::PrlimitMissing => {
+                "install util-linux, which has prlimit (`apt-get install util-linux`)".to_owned()
+            }
+            SandboxError::Path { path, .. } => format!("make {path} a folder orch can bind"),
+        }
+    }
+}
+
 impl Sandbox {
     /// The spec that runs `spec` confined; `None` when it runs as it is.
     pub fn wrap(&self, spec: &Spec) -> Result<Option<Spec>, SandboxError> {
@@ -145,5 +167,12 @@ impl Sandbox {
 
     pub fn is_confined(&self) -> bool {
         matches!(self, Sandbox::Bubblewrap(_))
+    }
+
+    /// What a bubblewrap sandbox needs on this machine (`bwrap`, unprivileged user namespaces,
+    /// `socat`, `prlimit`), each checked the way a run checks it: the name, and where it was
+    /// found or the error a run would fail with.
+    pub fn prerequisites() -> Vec<(&'static str, Result<String, SandboxError>)> {
+        crate::bubblewrap::prerequisites()
     }
 }

@@ -34,6 +34,7 @@ pub fn spend_json(s: &Spend) -> Value {
     json!({
         "tokens": s.tokens, "cost_micro_usd": s.cost, "runs": s.runs,
         "runs_without_tokens": s.runs_without_tokens, "runs_without_cost": s.runs_without_cost,
+        "runs_not_reporting": s.runs_not_reporting,
         "described": s.describe(),
     })
 }

@@ -54,7 +54,12 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
     if postgres::is_postgres(url) {
         return Ok(Arc::new(PgStore::open(url).await?));
     }
-    Err(StoreError::Open {
+    Err(unknown_scheme(url))
+}
+
+/// The refusal of a URL that names no store orch knows, with the schemes it does.
+fn unknown_scheme(url: &str) -> StoreError {
+    StoreError::Open {
         url: postgres::masked(url),
         reason: format!(
             "unknown store URL scheme; use sqlite:///path/to/orch.db, sqlite::memory:, or {}",
@@ -64,7 +69,30 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
                 .collect::<Vec<_>>()
                 .join(" or ")
         ),
-    })
+    }
+}
+
+/// Where a database stands, read by [`probe_store`] without changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaState {
+    /// Whether the database exists (a SQLite file is created at orch's first start).
+    pub created: bool,
+    /// The schema version it holds (0: none yet).
+    pub version: i64,
+    /// The version this orch migrates every database to when it opens it.
+    pub latest: i64,
+}
+
+/// Reaches the store at `url` and reads its schema version, changing nothing (no file created,
+/// no migration): what `orch doctor` reports. Errors as [`open_store`] does.
+pub async fn probe_store(url: &str) -> Result<SchemaState> {
+    if url.starts_with("sqlite:") {
+        return SqliteStore::probe(url).await;
+    }
+    if postgres::is_postgres(url) {
+        return PgStore::probe(url).await;
+    }
+    Err(unknown_scheme(url))
 }
 
 /// Milliseconds since the Unix epoch, as stored.

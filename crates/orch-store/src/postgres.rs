@@ -92,20 +92,7 @@ impl PgStore {
                 SCHEMES.join(" or ")
             )));
         }
-        let (sqlx_url, connect_timeout) = url::take_connect_timeout(url).map_err(&open_error)?;
-        let connect_timeout = connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let options = PgConnectOptions::from_str(&sqlx_url)
-            .map_err(|e| open_error(format!("the URL does not parse: {e}")))?;
-        let mut conn = tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options))
-            .await
-            .map_err(|_| {
-                open_error(format!(
-                    "the server did not answer within {} s; check the host and port, and that \
-                     PostgreSQL is running",
-                    connect_timeout.as_secs()
-                ))
-            })?
-            .map_err(|e| open_error(format!("cannot connect: {e}")))?;
+        let (mut conn, options) = connect(url).await?;
         migrate::run(&mut conn, &shown_url)
             .await
             .map_err(|e| match e {
@@ -127,6 +114,18 @@ impl PgStore {
             pool,
             shown_url,
             listener: Arc::default(),
+        })
+    }
+
+    /// Where the database at `url` stands, read without changing anything (no migration): for
+    /// `orch doctor`. Errors as [`PgStore::open`] when the server cannot be reached.
+    pub async fn probe(url: &str) -> Result<crate::SchemaState> {
+        let (mut conn, _) = connect(url).await?;
+        let state = migrate::state(&mut conn).await;
+        let _ = conn.close().await;
+        state.map_err(|e| StoreError::Open {
+            url: masked(url),
+            reason: format!("reading the schema version failed: {e}"),
         })
     }
 
@@ -672,4 +671,34 @@ impl Store for PgStore {
         })
         .await
     }
+}
+
+/// One connection to the server `url` names, within its connect timeout, with the options it
+/// was made with (the pool reuses them): the one way orch connects to PostgreSQL.
+async fn connect(url: &str) -> Result<(PgConnection, PgConnectOptions)> {
+    let open_error = |reason: String| StoreError::Open {
+        url: masked(url),
+        reason,
+    };
+    if !is_postgres(url) {
+        return Err(open_error(format!(
+            "not a PostgreSQL URL; it must start with {}",
+            SCHEMES.join(" or ")
+        )));
+    }
+    let (sqlx_url, connect_timeout) = url::take_connect_timeout(url).map_err(&open_error)?;
+    let connect_timeout = connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let options = PgConnectOptions::from_str(&sqlx_url)
+        .map_err(|e| open_error(format!("the URL does not parse: {e}")))?;
+    let conn = tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| {
+            open_error(format!(
+                "the server did not answer within {} s; check the host and port, and that \
+                 PostgreSQL is running",
+                connect_timeout.as_secs()
+            ))
+        })?
+        .map_err(|e| open_error(format!("cannot connect: {e}")))?;
+    Ok((conn, options))
 }

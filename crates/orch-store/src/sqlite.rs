@@ -137,6 +137,61 @@ impl SqliteStore {
         })
     }
 
+    /// Where the database at `url_or_path` stands, read without changing anything: a missing
+    /// file is not created (`created` is false) and nothing is migrated. For `orch doctor`.
+    pub async fn probe(url_or_path: &str) -> Result<crate::SchemaState> {
+        let open_error = |reason: String| StoreError::Open {
+            url: url_or_path.to_owned(),
+            reason,
+        };
+        let latest = migrate::latest_version();
+        let path = match Location::parse(url_or_path).map_err(open_error)? {
+            Location::Memory => {
+                return Ok(crate::SchemaState {
+                    created: false,
+                    version: 0,
+                    latest,
+                });
+            }
+            Location::File(path) => path,
+        };
+        if !path.exists() {
+            return Ok(crate::SchemaState {
+                created: false,
+                version: 0,
+                latest,
+            });
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let mut conn: sqlx::SqliteConnection = sqlx::Connection::connect_with(&options)
+            .await
+            .map_err(|e: sqlx::Error| open_error(format!("cannot open it: {e}")))?;
+        let version = async {
+            let table: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            if table == 0 {
+                return Ok::<i64, sqlx::Error>(0);
+            }
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+                .fetch_one(&mut conn)
+                .await
+        }
+        .await
+        .map_err(|e| open_error(format!("reading the schema version failed: {e}")))?;
+        let _ = sqlx::Connection::close(conn).await;
+        Ok(crate::SchemaState {
+            created: true,
+            version,
+            latest,
+        })
+    }
+
     /// The newest schema version this orch can open (and migrates every database up to).
     pub fn schema_version() -> i64 {
         migrate::latest_version()

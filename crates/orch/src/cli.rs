@@ -15,7 +15,7 @@ use crate::env;
 review, QA, staging, human approval and deploy, running agents in isolated git worktrees. No stage \
 advances on an agent's word: deterministic gates read artifacts, exit codes and diffs, and every \
 doubt is FAILED.",
-    after_help = "Start here:\n  orch demo --yes          run the whole pipeline once on a demo project\n  orch --config orch-demo/orch.toml status"
+    after_help = "Start here:\n  orch doctor              check what orch needs on this machine, with the fix for each miss\n  orch demo --yes          run the whole pipeline once on a demo project\n  orch --config orch-demo/orch.toml status"
 )]
 pub struct Cli {
     /// The configuration file.
@@ -32,6 +32,19 @@ pub enum Command {
         after_help = "Examples:\n  orch demo --yes\n  orch demo --yes --items 3   # three items at once through the promotion queue\n  orch demo --dir /tmp/d --staging-port 9511 --prod-port 9510\n  orch demo            # then, in another terminal: orch --config orch-demo/orch.toml approve DEMO-1"
     )]
     Demo(DemoArgs),
+    /// Check what the configuration needs on this machine, and say how to fix each miss.
+    #[command(
+        long_about = "Checks git, the agent sandbox (bwrap, socat, prlimit, unprivileged user namespaces), \
+each agent CLI the projects' .orch/agents.toml name and its version against the versions orch is \
+tested with, the store (reachable, migrated), each project's .orch/ files, the docker daemon where \
+a project deploys with docker, staging and prod ports (free or held by the project's own \
+instance), each tracker and forge (reachable, the token accepted; GET requests only) and the \
+webhook secrets `orch serve` needs. It changes nothing.\n\n\
+Each check is ok, WARN or FAIL, with its cause and a fix. Exit code: 0 when nothing failed \
+(warnings allowed), 1 when something failed, 2 on bad usage.",
+        after_help = "Examples:\n  orch doctor\n  orch --config /etc/orch/orch.toml doctor\n  orch doctor --json | jq '.checks[] | select(.status != \"ok\")'"
+    )]
+    Doctor(DoctorArgs),
     /// Write orch's default pipeline and role prompts into a repository's `.orch/`.
     #[command(after_help = "Examples:\n  orch init\n  orch init ../my-service --force")]
     Init(InitArgs),
@@ -138,6 +151,14 @@ pub struct DemoArgs {
     /// their conflicts resolved by their developers), until prod serves every route.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
     pub items: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the findings as JSON: `{config, ok, counts: {ok, warn, fail}, checks: [{check,
+    /// subject, status, cause, fix}]}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

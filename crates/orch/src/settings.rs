@@ -54,8 +54,9 @@ pub struct ServerSection {
     pub service_name: Option<String>,
 }
 
+/// `[store]`: `url` may be left out (the SQLite file beside orch.toml).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
     pub url: String,
 }
@@ -320,6 +321,24 @@ pub fn parse_project(
     })
 }
 
+/// [`env::CRASHPOINT`]: unset, or one of the engine's crash points (a typo would silently
+/// never crash, and the test relying on it would pass for the wrong reason).
+fn crashpoint() -> Result<Option<String>, UsageError> {
+    let value = std::env::var(env::CRASHPOINT).unwrap_or_default();
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if orch_engine::CRASHPOINTS.contains(&value) {
+        return Ok(Some(value.to_owned()));
+    }
+    Err(UsageError(format!(
+        "{}={value:?} is not a crash point; use one of: {}",
+        env::CRASHPOINT,
+        orch_engine::CRASHPOINTS.join(", ")
+    )))
+}
+
 /// The registry entries of [`env::PROJECTS_JSON`]: a JSON array of objects with the fields of
 /// `[[projects]]`. Each entry is then checked by [`parse_project`], like the file's.
 fn registry_from_json(json: &str) -> Result<Vec<ProjectEntry>, UsageError> {
@@ -333,14 +352,19 @@ fn registry_from_json(json: &str) -> Result<Vec<ProjectEntry>, UsageError> {
         .into_iter()
         .enumerate()
         .map(|(index, value)| {
-            serde_json::from_value(value)
-                .map_err(|e| UsageError(format!("{}: entry {index}: {e}", env::PROJECTS_JSON)))
+            serde_json::from_value(value).map_err(|e| {
+                let hint = orch_core::toml_error::did_you_mean(&e.to_string())
+                    .map(|name| format!(" (did you mean `{name}`?)"))
+                    .unwrap_or_default();
+                UsageError(format!("{}: entry {index}: {e}{hint}", env::PROJECTS_JSON))
+            })
         })
         .collect()
 }
 
-impl Settings {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+impl ConfigFile {
+    /// Reads and parses `orch.toml`; every error names the file and is a usage error (exit 2).
+    pub fn read(path: &Path) -> Result<Self, UsageError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             UsageError(format!(
                 "cannot read {}: {e}\nhint: run `orch demo` to create one, or pass --config FILE (env {})",
@@ -348,18 +372,50 @@ impl Settings {
                 env::CONFIG
             ))
         })?;
-        let file: ConfigFile =
-            toml::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        orch_core::toml_error::parse(&text)
+            .map_err(|e| UsageError(format!("{}: {e}", path.display())))
+    }
+
+    /// The registry entries in force: [`env::PROJECTS_JSON`]'s when set, else the file's, with
+    /// where they came from (for error messages).
+    pub fn registry(&self, path: &Path) -> Result<(Vec<ProjectEntry>, String), UsageError> {
+        match std::env::var(env::PROJECTS_JSON) {
+            Ok(json) => Ok((registry_from_json(&json)?, env::PROJECTS_JSON.to_owned())),
+            Err(_) => Ok((self.projects.clone(), path.display().to_string())),
+        }
+    }
+
+    /// The store URL in force ([`env::STORE_URL`] over `[store] url`), a relative SQLite path
+    /// resolved against the data directory.
+    pub fn store_url(&self, data_dir: &Path) -> String {
+        let mut store_url = std::env::var(env::STORE_URL).unwrap_or(self.store.url.clone());
+        if let Some(rel) = store_url.strip_prefix("sqlite://")
+            && !rel.starts_with('/')
+            && !rel.starts_with(':')
+        {
+            store_url = format!("sqlite://{}", data_dir.join(rel).display());
+        }
+        store_url
+    }
+}
+
+/// orch's data directory: the folder of the configuration file, absolute.
+pub fn data_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let abs =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    Ok(abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".")))
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let file = ConfigFile::read(path)?;
         let abs = std::path::absolute(path)
             .with_context(|| format!("cannot resolve {}", path.display()))?;
-        let data_dir = abs
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let (entries, source) = match std::env::var(env::PROJECTS_JSON) {
-            Ok(json) => (registry_from_json(&json)?, env::PROJECTS_JSON.to_owned()),
-            Err(_) => (file.projects.clone(), path.display().to_string()),
-        };
+        let data_dir = data_dir(path)?;
+        let (entries, source) = file.registry(path)?;
         let mut projects = Vec::new();
         let mut sandboxes = std::collections::BTreeMap::new();
         let mut seen = std::collections::BTreeSet::new();
@@ -376,17 +432,14 @@ impl Settings {
             }
             projects.push(p);
         }
-        let mut store_url = std::env::var(env::STORE_URL).unwrap_or(file.store.url);
-        if let Some(rel) = store_url.strip_prefix("sqlite://")
-            && !rel.starts_with('/')
-            && !rel.starts_with(':')
-        {
-            store_url = format!("sqlite://{}", data_dir.join(rel).display());
-        }
+        let store_url = file.store_url(&data_dir);
         let max_parallel = match std::env::var(env::MAX_PARALLEL) {
-            Ok(v) => v
-                .parse()
-                .map_err(|_| UsageError(format!("{}={v}: not a number", env::MAX_PARALLEL)))?,
+            Ok(v) => v.trim().parse().map_err(|_| {
+                UsageError(format!(
+                    "{}={v:?}: not a number; set a whole number of runs, 1 or more",
+                    env::MAX_PARALLEL
+                ))
+            })?,
             Err(_) => file.engine.max_parallel,
         };
         for (field, value) in [
@@ -427,9 +480,7 @@ impl Settings {
             sandboxes,
             staging_tolerance: env::flag(env::STAGING_INFRA_TOLERANCE_ENABLED, true)
                 .map_err(UsageError)?,
-            crashpoint: std::env::var(env::CRASHPOINT)
-                .ok()
-                .filter(|s| !s.is_empty()),
+            crashpoint: crashpoint()?,
             tracker_poll: std::time::Duration::from_secs(
                 file.projects
                     .iter()

@@ -129,6 +129,7 @@ async fn codex_writes_the_artifact_and_reports_the_servers_tokens() {
             duration_ms: 0,
             input_includes_cache: true,
             session_id: run.usage.session_id.clone(),
+            reporting: orch_core::spend::Reporting::Reports,
         },
         "requests: {requests:#?}\nrun log:\n{log}"
     );

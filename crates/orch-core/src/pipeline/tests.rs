@@ -52,7 +52,7 @@ fn spend_limits_parse_per_item_and_per_stage() {
     );
     check_err(
         &format!("[spend]\nmax_dollars = 1.0\n{stage}"),
-        "pipeline file is not valid TOML: TOML parse error at line 2, column 1\n  |\n2 | max_dollars = 1.0\n  | ^^^^^^^^^^^\nunknown field `max_dollars`, expected `max_tokens` or `max_usd`\n",
+        "pipeline file: line 2 (`max_dollars = 1.0`): unknown field `max_dollars`, expected `max_tokens` or `max_usd`",
     );
 }
 
@@ -110,6 +110,6 @@ fn validation_names_stage_and_field() {
     );
     check_err(
         "[[stages]]\nname = \"a\"\nkind = \"approval\"\non_pass = \"done\"\nbogus = 1\n",
-        "pipeline file is not valid TOML: TOML parse error at line 5, column 1\n  |\n5 | bogus = 1\n  | ^^^^^\nunknown field `bogus`, expected one of `name`, `kind`, `role`, `action`, `artifact`, `verdict`, `gates`, `on_pass`, `on_fail`, `timeout_secs`, `spend`\n",
+        "pipeline file: line 5 (`bogus = 1`): unknown field `bogus`, expected one of `name`, `kind`, `role`, `action`, `artifact`, `verdict`, `gates`, `on_pass`, `on_fail`, `timeout_secs`, `spend`",
     );
 }

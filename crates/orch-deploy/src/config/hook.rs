@@ -48,9 +48,8 @@ pub struct SelfDeploySpec {
 impl DeployConfig {
     /// Parses and validates the text of `.orch/deploy.toml` for whichever `kind` it names.
     pub fn from_toml(text: &str) -> Result<DeployConfig, DeployError> {
-        let raw: RawDeploy = toml::from_str(text).map_err(|e| DeployError::ConfigSyntax {
-            message: e.to_string(),
-        })?;
+        let raw: RawDeploy = orch_core::toml_error::parse(text)
+            .map_err(|message| DeployError::ConfigSyntax { message })?;
         match raw.kind.as_deref().unwrap_or("process") {
             "process" => DeploySpec::from_raw(raw).map(DeployConfig::Process),
             "hook" => hook_from_raw(raw).map(DeployConfig::Hook),

@@ -448,6 +448,12 @@ impl FakeGitea {
             "private": true,
             "clone_url": self.clone_url(),
             "html_url": format!("http://gitea.invalid/{}/{}", self.owner, self.repo),
+            // What the token may do here: without `write:repository` it cannot push.
+            "permissions": {
+                "admin": self.missing_scope.is_none(),
+                "push": !self.missing_scope.as_deref().is_some_and(|s| s.contains("repository")),
+                "pull": true,
+            },
         })
     }
 

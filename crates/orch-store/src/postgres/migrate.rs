@@ -34,6 +34,25 @@ pub(super) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |(version, _)| *version)
 }
 
+/// The schema version the database holds, read without changing anything.
+pub(super) async fn state(conn: &mut PgConnection) -> Result<crate::SchemaState> {
+    let table: bool = sqlx::query_scalar("SELECT to_regclass('schema_version') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    let version: i64 = if table {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            .fetch_one(&mut *conn)
+            .await?
+    } else {
+        0
+    };
+    Ok(crate::SchemaState {
+        created: true,
+        version,
+        latest: latest_version(),
+    })
+}
+
 /// Brings the schema up to [`latest_version`], or refuses a database written by a newer orch
 /// (running old code on a newer schema could silently drop what the new code relies on).
 ///

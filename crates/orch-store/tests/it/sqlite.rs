@@ -123,6 +123,44 @@ async fn open_creates_the_file_in_wal_mode_at_the_latest_schema() {
 }
 
 #[tokio::test]
+async fn a_probe_reads_where_the_file_stands_and_changes_nothing() {
+    let db = SqliteFile::new();
+    let absent = orch_store::probe_store(&db.url()).await.expect("probe");
+    assert!(!absent.created, "{absent:?}");
+    assert!(!db.path().exists(), "a probe must not create the file");
+
+    SqliteStore::open(&db.url())
+        .await
+        .expect("open")
+        .close()
+        .await;
+    let current = orch_store::probe_store(&db.url()).await.expect("probe");
+    assert_eq!(
+        (current.created, current.version, current.latest),
+        (
+            true,
+            SqliteStore::schema_version(),
+            SqliteStore::schema_version()
+        )
+    );
+
+    let newer = SqliteStore::schema_version() + 1;
+    sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES (?, 0)")
+        .bind(newer)
+        .execute(&mut db.raw().await)
+        .await
+        .expect("pretend a newer orch migrated the file");
+    let ahead = orch_store::probe_store(&db.url()).await.expect("probe");
+    assert_eq!(ahead.version, newer, "{ahead:?}");
+
+    let refused = orch_store::probe_store("mysql://db/orch").await;
+    assert!(
+        matches!(refused, Err(StoreError::Open { .. })),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_newer_schema_is_refused() {
     let db = SqliteFile::new();
     SqliteStore::open(&db.url())

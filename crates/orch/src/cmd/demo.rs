@@ -26,16 +26,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
             )
             .into());
         }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            return Err(UsageError(format!(
-                "port {port} is in use; stop what listens there or pass --staging-port/--prod-port"
-            ))
-            .into());
-        }
     }
     if a.staging_port == a.prod_port {
         return Err(UsageError("--staging-port and --prod-port must differ".into()).into());
     }
+    preflight(&a).await?;
     if a.dir.join("orch.toml").exists() {
         return Err(UsageError(format!(
             "{} already holds a demo; remove it (rm -rf {}) or pass --dir OTHER",
@@ -255,6 +250,30 @@ impl Dashboard {
             Err(e) => eprintln!("the dashboard task failed: {e}"),
         }
     }
+}
+
+/// What the demo needs, checked as `orch doctor` checks it before anything is created: on a
+/// miss, the findings with their fixes, and a usage error (exit 2). The dashboard's address is
+/// left out: without it the demo still runs.
+async fn preflight(a: &DemoArgs) -> anyhow::Result<()> {
+    let ports = [
+        ("staging", a.staging_port, "--staging-port"),
+        ("prod", a.prod_port, "--prod-port"),
+    ];
+    let failed: Vec<_> = crate::cmd::doctor::demo_preflight(&ports)
+        .await
+        .into_iter()
+        .filter(|f| f.status == crate::cmd::doctor::Status::Fail)
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    eprint!("{}", crate::cmd::doctor::render(&failed));
+    Err(UsageError(format!(
+        "orch demo cannot start: {} check(s) failed; apply the fix named above (`orch doctor` checks everything)",
+        failed.len()
+    ))
+    .into())
 }
 
 /// Serves the dashboard on `addr` until `cancel`; prints its URL. A taken address is not fatal:

@@ -5,6 +5,7 @@ mod bench_queue;
 mod bench_scale;
 mod board;
 mod demo;
+pub mod doctor;
 mod init;
 mod item;
 mod logs;
@@ -27,6 +28,7 @@ use crate::output::ProgressPrinter;
 pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
+        Command::Doctor(args) => doctor::run(&cli.config, args).await,
         Command::Init(args) => init::run(args),
         Command::Bench(args) if !args.workers.is_empty() => {
             let workers = args.workers.clone();
@@ -54,9 +56,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::ResumePromotions(a) => resume_promotions::run(&ctx, &a),
                 Command::Serve(a) => serve::run(&ctx, a).await,
                 Command::Worker(a) => worker::run(&ctx, a).await,
-                Command::Demo(_) | Command::Init(_) | Command::Bench(_) | Command::Onboard(_) => {
-                    Ok(2)
-                }
+                Command::Demo(_)
+                | Command::Doctor(_)
+                | Command::Init(_)
+                | Command::Bench(_)
+                | Command::Onboard(_) => Ok(2),
             }
         }
     }

@@ -240,9 +240,44 @@ fn demo_refuses_a_busy_port() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("port {port} is in use")), "{err}");
     assert!(
+        err.contains("fix: ") && err.contains("--staging-port"),
+        "{err}"
+    );
+    assert!(
         !dir.path().join("demo").exists(),
         "nothing is created when the demo cannot start"
     );
+}
+
+#[test]
+fn demo_without_bubblewrap_stops_before_anything_with_the_fix_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A PATH with git but without bwrap: the sandbox of the demo's command gates is missing.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let git = ["/usr/bin/git", "/bin/git", "/usr/local/bin/git"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("git is installed");
+    std::os::unix::fs::symlink(git, bin.join("git")).expect("link git");
+    let out = Command::new(BIN)
+        .args(["demo", "--yes", "--dir"])
+        .arg(dir.path().join("demo"))
+        .args([
+            "--staging-port",
+            &free_port().to_string(),
+            "--prod-port",
+            &free_port().to_string(),
+        ])
+        .env("PATH", &bin)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FAIL  sandbox bwrap"), "{err}");
+    assert!(err.contains("fix: install bubblewrap"), "{err}");
+    assert!(err.contains("orch demo cannot start"), "{err}");
+    assert!(!dir.path().join("demo").exists(), "nothing is created");
 }
 
 #[test]
