@@ -63,6 +63,12 @@ pub use selfdeploy::{DetachedDeploy, DetachedState, SelfDeploy};
 /// keeps one error type, and this name says what [`DeploySpec::from_toml`] reports.
 pub type DeployConfigError = DeployError;
 
+/// The port a probe of `url` would reach, or why orch would refuse to probe it (not `http://`,
+/// no port, not a loopback address): `orch staging-check` compares it with prod's port.
+pub fn probe_port(url: &str) -> Result<u16, String> {
+    http::LoopbackUrl::parse(url).map(|target| target.addr.port())
+}
+
 /// `GET url` on a loopback address: the status and body, or why nothing could be measured.
 /// For people-facing probes (the demo prints what prod answers).
 pub async fn http_get(url: &str, timeout: std::time::Duration) -> Result<(u16, String), String> {

@@ -75,7 +75,11 @@ to merge yourself; an existing .env is never touched; orch.toml only gets a [[pr
     Status(JsonArgs),
     /// Run a project's staging checks against a URL and print the verdict (exit 0 or 1).
     #[command(
-        after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict"
+        after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict\n\n\
+Reads only the project's .orch/deploy.toml (its entry in orch.toml gives the repository and the\n\
+ports). Exit 0: SUCCESS (INFRA-only failures waived unless --strict or\n\
+ORCH_STAGING_INFRA_TOLERANCE_ENABLED=false); 1: FAILED; 2: a usage or configuration error,\n\
+including a URL on the project's prod port without --allow-prod."
     )]
     StagingCheck(StagingCheckArgs),
     /// Let a project's promotions run again after a prod restore paused them.
@@ -354,6 +358,10 @@ pub struct StagingCheckArgs {
     /// Make INFRA failures FAILED for this run.
     #[arg(long)]
     pub strict: bool,
+    /// Check a URL on the project's prod port anyway (staging checks never touch prod otherwise).
+    #[arg(long)]
+    pub allow_prod: bool,
+    /// The project (optional when only one is configured).
     #[arg(long)]
     pub project: Option<String>,
 }

@@ -28,6 +28,7 @@ mod serve;
 #[path = "../../../../test-support/skip.rs"]
 mod skip;
 mod staging;
+mod staging_check;
 mod store_error;
 mod users;
 mod worker;
