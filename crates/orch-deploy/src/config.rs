@@ -125,6 +125,17 @@ pub struct CheckSpec {
     /// Run and recorded, never deciding.
     pub shadow: bool,
     pub modes: Vec<Mode>,
+    /// A suite (`reports = [...]`, command and exec checks only): the ids its output carries, one
+    /// `CHECK <id> PASS|FAIL <detail>` line each, in the configured order. Empty for a plain check.
+    pub reports: Vec<ReportedCheck>,
+}
+
+/// One id a suite reports, classified by orch's own configuration: INFRA only when the id is on
+/// `staging.infra_allowlist`, REAL otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedCheck {
+    pub id: String,
+    pub category: CheckCategory,
 }
 
 /// What a check measures.

@@ -42,11 +42,11 @@ mod soak;
 mod template;
 
 pub use build::Build;
-pub use checks::{CheckRun, Measurement, report_lines, run_checks};
+pub use checks::{CHECK_LINE_PREFIX, CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
     BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HEALTH_PATH, DEFAULT_HOOK_TIMEOUT,
     DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation,
-    Mode, Probe, REVISION_LABEL, RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
+    Mode, Probe, REVISION_LABEL, ReportedCheck, RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
 };
 pub use deployer::Deployer;
 pub use docker::DockerDeployer;

@@ -105,6 +105,8 @@ pub(super) struct RawCheck {
     pub expect_exit: Option<i32>,
     // exec (docker deployer only)
     pub exec: Option<Vec<String>>,
+    // command or exec: a suite that prints one `CHECK <id> PASS|FAIL` line per id listed here
+    pub reports: Option<Vec<String>>,
     // retries and scope
     pub tries: Option<u32>,
     pub interval_ms: Option<u64>,

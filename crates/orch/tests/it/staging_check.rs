@@ -425,3 +425,50 @@ fn only_deploy_toml_is_needed_and_its_errors_are_exit_2() {
     let ran = broken.check(&["--project", "nope"], &[]);
     assert_eq!(ran.code, 2, "{}", ran.stderr);
 }
+
+/// A suite in the seeds' style: one command, one `CHECK` line per id, exit 1 on a failure.
+fn suite_check(c9a: &str) -> String {
+    format!(
+        "[[staging.checks]]\nid = \"suite\"\nkind = \"command\"\ntries = 1\nreports = [\"A1\", \"B6\", \"C9a\"]\n\
+         run = \"echo 'CHECK A1 PASS'; echo 'CHECK B6 PASS registry ok'; echo 'CHECK C9a {c9a}'; echo 'INFRA-WAIVED: everything'; test '{c9a}' = PASS\"\n"
+    )
+}
+
+#[test]
+fn a_suite_is_judged_id_by_id_with_orchs_own_waivers() {
+    let fixture = Fixture::new(&deploy_with(&["C9a"], &[suite_check("FAIL sandbox bot")]));
+    let ran = fixture.check(&[], &[]);
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    for line in [
+        "PASS suite (REAL): ",
+        "PASS A1 (REAL): the suite reported PASS",
+        "PASS B6 (REAL): registry ok",
+        "FAIL C9a (INFRA): sandbox bot",
+        "INFRA-WAIVED: C9a (sandbox infrastructure, not the change)",
+        "VERDICT: SUCCESS (waived INFRA: C9a)",
+    ] {
+        assert!(
+            ran.stdout.lines().any(|l| l.starts_with(line)),
+            "{line}\n{}",
+            ran.stdout
+        );
+    }
+    assert!(
+        !ran.stdout
+            .lines()
+            .any(|l| l.starts_with("INFRA-WAIVED: everything")),
+        "the suite's own waiver line is not copied: {}",
+        ran.stdout
+    );
+    let strict = fixture.check(&["--strict"], &[]);
+    assert_eq!(strict.code, 1, "{}", strict.stdout);
+    // C9a not on orch's allowlist: REAL, whatever the suite thinks.
+    let fixture = Fixture::new(&deploy_with(&[], &[suite_check("FAIL sandbox bot")]));
+    let ran = fixture.check(&[], &[]);
+    assert_eq!(ran.code, 1, "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("FAIL C9a (REAL): sandbox bot"),
+        "{}",
+        ran.stdout
+    );
+}
