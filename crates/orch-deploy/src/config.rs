@@ -6,6 +6,7 @@
 mod checks;
 mod docker;
 mod hook;
+mod hook_target;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use raw::{RawDeploy, RawHealth, RawSoak};
 
 pub use docker::{DEFAULT_DOCKER_BINARY, DEFAULT_PORT_ENV, DockerSpec, REVISION_LABEL};
 pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, HookSpec, SelfDeploySpec};
+pub use hook_target::HookTarget;
 
 /// Contract 7: ten tries six seconds apart unless the project says otherwise.
 pub const DEFAULT_HEALTH_TRIES: u32 = 10;

@@ -45,8 +45,9 @@ pub use build::Build;
 pub use checks::{CHECK_LINE_PREFIX, CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
     BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HEALTH_PATH, DEFAULT_HOOK_TIMEOUT,
-    DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation,
-    Mode, Probe, REVISION_LABEL, ReportedCheck, RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
+    DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, HookTarget,
+    JsonExpectation, Mode, Probe, REVISION_LABEL, ReportedCheck, RunSpec, SelfDeploySpec, SoakSpec,
+    StagingSpec,
 };
 pub use deployer::Deployer;
 pub use docker::DockerDeployer;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::hook_target::{HookTarget, target_from_raw};
 use super::raw::{RawDeploy, RawHook};
 use super::{
     DeploySpec, DockerSpec, HealthSpec, SoakSpec, StagingSpec, checks, config_err, docker,
@@ -34,6 +35,10 @@ pub struct HookSpec {
     /// Set when the project is orch itself (`[hook] self_deploy = true`): prod's hook then runs
     /// detached, because it restarts the very process that would wait for it (contract 8).
     pub self_deploy: Option<SelfDeploySpec>,
+    /// `[hook.staging]`: arguments, service and image names for deploy-staging.
+    pub on_staging: HookTarget,
+    /// `[hook.prod]`: the same for deploy.
+    pub on_prod: HookTarget,
     pub staging: StagingSpec,
 }
 
@@ -107,6 +112,8 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
         command,
         timeout_secs,
         self_deploy: _,
+        staging: on_staging,
+        prod: on_prod,
     } = raw.hook.ok_or_else(|| {
         config_err(
             "hook.command",
@@ -127,6 +134,8 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
         command,
         timeout: positive_secs("hook.timeout_secs", timeout_secs, DEFAULT_HOOK_TIMEOUT)?,
         self_deploy,
+        on_staging: target_from_raw("hook.staging", on_staging)?,
+        on_prod: target_from_raw("hook.prod", on_prod)?,
         staging: checks::staging_from_raw(raw.staging)
             .and_then(|staging| checks::refuse_exec_checks(&staging, "hook").map(|()| staging))?,
     })

@@ -68,6 +68,18 @@ pub(super) struct RawHook {
     pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub self_deploy: bool,
+    /// `[hook.staging]` and `[hook.prod]`: what the hook is told per environment.
+    pub staging: Option<RawHookTarget>,
+    pub prod: Option<RawHookTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHookTarget {
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub service: Option<String>,
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -149,7 +149,7 @@ impl SelfDeploy for HookDeployer {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(deploy),
             Err(e) => return Err(DeployError::io("create", &dir)(e)),
         }
-        let target_image = self.prod_image();
+        let target_image = self.prod_image(&proof.sha);
         let hook = self.hook_spec(
             Env::Prod,
             &HookEnv::prod(&proof, &target_image),

@@ -3,6 +3,7 @@
 
 mod docker;
 mod hook;
+mod hook_compat;
 mod promote;
 mod selfdeploy;
 #[path = "../../../../test-support/skip.rs"]
