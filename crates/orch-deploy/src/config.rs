@@ -5,6 +5,7 @@
 
 mod checks;
 mod docker;
+mod docker_env;
 mod hook;
 mod hook_target;
 mod raw;
@@ -20,6 +21,7 @@ use crate::template;
 use raw::{RawDeploy, RawHealth, RawSoak};
 
 pub use docker::{DEFAULT_DOCKER_BINARY, DEFAULT_PORT_ENV, DockerSpec, REVISION_LABEL};
+pub use docker_env::{BindMount, DockerEnvSpec};
 pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, HookSpec, SelfDeploySpec};
 pub use hook_target::HookTarget;
 

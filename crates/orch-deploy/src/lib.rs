@@ -44,10 +44,10 @@ mod template;
 pub use build::Build;
 pub use checks::{CHECK_LINE_PREFIX, CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
-    BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HEALTH_PATH, DEFAULT_HOOK_TIMEOUT,
-    DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, HookTarget,
-    JsonExpectation, Mode, Probe, REVISION_LABEL, ReportedCheck, RunSpec, SelfDeploySpec, SoakSpec,
-    StagingSpec,
+    BindMount, BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HEALTH_PATH,
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerEnvSpec, DockerSpec,
+    HealthSpec, HookSpec, HookTarget, JsonExpectation, Mode, Probe, REVISION_LABEL, ReportedCheck,
+    RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
 };
 pub use deployer::Deployer;
 pub use docker::DockerDeployer;

@@ -43,6 +43,26 @@ pub(super) struct RawDocker {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// `[docker.staging]` and `[docker.prod]`: an env file and bind mounts per environment.
+    pub staging: Option<RawDockerEnv>,
+    pub prod: Option<RawDockerEnv>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDockerEnv {
+    pub env_file: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<RawMount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMount {
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub read_write: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! instances and docker containers on loopback ports, real health probes and checks.
 
 mod docker;
+mod docker_env;
 mod hook;
 mod hook_compat;
 mod promote;
