@@ -226,6 +226,14 @@ pub struct OnboardTarget {
     /// secret `orch serve` already uses (ORCH_GITEA_WEBHOOK_SECRET, ...).
     #[arg(long, value_name = "URL", help_heading = "Tracker and forge")]
     pub webhook_url: Option<String>,
+    /// Plane: a work item label the project must have (repeat for several); apply creates the
+    /// missing ones, verify reports each missing one as a gap.
+    #[arg(
+        long = "label",
+        value_name = "NAME",
+        help_heading = "Tracker and forge"
+    )]
+    pub labels: Vec<String>,
 }
 
 impl OnboardTarget {
