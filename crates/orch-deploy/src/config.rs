@@ -22,7 +22,7 @@ use raw::{RawDeploy, RawHealth, RawSoak};
 
 pub use docker::{DEFAULT_DOCKER_BINARY, DEFAULT_PORT_ENV, DockerSpec, REVISION_LABEL};
 pub use docker_env::{BindMount, DockerEnvSpec};
-pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, HookSpec, SelfDeploySpec};
+pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, Detach, HookSpec, SelfDeploySpec};
 pub use hook_target::HookTarget;
 
 /// Contract 7: ten tries six seconds apart unless the project says otherwise.

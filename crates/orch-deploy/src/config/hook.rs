@@ -48,6 +48,35 @@ pub struct HookSpec {
 pub struct SelfDeploySpec {
     pub health: HealthSpec,
     pub soak: Option<SoakSpec>,
+    /// How phase B leaves orch's process tree (`[hook] detach`).
+    pub detach: Detach,
+}
+
+/// How a self-deploy's prod hook is started so that it outlives orch's restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detach {
+    /// `systemd-run` where systemd runs (falling back to `setsid` when it refuses), else `setsid`.
+    #[default]
+    Auto,
+    /// Always a transient systemd unit of its own; a deploy that cannot get one does not start.
+    SystemdRun,
+    /// Always a new session and process group (`setsid`), in orch's cgroup.
+    Setsid,
+}
+
+impl Detach {
+    const NAMES: [(&'static str, Detach); 3] = [
+        ("auto", Detach::Auto),
+        ("systemd-run", Detach::SystemdRun),
+        ("setsid", Detach::Setsid),
+    ];
+
+    fn parse(text: &str) -> Option<Detach> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, detach)| *detach)
+    }
 }
 
 impl DeployConfig {
@@ -100,10 +129,26 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
             ),
         ));
     }
+    let detach = match raw.hook.as_ref().and_then(|hook| hook.detach.as_deref()) {
+        None => Detach::Auto,
+        Some(_) if !self_deploy => {
+            return Err(config_err(
+                "hook.detach",
+                "applies only with hook.self_deploy = true (only a self-deploy's prod hook is detached)",
+            ));
+        }
+        Some(text) => Detach::parse(text).ok_or_else(|| {
+            config_err(
+                "hook.detach",
+                format!("`{text}` is not one of: auto, systemd-run, setsid"),
+            )
+        })?,
+    };
     let self_deploy = if self_deploy {
         Some(SelfDeploySpec {
             health: health_from_raw(raw.health.unwrap_or_default())?,
             soak: soak_from_raw(raw.soak)?,
+            detach,
         })
     } else {
         None
@@ -112,6 +157,7 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
         command,
         timeout_secs,
         self_deploy: _,
+        detach: _,
         staging: on_staging,
         prod: on_prod,
     } = raw.hook.ok_or_else(|| {
@@ -234,6 +280,29 @@ mod tests {
             "soak.interval_ms"
         );
         assert_eq!(field_of("kind = \"docker\"\n[soak]\nsecs = 3\n"), "soak");
+    }
+
+    #[test]
+    fn detach_is_read_for_a_self_deploy_only() {
+        let own = "kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\nself_deploy = true\n";
+        let detach_of = |extra: &str| match DeployConfig::from_toml(&format!("{own}{extra}")) {
+            Ok(DeployConfig::Hook(spec)) => spec.self_deploy.map(|s| s.detach),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(detach_of(""), Some(Detach::Auto));
+        assert_eq!(detach_of("detach = \"setsid\"\n"), Some(Detach::Setsid));
+        assert_eq!(
+            detach_of("detach = \"systemd-run\"\n"),
+            Some(Detach::SystemdRun)
+        );
+        assert_eq!(
+            field_of(&format!("{own}detach = \"nohup\"\n")),
+            "hook.detach"
+        );
+        assert_eq!(
+            field_of("kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\ndetach = \"setsid\"\n"),
+            "hook.detach"
+        );
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub(super) struct RawHook {
     pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub self_deploy: bool,
+    /// How a self-deploy's prod hook is detached: `auto`, `systemd-run` or `setsid`.
+    pub detach: Option<String>,
     /// `[hook.staging]` and `[hook.prod]`: what the hook is told per environment.
     pub staging: Option<RawHookTarget>,
     pub prod: Option<RawHookTarget>,

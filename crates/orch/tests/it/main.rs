@@ -24,6 +24,7 @@ mod projects;
 mod queue;
 mod resume;
 mod selfdeploy;
+mod selfdeploy_session;
 mod serve;
 #[path = "../../../../test-support/skip.rs"]
 mod skip;
