@@ -135,7 +135,12 @@ impl HookDeployer {
         };
         let port = self.ports.of(env).to_string();
         let target = self.target(env);
-        let spec = Spec::new(program, hook.build_context)
+        let mut spec = Spec::new(program, hook.build_context);
+        // The project's own variables first: orch's documented ones below always win.
+        for (name, value) in &target.env {
+            spec = spec.env(name.as_str(), value.as_str());
+        }
+        let spec = spec
             .args(self.spec.command.iter().skip(1))
             .args(target.args.iter())
             .env(

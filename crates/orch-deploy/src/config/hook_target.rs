@@ -5,12 +5,25 @@
 //! It must never let a value reach the hook that a shell or docker would split or misread: names
 //! are checked here, once, with the field named.
 
+use std::collections::BTreeMap;
+
 use super::raw::RawHookTarget;
-use super::{check_placeholders, config_err};
+use super::{check_env_name, check_placeholders, config_err};
 use crate::error::DeployError;
 
 /// Placeholders an image name may use.
 const IMAGE_PLACEHOLDERS: [&str; 2] = ["project", "sha"];
+
+/// The variables orch itself gives every hook: `env` may not set them (a stale `SOURCE_IMAGE`
+/// on staging would make a hook retag instead of build).
+pub const HOOK_VARIABLES: [&str; 6] = [
+    "TARGET_SERVICE",
+    "TARGET_PORT",
+    "BUILD_CONTEXT",
+    "GIT_SHA",
+    "SOURCE_IMAGE",
+    "TARGET_IMAGE",
+];
 
 /// What the hook of one environment is told; `None` keeps orch's default.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -22,6 +35,9 @@ pub struct HookTarget {
     /// `TARGET_IMAGE`, a template with `{project}` and `{sha}` (default: `orch-{project}:{sha}`
     /// on staging, `orch-{project}:prod` on prod).
     pub image: Option<String>,
+    /// More variables for this environment's hook (`COMPOSE_PROFILE = "staging"`); never one of
+    /// [`HOOK_VARIABLES`].
+    pub env: BTreeMap<String, String>,
 }
 
 pub(super) fn target_from_raw(
@@ -66,9 +82,23 @@ pub(super) fn target_from_raw(
         let dummy = [("project", ""), ("sha", "")];
         check_placeholders(&field, image, &dummy, &IMAGE_PLACEHOLDERS)?;
     }
+    for (name, value) in &raw.env {
+        let field = format!("{table}.env.{name}");
+        check_env_name(&field, name)?;
+        if HOOK_VARIABLES.contains(&name.as_str()) {
+            return Err(config_err(
+                field,
+                "is set by orch for every hook; use `service` or `image` to change it",
+            ));
+        }
+        if value.contains('\0') {
+            return Err(config_err(field, "holds a NUL byte"));
+        }
+    }
     Ok(HookTarget {
         args: raw.args,
         service: raw.service,
         image: raw.image,
+        env: raw.env,
     })
 }

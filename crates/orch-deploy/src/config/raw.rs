@@ -100,6 +100,8 @@ pub(super) struct RawHook {
 pub(super) struct RawHookTarget {
     #[serde(default)]
     pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     pub service: Option<String>,
     pub image: Option<String>,
 }

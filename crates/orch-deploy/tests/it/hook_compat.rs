@@ -74,7 +74,7 @@ const RECORDER: &str = r#"#!/bin/sh
 calls="$1"; shift
 {
   echo "args=$*"
-  for name in TARGET_SERVICE TARGET_IMAGE SOURCE_IMAGE; do
+  for name in TARGET_SERVICE TARGET_IMAGE SOURCE_IMAGE COMPOSE_PROFILE; do
     if eval "[ -z \"\${$name+x}\" ]"; then echo "$name unset"; else eval "echo \"$name=\${$name}\""; fi
   done
 } >> "$calls"
@@ -98,10 +98,12 @@ async fn source_image_is_unset_on_staging_and_the_defaults_stay() {
             "TARGET_SERVICE=staging",
             &format!("TARGET_IMAGE=orch-shop:{SHA}"),
             "SOURCE_IMAGE unset",
+            "COMPOSE_PROFILE unset",
             "args=",
             "TARGET_SERVICE=prod",
             "TARGET_IMAGE=orch-shop:prod",
             &format!("SOURCE_IMAGE=orch-shop:{SHA}"),
+            "COMPOSE_PROFILE unset",
         ]
     );
 }
@@ -113,6 +115,7 @@ async fn service_image_and_arguments_are_configured_per_environment() {
 args = ["--build-staging"]
 service = "orchestrator-staging"
 image = "registry.local/{project}:{sha}"
+env = { COMPOSE_PROFILE = "staging" }
 
 [hook.prod]
 args = ["--promote", "--no-build"]
@@ -134,11 +137,13 @@ image = "registry.local/{project}:latest"
             "TARGET_SERVICE=orchestrator-staging",
             &format!("TARGET_IMAGE=registry.local/orchestrator:{SHA}"),
             "SOURCE_IMAGE unset",
+            "COMPOSE_PROFILE=staging",
             "args=--promote --no-build",
             "TARGET_SERVICE=orchestrator",
             "TARGET_IMAGE=registry.local/orchestrator:latest",
             // What staging built is what prod retags.
             &format!("SOURCE_IMAGE=registry.local/orchestrator:{SHA}"),
+            "COMPOSE_PROFILE unset",
         ]
     );
 }
@@ -161,6 +166,14 @@ fn names_a_hook_could_misread_are_refused_with_their_field() {
             "hook.staging.args[0]",
         ),
         ("[hook.staging]\nports = 1\n", "unknown field"),
+        (
+            "[hook.staging]\nenv = { SOURCE_IMAGE = \"stale\" }\n",
+            "hook.staging.env.SOURCE_IMAGE",
+        ),
+        (
+            "[hook.prod]\nenv = { \"A-B\" = \"x\" }\n",
+            "hook.prod.env.A-B",
+        ),
     ];
     for (table, expected) in cases {
         let toml = format!("kind = \"hook\"\n[hook]\ncommand = [\"./hook.sh\"]\n{table}");

@@ -263,6 +263,22 @@ fn every_row_of_the_fold_table_through_the_command() {
     }
 }
 
+/// The kill-switch fails closed on a value it does not know: nothing runs, exit 2.
+#[test]
+fn a_misspelled_kill_switch_is_a_usage_error() {
+    let fixture = Fixture::new(&deploy_with(
+        &["C9a"],
+        &[
+            command_check("A", "REAL", true),
+            command_check("C9a", "INFRA", false),
+        ],
+    ));
+    let ran = fixture.check(&[], &[(KILL_SWITCH, "flase")]);
+    assert_eq!(ran.code, 2, "{}{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.is_empty(), "{}", ran.stdout);
+    assert!(ran.stderr.contains(KILL_SWITCH), "{}", ran.stderr);
+}
+
 #[test]
 fn shadow_checks_never_decide_and_only_shadow_checks_is_failed() {
     let shadow_bad = format!("{}shadow = true\n", command_check("S1", "REAL", false));
