@@ -1,6 +1,8 @@
 //! `[docker.staging]`: an env file and bind mounts reach the staging container, read-only by
 //! default, so a check run inside it with `docker exec` (the seeds' B6) sees staging's own
-//! configuration. Real dockerd, a `FROM scratch` image; skipped (and counted) without docker.
+//! configuration: here a suite (`reports`) compiled into the image reads the registry from the
+//! env file and finds the mount read-only from inside. Real dockerd, a `FROM scratch` image;
+//! skipped (and counted) without docker.
 
 use std::process::Command;
 
@@ -13,9 +15,54 @@ use crate::support::{free_ports, get, git};
 /// No greeting.txt in the image: it comes from the host, by a bind mount.
 const DOCKERFILE: &str = "FROM scratch
 COPY server /server
+COPY suite /suite
 COPY health.txt /health.txt
 ENTRYPOINT [\"/server\"]
 ";
+
+/// A staging suite in the seeds' style, run inside the container: B6 reads the registry from
+/// the container's own environment (the env file), `mount` checks the bind mount is readable
+/// and read-only from inside, C9a fails as the sandbox's fault. Exits 1 on a failure.
+const SUITE_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+    const char *registry = getenv("ORCH_PROJECTS_JSON");
+    int b6 = registry && strstr(registry, "\"orchestrator\"");
+    printf("CHECK B6 %s registry %s\n", b6 ? "PASS" : "FAIL", registry ? registry : "unset");
+    int fd = open("/greeting.txt", O_RDONLY);
+    int readable = fd >= 0;
+    if (fd >= 0) close(fd);
+    int w = open("/greeting.txt", O_WRONLY | O_APPEND);
+    int read_only = w < 0;
+    if (w >= 0) close(w);
+    printf("CHECK mount %s readable=%d read_only=%d\n", readable && read_only ? "PASS" : "FAIL",
+           readable, read_only);
+    printf("CHECK C9a FAIL sandbox bot is not a member\n");
+    return 1;
+}
+"#;
+
+/// Compiles the suite statically into `dir/suite`.
+fn build_suite(dir: &std::path::Path) {
+    let source = dir.join("suite.c");
+    std::fs::write(&source, SUITE_C).expect("suite.c");
+    let out = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("suite"))
+        .arg(&source)
+        .output()
+        .expect("gcc runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&source).expect("rm suite.c");
+}
 
 #[tokio::test]
 async fn the_staging_container_gets_its_env_file_and_read_only_mounts() {
@@ -28,6 +75,7 @@ async fn the_staging_container_gets_its_env_file_and_read_only_mounts() {
     git(&repo, &["init", "-q", "-b", "main"]);
     std::fs::write(repo.join("Dockerfile"), DOCKERFILE).expect("Dockerfile");
     std::fs::copy(server_binary(), repo.join("server")).expect("server");
+    build_suite(&repo);
     // Healthy only where STAGING_PORT equals PORT: only the env file sets STAGING_PORT.
     std::fs::write(repo.join("health.txt"), "staging-only").expect("health");
     git(&repo, &["add", "-A"]);
@@ -38,12 +86,22 @@ async fn the_staging_container_gets_its_env_file_and_read_only_mounts() {
     let host = dir.path().join("host");
     std::fs::create_dir_all(&host).expect("mkdir host");
     let env_file = host.join(".env.staging");
-    std::fs::write(&env_file, format!("STAGING_PORT={}\n", ports.staging)).expect("env file");
+    std::fs::write(
+        &env_file,
+        format!(
+            "STAGING_PORT={}\nORCH_PROJECTS_JSON=[{{\"name\":\"orchestrator\"}}]\n",
+            ports.staging
+        ),
+    )
+    .expect("env file");
     let greeting = host.join("greeting.txt");
     std::fs::write(&greeting, "Hello from staging's own config\n").expect("greeting");
     let toml = format!(
         r#"
 kind = "docker"
+
+[staging]
+infra_allowlist = ["C9a"]
 
 [docker.staging]
 env_file = "{env_file}"
@@ -54,9 +112,16 @@ tries = 40
 interval_ms = 100
 
 [[staging.checks]]
-id = "B6"
+id = "selfcheck"
 kind = "exec"
 exec = ["/server", "selfcheck"]
+tries = 1
+
+[[staging.checks]]
+id = "suite"
+kind = "exec"
+exec = ["/suite"]
+reports = ["B6", "mount", "C9a"]
 tries = 1
 
 [[staging.checks]]
@@ -99,11 +164,20 @@ interval_ms = 100
         .output();
 
     assert!(staged.verdict.is_success(), "{staged:#?}");
-    assert!(
-        staged.lines.iter().any(|l| l.starts_with("PASS B6 (REAL)")),
-        "{:#?}",
-        staged.lines
-    );
+    for line in [
+        "PASS selfcheck (REAL)",
+        "PASS suite (REAL)",
+        "PASS B6 (REAL): registry [{\"name\":\"orchestrator\"}]",
+        "PASS mount (REAL): readable=1 read_only=1",
+        "FAIL C9a (INFRA): sandbox bot is not a member",
+        "INFRA-WAIVED: C9a",
+    ] {
+        assert!(
+            staged.lines.iter().any(|l| l.starts_with(line)),
+            "{line}: {:#?}",
+            staged.lines
+        );
+    }
     assert_eq!(mounts.as_deref(), Some("/greeting.txt rw=false;"));
     assert!(
         answer
