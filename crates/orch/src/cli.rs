@@ -77,7 +77,7 @@ to merge yourself; an existing .env is never touched; orch.toml only gets a [[pr
     #[command(
         after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict\n\n\
 Reads only the project's .orch/deploy.toml (its entry in orch.toml gives the repository and the\n\
-ports). Exit 0: SUCCESS (INFRA-only failures waived unless --strict or\n\
+ports; without orch.toml: --repo DIR --prod-port PORT). Exit 0: SUCCESS (INFRA-only failures waived unless --strict or\n\
 ORCH_STAGING_INFRA_TOLERANCE_ENABLED=false); 1: FAILED; 2: a usage or configuration error,\n\
 including a URL on the project's prod port without --allow-prod."
     )]
@@ -370,8 +370,15 @@ pub struct StagingCheckArgs {
     #[arg(long)]
     pub allow_prod: bool,
     /// The project (optional when only one is configured).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "repo")]
     pub project: Option<String>,
+    /// Without orch.toml: the repository whose .orch/deploy.toml holds the checks (needs
+    /// --prod-port, or --allow-prod).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<std::path::PathBuf>,
+    /// With --repo: the project's prod port, which the URL must not use.
+    #[arg(long, value_name = "PORT", requires = "repo", value_parser = clap::value_parser!(u16).range(1..))]
+    pub prod_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -488,3 +488,87 @@ fn a_suite_is_judged_id_by_id_with_orchs_own_waivers() {
         ran.stdout
     );
 }
+
+/// `--repo DIR`: no orch.toml at all, only `.orch/deploy.toml`; the prod port must then be
+/// given (`--prod-port`), or prod allowed on purpose.
+#[test]
+fn with_repo_only_the_deploy_file_is_needed_and_the_prod_port_must_be_named() {
+    let fixture = Fixture::new(&deploy_with(
+        &["C9a"],
+        &[
+            command_check("A", "REAL", true),
+            command_check("C9a", "INFRA", false),
+        ],
+    ));
+    std::fs::remove_file(fixture.dir.path().join("orch.toml")).expect("rm orch.toml");
+    let repo = fixture.dir.path().join("repo").display().to_string();
+    let staging = fixture.staging_url();
+    let prod = format!("http://127.0.0.1:{}", fixture.prod_port);
+    let prod_port = fixture.prod_port.to_string();
+    let ran = fixture.run(
+        &[
+            "--repo",
+            &repo,
+            "--prod-port",
+            &prod_port,
+            "--base-url",
+            &staging,
+        ],
+        &[],
+    );
+    assert_eq!(ran.code, 0, "{}{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.contains("INFRA-WAIVED: C9a"), "{}", ran.stdout);
+    let strict = fixture.run(
+        &[
+            "--repo",
+            &repo,
+            "--prod-port",
+            &prod_port,
+            "--base-url",
+            &staging,
+        ],
+        &[(KILL_SWITCH, "false")],
+    );
+    assert_eq!(
+        strict.code, 1,
+        "the kill-switch holds here too: {}",
+        strict.stdout
+    );
+    for (args, expected) in [
+        (vec!["--repo", &repo, "--base-url", &staging], "--prod-port"),
+        (
+            vec![
+                "--repo",
+                &repo,
+                "--prod-port",
+                &prod_port,
+                "--base-url",
+                &prod,
+            ],
+            "prod port",
+        ),
+        (
+            vec!["--repo", &repo, "--project", "shop", "--base-url", &staging],
+            "--project",
+        ),
+        (
+            vec!["--prod-port", &prod_port, "--base-url", &staging],
+            "--repo",
+        ),
+    ] {
+        let ran = fixture.run(&args, &[]);
+        assert_eq!(ran.code, 2, "{args:?}: {}{}", ran.stdout, ran.stderr);
+        assert!(
+            ran.stdout.is_empty(),
+            "{args:?}: nothing ran: {}",
+            ran.stdout
+        );
+        assert!(ran.stderr.contains(expected), "{args:?}: {}", ran.stderr);
+    }
+    let on_purpose = fixture.run(&["--repo", &repo, "--allow-prod", "--base-url", &prod], &[]);
+    assert_eq!(
+        on_purpose.code, 0,
+        "{}{}",
+        on_purpose.stdout, on_purpose.stderr
+    );
+}
