@@ -16,6 +16,10 @@ use crate::config::{CheckSpec, JsonExpectation, Mode, Probe, StagingSpec};
 use crate::docker::DockerCli;
 use crate::{http, template};
 
+mod suite;
+
+pub use suite::CHECK_LINE_PREFIX;
+
 /// One try of one check, for the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Measurement {
@@ -78,7 +82,11 @@ pub(crate) async fn run_checks_in(
     };
     let mut runs = Vec::new();
     for check in spec.checks.iter().filter(|c| c.modes.contains(&mode)) {
-        runs.push(run_check(&place, check, cancel).await);
+        if check.reports.is_empty() {
+            runs.push(run_check(&place, check, cancel).await);
+        } else {
+            runs.extend(suite::run_suite(&place, check, cancel).await);
+        }
     }
     runs
 }
@@ -182,6 +190,7 @@ async fn sleep_unless_cancelled(wait: Duration, cancel: &CancellationToken) -> b
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct TryOutcome {
     ok: bool,
     measured: bool,
@@ -207,12 +216,7 @@ impl TryOutcome {
 }
 
 async fn measure(place: &Place<'_>, check: &CheckSpec, cancel: &CancellationToken) -> TryOutcome {
-    let Place {
-        base_url,
-        mode,
-        workdir,
-        container,
-    } = *place;
+    let base_url = place.base_url;
     match &check.probe {
         Probe::Http {
             path,
@@ -232,38 +236,78 @@ async fn measure(place: &Place<'_>, check: &CheckSpec, cancel: &CancellationToke
                 ),
             }
         }
-        Probe::Command { run, expect_exit } => {
+        Probe::Command { expect_exit, .. } | Probe::Exec { expect_exit, .. } => {
+            let process = match process_of(place, check) {
+                Ok(process) => process,
+                Err(unmeasured) => return unmeasured,
+            };
+            let finished = orch_process::run(&process.spec, cancel, &mut ()).await;
+            judge_exit(
+                &process.shown,
+                &finished,
+                *expect_exit,
+                process.via_docker_exec,
+            )
+        }
+    }
+}
+
+/// The process a command or exec check starts for one try.
+struct CheckProcess {
+    spec: Spec,
+    /// The command as people read it, for the details.
+    shown: String,
+    /// Run through `docker exec`, whose own failures are exits 125 to 127.
+    via_docker_exec: bool,
+}
+
+/// The process of a command or exec check, or why it cannot be started (never measured).
+fn process_of(place: &Place<'_>, check: &CheckSpec) -> Result<CheckProcess, TryOutcome> {
+    let Place {
+        base_url,
+        mode,
+        workdir,
+        container,
+    } = *place;
+    match &check.probe {
+        Probe::Http { path, .. } => Err(TryOutcome::unmeasured(format!(
+            "GET {path} is an http check, not a process"
+        ))),
+        Probe::Command { run, .. } => {
             let command = match template::fill(run, &[("base_url", base_url)]) {
                 Ok(command) => command,
                 // Validation rejects unknown placeholders; this guards a hand-built spec.
                 Err(name) => {
-                    return TryOutcome::unmeasured(format!(
+                    return Err(TryOutcome::unmeasured(format!(
                         "unknown placeholder `{{{name}}}` in `{run}`"
-                    ));
+                    )));
                 }
             };
             let spec = Spec::shell(&command, workdir)
                 .env("STAGING_BASE_URL", base_url)
                 .env("STAGING_MODE", mode.as_str())
                 .timeout(check.timeout);
-            let finished = orch_process::run(&spec, cancel, &mut ()).await;
-            judge_exit(run, &finished, *expect_exit, false)
+            Ok(CheckProcess {
+                spec,
+                shown: run.clone(),
+                via_docker_exec: false,
+            })
         }
-        Probe::Exec { argv, expect_exit } => {
+        Probe::Exec { argv, .. } => {
             let shown = argv.join(" ");
             let Some(target) = container else {
-                return TryOutcome::unmeasured(format!(
+                return Err(TryOutcome::unmeasured(format!(
                     "`{shown}` is an exec check and there is no staging container to run it in"
-                ));
+                )));
             };
             let mut filled = Vec::with_capacity(argv.len());
             for arg in argv {
                 match template::fill(arg, &[("base_url", base_url)]) {
                     Ok(arg) => filled.push(arg),
                     Err(name) => {
-                        return TryOutcome::unmeasured(format!(
+                        return Err(TryOutcome::unmeasured(format!(
                             "unknown placeholder `{{{name}}}` in `{shown}`"
-                        ));
+                        )));
                     }
                 }
             }
@@ -279,8 +323,11 @@ async fn measure(place: &Place<'_>, check: &CheckSpec, cancel: &CancellationToke
                     target.container.to_owned(),
                 ])
                 .args(filled);
-            let finished = orch_process::run(&spec, cancel, &mut ()).await;
-            judge_exit(&shown, &finished, *expect_exit, true)
+            Ok(CheckProcess {
+                spec,
+                shown,
+                via_docker_exec: true,
+            })
         }
     }
 }

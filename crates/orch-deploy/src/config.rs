@@ -5,7 +5,9 @@
 
 mod checks;
 mod docker;
+mod docker_env;
 mod hook;
+mod hook_target;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -19,7 +21,9 @@ use crate::template;
 use raw::{RawDeploy, RawHealth, RawSoak};
 
 pub use docker::{DEFAULT_DOCKER_BINARY, DEFAULT_PORT_ENV, DockerSpec, REVISION_LABEL};
-pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, HookSpec, SelfDeploySpec};
+pub use docker_env::{BindMount, DockerEnvSpec};
+pub use hook::{DEFAULT_HOOK_TIMEOUT, DeployConfig, Detach, HookSpec, SelfDeploySpec};
+pub use hook_target::HookTarget;
 
 /// Contract 7: ten tries six seconds apart unless the project says otherwise.
 pub const DEFAULT_HEALTH_TRIES: u32 = 10;
@@ -125,6 +129,17 @@ pub struct CheckSpec {
     /// Run and recorded, never deciding.
     pub shadow: bool,
     pub modes: Vec<Mode>,
+    /// A suite (`reports = [...]`, command and exec checks only): the ids its output carries, one
+    /// `CHECK <id> PASS|FAIL <detail>` line each, in the configured order. Empty for a plain check.
+    pub reports: Vec<ReportedCheck>,
+}
+
+/// One id a suite reports, classified by orch's own configuration: INFRA only when the id is on
+/// `staging.infra_allowlist`, REAL otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedCheck {
+    pub id: String,
+    pub category: CheckCategory,
 }
 
 /// What a check measures.

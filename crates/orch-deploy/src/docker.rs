@@ -233,6 +233,7 @@ impl DockerDeployer {
             args.push("--env".to_owned());
             args.push(format!("{name}={}", fill(value)?));
         }
+        args.extend(self.host_files(env)?);
         args.push(image.id.clone());
         for arg in &self.spec.args {
             args.push(fill(arg)?);
@@ -255,6 +256,37 @@ impl DockerDeployer {
                 .cli
                 .failed(&format!("start the {env} container"), &failure)),
         }
+    }
+
+    /// `--env-file` and `--mount` arguments of `env`'s container. A file or folder the
+    /// configuration names but the host lacks is a configuration error (not the change's):
+    /// docker would refuse it less clearly, or create an empty folder in its place.
+    fn host_files(&self, env: Env) -> Result<Vec<String>, DeployError> {
+        let (table, spec) = match env {
+            Env::Staging => ("docker.staging", &self.spec.on_staging),
+            Env::Prod => ("docker.prod", &self.spec.on_prod),
+        };
+        let missing = |field: String, path: &Path| DeployError::Config {
+            field,
+            problem: format!("`{}` does not exist on this host", path.display()),
+        };
+        let mut args = Vec::new();
+        if let Some(file) = &spec.env_file {
+            if !file.is_file() {
+                return Err(missing(format!("{table}.env_file"), file));
+            }
+            args.extend(["--env-file".to_owned(), file.display().to_string()]);
+        }
+        for (index, mount) in spec.mounts.iter().enumerate() {
+            if !mount.source.exists() {
+                return Err(missing(
+                    format!("{table}.mounts[{index}].source"),
+                    &mount.source,
+                ));
+            }
+            args.extend(["--mount".to_owned(), mount.mount_arg()]);
+        }
+        Ok(args)
     }
 
     /// Probes `env`'s health the configured number of times; stops early when the container

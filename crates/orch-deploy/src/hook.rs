@@ -21,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::check_sha_format;
 use crate::checks::{report_lines, run_checks};
-use crate::config::{HookSpec, Mode};
+use crate::config::{HookSpec, HookTarget, Mode};
 use crate::deployer::Deployer;
 use crate::error::DeployError;
 use crate::instance::{Env, Ports};
 use crate::layout::{read_record, remove_file, write_record};
 use crate::report::{DeployReport, DeployStatus, StagingReport};
 use crate::selfdeploy::SelfDeploy;
+use crate::template;
 
 /// A staging hook may print this, then the reference of what it built (`ORCH_ARTIFACT=reg/app@sha256:..`);
 /// prod then receives that reference as `SOURCE_IMAGE` instead of the SHA-tagged name.
@@ -92,14 +93,34 @@ impl HookDeployer {
         self.root.join("hook").join(format!("{sha}.validated.json"))
     }
 
-    /// What prod's hook is asked to run (`TARGET_IMAGE`).
-    fn prod_image(&self) -> String {
-        format!("orch-{}:prod", self.project)
+    /// What prod's hook is asked to run (`TARGET_IMAGE`): `[hook.prod] image`, else
+    /// `orch-<project>:prod`.
+    fn prod_image(&self, sha: &str) -> String {
+        self.image(Env::Prod, sha)
     }
 
-    /// The SHA-tagged name of a build, used when the staging hook names no artifact of its own.
+    /// The SHA-tagged name of a build (`[hook.staging] image`, else `orch-<project>:<sha>`), used
+    /// when the staging hook names no artifact of its own.
     fn tagged(&self, sha: &str) -> String {
-        format!("orch-{}:{sha}", self.project)
+        self.image(Env::Staging, sha)
+    }
+
+    fn target(&self, env: Env) -> &HookTarget {
+        match env {
+            Env::Staging => &self.spec.on_staging,
+            Env::Prod => &self.spec.on_prod,
+        }
+    }
+
+    fn image(&self, env: Env, sha: &str) -> String {
+        let default = match env {
+            Env::Staging => "orch-{project}:{sha}",
+            Env::Prod => "orch-{project}:prod",
+        };
+        let template = self.target(env).image.as_deref().unwrap_or(default);
+        // Validation allows only these two placeholders; a hand-built spec keeps its text.
+        template::fill(template, &[("project", &self.project), ("sha", sha)])
+            .unwrap_or_else(|_| template.to_owned())
     }
 
     /// The hook's run for `env`: its program (a relative one with a slash is the project's own
@@ -113,16 +134,31 @@ impl HookDeployer {
             program
         };
         let port = self.ports.of(env).to_string();
-        Spec::new(program, hook.build_context)
+        let target = self.target(env);
+        let mut spec = Spec::new(program, hook.build_context);
+        // The project's own variables first: orch's documented ones below always win.
+        for (name, value) in &target.env {
+            spec = spec.env(name.as_str(), value.as_str());
+        }
+        let spec = spec
             .args(self.spec.command.iter().skip(1))
-            .env("TARGET_SERVICE", env.as_str())
+            .args(target.args.iter())
+            .env(
+                "TARGET_SERVICE",
+                target.service.as_deref().unwrap_or(env.as_str()),
+            )
             .env("TARGET_PORT", port.as_str())
             .env("BUILD_CONTEXT", hook.build_context.display().to_string())
             .env("GIT_SHA", hook.sha)
             .env("TARGET_IMAGE", hook.target_image)
-            .env("SOURCE_IMAGE", hook.source_image.unwrap_or_default())
             .timeout(self.spec.timeout)
-            .log(log)
+            .log(log);
+        // Unset, not empty, on staging: the seeds' hook tests `${SOURCE_IMAGE+set}` to choose
+        // between a rebuild and a retag.
+        match hook.source_image {
+            Some(source) => spec.env("SOURCE_IMAGE", source),
+            None => spec,
+        }
     }
 
     /// Runs the hook for `env` and maps its ending onto contract 3; `Ok` carries what it printed
@@ -239,7 +275,7 @@ impl HookDeployer {
                 report
                     .lines
                     .push(format!("promoting {validated_sha} ({})", proof.artifact));
-                let target_image = self.prod_image();
+                let target_image = self.prod_image(&proof.sha);
                 let env = HookEnv::prod(&proof, &target_image);
                 self.run_hook(Env::Prod, env, cancel, &mut report.lines)
                     .await

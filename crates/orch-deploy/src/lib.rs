@@ -42,11 +42,12 @@ mod soak;
 mod template;
 
 pub use build::Build;
-pub use checks::{CheckRun, Measurement, report_lines, run_checks};
+pub use checks::{CHECK_LINE_PREFIX, CheckRun, Measurement, report_lines, run_checks};
 pub use config::{
-    BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HEALTH_PATH, DEFAULT_HOOK_TIMEOUT,
-    DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation,
-    Mode, Probe, REVISION_LABEL, RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
+    BindMount, BuildSpec, CheckSpec, DEFAULT_DOCKER_BINARY, DEFAULT_HEALTH_PATH,
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerEnvSpec, DockerSpec,
+    HealthSpec, HookSpec, HookTarget, JsonExpectation, Mode, Probe, REVISION_LABEL, ReportedCheck,
+    RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
 };
 pub use deployer::{Deployer, PortHolder, port_is_free};
 pub use docker::DockerDeployer;
@@ -62,6 +63,12 @@ pub use selfdeploy::{DetachedDeploy, DetachedState, SelfDeploy};
 /// Configuration errors are [`DeployError::Config`] and [`DeployError::ConfigSyntax`]; the crate
 /// keeps one error type, and this name says what [`DeploySpec::from_toml`] reports.
 pub type DeployConfigError = DeployError;
+
+/// The port a probe of `url` would reach, or why orch would refuse to probe it (not `http://`,
+/// no port, not a loopback address): `orch staging-check` compares it with prod's port.
+pub fn probe_port(url: &str) -> Result<u16, String> {
+    http::LoopbackUrl::parse(url).map(|target| target.addr.port())
+}
 
 /// `GET url` on a loopback address: the status and body, or why nothing could be measured.
 /// For people-facing probes (the demo prints what prod answers).

@@ -41,6 +41,10 @@ pub struct DetachedDeploy {
     pub pid_file: PathBuf,
     pub exit_file: PathBuf,
     pub log: PathBuf,
+    /// The transient systemd unit the wrapper runs in (`systemctl status <unit>`); `None` when
+    /// it runs in a new session instead (`setsid`), or for a record from before units.
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 /// How a detached deploy stands.

@@ -131,6 +131,16 @@ impl Plane {
         Ok(states)
     }
 
+    /// The project's work item label names (`GET labels/`), read now.
+    async fn label_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .list_all(&format!("{}/labels/", self.prefix))
+            .await?
+            .iter()
+            .filter_map(|label| label.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect())
+    }
+
     /// Every state's group by name, read now (not cached: onboarding compares them).
     async fn state_groups(&self) -> Result<BTreeMap<String, String>> {
         Ok(self
@@ -233,12 +243,26 @@ impl Tracker for Plane {
                 match existing.get(state.name) {
                     None => step.missing(vec![create.clone()]),
                     Some(group) if group == wanted => step,
-                    Some(group) => step.with_status(SetupStatus::Manual(format!(
-                        "it is in group `{group}`; move it to `{wanted}` in the project's settings (Plane → Project settings → States)"
+                    // orch never edits a state, and a state in the wrong group misleads Plane's
+                    // board (STOP under `started` is not terminal): a gap until a person moves it.
+                    Some(group) => step.with_status(SetupStatus::Refused(format!(
+                        "it is in group `{group}`, not `{wanted}`: move it to `{wanted}` in Plane → Project settings → States (orch does not edit states)"
                     ))),
                 }
             })
             .collect();
+        if !spec.labels.is_empty() {
+            let existing = self.label_names().await?;
+            let create = format!("POST {}/labels/", self.prefix);
+            steps.extend(spec.labels.iter().enumerate().map(|(index, name)| {
+                let step = SetupStep::new("plane", SetupOp::Label(index), format!("label {name}"));
+                if existing.iter().any(|have| have == name) {
+                    step
+                } else {
+                    step.missing(vec![create.clone()])
+                }
+            }));
+        }
         if let Some(hook) = &spec.webhook {
             steps.push(
                 SetupStep::new("plane", SetupOp::Webhook, format!("webhook {}", hook.url))
@@ -251,7 +275,19 @@ impl Tracker for Plane {
         Ok(steps)
     }
 
-    async fn apply_setup(&self, step: &SetupStep, _spec: &SetupSpec) -> Result<()> {
+    async fn apply_setup(&self, step: &SetupStep, spec: &SetupSpec) -> Result<()> {
+        if let SetupOp::Label(index) = step.op {
+            let name = spec.labels.get(index).ok_or_else(|| {
+                IntegrationError::Config(format!("plane: no label number {index} was asked for"))
+            })?;
+            self.api
+                .post(
+                    &format!("{}/labels/", self.prefix),
+                    json!({ "name": name, "color": "#6b7280" }),
+                )
+                .await?;
+            return Ok(());
+        }
         let SetupOp::State(name) = step.op else {
             return Err(IntegrationError::Refused(format!(
                 "plane: orch cannot do `{}` through Plane's API",

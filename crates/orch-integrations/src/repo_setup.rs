@@ -103,17 +103,12 @@ impl RepoApi {
                 SetupOp::Webhook,
                 format!("webhook {}", hook.url),
             );
-            let present = exists
-                && self
-                    .list_all(&format!("{}/hooks", self.prefix))
-                    .await?
-                    .iter()
-                    .any(|h| h.pointer("/config/url").and_then(Value::as_str) == Some(&hook.url));
-            steps.push(if present {
-                step
+            let hooks = if exists {
+                self.list_all(&format!("{}/hooks", self.prefix)).await?
             } else {
-                step.missing(vec![format!("POST {}/hooks", self.prefix)])
-            });
+                Vec::new()
+            };
+            steps.push(webhook_step(step, &hooks, &hook.url, &self.prefix));
         }
         Ok(steps)
     }
@@ -152,6 +147,12 @@ impl RepoApi {
             SetupOp::Repository | SetupOp::FirstPush => {
                 return Err(IntegrationError::Refused(format!(
                     "{}: `{}` is a forge step",
+                    self.service, step.what
+                )));
+            }
+            SetupOp::Label(_) => {
+                return Err(IntegrationError::Refused(format!(
+                    "{}: orch sets up only its state labels here, not `{}`",
                     self.service, step.what
                 )));
             }
@@ -323,11 +324,60 @@ impl RepoApi {
                     .await
                     .map_err(IntegrationError::from)
             }
-            SetupOp::State(_) | SetupOp::Webhook => Err(IntegrationError::Refused(format!(
-                "{}: `{}` is a tracker step",
-                self.service, step.what
-            ))),
+            SetupOp::State(_) | SetupOp::Label(_) | SetupOp::Webhook => {
+                Err(IntegrationError::Refused(format!(
+                    "{}: `{}` is a tracker step",
+                    self.service, step.what
+                )))
+            }
         }
+    }
+}
+
+/// The webhook step from the repository's hooks. Fail-closed: a hook at orch's URL that is
+/// inactive or does not send issue events delivers nothing, so it is a gap with the fix named
+/// (orch never edits a hook); no hook at orch's URL is missing, and the step names a hook that
+/// sends to another `/hooks/...` URL (an old address of orch, say).
+fn webhook_step(step: SetupStep, hooks: &[Value], url: &str, prefix: &str) -> SetupStep {
+    let url_of = |h: &Value| {
+        h.pointer("/config/url")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let ours = hooks.iter().find(|h| url_of(h).as_deref() == Some(url));
+    let Some(hook) = ours else {
+        let path = url.find("/hooks/").map(|at| &url[at..]);
+        let elsewhere: Vec<String> = hooks
+            .iter()
+            .filter_map(url_of)
+            .filter(|other| path.is_some_and(|path| other.ends_with(path)))
+            .collect();
+        let mut step = step.missing(vec![format!("POST {prefix}/hooks")]);
+        if !elsewhere.is_empty() {
+            step.what = format!(
+                "{} (the webhook at {} sends elsewhere; apply adds orch's, remove the stale one in the repository's settings → Webhooks)",
+                step.what,
+                elsewhere.join(", ")
+            );
+        }
+        return step;
+    };
+    let active = hook.get("active").and_then(Value::as_bool).unwrap_or(false);
+    let events: Vec<&str> = hook
+        .get("events")
+        .and_then(Value::as_array)
+        .map(|events| events.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let sends_issues = events.iter().any(|e| *e == "issues" || *e == "*");
+    match (active, sends_issues) {
+        (true, true) => step,
+        (false, _) => step.with_status(SetupStatus::Refused(
+            "it is inactive: activate it in the repository's settings → Webhooks (orch does not edit webhooks)".to_owned(),
+        )),
+        (true, false) => step.with_status(SetupStatus::Refused(format!(
+            "it sends {} but not issue events: tick Issues in the repository's settings → Webhooks (orch does not edit webhooks)",
+            if events.is_empty() { "no events".to_owned() } else { events.join(", ") }
+        ))),
     }
 }
 

@@ -27,6 +27,8 @@ pub enum SetupStatus {
 pub enum SetupOp {
     /// Create the canonical state with this name (or its `state/<Name>` label).
     State(&'static str),
+    /// Create the label `SetupSpec::labels[i]` (Plane: a project label the team's board uses).
+    Label(usize),
     /// Create the webhook that sends the project's deliveries to orch.
     Webhook,
     /// Create the forge repository (private, empty).
@@ -96,4 +98,6 @@ pub struct SetupSpec {
     /// The description of a repository orch creates; an empty repository carrying it is one an
     /// earlier apply created (and may still push into).
     pub description: String,
+    /// Work item labels the tracker's project must have (`orch onboard --label`); Plane only.
+    pub labels: Vec<String>,
 }

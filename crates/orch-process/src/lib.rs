@@ -30,6 +30,7 @@ pub mod safe_file;
 mod sandbox;
 mod signal;
 mod spec;
+mod unit;
 
 use std::path::PathBuf;
 
@@ -43,6 +44,7 @@ pub use sandbox::{
 };
 pub use signal::{group_is_alive, is_alive, kill_group, kill_pid};
 pub use spec::{DetachedSpec, Finished, Observer, Spec, Stream};
+pub use unit::{SYSTEMD_RUN, spawn_in_unit, systemd_is_running, systemd_run_args};
 
 /// Why a process could not be started or signalled.
 #[derive(Debug, thiserror::Error)]

@@ -88,7 +88,11 @@ to merge yourself; an existing .env is never touched; orch.toml only gets a [[pr
     Status(JsonArgs),
     /// Run a project's staging checks against a URL and print the verdict (exit 0 or 1).
     #[command(
-        after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict"
+        after_help = "Examples:\n  orch staging-check --base-url http://127.0.0.1:8511\n  orch staging-check --base-url http://127.0.0.1:8511 --strict\n\n\
+Reads only the project's .orch/deploy.toml (its entry in orch.toml gives the repository and the\n\
+ports; without orch.toml: --repo DIR --prod-port PORT). Exit 0: SUCCESS (INFRA-only failures waived unless --strict or\n\
+ORCH_STAGING_INFRA_TOLERANCE_ENABLED=false); 1: FAILED; 2: a usage or configuration error,\n\
+including a URL on the project's prod port without --allow-prod."
     )]
     StagingCheck(StagingCheckArgs),
     /// Let a project's promotions run again after a prod restore paused them.
@@ -243,6 +247,14 @@ pub struct OnboardTarget {
     /// secret `orch serve` already uses (ORCH_GITEA_WEBHOOK_SECRET, ...).
     #[arg(long, value_name = "URL", help_heading = "Tracker and forge")]
     pub webhook_url: Option<String>,
+    /// Plane: a work item label the project must have (repeat for several); apply creates the
+    /// missing ones, verify reports each missing one as a gap.
+    #[arg(
+        long = "label",
+        value_name = "NAME",
+        help_heading = "Tracker and forge"
+    )]
+    pub labels: Vec<String>,
 }
 
 impl OnboardTarget {
@@ -375,8 +387,19 @@ pub struct StagingCheckArgs {
     /// Make INFRA failures FAILED for this run.
     #[arg(long)]
     pub strict: bool,
+    /// Check a URL on the project's prod port anyway (staging checks never touch prod otherwise).
     #[arg(long)]
+    pub allow_prod: bool,
+    /// The project (optional when only one is configured).
+    #[arg(long, conflicts_with = "repo")]
     pub project: Option<String>,
+    /// Without orch.toml: the repository whose .orch/deploy.toml holds the checks (needs
+    /// --prod-port, or --allow-prod).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<std::path::PathBuf>,
+    /// With --repo: the project's prod port, which the URL must not use.
+    #[arg(long, value_name = "PORT", requires = "repo", value_parser = clap::value_parser!(u16).range(1..))]
+    pub prod_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,7 @@ fn http_check(id: &str, expect_body: Option<&str>) -> CheckSpec {
         successes: 1,
         shadow: false,
         modes: Mode::ALL.to_vec(),
+        reports: Vec::new(),
     }
 }
 

@@ -8,8 +8,8 @@ use orch_core::staging::CheckCategory;
 use super::raw::{RawCheck, RawStaging};
 use super::{
     CHECK_PLACEHOLDERS, CheckSpec, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT,
-    DEFAULT_CHECK_TRIES, JsonExpectation, Mode, Probe, StagingSpec, check_placeholders,
-    check_url_path, config_err, positive_count, positive_ms,
+    DEFAULT_CHECK_TRIES, JsonExpectation, Mode, Probe, ReportedCheck, StagingSpec,
+    check_placeholders, check_url_path, config_err, positive_count, positive_ms,
 };
 use crate::error::DeployError;
 
@@ -18,12 +18,23 @@ pub(super) fn staging_from_raw(raw: RawStaging) -> Result<StagingSpec, DeployErr
     let mut ids = BTreeSet::new();
     for (index, raw_check) in raw.checks.into_iter().enumerate() {
         let field = format!("staging.checks[{index}] (id `{}`)", raw_check.id);
-        let check = check_from_raw(&field, raw_check)?;
+        let check = check_from_raw(&field, raw_check, &raw.infra_allowlist)?;
         if !ids.insert(check.id.clone()) {
             return Err(config_err(
                 field,
                 "another check has the same id; ids must be unique",
             ));
+        }
+        for reported in &check.reports {
+            if !ids.insert(reported.id.clone()) {
+                return Err(config_err(
+                    format!("{field}.reports"),
+                    format!(
+                        "the id `{}` is used twice (by a check or a suite's `reports`); ids must be unique",
+                        reported.id
+                    ),
+                ));
+            }
         }
         if check.category == CheckCategory::Infra && !raw.infra_allowlist.contains(&check.id) {
             return Err(config_err(
@@ -65,16 +76,24 @@ pub(super) fn refuse_exec_checks(staging: &StagingSpec, deployer: &str) -> Resul
     }
 }
 
-fn check_from_raw(field: &str, raw: RawCheck) -> Result<CheckSpec, DeployError> {
-    let id_is_valid = !raw.id.is_empty()
-        && raw
-            .id
+/// A check id: what a suite's `CHECK` line must spell exactly.
+pub(crate) fn is_valid_check_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !id_is_valid {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_from_raw(
+    field: &str,
+    raw: RawCheck,
+    infra_allowlist: &[String],
+) -> Result<CheckSpec, DeployError> {
+    if !is_valid_check_id(&raw.id) {
         return Err(config_err(
             field,
-            "id must be non-empty and use only letters, digits, `-`, `_` and `.`",
+            "id must be non-empty, at most 64 characters, and use only letters, digits, `-`, `_` and `.`",
         ));
     }
     let category = match raw.category.as_deref().unwrap_or("REAL") {
@@ -88,6 +107,7 @@ fn check_from_raw(field: &str, raw: RawCheck) -> Result<CheckSpec, DeployError> 
         }
     };
     let probe = probe_from_raw(field, &raw)?;
+    let reports = reports_from_raw(field, &raw, &probe, category, infra_allowlist)?;
     let tries = positive_count(&format!("{field}.tries"), raw.tries, DEFAULT_CHECK_TRIES)?;
     let successes = positive_count(&format!("{field}.successes"), raw.successes, 1)?;
     if successes > tries {
@@ -117,7 +137,74 @@ fn check_from_raw(field: &str, raw: RawCheck) -> Result<CheckSpec, DeployError> 
         successes,
         shadow: raw.shadow,
         modes: modes_from_raw(field, raw.modes)?,
+        reports,
     })
+}
+
+/// `reports = ["C9a", ...]`: the check is a suite whose output carries one result per id. Its own
+/// result (the output's integrity) is REAL, so it may not be INFRA, and `expect_exit` has no
+/// meaning for it (its exit code is judged against what it reported; see `checks::suite`).
+fn reports_from_raw(
+    field: &str,
+    raw: &RawCheck,
+    probe: &Probe,
+    category: CheckCategory,
+    infra_allowlist: &[String],
+) -> Result<Vec<ReportedCheck>, DeployError> {
+    let Some(ids) = &raw.reports else {
+        return Ok(Vec::new());
+    };
+    let reports_field = format!("{field}.reports");
+    if matches!(probe, Probe::Http { .. }) {
+        return Err(config_err(
+            reports_field,
+            "applies to command and exec checks only (a suite prints its results)",
+        ));
+    }
+    if ids.is_empty() {
+        return Err(config_err(
+            reports_field,
+            "is empty; list the ids the suite reports, or remove `reports`",
+        ));
+    }
+    if category == CheckCategory::Infra {
+        return Err(config_err(
+            field,
+            "a suite's own result (whether its output could be trusted) is REAL; remove `category` and put the ids to waive on staging.infra_allowlist",
+        ));
+    }
+    if raw.successes.is_some_and(|n| n > 1) {
+        return Err(config_err(
+            format!("{field}.successes"),
+            "does not apply to a suite (`reports`): it is tried again until one whole run passes",
+        ));
+    }
+    if raw.expect_exit.is_some() {
+        return Err(config_err(
+            format!("{field}.expect_exit"),
+            "does not apply to a suite (`reports`): it may exit 0, or 1 when it reported a FAIL",
+        ));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(index, id)| {
+            if !is_valid_check_id(id) {
+                return Err(config_err(
+                    format!("{reports_field}[{index}]"),
+                    "an id must be 1 to 64 letters, digits, `-`, `_` and `.`",
+                ));
+            }
+            let category = if infra_allowlist.contains(id) {
+                CheckCategory::Infra
+            } else {
+                CheckCategory::Real
+            };
+            Ok(ReportedCheck {
+                id: id.clone(),
+                category,
+            })
+        })
+        .collect()
 }
 
 fn probe_from_raw(field: &str, raw: &RawCheck) -> Result<Probe, DeployError> {
@@ -239,3 +326,6 @@ fn modes_from_raw(field: &str, raw: Option<Vec<String>>) -> Result<Vec<Mode>, De
         })
         .collect()
 }
+
+#[cfg(test)]
+mod suite_tests;

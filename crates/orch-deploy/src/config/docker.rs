@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::docker_env::{DockerEnvSpec, docker_env_from_raw};
 use super::raw::{RawDeploy, RawDocker};
 use super::{
     DEFAULT_BUILD_TIMEOUT, HealthSpec, StagingSpec, check_env_name, check_placeholders, checks,
@@ -40,6 +41,10 @@ pub struct DockerSpec {
     pub args: Vec<String>,
     /// Extra environment of the container; values may use `{port}`.
     pub env: BTreeMap<String, String>,
+    /// `[docker.staging]`: the staging container's env file and bind mounts.
+    pub on_staging: DockerEnvSpec,
+    /// `[docker.prod]`: the prod container's.
+    pub on_prod: DockerEnvSpec,
     pub health: HealthSpec,
     pub staging: StagingSpec,
 }
@@ -109,6 +114,8 @@ pub(super) fn docker_from_raw(raw: RawDeploy) -> Result<DockerSpec, DeployError>
         port_env,
         args: run_args(&docker)?,
         env: run_env(&docker)?,
+        on_staging: docker_env_from_raw("docker.staging", docker.staging.as_ref())?,
+        on_prod: docker_env_from_raw("docker.prod", docker.prod.as_ref())?,
         health: health_from_raw(raw.health.unwrap_or_default())?,
         staging: checks::staging_from_raw(raw.staging)?,
     })

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::hook_target::{HookTarget, target_from_raw};
 use super::raw::{RawDeploy, RawHook};
 use super::{
     DeploySpec, DockerSpec, HealthSpec, SoakSpec, StagingSpec, checks, config_err, docker,
@@ -34,6 +35,10 @@ pub struct HookSpec {
     /// Set when the project is orch itself (`[hook] self_deploy = true`): prod's hook then runs
     /// detached, because it restarts the very process that would wait for it (contract 8).
     pub self_deploy: Option<SelfDeploySpec>,
+    /// `[hook.staging]`: arguments, service and image names for deploy-staging.
+    pub on_staging: HookTarget,
+    /// `[hook.prod]`: the same for deploy.
+    pub on_prod: HookTarget,
     pub staging: StagingSpec,
 }
 
@@ -43,6 +48,35 @@ pub struct HookSpec {
 pub struct SelfDeploySpec {
     pub health: HealthSpec,
     pub soak: Option<SoakSpec>,
+    /// How phase B leaves orch's process tree (`[hook] detach`).
+    pub detach: Detach,
+}
+
+/// How a self-deploy's prod hook is started so that it outlives orch's restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Detach {
+    /// `systemd-run` where systemd runs (falling back to `setsid` when it refuses), else `setsid`.
+    #[default]
+    Auto,
+    /// Always a transient systemd unit of its own; a deploy that cannot get one does not start.
+    SystemdRun,
+    /// Always a new session and process group (`setsid`), in orch's cgroup.
+    Setsid,
+}
+
+impl Detach {
+    const NAMES: [(&'static str, Detach); 3] = [
+        ("auto", Detach::Auto),
+        ("systemd-run", Detach::SystemdRun),
+        ("setsid", Detach::Setsid),
+    ];
+
+    fn parse(text: &str) -> Option<Detach> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, detach)| *detach)
+    }
 }
 
 impl DeployConfig {
@@ -94,10 +128,26 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
             ),
         ));
     }
+    let detach = match raw.hook.as_ref().and_then(|hook| hook.detach.as_deref()) {
+        None => Detach::Auto,
+        Some(_) if !self_deploy => {
+            return Err(config_err(
+                "hook.detach",
+                "applies only with hook.self_deploy = true (only a self-deploy's prod hook is detached)",
+            ));
+        }
+        Some(text) => Detach::parse(text).ok_or_else(|| {
+            config_err(
+                "hook.detach",
+                format!("`{text}` is not one of: auto, systemd-run, setsid"),
+            )
+        })?,
+    };
     let self_deploy = if self_deploy {
         Some(SelfDeploySpec {
             health: health_from_raw(raw.health.unwrap_or_default())?,
             soak: soak_from_raw(raw.soak)?,
+            detach,
         })
     } else {
         None
@@ -106,6 +156,9 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
         command,
         timeout_secs,
         self_deploy: _,
+        detach: _,
+        staging: on_staging,
+        prod: on_prod,
     } = raw.hook.ok_or_else(|| {
         config_err(
             "hook.command",
@@ -126,6 +179,8 @@ fn hook_from_raw(raw: RawDeploy) -> Result<HookSpec, DeployError> {
         command,
         timeout: positive_secs("hook.timeout_secs", timeout_secs, DEFAULT_HOOK_TIMEOUT)?,
         self_deploy,
+        on_staging: target_from_raw("hook.staging", on_staging)?,
+        on_prod: target_from_raw("hook.prod", on_prod)?,
         staging: checks::staging_from_raw(raw.staging)
             .and_then(|staging| checks::refuse_exec_checks(&staging, "hook").map(|()| staging))?,
     })
@@ -224,6 +279,29 @@ mod tests {
             "soak.interval_ms"
         );
         assert_eq!(field_of("kind = \"docker\"\n[soak]\nsecs = 3\n"), "soak");
+    }
+
+    #[test]
+    fn detach_is_read_for_a_self_deploy_only() {
+        let own = "kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\nself_deploy = true\n";
+        let detach_of = |extra: &str| match DeployConfig::from_toml(&format!("{own}{extra}")) {
+            Ok(DeployConfig::Hook(spec)) => spec.self_deploy.map(|s| s.detach),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(detach_of(""), Some(Detach::Auto));
+        assert_eq!(detach_of("detach = \"setsid\"\n"), Some(Detach::Setsid));
+        assert_eq!(
+            detach_of("detach = \"systemd-run\"\n"),
+            Some(Detach::SystemdRun)
+        );
+        assert_eq!(
+            field_of(&format!("{own}detach = \"nohup\"\n")),
+            "hook.detach"
+        );
+        assert_eq!(
+            field_of("kind = \"hook\"\n[hook]\ncommand = [\"./d.sh\"]\ndetach = \"setsid\"\n"),
+            "hook.detach"
+        );
     }
 
     #[test]

@@ -43,6 +43,26 @@ pub(super) struct RawDocker {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// `[docker.staging]` and `[docker.prod]`: an env file and bind mounts per environment.
+    pub staging: Option<RawDockerEnv>,
+    pub prod: Option<RawDockerEnv>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDockerEnv {
+    pub env_file: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<RawMount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMount {
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub read_write: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +88,22 @@ pub(super) struct RawHook {
     pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub self_deploy: bool,
+    /// How a self-deploy's prod hook is detached: `auto`, `systemd-run` or `setsid`.
+    pub detach: Option<String>,
+    /// `[hook.staging]` and `[hook.prod]`: what the hook is told per environment.
+    pub staging: Option<RawHookTarget>,
+    pub prod: Option<RawHookTarget>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHookTarget {
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub service: Option<String>,
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +141,8 @@ pub(super) struct RawCheck {
     pub expect_exit: Option<i32>,
     // exec (docker deployer only)
     pub exec: Option<Vec<String>>,
+    // command or exec: a suite that prints one `CHECK <id> PASS|FAIL` line per id listed here
+    pub reports: Option<Vec<String>>,
     // retries and scope
     pub tries: Option<u32>,
     pub interval_ms: Option<u64>,

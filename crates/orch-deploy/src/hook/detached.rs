@@ -16,6 +16,7 @@ use orch_process::DetachedSpec;
 use tokio_util::sync::CancellationToken;
 
 use super::{HookDeployer, HookEnv, hook_outcome};
+use crate::config::Detach;
 use crate::error::DeployError;
 use crate::health::probe_health;
 use crate::instance::Env;
@@ -79,6 +80,52 @@ impl HookDeployer {
         Ok(())
     }
 
+    /// Starts the wrapper outside orch's process tree as `[hook] detach` says: in a transient
+    /// systemd unit (its own cgroup: restarting orch's service leaves it running), or in a new
+    /// session and process group. Returns the wrapper's pid when known (a unit's comes from the
+    /// pid file) and the unit's name.
+    fn launch(
+        &self,
+        id: &str,
+        spec: &DetachedSpec,
+        pid_file: &Path,
+    ) -> Result<(Option<u32>, Option<String>), DeployError> {
+        let failed = |e: orch_process::ProcessError| DeployError::StartFailed {
+            env: Env::Prod,
+            detail: format!("the detached deploy hook: {e}"),
+        };
+        let detach = self
+            .spec
+            .self_deploy
+            .as_ref()
+            .map_or(Detach::Auto, |own| own.detach);
+        let unit = format!("orch-self-deploy-{id}");
+        // The user's own service manager unless orch runs as root.
+        let user = !is_root();
+        let in_unit = match detach {
+            Detach::Setsid => false,
+            Detach::SystemdRun => true,
+            Detach::Auto => orch_process::systemd_is_running(),
+        };
+        if in_unit {
+            match orch_process::spawn_in_unit(spec, &unit, user) {
+                Ok(()) => return Ok((None, Some(unit))),
+                Err(e) if detach == Detach::SystemdRun => return Err(failed(e)),
+                // systemd refused before starting anything (no pid file): a new session is
+                // second best. If the wrapper did start, never start it twice.
+                Err(e) if !pid_file.exists() => {
+                    append_line(
+                        &spec.log,
+                        &format!("orch: {e}; starting the hook with setsid instead"),
+                    );
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        let pid = orch_process::spawn_detached(spec).map_err(failed)?;
+        Ok((Some(pid), None))
+    }
+
     /// The verdict on prod after its hook exited 0: orch's own health probe, then the soak.
     async fn judge_prod(
         &self,
@@ -138,6 +185,7 @@ impl SelfDeploy for HookDeployer {
             exit_file: dir.join("exit"),
             log: dir.join("hook.log"),
             dir: dir.clone(),
+            unit: None,
         };
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(DeployError::io("create", parent))?;
@@ -149,7 +197,7 @@ impl SelfDeploy for HookDeployer {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(deploy),
             Err(e) => return Err(DeployError::io("create", &dir)(e)),
         }
-        let target_image = self.prod_image();
+        let target_image = self.prod_image(&proof.sha);
         let hook = self.hook_spec(
             Env::Prod,
             &HookEnv::prod(&proof, &target_image),
@@ -170,11 +218,9 @@ impl SelfDeploy for HookDeployer {
             env: hook.env,
             log: deploy.log.clone(),
         };
-        let pid = orch_process::spawn_detached(&spec).map_err(|e| DeployError::StartFailed {
-            env: Env::Prod,
-            detail: format!("the detached deploy hook: {e}"),
-        })?;
-        deploy.pid = Some(pid);
+        let (pid, unit) = self.launch(id, &spec, &deploy.pid_file)?;
+        deploy.pid = pid;
+        deploy.unit = unit;
         write_record(&record, &deploy)?;
         Ok(deploy)
     }
@@ -279,6 +325,31 @@ fn outcome_of_status(code: i32) -> ExitOutcome {
     match code.saturating_sub(SHELL_SIGNAL_BASE) {
         signal @ 1..=64 => ExitOutcome::Signaled(signal),
         _ => ExitOutcome::Exited(code),
+    }
+}
+
+/// Whether orch runs as root (then `systemd-run` talks to the system's service manager).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Appends a line to the hook's log (best effort: the log is for people).
+fn append_line(log: &Path, line: &str) {
+    use std::io::Write as _;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = writeln!(file, "{line}");
     }
 }
 

@@ -22,7 +22,7 @@ use crate::support::{free_ports, get, git};
 
 const SERVER_C: &str = include_str!("docker_app/server.c");
 
-const DOCKERFILE: &str = "FROM scratch
+pub(crate) const DOCKERFILE: &str = "FROM scratch
 COPY server /server
 COPY greeting.txt /greeting.txt
 COPY health.txt /health.txt
@@ -31,7 +31,7 @@ ENTRYPOINT [\"/server\"]
 
 /// Whether dockerd answers; when it does not, the test is skipped, or fails where every
 /// dependency is required (`.ci/run`, `CI=true`: they install it).
-fn docker_usable() -> bool {
+pub(crate) fn docker_usable() -> bool {
     let answer = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output();
@@ -49,7 +49,7 @@ fn docker_usable() -> bool {
 /// The static test server, compiled once per version of its source and shared by every test
 /// process (nextest runs each test in its own): compiled to a private file, then renamed into
 /// place, so a concurrent test never sees half a binary.
-fn server_binary() -> PathBuf {
+pub(crate) fn server_binary() -> PathBuf {
     use std::hash::{DefaultHasher, Hash, Hasher};
     static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
     let mut built = BUILT
@@ -235,7 +235,7 @@ impl Drop for Fixture {
     }
 }
 
-fn inspect(args: &[&str]) -> Option<String> {
+pub(crate) fn inspect(args: &[&str]) -> Option<String> {
     let out = Command::new("docker").args(args).output().ok()?;
     out.status
         .success()

@@ -2,7 +2,9 @@
 //! instances and docker containers on loopback ports, real health probes and checks.
 
 mod docker;
+mod docker_env;
 mod hook;
+mod hook_compat;
 mod promote;
 mod selfdeploy;
 #[path = "../../../../test-support/skip.rs"]

@@ -368,3 +368,29 @@ async fn a_new_detached_deploy_waits_until_the_previous_one_ended() {
         .await
         .expect("kill");
 }
+
+/// `detach = "systemd-run"` insists on a unit of its own: without a running systemd (this
+/// machine) the deploy does not start, and it is not the change's fault. `auto` falls back to a
+/// new session and process group here, and the record says there is no unit.
+#[tokio::test]
+async fn a_deploy_that_needs_a_unit_does_not_start_without_systemd_and_auto_uses_setsid() {
+    if orch_process::systemd_is_running() {
+        return;
+    }
+    let f = Fixture::staged("exit 0", "detach = \"systemd-run\"").await;
+    let error = f
+        .own()
+        .start_detached("run-1", SHA)
+        .expect_err("no systemd here");
+    assert!(error.to_string().contains("systemd-run"), "{error}");
+    assert!(!error.caused_by_change(), "{error}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(f.prod_runs().is_empty(), "the hook never ran");
+
+    let f = Fixture::staged("exit 0", "detach = \"auto\"").await;
+    let deploy = f.own().start_detached("run-2", SHA).expect("started");
+    assert_eq!(deploy.unit, None);
+    assert!(deploy.pid.is_some());
+    let report = f.finish(&deploy).await;
+    assert_eq!(f.prod_runs().len(), 1, "{report:#?}");
+}

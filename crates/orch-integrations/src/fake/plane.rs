@@ -1,4 +1,4 @@
-//! A fake Plane CE project: states, work items and comments under
+//! A fake Plane CE project: states, labels (`fake/plane/labels`), work items and comments under
 //! `/api/v1/workspaces/{slug}/projects/{id}/`, `X-API-Key` auth, cursor pagination
 //! (`per_page`, `cursor` as `per_page:page:0`, answered with `results`, `next_cursor`,
 //! `next_page_results`), errors as `{"error": ...}`, and issue webhooks shaped as
@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 
 use super::server::{FakeApi, not_found, query_pairs};
 use super::webhook::{Delivery, Sender};
+
+mod labels;
+
+pub use labels::PlaneLabel;
 
 #[derive(Debug, Clone)]
 pub struct PlaneState {
@@ -53,6 +57,8 @@ pub struct FakePlane {
     pub workspace_id: String,
     pub project_id: String,
     pub states: Vec<PlaneState>,
+    /// The project's work item labels.
+    pub labels: Vec<PlaneLabel>,
     pub work_items: Vec<PlaneWorkItem>,
     /// (work item id, comment_html), in order.
     pub comments: Vec<(String, String)>,
@@ -74,6 +80,7 @@ impl FakePlane {
             workspace_id: "9d1c3f0e-0000-4000-8000-000000000001".to_owned(),
             project_id: project_id.to_owned(),
             states: Vec::new(),
+            labels: Vec::new(),
             work_items: Vec::new(),
             comments: Vec::new(),
             refuse_state: None,
@@ -375,6 +382,8 @@ impl FakeApi for FakePlane {
                     json!({ "id": id, "name": name, "group": group }),
                 )
             }
+            (&Method::GET, ["labels"]) => self.list_labels(query),
+            (&Method::POST, ["labels"]) => self.create_label(&body),
             (&Method::GET, ["work-items"]) => {
                 let items = self
                     .work_items

@@ -10,6 +10,7 @@ mod merge_guard;
 mod plane;
 mod recording;
 mod setup;
+mod setup_gaps;
 
 use std::time::Duration;
 

@@ -55,6 +55,7 @@ fn spec(local: &Path) -> SetupSpec {
         }),
         local: Some((local.to_owned(), "main".into())),
         description: DESCRIPTION.into(),
+        labels: Vec::new(),
     }
 }
 
@@ -266,8 +267,8 @@ async fn plane_states_are_checked_with_their_groups_and_the_webhook_is_a_manual_
     };
     assert_eq!(of("Backlog"), Some(SetupStatus::Present));
     assert!(
-        matches!(of("STOP"), Some(SetupStatus::Manual(m)) if m.contains("cancelled")),
-        "a state in the wrong group is named, not edited: {:?}",
+        matches!(of("STOP"), Some(SetupStatus::Refused(m)) if m.contains("not `cancelled`") && m.contains("Project settings → States")),
+        "a state in the wrong group is a gap with the fix named, not edited: {:?}",
         of("STOP")
     );
     assert_eq!(of("Ready"), Some(SetupStatus::Missing));

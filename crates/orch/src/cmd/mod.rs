@@ -37,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) if !args.queue.is_empty() => bench_queue::run(&args.queue).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Onboard(args) => onboard::run(&cli.config, *args).await,
+        Command::StagingCheck(a) => staging_check::run(&cli.config, a).await,
         command => {
             let ctx = Context::open(&cli.config, Arc::new(ProgressPrinter::new())).await?;
             match command {
@@ -52,7 +53,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::User(UserCommand::List(a)) => user::list(&ctx, a).await,
                 Command::Logs(a) => logs::run(&ctx, a).await,
                 Command::Status(a) => status::run(&ctx, a).await,
-                Command::StagingCheck(a) => staging_check::run(&ctx, a).await,
                 Command::ResumePromotions(a) => resume_promotions::run(&ctx, &a),
                 Command::Serve(a) => serve::run(&ctx, a).await,
                 Command::Worker(a) => worker::run(&ctx, a).await,
@@ -60,7 +60,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 | Command::Doctor(_)
                 | Command::Init(_)
                 | Command::Bench(_)
-                | Command::Onboard(_) => Ok(2),
+                | Command::Onboard(_)
+                | Command::StagingCheck(_) => Ok(2),
             }
         }
     }

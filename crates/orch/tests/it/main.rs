@@ -29,10 +29,12 @@ mod queue;
 mod queue_forge;
 mod resume;
 mod selfdeploy;
+mod selfdeploy_session;
 mod serve;
 #[path = "../../../../test-support/skip.rs"]
 mod skip;
 mod staging;
+mod staging_check;
 mod store_error;
 mod users;
 mod worker;

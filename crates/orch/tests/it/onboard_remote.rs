@@ -383,3 +383,110 @@ async fn tracker_and_forge_flags_are_checked_by_name() {
     }
     assert!(!config.exists() && !repo.exists());
 }
+
+/// Fail-closed on the tracker: a Plane state in the wrong group (STOP under `started`, so not
+/// terminal on Plane's board) and a missing label are gaps with their fix named; apply creates
+/// the labels and never edits the state; verify passes once a person moved it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_fails_on_a_state_in_the_wrong_group_and_a_missing_label() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("orch.toml");
+    let repo = dir.path().join("billing");
+    let mut fake_plane = FakePlane::new(PLANE_TOKEN, "acme", PROJECT);
+    for state in CANONICAL_STATES {
+        let group = if state.name == "STOP" {
+            "started"
+        } else {
+            state.group.as_str()
+        };
+        fake_plane.add_state(state.name, group);
+    }
+    let plane = FakeServer::start(fake_plane).await.expect("serve plane");
+    let tracker = [
+        "--tracker",
+        "plane",
+        "--tracker-url",
+        plane.base_url(),
+        "--tracker-token-env",
+        "ONBOARD_PLANE_TOKEN",
+        "--plane-workspace",
+        "acme",
+        "--plane-project",
+        PROJECT,
+        "--label",
+        "sandbox-infra",
+    ];
+    let stop_gap = "plane: state STOP (cancelled): it is in group `started`, not `cancelled`: move it to `cancelled` in Plane → Project settings → States";
+
+    let apply = onboard(&config, &args("apply", &repo, &tracker)).await;
+    let text = expect(&apply, 1);
+    assert!(
+        text.contains("created plane: label sandbox-infra"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("refused {stop_gap}")), "{text}");
+    let labels: Vec<String> = plane
+        .with(|p| p.labels.iter().map(|l| l.name.clone()).collect())
+        .await;
+    assert_eq!(labels, ["sandbox-infra"]);
+    assert_eq!(
+        plane
+            .with(|p| p
+                .states
+                .iter()
+                .find(|s| s.name == "STOP")
+                .map(|s| s.group.clone()))
+            .await
+            .as_deref(),
+        Some("started"),
+        "orch never edits a state"
+    );
+
+    let labelled = ["--label", "sandbox-infra"];
+    let verify = onboard(&config, &args("verify", &repo, &labelled)).await;
+    let text = expect(&verify, 1);
+    assert!(text.contains(&format!("gap     {stop_gap}")), "{text}");
+    assert!(
+        text.contains("exists  plane: label sandbox-infra"),
+        "{text}"
+    );
+
+    // A person moves STOP to its group: nothing is missing any more.
+    plane
+        .with(|p| {
+            if let Some(stop) = p.states.iter_mut().find(|s| s.name == "STOP") {
+                stop.group = "cancelled".into();
+            }
+        })
+        .await;
+    let verify = onboard(&config, &args("verify", &repo, &labelled)).await;
+    assert!(
+        expect(&verify, 0).contains("nothing is missing"),
+        "{}",
+        verify.stdout
+    );
+
+    // A label the project lacks is a gap naming apply.
+    let verify = onboard(
+        &config,
+        &args("verify", &repo, &["--label", "needs-design"]),
+    )
+    .await;
+    let text = expect(&verify, 1);
+    assert!(
+        text.contains("gap     plane: label needs-design is missing (run `orch onboard apply`)"),
+        "{text}"
+    );
+    // --label is for Plane only, and names a label once.
+    let twice = onboard(
+        &config,
+        &args("verify", &repo, &["--label", "a", "--label", "a"]),
+    )
+    .await;
+    assert_eq!(twice.code, Some(2), "{}", twice.stderr);
+    assert!(
+        twice.stderr.contains("--label `a` is given twice"),
+        "{}",
+        twice.stderr
+    );
+}

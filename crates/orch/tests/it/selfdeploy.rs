@@ -13,7 +13,7 @@ use crate::harness::{Orch, assert_clean_history, git};
 /// A self-deploying hook project: staging only runs the checks; prod counts its runs in
 /// `<orch dir>/prod-runs` (outside the worktree, so nothing of it is committed), sleeps, then
 /// does `prod_tail`.
-fn self_deploying(prod_tail: &str) -> Orch {
+pub(crate) fn self_deploying(prod_tail: &str) -> Orch {
     let orch = Orch::new(None);
     let script = orch.repo().join("deploy.sh");
     std::fs::write(
@@ -43,11 +43,11 @@ fn self_deploying(prod_tail: &str) -> Orch {
 }
 
 /// Starts the app on the prod port in the background and exits 0, as a real self-deploy would.
-const START_APP: &str = "PORT=$TARGET_PORT python3 app.py > \"$out/prod-app.log\" 2>&1 &\n\
+pub(crate) const START_APP: &str = "PORT=$TARGET_PORT python3 app.py > \"$out/prod-app.log\" 2>&1 &\n\
                          echo $! > \"$out/prod-app.pid\"\nexit 0";
 
 /// Holds the prod hook until the test writes `<orch dir>/release` (at most 60 s).
-const HOLD_UNTIL_RELEASED: &str = "i=0; while [ ! -f \"$out/release\" ] && [ $i -lt 1200 ]; do \
+pub(crate) const HOLD_UNTIL_RELEASED: &str = "i=0; while [ ! -f \"$out/release\" ] && [ $i -lt 1200 ]; do \
                                    sleep 0.05; i=$((i+1)); done";
 
 /// Holds the SQLite store's write lock (python3's sqlite3, `BEGIN EXCLUSIVE`) until dropped:
@@ -91,7 +91,7 @@ impl StoreLock {
 }
 
 /// Kills the app a hook left on the prod port.
-struct ProdApp(PathBuf);
+pub(crate) struct ProdApp(pub(crate) PathBuf);
 
 impl Drop for ProdApp {
     fn drop(&mut self) {
@@ -136,7 +136,7 @@ fn kill_orch_during_the_detached_deploy(orch: &Orch) -> PathBuf {
     exit_file
 }
 
-fn wait_for(path: &Path) {
+pub(crate) fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !path.exists() {
         assert!(
@@ -148,20 +148,20 @@ fn wait_for(path: &Path) {
     }
 }
 
-fn deploy_run(item: &Value) -> &Value {
+pub(crate) fn deploy_run(item: &Value) -> &Value {
     item["runs"]
         .as_array()
         .and_then(|runs| runs.iter().find(|r| r["stage"] == "deploy"))
         .unwrap_or_else(|| panic!("a deploy run: {item:#}"))
 }
 
-fn prod_runs(orch: &Orch) -> usize {
+pub(crate) fn prod_runs(orch: &Orch) -> usize {
     std::fs::read_to_string(orch.path().join("prod-runs"))
         .map(|t| t.lines().count())
         .unwrap_or(0)
 }
 
-fn count_events(item: &Value, kind: &str, stage: &str) -> usize {
+pub(crate) fn count_events(item: &Value, kind: &str, stage: &str) -> usize {
     item["events"]
         .as_array()
         .expect("events")
@@ -171,7 +171,7 @@ fn count_events(item: &Value, kind: &str, stage: &str) -> usize {
 }
 
 /// The deploy log orch wrote for the item (beside its run logs, never committed).
-fn deploy_log(orch: &Orch) -> String {
+pub(crate) fn deploy_log(orch: &Orch) -> String {
     std::fs::read_to_string(orch.path().join("logs/quick/QUICK-1/14-deploy-log.md"))
         .expect("the deploy log")
 }

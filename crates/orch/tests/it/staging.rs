@@ -398,3 +398,39 @@ fn an_expired_approval_asks_again_and_keeps_the_validated_build() {
     );
     crate::harness::assert_clean_history(&item);
 }
+
+/// A suite reporting C9a FAIL (on the allowlist) among passing ids: each id in the staging log,
+/// the waiver orch's own.
+const SUITE_C9A_FAILS: &str = r#"
+[[staging.checks]]
+id = "suite"
+kind = "command"
+tries = 1
+reports = ["A1", "sandbox"]
+run = "echo 'CHECK A1 PASS'; echo 'CHECK sandbox FAIL bot is not a member'; exit 1"
+"#;
+
+#[test]
+fn a_suites_ids_reach_the_staging_log_and_an_infra_id_is_waived() {
+    let orch = Orch::new(None);
+    let deploy = include_str!("../../kit/bench/deploy.toml")
+        .replace("infra_allowlist = []", "infra_allowlist = [\"sandbox\"]");
+    commit_file(
+        &orch,
+        ".orch/deploy.toml",
+        &format!("{deploy}\n{SUITE_C9A_FAILS}"),
+    );
+    orch.ok(&["item", "add", "--title", "suite"]);
+    run_with(&orch, TOLERANT);
+    let item = orch.item("QUICK-1");
+    assert_eq!(item["status"], "awaiting-approval", "{item:#}");
+    let log = staging_log(&orch);
+    for line in [
+        "\nPASS suite (REAL): ",
+        "\nPASS A1 (REAL): the suite reported PASS",
+        "\nFAIL sandbox (INFRA): bot is not a member",
+        "\nINFRA-WAIVED: sandbox",
+    ] {
+        assert!(log.contains(line), "{line}\n{log}");
+    }
+}

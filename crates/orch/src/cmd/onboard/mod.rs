@@ -41,7 +41,7 @@ fn take(config: &Path, t: &OnboardTarget) -> anyhow::Result<Survey> {
 
 async fn plan(config: &Path, t: &OnboardTarget) -> anyhow::Result<i32> {
     let s = take(config, t)?;
-    let remote = s.remotes(t.webhook_url.as_deref())?;
+    let remote = s.remotes(t.webhook_url.as_deref(), &t.labels)?;
     let steps = remote.survey().await?;
     println!("plan for project `{}` (nothing is written):", s.name);
     survey::print(&s.lines());
@@ -66,7 +66,7 @@ async fn apply(config: &Path, t: &OnboardTarget) -> anyhow::Result<i32> {
     }
     // The forge and tracker are looked at after the local repository has its first commit
     // and the registry its entry, so a later apply finds both and completes the rest.
-    let remote = s.remotes(t.webhook_url.as_deref())?;
+    let remote = s.remotes(t.webhook_url.as_deref(), &t.labels)?;
     let (lines, remote_complete) = remote.apply().await?;
     survey::print(&lines);
     let remote_untouched = lines

@@ -176,8 +176,10 @@ impl RemoteSetup {
         entry: &ProjectEntry,
         local: (PathBuf, String),
         webhook_url: Option<&str>,
+        labels: &[String],
     ) -> anyhow::Result<Self> {
         let description = format!("orch project {}", project.id);
+        let labels = checked_labels(entry, labels)?;
         let tracker = project.remotes.tracker.as_ref().map(|t| t.tracker.clone());
         let mut secret_env = None;
         let mut no_webhook = None;
@@ -214,11 +216,13 @@ impl RemoteSetup {
                 webhook,
                 local: None,
                 description: description.clone(),
+                labels,
             },
             forge_spec: SetupSpec {
                 webhook: None,
                 local: Some(local),
                 description,
+                labels: Vec::new(),
             },
             secret_env,
             no_webhook,
@@ -309,6 +313,34 @@ impl RemoteSetup {
         lines.extend(self.note());
         Ok((lines, done))
     }
+}
+
+/// The `--label` names: only for a Plane tracker (Gitea's and GitHub's labels are orch's own
+/// `state/` labels), each 1 to 255 printable characters, each once.
+fn checked_labels(entry: &ProjectEntry, labels: &[String]) -> anyhow::Result<Vec<String>> {
+    if labels.is_empty() {
+        return Ok(Vec::new());
+    }
+    if entry.tracker.as_ref().map(|t| t.kind.as_str()) != Some("plane") {
+        return Err(usage(
+            "--label applies to a Plane tracker (--tracker plane); Gitea and GitHub get orch's state/ labels".to_owned(),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for label in labels {
+        let printable = !label.trim().is_empty()
+            && label.chars().count() <= 255
+            && !label.chars().any(char::is_control);
+        if !printable {
+            return Err(usage(format!(
+                "--label `{label}`: a label is 1 to 255 printable characters"
+            )));
+        }
+        if !seen.insert(label.as_str()) {
+            return Err(usage(format!("--label `{label}` is given twice")));
+        }
+    }
+    Ok(labels.to_vec())
 }
 
 /// Whether nothing is left for apply: every step present or for a person.

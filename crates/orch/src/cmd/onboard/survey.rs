@@ -138,7 +138,11 @@ impl Survey {
     }
 
     /// The project's tracker and forge, built by the registry parser from the entry.
-    pub fn remotes(&self, webhook_url: Option<&str>) -> anyhow::Result<RemoteSetup> {
+    pub fn remotes(
+        &self,
+        webhook_url: Option<&str>,
+        labels: &[String],
+    ) -> anyhow::Result<RemoteSetup> {
         let entry = self.entry.entry();
         let project = crate::settings::parse_project(entry, &self.registry.data_dir)
             .map_err(|e| UsageError(format!("{}: {e}", self.registry.path.display())))?;
@@ -147,6 +151,7 @@ impl Survey {
             entry,
             (self.repo.clone(), self.default_branch()),
             webhook_url,
+            labels,
         )
     }
 

@@ -126,6 +126,7 @@ async fn check_remotes(
         entry,
         (repo.to_owned(), branch),
         target.webhook_url.as_deref(),
+        &target.labels,
     )?;
     if setup.is_empty() {
         return Ok(());
