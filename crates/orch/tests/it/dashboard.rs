@@ -227,7 +227,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
             typed.iter().any(|t| name == t
                 || name
                     .strip_prefix(t.as_str())
-                    .is_some_and(|s| { ["_bucket", "_sum", "_count"].contains(&s) })),
+                    .is_some_and(|s| { ["_total", "_bucket", "_sum", "_count"].contains(&s) })),
             "{name} has no # TYPE line before it"
         );
         assert!(
