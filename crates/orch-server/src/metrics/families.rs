@@ -2,7 +2,8 @@
 //! added. A registry is made per scrape: the process's own counters (shared with the handlers
 //! that count them) and the families just gathered from the store.
 //!
-//! Names are given without the `orch_` prefix (the registry adds it) and, for counters, without
+//! Help texts are given without their final period (the encoder adds one). Names are given
+//! without the `orch_` prefix (the registry adds it) and, for counters, without
 //! `_total` (the OpenMetrics encoder adds it to the samples): `webhook_deliveries` is scraped as
 //! `orch_webhook_deliveries_total`, the name dashboards use. Never rename a family here without
 //! a line in CHANGELOG.md: dashboards and alerts depend on the names.
@@ -17,48 +18,48 @@ pub(crate) fn registry(webhooks: &WebhookMetrics, pipeline: Families) -> Registr
     let mut r = Registry::with_prefix("orch");
     r.register(
         "items",
-        "Work items by project, current stage and status.",
+        "Work items by project, current stage and status",
         pipeline.items,
     );
     r.register(
         "stage_run_duration_seconds",
-        "Duration of finished stage runs, from start to verdict.",
+        "Duration of finished stage runs, from start to verdict",
         pipeline.durations,
     );
     r.register(
         "gate_failures",
-        "Gates that failed in stage verdicts, by project, stage and gate.",
+        "Gates that failed in stage verdicts, by project, stage and gate",
         pipeline.gate_failures,
     );
     r.register(
         "agent_tokens",
-        "Tokens agents reported, by project and stage (runs that reported none add nothing).",
+        "Tokens agents reported, by project and stage (runs that reported none add nothing)",
         pipeline.tokens,
     );
     r.register(
         "agent_cost_usd",
-        "Cost in USD agents reported, by project and stage.",
+        "Cost in USD agents reported, by project and stage",
         pipeline.cost_usd,
     );
     r.register(
         "agent_runs",
         "Agent runs with a usage record, by project and stage; `cost_known` says whether their \
-         cost was reported.",
+         cost was reported",
         pipeline.agent_runs,
     );
     r.register(
         "lease_reaps",
-        "Runs taken over after their owner's lease expired (it died or stalled), by project.",
+        "Runs taken over after their owner's lease expired (it died or stalled), by project",
         pipeline.lease_reaps,
     );
     r.register(
         "webhook_deliveries",
-        "Webhook deliveries received, by source and result.",
+        "Webhook deliveries received, by source and result",
         webhooks.deliveries.clone(),
     );
     r.register(
         "webhook_actions",
-        "What accepted deliveries led to, by source and action.",
+        "What accepted deliveries led to, by source and action",
         webhooks.actions.clone(),
     );
     r
@@ -186,6 +187,14 @@ mod tests {
                 );
             }
         }
+        // The encoder ends each help with a period: a help given with one would show two.
+        assert!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("# HELP "))
+                .all(|l| l.ends_with('.') && !l.ends_with("..")),
+            "{text}"
+        );
         assert_eq!(lines.last(), Some(&"# EOF"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
     }

@@ -274,7 +274,7 @@ fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
     );
     assert_eq!(
         get(
-            r#"orch_stage_run_duration_seconds_bucket{project="quick",stage="development",le="+Inf"}"#
+            r#"orch_stage_run_duration_seconds_bucket{le="+Inf",project="quick",stage="development"}"#
         ),
         2.0
     );
