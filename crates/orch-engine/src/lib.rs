@@ -33,6 +33,7 @@ mod selfdeploy;
 mod session;
 pub mod spend;
 pub mod stats;
+pub mod telemetry;
 mod worktree_files;
 
 use std::collections::BTreeMap;
@@ -87,6 +88,8 @@ pub struct Settings {
     pub staging_tolerance: bool,
     /// Test hook: the name of a point at which the process kills itself with SIGKILL.
     pub crashpoint: Option<String>,
+    /// Where traces go (`[telemetry]`); off by default.
+    pub telemetry: telemetry::Telemetry,
 }
 
 impl Settings {
@@ -98,6 +101,7 @@ impl Settings {
             claim_limits: orch_store::ClaimLimits::default(),
             staging_tolerance: true,
             crashpoint: None,
+            telemetry: telemetry::Telemetry::off(),
         }
     }
 }
@@ -155,6 +159,11 @@ pub struct RunSummary {
 }
 
 impl Engine {
+    /// Where this engine's traces go.
+    pub fn telemetry(&self) -> &telemetry::Telemetry {
+        &self.settings.telemetry
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         projects: Vec<Project>,

@@ -124,6 +124,9 @@ impl Engine {
         // STOP and a lost lease do not reach into a promotion: it completes or restores.
         let deadline = Duration::from_secs(stage.timeout_secs.max(1));
         let own = deadline_token(deadline);
+        let mut span = self.settings.telemetry.child(item, run, "deploy promote");
+        span.set("orch.deploy.step", "promote");
+        span.set("orch.sha", sha.as_str());
         let mut report = match deployer.self_deploy() {
             Some(detached) => {
                 self.promote_detached(detached, &project.pipeline, run, &sha, cancel)
@@ -131,6 +134,10 @@ impl Engine {
             }
             None => deployer.promote(&sha, &own.token).await,
         };
+        if !report.is_success() {
+            span.fail("promotion failed");
+        }
+        span.end();
         let mut evs = Vec::new();
         if report.is_success() {
             self.crashpoint("after-promote");
@@ -151,7 +158,14 @@ impl Engine {
                     // Someone moved the default branch during the promotion: prod must not run
                     // what the default branch lacks. Put back what it ran (the tip, by the
                     // invariant), then integrate again.
+                    let mut span = self.settings.telemetry.child(item, run, "deploy restore");
+                    span.set("orch.deploy.step", "restore");
+                    span.set("orch.sha", tip.as_str());
                     let restored = deployer.promote(&tip, &own.token).await;
+                    if !restored.is_success() {
+                        span.fail("restore failed");
+                    }
+                    span.end();
                     let mut lines = report.lines.clone();
                     lines.push(format!("{default} could not move to {}: {e}", short(&sha)));
                     lines.extend(restored.lines.iter().cloned());

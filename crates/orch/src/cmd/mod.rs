@@ -37,7 +37,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Onboard(args) => onboard::run(&cli.config, *args).await,
         command => {
             let ctx = Context::open(&cli.config, Arc::new(ProgressPrinter::new())).await?;
-            match command {
+            let code = match command {
                 Command::Run => run::run(&ctx).await,
                 Command::Item(ItemCommand::Add(a)) => item::add(&ctx, a).await,
                 Command::Item(ItemCommand::List(a)) => item::list(&ctx, a).await,
@@ -57,7 +57,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Command::Demo(_) | Command::Init(_) | Command::Bench(_) | Command::Onboard(_) => {
                     Ok(2)
                 }
-            }
+            };
+            // Spans still queued are sent before the process ends (bounded wait).
+            ctx.engine.telemetry().flush().await;
+            code
         }
     }
 }

@@ -29,5 +29,6 @@ mod serve;
 mod skip;
 mod staging;
 mod store_error;
+mod traces;
 mod users;
 mod worker;
