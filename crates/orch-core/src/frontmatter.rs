@@ -23,7 +23,7 @@ use thiserror::Error;
 /// A parsed frontmatter block: keys in file order are not kept, values stay YAML.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frontmatter {
-    fields: BTreeMap<String, serde_yaml::Value>,
+    fields: BTreeMap<String, yaml_serde::Value>,
     /// The block's lines as a person reads them (split at LF), for the verdict line check.
     lines: Vec<String>,
 }
@@ -111,15 +111,15 @@ impl Frontmatter {
         if !closed {
             return Err(FrontmatterError::NoClosingFence);
         }
-        // serde_yaml refuses duplicate keys in a mapping, which is what we want.
-        let value: serde_yaml::Value = serde_yaml::from_str(&body)
+        // yaml_serde refuses duplicate keys in a mapping, which is what we want.
+        let value: yaml_serde::Value = yaml_serde::from_str(&body)
             .map_err(|e| FrontmatterError::InvalidYaml(e.to_string()))?;
-        let serde_yaml::Value::Mapping(map) = value else {
+        let yaml_serde::Value::Mapping(map) = value else {
             return Err(FrontmatterError::NotAMapping);
         };
         let mut fields = BTreeMap::new();
         for (k, v) in map {
-            let serde_yaml::Value::String(k) = k else {
+            let yaml_serde::Value::String(k) = k else {
                 return Err(FrontmatterError::NonStringKey);
             };
             fields.insert(k, v);
@@ -131,7 +131,7 @@ impl Frontmatter {
     }
 
     /// The raw value of a field, if present.
-    pub fn get(&self, field: &str) -> Option<&serde_yaml::Value> {
+    pub fn get(&self, field: &str) -> Option<&yaml_serde::Value> {
         self.fields.get(field)
     }
 
@@ -141,7 +141,7 @@ impl Frontmatter {
             None => Err(FieldError::Missing {
                 field: field.to_owned(),
             }),
-            Some(serde_yaml::Value::String(s)) => Ok(s),
+            Some(yaml_serde::Value::String(s)) => Ok(s),
             Some(other) => Err(FieldError::NotAString {
                 field: field.to_owned(),
                 found: kind(other),
@@ -210,7 +210,7 @@ impl Frontmatter {
     }
 
     /// Every field with its raw value, sorted by name, for showing an artifact to people.
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &serde_yaml::Value)> {
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &yaml_serde::Value)> {
         self.fields.iter().map(|(k, v)| (k.as_str(), v))
     }
 
@@ -249,15 +249,15 @@ fn check_line_breaks(text: &str) -> Result<(), FrontmatterError> {
     Ok(())
 }
 
-fn kind(v: &serde_yaml::Value) -> &'static str {
+fn kind(v: &yaml_serde::Value) -> &'static str {
     match v {
-        serde_yaml::Value::Null => "nothing (null)",
-        serde_yaml::Value::Bool(_) => "a boolean",
-        serde_yaml::Value::Number(_) => "a number",
-        serde_yaml::Value::String(_) => "a string",
-        serde_yaml::Value::Sequence(_) => "a list",
-        serde_yaml::Value::Mapping(_) => "a mapping",
-        serde_yaml::Value::Tagged(_) => "a tagged value",
+        yaml_serde::Value::Null => "nothing (null)",
+        yaml_serde::Value::Bool(_) => "a boolean",
+        yaml_serde::Value::Number(_) => "a number",
+        yaml_serde::Value::String(_) => "a string",
+        yaml_serde::Value::Sequence(_) => "a list",
+        yaml_serde::Value::Mapping(_) => "a mapping",
+        yaml_serde::Value::Tagged(_) => "a tagged value",
     }
 }
 
@@ -402,6 +402,36 @@ mod tests {
             matches!(got, Err(FrontmatterError::InvalidYaml(_))),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused_not_expanded() {
+        // "Billion laughs": nine levels of nine aliases each would expand to 9^9 strings.
+        let mut text = String::from("---\na0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = format!("*a{}", i - 1);
+            let list = [p.as_str(); 9].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{list}]\n"));
+        }
+        text.push_str("review_verdict: APPROVE\n---\n");
+        match Frontmatter::parse(Some(&text)) {
+            Err(FrontmatterError::InvalidYaml(msg)) => {
+                assert!(msg.contains("repetition limit"), "{msg}")
+            }
+            other => panic!("expected the alias bomb to be refused, got {other:?}"),
+        }
+        // Nesting deeper than the parser's recursion limit is an error, not a stack overflow.
+        let deep = format!(
+            "---\nx: {}{}\nreview_verdict: APPROVE\n---\n",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        match Frontmatter::parse(Some(&deep)) {
+            Err(FrontmatterError::InvalidYaml(msg)) => {
+                assert!(msg.contains("recursion limit"), "{msg}")
+            }
+            other => panic!("expected deep nesting to be refused, got {other:?}"),
+        }
     }
 
     #[test]

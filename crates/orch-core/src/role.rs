@@ -54,7 +54,7 @@ impl Role {
             None => (rest.strip_suffix("\n---").unwrap_or(rest), ""),
         };
         let raw: RawRole =
-            serde_yaml::from_str(yaml).map_err(|e| RoleError::Fields(e.to_string()))?;
+            yaml_serde::from_str(yaml).map_err(|e| RoleError::Fields(e.to_string()))?;
         let name = RoleName::parse(&raw.name).map_err(|e| RoleError::Fields(e.to_string()))?;
         if &name != expected {
             return Err(RoleError::NameMismatch {

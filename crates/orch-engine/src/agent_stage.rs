@@ -18,6 +18,7 @@ use crate::execute::{Measured, StageError, fingerprint};
 use crate::handoff::{HEAD_FACT, StartingPoint};
 use crate::project::{Project, artifact_dir, branch};
 use crate::spend::RunBudget;
+use crate::telemetry::{Span, Telemetry};
 use crate::{Engine, events, session, worktree_files};
 
 /// Watches the agent: records its process group in the run's checkpoint, so a crash can be
@@ -186,7 +187,17 @@ impl Engine {
             stopped_for: None,
         };
         let agent_started = std::time::Instant::now();
+        let telemetry = &self.settings.telemetry;
+        let mut agent_span = telemetry.child(item, run, format!("invoke_agent {role_name}"));
         let agent_run = built.agent.run(&req, cancel, &mut observer).await;
+        agent_attributes(
+            &mut agent_span,
+            built.agent.kind(),
+            role_name.as_str(),
+            &req,
+            &agent_run,
+        );
+        agent_span.end();
         if cancel.is_cancelled() {
             return Err(StageError::Abandoned);
         }
@@ -243,13 +254,15 @@ impl Engine {
         let mut commands = Vec::new();
         if file_failures.is_empty() && gate::evaluate_static(stage, &input).is_empty() {
             worktree_files::clear_planted(&project.settings.data_dir, &log)?;
-            commands = run_command_gates(stage, &wt, &log, &project.sandbox, cancel).await;
+            let traced = (telemetry, item, run);
+            commands = run_command_gates(stage, &wt, &log, &project.sandbox, cancel, traced).await;
             if cancel.is_cancelled() {
                 return Err(StageError::Abandoned);
             }
         }
         input.commands = &commands;
         let verdict = gate::evaluate(stage, &input).with_failures(file_failures);
+        gate_spans(telemetry, item, run, stage, &verdict);
         self.crashpoint("after-gates");
 
         // Keep the attempt's work when it passed, or when the agent gave a legitimate negative
@@ -343,6 +356,7 @@ async fn run_command_gates(
     log: &Path,
     sandbox: &orch_process::Sandbox,
     cancel: &CancellationToken,
+    (telemetry, item, stage_run): (&Telemetry, &ItemRecord, &RunRecord),
 ) -> Vec<CommandResult> {
     let mut results = Vec::new();
     for g in &stage.gates {
@@ -357,8 +371,16 @@ async fn run_command_gates(
                 .log(log)
                 .sandbox(sandbox.clone());
             spec.env = orch_process::safe_env();
+            let mut span = telemetry.child(item, stage_run, format!("gate {name}"));
             let finished = orch_process::run(&spec, cancel, &mut ()).await;
             let ok = finished.outcome.success();
+            span.set("orch.gate", GateKind::Command.name());
+            span.set("orch.gate.name", name.as_str());
+            span.set("orch.gate.passed", ok);
+            if !ok {
+                span.fail("gate failed");
+            }
+            span.end();
             results.push(CommandResult {
                 name: name.clone(),
                 outcome: finished.outcome,
@@ -370,6 +392,72 @@ async fn run_command_gates(
         }
     }
     results
+}
+
+/// The GenAI semantic conventions' attributes of an agent run (OpenTelemetry's `gen_ai.*`), and
+/// orch's own: the cost, and how the run ended as a word, never its message.
+fn agent_attributes(
+    span: &mut Span,
+    agent: &str,
+    role: &str,
+    req: &AgentRequest,
+    agent_run: &orch_agent::AgentRun,
+) {
+    span.set("gen_ai.operation.name", "invoke_agent");
+    span.set("gen_ai.agent.name", role);
+    span.set("gen_ai.provider.name", agent);
+    if let Some(model) = &req.model {
+        span.set("gen_ai.request.model", model.as_str());
+    }
+    let usage = &agent_run.usage;
+    if let Some(tokens) = usage.input_tokens {
+        span.set("gen_ai.usage.input_tokens", tokens as i64);
+    }
+    if let Some(tokens) = usage.output_tokens {
+        span.set("gen_ai.usage.output_tokens", tokens as i64);
+    }
+    if let Some(cost) = usage.cost_usd {
+        span.set("orch.cost_usd", cost);
+        span.set("orch.cost_estimated", usage.cost_estimated);
+    }
+    let ok = agent_run.outcome.success();
+    span.set("orch.agent.exit_ok", ok);
+    if !ok {
+        span.fail("agent run failed");
+    }
+}
+
+/// One span per gate the verdict judged (the command gates have their own, timed, from
+/// [`run_command_gates`]): passed unless a failure names it.
+fn gate_spans(
+    telemetry: &Telemetry,
+    item: &ItemRecord,
+    run: &RunRecord,
+    stage: &Stage,
+    verdict: &gate::GateVerdict,
+) {
+    if !telemetry.is_on() {
+        return;
+    }
+    let mut kinds = vec![GateKind::AgentExit, GateKind::WriteAllowlist];
+    if stage.artifact.is_some() {
+        kinds.push(GateKind::Verdict);
+    }
+    kinds.extend(stage.gates.iter().map(GateSpec::kind));
+    kinds.extend(verdict.failures.iter().map(|f| f.gate));
+    kinds.retain(|k| *k != GateKind::Command);
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        let mut span = telemetry.child(item, run, format!("gate {}", kind.name()));
+        let passed = !verdict.failures.iter().any(|f| f.gate == kind);
+        span.set("orch.gate", kind.name());
+        span.set("orch.gate.passed", passed);
+        if !passed {
+            span.fail("gate failed");
+        }
+        span.end();
+    }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> StageError {

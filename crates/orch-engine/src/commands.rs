@@ -204,6 +204,7 @@ impl Engine {
         data["stage"] = json!(item.progress.stage.as_str());
         let extra = vec![NewEvent::new(events::STOPPED, data)];
         let project = item.project.clone();
+        let traced = item.clone();
         self.change(
             item,
             Outcome::Stopped,
@@ -212,6 +213,7 @@ impl Engine {
             extra,
         )
         .await?;
+        self.settings.telemetry.item_ended(&traced, "cancelled");
         // Reach a run this process executes at once; others find their lease gone.
         let runs = self.store.list_runs(id).await?;
         if let Ok(running) = self.running.lock() {

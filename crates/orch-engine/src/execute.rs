@@ -101,6 +101,8 @@ impl Engine {
         // execution would hold the run's lease forever.
         let renewal = AbortOnDropHandle::new(self.keep_lease(run, cancel.clone()));
         self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "started");
+        // Sent when this execution ends, however it ends (the guard's drop).
+        let mut span = self.settings.telemetry.stage_run(&item, run);
 
         let mut measured = match project.pipeline.stage(&run.stage) {
             None => Ok(Measured::internal_error(
@@ -117,22 +119,27 @@ impl Engine {
         let measured = match measured {
             Ok(m) => m,
             Err(StageError::Abandoned) => {
+                span.set("orch.run.outcome", "stopped");
                 self.report(item.id.as_str(), run.stage.as_str(), run.attempt, "stopped");
                 return Ok(());
             }
             Err(StageError::OverBudget(overrun)) if !cancel.is_cancelled() => {
+                span.set("orch.run.outcome", "over-budget");
                 return self.record_over_budget(&project, &item, run, overrun).await;
             }
             Err(StageError::OverBudget(_)) => return Ok(()),
             Err(StageError::Engine(EngineError::Store(e))) if e.is_connection_lost() => {
+                span.set("orch.run.outcome", "handed-back");
                 self.hand_back(&item, run, &e).await;
                 return Ok(());
             }
             Err(StageError::NotYourTurn(reason)) => {
+                span.set("orch.run.outcome", "gave-way");
                 self.give_way(&item, run, &reason, GIVE_WAY_PAUSE).await;
                 return Ok(());
             }
             Err(StageError::Waiting { reason, pause }) => {
+                span.set("orch.run.outcome", "waiting");
                 self.give_way(&item, run, &reason, pause).await;
                 return Ok(());
             }
@@ -140,7 +147,14 @@ impl Engine {
         };
         if cancel.is_cancelled() {
             // STOP or a lost lease: the fenced write below would be refused anyway.
+            span.set("orch.run.outcome", "stopped");
             return Ok(());
+        }
+        let class = class_name(&measured.verdict.class);
+        span.set("orch.run.outcome", "recorded");
+        span.set("orch.verdict", class);
+        if !measured.verdict.is_pass() {
+            span.fail(class);
         }
         self.crashpoint("before-transition");
         self.record_verdict(&project, &item, run, measured).await
@@ -315,6 +329,11 @@ impl Engine {
         };
         if !self.finish(run, finish).await? {
             return Ok(());
+        }
+        if decision.progress.status.is_terminal() {
+            self.settings
+                .telemetry
+                .item_ended(item, decision.progress.status.as_str());
         }
         let mut what = if passed {
             "PASS".to_owned()

@@ -102,9 +102,18 @@ impl Engine {
             json!({ "tip": tip, "candidate": candidate, "merged": candidate != head, "change_id": change_id }),
         )];
         self.crashpoint("during-deploy");
+        let mut span = self.settings.telemetry.child(item, run, "deploy staging");
         let report = deployer
             .deploy_staging(wt, &candidate, self.settings.staging_tolerance, cancel)
             .await;
+        span.set("orch.deploy.step", "staging");
+        span.set("orch.sha", candidate.as_str());
+        span.set("orch.staging.passed", report.verdict.is_success());
+        span.set("orch.staging.checks", report.checks.len() as i64);
+        if !report.verdict.is_success() {
+            span.fail("staging failed");
+        }
+        span.end();
         for check in &report.checks {
             for m in &check.measurements {
                 evs.push(NewEvent::for_run(

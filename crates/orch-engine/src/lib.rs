@@ -35,6 +35,7 @@ mod selfdeploy;
 mod session;
 pub mod spend;
 pub mod stats;
+pub mod telemetry;
 mod upstream;
 mod worktree_files;
 
@@ -92,6 +93,8 @@ pub struct Settings {
     pub staging_tolerance: bool,
     /// Test hook: the name of a point at which the process kills itself with SIGKILL.
     pub crashpoint: Option<String>,
+    /// Where traces go (`[telemetry]`); off by default.
+    pub telemetry: telemetry::Telemetry,
 }
 
 impl Settings {
@@ -103,6 +106,7 @@ impl Settings {
             claim_limits: orch_store::ClaimLimits::default(),
             staging_tolerance: true,
             crashpoint: None,
+            telemetry: telemetry::Telemetry::off(),
         }
     }
 }
@@ -160,6 +164,11 @@ pub struct RunSummary {
 }
 
 impl Engine {
+    /// Where this engine's traces go.
+    pub fn telemetry(&self) -> &telemetry::Telemetry {
+        &self.settings.telemetry
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         projects: Vec<Project>,

@@ -63,6 +63,7 @@ impl Engine {
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
+            self.settings.telemetry.item_ended(&item, "done");
             let _ = repo.remove_worktree(&project.worktree(&item.id)).await;
             self.report(item.id.as_str(), "merge", 1, "merged; done");
             done += 1;

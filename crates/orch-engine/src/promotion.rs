@@ -156,6 +156,9 @@ impl Engine {
         // STOP and a lost lease do not reach into a promotion: it completes or restores.
         let deadline = Duration::from_secs(stage.timeout_secs.max(1));
         let own = deadline_token(deadline);
+        let mut span = self.settings.telemetry.child(item, run, "deploy promote");
+        span.set("orch.deploy.step", "promote");
+        span.set("orch.sha", sha.as_str());
         let mut report = match deployer.self_deploy() {
             Some(detached) => {
                 self.promote_detached(detached, &project.pipeline, run, &sha, cancel)
@@ -163,6 +166,10 @@ impl Engine {
             }
             None => deployer.promote(&sha, &own.token).await,
         };
+        if !report.is_success() {
+            span.fail("promotion failed");
+        }
+        span.end();
         report.lines.splice(0..0, check_lines);
         let mut evs = Vec::new();
         if report.is_success() {
@@ -186,7 +193,14 @@ impl Engine {
                         MoveRefused::Moved(why) => (true, why),
                         MoveRefused::Failed(why) => (false, why),
                     };
+                    let mut span = self.settings.telemetry.child(item, run, "deploy restore");
+                    span.set("orch.deploy.step", "restore");
+                    span.set("orch.sha", tip.as_str());
                     let restored = deployer.promote(&tip, &own.token).await;
+                    if !restored.is_success() {
+                        span.fail("restore failed");
+                    }
+                    span.end();
                     let mut lines = report.lines.clone();
                     lines.push(why.clone());
                     lines.extend(restored.lines.iter().cloned());

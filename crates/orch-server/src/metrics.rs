@@ -1,21 +1,25 @@
-//! `/metrics` in the Prometheus text format: the webhook delivery counters this process keeps,
-//! and the pipeline metrics read from the store at each scrape (`pipeline`).
+//! `/metrics` in the OpenMetrics text format, written by the Prometheus project's client
+//! library (`prometheus-client`): the webhook delivery counters this process keeps, and the
+//! pipeline metrics read from the store at each scrape (`pipeline`). Every family is registered
+//! in `families`, and only there. This module must never write exposition text by hand.
 
-mod exposition;
+mod families;
 mod pipeline;
-
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tracker_events::WebhookAction;
 use crate::webhook::WebhookSource;
 
+/// The content type of the OpenMetrics text format (Prometheus asks for it and parses it).
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// How a webhook delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryResult {
@@ -58,86 +62,100 @@ impl DeliveryResult {
             DeliveryResult::Failed => "failed",
         }
     }
+}
 
-    fn index(self) -> usize {
-        self as usize
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DeliveryLabels {
+    source: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ActionLabels {
+    source: &'static str,
+    action: &'static str,
+}
+
+/// Deliveries counted per source and result since the server started, and what accepted ones
+/// led to. Every series exists from the start (zeros included), so a dashboard sees each from
+/// the first scrape.
+#[derive(Debug)]
+pub struct WebhookMetrics {
+    pub(crate) deliveries: Family<DeliveryLabels, Counter>,
+    pub(crate) actions: Family<ActionLabels, Counter>,
+}
+
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        let metrics = Self {
+            deliveries: Family::default(),
+            actions: Family::default(),
+        };
+        for source in WebhookSource::ALL {
+            for result in DeliveryResult::ALL {
+                // Created at zero; the guard is dropped at once.
+                let _ = metrics.deliveries.get_or_create(&delivery(source, result));
+            }
+            for action in WebhookAction::ALL {
+                let _ = metrics
+                    .actions
+                    .get_or_create(&action_labels(source, action));
+            }
+        }
+        metrics
     }
 }
 
-/// Deliveries counted per source and result since the server started.
-#[derive(Debug, Default)]
-pub struct WebhookMetrics {
-    counts: [[AtomicU64; DeliveryResult::ALL.len()]; WebhookSource::ALL.len()],
-    /// What accepted deliveries led to, per source.
-    actions: [[AtomicU64; WebhookAction::ALL.len()]; WebhookSource::ALL.len()],
+fn delivery(source: WebhookSource, result: DeliveryResult) -> DeliveryLabels {
+    DeliveryLabels {
+        source: source.as_str(),
+        result: result.as_str(),
+    }
+}
+
+fn action_labels(source: WebhookSource, action: WebhookAction) -> ActionLabels {
+    ActionLabels {
+        source: source.as_str(),
+        action: action.as_str(),
+    }
 }
 
 impl WebhookMetrics {
     pub fn record(&self, source: WebhookSource, result: DeliveryResult) {
-        self.counts[source.index()][result.index()].fetch_add(1, Ordering::Relaxed);
+        self.deliveries
+            .get_or_create(&delivery(source, result))
+            .inc();
     }
 
     pub fn count(&self, source: WebhookSource, result: DeliveryResult) -> u64 {
-        self.counts[source.index()][result.index()].load(Ordering::Relaxed)
+        self.deliveries
+            .get_or_create(&delivery(source, result))
+            .get()
     }
 
     pub fn record_action(&self, source: WebhookSource, action: WebhookAction) {
-        self.actions[source.index()][action as usize].fetch_add(1, Ordering::Relaxed);
+        self.actions
+            .get_or_create(&action_labels(source, action))
+            .inc();
     }
 
     pub fn action_count(&self, source: WebhookSource, action: WebhookAction) -> u64 {
-        self.actions[source.index()][action as usize].load(Ordering::Relaxed)
-    }
-
-    /// The Prometheus text exposition of every counter, zeros included, so a dashboard sees
-    /// each series from the first scrape.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::from(
-            "# HELP orch_webhook_deliveries_total Webhook deliveries received, by source and result.\n\
-             # TYPE orch_webhook_deliveries_total counter\n",
-        );
-        for source in WebhookSource::ALL {
-            for result in DeliveryResult::ALL {
-                // Writing to a String cannot fail.
-                let _ = writeln!(
-                    out,
-                    "orch_webhook_deliveries_total{{source=\"{}\",result=\"{}\"}} {}",
-                    source.as_str(),
-                    result.as_str(),
-                    self.count(source, result)
-                );
-            }
-        }
-        out.push_str(
-            "# HELP orch_webhook_actions_total What accepted deliveries led to, by source and action.\n\
-             # TYPE orch_webhook_actions_total counter\n",
-        );
-        for source in WebhookSource::ALL {
-            for action in WebhookAction::ALL {
-                let _ = writeln!(
-                    out,
-                    "orch_webhook_actions_total{{source=\"{}\",action=\"{}\"}} {}",
-                    source.as_str(),
-                    action.as_str(),
-                    self.action_count(source, action)
-                );
-            }
-        }
-        out
+        self.actions
+            .get_or_create(&action_labels(source, action))
+            .get()
     }
 }
 
 pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let mut out = exposition::Exposition::default();
-    out.push_raw(&state.metrics().to_prometheus());
     let projects: Vec<String> = state
         .engine()
         .projects()
         .map(|p| p.id().to_string())
         .collect();
-    pipeline::render(state.engine().store().as_ref(), &projects, &mut out).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out.finish(),
-    ))
+    let pipeline = pipeline::gather(state.engine().store().as_ref(), &projects).await?;
+    let registry = families::registry(state.metrics(), pipeline);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .map_err(|_| ApiError::Internal("the metrics could not be encoded".to_owned()))?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], out))
 }

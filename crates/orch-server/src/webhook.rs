@@ -60,10 +60,6 @@ impl WebhookSource {
         })
     }
 
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
     /// Headers that may carry the signature, in order of preference.
     fn signature_headers(self) -> &'static [&'static str] {
         match self {

@@ -10,7 +10,7 @@
 //! is down is reported at once; the pool then connects lazily. After that, a lost connection (a
 //! restart of the server) is ridden out: reads and uncommitted transactions are tried again a few
 //! times (see `retry`). A password in the URL is never shown: errors and `Debug` carry the URL
-//! with it masked.
+//! with it masked. TLS follows libpq's `sslmode` and `sslrootcert` (see `tls`), over rustls.
 
 /// The database clock in milliseconds since the Unix epoch, as an SQL expression (a macro so it
 /// can be spliced into `concat!`-built static queries). `clock_timestamp()` rather than `now()`,
@@ -27,6 +27,7 @@ mod people;
 mod retry;
 mod rows;
 mod runs;
+mod tls;
 mod url;
 
 use std::str::FromStr;
@@ -688,8 +689,19 @@ async fn connect(url: &str) -> Result<(PgConnection, PgConnectOptions)> {
     }
     let (sqlx_url, connect_timeout) = url::take_connect_timeout(url).map_err(&open_error)?;
     let connect_timeout = connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let tls = tls::Tls::from_url(&sqlx_url, |name| std::env::var(name).ok())
+        .map_err(|e| open_error(format!("the URL does not parse: {e}")))?;
     let options = PgConnectOptions::from_str(&sqlx_url)
         .map_err(|e| open_error(format!("the URL does not parse: {e}")))?;
+    let options = tls.apply(options);
+    if !tls.verifies() && !tls::is_local(&options) {
+        tracing::warn!(
+            url = %masked(url),
+            sslmode = tls.mode,
+            "the PostgreSQL server's identity is not verified (sslmode is not verify-full \
+             or verify-ca): anyone on the path can read and change what orch stores"
+        );
+    }
     let conn = tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options))
         .await
         .map_err(|_| {
@@ -699,6 +711,12 @@ async fn connect(url: &str) -> Result<(PgConnection, PgConnectOptions)> {
                 connect_timeout.as_secs()
             ))
         })?
-        .map_err(|e| open_error(format!("cannot connect: {e}")))?;
+        .map_err(|e| {
+            if tls::is_tls_failure(&e) {
+                open_error(format!("cannot connect: {}", tls.explain(&e.to_string())))
+            } else {
+                open_error(format!("cannot connect: {e}"))
+            }
+        })?;
     Ok((conn, options))
 }

@@ -41,6 +41,12 @@ impl Context {
         engine_settings.claim_limits = settings.claim_limits;
         engine_settings.staging_tolerance = settings.staging_tolerance;
         engine_settings.crashpoint = settings.crashpoint.clone();
+        if let Some(traces) = &settings.traces {
+            engine_settings.telemetry = orch_engine::telemetry::Telemetry::otlp(
+                traces.url.clone(),
+                traces.service_name.clone(),
+            );
+        }
         let engine = Arc::new(Engine::new(store, projects, engine_settings, reporter));
         engine.register_projects().await?;
         Ok(Self { settings, engine })

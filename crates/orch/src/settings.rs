@@ -12,6 +12,7 @@ use crate::env;
 
 mod remotes;
 mod sandbox;
+pub mod telemetry;
 
 use crate::error::UsageError;
 pub use sandbox::parse_sandbox;
@@ -27,6 +28,8 @@ pub struct ConfigFile {
     pub projects: Vec<ProjectEntry>,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub telemetry: telemetry::TelemetrySection,
 }
 
 /// `[server]`: what `orch serve` answers to and trusts.
@@ -248,6 +251,8 @@ pub struct Settings {
     pub server: ServerSection,
     /// The name `ORCH_API_TOKEN` acts under.
     pub service_name: String,
+    /// Where traces go (`[telemetry]`, `OTEL_*`); `None`: nowhere.
+    pub traces: Option<telemetry::Traces>,
 }
 
 /// Parses one registry entry: the single parser for every caller (contract 14).
@@ -465,7 +470,10 @@ impl Settings {
             .unwrap_or_else(|| orch_server::DEFAULT_SERVICE_NAME.to_owned());
         orch_engine::people::valid_person_name(&service_name)
             .map_err(|e| UsageError(format!("{}: [server] service_name: {e}", path.display())))?;
+        let traces = telemetry::resolve(&file.telemetry, |name| std::env::var(name).ok())
+            .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
         Ok(Self {
+            traces,
             server: file.server.clone(),
             service_name,
             path: abs,

@@ -5,12 +5,15 @@
 //! worth a summary table when that grows.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 
-use orch_core::spend::Spend;
 use orch_engine::spend::ItemSpend;
 use orch_store::{EventRecord, RunRecord, Store, StoreError};
-
-use super::exposition::{Exposition, Kind};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Upper bounds (seconds) of the stage duration histogram's buckets.
 pub(crate) const DURATION_BUCKETS: [f64; 9] =
@@ -23,61 +26,100 @@ fn is_reap(event: &EventRecord) -> bool {
     event.kind == orch_engine::events::RUN_CLAIMED && event.data["reclaimed"] == true
 }
 
-type ProjectStage = (String, String);
-
-/// What one scrape gathered.
-#[derive(Debug, Default)]
-struct Gathered {
-    items: BTreeMap<(String, String, &'static str), u64>,
-    durations: BTreeMap<ProjectStage, Histogram>,
-    gate_failures: BTreeMap<(String, String, String), u64>,
-    spend: BTreeMap<ProjectStage, Spend>,
-    lease_reaps: BTreeMap<String, u64>,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ItemLabels {
+    pub project: String,
+    pub stage: String,
+    pub status: String,
 }
 
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [u64; DURATION_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StageLabels {
+    pub project: String,
+    pub stage: String,
 }
 
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        for (bucket, bound) in self.buckets.iter_mut().zip(DURATION_BUCKETS) {
-            if secs <= bound {
-                *bucket += 1;
-            }
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct GateLabels {
+    pub project: String,
+    pub stage: String,
+    pub gate: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AgentRunLabels {
+    pub project: String,
+    pub stage: String,
+    pub cost_known: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ProjectLabels {
+    pub project: String,
+}
+
+/// The stage duration histogram's constructor (a `fn`, so the family's type can be named).
+pub(crate) type DurationFamily = Family<StageLabels, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// What one scrape gathered from the store, as metric families (registered in `families`).
+#[derive(Debug)]
+pub(crate) struct Families {
+    pub items: Family<ItemLabels, Gauge>,
+    pub durations: DurationFamily,
+    pub gate_failures: Family<GateLabels, Counter>,
+    pub tokens: Family<StageLabels, Counter>,
+    pub cost_usd: Family<StageLabels, Counter<f64, AtomicU64>>,
+    pub agent_runs: Family<AgentRunLabels, Counter>,
+    pub lease_reaps: Family<ProjectLabels, Counter>,
+}
+
+impl Default for Families {
+    fn default() -> Self {
+        Self {
+            items: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+            gate_failures: Family::default(),
+            tokens: Family::default(),
+            cost_usd: Family::default(),
+            agent_runs: Family::default(),
+            lease_reaps: Family::default(),
         }
-        self.count += 1;
-        self.sum += secs;
     }
 }
 
-/// Appends the store-derived metric families to `out`. `projects` are the configured ones, so a
-/// project with no items yet still shows its zeros.
-pub(crate) async fn render(
-    store: &dyn Store,
-    projects: &[String],
-    out: &mut Exposition,
-) -> Result<(), StoreError> {
-    let mut g = Gathered::default();
+fn stage_labels(project: &str, stage: &str) -> StageLabels {
+    StageLabels {
+        project: project.to_owned(),
+        stage: stage.to_owned(),
+    }
+}
+
+/// Reads the store-derived metrics. `projects` are the configured ones, so a project with no
+/// items yet still shows its zeros.
+pub(crate) async fn gather(store: &dyn Store, projects: &[String]) -> Result<Families, StoreError> {
+    let g = Families::default();
     let mut runs_by_project: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
-    for p in projects {
-        g.lease_reaps.entry(p.clone()).or_default();
+    for project in projects {
+        let _ = g.lease_reaps.get_or_create(&ProjectLabels {
+            project: project.clone(),
+        });
     }
     for item in store.list_items(None).await? {
         let project = item.project.to_string();
-        *g.items
-            .entry((
-                project.clone(),
-                item.progress.stage.to_string(),
-                item.progress.status.as_str(),
-            ))
-            .or_default() += 1;
+        g.items
+            .get_or_create(&ItemLabels {
+                project: project.clone(),
+                stage: item.progress.stage.to_string(),
+                status: item.progress.status.as_str().to_owned(),
+            })
+            .inc();
         let runs = store.list_runs(&item.id).await?;
         for run in &runs {
-            gather_run(&mut g, &project, run);
+            gather_run(&g, &project, run);
         }
         let reaps = store
             .list_events(&item.id, 0)
@@ -85,25 +127,41 @@ pub(crate) async fn render(
             .iter()
             .filter(|e| is_reap(e))
             .count();
-        *g.lease_reaps.entry(project.clone()).or_default() += reaps as u64;
+        g.lease_reaps
+            .get_or_create(&ProjectLabels {
+                project: project.clone(),
+            })
+            .inc_by(reaps as u64);
         runs_by_project.entry(project).or_default().extend(runs);
     }
     for (project, runs) in &runs_by_project {
         for (stage, spent) in ItemSpend::of_runs(runs).by_stage {
-            g.spend.insert((project.clone(), stage), spent);
+            let labels = stage_labels(project, &stage);
+            g.tokens.get_or_create(&labels).inc_by(spent.tokens);
+            g.cost_usd
+                .get_or_create(&labels)
+                .inc_by(spent.cost as f64 / 1_000_000.0);
+            let unknown = u64::from(spent.runs_without_cost);
+            let runs = |cost_known| AgentRunLabels {
+                project: project.clone(),
+                stage: stage.clone(),
+                cost_known,
+            };
+            g.agent_runs
+                .get_or_create(&runs("true"))
+                .inc_by(u64::from(spent.runs).saturating_sub(unknown));
+            g.agent_runs.get_or_create(&runs("false")).inc_by(unknown);
         }
     }
-    write(&g, out);
-    Ok(())
+    Ok(g)
 }
 
-fn gather_run(g: &mut Gathered, project: &str, run: &RunRecord) {
+fn gather_run(g: &Families, project: &str, run: &RunRecord) {
     let stage = run.stage.to_string();
     if let (Some(start), Some(end)) = (run.started_at, run.finished_at) {
         let secs = (end - start).max(0) as f64 / 1000.0;
         g.durations
-            .entry((project.to_owned(), stage.clone()))
-            .or_default()
+            .get_or_create(&stage_labels(project, &stage))
             .observe(secs);
     }
     let failed_gates = run
@@ -116,117 +174,13 @@ fn gather_run(g: &mut Gathered, project: &str, run: &RunRecord) {
         .flatten()
         .filter_map(|g| g.as_str())
     {
-        *g.gate_failures
-            .entry((project.to_owned(), stage.clone(), gate.to_owned()))
-            .or_default() += 1;
-    }
-}
-
-fn write(g: &Gathered, out: &mut Exposition) {
-    out.family(
-        "orch_items",
-        Kind::Gauge,
-        "Work items by project, current stage and status.",
-    );
-    for ((project, stage, status), n) in &g.items {
-        out.sample(
-            "orch_items",
-            &[("project", project), ("stage", stage), ("status", status)],
-            *n as f64,
-        );
-    }
-
-    out.family(
-        "orch_stage_run_duration_seconds",
-        Kind::Histogram,
-        "Duration of finished stage runs, from start to verdict.",
-    );
-    for ((project, stage), h) in &g.durations {
-        let (project, stage) = (project.as_str(), stage.as_str());
-        let bounds = DURATION_BUCKETS.iter().map(f64::to_string);
-        let cumulative = h.buckets.iter().copied().chain([h.count]);
-        for (le, count) in bounds.chain(["+Inf".to_owned()]).zip(cumulative) {
-            out.sample(
-                "orch_stage_run_duration_seconds_bucket",
-                &[("project", project), ("stage", stage), ("le", &le)],
-                count as f64,
-            );
-        }
-        let labels = [("project", project), ("stage", stage)];
-        out.sample("orch_stage_run_duration_seconds_sum", &labels, h.sum);
-        out.sample(
-            "orch_stage_run_duration_seconds_count",
-            &labels,
-            h.count as f64,
-        );
-    }
-
-    out.family(
-        "orch_gate_failures_total",
-        Kind::Counter,
-        "Gates that failed in stage verdicts, by project, stage and gate.",
-    );
-    for ((project, stage, gate), n) in &g.gate_failures {
-        out.sample(
-            "orch_gate_failures_total",
-            &[("project", project), ("stage", stage), ("gate", gate)],
-            *n as f64,
-        );
-    }
-
-    out.family(
-        "orch_agent_tokens_total",
-        Kind::Counter,
-        "Tokens agents reported, by project and stage (runs that reported none add nothing).",
-    );
-    for ((project, stage), s) in &g.spend {
-        out.sample(
-            "orch_agent_tokens_total",
-            &[("project", project), ("stage", stage)],
-            s.tokens as f64,
-        );
-    }
-    out.family(
-        "orch_agent_cost_usd_total",
-        Kind::Counter,
-        "Cost in USD agents reported, by project and stage.",
-    );
-    for ((project, stage), s) in &g.spend {
-        out.sample(
-            "orch_agent_cost_usd_total",
-            &[("project", project), ("stage", stage)],
-            s.cost as f64 / 1_000_000.0,
-        );
-    }
-    out.family(
-        "orch_agent_runs_total",
-        Kind::Counter,
-        "Agent runs with a usage record, by project and stage; `cost_known` says whether their cost was reported.",
-    );
-    for ((project, stage), s) in &g.spend {
-        let unknown = f64::from(s.runs_without_cost);
-        let labels = |known| {
-            [
-                ("project", project.as_str()),
-                ("stage", stage.as_str()),
-                ("cost_known", known),
-            ]
-        };
-        out.sample(
-            "orch_agent_runs_total",
-            &labels("true"),
-            f64::from(s.runs) - unknown,
-        );
-        out.sample("orch_agent_runs_total", &labels("false"), unknown);
-    }
-
-    out.family(
-        "orch_lease_reaps_total",
-        Kind::Counter,
-        "Runs taken over after their owner's lease expired (it died or stalled), by project.",
-    );
-    for (project, n) in &g.lease_reaps {
-        out.sample("orch_lease_reaps_total", &[("project", project)], *n as f64);
+        g.gate_failures
+            .get_or_create(&GateLabels {
+                project: project.to_owned(),
+                stage: stage.clone(),
+                gate: gate.to_owned(),
+            })
+            .inc();
     }
 }
 
@@ -255,18 +209,5 @@ mod tests {
             json!({ "owner": "x" })
         )));
         assert!(!is_reap(&event("run.claimed", json!({}))));
-    }
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::default();
-        for secs in [0.5, 4.0, 4.0, 10_000.0] {
-            h.observe(secs);
-        }
-        assert_eq!(h.buckets[0], 1, "<= 1 s");
-        assert_eq!(h.buckets[1], 3, "<= 5 s");
-        assert_eq!(h.buckets[DURATION_BUCKETS.len() - 1], 3, "<= 7200 s");
-        assert_eq!(h.count, 4, "+Inf holds all");
-        assert!((h.sum - 10_008.5).abs() < 1e-9);
     }
 }

@@ -426,3 +426,52 @@ impl Response {
             .to_owned()
     }
 }
+
+/// OpenMetrics text parsed into `name{labels}` → value. Fails the test unless every family has
+/// `# HELP` and `# TYPE`, every sample belongs to the family announced before it with a suffix
+/// its type allows (`_total` for a counter; `_bucket`, `_count`, `_sum` for a histogram; none for
+/// a gauge), no series appears twice, every value is a number, and `# EOF` ends the text.
+pub fn parse_openmetrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut samples = std::collections::BTreeMap::new();
+    let mut family: Option<(String, String)> = None;
+    let mut helped: Option<String> = None;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" {
+            assert!(lines.peek().is_none(), "text after # EOF:\n{text}");
+            return samples;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped = rest.split(' ').next().map(str::to_owned);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("`# TYPE name kind`");
+            assert_eq!(helped.as_deref(), Some(name), "{name} has no # HELP line");
+            family = Some((name.to_owned(), kind.to_owned()));
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment {line:?}");
+        let (name, kind) = family.as_ref().expect("a sample before any # TYPE");
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("a number in {line:?}"));
+        let sample_name = series.split('{').next().expect("a name");
+        let suffixes: &[&str] = match kind.as_str() {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_count", "_sum"],
+            "gauge" => &[""],
+            other => panic!("unexpected type {other}"),
+        };
+        assert!(
+            suffixes.iter().any(|s| sample_name == format!("{name}{s}")),
+            "{line:?} is not a {kind} sample of {name}"
+        );
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "{series} twice"
+        );
+    }
+    panic!("no # EOF at the end:\n{text}");
+}

@@ -3,7 +3,9 @@
 use orch_server::{DeliveryResult, WebhookSource};
 use serde_json::json;
 
-use crate::support::{GITEA_SECRET, GITHUB_SECRET, PLANE_SECRET, Request, Server};
+use crate::support::{
+    GITEA_SECRET, GITHUB_SECRET, PLANE_SECRET, Request, Server, parse_openmetrics,
+};
 
 /// How one source signs and names a delivery.
 struct Sender {
@@ -190,7 +192,7 @@ async fn an_oversized_delivery_is_413_and_counted() {
 }
 
 #[tokio::test]
-async fn metrics_expose_every_counter_in_prometheus_text() {
+async fn metrics_expose_every_counter_in_openmetrics_text() {
     let server = Server::start().await;
     let plane = &SENDERS[0];
     server.send(plane.signed("m-1", b"{}")).await;
@@ -204,27 +206,41 @@ async fn metrics_expose_every_counter_in_prometheus_text() {
         .iter()
         .find(|(k, _)| k == "content-type")
         .map(|(_, v)| v.as_str());
-    assert_eq!(content_type, Some("text/plain; version=0.0.4"));
+    assert_eq!(
+        content_type,
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
     let text = &response.body;
     assert!(
-        text.contains("# TYPE orch_webhook_deliveries_total counter"),
+        text.contains("# TYPE orch_webhook_deliveries counter\n"),
         "{text}"
     );
+    let samples = parse_openmetrics(text);
+    let delivered = |source: &str, result: &str| {
+        let series =
+            format!("orch_webhook_deliveries_total{{source=\"{source}\",result=\"{result}\"}}");
+        *samples
+            .get(&series)
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
     for (result, count) in [
-        ("accepted", 1),
-        ("duplicate", 1),
-        ("rejected_signature", 1),
-        ("malformed", 1),
-        ("too_large", 0),
+        ("accepted", 1.0),
+        ("duplicate", 1.0),
+        ("rejected_signature", 1.0),
+        ("malformed", 1.0),
+        ("too_large", 0.0),
     ] {
-        let line = format!(
-            "orch_webhook_deliveries_total{{source=\"plane\",result=\"{result}\"}} {count}\n"
-        );
-        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+        assert_eq!(delivered("plane", result), count, "{result}");
     }
-    assert!(
-        text.contains("orch_webhook_deliveries_total{source=\"github\",result=\"accepted\"} 0\n"),
-        "{text}"
+    // Every source and result is there from the start, zeros included.
+    assert_eq!(delivered("github", "accepted"), 0.0);
+    let deliveries = samples
+        .keys()
+        .filter(|k| k.starts_with("orch_webhook_deliveries_total{"))
+        .count();
+    assert_eq!(
+        deliveries,
+        WebhookSource::ALL.len() * DeliveryResult::ALL.len()
     );
 }
 

@@ -11,6 +11,8 @@ mod database;
 mod locking;
 mod reconnect;
 mod server;
+mod tls;
+mod tls_cluster;
 
 use orch_store::{PgStore, Store, StoreError};
 

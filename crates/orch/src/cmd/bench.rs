@@ -159,6 +159,7 @@ pub(super) fn write_bench_config(
 ) -> anyhow::Result<()> {
     let file = ConfigFile {
         server: Default::default(),
+        telemetry: Default::default(),
         store: StoreSection {
             url: "sqlite://orch.db".into(),
         },

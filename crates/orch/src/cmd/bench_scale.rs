@@ -114,6 +114,7 @@ async fn measure(
     std::fs::create_dir_all(&data)?;
     let mut file = ConfigFile {
         server: Default::default(),
+        telemetry: Default::default(),
         store: StoreSection {
             url: postgres_url.unwrap_or_else(|| "sqlite://orch.db".into()),
         },

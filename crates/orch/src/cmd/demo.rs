@@ -399,6 +399,7 @@ async fn create_demo(
     git.commit_all(&repo, "demo-app: initial version").await?;
     let config = ConfigFile {
         server: Default::default(),
+        telemetry: Default::default(),
         store: StoreSection {
             url: "sqlite://orch.db".into(),
         },

@@ -40,7 +40,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::StagingCheck(a) => staging_check::run(&cli.config, a).await,
         command => {
             let ctx = Context::open(&cli.config, Arc::new(ProgressPrinter::new())).await?;
-            match command {
+            let code = match command {
                 Command::Run => run::run(&ctx).await,
                 Command::Item(ItemCommand::Add(a)) => item::add(&ctx, a).await,
                 Command::Item(ItemCommand::List(a)) => item::list(&ctx, a).await,
@@ -62,7 +62,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 | Command::Bench(_)
                 | Command::Onboard(_)
                 | Command::StagingCheck(_) => Ok(2),
-            }
+            };
+            // Spans still queued are sent before the process ends (bounded wait).
+            ctx.engine.telemetry().flush().await;
+            code
         }
     }
 }

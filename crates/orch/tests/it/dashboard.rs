@@ -227,7 +227,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
             typed.iter().any(|t| name == t
                 || name
                     .strip_prefix(t.as_str())
-                    .is_some_and(|s| { ["_bucket", "_sum", "_count"].contains(&s) })),
+                    .is_some_and(|s| { ["_total", "_bucket", "_sum", "_count"].contains(&s) })),
             "{name} has no # TYPE line before it"
         );
         assert!(
@@ -274,7 +274,7 @@ fn metrics_after_a_run_count_items_durations_gate_failures_spend_and_reaps() {
     );
     assert_eq!(
         get(
-            r#"orch_stage_run_duration_seconds_bucket{project="quick",stage="development",le="+Inf"}"#
+            r#"orch_stage_run_duration_seconds_bucket{le="+Inf",project="quick",stage="development"}"#
         ),
         2.0
     );

@@ -36,5 +36,6 @@ mod skip;
 mod staging;
 mod staging_check;
 mod store_error;
+mod traces;
 mod users;
 mod worker;
