@@ -29,6 +29,8 @@ struct StageObserver<'a> {
     budget: &'a RunBudget<'a>,
     /// The limit the run reached while it ran, when it was stopped for it.
     stopped_for: Option<Overrun>,
+    /// Where the agent tried to connect and the sandbox refused.
+    refused: orch_process::EgressRefusals,
 }
 
 impl RunObserver for StageObserver<'_> {
@@ -49,6 +51,20 @@ impl RunObserver for StageObserver<'_> {
                 false
             }
         }
+    }
+
+    fn egress_refused(&mut self, refused: &orch_process::EgressRefusals) {
+        self.refused = refused.clone();
+    }
+}
+
+/// Collects what a command gate's sandbox refused.
+#[derive(Default)]
+struct GateObserver(orch_process::EgressRefusals);
+
+impl orch_process::Observer for GateObserver {
+    fn egress_refused(&mut self, refused: &orch_process::EgressRefusals) {
+        self.0 = refused.clone();
     }
 }
 
@@ -180,6 +196,7 @@ impl Engine {
             base: base.clone(),
             budget: &budget,
             stopped_for: None,
+            refused: orch_process::EgressRefusals::default(),
         };
         let agent_started = std::time::Instant::now();
         let agent_run = built.agent.run(&req, cancel, &mut observer).await;
@@ -191,6 +208,7 @@ impl Engine {
             run.id,
             json!({ "agent": built.agent.kind(), "outcome": agent_run.outcome.describe(), "usage": agent_run.usage, "resumed": req.resume_session }),
         )];
+        evs.extend(events::egress_refused(run.id, "agent", &observer.refused));
         let overrun = match observer.stopped_for {
             Some(live) => Some((live, "during-run")),
             None => budget
@@ -239,7 +257,16 @@ impl Engine {
         let mut commands = Vec::new();
         if file_failures.is_empty() && gate::evaluate_static(stage, &input).is_empty() {
             worktree_files::clear_planted(&project.settings.data_dir, &log)?;
-            commands = run_command_gates(stage, &wt, &log, &project.sandbox, cancel).await;
+            let (results, refused) =
+                run_command_gates(stage, &wt, &log, &project.sandbox, cancel).await;
+            commands = results;
+            for (gate, refused) in refused {
+                evs.extend(events::egress_refused(
+                    run.id,
+                    &format!("gate:{gate}"),
+                    &refused,
+                ));
+            }
             if cancel.is_cancelled() {
                 return Err(StageError::Abandoned);
             }
@@ -339,8 +366,12 @@ async fn run_command_gates(
     log: &Path,
     sandbox: &orch_process::Sandbox,
     cancel: &CancellationToken,
-) -> Vec<CommandResult> {
+) -> (
+    Vec<CommandResult>,
+    Vec<(String, orch_process::EgressRefusals)>,
+) {
     let mut results = Vec::new();
+    let mut refusals = Vec::new();
     for g in &stage.gates {
         if let GateSpec::Command {
             name,
@@ -353,7 +384,11 @@ async fn run_command_gates(
                 .log(log)
                 .sandbox(sandbox.clone());
             spec.env = orch_process::safe_env();
-            let finished = orch_process::run(&spec, cancel, &mut ()).await;
+            let mut observer = GateObserver::default();
+            let finished = orch_process::run(&spec, cancel, &mut observer).await;
+            if !observer.0.is_empty() {
+                refusals.push((name.clone(), observer.0));
+            }
             let ok = finished.outcome.success();
             results.push(CommandResult {
                 name: name.clone(),
@@ -365,7 +400,7 @@ async fn run_command_gates(
             }
         }
     }
-    results
+    (results, refusals)
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> StageError {

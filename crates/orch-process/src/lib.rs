@@ -34,7 +34,10 @@ mod spec;
 use std::path::PathBuf;
 
 pub use detached::spawn_detached;
-pub use egress::{EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, egress_refusals};
+pub use egress::{
+    Destination, EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, EgressRefusals, KEPT_DESTINATIONS,
+    egress_refusals,
+};
 pub use orch_core::gate::ExitOutcome;
 pub use run::run;
 pub use sandbox::{

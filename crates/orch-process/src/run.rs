@@ -55,7 +55,7 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
         append_line(log, crate::sandbox::UNCONFINED_WARNING);
     }
     // The egress proxy lives as long as the run.
-    let mut _proxy = None;
+    let mut proxy = None;
     let proxied;
     let spec = match &spec.sandbox {
         crate::Sandbox::Bubblewrap(policy) if policy.egress.is_none() => {
@@ -63,10 +63,10 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
                 None => spec,
                 Some(hosts) => {
                     match crate::egress::EgressProxy::start(hosts, spec.log.as_deref()) {
-                        Ok(proxy) => {
+                        Ok(started) => {
                             let mut policy = policy.clone();
-                            policy.egress = Some(proxy.dir());
-                            _proxy = Some(proxy);
+                            policy.egress = Some(started.dir());
+                            proxy = Some(started);
                             proxied = Spec {
                                 sandbox: crate::Sandbox::Bubblewrap(policy),
                                 ..spec.clone()
@@ -91,6 +91,12 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
         _ => spec,
     };
     let mut finished = run_spec(spec, cancel, observer).await;
+    // The run's processes are gone: nothing can reach the proxy any more.
+    if let Some(refused) = proxy.as_ref().map(crate::egress::EgressProxy::refusals)
+        && !refused.is_empty()
+    {
+        observer.egress_refused(&refused);
+    }
     if let crate::Sandbox::Bubblewrap(policy) = &spec.sandbox
         && let Some(note) = crate::limits::limit_hit(&finished, policy.limits)
     {

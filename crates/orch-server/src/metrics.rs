@@ -127,6 +127,18 @@ impl WebhookMetrics {
     }
 }
 
+/// The sandbox counters this process keeps: its egress proxies' refusals (each one is also an
+/// event on its item).
+fn sandbox(out: &mut exposition::Exposition) {
+    const NAME: &str = "orch_sandbox_egress_refused_total";
+    out.family(
+        NAME,
+        exposition::Kind::Counter,
+        "Connections the sandboxes' egress proxies refused since orch started.",
+    );
+    out.sample(NAME, &[], orch_process::egress_refusals() as f64);
+}
+
 pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = exposition::Exposition::default();
     out.push_raw(&state.metrics().to_prometheus());
@@ -136,6 +148,7 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         .map(|p| p.id().to_string())
         .collect();
     pipeline::render(state.engine().store().as_ref(), &projects, &mut out).await?;
+    sandbox(&mut out);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         out.finish(),

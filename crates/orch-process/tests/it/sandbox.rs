@@ -502,4 +502,16 @@ async fn egress_reaches_allowed_hosts_only_and_records_every_refusal() {
         text.contains("orch: egress refused: CONNECT example.com:443"),
         "{text}"
     );
+    // The observer hears of the refusal once, after the run, with where it tried to go.
+    let example = orch_process::Destination {
+        host: "example.com".to_owned(),
+        port: 443,
+    };
+    assert_eq!(
+        recorder.refused,
+        [orch_process::EgressRefusals {
+            destinations: vec![(example, 1)],
+            unlisted: 0,
+        }]
+    );
 }
