@@ -214,13 +214,13 @@ impl Project {
         &self.settings.id
     }
 
-    /// The agent for a role: its override, or the project default.
     /// This project with its agents' code run under `sandbox`.
     pub fn with_sandbox(mut self, sandbox: orch_process::Sandbox) -> Self {
         self.sandbox = sandbox;
         self
     }
 
+    /// The agent for a role: its override, or the project default.
     pub fn agent(&self, role: &RoleName) -> Option<&BuiltAgent> {
         self.agents
             .get(role.as_str())

@@ -41,8 +41,8 @@ pub use egress::{
 pub use orch_core::gate::ExitOutcome;
 pub use run::run;
 pub use sandbox::{
-    BRIDGE_DIR, BRIDGE_PORT, BRIDGE_SOCKET, Limits, Policy, SANDBOX_HOME, SANDBOX_UID, Sandbox,
-    SandboxError, UNCONFINED_WARNING,
+    BRIDGE_DIR, BRIDGE_PORT, BRIDGE_SOCKET, Limits, OPTED_OUT_NOTICE, Policy, SANDBOX_HOME,
+    SANDBOX_UID, Sandbox, SandboxError, UNCONFINED_WARNING,
 };
 pub use signal::{group_is_alive, is_alive, kill_group, kill_pid};
 pub use spec::{DetachedSpec, Finished, Observer, Spec, Stream};

@@ -56,6 +56,11 @@ pub struct Policy {
 pub const UNCONFINED_WARNING: &str = "orch: WARNING: this run is NOT sandboxed (the project set \
      sandbox = { mode = \"none\" }): it sees orch's files and processes as orch's user";
 
+/// What a person is shown wherever a project that opted out appears (the dashboard's project
+/// and item pages, `orch status`, `orch item show`).
+pub const OPTED_OUT_NOTICE: &str = "NOT sandboxed: the project set sandbox = { mode = \"none\" }, \
+     so its agents and command gates run as orch's user and see orch's files and processes";
+
 /// Where [`Policy::bridge`] appears inside the sandbox.
 pub const BRIDGE_DIR: &str = "/run/orch";
 /// The Unix socket in [`Policy::bridge`] that the loopback port inside forwards to.
@@ -145,5 +150,19 @@ impl Sandbox {
 
     pub fn is_confined(&self) -> bool {
         matches!(self, Sandbox::Bubblewrap(_))
+    }
+
+    /// A person chose to run this project's agents unconfined: say so wherever it shows.
+    pub fn is_opted_out(&self) -> bool {
+        matches!(self, Sandbox::OptedOut)
+    }
+
+    /// One word for listings: `bubblewrap`, `NONE` (opted out) or `trusted`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Sandbox::Trusted => "trusted",
+            Sandbox::OptedOut => "NONE",
+            Sandbox::Bubblewrap(_) => "bubblewrap",
+        }
     }
 }
