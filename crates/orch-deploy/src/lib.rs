@@ -26,6 +26,7 @@ mod artifact;
 mod build;
 mod checks;
 mod config;
+mod confine;
 mod deployer;
 mod docker;
 mod error;
@@ -48,6 +49,7 @@ pub use config::{
     DEFAULT_PORT_ENV, DeployConfig, DeploySpec, DockerSpec, HealthSpec, HookSpec, JsonExpectation,
     Mode, Probe, REVISION_LABEL, RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
 };
+pub use confine::Confinement;
 pub use deployer::Deployer;
 pub use docker::DockerDeployer;
 pub use error::DeployError;

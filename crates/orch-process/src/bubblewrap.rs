@@ -15,7 +15,7 @@ use crate::sandbox::{BRIDGE_DIR, Limits, Policy, SANDBOX_HOME, SANDBOX_UID, Sand
 use crate::spec::Spec;
 
 /// The `PATH` bwrap itself gets (it runs nothing by name but the child, found with the child's).
-const BWRAP_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub(crate) const BWRAP_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// System folders bound read-only when they are folders, recreated when they are symlinks
 /// (`/bin -> usr/bin` on merged-/usr systems).
 const SYSTEM: &[&str] = &[
@@ -260,7 +260,7 @@ fn git_dirs(worktree: &Path) -> Option<(PathBuf, PathBuf)> {
 
 /// Checks once per process that bwrap can create the namespaces here, so that a machine that
 /// cannot is told what to change instead of seeing every agent fail with bwrap's message.
-fn probe(bwrap: &Path) -> Result<(), SandboxError> {
+pub(crate) fn probe(bwrap: &Path) -> Result<(), SandboxError> {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
     let result = RESULT.get_or_init(|| {
         let output = std::process::Command::new(bwrap)

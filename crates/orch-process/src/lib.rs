@@ -23,6 +23,7 @@
 mod bubblewrap;
 mod detached;
 mod egress;
+mod instance_box;
 mod limits;
 mod output;
 mod run;
@@ -38,6 +39,7 @@ pub use egress::{
     Destination, EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, EgressRefusals, KEPT_DESTINATIONS,
     egress_refusals,
 };
+pub use instance_box::{InstanceView, confine_instance};
 pub use orch_core::gate::ExitOutcome;
 pub use run::run;
 pub use sandbox::{

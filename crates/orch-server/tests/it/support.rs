@@ -171,7 +171,7 @@ impl Server {
         })
         .expect("project loads");
         let project = match sandbox {
-            Some(sandbox) => project.with_sandbox(sandbox),
+            Some(sandbox) => project.with_sandbox(sandbox).expect("the sandbox applies"),
             None => project,
         };
         let engine = Arc::new(Engine::new(
