@@ -21,6 +21,7 @@
 //! checks read `/proc`.
 
 mod bubblewrap;
+mod cgroup;
 mod detached;
 mod egress;
 mod instance_box;

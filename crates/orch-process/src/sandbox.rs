@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use crate::spec::Spec;
 
 /// How a child program is confined.
+// One per project and one clone per run: the size of `Policy` inline costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sandbox {
     /// A program of orch's own or of the operator's (a deploy hook, git): not code an agent
@@ -49,6 +51,9 @@ pub struct Policy {
     pub allow_hosts: Option<Vec<String>>,
     /// The running proxy's folder, set by [`crate::run`] (not configured).
     pub egress: Option<PathBuf>,
+    /// The `cgroup.procs` of the run's pids cgroup, set by [`crate::run`] when orch runs as root
+    /// (not configured): bwrap is started inside it.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 /// The line an opted-out run's log starts with, so that whoever reads the log (the dashboard's
