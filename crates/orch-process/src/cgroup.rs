@@ -78,7 +78,7 @@ impl RunCgroup {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
                 Err(error) => {
                     tracing::warn!(dir = %self.dir.display(), %error, "cannot remove a sandbox run's cgroup");
