@@ -44,6 +44,7 @@ impl RunCgroup {
             });
             return None;
         };
+        sweep(&parent);
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let name = format!(
             "run-{}-{}",
@@ -98,6 +99,28 @@ impl Drop for RunCgroup {
     fn drop(&mut self) {
         if !self.dir.as_os_str().is_empty() {
             let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+/// Removes the cgroups of runs whose orch is gone (it crashed, or a dropped run's cgroup was not
+/// empty yet): an empty folder goes, one still holding tasks stays.
+fn sweep(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let owner = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let gone = owner.is_some_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if gone {
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }

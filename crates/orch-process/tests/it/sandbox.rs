@@ -552,6 +552,51 @@ async fn egress_reaches_allowed_hosts_only_and_records_every_refusal() {
 }
 
 #[tokio::test]
+async fn the_cgroup_of_a_gone_orch_is_swept_by_the_next_run() {
+    if !(is_root() && pids_cgroup_writable()) {
+        return;
+    }
+    let parent = [
+        "/sys/fs/cgroup/orch-sandbox",
+        "/sys/fs/cgroup/unified/orch-sandbox",
+        "/sys/fs/cgroup/pids/orch-sandbox",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.is_dir());
+    // The first run creates the parent when it is missing.
+    let m = Machine::new();
+    let limited = || {
+        Sandbox::Bubblewrap(Policy {
+            limits: Limits {
+                processes: Some(64),
+                ..Limits::default()
+            },
+            ..Policy::default()
+        })
+    };
+    let (finished, _) = m.run("true", limited()).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0));
+    let parent = parent
+        .or_else(|| {
+            [
+                "/sys/fs/cgroup/orch-sandbox",
+                "/sys/fs/cgroup/pids/orch-sandbox",
+            ]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|p| p.is_dir())
+        })
+        .expect("the runs' parent cgroup");
+    // A pid that cannot be alive (above the kernel's pid_max).
+    let stale = parent.join("run-99999999-0");
+    std::fs::create_dir(&stale).expect("a stale run cgroup");
+    let (finished, _) = m.run("true", limited()).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0));
+    assert!(!stale.exists(), "{} was swept", stale.display());
+}
+
+#[tokio::test]
 async fn a_run_that_cannot_enter_its_cgroup_does_not_start() {
     let m = Machine::new();
     let sandbox = Sandbox::Bubblewrap(Policy {
