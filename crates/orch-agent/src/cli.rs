@@ -281,6 +281,23 @@ impl orch_process::Observer for StreamWatcher<'_> {
             Stream::Stderr => self.log.write(&format!("[stderr] {}", quote(line))),
         }
     }
+
+    fn egress_refused(&mut self, refused: &orch_process::EgressRefusals) {
+        // The proxy wrote each refusal into the raw stream's log; the readable one says it too.
+        for (to, count) in &refused.destinations {
+            self.log.write(&format!(
+                "orch: the sandbox refused {count} connection(s) to {}:{} (not in allow_hosts)",
+                to.host, to.port
+            ));
+        }
+        if refused.unlisted > 0 {
+            self.log.write(&format!(
+                "orch: the sandbox refused {} more connection(s) to other destinations",
+                refused.unlisted
+            ));
+        }
+        self.observer.egress_refused(refused);
+    }
 }
 
 /// The readable run log. Written synchronously because `Observer::line` is not async; the lines

@@ -19,6 +19,10 @@ impl orch_process::Observer for Forward<'_> {
     fn started(&mut self, pid: u32) {
         self.0.started(pid);
     }
+
+    fn egress_refused(&mut self, refused: &orch_process::EgressRefusals) {
+        self.0.egress_refused(refused);
+    }
 }
 
 #[async_trait]

@@ -226,6 +226,10 @@ pub trait RunObserver: Send {
     fn usage_so_far(&mut self, _usage: &Usage) -> bool {
         true
     }
+
+    /// Called once after the run when the sandbox's egress proxy refused connections, with
+    /// where they tried to go, so the engine can record them on the item.
+    fn egress_refused(&mut self, _refused: &orch_process::EgressRefusals) {}
 }
 
 impl RunObserver for () {

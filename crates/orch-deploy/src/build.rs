@@ -92,6 +92,7 @@ pub(crate) fn load_verified(dir: &Path) -> Result<Build, DeployError> {
 pub(crate) async fn ensure_build(
     layout: &Layout,
     spec: &BuildSpec,
+    sandbox: &orch_process::Sandbox,
     worktree: &Path,
     sha: &str,
     cancel: &CancellationToken,
@@ -109,7 +110,7 @@ pub(crate) async fn ensure_build(
             }
         }
     }
-    run_build_command(layout, spec, worktree, sha, cancel).await?;
+    run_build_command(layout, spec, sandbox, worktree, sha, cancel).await?;
     keep_artifact(layout, spec, worktree, sha).await
 }
 
@@ -190,6 +191,7 @@ async fn worktree_head(worktree: &Path, cancel: &CancellationToken) -> Result<St
 async fn run_build_command(
     layout: &Layout,
     spec: &BuildSpec,
+    sandbox: &orch_process::Sandbox,
     worktree: &Path,
     sha: &str,
     cancel: &CancellationToken,
@@ -198,9 +200,11 @@ async fn run_build_command(
     fs::create_dir_all(layout.builds()).map_err(DeployError::io("create", layout.builds()))?;
     // A rebuild starts a fresh log: the previous attempt's output would only mislead.
     crate::layout::remove_file(&log)?;
+    // The build script is the item's code: it runs where the project's command gates run.
     let run = Spec::shell(&spec.command, worktree)
         .timeout(spec.timeout)
-        .log(&log);
+        .log(&log)
+        .sandbox(sandbox.clone());
     let finished = orch_process::run(&run, cancel, &mut ()).await;
     if cancel.is_cancelled() {
         return Err(DeployError::Cancelled);

@@ -5,6 +5,10 @@
 //! way orch finds it again, so it is written as soon as the process exists. The record also keeps
 //! the process's start time: a pid that was reused by an unrelated program after a reboot or a
 //! crash is never signalled.
+//!
+//! A confined instance (the default; see `confine`) is started as `setsid bwrap ... -- program`:
+//! the recorded pid is bwrap's, which leads the session and the process group holding the
+//! program, so the liveness check, the group kill and the start marker all work on it.
 
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener};
@@ -95,6 +99,7 @@ pub(crate) fn start(
     build: &Build,
     port: u16,
     run: &RunSpec,
+    hidden: Option<&[PathBuf]>,
 ) -> Result<InstanceRecord, DeployError> {
     let artifact = build.artifact.to_string_lossy();
     let port_text = port.to_string();
@@ -129,15 +134,21 @@ pub(crate) fn start(
         .map_err(DeployError::io("create", layout.env_dir(env)))?;
     // Marked before the spawn: a crash before the record is written still finds the process.
     let marker = Starting::new(env);
-    write_record(&layout.starting(env), &marker)?;
-    child_env.push((INSTANCE_MARKER.to_owned(), marker.token.clone()));
-    let spec = DetachedSpec {
+    let marked = (INSTANCE_MARKER.to_owned(), marker.token.clone());
+    child_env.push(marked.clone());
+    let mut spec = DetachedSpec {
         program: program.clone(),
         args: args.to_vec(),
         cwd: build.dir.clone(),
         env: child_env,
         log,
     };
+    if let Some(hidden) = hidden {
+        spec = confined(spec, hidden, &build.dir, env)?;
+        // bwrap, whose pid is recorded and whose group is signalled, carries the marker too.
+        spec.env.push(marked);
+    }
+    write_record(&layout.starting(env), &marker)?;
     let pid = orch_process::spawn_detached(&spec).map_err(|e| DeployError::StartFailed {
         env,
         detail: e.to_string(),
@@ -155,6 +166,24 @@ pub(crate) fn start(
     write_record(&layout.current(env), &record)?;
     remove_file(&layout.starting(env))?;
     Ok(record)
+}
+
+/// `spec` started through bwrap in its own PID namespace, `hidden` empty and `build_dir`
+/// visible read-only (see `orch_process::confine_instance`).
+fn confined(
+    spec: DetachedSpec,
+    hidden: &[PathBuf],
+    build_dir: &std::path::Path,
+    env: Env,
+) -> Result<DetachedSpec, DeployError> {
+    let view = orch_process::InstanceView {
+        hidden: hidden.to_vec(),
+        read_only: vec![build_dir.to_owned()],
+    };
+    orch_process::confine_instance(&spec, &view).map_err(|e| DeployError::StartFailed {
+        env,
+        detail: format!("cannot confine the instance: {e}"),
+    })
 }
 
 /// The variable whose value marks the processes of one instance start.
@@ -189,8 +218,12 @@ pub(crate) async fn reap_unrecorded(layout: &Layout, env: Env) -> Result<usize, 
     };
     let needle = format!("{INSTANCE_MARKER}={}", marker.token);
     let mut killed = 0;
-    for pid in processes_with_env(&needle) {
-        // The instance leads its own session and group; its children are in that group too.
+    for pid in processes_with_env(&needle)
+        .into_iter()
+        .filter(|pid| leads_its_group(*pid))
+    {
+        // The instance leads its own session and group; its children (bwrap's, the program)
+        // are in that group too and go with it.
         if orch_process::kill_group(pid, STOP_GRACE).await.is_ok() {
             killed += 1;
         }
@@ -267,12 +300,22 @@ pub(crate) async fn wait_for_free_port(port: u16) -> bool {
     }
 }
 
+/// Whether `pid` is the leader of its process group (field 5 of `/proc/<pid>/stat`).
+fn leads_its_group(pid: u32) -> bool {
+    stat_field(pid, 2).is_some_and(|pgrp| pgrp == u64::from(pid))
+}
+
 /// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot.
 fn start_ticks(pid: u32) -> Option<u64> {
+    stat_field(pid, 19)
+}
+
+/// The `n`th field after the command name of `/proc/<pid>/stat` (0: the state, field 3).
+fn stat_field(pid: u32, n: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and `)`, so count from after its last `)`.
     let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    after_comm.split_whitespace().nth(n)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod artifact;
 mod build;
 mod checks;
 mod config;
+mod confine;
 mod deployer;
 mod docker;
 mod error;
@@ -49,6 +50,7 @@ pub use config::{
     HealthSpec, HookSpec, HookTarget, JsonExpectation, Mode, Probe, REVISION_LABEL, ReportedCheck,
     RunSpec, SelfDeploySpec, SoakSpec, StagingSpec,
 };
+pub use confine::Confinement;
 pub use deployer::{Deployer, PortHolder, port_is_free};
 pub use docker::DockerDeployer;
 pub use error::DeployError;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::Build;
 use crate::config::{DeploySpec, Mode};
+use crate::confine::Confinement;
 use crate::deployer::{Deployer, PortHolder};
 use crate::error::DeployError;
 use crate::health::probe_health_while;
@@ -30,11 +31,13 @@ pub struct ProcessDeployer {
     spec: DeploySpec,
     ports: Ports,
     mode: Mode,
+    confinement: Confinement,
 }
 
 impl ProcessDeployer {
     /// A deployer keeping its state under `root` (e.g. `<orch dir>/deploy/<project>`). Staging
-    /// checks run in [`Mode::Stub`] unless [`ProcessDeployer::with_mode`] says otherwise.
+    /// checks run in [`Mode::Stub`] unless [`ProcessDeployer::with_mode`] says otherwise; builds
+    /// and instances are confined ([`ProcessDeployer::with_confinement`]).
     pub fn new(
         root: impl Into<PathBuf>,
         spec: DeploySpec,
@@ -52,11 +55,19 @@ impl ProcessDeployer {
         let root = root.into();
         Ok(ProcessDeployer {
             layout: Layout::new(&root),
+            confinement: Confinement::confined(vec![root.clone()]),
             root,
             spec,
             ports,
             mode: Mode::Stub,
         })
+    }
+
+    /// Where builds and instances run; by default builds in the agents' default sandbox and
+    /// instances with the deployer's root hidden.
+    pub fn with_confinement(mut self, confinement: Confinement) -> ProcessDeployer {
+        self.confinement = confinement;
+        self
     }
 
     pub fn with_mode(mut self, mode: Mode) -> ProcessDeployer {
@@ -111,7 +122,14 @@ impl ProcessDeployer {
         if !free {
             return Err(DeployError::PortInUse { port, env });
         }
-        let mut record = instance::start(&self.layout, env, build, port, &self.spec.run)?;
+        let mut record = instance::start(
+            &self.layout,
+            env,
+            build,
+            port,
+            &self.spec.run,
+            self.confinement.hidden.as_deref(),
+        )?;
         log.push(format!(
             "{env}: started {} on port {port} (pid {})",
             short(&build.sha),

@@ -30,6 +30,8 @@ struct StageObserver<'a> {
     budget: &'a RunBudget<'a>,
     /// The limit the run reached while it ran, when it was stopped for it.
     stopped_for: Option<Overrun>,
+    /// Where the agent tried to connect and the sandbox refused.
+    refused: orch_process::EgressRefusals,
 }
 
 impl RunObserver for StageObserver<'_> {
@@ -50,6 +52,20 @@ impl RunObserver for StageObserver<'_> {
                 false
             }
         }
+    }
+
+    fn egress_refused(&mut self, refused: &orch_process::EgressRefusals) {
+        self.refused = refused.clone();
+    }
+}
+
+/// Collects what a command gate's sandbox refused.
+#[derive(Default)]
+struct GateObserver(orch_process::EgressRefusals);
+
+impl orch_process::Observer for GateObserver {
+    fn egress_refused(&mut self, refused: &orch_process::EgressRefusals) {
+        self.0 = refused.clone();
     }
 }
 
@@ -185,6 +201,7 @@ impl Engine {
             base: base.clone(),
             budget: &budget,
             stopped_for: None,
+            refused: orch_process::EgressRefusals::default(),
         };
         let agent_started = std::time::Instant::now();
         let telemetry = &self.settings.telemetry;
@@ -206,6 +223,7 @@ impl Engine {
             run.id,
             json!({ "agent": built.agent.kind(), "outcome": agent_run.outcome.describe(), "usage": agent_run.usage, "resumed": req.resume_session }),
         )];
+        evs.extend(events::egress_refused(run.id, "agent", &observer.refused));
         let overrun = match observer.stopped_for {
             Some(live) => Some((live, "during-run")),
             None => budget
@@ -255,7 +273,16 @@ impl Engine {
         if file_failures.is_empty() && gate::evaluate_static(stage, &input).is_empty() {
             worktree_files::clear_planted(&project.settings.data_dir, &log)?;
             let traced = (telemetry, item, run);
-            commands = run_command_gates(stage, &wt, &log, &project.sandbox, cancel, traced).await;
+            let (results, refused) =
+                run_command_gates(stage, &wt, &log, &project.sandbox, cancel, traced).await;
+            commands = results;
+            for (gate, refused) in refused {
+                evs.extend(events::egress_refused(
+                    run.id,
+                    &format!("gate:{gate}"),
+                    &refused,
+                ));
+            }
             if cancel.is_cancelled() {
                 return Err(StageError::Abandoned);
             }
@@ -357,8 +384,12 @@ async fn run_command_gates(
     sandbox: &orch_process::Sandbox,
     cancel: &CancellationToken,
     (telemetry, item, stage_run): (&Telemetry, &ItemRecord, &RunRecord),
-) -> Vec<CommandResult> {
+) -> (
+    Vec<CommandResult>,
+    Vec<(String, orch_process::EgressRefusals)>,
+) {
     let mut results = Vec::new();
+    let mut refusals = Vec::new();
     for g in &stage.gates {
         if let GateSpec::Command {
             name,
@@ -372,7 +403,11 @@ async fn run_command_gates(
                 .sandbox(sandbox.clone());
             spec.env = orch_process::safe_env();
             let mut span = telemetry.child(item, stage_run, format!("gate {name}"));
-            let finished = orch_process::run(&spec, cancel, &mut ()).await;
+            let mut observer = GateObserver::default();
+            let finished = orch_process::run(&spec, cancel, &mut observer).await;
+            if !observer.0.is_empty() {
+                refusals.push((name.clone(), observer.0));
+            }
             let ok = finished.outcome.success();
             span.set("orch.gate", GateKind::Command.name());
             span.set("orch.gate.name", name.as_str());
@@ -391,7 +426,7 @@ async fn run_command_gates(
             }
         }
     }
-    results
+    (results, refusals)
 }
 
 /// The GenAI semantic conventions' attributes of an agent run (OpenTelemetry's `gen_ai.*`), and

@@ -68,6 +68,37 @@ pub(crate) fn spend_limit_reached(
         }),
     )
 }
+/// The sandbox's egress proxy refused connections of a run's agent or command gate: `by`
+/// (`agent`, or `gate:<name>`), `host`, `port` and `count` (how many times), or, for the
+/// refusals past the destinations kept per run, `unlisted: true` and `count` without a host.
+pub const EGRESS_REFUSED: &str = "sandbox.egress-refused";
+
+/// The [`EGRESS_REFUSED`] events of what `by` tried during `run`.
+pub(crate) fn egress_refused(
+    run_id: i64,
+    by: &str,
+    refused: &orch_process::EgressRefusals,
+) -> Vec<orch_store::NewEvent> {
+    let mut events: Vec<_> = refused
+        .destinations
+        .iter()
+        .map(|(to, count)| {
+            orch_store::NewEvent::for_run(
+                EGRESS_REFUSED,
+                run_id,
+                serde_json::json!({ "by": by, "host": to.host, "port": to.port, "count": count }),
+            )
+        })
+        .collect();
+    if refused.unlisted > 0 {
+        events.push(orch_store::NewEvent::for_run(
+            EGRESS_REFUSED,
+            run_id,
+            serde_json::json!({ "by": by, "unlisted": true, "count": refused.unlisted }),
+        ));
+    }
+    events
+}
 /// The tracker or forge could not be reached; the item keeps its place and it is tried again.
 pub const REMOTE_UNREACHABLE: &str = "remote.unreachable";
 /// The tracker or forge refused for good (a missing token scope, a deleted issue).

@@ -94,6 +94,8 @@ pub struct Project {
     /// The main repository, opened (and checked) once on first use: every stage would otherwise
     /// pay a git process to open it again.
     repo: tokio::sync::OnceCell<orch_git::Repo>,
+    /// `.orch/deploy.toml` as loaded, to build the deployer again under another sandbox.
+    deploy_text: Option<String>,
 }
 
 /// The most of one `.orch/` file read; a longer one is refused (it is not a configuration).
@@ -196,8 +198,10 @@ impl Project {
             .stages()
             .iter()
             .any(|s| matches!(s.kind, StageKind::Action { .. }));
-        let deployer = match read(&repo, files::DEPLOY)? {
-            Some(text) => Some(build_deployer(&settings, &text)?),
+        let sandbox = orch_process::Sandbox::for_agents();
+        let deploy_text = read(&repo, files::DEPLOY)?;
+        let deployer = match &deploy_text {
+            Some(text) => Some(build_deployer(&settings, text, &sandbox)?),
             None if needs_deployer => {
                 return Err(config_err(
                     files::DEPLOY,
@@ -214,7 +218,8 @@ impl Project {
             agent_clis,
             deployer,
             repo: tokio::sync::OnceCell::new(),
-            sandbox: orch_process::Sandbox::for_agents(),
+            sandbox,
+            deploy_text,
         })
     }
 
@@ -230,13 +235,17 @@ impl Project {
         &self.settings.id
     }
 
-    /// The agent for a role: its override, or the project default.
-    /// This project with its agents' code run under `sandbox`.
-    pub fn with_sandbox(mut self, sandbox: orch_process::Sandbox) -> Self {
+    /// This project with its agents' code run under `sandbox`: the agents, the command gates,
+    /// and the deployer's builds and instances.
+    pub fn with_sandbox(mut self, sandbox: orch_process::Sandbox) -> Result<Self, EngineError> {
+        if let Some(text) = &self.deploy_text {
+            self.deployer = Some(build_deployer(&self.settings, text, &sandbox)?);
+        }
         self.sandbox = sandbox;
-        self
+        Ok(self)
     }
 
+    /// The agent for a role: its override, or the project default.
     pub fn agent(&self, role: &RoleName) -> Option<&BuiltAgent> {
         self.agents
             .get(role.as_str())
@@ -270,6 +279,7 @@ impl Project {
 fn build_deployer(
     settings: &ProjectSettings,
     text: &str,
+    sandbox: &orch_process::Sandbox,
 ) -> Result<Arc<dyn orch_deploy::Deployer>, EngineError> {
     let config =
         orch_deploy::DeployConfig::from_toml(text).map_err(|e| config_err(files::DEPLOY, e))?;
@@ -284,9 +294,14 @@ fn build_deployer(
                 spec.health.tries = tries;
                 spec.health.interval = interval;
             }
+            // Builds and instances run the item's code: confined like its command gates, and
+            // nothing of orch's data directory visible to an instance.
+            let confinement =
+                orch_deploy::Confinement::of_project(sandbox, vec![settings.data_dir.clone()]);
             Arc::new(
                 orch_deploy::ProcessDeployer::new(root, spec, ports)
-                    .map_err(|e| config_err(files::DEPLOY, e))?,
+                    .map_err(|e| config_err(files::DEPLOY, e))?
+                    .with_confinement(confinement),
             )
         }
         orch_deploy::DeployConfig::Hook(mut spec) => {

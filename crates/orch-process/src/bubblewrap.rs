@@ -15,7 +15,7 @@ use crate::sandbox::{BRIDGE_DIR, Limits, Policy, SANDBOX_HOME, SANDBOX_UID, Sand
 use crate::spec::Spec;
 
 /// The `PATH` bwrap itself gets (it runs nothing by name but the child, found with the child's).
-const BWRAP_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub(crate) const BWRAP_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// System folders bound read-only when they are folders, recreated when they are symlinks
 /// (`/bin -> usr/bin` on merged-/usr systems).
 const SYSTEM: &[&str] = &[
@@ -184,13 +184,43 @@ fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spe
         });
     }
 
+    let (program, args) = match &policy.cgroup_procs {
+        Some(procs) => enter_cgroup(procs, &bwrap, args.list)?,
+        None => (bwrap.display().to_string(), args.list),
+    };
     Ok(Spec {
-        program: bwrap.display().to_string(),
-        args: args.list,
+        program,
+        args,
         env: vec![("PATH".to_owned(), BWRAP_PATH.to_owned())],
         sandbox: crate::Sandbox::Trusted,
         ..spec.clone()
     })
+}
+
+/// `sh -c` that writes its own pid into `procs` (entering the run's cgroup) and then becomes
+/// bwrap, so that every process of the run is born inside; it exits 125 when it cannot.
+fn enter_cgroup(
+    procs: &Path,
+    bwrap: &Path,
+    args: Vec<String>,
+) -> Result<(String, Vec<String>), SandboxError> {
+    let not_utf8 = |path: &Path| SandboxError::Path {
+        path: path.display().to_string(),
+        reason: "its name is not UTF-8".to_owned(),
+    };
+    let procs_text = procs.to_str().ok_or_else(|| not_utf8(procs))?;
+    let bwrap_text = bwrap.to_str().ok_or_else(|| not_utf8(bwrap))?;
+    // `env -i`: the shell exports PWD, and bwrap, pid 1 inside, must carry PATH only.
+    let script = "echo $$ > \"$0\" || { echo \"orch: cannot enter the sandbox's cgroup ($0)\" >&2; \
+                  exit 125; }; exec env -i \"PATH=$PATH\" \"$@\"";
+    let mut list = vec![
+        "-c".to_owned(),
+        script.to_owned(),
+        procs_text.to_owned(),
+        bwrap_text.to_owned(),
+    ];
+    list.extend(args);
+    Ok(("/bin/sh".to_owned(), list))
 }
 
 /// Prepends a shell that starts one `socat` per (loopback port, Unix socket) relay, waits until
@@ -254,7 +284,7 @@ fn git_dirs(worktree: &Path) -> Option<(PathBuf, PathBuf)> {
 
 /// Checks once per process that bwrap can create the namespaces here, so that a machine that
 /// cannot is told what to change instead of seeing every agent fail with bwrap's message.
-fn probe(bwrap: &Path) -> Result<(), SandboxError> {
+pub(crate) fn probe(bwrap: &Path) -> Result<(), SandboxError> {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
     let result = RESULT.get_or_init(|| {
         let output = std::process::Command::new(bwrap)

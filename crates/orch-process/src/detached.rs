@@ -65,7 +65,7 @@ pub fn spawn_detached(spec: &DetachedSpec) -> Result<u32, ProcessError> {
 
 /// Looks `program` up as `execvp` will (through the child's `PATH`), because once `setsid` runs,
 /// a missing program would only show as `setsid` exiting 127 in the log, after orch returned.
-fn find_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, String> {
+pub(crate) fn find_program(program: &str, env: &[(String, String)]) -> Result<PathBuf, String> {
     if program.is_empty() {
         return Err("the program name is empty".to_owned());
     }

@@ -21,8 +21,10 @@
 //! checks read `/proc`.
 
 mod bubblewrap;
+mod cgroup;
 mod detached;
 mod egress;
+mod instance_box;
 mod limits;
 mod output;
 mod run;
@@ -35,12 +37,16 @@ mod unit;
 use std::path::PathBuf;
 
 pub use detached::spawn_detached;
-pub use egress::{EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, egress_refusals};
+pub use egress::{
+    Destination, EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, EgressRefusals, KEPT_DESTINATIONS,
+    egress_refusals,
+};
+pub use instance_box::{InstanceView, confine_instance};
 pub use orch_core::gate::ExitOutcome;
 pub use run::run;
 pub use sandbox::{
-    BRIDGE_DIR, BRIDGE_PORT, BRIDGE_SOCKET, Limits, Policy, SANDBOX_HOME, SANDBOX_UID, Sandbox,
-    SandboxError, UNCONFINED_WARNING,
+    BRIDGE_DIR, BRIDGE_PORT, BRIDGE_SOCKET, Limits, OPTED_OUT_NOTICE, Policy, SANDBOX_HOME,
+    SANDBOX_UID, Sandbox, SandboxError, UNCONFINED_WARNING,
 };
 pub use signal::{group_is_alive, is_alive, kill_group, kill_pid};
 pub use spec::{DetachedSpec, Finished, Observer, Spec, Stream};

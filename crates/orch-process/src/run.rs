@@ -54,43 +54,54 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
     {
         append_line(log, crate::sandbox::UNCONFINED_WARNING);
     }
-    // The egress proxy lives as long as the run.
-    let mut _proxy = None;
-    let proxied;
+    // The egress proxy and the pids cgroup live as long as the run.
+    let mut proxy = None;
+    let mut cgroup = None;
+    let prepared;
     let spec = match &spec.sandbox {
-        crate::Sandbox::Bubblewrap(policy) if policy.egress.is_none() => {
-            match &policy.allow_hosts {
-                None => spec,
-                Some(hosts) => {
-                    match crate::egress::EgressProxy::start(hosts, spec.log.as_deref()) {
-                        Ok(proxy) => {
-                            let mut policy = policy.clone();
-                            policy.egress = Some(proxy.dir());
-                            _proxy = Some(proxy);
-                            proxied = Spec {
-                                sandbox: crate::Sandbox::Bubblewrap(policy),
-                                ..spec.clone()
-                            };
-                            &proxied
-                        }
-                        Err(e) => {
-                            return Finished {
-                                outcome: ExitOutcome::FailedToStart(format!(
-                                    "`{}`: cannot start the sandbox's egress proxy: {e}",
-                                    spec.program
-                                )),
-                                tail: String::new(),
-                                pid: None,
-                                duration: Duration::ZERO,
-                            };
-                        }
+        crate::Sandbox::Bubblewrap(policy) => {
+            let mut policy = policy.clone();
+            if let (None, Some(hosts)) = (&policy.egress, &policy.allow_hosts) {
+                match crate::egress::EgressProxy::start(hosts, spec.log.as_deref()) {
+                    Ok(started) => {
+                        policy.egress = Some(started.dir());
+                        proxy = Some(started);
+                    }
+                    Err(e) => {
+                        return Finished {
+                            outcome: ExitOutcome::FailedToStart(format!(
+                                "`{}`: cannot start the sandbox's egress proxy: {e}",
+                                spec.program
+                            )),
+                            tail: String::new(),
+                            pid: None,
+                            duration: Duration::ZERO,
+                        };
                     }
                 }
             }
+            if let (None, Some(processes)) = (&policy.cgroup_procs, policy.limits.processes) {
+                cgroup = crate::cgroup::RunCgroup::create(processes);
+                policy.cgroup_procs = cgroup.as_ref().map(crate::cgroup::RunCgroup::procs);
+            }
+            prepared = Spec {
+                sandbox: crate::Sandbox::Bubblewrap(policy),
+                ..spec.clone()
+            };
+            &prepared
         }
         _ => spec,
     };
     let mut finished = run_spec(spec, cancel, observer).await;
+    if let Some(cgroup) = cgroup {
+        cgroup.remove().await;
+    }
+    // The run's processes are gone: nothing can reach the proxy any more.
+    if let Some(refused) = proxy.as_ref().map(crate::egress::EgressProxy::refusals)
+        && !refused.is_empty()
+    {
+        observer.egress_refused(&refused);
+    }
     if let crate::Sandbox::Bubblewrap(policy) = &spec.sandbox
         && let Some(note) = crate::limits::limit_hit(&finished, policy.limits)
     {

@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use crate::spec::Spec;
 
 /// How a child program is confined.
+// One per project and one clone per run: the size of `Policy` inline costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sandbox {
     /// A program of orch's own or of the operator's (a deploy hook, git): not code an agent
@@ -49,12 +51,20 @@ pub struct Policy {
     pub allow_hosts: Option<Vec<String>>,
     /// The running proxy's folder, set by [`crate::run`] (not configured).
     pub egress: Option<PathBuf>,
+    /// The `cgroup.procs` of the run's pids cgroup, set by [`crate::run`] when orch runs as root
+    /// (not configured): bwrap is started inside it.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 /// The line an opted-out run's log starts with, so that whoever reads the log (the dashboard's
 /// live log too) sees that the run was not confined.
 pub const UNCONFINED_WARNING: &str = "orch: WARNING: this run is NOT sandboxed (the project set \
      sandbox = { mode = \"none\" }): it sees orch's files and processes as orch's user";
+
+/// What a person is shown wherever a project that opted out appears (the dashboard's project
+/// and item pages, `orch status`, `orch item show`).
+pub const OPTED_OUT_NOTICE: &str = "NOT sandboxed: the project set sandbox = { mode = \"none\" }, \
+     so its agents and command gates run as orch's user and see orch's files and processes";
 
 /// Where [`Policy::bridge`] appears inside the sandbox.
 pub const BRIDGE_DIR: &str = "/run/orch";
@@ -174,5 +184,19 @@ impl Sandbox {
     /// found or the error a run would fail with.
     pub fn prerequisites() -> Vec<(&'static str, Result<String, SandboxError>)> {
         crate::bubblewrap::prerequisites()
+    }
+
+    /// A person chose to run this project's agents unconfined: say so wherever it shows.
+    pub fn is_opted_out(&self) -> bool {
+        matches!(self, Sandbox::OptedOut)
+    }
+
+    /// One word for listings: `bubblewrap`, `NONE` (opted out) or `trusted`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Sandbox::Trusted => "trusted",
+            Sandbox::OptedOut => "NONE",
+            Sandbox::Bubblewrap(_) => "bubblewrap",
+        }
     }
 }

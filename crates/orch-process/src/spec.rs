@@ -122,6 +122,9 @@ pub trait Observer: Send {
     fn started(&mut self, _pid: u32) {}
     /// One line of output, without its line end, lossily decoded, at most 64 KiB.
     fn line(&mut self, _stream: Stream, _line: &str) {}
+    /// What the run's egress proxy refused, once, after the run's processes are gone; not
+    /// called when it refused nothing.
+    fn egress_refused(&mut self, _refused: &crate::EgressRefusals) {}
 }
 
 /// An observer that ignores everything.

@@ -146,6 +146,9 @@ impl WebhookMetrics {
     }
 }
 
+/// The sandbox counters this process keeps: its egress proxies' refusals (each one is also an
+/// event on its item).
+
 pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let projects: Vec<String> = state
         .engine()

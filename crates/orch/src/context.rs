@@ -33,7 +33,7 @@ impl Context {
                 .get(&p.id)
                 .cloned()
                 .unwrap_or_else(orch_process::Sandbox::for_agents);
-            projects.push(Project::load(p.clone())?.with_sandbox(sandbox));
+            projects.push(Project::load(p.clone())?.with_sandbox(sandbox)?);
         }
         let mut engine_settings = orch_engine::Settings::new(orch_engine::owner_name());
         engine_settings.lease = std::time::Duration::from_secs(settings.lease_secs);

@@ -25,6 +25,7 @@ pub(super) async fn deploy_staging(
     let build = match ensure_build(
         &deployer.layout,
         &deployer.spec.build,
+        &deployer.confinement.build,
         worktree,
         sha,
         cancel,

@@ -1,6 +1,7 @@
 //! Integration tests of the process, hook and docker deployers: real git repos, real Python
 //! instances and docker containers on loopback ports, real health probes and checks.
 
+mod confined;
 mod docker;
 mod docker_env;
 mod hook;

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use orch_deploy::{
-    DeployReport, DeploySpec, Deployer, Env, InstanceRecord, Ports, ProcessDeployer, StagingReport,
+    Confinement, DeployReport, DeploySpec, Deployer, Env, InstanceRecord, Ports, ProcessDeployer,
+    StagingReport,
 };
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -42,8 +43,23 @@ impl Project {
         let ports = free_ports();
         let spec =
             DeploySpec::from_toml(&config_toml(dir.path(), checks)).expect("test config is valid");
-        let deployer =
-            ProcessDeployer::new(dir.path().join("deploy"), spec, ports).expect("deployer");
+        // Builds run sandboxed; the folder counting them is the one they may write outside
+        // their work tree.
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir outside");
+        let build = orch_process::Sandbox::Bubblewrap(orch_process::Policy {
+            read_write: vec![outside],
+            limits: orch_process::Limits::AGENT,
+            allow_hosts: Some(Vec::new()),
+            ..orch_process::Policy::default()
+        });
+        let root = dir.path().join("deploy");
+        let deployer = ProcessDeployer::new(&root, spec, ports)
+            .expect("deployer")
+            .with_confinement(Confinement {
+                build,
+                hidden: Some(vec![root]),
+            });
         let project = Project {
             dir,
             ports,
@@ -87,7 +103,7 @@ impl Project {
 
     /// How often the build command ran.
     pub fn builds_run(&self) -> usize {
-        std::fs::read_to_string(self.dir.path().join("builds-run"))
+        std::fs::read_to_string(self.dir.path().join("outside/builds-run"))
             .map(|t| t.lines().count())
             .unwrap_or(0)
     }
@@ -138,7 +154,7 @@ impl Drop for Project {
 }
 
 fn config_toml(dir: &Path, checks: &str) -> String {
-    let counter = dir.join("builds-run");
+    let counter = dir.join("outside/builds-run");
     let fail_health = dir.join("fail-health");
     format!(
         r#"

@@ -15,6 +15,7 @@ use orch_process::{Observer, Spec, Stream};
 struct Recorder {
     pid: Option<u32>,
     lines: Vec<(Stream, String)>,
+    refused: Vec<orch_process::EgressRefusals>,
 }
 
 impl Observer for Recorder {
@@ -24,6 +25,10 @@ impl Observer for Recorder {
 
     fn line(&mut self, stream: Stream, line: &str) {
         self.lines.push((stream, line.to_owned()));
+    }
+
+    fn egress_refused(&mut self, refused: &orch_process::EgressRefusals) {
+        self.refused.push(refused.clone());
     }
 }
 

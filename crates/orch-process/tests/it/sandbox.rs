@@ -389,6 +389,25 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// Whether a pids cgroup hierarchy is writable here (v2 with the pids controller, or v1).
+fn pids_cgroup_writable() -> bool {
+    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .any(|m| {
+            std::fs::read_to_string(format!("{m}/cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|n| n == "pids"))
+        });
+    let v1 = std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").is_file();
+    let writable = |dir: &str| {
+        let probe = format!("{dir}/orch-test-probe-{}", std::process::id());
+        let ok = std::fs::create_dir(&probe).is_ok();
+        let _ = std::fs::remove_dir(&probe);
+        ok
+    };
+    (v2 && (writable("/sys/fs/cgroup") || writable("/sys/fs/cgroup/unified")))
+        || (v1 && writable("/sys/fs/cgroup/pids"))
+}
+
 #[tokio::test]
 async fn a_fork_bomb_meets_the_process_limit() {
     let m = Machine::new();
@@ -415,11 +434,27 @@ async fn a_fork_bomb_meets_the_process_limit() {
         .find_map(|l| l.strip_prefix("alive: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
-    if is_root() {
+    if is_root() && !pids_cgroup_writable() {
         // As root, the sandbox's processes are root's on the host, and the kernel does not
-        // count them against RLIMIT_NPROC (docs/security.md: run orch as its own user).
-        eprintln!("root: {alive} processes ran; the limit is enforced for other users only");
+        // count them against RLIMIT_NPROC; without a writable pids cgroup nothing else limits
+        // them (docs/security.md: run orch as its own user).
+        eprintln!("root without a pids cgroup: {alive} processes ran");
     } else {
+        // Not root: RLIMIT_NPROC. Root: the run's pids cgroup, removed after the run.
+        let mine = format!("run-{}-", std::process::id());
+        for parent in [
+            "/sys/fs/cgroup/orch-sandbox",
+            "/sys/fs/cgroup/unified/orch-sandbox",
+            "/sys/fs/cgroup/pids/orch-sandbox",
+        ] {
+            let left: Vec<_> = std::fs::read_dir(parent)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&mine))
+                .collect();
+            assert!(left.is_empty(), "run cgroups left in {parent}: {left:?}");
+        }
         assert!(
             alive <= 40,
             "{alive} processes ran under a limit of 40:\n{out}"
@@ -501,5 +536,79 @@ async fn egress_reaches_allowed_hosts_only_and_records_every_refusal() {
     assert!(
         text.contains("orch: egress refused: CONNECT example.com:443"),
         "{text}"
+    );
+    // The observer hears of the refusal once, after the run, with where it tried to go.
+    let example = orch_process::Destination {
+        host: "example.com".to_owned(),
+        port: 443,
+    };
+    assert_eq!(
+        recorder.refused,
+        [orch_process::EgressRefusals {
+            destinations: vec![(example, 1)],
+            unlisted: 0,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn the_cgroup_of_a_gone_orch_is_swept_by_the_next_run() {
+    if !(is_root() && pids_cgroup_writable()) {
+        return;
+    }
+    let parent = [
+        "/sys/fs/cgroup/orch-sandbox",
+        "/sys/fs/cgroup/unified/orch-sandbox",
+        "/sys/fs/cgroup/pids/orch-sandbox",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.is_dir());
+    // The first run creates the parent when it is missing.
+    let m = Machine::new();
+    let limited = || {
+        Sandbox::Bubblewrap(Policy {
+            limits: Limits {
+                processes: Some(64),
+                ..Limits::default()
+            },
+            ..Policy::default()
+        })
+    };
+    let (finished, _) = m.run("true", limited()).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0));
+    let parent = parent
+        .or_else(|| {
+            [
+                "/sys/fs/cgroup/orch-sandbox",
+                "/sys/fs/cgroup/pids/orch-sandbox",
+            ]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|p| p.is_dir())
+        })
+        .expect("the runs' parent cgroup");
+    // A pid that cannot be alive (above the kernel's pid_max).
+    let stale = parent.join("run-99999999-0");
+    std::fs::create_dir(&stale).expect("a stale run cgroup");
+    let (finished, _) = m.run("true", limited()).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0));
+    assert!(!stale.exists(), "{} was swept", stale.display());
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_enter_its_cgroup_does_not_start() {
+    let m = Machine::new();
+    let sandbox = Sandbox::Bubblewrap(Policy {
+        cgroup_procs: Some(m.root.join("no-such-cgroup/cgroup.procs")),
+        ..Policy::default()
+    });
+    let (finished, out) = m.run("echo started", sandbox).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(125), "{out}");
+    assert!(!out.contains("started"), "{out}");
+    assert!(
+        finished.tail.contains("cannot enter the sandbox's cgroup"),
+        "{}",
+        finished.tail
     );
 }

@@ -71,6 +71,13 @@ async fn item_page(state: &AppState, access: &Access, raw: &str) -> Result<Strin
         status = status.as_str(),
         spend = esc(&spend.total.describe()),
     );
+    if project.sandbox.is_opted_out() {
+        let _ = write!(
+            out,
+            "<p class=\"unconfined\" id=\"unconfined\">{}</p>",
+            esc(orch_process::OPTED_OUT_NOTICE)
+        );
+    }
     if let Some(reason) = &item.blocked_reason {
         let _ = write!(out, "<p class=\"blocked\">{}</p>", esc(reason));
     }

@@ -28,18 +28,19 @@ pub(crate) async fn render(State(state): State<AppState>, headers: HeaderMap) ->
     let rows = futures_util::future::join_all(probes).await;
     let mut body = String::from(
         "<h1>Projects</h1><table class=\"projects\"><thead><tr><th>project</th><th>repository</th>\
-         <th>health path</th><th>staging</th><th>prod</th></tr></thead><tbody>",
+         <th>health path</th><th>sandbox</th><th>staging</th><th>prod</th></tr></thead><tbody>",
     );
     for (project, health) in projects.iter().zip(rows) {
         let _ = write!(
             body,
             "<tr data-project=\"{id}\"><td><a href=\"/?project={id}\">{id}</a></td><td><code>{repo}</code></td>\
-             <td><code>{path}</code></td>{staging}{prod}</tr>",
+             <td><code>{path}</code></td>{sandbox}{staging}{prod}</tr>",
             id = esc(project.id().as_str()),
             repo = esc(&project.settings.repo.display().to_string()),
             path = esc(&health.path),
             staging = cell(project.settings.staging_port, &health.staging),
             prod = cell(project.settings.prod_port, &health.prod),
+            sandbox = sandbox_cell(&project.sandbox),
         );
     }
     body.push_str("</tbody></table>");
@@ -126,6 +127,18 @@ fn health_path(project: &Project) -> String {
         DeployConfig::Hook(_) => None,
     })
     .unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_owned())
+}
+
+/// How the project's agents are confined; an opted-out project is shown as the warning it is.
+fn sandbox_cell(sandbox: &orch_process::Sandbox) -> String {
+    if sandbox.is_opted_out() {
+        format!(
+            "<td class=\"sandbox unconfined\"><b>NOT SANDBOXED</b> <span class=\"hint\">{}</span></td>",
+            esc(orch_process::OPTED_OUT_NOTICE)
+        )
+    } else {
+        format!("<td class=\"sandbox\">{}</td>", sandbox.label())
+    }
 }
 
 fn cell(port: u16, outcome: &HealthOutcome) -> String {

@@ -62,6 +62,14 @@ pub(crate) fn registry(webhooks: &WebhookMetrics, pipeline: Families) -> Registr
         "What accepted deliveries led to, by source and action",
         webhooks.actions.clone(),
     );
+    // A process-wide count kept by the egress proxies themselves.
+    let egress = prometheus_client::metrics::counter::Counter::<u64>::default();
+    egress.inc_by(orch_process::egress_refusals());
+    r.register(
+        "sandbox_egress_refused",
+        "Connections the sandboxes' egress proxies refused since orch started",
+        egress,
+    );
     r
 }
 

@@ -476,3 +476,67 @@ async fn an_artifact_linked_to_the_environment_or_a_fifo_shows_nothing_of_it() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_project_that_opted_out_of_the_sandbox_says_so_on_its_pages() {
+    let server = Server::start_sandboxed(orch_process::Sandbox::OptedOut).await;
+    let cookie = session(&server).await;
+    let projects = server
+        .send(Request::get("/projects").header("Cookie", cookie.clone()))
+        .await;
+    assert_eq!(projects.status, 200, "{projects:?}");
+    assert!(
+        projects
+            .body
+            .contains("<td class=\"sandbox unconfined\"><b>NOT SANDBOXED</b>"),
+        "{}",
+        projects.body
+    );
+    assert!(
+        projects
+            .body
+            .contains("sandbox = { mode = &quot;none&quot; }"),
+        "{}",
+        projects.body
+    );
+    let id = file_item(&server).await;
+    let item = server
+        .send(Request::get(format!("/items/{id}")).header("Cookie", cookie))
+        .await;
+    assert_eq!(item.status, 200, "{item:?}");
+    assert!(
+        item.body
+            .contains("<p class=\"unconfined\" id=\"unconfined\">NOT sandboxed:"),
+        "{}",
+        item.body
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_sandboxed_project_shows_its_sandbox_and_no_warning() {
+    let server = Server::start().await;
+    let cookie = session(&server).await;
+    let projects = server
+        .send(Request::get("/projects").header("Cookie", cookie.clone()))
+        .await;
+    assert!(
+        projects
+            .body
+            .contains("<td class=\"sandbox\">bubblewrap</td>"),
+        "{}",
+        projects.body
+    );
+    assert!(
+        !projects.body.contains("NOT SANDBOXED"),
+        "{}",
+        projects.body
+    );
+    let id = file_item(&server).await;
+    let item = server
+        .send(Request::get(format!("/items/{id}")).header("Cookie", cookie))
+        .await;
+    assert!(item.body.contains(&id), "{}", item.body);
+    assert!(!item.body.contains("NOT sandboxed"), "{}", item.body);
+    server.stop().await;
+}

@@ -130,6 +130,23 @@ impl Server {
         approvers: &[&str],
         configure: impl FnOnce(AppState) -> AppState,
     ) -> Self {
+        Self::start_project(remotes, approvers, None, configure).await
+    }
+
+    /// A server with every secret configured whose project runs its agents under `sandbox`.
+    pub async fn start_sandboxed(sandbox: orch_process::Sandbox) -> Self {
+        Self::start_project(Default::default(), &[], Some(sandbox), |state| {
+            state.with_api_token(TOKEN)
+        })
+        .await
+    }
+
+    async fn start_project(
+        remotes: orch_engine::Remotes,
+        approvers: &[&str],
+        sandbox: Option<orch_process::Sandbox>,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
         write_project(&repo);
@@ -153,6 +170,10 @@ impl Server {
             remotes,
         })
         .expect("project loads");
+        let project = match sandbox {
+            Some(sandbox) => project.with_sandbox(sandbox).expect("the sandbox applies"),
+            None => project,
+        };
         let engine = Arc::new(Engine::new(
             store,
             vec![project],

@@ -54,7 +54,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let ctx = Context::open(&config, Arc::new(ProgressPrinter::new())).await?;
     if ctx.settings.sandboxes.values().all(|s| s.is_confined()) {
         println!(
-            "Command gates run in a bubblewrap sandbox (docs/security.md); the scripted agent runs inside orch.\n"
+            "Command gates and builds run in a bubblewrap sandbox, instances in their own PID namespace (docs/security.md); the scripted agent runs inside orch.\n"
         );
     }
     let project = orch_core::ProjectId::parse(PROJECT)?;

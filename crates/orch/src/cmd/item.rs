@@ -71,8 +71,10 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
         .ok_or_else(|| UsageError(format!("no work item `{id}`; see `orch item list`")))?;
     let runs = store.list_runs(&id).await?;
     let events = store.list_events(&id, 0).await?;
+    let sandbox = ctx.engine.project(&item.project).ok().map(|p| &p.sandbox);
     if a.json {
-        let out = orch_server::views::item_detail_json(&item, &runs, &events);
+        let mut out = orch_server::views::item_detail_json(&item, &runs, &events);
+        out["sandbox"] = sandbox.map(|s| s.label()).into();
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
@@ -83,6 +85,9 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
         item.progress.stage,
         item.progress.status.as_str()
     );
+    if sandbox.is_some_and(orch_process::Sandbox::is_opted_out) {
+        println!("WARNING: {}", orch_process::OPTED_OUT_NOTICE);
+    }
     if let Some(r) = &item.blocked_reason {
         println!("blocked: {r}");
     }

@@ -74,6 +74,9 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
                     .collect::<serde_json::Map<_, _>>(),
                 "open_items": open,
                 "promotion_queue": queues,
+                "sandbox": ctx.engine.projects()
+                    .map(|p| (p.id().to_string(), json!(p.sandbox.label())))
+                    .collect::<serde_json::Map<_, _>>(),
             }))?
         );
         return Ok(0);
@@ -101,6 +104,14 @@ pub async fn run(ctx: &Context, a: JsonArgs) -> anyhow::Result<i32> {
         ]);
     }
     print!("{}", table(&rows));
+    // Loud, before anything else: a project whose agents run unconfined.
+    for p in ctx.engine.projects().filter(|p| p.sandbox.is_opted_out()) {
+        println!(
+            "WARNING: project {} runs {}",
+            p.id(),
+            orch_process::OPTED_OUT_NOTICE
+        );
+    }
     if !open.is_empty() {
         let mut rows = vec![vec![
             "ITEM".into(),

@@ -56,3 +56,108 @@ echo replaced
 fn toml_string(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
+
+#[test]
+fn connections_the_sandbox_refuses_are_events_on_the_item_and_counted_on_metrics() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    use crate::serve::{TOKEN, http};
+
+    let orch = Orch::new(None);
+    // The analyst and the development stage's test gate both try to reach hosts the project
+    // does not allow (allow_hosts is empty by default), through the proxy the sandbox offers.
+    let script = r#"curl -s -m 5 -o /dev/null https://exfil.example:8443/ || true
+curl -s -m 5 -o /dev/null https://exfil.example:8443/again || true
+mkdir -p "$ORCH_ARTIFACT_DIR"
+printf -- '---\nanalysis_status: READY\n---\n' > "$ORCH_ARTIFACT_DIR$ORCH_ARTIFACT"
+"#;
+    let agents = format!(
+        "{}\n[roles.analyst]\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", {}]\n",
+        include_str!("../../kit/bench/agents.toml"),
+        toml_string(script)
+    );
+    write_committed(&orch, ".orch/agents.toml", &agents);
+    let gate = "curl -s -m 5 -o /dev/null http://pypi.example/simple/ || true";
+    let pipeline = crate::harness::quick_pipeline()
+        .replace("run = \"true\"", &format!("run = {}", toml_string(gate)));
+    write_committed(&orch, ".orch/pipeline.toml", &pipeline);
+
+    let port = crate::harness::free_port();
+    let mut child = orch
+        .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("ORCH_API_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("orch serve starts");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "orch serve never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let counted = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("orch_sandbox_egress_refused_total "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no egress counter on /metrics:\n{metrics}"))
+    };
+    let (status, metrics) = http(port, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{metrics}");
+    assert_eq!(counted(&metrics), 0, "{metrics}");
+
+    let (status, body) = http(port, "POST", "/api/v1/items", r#"{"title": "Reach out"}"#);
+    assert_eq!(status, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let item = loop {
+        let (status, body) = http(port, "GET", "/api/v1/items/QUICK-1", "");
+        assert_eq!(status, 200, "{body}");
+        let item: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let passed = |stage: &str| {
+            item["events"].as_array().is_some_and(|events| {
+                events
+                    .iter()
+                    .any(|e| e["kind"] == "stage.passed" && e["data"]["stage"] == stage)
+            })
+        };
+        if passed("analysis") && passed("development") {
+            break item;
+        }
+        assert!(Instant::now() < deadline, "the item never moved: {item:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let refused: Vec<_> = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "sandbox.egress-refused")
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            &serde_json::json!({ "by": "agent", "host": "exfil.example", "port": 8443, "count": 2 }),
+            &serde_json::json!({ "by": "gate:tests", "host": "pypi.example", "port": 80, "count": 1 }),
+        ],
+        "{item:#}"
+    );
+    let (_, metrics) = http(port, "GET", "/metrics", "");
+    assert_eq!(counted(&metrics), 3, "{metrics}");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let _ = child.wait();
+    let stderr = stderr.join().expect("stderr reader");
+    assert!(
+        stderr.contains("egress refused"),
+        "logged by orch too: {stderr}"
+    );
+}

@@ -276,3 +276,35 @@ fn no_secret_of_orchs_environment_reaches_an_agent_or_a_gate() {
 fn toml_string(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
+
+#[test]
+fn opting_out_of_the_sandbox_shows_in_status_and_item_show() {
+    let orch = Orch::new(None);
+    orch.ok(&["item", "add", "--title", "unconfined"]);
+    // Sandboxed (the default): no warning anywhere.
+    assert!(!orch.ok(&["status"]).contains("NOT sandboxed"));
+    assert!(
+        !orch
+            .ok(&["item", "show", "QUICK-1"])
+            .contains("NOT sandboxed")
+    );
+    let status: Value = serde_json::from_str(&orch.ok(&["status", "--json"])).expect("json");
+    assert_eq!(status["sandbox"]["quick"], "bubblewrap", "{status:#}");
+
+    // The project's table is the last one of orch.toml: the opt-out goes there.
+    let config = orch.path().join("orch.toml");
+    let mut text = std::fs::read_to_string(&config).expect("orch.toml");
+    text.push_str("sandbox = { mode = \"none\" }\n");
+    std::fs::write(&config, text).expect("write orch.toml");
+    let status = orch.ok(&["status"]);
+    assert!(
+        status.contains("WARNING: project quick runs NOT sandboxed"),
+        "{status}"
+    );
+    let show = orch.ok(&["item", "show", "QUICK-1"]);
+    assert!(show.contains("WARNING: NOT sandboxed"), "{show}");
+    let status: Value = serde_json::from_str(&orch.ok(&["status", "--json"])).expect("json");
+    assert_eq!(status["sandbox"]["quick"], "NONE", "{status:#}");
+    let item = orch.item("QUICK-1");
+    assert_eq!(item["sandbox"], "NONE", "{item:#}");
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::harness::{Orch, free_port};
 
-const TOKEN: &str = "serve-test-token";
+pub(crate) const TOKEN: &str = "serve-test-token";
 
 /// One request per connection; returns the status and the body.
 pub(crate) fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {

@@ -148,7 +148,7 @@ fn load_projects(
             .map_err(|e| (e, format!("correct the entry in {source}")))
             .and_then(|(p, sandbox)| {
                 Project::load(p)
-                    .map(|project| project.with_sandbox(sandbox))
+                    .and_then(|project| project.with_sandbox(sandbox))
                     .map_err(|e| {
                         (
                             e.to_string(),
