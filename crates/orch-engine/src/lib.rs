@@ -22,6 +22,7 @@ mod handoff;
 mod integration;
 mod locks;
 mod merge;
+pub mod notify;
 pub mod people;
 pub mod project;
 mod promotion;
@@ -87,6 +88,8 @@ pub struct Settings {
     pub staging_tolerance: bool,
     /// Test hook: the name of a point at which the process kills itself with SIGKILL.
     pub crashpoint: Option<String>,
+    /// The dashboard's public base URL (`https://orch.example.com`), for links in notifications.
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -98,6 +101,7 @@ impl Settings {
             claim_limits: orch_store::ClaimLimits::default(),
             staging_tolerance: true,
             crashpoint: None,
+            public_url: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and the pipeline metrics read from the store at each scrape (`pipeline`).
 
 mod exposition;
+mod notifications;
 mod pipeline;
 
 use std::fmt::Write as _;
@@ -136,6 +137,7 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         .map(|p| p.id().to_string())
         .collect();
     pipeline::render(state.engine().store().as_ref(), &projects, &mut out).await?;
+    notifications::render(state.engine().store().as_ref(), &mut out).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         out.finish(),

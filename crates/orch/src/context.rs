@@ -41,6 +41,7 @@ impl Context {
         engine_settings.claim_limits = settings.claim_limits;
         engine_settings.staging_tolerance = settings.staging_tolerance;
         engine_settings.crashpoint = settings.crashpoint.clone();
+        engine_settings.public_url = settings.public_url.clone();
         let engine = Arc::new(Engine::new(store, projects, engine_settings, reporter));
         engine.register_projects().await?;
         Ok(Self { settings, engine })

@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::env;
 
+mod notify;
 mod remotes;
 mod sandbox;
 
 use crate::error::UsageError;
+pub use notify::NotifyEntry;
 pub use sandbox::parse_sandbox;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +54,10 @@ pub struct ServerSection {
     /// The name `ORCH_API_TOKEN` acts under (default `automation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+    /// The dashboard's address as people reach it (`https://orch.example.com`): notifications
+    /// link to item pages under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +130,9 @@ pub struct ProjectEntry {
     /// Where the code its agents write runs; absent means bubblewrap with the default limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxEntry>,
+    /// Who is told when an item awaits approval, is blocked, is deployed... (`[[projects.notify]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyEntry>,
 }
 
 /// `sandbox = { mode = "none" }` or `[projects.sandbox]`: the agent sandbox of one project. It
@@ -206,6 +215,8 @@ pub struct Settings {
     pub server: ServerSection,
     /// The name `ORCH_API_TOKEN` acts under.
     pub service_name: String,
+    /// `[server] public_url`, without a trailing `/`.
+    pub public_url: Option<String>,
 }
 
 /// Parses one registry entry: the single parser for every caller (contract 14).
@@ -261,6 +272,7 @@ pub fn parse_project(
             .map(|f| remotes::forge(&id, f))
             .transpose()?,
     };
+    let notify = notify::targets(&id, &entry.notify)?;
     Ok(orch_engine::ProjectSettings {
         id,
         repo: data_dir.join(&entry.repo),
@@ -276,6 +288,7 @@ pub fn parse_project(
         approval_ttl: entry.approval_ttl_secs.map(std::time::Duration::from_secs),
         reapprove_on_reintegration: entry.reapprove_on_reintegration,
         remotes,
+        notify,
     })
 }
 
@@ -371,9 +384,23 @@ impl Settings {
             .unwrap_or_else(|| orch_server::DEFAULT_SERVICE_NAME.to_owned());
         orch_engine::people::valid_person_name(&service_name)
             .map_err(|e| UsageError(format!("{}: [server] service_name: {e}", path.display())))?;
+        let public_url = match file.server.public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(url) => {
+                return Err(UsageError(format!(
+                    "{}: [server] public_url: `{url}` must start with https:// or http://",
+                    path.display()
+                ))
+                .into());
+            }
+        };
         Ok(Self {
             server: file.server.clone(),
             service_name,
+            public_url,
             path: abs,
             store_url,
             max_parallel,

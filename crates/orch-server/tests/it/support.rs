@@ -151,6 +151,7 @@ impl Server {
             approval_ttl: None,
             reapprove_on_reintegration: false,
             remotes,
+            notify: Vec::new(),
         })
         .expect("project loads");
         let engine = Arc::new(Engine::new(

@@ -184,6 +184,7 @@ mod tests {
             sandbox: None,
             tracker,
             forge,
+            notify: Vec::new(),
         }
     }
 
