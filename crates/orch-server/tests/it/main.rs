@@ -5,6 +5,7 @@ mod api;
 mod attacks;
 mod dashboard;
 mod doors;
+mod notifications;
 mod support;
 mod tracker_deliveries;
 mod webhooks;
