@@ -12,6 +12,9 @@ use crate::{Engine, EngineError, events};
 const CLAIM_MS: i64 = 60_000;
 /// Notifications claimed (and sent concurrently) at once.
 const BATCH: u32 = 16;
+/// Batches in one pass at most: what is still due then waits for the next pass, so a pass
+/// always ends (even when receivers fail with no backoff to speak of).
+const MAX_BATCHES: usize = 8;
 
 /// What one pass of [`Engine::send_notifications`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,11 +26,12 @@ pub struct SendSummary {
 }
 
 impl Engine {
-    /// Sends every notification due now, until none is. A failure waits for its backoff (a
-    /// later pass sends it), so a receiver that is down never holds up this pass for long.
+    /// Sends the notifications due now, in at most [`MAX_BATCHES`] batches. A failure waits
+    /// for its backoff (a later pass sends it), so a receiver that is down never holds up this
+    /// pass for long.
     pub async fn send_notifications(&self) -> Result<SendSummary, EngineError> {
         let mut summary = SendSummary::default();
-        loop {
+        for _ in 0..MAX_BATCHES {
             let claimed = self.store.claim_notifications(CLAIM_MS, BATCH).await?;
             if claimed.is_empty() {
                 return Ok(summary);
@@ -55,6 +59,7 @@ impl Engine {
                 }
             }
         }
+        Ok(summary)
     }
 
     /// Both halves of a notification pass: record what new events ask for, then send.

@@ -73,6 +73,10 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Got>>>) {
     (port, got)
 }
 
+fn got_all(got: &Mutex<Vec<Got>>) -> Vec<Got> {
+    got.lock().expect("lock").clone()
+}
+
 fn notifications(orch: &Orch) -> Vec<orch_store::NotificationRecord> {
     let url = format!("sqlite://{}", orch.path().join("orch.db").display());
     tokio::runtime::Runtime::new()
@@ -92,7 +96,7 @@ fn a_notification_recorded_before_a_crash_is_sent_once_after_the_restart() {
     let mut text = std::fs::read_to_string(&config).expect("orch.toml");
     text.push_str(&format!(
         "\n[[projects.notify]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook/URLTOKEN\"\n\
-         secret_env = \"{SECRET_VAR}\"\nevents = [\"approval\"]\n"
+         secret_env = \"{SECRET_VAR}\"\nevents = [\"approval\", \"deployed\"]\n"
     ));
     std::fs::write(&config, text).expect("write orch.toml");
     let added = orch
@@ -130,9 +134,13 @@ fn a_notification_recorded_before_a_crash_is_sent_once_after_the_restart() {
         assert!(out.status.success(), "{out:?}");
         outputs.push(out);
     }
-    let got = got.lock().expect("lock").clone();
-    assert_eq!(got.len(), 1, "sent exactly once over two restarts: {got:?}");
-    let delivery = &got[0];
+    let sent = got_all(&got);
+    assert_eq!(
+        sent.len(),
+        1,
+        "sent exactly once over two restarts: {sent:?}"
+    );
+    let delivery = &sent[0];
     let body: serde_json::Value = serde_json::from_slice(&delivery.body).expect("JSON");
     assert_eq!(body["event"], "approval");
     assert_eq!(body["item"], "QUICK-1");
@@ -161,6 +169,25 @@ fn a_notification_recorded_before_a_crash_is_sent_once_after_the_restart() {
             "the URL's path was printed: {shown}"
         );
     }
+    // Approved and deployed: the real deploy's event is the `deployed` notification, sent once.
+    for args in [
+        &["approve", "QUICK-1", "--by", "tester"][..],
+        &["run"],
+        &["run"],
+    ] {
+        let out = orch
+            .command(args)
+            .env(SECRET_VAR, SECRET)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let events: Vec<String> = got_all(&got)
+        .iter()
+        .map(|g| g.header("x-orch-event").to_owned())
+        .collect();
+    assert_eq!(events, ["approval", "deployed"]);
+
     let history = orch
         .command(&["item", "show", "QUICK-1", "--json"])
         .env(SECRET_VAR, SECRET)
