@@ -494,3 +494,53 @@ fn block_on_store<T>(f: impl std::future::Future<Output = orch_store::Result<T>>
             .expect("store call")
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_died_holding_a_notification_is_fenced_and_the_notification_sent_later() {
+    let answer: Answer = Arc::new(|_, _| StatusCode::OK);
+    let receiver = Loopback::start(answer).await;
+    let s = setup(vec![target(
+        "ops",
+        &format!("{}/hook", receiver.base),
+        NotifyFormat::Json,
+        Some(SECRET),
+        vec![],
+        3,
+        10,
+    )])
+    .await;
+    let item = item_with_event(&s.engine, "item.blocked", json!({ "reason": "r" })).await;
+    let store = s.engine.store().clone();
+    s.engine.follow_notifications().await.expect("follow");
+    // Another sender claims it for 1.5 s, then dies (it never records an answer).
+    let dead = store.claim_notifications(1500, 10).await.expect("claim");
+    assert_eq!(dead.len(), 1);
+    s.engine.notify_pass().await.expect("pass");
+    assert!(
+        receiver.got().is_empty(),
+        "nobody else sends a claimed notification"
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    pass_until(&s.engine, "the delivery", || !receiver.got().is_empty()).await;
+    assert_eq!(receiver.got().len(), 1);
+    let stored = store.list_notifications(&item).await.expect("list");
+    assert_eq!(stored[0].state, NotificationState::Sent);
+    assert_eq!(
+        stored[0].attempts, 2,
+        "the dead sender's claim counted as an attempt"
+    );
+    // The dead sender's late word changes nothing.
+    let late = orch_store::AttemptOutcome::GiveUp {
+        error: "late".into(),
+    };
+    assert!(
+        !store
+            .record_attempt(dead[0].id, dead[0].attempts, late)
+            .await
+            .expect("late record")
+    );
+    assert_eq!(
+        store.list_notifications(&item).await.expect("list")[0].state,
+        NotificationState::Sent
+    );
+}
