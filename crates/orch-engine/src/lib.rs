@@ -11,6 +11,8 @@
 //! - Every write about a run carries its lease epoch; a worker that lost its lease changes nothing.
 //! - A stage's result is recorded at most once (the fenced `finish_run`), however often a crash
 //!   makes its execution start again.
+//! - Notifications (`notify`) are derived from the event log beside the engine loop: they never
+//!   hold up or change an item, and are delivered at least once.
 
 mod action_stage;
 mod agent_stage;
