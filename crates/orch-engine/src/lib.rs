@@ -142,6 +142,9 @@ pub struct Engine {
     /// Until when a run this engine handed back (it gave way in the promotion queue) cannot be
     /// claimed: the engine is not idle before then.
     deferred_until: Mutex<Option<tokio::time::Instant>>,
+    /// Finished items whose every event the notification follower has read: nothing they can
+    /// still get is notified, so later passes skip them (see `notify::follow`).
+    notify_settled: Mutex<std::collections::BTreeSet<orch_core::ItemId>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -179,6 +182,7 @@ impl Engine {
             running: Mutex::new(BTreeMap::new()),
             claims: Mutex::default(),
             deferred_until: Mutex::new(None),
+            notify_settled: Mutex::default(),
         }
     }
 

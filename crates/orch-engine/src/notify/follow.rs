@@ -26,13 +26,20 @@ impl Engine {
             let Ok(project) = self.project(&item.project) else {
                 continue;
             };
-            if project.settings.notify.is_empty() {
+            if project.settings.notify.is_empty() || self.is_settled(&item.id) {
                 continue;
             }
             let cursor = cursor_name(&item.id);
             let from = self.store.cursor(&cursor).await?;
             let new = self.store.list_events(&item.id, from).await?;
+            // A finished item gets no event people wait for any more (they all come before it
+            // finishes, and these events were read after it had): once read, it is skipped, so
+            // a pass costs a look at the items in flight, not at every item ever filed.
+            let settled = item.progress.status.is_terminal();
             let Some(last) = new.last() else {
+                if settled {
+                    self.settle(&item.id);
+                }
                 continue;
             };
             let mut notifications = Vec::new();
@@ -68,7 +75,22 @@ impl Engine {
                 .enqueue_notifications(&item.id, &cursor, last.seq, notifications)
                 .await?;
             self.crashpoint("after-notify-enqueue");
+            if settled {
+                self.settle(&item.id);
+            }
         }
         Ok(recorded)
+    }
+
+    fn is_settled(&self, item: &orch_core::ItemId) -> bool {
+        self.notify_settled
+            .lock()
+            .is_ok_and(|settled| settled.contains(item))
+    }
+
+    fn settle(&self, item: &orch_core::ItemId) {
+        if let Ok(mut settled) = self.notify_settled.lock() {
+            settled.insert(item.clone());
+        }
     }
 }

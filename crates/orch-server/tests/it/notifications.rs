@@ -544,3 +544,38 @@ async fn a_sender_that_died_holding_a_notification_is_fenced_and_the_notificatio
         NotificationState::Sent
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_item_is_notified_then_no_longer_followed() {
+    let answer: Answer = Arc::new(|_, _| StatusCode::OK);
+    let receiver = Loopback::start(answer).await;
+    let s = setup(vec![target(
+        "ops",
+        &format!("{}/hook", receiver.base),
+        NotifyFormat::Json,
+        Some(SECRET),
+        vec![],
+        3,
+        10,
+    )])
+    .await;
+    let item = item_with_event(&s.engine, "item.blocked", json!({ "reason": "r" })).await;
+    // Finished before the follower saw its blocked event: the event is still notified.
+    s.engine.stop(&item, "alice").await.expect("stop");
+    pass_until(&s.engine, "the delivery", || !receiver.got().is_empty()).await;
+    assert_eq!(receiver.got()[0].json()["event"], "blocked");
+    // From now on the finished item is not read again (a pass looks at items in flight only):
+    // an event that could only be forged here is not even seen.
+    s.engine
+        .store()
+        .append_events(
+            &item,
+            vec![NewEvent::new("item.blocked", json!({ "reason": "later" }))],
+        )
+        .await
+        .expect("event");
+    for _ in 0..3 {
+        s.engine.notify_pass().await.expect("pass");
+    }
+    assert_eq!(receiver.got().len(), 1);
+}
