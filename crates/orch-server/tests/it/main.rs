@@ -6,6 +6,7 @@ mod attacks;
 mod dashboard;
 mod doors;
 mod notifications;
+mod notify_receiver;
 mod support;
 mod tracker_deliveries;
 mod webhooks;

@@ -6,10 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, Mac};
+use axum::http::StatusCode;
 use orch_core::ProjectId;
 use orch_engine::notify::{NotifyEvent, NotifyFormat, NotifyTarget};
 use orch_engine::{Engine, Progress, Reporter, Settings};
@@ -17,111 +14,11 @@ use orch_integrations::Token;
 use orch_integrations::notify::{Receiver, ReceiverUrl};
 use orch_store::{NewEvent, NotificationState};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
+use crate::notify_receiver::{Answer, Loopback, checking, signature_holds};
 use crate::support::{ProjectExtras, project_engine};
 
 const SECRET: &str = "notify-secret-4f1c";
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Got {
-    at: Instant,
-    path: String,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-}
-
-/// How the receiver answers the n-th request (1-based).
-type Answer = Arc<dyn Fn(&Got, usize) -> StatusCode + Send + Sync>;
-
-#[derive(Clone)]
-struct Sink {
-    got: Arc<Mutex<Vec<Got>>>,
-    answer: Answer,
-}
-
-/// A receiver on a loopback port; its URL is `http://127.0.0.1:PORT`.
-struct Loopback {
-    base: String,
-    got: Arc<Mutex<Vec<Got>>>,
-}
-
-impl Loopback {
-    async fn start(answer: Answer) -> Self {
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = Sink {
-            got: Arc::clone(&got),
-            answer,
-        };
-        let app = axum::Router::new().fallback(receive).with_state(sink);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { base, got }
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().expect("lock").clone()
-    }
-}
-
-async fn receive(
-    State(sink): State<Sink>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let got = Got {
-        at: Instant::now(),
-        path: uri.path().to_owned(),
-        headers,
-        body: body.to_vec(),
-    };
-    let mut all = sink.got.lock().expect("lock");
-    all.push(got.clone());
-    (sink.answer)(&got, all.len())
-}
-
-/// What a receiver does: recompute the HMAC-SHA256 of the raw body with its own copy of the
-/// secret and compare, in constant time, with `X-Orch-Signature-256: sha256=<hex>`.
-fn signature_holds(got: &Got, secret: &str) -> bool {
-    let Some(hex) = got.header("x-orch-signature-256").strip_prefix("sha256=") else {
-        return false;
-    };
-    let Ok(signature) = hex::decode(hex) else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(&got.body);
-    mac.verify_slice(&signature).is_ok()
-}
-
-/// A receiver that accepts only bodies signed with `secret`.
-fn checking(secret: &'static str) -> Answer {
-    Arc::new(move |got, _| {
-        if signature_holds(got, secret) {
-            StatusCode::NO_CONTENT
-        } else {
-            StatusCode::UNAUTHORIZED
-        }
-    })
-}
 
 fn target(
     name: &str,
