@@ -103,3 +103,6 @@ pub(crate) fn egress_refused(
 pub const REMOTE_UNREACHABLE: &str = "remote.unreachable";
 /// The tracker or forge refused for good (a missing token scope, a deleted issue).
 pub const REMOTE_FAILED: &str = "remote.failed";
+/// A notification was not delivered after its receiver's `max_attempts`: `receiver`, `event`,
+/// `attempts`, `error` (never the receiver's URL path or secret).
+pub const NOTIFY_GIVEN_UP: &str = "notify.given-up";

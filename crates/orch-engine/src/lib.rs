@@ -11,6 +11,8 @@
 //! - Every write about a run carries its lease epoch; a worker that lost its lease changes nothing.
 //! - A stage's result is recorded at most once (the fenced `finish_run`), however often a crash
 //!   makes its execution start again.
+//! - Notifications (`notify`) are derived from the event log beside the engine loop: they never
+//!   hold up or change an item, and are delivered at least once.
 
 mod action_stage;
 mod agent_stage;
@@ -23,6 +25,7 @@ mod handoff;
 mod integration;
 mod locks;
 mod merge;
+pub mod notify;
 pub mod people;
 pub mod project;
 mod promotion;
@@ -95,6 +98,8 @@ pub struct Settings {
     pub crashpoint: Option<String>,
     /// Where traces go (`[telemetry]`); off by default.
     pub telemetry: telemetry::Telemetry,
+    /// The dashboard's public base URL (`https://orch.example.com`), for links in notifications.
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -107,6 +112,7 @@ impl Settings {
             staging_tolerance: true,
             crashpoint: None,
             telemetry: telemetry::Telemetry::off(),
+            public_url: None,
         }
     }
 }
@@ -145,6 +151,9 @@ pub struct Engine {
     /// Until when a run this engine handed back (it gave way in the promotion queue) cannot be
     /// claimed: the engine is not idle before then.
     deferred_until: Mutex<Option<tokio::time::Instant>>,
+    /// Finished items whose every event the notification follower has read: nothing they can
+    /// still get is notified, so later passes skip them (see `notify::follow`).
+    notify_settled: Mutex<std::collections::BTreeSet<orch_core::ItemId>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -187,6 +196,7 @@ impl Engine {
             running: Mutex::new(BTreeMap::new()),
             claims: Mutex::default(),
             deferred_until: Mutex::new(None),
+            notify_settled: Mutex::default(),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct ProjectSettings {
     pub reapprove_on_reintegration: bool,
     /// The project's tracker and forge; without them, the built-in board and the local forge.
     pub remotes: Remotes,
+    /// Where its notifications go (`[[projects.notify]]`); none by default.
+    pub notify: Vec<crate::notify::NotifyTarget>,
 }
 
 /// A project's tracker and forge, each optional.

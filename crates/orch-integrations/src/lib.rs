@@ -1,7 +1,8 @@
-//! orch-integrations: trackers and forges. The `Tracker` port (where work items come from and
+//! orch-integrations: trackers, forges and outgoing notification receivers. The `Tracker` port (where work items come from and
 //! where their state is shown) and the `Forge` port (where item branches are pushed, reviewed,
 //! marked and merged), with adapters for Plane CE, Gitea/Forgejo and GitHub over HTTP, and, behind the
-//! `fake` feature, in-process fakes of both that tests run against.
+//! `fake` feature, in-process fakes of both that tests run against. `notify` sends one
+//! notification to a receiver; `signature` is the HMAC-SHA256 both directions of webhooks use.
 //!
 //! Invariants:
 //! - Adapters do one thing each and know nothing of the pipeline: the engine and the server
@@ -18,12 +19,14 @@ pub mod forge;
 pub mod gitea;
 pub mod github;
 mod http;
+pub mod notify;
 pub mod plane;
 mod repo_api;
 mod repo_setup;
 pub mod reviews;
 mod secret;
 pub mod setup;
+pub mod signature;
 pub mod tracker;
 
 #[cfg(feature = "fake")]

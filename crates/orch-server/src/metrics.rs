@@ -4,6 +4,7 @@
 //! in `families`, and only there. This module must never write exposition text by hand.
 
 mod families;
+mod notifications;
 mod pipeline;
 
 use axum::extract::State;
@@ -146,9 +147,6 @@ impl WebhookMetrics {
     }
 }
 
-/// The sandbox counters this process keeps: its egress proxies' refusals (each one is also an
-/// event on its item).
-
 pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let projects: Vec<String> = state
         .engine()
@@ -156,7 +154,8 @@ pub(crate) async fn render(State(state): State<AppState>) -> Result<impl IntoRes
         .map(|p| p.id().to_string())
         .collect();
     let pipeline = pipeline::gather(state.engine().store().as_ref(), &projects).await?;
-    let registry = families::registry(state.metrics(), pipeline);
+    let notifications = notifications::gather(state.engine().store().as_ref()).await?;
+    let registry = families::registry(state.metrics(), pipeline, notifications);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)
         .map_err(|_| ApiError::Internal("the metrics could not be encoded".to_owned()))?;

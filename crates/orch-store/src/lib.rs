@@ -4,7 +4,8 @@
 //! stage and attempt; with a lease: owner, epoch, expiry), `events` (a gap-free sequence per item,
 //! append-only), `inbox` (webhook deliveries, unique per source and delivery id and per source
 //! and body hash), `external_items`, `cursors`, `people` (who may act, by the hash of their API
-//! token) and `tracker_accounts` (a tracker's user id that is a person).
+//! token), `tracker_accounts` (a tracker's user id that is a person) and `notifications`
+//! (outgoing, one per receiver and event, with their delivery state).
 //!
 //! Invariants:
 //! - Every state change is written in one transaction together with the events that describe it.
@@ -20,6 +21,7 @@
 //! decides anything about the pipeline: it stores what the engine decided, atomically, and
 //! refuses writes that break the invariants above.
 
+mod notifications;
 mod people;
 mod postgres;
 mod rows;
@@ -33,6 +35,7 @@ use orch_core::{ItemId, ProjectId, StageName};
 use serde_json::Value;
 use thiserror::Error;
 
+pub use notifications::{AttemptOutcome, NewNotification, NotificationRecord, NotificationState};
 pub use people::{InboxOutcome, PersonRecord};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -485,6 +488,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn cursor(&self, name: &str) -> Result<i64>;
     /// Records where the follower `name` stopped.
     async fn set_cursor(&self, name: &str, position: i64) -> Result<()>;
+
+    /// Records `notifications` of `item`'s events and moves the follower `cursor` to
+    /// `position`, in one transaction. A (receiver, item, event) recorded before is left as it
+    /// is, so a follower that starts again over the same events records nothing twice.
+    async fn enqueue_notifications(
+        &self,
+        item: &ItemId,
+        cursor: &str,
+        position: i64,
+        notifications: Vec<NewNotification>,
+    ) -> Result<()>;
+    /// Claims up to `limit` pending notifications due now (database clock), oldest first: each
+    /// counts one more attempt and is due again only `lease_ms` later, so no other sender takes
+    /// it meanwhile, and a sender that dies leaves it to be sent again (at least once).
+    async fn claim_notifications(
+        &self,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>>;
+    /// Records how the attempt `attempts` of notification `id` ended. Changes nothing (and
+    /// returns `false`) when the notification is no longer pending at that attempt: a sender
+    /// whose claim expired and was claimed again is fenced out.
+    async fn record_attempt(&self, id: i64, attempts: u32, outcome: AttemptOutcome)
+    -> Result<bool>;
+    /// The notifications of an item, oldest first.
+    async fn list_notifications(&self, item: &ItemId) -> Result<Vec<NotificationRecord>>;
+    /// How many notifications are in each state (for `/metrics`).
+    async fn count_notifications(&self) -> Result<Vec<(NotificationState, i64)>>;
 
     /// Waits until a run may have become claimable (queued by any process) or `timeout` has
     /// passed, whichever comes first. A hint, never the truth: callers poll after it returns,

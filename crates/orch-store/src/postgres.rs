@@ -23,6 +23,7 @@ macro_rules! now_ms {
 
 mod items;
 mod migrate;
+mod notifications;
 mod people;
 mod retry;
 mod rows;
@@ -42,8 +43,9 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::{
-    ClaimLimits, EventRecord, Fence, FinishRun, InboxOutcome, ItemChange, ItemRecord, NewEvent,
-    NewRun, PersonRecord, ProjectRecord, Result, RunRecord, Store, StoreError, WakeUp,
+    AttemptOutcome, ClaimLimits, EventRecord, Fence, FinishRun, InboxOutcome, ItemChange,
+    ItemRecord, NewEvent, NewNotification, NewRun, NotificationRecord, NotificationState,
+    PersonRecord, ProjectRecord, Result, RunRecord, Store, StoreError, WakeUp,
 };
 
 pub(crate) use url::{SCHEMES, is_postgres, masked};
@@ -669,6 +671,60 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
             Ok((tx, ()))
+        })
+        .await
+    }
+    async fn enqueue_notifications(
+        &self,
+        item: &ItemId,
+        cursor: &str,
+        position: i64,
+        notifications: Vec<NewNotification>,
+    ) -> Result<()> {
+        let notifications = &notifications;
+        self.write("enqueue_notifications", |mut tx| async move {
+            notifications::enqueue(&mut tx, item, cursor, position, notifications).await?;
+            Ok((tx, ()))
+        })
+        .await
+    }
+
+    async fn claim_notifications(
+        &self,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>> {
+        self.write("claim_notifications", |mut tx| async move {
+            let claimed = notifications::claim(&mut tx, lease_ms, limit).await?;
+            Ok((tx, claimed))
+        })
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        id: i64,
+        attempts: u32,
+        outcome: AttemptOutcome,
+    ) -> Result<bool> {
+        let outcome = &outcome;
+        self.write("record_attempt", |mut tx| async move {
+            let recorded = notifications::record(&mut tx, id, attempts, outcome).await?;
+            Ok((tx, recorded))
+        })
+        .await
+    }
+
+    async fn list_notifications(&self, item: &ItemId) -> Result<Vec<NotificationRecord>> {
+        retry::retrying("list_notifications", move || async move {
+            notifications::list(&self.pool, item).await
+        })
+        .await
+    }
+
+    async fn count_notifications(&self) -> Result<Vec<(NotificationState, i64)>> {
+        retry::retrying("count_notifications", move || async move {
+            notifications::count(&self.pool).await
         })
         .await
     }

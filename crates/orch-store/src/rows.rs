@@ -17,7 +17,10 @@ pub(crate) const RUN_COLUMNS: &str = "id, item_id, project_id, stage, attempt, s
 
 pub(crate) const EVENT_COLUMNS: &str = "item_id, seq, at, kind, run_id, data_json";
 
-/// Defines `project`, `item`, `run`, `event` and `all` for one backend's row type.
+pub(crate) const NOTIFICATION_COLUMNS: &str = "id, receiver, item_id, event_seq, kind, body, \
+     state, attempts, next_attempt_at, last_error, created_at, finished_at";
+
+/// Defines `project`, `item`, `run`, `event`, `notification` and `all` for one backend's row type.
 macro_rules! decoders {
     ($row:ty, $db:ty) => {
         use orch_core::transition::{ItemProgress, ItemStatus};
@@ -27,7 +30,8 @@ macro_rules! decoders {
         use sqlx::Row;
 
         use crate::{
-            EventRecord, ItemRecord, Lease, ProjectRecord, Result, RunRecord, RunState, StoreError,
+            EventRecord, ItemRecord, Lease, NotificationRecord, NotificationState, ProjectRecord,
+            Result, RunRecord, RunState, StoreError,
         };
 
         /// One row being decoded, with enough context to say which value is bad.
@@ -175,6 +179,30 @@ macro_rules! decoders {
                 kind: c.get("kind")?,
                 run_id: c.get("run_id")?,
                 data: c.json("data_json")?,
+            })
+        }
+
+        pub(super) fn notification(row: &$row) -> Result<NotificationRecord> {
+            let c = Cells::new(row, "notifications", "id");
+            let state_text: String = c.get("state")?;
+            let state = NotificationState::parse(&state_text)
+                .ok_or_else(|| c.corrupt("state", format!("unknown state `{state_text}`")))?;
+            let attempts: i64 = c.get("attempts")?;
+            let attempts = u32::try_from(attempts)
+                .map_err(|_| c.corrupt("attempts", format!("{attempts} is out of range")))?;
+            Ok(NotificationRecord {
+                id: c.get("id")?,
+                receiver: c.get("receiver")?,
+                item: c.item_id("item_id")?,
+                event_seq: c.get("event_seq")?,
+                kind: c.get("kind")?,
+                body: c.get("body")?,
+                state,
+                attempts,
+                next_attempt_at: c.get("next_attempt_at")?,
+                last_error: c.get("last_error")?,
+                created_at: c.get("created_at")?,
+                finished_at: c.get("finished_at")?,
             })
         }
 

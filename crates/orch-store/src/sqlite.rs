@@ -18,6 +18,7 @@ macro_rules! now_ms {
 
 mod items;
 mod migrate;
+mod notifications;
 mod people;
 mod rows;
 mod runs;
@@ -35,8 +36,9 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
-    ClaimLimits, EventRecord, Fence, FinishRun, InboxOutcome, ItemChange, ItemRecord, NewEvent,
-    NewRun, PersonRecord, ProjectRecord, Result, RunRecord, Store, StoreError,
+    AttemptOutcome, ClaimLimits, EventRecord, Fence, FinishRun, InboxOutcome, ItemChange,
+    ItemRecord, NewEvent, NewNotification, NewRun, NotificationRecord, NotificationState,
+    PersonRecord, ProjectRecord, Result, RunRecord, Store, StoreError,
 };
 
 /// How long a writer waits for another process's write transaction before giving up.
@@ -577,6 +579,48 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+    async fn enqueue_notifications(
+        &self,
+        item: &ItemId,
+        cursor: &str,
+        position: i64,
+        notifications: Vec<NewNotification>,
+    ) -> Result<()> {
+        let mut w = self.write().await?;
+        notifications::enqueue(&mut w.tx, item, cursor, position, &notifications).await?;
+        w.commit().await
+    }
+
+    async fn claim_notifications(
+        &self,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRecord>> {
+        let mut w = self.write().await?;
+        let claimed = notifications::claim(&mut w.tx, lease_ms, limit).await?;
+        w.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn record_attempt(
+        &self,
+        id: i64,
+        attempts: u32,
+        outcome: AttemptOutcome,
+    ) -> Result<bool> {
+        let mut w = self.write().await?;
+        let recorded = notifications::record(&mut w.tx, id, attempts, &outcome).await?;
+        w.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn list_notifications(&self, item: &ItemId) -> Result<Vec<NotificationRecord>> {
+        notifications::list(&self.pool, item).await
+    }
+
+    async fn count_notifications(&self) -> Result<Vec<(NotificationState, i64)>> {
+        notifications::count(&self.pool).await
     }
 }
 

@@ -47,6 +47,7 @@ impl Context {
                 traces.service_name.clone(),
             );
         }
+        engine_settings.public_url = settings.public_url.clone();
         let engine = Arc::new(Engine::new(store, projects, engine_settings, reporter));
         engine.register_projects().await?;
         Ok(Self { settings, engine })

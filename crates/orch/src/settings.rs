@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::env;
 
+mod notify;
 mod remotes;
 mod sandbox;
 pub mod telemetry;
 
 use crate::error::UsageError;
+pub use notify::NotifyEntry;
 pub use sandbox::parse_sandbox;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +57,10 @@ pub struct ServerSection {
     /// The name `ORCH_API_TOKEN` acts under (default `automation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+    /// The dashboard's address as people reach it (`https://orch.example.com`): notifications
+    /// link to item pages under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 /// `[store]`: `url` may be left out (the SQLite file beside orch.toml).
@@ -128,6 +134,9 @@ pub struct ProjectEntry {
     /// Where the code its agents write runs; absent means bubblewrap with the default limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxEntry>,
+    /// Who is told when an item awaits approval, is blocked, is deployed... (`[[projects.notify]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyEntry>,
 }
 
 /// `sandbox = { mode = "none" }` or `[projects.sandbox]`: the agent sandbox of one project. It
@@ -253,6 +262,8 @@ pub struct Settings {
     pub service_name: String,
     /// Where traces go (`[telemetry]`, `OTEL_*`); `None`: nowhere.
     pub traces: Option<telemetry::Traces>,
+    /// `[server] public_url`, without a trailing `/`.
+    pub public_url: Option<String>,
 }
 
 /// Parses one registry entry: the single parser for every caller (contract 14).
@@ -308,6 +319,7 @@ pub fn parse_project(
             .map(|f| remotes::forge(&id, f))
             .transpose()?,
     };
+    let notify = notify::targets(&id, &entry.notify)?;
     Ok(orch_engine::ProjectSettings {
         id,
         repo: data_dir.join(&entry.repo),
@@ -323,6 +335,7 @@ pub fn parse_project(
         approval_ttl: entry.approval_ttl_secs.map(std::time::Duration::from_secs),
         reapprove_on_reintegration: entry.reapprove_on_reintegration,
         remotes,
+        notify,
     })
 }
 
@@ -472,10 +485,24 @@ impl Settings {
             .map_err(|e| UsageError(format!("{}: [server] service_name: {e}", path.display())))?;
         let traces = telemetry::resolve(&file.telemetry, |name| std::env::var(name).ok())
             .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        let public_url = match file.server.public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(url) => {
+                return Err(UsageError(format!(
+                    "{}: [server] public_url: `{url}` must start with https:// or http://",
+                    path.display()
+                ))
+                .into());
+            }
+        };
         Ok(Self {
             traces,
             server: file.server.clone(),
             service_name,
+            public_url,
             path: abs,
             store_url,
             max_parallel,

@@ -10,11 +10,19 @@
 
 use prometheus_client::registry::Registry;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
 use super::WebhookMetrics;
+use super::notifications::StateLabels;
 use super::pipeline::Families;
 
 /// The registry of one scrape.
-pub(crate) fn registry(webhooks: &WebhookMetrics, pipeline: Families) -> Registry {
+pub(crate) fn registry(
+    webhooks: &WebhookMetrics,
+    pipeline: Families,
+    notifications: Family<StateLabels, Gauge>,
+) -> Registry {
     let mut r = Registry::with_prefix("orch");
     r.register(
         "items",
@@ -62,6 +70,11 @@ pub(crate) fn registry(webhooks: &WebhookMetrics, pipeline: Families) -> Registr
         "What accepted deliveries led to, by source and action",
         webhooks.actions.clone(),
     );
+    r.register(
+        "notifications",
+        "Outgoing notifications by delivery state (pending, sent, given-up)",
+        notifications,
+    );
     // A process-wide count kept by the egress proxies themselves.
     let egress = prometheus_client::metrics::counter::Counter::<u64>::default();
     egress.inc_by(orch_process::egress_refusals());
@@ -91,8 +104,11 @@ mod tests {
 
     fn encoded(webhooks: &WebhookMetrics, pipeline: Families) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry(webhooks, pipeline))
-            .expect("encodes");
+        prometheus_client::encoding::text::encode(
+            &mut out,
+            &registry(webhooks, pipeline, Family::default()),
+        )
+        .expect("encodes");
         out
     }
 

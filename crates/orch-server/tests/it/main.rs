@@ -5,6 +5,8 @@ mod api;
 mod attacks;
 mod dashboard;
 mod doors;
+mod notifications;
+mod notify_receiver;
 mod support;
 mod tracker_deliveries;
 mod webhooks;

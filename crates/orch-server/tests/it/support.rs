@@ -90,6 +90,53 @@ fn write_project(repo: &Path) {
     git(repo, &["commit", "-qm", "initial"]);
 }
 
+/// What a test project has besides its repository.
+#[derive(Default)]
+pub struct ProjectExtras {
+    pub remotes: orch_engine::Remotes,
+    pub approvers: Vec<String>,
+    pub notify: Vec<orch_engine::notify::NotifyTarget>,
+    /// The sandbox its agents run under (none: the default of `Project::load`).
+    pub sandbox: Option<orch_process::Sandbox>,
+}
+
+/// An engine over a SQLite file in `dir` serving the project `quick` (its repository in
+/// `dir/repo`), registered in the store.
+pub async fn project_engine(
+    dir: &Path,
+    extras: ProjectExtras,
+    settings: Settings,
+    reporter: Arc<dyn orch_engine::Reporter>,
+) -> Arc<Engine> {
+    let repo = dir.join("repo");
+    write_project(&repo);
+    let store = orch_store::open_store(&format!("sqlite://{}", dir.join("orch.db").display()))
+        .await
+        .expect("store opens");
+    let project = Project::load(ProjectSettings {
+        id: ProjectId::parse("quick").expect("project id"),
+        repo,
+        data_dir: dir.to_path_buf(),
+        // Never bound: these tests run no deploy.
+        staging_port: 18511,
+        prod_port: 18510,
+        health_override: None,
+        approvers: extras.approvers,
+        approval_ttl: None,
+        reapprove_on_reintegration: false,
+        remotes: extras.remotes,
+        notify: extras.notify,
+    })
+    .expect("project loads");
+    let project = match extras.sandbox {
+        Some(sandbox) => project.with_sandbox(sandbox).expect("the sandbox applies"),
+        None => project,
+    };
+    let engine = Arc::new(Engine::new(store, vec![project], settings, reporter));
+    engine.register_projects().await.expect("register");
+    engine
+}
+
 /// The server under test; dropping it shuts the server down.
 pub struct Server {
     pub addr: SocketAddr,
@@ -148,39 +195,18 @@ impl Server {
         configure: impl FnOnce(AppState) -> AppState,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let repo = dir.path().join("repo");
-        write_project(&repo);
-        let store = orch_store::open_store(&format!(
-            "sqlite://{}",
-            dir.path().join("orch.db").display()
-        ))
-        .await
-        .expect("store opens");
-        let project = Project::load(ProjectSettings {
-            id: ProjectId::parse("quick").expect("project id"),
-            repo,
-            data_dir: dir.path().to_path_buf(),
-            // Never bound: these tests run no deploy.
-            staging_port: 18511,
-            prod_port: 18510,
-            health_override: None,
-            approvers: approvers.iter().map(|a| (*a).to_owned()).collect(),
-            approval_ttl: None,
-            reapprove_on_reintegration: false,
-            remotes,
-        })
-        .expect("project loads");
-        let project = match sandbox {
-            Some(sandbox) => project.with_sandbox(sandbox).expect("the sandbox applies"),
-            None => project,
-        };
-        let engine = Arc::new(Engine::new(
-            store,
-            vec![project],
+        let engine = project_engine(
+            dir.path(),
+            ProjectExtras {
+                remotes,
+                approvers: approvers.iter().map(|a| (*a).to_owned()).collect(),
+                sandbox,
+                ..ProjectExtras::default()
+            },
             Settings::new("test:1:0".into()),
             Arc::new(Silent),
-        ));
-        engine.register_projects().await.expect("register");
+        )
+        .await;
         let state = configure(AppState::new(engine));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

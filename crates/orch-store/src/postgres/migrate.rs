@@ -23,6 +23,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_people_and_replays.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_notifications.sql"),
+    ),
 ];
 
 /// The key of the advisory lock that makes migrations one at a time across every process and

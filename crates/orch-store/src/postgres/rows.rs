@@ -1,5 +1,7 @@
 //! PostgreSQL rows to records: the shared decoders of [`crate::rows`] for `PgRow`.
 
-pub(super) use crate::rows::{EVENT_COLUMNS, ITEM_COLUMNS, PROJECT_COLUMNS, RUN_COLUMNS};
+pub(super) use crate::rows::{
+    EVENT_COLUMNS, ITEM_COLUMNS, NOTIFICATION_COLUMNS, PROJECT_COLUMNS, RUN_COLUMNS,
+};
 
 crate::rows::decoders!(sqlx::postgres::PgRow, sqlx::Postgres);

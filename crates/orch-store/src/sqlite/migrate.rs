@@ -22,6 +22,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/sqlite/0004_people_and_replays.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_notifications.sql"),
+    ),
 ];
 
 /// The newest schema version this orch knows.

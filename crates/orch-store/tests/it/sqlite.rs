@@ -86,6 +86,10 @@ conformance!(
     links::a_linked_item_is_created_once_per_external_id,
     links::racing_announcements_create_one_item,
     links::cursors_start_at_zero_and_are_shared,
+    notifications::notifications_are_recorded_once_with_the_cursor,
+    notifications::a_claimed_notification_is_hidden_and_fenced,
+    notifications::a_notification_is_retried_then_given_up,
+    notifications::concurrent_senders_never_share_a_notification,
     people::people_are_found_by_token_hash_until_revoked,
     people::a_tracker_account_is_one_person,
 );

@@ -178,6 +178,7 @@ pub(super) fn write_bench_config(
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
             sandbox: None,
+            notify: Vec::new(),
             tracker: None,
             forge: None,
         }],

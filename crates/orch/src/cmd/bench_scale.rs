@@ -141,6 +141,7 @@ async fn measure(
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
             sandbox: None,
+            notify: Vec::new(),
             tracker: None,
             forge: None,
         });

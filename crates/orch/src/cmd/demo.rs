@@ -415,6 +415,7 @@ async fn create_demo(
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
             sandbox: None,
+            notify: Vec::new(),
             tracker: None,
             forge: None,
         }],

@@ -24,5 +24,17 @@ pub async fn run(ctx: &Context) -> anyhow::Result<i32> {
         "{} stage run(s), {} item(s) merged. Nothing left to run; see `orch status`.",
         summary.runs, summary.merged
     );
+    // What is due now is sent now; a receiver that failed is tried again by the next `orch run`,
+    // `orch serve` or `orch worker` after its backoff (the notification waits in the store).
+    match ctx.engine.notify_pass().await {
+        Ok(sent) if sent != Default::default() => println!(
+            "notifications: {} sent, {} to retry, {} given up",
+            sent.sent, sent.retrying, sent.given_up
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("orch run: sending notifications failed: {e}; the next run tries again")
+        }
+    }
     Ok(0)
 }

@@ -57,6 +57,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<i32> {
         ctx.settings.tracker_poll,
         shutdown.clone(),
     ));
+    let notify_loop = tokio::spawn(run_notifications(Arc::clone(&ctx.engine), shutdown.clone()));
     let served = orch_server::serve(listener, state, shutdown.clone().cancelled_owned()).await;
     // Whatever ended the server also ends the engine loop; wait for its agents to stop.
     shutdown.cancel();
@@ -65,6 +66,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<i32> {
     }
     if let Err(e) = remotes_loop.await {
         tracing::error!("the tracker and forge loop failed: {e}");
+    }
+    if let Err(e) = notify_loop.await {
+        tracing::error!("the notification loop failed: {e}");
     }
     served.with_context(|| format!("serving HTTP on {addr}"))?;
     println!("orch serve: stopped");
@@ -199,6 +203,32 @@ async fn run_remotes(
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+        }
+    }
+}
+
+/// How often new events are turned into notifications and due ones are sent.
+const NOTIFY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Until shutdown: records and sends notifications every second, beside the engine loop (a
+/// receiver that is slow or down never holds up a stage). Does nothing when no project has a
+/// `[[projects.notify]]` receiver.
+pub(crate) async fn run_notifications(engine: Arc<Engine>, shutdown: CancellationToken) {
+    if engine.projects().all(|p| p.settings.notify.is_empty()) {
+        return;
+    }
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            passed = engine.notify_pass() => {
+                if let Err(e) = passed {
+                    eprintln!("orch: sending notifications failed: {e}; trying again shortly");
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(NOTIFY_INTERVAL) => {}
         }
     }
 }

@@ -23,6 +23,10 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<i32> {
         store_location(&ctx.settings.store_url),
         args.poll_secs
     );
+    let notify_loop = tokio::spawn(super::serve::run_notifications(
+        std::sync::Arc::clone(&ctx.engine),
+        shutdown.clone(),
+    ));
     let mut claimed: u32 = 0;
     while !shutdown.is_cancelled() {
         let left = args.exit_after_runs.map(|max| max.saturating_sub(claimed));
@@ -54,6 +58,10 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<i32> {
             () = shutdown.cancelled() => break,
             _ = ctx.engine.store().wait_for_work(poll) => {}
         }
+    }
+    shutdown.cancel();
+    if let Err(e) = notify_loop.await {
+        tracing::error!("the notification loop failed: {e}");
     }
     println!(
         "orch worker: stopped after {}",

@@ -264,6 +264,7 @@ mod tests {
             sandbox: None,
             tracker,
             forge,
+            notify: Vec::new(),
         }
     }
 

@@ -19,6 +19,7 @@ mod harness;
 mod hostile;
 mod integrations;
 mod isolation;
+mod notify;
 mod onboard;
 mod onboard_remote;
 mod pg;

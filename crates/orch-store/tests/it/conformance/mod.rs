@@ -7,6 +7,7 @@ pub mod concurrency;
 pub mod durability;
 pub mod items;
 pub mod links;
+pub mod notifications;
 pub mod people;
 pub mod runs;
 

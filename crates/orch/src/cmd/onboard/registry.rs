@@ -168,6 +168,7 @@ impl Registry {
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
             sandbox: None,
+            notify: Vec::new(),
             tracker,
             forge,
         };
