@@ -374,7 +374,7 @@ impl Engine {
 
 /// Every named point at which `ORCH_CRASHPOINT` makes orch kill itself (crash-safety tests):
 /// the words that variable accepts.
-pub const CRASHPOINTS: [&str; 9] = [
+pub const CRASHPOINTS: [&str; 11] = [
     "during-agent",
     "after-gates",
     "before-transition",
@@ -384,6 +384,8 @@ pub const CRASHPOINTS: [&str; 9] = [
     "after-detached-start",
     "after-promote",
     "after-merge",
+    "after-notify-enqueue",
+    "after-notify-claim",
 ];
 
 /// A lease owner name for this process: `host:pid:nonce`.

@@ -1,6 +1,6 @@
 //! The item page's "External checks" section: what the forge last reported on the commit a
 //! promotion judged (the latest `checks.read` event), one row per check with its state and
-//! link. The forge's words are escaped, and only `http(s)` links become links: a status's
+//! link, and the people's reviews that sent the item back (`review.returned`). The forge's words are escaped, and only `http(s)` links become links: a status's
 //! `target_url` is whatever the CI that posted it wrote.
 
 use std::fmt::Write as _;
@@ -11,6 +11,37 @@ use serde_json::Value;
 use super::html::esc;
 
 pub(crate) fn section(out: &mut String, events: &[EventRecord]) {
+    checks(out, events);
+    reviews(out, events);
+}
+
+fn reviews(out: &mut String, events: &[EventRecord]) {
+    let returned: Vec<&EventRecord> = events
+        .iter()
+        .filter(|e| e.kind == orch_engine::events::REVIEW_RETURNED)
+        .collect();
+    if returned.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<section><h2>Reviews</h2><table class=\"checks\"><thead><tr><th>reviewer</th>\
+         <th>review</th><th>pull request</th></tr></thead><tbody>",
+    );
+    for e in returned {
+        let text = |k: &str| e.data[k].as_str().unwrap_or("").to_owned();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"check-failure\">{} (sent back to development)</td>\
+             <td>#{}</td></tr>",
+            esc(&text("by")),
+            esc(&text("state")),
+            e.data["pull"].as_u64().unwrap_or(0)
+        );
+    }
+    out.push_str("</tbody></table></section>");
+}
+
+fn checks(out: &mut String, events: &[EventRecord]) {
     let Some(read) = events
         .iter()
         .rev()
@@ -83,6 +114,21 @@ mod tests {
         assert!(out.contains("&lt;b&gt;2 failed"), "{out}");
         assert!(!out.contains("javascript:"), "{out}");
         assert!(out.contains("on 01234567 · failed"), "{out}");
+    }
+
+    #[test]
+    fn reviews_that_sent_the_item_back_are_listed_escaped() {
+        let mut out = String::new();
+        let mut e = read(json!([]));
+        e.kind = orch_engine::events::REVIEW_RETURNED.into();
+        e.data = json!({ "review": 5, "by": "<ada>", "pull": 3, "state": "changes-requested" });
+        section(&mut out, &[e]);
+        assert!(out.contains("&lt;ada&gt;"), "{out}");
+        assert!(
+            out.contains("changes-requested (sent back to development)"),
+            "{out}"
+        );
+        assert!(out.contains("#3"), "{out}");
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub(crate) fn registry(
         webhooks.actions.clone(),
     );
     r.register(
+        "returns",
+        "Items sent back to development by a cause outside the agent's own gates: a failed \
+         required CI check, a person's review, a conflict with the default branch",
+        pipeline.returns,
+    );
+    r.register(
         "notifications",
         "Outgoing notifications by delivery state (pending, sent, given-up)",
         notifications,

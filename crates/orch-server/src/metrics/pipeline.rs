@@ -75,6 +75,28 @@ pub(crate) struct Families {
     pub cost_usd: Family<StageLabels, Counter<f64, AtomicU64>>,
     pub agent_runs: Family<AgentRunLabels, Counter>,
     pub lease_reaps: Family<ProjectLabels, Counter>,
+    /// Items sent back to development by something outside the agent's own gates.
+    pub returns: Family<ReturnLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReturnLabels {
+    pub project: String,
+    pub cause: String,
+}
+
+/// The causes `orch_returns_total` counts, and the event that records each return: a required
+/// CI check that failed (`checks.read` with verdict `failed`), a person's review
+/// (`review.returned`), a conflict with the default branch (`git.conflict`).
+const RETURN_CAUSES: [&str; 3] = ["external-check", "review", "conflict"];
+
+fn return_cause(e: &EventRecord) -> Option<&'static str> {
+    match e.kind.as_str() {
+        orch_engine::events::CHECKS_READ if e.data["verdict"] == "failed" => Some("external-check"),
+        orch_engine::events::REVIEW_RETURNED => Some("review"),
+        orch_engine::events::CONFLICT => Some("conflict"),
+        _ => None,
+    }
 }
 
 impl Default for Families {
@@ -87,6 +109,7 @@ impl Default for Families {
             cost_usd: Family::default(),
             agent_runs: Family::default(),
             lease_reaps: Family::default(),
+            returns: Family::default(),
         }
     }
 }
@@ -107,6 +130,12 @@ pub(crate) async fn gather(store: &dyn Store, projects: &[String]) -> Result<Fam
         let _ = g.lease_reaps.get_or_create(&ProjectLabels {
             project: project.clone(),
         });
+        for cause in RETURN_CAUSES {
+            let _ = g.returns.get_or_create(&ReturnLabels {
+                project: project.clone(),
+                cause: cause.to_owned(),
+            });
+        }
     }
     for item in store.list_items(None).await? {
         let project = item.project.to_string();
@@ -121,12 +150,16 @@ pub(crate) async fn gather(store: &dyn Store, projects: &[String]) -> Result<Fam
         for run in &runs {
             gather_run(&g, &project, run);
         }
-        let reaps = store
-            .list_events(&item.id, 0)
-            .await?
-            .iter()
-            .filter(|e| is_reap(e))
-            .count();
+        let events = store.list_events(&item.id, 0).await?;
+        let reaps = events.iter().filter(|e| is_reap(e)).count();
+        for cause in events.iter().filter_map(return_cause) {
+            g.returns
+                .get_or_create(&ReturnLabels {
+                    project: project.clone(),
+                    cause: cause.to_owned(),
+                })
+                .inc();
+        }
         g.lease_reaps
             .get_or_create(&ProjectLabels {
                 project: project.clone(),
@@ -188,6 +221,38 @@ fn gather_run(g: &Families, project: &str, run: &RunRecord) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn returns_are_counted_by_their_cause_only() {
+        let event = |kind: &str, data| EventRecord {
+            item: orch_core::ItemId::parse("A-1").expect("id"),
+            seq: 1,
+            at: 0,
+            kind: kind.to_owned(),
+            run_id: Some(1),
+            data,
+        };
+        let causes: Vec<Option<&str>> = [
+            event("checks.read", json!({ "verdict": "failed" })),
+            event("checks.read", json!({ "verdict": "waiting" })),
+            event("review.returned", json!({})),
+            event("git.conflict", json!({})),
+            event("gate.verdict", json!({ "class": "fail" })),
+        ]
+        .iter()
+        .map(return_cause)
+        .collect();
+        assert_eq!(
+            causes,
+            [
+                Some("external-check"),
+                None,
+                Some("review"),
+                Some("conflict"),
+                None
+            ]
+        );
+    }
 
     #[test]
     fn only_claims_that_took_a_run_over_are_reaps() {

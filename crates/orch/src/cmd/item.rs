@@ -106,6 +106,7 @@ pub async fn show(ctx: &Context, a: ItemShowArgs) -> anyhow::Result<i32> {
         println!("this change modifies the pipeline: {}", pipeline.join(", "));
     }
     external_checks(&events);
+    returned_by_reviews(&events);
     let mut rows = vec![vec![
         "STAGE".into(),
         "ATTEMPT".into(),
@@ -213,6 +214,29 @@ fn external_checks(events: &[orch_store::EventRecord]) {
             text(check, "forge_state"),
             text(check, "description"),
             text(check, "url")
+        );
+    }
+}
+
+/// The people's reviews that sent the item back to development.
+fn returned_by_reviews(events: &[orch_store::EventRecord]) {
+    for e in events
+        .iter()
+        .filter(|e| e.kind == orch_engine::events::REVIEW_RETURNED)
+    {
+        let text = |k: &str| {
+            crate::output::printable(
+                e.data
+                    .get(k)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(""),
+            )
+        };
+        println!(
+            "review by {} on pull request #{}: {} (sent back to development)",
+            text("by"),
+            e.data["pull"].as_u64().unwrap_or(0),
+            text("state")
         );
     }
 }

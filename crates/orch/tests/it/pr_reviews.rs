@@ -116,6 +116,11 @@ async fn a_request_for_changes_returns_the_item_with_its_comments_and_waits_for_
         "{prompt}"
     );
     assert_eq!(events_of(&item, "review.returned").len(), 1);
+    let shown = f.ok(&["item", "show", "QUICK-1"]);
+    assert!(
+        shown.contains("review by ada on pull request #1: changes-requested"),
+        "{shown}"
+    );
 
     // The fix is approved by orch's approver, but ada has not looked again: the deploy waits,
     // then blocks naming her; nothing is sent back twice for the same review.
