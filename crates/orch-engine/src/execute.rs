@@ -30,6 +30,35 @@ pub(crate) struct Measured {
 }
 
 impl Measured {
+    /// FAILED by an action stage with several reasons (each a failure of its own, as the
+    /// developer's feedback lists them), identified for the identical-failure rule by
+    /// `fingerprint`.
+    pub(crate) fn action_failed(
+        reasons: &[String],
+        fingerprint: String,
+        facts: Value,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self {
+            fingerprint,
+            verdict: GateVerdict {
+                class: VerdictClass::Fail,
+                value: None,
+                failures: reasons
+                    .iter()
+                    .map(|reason| orch_core::gate::GateFailure {
+                        gate: GateKind::Action,
+                        reason: reason.clone(),
+                    })
+                    .collect(),
+            },
+            usage: None,
+            facts,
+            events,
+            overrun: None,
+        }
+    }
+
     /// A stage that refused to act (a guard did not hold) is FAILED with the guard's reason.
     pub(crate) fn refused(gate: GateKind, reason: String) -> Self {
         Self {

@@ -12,8 +12,6 @@
 
 use std::time::Duration;
 
-use orch_core::gate::{GateFailure, GateVerdict, VerdictClass};
-use orch_core::pipeline::GateKind;
 use orch_integrations::{CheckState, ExternalCheck};
 use orch_store::{EventRecord, ItemRecord, NewEvent, RunRecord};
 use serde_json::json;
@@ -134,26 +132,13 @@ impl Engine {
                     .collect(),
             )),
             ChecksVerdict::Failed(reasons, key) => {
-                let verdict = GateVerdict {
-                    class: VerdictClass::Fail,
-                    value: None,
-                    failures: reasons
-                        .iter()
-                        .map(|reason| GateFailure {
-                            gate: GateKind::Action,
-                            reason: reason.clone(),
-                        })
-                        .collect(),
-                };
-                let measured = Measured {
-                    // The same checks failing with the same output: identical, whatever commit.
-                    fingerprint: fingerprint(run.stage.as_str(), &key, "external-checks"),
-                    verdict,
-                    usage: None,
-                    facts: json!({ crate::handoff::HEAD_FACT: sha }),
-                    events: Vec::new(),
-                    overrun: None,
-                };
+                // The same checks failing with the same output: identical, whatever commit.
+                let measured = Measured::action_failed(
+                    &reasons,
+                    fingerprint(run.stage.as_str(), &key, "external-checks"),
+                    json!({ crate::handoff::HEAD_FACT: sha }),
+                    Vec::new(),
+                );
                 let lines = reasons.iter().map(|r| format!("FAILED: {r}")).collect();
                 Ok(ChecksGate::Stop(Box::new(ActionOutcome::Decided {
                     measured,

@@ -10,7 +10,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use orch_core::gate::GateVerdict;
 use orch_core::pipeline::GateKind;
 use orch_core::staging::StagingVerdict;
 use orch_git::{ConflictExcerpt, Integration, Repo};
@@ -193,17 +192,6 @@ fn conflict(
             excerpt.path, excerpt.text
         ));
     }
-    let verdict = GateVerdict {
-        class: orch_core::gate::VerdictClass::Fail,
-        value: None,
-        failures: reasons
-            .iter()
-            .map(|reason| orch_core::gate::GateFailure {
-                gate: GateKind::Action,
-                reason: reason.clone(),
-            })
-            .collect(),
-    };
     let lines = vec![
         format!(
             "integrating {default} at {} into {}",
@@ -212,19 +200,16 @@ fn conflict(
         ),
         format!("CONFLICT in {}: back to development", paths.join(", ")),
     ];
-    let print = fingerprint(run.stage.as_str(), &reasons, head);
-    let measured = Measured {
-        verdict,
-        fingerprint: print,
-        usage: None,
-        facts: json!({ HEAD_FACT: commit, CONFLICTS_FACT: paths, TIP_FACT: tip }),
-        events: vec![NewEvent::for_run(
+    let measured = Measured::action_failed(
+        &reasons,
+        fingerprint(run.stage.as_str(), &reasons, head),
+        json!({ HEAD_FACT: commit, CONFLICTS_FACT: paths, TIP_FACT: tip }),
+        vec![NewEvent::for_run(
             events::CONFLICT,
             run.id,
             json!({ "tip": tip, "branch_head": head, "commit": commit, "paths": paths }),
         )],
-        overrun: None,
-    };
+    );
     ActionOutcome::Decided { measured, lines }
 }
 

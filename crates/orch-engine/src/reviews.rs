@@ -13,8 +13,6 @@
 
 use std::time::Duration;
 
-use orch_core::gate::{GateFailure, GateVerdict, VerdictClass};
-use orch_core::pipeline::GateKind;
 use orch_core::transition::ItemStatus;
 use orch_integrations::{Review, ReviewState};
 use orch_store::{EventRecord, ItemRecord, NewEvent, RunRecord};
@@ -94,35 +92,23 @@ impl Engine {
         if !new.is_empty() {
             let reasons: Vec<String> = new.iter().map(|r| feedback(r)).collect();
             let ids: Vec<String> = new.iter().map(|r| r.id.to_string()).collect();
-            let verdict = GateVerdict {
-                class: VerdictClass::Fail,
-                value: None,
-                failures: reasons
-                    .iter()
-                    .map(|reason| GateFailure {
-                        gate: GateKind::Action,
-                        reason: reason.clone(),
-                    })
-                    .collect(),
-            };
-            let measured = Measured {
-                fingerprint: fingerprint(run.stage.as_str(), &ids, "reviews"),
-                verdict,
-                usage: None,
-                facts: json!({ crate::handoff::HEAD_FACT: sha }),
-                events: new
-                    .iter()
-                    .map(|r| {
-                        NewEvent::for_run(
-                            events::REVIEW_RETURNED,
-                            run.id,
-                            json!({ "review": r.id, "by": r.login, "pull": number,
-                                    "state": state_word(r.state), "commit": r.commit_id }),
-                        )
-                    })
-                    .collect(),
-                overrun: None,
-            };
+            let returned = new
+                .iter()
+                .map(|r| {
+                    NewEvent::for_run(
+                        events::REVIEW_RETURNED,
+                        run.id,
+                        json!({ "review": r.id, "by": r.login, "pull": number,
+                                "state": state_word(r.state), "commit": r.commit_id }),
+                    )
+                })
+                .collect();
+            let measured = Measured::action_failed(
+                &reasons,
+                fingerprint(run.stage.as_str(), &ids, "reviews"),
+                json!({ crate::handoff::HEAD_FACT: sha }),
+                returned,
+            );
             let lines = reasons.iter().map(|r| format!("FAILED: {r}")).collect();
             return Ok(ChecksGate::Stop(Box::new(ActionOutcome::Decided {
                 measured,

@@ -6,14 +6,13 @@
 
 use std::path::Path;
 
-use orch_integrations::fake::gitea::FakeGitea;
-use orch_integrations::fake::github::{CheckRun, FakeGitHub};
+use orch_integrations::fake::github::CheckRun;
 use orch_integrations::fake::{FakeApi, FakeServer};
 use serde_json::Value;
 
 use crate::harness::git;
 use crate::queue::{Drives, events_of, runs_of, status};
-use crate::queue_forge::{Forged, TOKEN, forged};
+use crate::queue_forge::{Forged, TOKEN, forged, gitea, github};
 
 /// A forge project whose `[projects.forge.checks]` requires `required`, waiting `timeout_secs`.
 async fn with_checks<A: FakeApi>(
@@ -64,18 +63,6 @@ async fn with_checks_before<A: FakeApi>(
     ));
     std::fs::write(&config, toml).expect("write orch.toml");
     (f, server)
-}
-
-async fn github(bare: &Path) -> FakeGitHub {
-    FakeGitHub::new(TOKEN, "acme", "web", bare)
-        .await
-        .expect("fake github")
-}
-
-async fn gitea(bare: &Path) -> FakeGitea {
-    FakeGitea::new(TOKEN, "acme", "web", bare)
-        .await
-        .expect("fake gitea")
 }
 
 /// The candidate the item's last deploy-staging validated.

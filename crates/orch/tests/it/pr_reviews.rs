@@ -6,14 +6,13 @@
 
 use std::path::Path;
 
-use orch_integrations::fake::gitea::{FakeGitea, GiteaPull};
-use orch_integrations::fake::github::FakeGitHub;
+use orch_integrations::fake::gitea::GiteaPull;
 use orch_integrations::fake::{FakeApi, FakeServer};
 use serde_json::Value;
 
 use crate::harness::git;
 use crate::queue::{Drives, events_of, runs_of, status};
-use crate::queue_forge::{Forged, TOKEN, forged};
+use crate::queue_forge::{Forged, forged, gitea, github};
 
 /// A forge project with `[projects.forge.reviews]` = `reviews`, whose developer's second attempt
 /// changes a file of its own.
@@ -68,16 +67,7 @@ fn pull_of_item() -> GiteaPull {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_changes_returns_the_item_with_its_comments_and_waits_for_a_new_review() {
-    let (f, server) = with_reviews(
-        "github",
-        "timeout_secs = 2\npoll_secs = 1",
-        async |bare: &Path| {
-            FakeGitHub::new(TOKEN, "acme", "web", bare)
-                .await
-                .expect("fake")
-        },
-    )
-    .await;
+    let (f, server) = with_reviews("github", "timeout_secs = 2\npoll_secs = 1", github).await;
     f.ok(&["item", "add", "--title", "A"]);
     f.ok(&["run"]);
     let first = candidate(&f.item("QUICK-1"));
@@ -145,12 +135,7 @@ async fn a_request_for_changes_returns_the_item_with_its_comments_and_waits_for_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approving_review_by_a_listed_person_on_the_candidate_approves_and_no_other_does() {
-    let (f, server) = with_reviews("gitea", r#"approvers = ["alice"]"#, async |bare: &Path| {
-        FakeGitea::new(TOKEN, "acme", "web", bare)
-            .await
-            .expect("fake")
-    })
-    .await;
+    let (f, server) = with_reviews("gitea", r#"approvers = ["alice"]"#, gitea).await;
     f.ok(&["item", "add", "--title", "A"]);
     f.ok(&["run"]);
     let sha = candidate(&f.item("QUICK-1"));

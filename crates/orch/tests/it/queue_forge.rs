@@ -98,6 +98,20 @@ impl Forged {
     }
 }
 
+/// A fake Gitea whose repository is the bare one at `bare`.
+pub(crate) async fn gitea(bare: &Path) -> FakeGitea {
+    FakeGitea::new(TOKEN, "acme", "web", bare)
+        .await
+        .expect("fake gitea")
+}
+
+/// A fake GitHub whose repository is the bare one at `bare`.
+pub(crate) async fn github(bare: &Path) -> FakeGitHub {
+    FakeGitHub::new(TOKEN, "acme", "web", bare)
+        .await
+        .expect("fake github")
+}
+
 /// `project(shared)` with its main on a fake forge of `kind` served by `fake`.
 pub(crate) async fn forged<A: FakeApi>(
     shared: bool,
@@ -194,35 +208,20 @@ async fn three_items_through_pull_requests(f: &Forged, pulls: impl AsyncFn() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_items_reach_prod_and_the_gitea_main_through_their_pull_requests() {
-    let (f, server) = forged(true, "gitea", async |bare: &Path| {
-        FakeGitea::new(TOKEN, "acme", "web", bare)
-            .await
-            .expect("fake gitea")
-    })
-    .await;
+    let (f, server) = forged(true, "gitea", gitea).await;
     three_items_through_pull_requests(&f, async || server.with(|g| g.pulls.clone()).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_items_reach_prod_and_the_github_main_through_their_pull_requests() {
-    let (f, server) = forged(true, "github", async |bare: &Path| {
-        FakeGitHub::new(TOKEN, "acme", "web", bare)
-            .await
-            .expect("fake github")
-    })
-    .await;
+    let (f, server) = forged(true, "github", github).await;
     three_items_through_pull_requests(&f, async || server.with(|g| g.state.pulls.clone()).await)
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_to_the_forges_main_after_approval_is_integrated_and_validated_first() {
-    let (f, server) = forged(false, "gitea", async |bare: &Path| {
-        FakeGitea::new(TOKEN, "acme", "web", bare)
-            .await
-            .expect("fake gitea")
-    })
-    .await;
+    let (f, server) = forged(false, "gitea", gitea).await;
     f.ok(&["item", "add", "--title", "A"]);
     f.ok(&["run"]);
     f.ok(&["approve", "QUICK-1", "--by", "alice"]);
@@ -250,12 +249,7 @@ async fn a_push_to_the_forges_main_after_approval_is_integrated_and_validated_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forge_that_refuses_the_merge_leaves_prod_untouched_and_blocks() {
-    let (f, server) = forged(false, "gitea", async |bare: &Path| {
-        FakeGitea::new(TOKEN, "acme", "web", bare)
-            .await
-            .expect("fake gitea")
-    })
-    .await;
+    let (f, server) = forged(false, "gitea", gitea).await;
     f.ok(&["item", "add", "--title", "A"]);
     f.ok(&["run"]);
     f.ok(&["approve", "QUICK-1", "--by", "alice"]);
@@ -288,12 +282,7 @@ async fn a_forge_that_refuses_the_merge_leaves_prod_untouched_and_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_the_promotion_and_the_forge_merge_finishes_with_prod_on_main() {
     use std::os::unix::process::ExitStatusExt;
-    let (f, server) = forged(false, "gitea", async |bare: &Path| {
-        FakeGitea::new(TOKEN, "acme", "web", bare)
-            .await
-            .expect("fake gitea")
-    })
-    .await;
+    let (f, server) = forged(false, "gitea", gitea).await;
     f.ok(&["item", "add", "--title", "A"]);
     f.ok(&["item", "add", "--title", "B"]);
     f.ok(&["run"]);
