@@ -8,11 +8,9 @@ use std::path::Path;
 
 use orch_integrations::fake::github::CheckRun;
 use orch_integrations::fake::{FakeApi, FakeServer};
-use serde_json::Value;
 
-use crate::harness::git;
 use crate::queue::{Drives, events_of, runs_of, status};
-use crate::queue_forge::{Forged, TOKEN, forged, gitea, github};
+use crate::queue_forge::{Forged, TOKEN, candidate, forged, gitea, github};
 
 /// A forge project whose `[projects.forge.checks]` requires `required`, waiting `timeout_secs`.
 async fn with_checks<A: FakeApi>(
@@ -33,28 +31,7 @@ async fn with_checks_before<A: FakeApi>(
     fake: impl AsyncFnOnce(&Path) -> A,
 ) -> (Forged, FakeServer<A>) {
     let (f, server) = forged(false, kind, fake).await;
-    // The developer's second attempt fixes something (a file of its own), so a new candidate
-    // follows a red check.
-    let repo = f.orch.repo();
-    let scenario = repo.join(".orch/scenario.toml");
-    let text = std::fs::read_to_string(&scenario).expect("scenario");
-    let resolve = r#"  { path = "docs/changes.md", resolve = "union" },"#;
-    assert!(text.contains(resolve), "{text}");
-    let text = text.replace(
-        resolve,
-        &format!(
-            "{resolve}\n  {{ path = \"app/fix.txt\", content = \"attempt {{attempt}}\\n\" }},"
-        ),
-    );
-    std::fs::write(&scenario, text).expect("scenario");
-    git(
-        &repo,
-        &["commit", "-qam", "the developer fixes on a second attempt"],
-    );
-    git(
-        &repo,
-        &["push", "-q", &f.bare.display().to_string(), "main"],
-    );
+    f.second_development_attempt_fixes();
     let config = f.orch.path().join("orch.toml");
     let mut toml = std::fs::read_to_string(&config).expect("orch.toml");
     toml.push_str(&format!(
@@ -63,14 +40,6 @@ async fn with_checks_before<A: FakeApi>(
     ));
     std::fs::write(&config, toml).expect("write orch.toml");
     (f, server)
-}
-
-/// The candidate the item's last deploy-staging validated.
-fn candidate(item: &Value) -> String {
-    runs_of(item, "deploy-staging")
-        .last()
-        .and_then(|r| r["verdict"]["sha"].as_str().map(str::to_owned))
-        .expect("a validated candidate")
 }
 
 fn red(sha: &str, output: &str) -> CheckRun {

@@ -8,11 +8,9 @@ use std::path::Path;
 
 use orch_integrations::fake::gitea::GiteaPull;
 use orch_integrations::fake::{FakeApi, FakeServer};
-use serde_json::Value;
 
-use crate::harness::git;
 use crate::queue::{Drives, events_of, runs_of, status};
-use crate::queue_forge::{Forged, forged, gitea, github};
+use crate::queue_forge::{Forged, candidate, forged, gitea, github};
 
 /// A forge project with `[projects.forge.reviews]` = `reviews`, whose developer's second attempt
 /// changes a file of its own.
@@ -22,34 +20,12 @@ async fn with_reviews<A: FakeApi>(
     fake: impl AsyncFnOnce(&Path) -> A,
 ) -> (Forged, FakeServer<A>) {
     let (f, server) = forged(false, kind, fake).await;
-    let repo = f.orch.repo();
-    let scenario = repo.join(".orch/scenario.toml");
-    let text = std::fs::read_to_string(&scenario).expect("scenario");
-    let resolve = r#"  { path = "docs/changes.md", resolve = "union" },"#;
-    let text = text.replace(
-        resolve,
-        &format!(
-            "{resolve}\n  {{ path = \"app/fix.txt\", content = \"attempt {{attempt}}\\n\" }},"
-        ),
-    );
-    std::fs::write(&scenario, text).expect("scenario");
-    git(&repo, &["commit", "-qam", "a second attempt fixes"]);
-    git(
-        &repo,
-        &["push", "-q", &f.bare.display().to_string(), "main"],
-    );
+    f.second_development_attempt_fixes();
     let config = f.orch.path().join("orch.toml");
     let mut toml = std::fs::read_to_string(&config).expect("orch.toml");
     toml.push_str(&format!("\n[projects.forge.reviews]\n{reviews}\n"));
     std::fs::write(&config, toml).expect("write orch.toml");
     (f, server)
-}
-
-fn candidate(item: &Value) -> String {
-    runs_of(item, "deploy-staging")
-        .last()
-        .and_then(|r| r["verdict"]["sha"].as_str().map(str::to_owned))
-        .expect("a validated candidate")
 }
 
 /// The pull request a person opened for the item's branch (orch finds it rather than opening

@@ -70,6 +70,31 @@ impl Forged {
         assert_eq!(local.trim(), prod, "the local main followed the forge's");
     }
 
+    /// The scripted developer's second attempt changes a file of its own (a fix), so that a
+    /// return to development makes a new candidate; committed and pushed to the forge.
+    pub(crate) fn second_development_attempt_fixes(&self) {
+        let repo = self.orch.repo();
+        let scenario = repo.join(".orch/scenario.toml");
+        let text = std::fs::read_to_string(&scenario).expect("scenario");
+        let resolve = r#"  { path = "docs/changes.md", resolve = "union" },"#;
+        assert!(text.contains(resolve), "{text}");
+        let text = text.replace(
+            resolve,
+            &format!(
+                "{resolve}\n  {{ path = \"app/fix.txt\", content = \"attempt {{attempt}}\\n\" }},"
+            ),
+        );
+        std::fs::write(&scenario, text).expect("scenario");
+        git(
+            &repo,
+            &["commit", "-qam", "a second development attempt fixes"],
+        );
+        git(
+            &repo,
+            &["push", "-q", &self.bare.display().to_string(), "main"],
+        );
+    }
+
     /// A person pushes a commit straight to the forge's main.
     fn person_pushes_to_main(&self, file: &str) {
         let clone = self.orch.path().join("person");
@@ -309,4 +334,12 @@ async fn a_crash_between_the_promotion_and_the_forge_merge_finishes_with_prod_on
     let pulls = server.with(|g| g.pulls.clone()).await;
     assert_eq!(pulls.len(), 2, "one pull request each: {pulls:?}");
     assert!(pulls.iter().all(|p| p.merged), "{pulls:?}");
+}
+
+/// The candidate the item's last deploy-staging validated.
+pub(crate) fn candidate(item: &Value) -> String {
+    runs_of(item, "deploy-staging")
+        .last()
+        .and_then(|r| r["verdict"]["sha"].as_str().map(str::to_owned))
+        .expect("a validated candidate")
 }
