@@ -34,6 +34,10 @@ pub async fn run(ctx: &Context, args: WorkerArgs) -> anyhow::Result<i32> {
             println!("orch worker: {claimed} runs done (--exit-after-runs); exiting");
             break;
         }
+        // An approving review by a listed person counts as that person's approval.
+        for id in ctx.engine.approve_by_reviews().await {
+            println!("orch worker: {id} approved by a review on its pull request");
+        }
         match ctx.engine.run_until_idle_claiming(&shutdown, left).await {
             Ok(summary) => {
                 claimed = claimed.saturating_add(summary.runs);
