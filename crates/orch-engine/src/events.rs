@@ -32,6 +32,9 @@ pub const MAIN_ADVANCED: &str = "git.main-advanced";
 /// What the forge reported on a commit's required checks, when it changed (`sha`, `checks`,
 /// `verdict`: passed, waiting, failed).
 pub const CHECKS_READ: &str = "checks.read";
+/// The reviews of the item's pull request as the deploy read them, when they changed (`pull`,
+/// `reviews`: id, by, state, commit, comments).
+pub const REVIEWS_READ: &str = "reviews.read";
 /// A person's review sent the item back to development (`review`, `by`, `pull`, `state`).
 pub const REVIEW_RETURNED: &str = "review.returned";
 /// The deploy waits for reviewers who requested changes to review the new change.

@@ -82,6 +82,28 @@ impl Engine {
                 ));
             }
         };
+        // What the reviews say, on the item whenever it changed (shown by `orch item show` and
+        // the dashboard).
+        let read = json!({
+            "pull": number,
+            "reviews": reviews.iter().map(|r| json!({
+                "id": r.id, "by": r.login, "state": state_word(r.state), "commit": r.commit_id,
+                "comments": r.comments.len(),
+            })).collect::<Vec<_>>(),
+        });
+        let last = history
+            .iter()
+            .rev()
+            .find(|e| e.kind == events::REVIEWS_READ)
+            .map(|e| &e.data);
+        if !reviews.is_empty() && last != Some(&read) {
+            self.store
+                .append_events(
+                    &item.id,
+                    vec![NewEvent::for_run(events::REVIEWS_READ, run.id, read)],
+                )
+                .await?;
+        }
         let handled: Vec<u64> = history
             .iter()
             .filter(|e| e.kind == events::REVIEW_RETURNED)

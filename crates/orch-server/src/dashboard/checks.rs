@@ -1,6 +1,7 @@
 //! The item page's "External checks" section: what the forge last reported on the commit a
 //! promotion judged (the latest `checks.read` event), one row per check with its state and
-//! link, and the people's reviews that sent the item back (`review.returned`). The forge's words are escaped, and only `http(s)` links become links: a status's
+//! link, and the reviews of its pull request as the deploy last read them (`reviews.read`),
+//! marking those that sent the item back (`review.returned`). The forge's words are escaped, and only `http(s)` links become links: a status's
 //! `target_url` is whatever the CI that posted it wrote.
 
 use std::fmt::Write as _;
@@ -16,26 +17,46 @@ pub(crate) fn section(out: &mut String, events: &[EventRecord]) {
 }
 
 fn reviews(out: &mut String, events: &[EventRecord]) {
-    let returned: Vec<&EventRecord> = events
+    let Some(read) = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == orch_engine::events::REVIEWS_READ)
+    else {
+        return;
+    };
+    let returned: Vec<u64> = events
         .iter()
         .filter(|e| e.kind == orch_engine::events::REVIEW_RETURNED)
+        .filter_map(|e| e.data["review"].as_u64())
         .collect();
-    if returned.is_empty() {
-        return;
-    }
-    out.push_str(
-        "<section><h2>Reviews</h2><table class=\"checks\"><thead><tr><th>reviewer</th>\
-         <th>review</th><th>pull request</th></tr></thead><tbody>",
+    let _ = write!(
+        out,
+        "<section><h2>Reviews</h2><p class=\"meta\">pull request #{}</p><table class=\"checks\">\
+         <thead><tr><th>reviewer</th><th>review</th><th>on</th><th>comments</th></tr></thead><tbody>",
+        read.data["pull"].as_u64().unwrap_or(0)
     );
-    for e in returned {
-        let text = |k: &str| e.data[k].as_str().unwrap_or("").to_owned();
+    for r in read.data["reviews"].as_array().into_iter().flatten() {
+        let text = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+        let state = text("state");
+        let sent_back = r["id"].as_u64().is_some_and(|id| returned.contains(&id));
+        let class = match state.as_str() {
+            "approved" => "check-success",
+            "changes-requested" => "check-failure",
+            _ => "check-pending",
+        };
+        let commit = text("commit");
         let _ = write!(
             out,
-            "<tr><td>{}</td><td class=\"check-failure\">{} (sent back to development)</td>\
-             <td>#{}</td></tr>",
+            "<tr><td>{}</td><td class=\"{class}\">{}{}</td><td><code>{}</code></td><td>{}</td></tr>",
             esc(&text("by")),
-            esc(&text("state")),
-            e.data["pull"].as_u64().unwrap_or(0)
+            esc(&state),
+            if sent_back {
+                " (sent back to development)"
+            } else {
+                ""
+            },
+            esc(commit.get(..8).unwrap_or(&commit)),
+            r["comments"].as_u64().unwrap_or(0)
         );
     }
     out.push_str("</tbody></table></section>");
@@ -117,18 +138,26 @@ mod tests {
     }
 
     #[test]
-    fn reviews_that_sent_the_item_back_are_listed_escaped() {
+    fn every_review_is_listed_escaped_and_those_that_sent_the_item_back_say_so() {
         let mut out = String::new();
-        let mut e = read(json!([]));
-        e.kind = orch_engine::events::REVIEW_RETURNED.into();
-        e.data = json!({ "review": 5, "by": "<ada>", "pull": 3, "state": "changes-requested" });
-        section(&mut out, &[e]);
+        let mut read_reviews = read(json!([]));
+        read_reviews.kind = orch_engine::events::REVIEWS_READ.into();
+        read_reviews.data = json!({ "pull": 3, "reviews": [
+            { "id": 5, "by": "<ada>", "state": "changes-requested", "commit": "0123456789ab",
+              "comments": 2 },
+            { "id": 6, "by": "bob", "state": "approved", "commit": "0123456789ab", "comments": 0 },
+        ]});
+        let mut returned = read(json!([]));
+        returned.kind = orch_engine::events::REVIEW_RETURNED.into();
+        returned.data = json!({ "review": 5, "by": "<ada>", "pull": 3 });
+        section(&mut out, &[read_reviews, returned]);
         assert!(out.contains("&lt;ada&gt;"), "{out}");
         assert!(
             out.contains("changes-requested (sent back to development)"),
             "{out}"
         );
-        assert!(out.contains("#3"), "{out}");
+        assert!(out.contains(">approved</td>"), "{out}");
+        assert!(out.contains("pull request #3"), "{out}");
     }
 
     #[test]

@@ -84,7 +84,9 @@ async fn a_request_for_changes_returns_the_item_with_its_comments_and_waits_for_
     assert_eq!(events_of(&item, "review.returned").len(), 1);
     let shown = f.ok(&["item", "show", "QUICK-1"]);
     assert!(
-        shown.contains("review by ada on pull request #1: changes-requested"),
+        shown.contains("reviews of pull request #1:")
+            && shown.contains("changes-requested")
+            && shown.contains("(sent back to development)"),
         "{shown}"
     );
 
