@@ -21,6 +21,7 @@ macro_rules! now_ms {
     };
 }
 
+mod connect;
 mod items;
 mod migrate;
 mod notifications;
@@ -31,7 +32,6 @@ mod runs;
 mod tls;
 mod url;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,8 +39,8 @@ use async_trait::async_trait;
 use orch_core::transition::ItemProgress;
 use orch_core::{ItemId, ProjectId};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{Connection, PgPool, Postgres, Transaction};
 
 use crate::{
     AttemptOutcome, ClaimLimits, EventRecord, Fence, FinishRun, InboxOutcome, ItemChange,
@@ -48,11 +48,9 @@ use crate::{
     PersonRecord, ProjectRecord, Result, RunRecord, Store, StoreError, WakeUp,
 };
 
+use connect::connect;
 pub(crate) use url::{SCHEMES, is_postgres, masked};
 
-/// How long opening waits for the server to answer before reporting it unreachable, unless the
-/// URL says otherwise (`?connect_timeout=SECONDS`).
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call waits for a free connection (or a new one) before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per process; a server serves many workers, so each keeps a modest share.
@@ -89,12 +87,6 @@ impl PgStore {
             url: shown_url.clone(),
             reason,
         };
-        if !is_postgres(url) {
-            return Err(open_error(format!(
-                "not a PostgreSQL URL; it must start with {}",
-                SCHEMES.join(" or ")
-            )));
-        }
         let (mut conn, options) = connect(url).await?;
         migrate::run(&mut conn, &shown_url)
             .await
@@ -728,51 +720,4 @@ impl Store for PgStore {
         })
         .await
     }
-}
-
-/// One connection to the server `url` names, within its connect timeout, with the options it
-/// was made with (the pool reuses them): the one way orch connects to PostgreSQL.
-async fn connect(url: &str) -> Result<(PgConnection, PgConnectOptions)> {
-    let open_error = |reason: String| StoreError::Open {
-        url: masked(url),
-        reason,
-    };
-    if !is_postgres(url) {
-        return Err(open_error(format!(
-            "not a PostgreSQL URL; it must start with {}",
-            SCHEMES.join(" or ")
-        )));
-    }
-    let (sqlx_url, connect_timeout) = url::take_connect_timeout(url).map_err(&open_error)?;
-    let connect_timeout = connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let tls = tls::Tls::from_url(&sqlx_url, |name| std::env::var(name).ok())
-        .map_err(|e| open_error(format!("the URL does not parse: {e}")))?;
-    let options = PgConnectOptions::from_str(&sqlx_url)
-        .map_err(|e| open_error(format!("the URL does not parse: {e}")))?;
-    let options = tls.apply(options);
-    if !tls.verifies() && !tls::is_local(&options) {
-        tracing::warn!(
-            url = %masked(url),
-            sslmode = tls.mode,
-            "the PostgreSQL server's identity is not verified (sslmode is not verify-full \
-             or verify-ca): anyone on the path can read and change what orch stores"
-        );
-    }
-    let conn = tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options))
-        .await
-        .map_err(|_| {
-            open_error(format!(
-                "the server did not answer within {} s; check the host and port, and that \
-                 PostgreSQL is running",
-                connect_timeout.as_secs()
-            ))
-        })?
-        .map_err(|e| {
-            if tls::is_tls_failure(&e) {
-                open_error(format!("cannot connect: {}", tls.explain(&e.to_string())))
-            } else {
-                open_error(format!("cannot connect: {e}"))
-            }
-        })?;
-    Ok((conn, options))
 }
