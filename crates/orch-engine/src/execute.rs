@@ -245,11 +245,8 @@ impl Engine {
     /// before (the earlier item's among them), so waiting costs one claim per pause.
     async fn give_way(&self, item: &ItemRecord, run: &RunRecord, reason: &str, pause: Duration) {
         let delay_ms = i64::try_from(pause.as_millis()).unwrap_or(i64::MAX);
-        if let Ok(mut until) = self.deferred_until.lock() {
-            // A little past the delay, so that the run is claimable when the engine looks.
-            let back = tokio::time::Instant::now() + pause + Duration::from_millis(50);
-            *until = Some(until.map_or(back, |u| u.max(back)));
-        }
+        // A little past the delay, so that the run is claimable when the engine looks.
+        self.defer_until(tokio::time::Instant::now() + pause + Duration::from_millis(50));
         match self.store.give_way(run.fence(), delay_ms).await {
             Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
             Err(e) => tracing::warn!(

@@ -30,6 +30,30 @@ pub(crate) enum ChecksGate {
 }
 
 impl Engine {
+    /// A forge of `kind` (`gitea`, `github`) said something about checks or reviews (a
+    /// webhook): the runs of its projects that wait for either (they gave way) look again now
+    /// instead of at the end of their pause. The news itself decides nothing: the woken runs
+    /// read the forge again. Returns how many runs were woken.
+    pub async fn wake_for_forge_news(&self, kind: &str) -> u64 {
+        let mut woken = 0;
+        for project in self.projects() {
+            let Some(link) = &project.settings.remotes.forge else {
+                continue;
+            };
+            if link.forge.kind() != kind {
+                continue;
+            }
+            match self.store.wake_given_way(project.id()).await {
+                Ok(n) => woken += n,
+                Err(e) => tracing::warn!("{}: waking runs for forge news: {e}", project.id()),
+            }
+        }
+        if woken > 0 {
+            self.wake();
+        }
+        woken
+    }
+
     /// Before an agent stage named in `before_stages` runs its agent: the required checks on
     /// the branch head the item's last stage recorded. `None`: nothing to wait for, run.
     pub(crate) async fn checks_before_agent(

@@ -151,6 +151,8 @@ pub struct Engine {
     /// Until when a run this engine handed back (it gave way in the promotion queue) cannot be
     /// claimed: the engine is not idle before then.
     deferred_until: Mutex<Option<tokio::time::Instant>>,
+    /// Cuts that wait short: work was added, or news came that a run which gave way waits for.
+    woken: tokio::sync::Notify,
     /// Finished items whose every event the notification follower has read: nothing they can
     /// still get is notified, so later passes skip them (see `notify::follow`).
     notify_settled: Mutex<std::collections::BTreeSet<orch_core::ItemId>>,
@@ -196,6 +198,7 @@ impl Engine {
             running: Mutex::new(BTreeMap::new()),
             claims: Mutex::default(),
             deferred_until: Mutex::new(None),
+            woken: tokio::sync::Notify::new(),
             notify_settled: Mutex::default(),
         }
     }
@@ -323,6 +326,7 @@ impl Engine {
                     if let Some(until) = deferred.filter(|u| *u > tokio::time::Instant::now()) {
                         tokio::select! {
                             () = tokio::time::sleep_until(until) => {}
+                            () = self.woken.notified() => self.defer_until(until),
                             () = cancel.cancelled() => return Ok(()),
                         }
                         continue;
@@ -338,6 +342,20 @@ impl Engine {
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Tells a pass waiting for a run that gave way to look again now: a person added work, or
+    /// news came that such a run waits for. A hint only: a run still not claimable is waited
+    /// for again.
+    pub fn wake(&self) {
+        self.woken.notify_one();
+    }
+
+    /// Not idle before `until`: a run handed back then becomes claimable (the latest such time).
+    fn defer_until(&self, until: tokio::time::Instant) {
+        if let Ok(mut deferred) = self.deferred_until.lock() {
+            *deferred = Some(deferred.map_or(until, |d| d.max(until)));
         }
     }
 

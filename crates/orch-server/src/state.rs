@@ -262,5 +262,8 @@ impl AppState {
 
     pub(crate) fn notify_work_added(&self) {
         self.work_added.notify_one();
+        // A pass waiting for a run that gave way would not see the work until that run's
+        // pause ends.
+        self.engine().wake();
     }
 }

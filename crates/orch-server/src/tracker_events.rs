@@ -208,9 +208,14 @@ pub(crate) fn is_forge_news(source: WebhookSource, body: &Value) -> bool {
 /// Acts on a verified, newly stored delivery.
 pub(crate) async fn act(engine: &Engine, source: WebhookSource, body: &Value) -> WebhookAction {
     if is_forge_news(source, body) {
-        // The delivery's word decides nothing: the forge is read again.
+        // The delivery's word decides nothing: the forge is read again, by the approvals here
+        // and by the runs waiting for checks or reviews, woken to look now.
         let approved = engine.approve_by_reviews().await;
-        tracing::debug!("forge news: {} item(s) approved by review", approved.len());
+        let woken = engine.wake_for_forge_news(source.as_str()).await;
+        tracing::debug!(
+            "forge news: {} item(s) approved by review, {woken} waiting run(s) woken",
+            approved.len()
+        );
         return WebhookAction::ForgeNews;
     }
     let Some(news) = parse(source, body) else {

@@ -416,6 +416,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// that moment too). A run that must wait for another thus lets the other's runs be
     /// claimed first. Changes nothing when `fence` no longer holds.
     async fn give_way(&self, fence: Fence, delay_ms: i64) -> Result<()>;
+    /// Ends the pause of every run of `project` that gave way (its latest event is
+    /// `run.gave-way`): news it waits for may have come (a forge's webhook), so it is claimable
+    /// now, looks again, and gives way again if it must still wait. Runs held by a live owner
+    /// are never touched. Returns how many runs were woken.
+    async fn wake_given_way(&self, project: &ProjectId) -> Result<u64>;
     /// Replaces the run's checkpoint and appends events, if `fence` still holds.
     async fn save_checkpoint(
         &self,

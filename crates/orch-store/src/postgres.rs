@@ -409,6 +409,17 @@ impl Store for PgStore {
         .await
     }
 
+    async fn wake_given_way(&self, project: &ProjectId) -> Result<u64> {
+        self.write("wake_given_way", |mut tx| {
+            let project = project.clone();
+            async move {
+                let woken = runs::wake_given_way(&mut tx, &project).await?;
+                Ok((tx, woken))
+            }
+        })
+        .await
+    }
+
     async fn save_checkpoint(
         &self,
         fence: Fence,

@@ -410,6 +410,13 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
+    async fn wake_given_way(&self, project: &ProjectId) -> Result<u64> {
+        let mut w = self.write().await?;
+        let woken = runs::wake_given_way(&mut w.tx, project).await?;
+        w.commit().await?;
+        Ok(woken)
+    }
+
     async fn save_checkpoint(
         &self,
         fence: Fence,

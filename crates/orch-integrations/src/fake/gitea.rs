@@ -279,15 +279,38 @@ impl FakeGitea {
     }
 
     /// A CI system reports `state` for `context` on commit `sha` (what `POST statuses/{sha}`
-    /// records).
-    pub fn report_status(&mut self, sha: &str, context: &str, state: &str, description: &str) {
-        self.statuses.push(GiteaStatus {
+    /// records); returns the `status` delivery Gitea sends for it (its `CommitStatusPayload`:
+    /// `id`, `sha`, `state`, `context`, `description`, `target_url`, `repository`, `sender`).
+    pub fn report_status(
+        &mut self,
+        sha: &str,
+        context: &str,
+        state: &str,
+        description: &str,
+    ) -> Delivery {
+        let status = GiteaStatus {
             sha: sha.to_owned(),
             state: state.to_owned(),
             context: context.to_owned(),
             description: description.to_owned(),
             target_url: format!("http://ci.invalid/{context}/{}", self.statuses.len() + 1),
+        };
+        let ci = self.user_id("ci-bot");
+        let payload = json!({
+            "id": self.statuses.len() + 1,
+            "sha": status.sha, "state": status.state, "context": status.context,
+            "description": status.description, "target_url": status.target_url,
+            "repository": self.repository_json(),
+            "sender": { "login": "ci-bot", "id": ci },
         });
+        self.statuses.push(status);
+        self.deliveries += 1;
+        Delivery::new(
+            Sender::Gitea,
+            format!("7d3b3a53-0000-4000-8000-{:012x}", self.deliveries),
+            "status",
+            &payload,
+        )
     }
 
     /// The combined status of `sha` (docs: `GET repos/{owner}/{repo}/commits/{ref}/status`):

@@ -2,8 +2,8 @@
 //! inside the caller's transaction; a fenced one locks the run's row and checks the fence before
 //! writing anything, so no claim or cancellation can slip in between the check and the write.
 
-use orch_core::ItemId;
 use orch_core::transition::{ItemProgress, ItemStatus};
+use orch_core::{ItemId, ProjectId};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
@@ -193,6 +193,47 @@ pub(super) async fn give_way(conn: &mut PgConnection, fence: Fence, delay_ms: i6
         &[NewEvent::for_run("run.gave-way", fence.run_id, data)],
     )
     .await
+}
+
+pub(super) async fn wake_given_way(conn: &mut PgConnection, project: &ProjectId) -> Result<u64> {
+    let waiting: Vec<(i64, String, i64)> = sqlx::query_as(concat!(
+        "SELECT r.id, r.item_id, r.epoch FROM stage_runs r
+         WHERE r.project_id = $1 AND r.state = 'running' AND r.lease_expires_at >= ",
+        now_ms!(),
+        " AND (SELECT e.kind FROM events e WHERE e.item_id = r.item_id AND e.run_id = r.id
+              ORDER BY e.seq DESC LIMIT 1) = 'run.gave-way'"
+    ))
+    .bind(project.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut woken = 0;
+    for (run_id, item, epoch) in waiting {
+        let item = ItemId::parse(&item)
+            .map_err(|e| StoreError::Corrupt(format!("stage_runs.item_id of `{run_id}`: {e}")))?;
+        // A claim that came first raised the epoch: then there is nothing to wake.
+        let done = sqlx::query(concat!(
+            "UPDATE stage_runs SET lease_expires_at = ",
+            now_ms!(),
+            " - 1 WHERE id = $1 AND epoch = $2 AND state = 'running'"
+        ))
+        .bind(run_id)
+        .bind(epoch)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 0 {
+            continue;
+        }
+        let data = json!({ "epoch": epoch });
+        items::append_events(conn, &item, &[NewEvent::for_run("run.woken", run_id, data)]).await?;
+        woken += 1;
+    }
+    if woken > 0 {
+        // Idle workers wait for this channel (migration 2 notifies only for queued runs).
+        sqlx::query("SELECT pg_notify('orch_work', '')")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(woken)
 }
 
 pub(super) async fn save_checkpoint(

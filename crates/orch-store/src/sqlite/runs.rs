@@ -1,8 +1,8 @@
 //! Writes about runs: claims and every fenced write a lease holder makes. Each function runs
 //! inside the caller's write transaction; a fenced one checks the fence before writing anything.
 
-use orch_core::ItemId;
 use orch_core::transition::{ItemProgress, ItemStatus};
+use orch_core::{ItemId, ProjectId};
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 
@@ -193,6 +193,43 @@ pub(super) async fn give_way(
         &[NewEvent::for_run("run.gave-way", fence.run_id, data)],
     )
     .await
+}
+
+pub(super) async fn wake_given_way(
+    conn: &mut SqliteConnection,
+    project: &ProjectId,
+) -> Result<u64> {
+    let waiting: Vec<(i64, String, i64)> = sqlx::query_as(concat!(
+        "SELECT r.id, r.item_id, r.epoch FROM stage_runs r
+         WHERE r.project_id = ? AND r.state = 'running' AND r.lease_expires_at >= ",
+        now_ms!(),
+        " AND (SELECT e.kind FROM events e WHERE e.item_id = r.item_id AND e.run_id = r.id
+              ORDER BY e.seq DESC LIMIT 1) = 'run.gave-way'"
+    ))
+    .bind(project.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut woken = 0;
+    for (run_id, item, epoch) in waiting {
+        let item = ItemId::parse(&item)
+            .map_err(|e| StoreError::Corrupt(format!("stage_runs.item_id of `{run_id}`: {e}")))?;
+        let done = sqlx::query(concat!(
+            "UPDATE stage_runs SET lease_expires_at = ",
+            now_ms!(),
+            " - 1 WHERE id = ? AND epoch = ? AND state = 'running'"
+        ))
+        .bind(run_id)
+        .bind(epoch)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 0 {
+            continue;
+        }
+        let data = json!({ "epoch": epoch });
+        items::append_events(conn, &item, &[NewEvent::for_run("run.woken", run_id, data)]).await?;
+        woken += 1;
+    }
+    Ok(woken)
 }
 
 pub(super) async fn save_checkpoint(

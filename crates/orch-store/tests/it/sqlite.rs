@@ -74,6 +74,7 @@ conformance!(
     runs::waiting_runs_are_never_claimed,
     runs::an_expired_lease_is_reclaimed_with_a_new_epoch,
     runs::a_run_that_gives_way_goes_to_the_back_of_the_claim_order,
+    runs::news_wakes_a_run_that_gave_way_and_never_one_that_is_held,
     runs::a_lease_runs_out_on_the_database_clock,
     runs::renew_extends_the_lease,
     runs::save_checkpoint_replaces_it_and_logs_events,

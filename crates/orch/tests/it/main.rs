@@ -14,6 +14,7 @@ mod deployment_doc;
 mod doctor;
 mod dumpable;
 mod external_checks;
+mod forge_news;
 mod gates;
 mod harness;
 mod hostile;

@@ -189,6 +189,58 @@ pub async fn a_run_that_gives_way_goes_to_the_back_of_the_claim_order(b: &dyn Ba
     );
 }
 
+pub async fn news_wakes_a_run_that_gave_way_and_never_one_that_is_held(b: &dyn Backend) {
+    let store = b.open().await;
+    let demo = demo_project(&*store).await;
+    let other = project_id("other");
+    store
+        .upsert_project(&other, "/srv/other")
+        .await
+        .expect("project");
+    let first = new_item(&*store, "waits for news").await;
+    new_item(&*store, "held").await;
+    let waiting = claim(&*store, "worker-a").await;
+    assert_eq!(waiting.item, first.id);
+    store
+        .give_way(waiting.fence(), 600_000)
+        .await
+        .expect("give way");
+    let held = claim(&*store, "worker-b").await;
+    assert_eq!(
+        store
+            .claim_next_run("worker-c", LEASE_MS)
+            .await
+            .expect("claim"),
+        None,
+        "paused for ten minutes"
+    );
+    assert_eq!(store.wake_given_way(&other).await.expect("wake"), 0);
+    assert_eq!(store.wake_given_way(&demo).await.expect("wake"), 1);
+    let again = claim(&*store, "worker-c").await;
+    assert_eq!(
+        (again.id, again.epoch),
+        (waiting.id, 2),
+        "claimable at once"
+    );
+    // The held run and the one just claimed again are live: nothing to wake, no lease broken.
+    assert_eq!(store.wake_given_way(&demo).await.expect("wake"), 0);
+    store
+        .renew_lease(held.fence(), LEASE_MS)
+        .await
+        .expect("the held run's lease still holds");
+    let events = store.list_events(&first.id, 0).await.expect("events");
+    assert_eq!(
+        kinds(&events),
+        [
+            "item.created",
+            "run.claimed",
+            "run.gave-way",
+            "run.woken",
+            "run.claimed"
+        ]
+    );
+}
+
 pub async fn a_lease_runs_out_on_the_database_clock(b: &dyn Backend) {
     let store = b.open().await;
     demo_project(&*store).await;
