@@ -1,6 +1,7 @@
 //! A forge's webhook about checks reaches `orch serve` and wakes the deploy waiting for them at
 //! once, instead of at the end of its pause; the delivery itself decides nothing (the forge is
-//! read again), and a delivery with a bad signature is refused and wakes nothing.
+//! read again), and a delivery with a bad signature is refused and wakes nothing. Work filed
+//! meanwhile does not wait for the waiting run's pause either.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -117,6 +118,16 @@ async fn a_signed_status_webhook_wakes_the_deploy_waiting_for_the_check_and_a_fo
             .iter()
             .any(|e| e["data"]["verdict"] == "waiting" && e["data"]["sha"] == sha.as_str())
     });
+
+    // While the deploy waits, an item filed through the API is taken up at once, not after the
+    // waiting run's pause.
+    let (code, body) = crate::serve::http(port, "POST", "/api/v1/items", r#"{"title": "B"}"#);
+    assert_eq!(code, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.item("QUICK-2")["status"] == "queued" {
+        assert!(Instant::now() < deadline, "QUICK-2 was never claimed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // CI reports green; a forger sends the delivery first, with a signature of another secret.
     let delivery = server
