@@ -139,6 +139,9 @@ impl Reporter for Silent {
     fn report(&self, _progress: Progress) {}
 }
 
+/// How often a pass waiting for a run that gave way looks for other claimable work.
+const DEFERRED_LOOK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The runtime: a store, the projects it serves, and its settings.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -323,11 +326,19 @@ impl Engine {
                     }
                     // A run that gave way comes back when its delay ends: not idle yet.
                     let deferred = self.deferred_until.lock().ok().and_then(|mut d| d.take());
-                    if let Some(until) = deferred.filter(|u| *u > tokio::time::Instant::now()) {
+                    let now = tokio::time::Instant::now();
+                    if let Some(until) = deferred.filter(|u| *u > now) {
+                        // Look now and then meanwhile: work another process queued (the CLI,
+                        // a worker) is claimed without waiting out the whole pause.
+                        let look = until.min(now + DEFERRED_LOOK);
                         tokio::select! {
-                            () = tokio::time::sleep_until(until) => {}
-                            () = self.woken.notified() => self.defer_until(until),
+                            () = tokio::time::sleep_until(look) => {}
+                            () = self.woken.notified() => {}
+                            _ = self.store.wait_for_work(look - now) => {}
                             () = cancel.cancelled() => return Ok(()),
+                        }
+                        if tokio::time::Instant::now() < until {
+                            self.defer_until(until);
                         }
                         continue;
                     }
