@@ -8,6 +8,22 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_orch");
 
+/// Stops a background orch (`serve`, a worker): SIGTERM, up to 15 s to exit, then SIGKILL.
+pub fn terminate(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A free loopback port below the kernel's ephemeral range (32768 and up), so that no outgoing
 /// connection (a database client, a health probe) can take it between now and its use.
 ///
