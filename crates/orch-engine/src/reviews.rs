@@ -6,6 +6,11 @@
 //! waits for that reviewer to review again (bounded, then blocked). With `comments = true`, a
 //! plain comment review with comments on the diff also sends the item back, once.
 //!
+//! Only people orch knows have a say: a review counts when its author is an active orch person
+//! linked to that forge account (`orch user add NAME --tracker-id <forge>:<user id>`). Anyone
+//! else's review (on a public repository, anyone at all) is listed on the item as not counted and
+//! changes nothing: its words never reach a prompt, and nobody waits for it.
+//!
 //! An approving review can stand in for `orch approve` ([`Engine::approve_by_reviews`]): only by
 //! an active orch person listed in `approvers`, linked to that forge account
 //! (`orch user add NAME --tracker-id <forge>:<user id>`), and only on the very candidate staging
@@ -82,13 +87,14 @@ impl Engine {
                 ));
             }
         };
+        let known = self.known_reviewers(link.forge.kind(), &reviews).await?;
         // What the reviews say, on the item whenever it changed (shown by `orch item show` and
         // the dashboard).
         let read = json!({
             "pull": number,
             "reviews": reviews.iter().map(|r| json!({
                 "id": r.id, "by": r.login, "state": state_word(r.state), "commit": r.commit_id,
-                "comments": r.comments.len(),
+                "comments": r.comments.len(), "counted": known.contains(&r.user_id),
             })).collect::<Vec<_>>(),
         });
         let last = history
@@ -104,6 +110,11 @@ impl Engine {
                 )
                 .await?;
         }
+        // Only the reviews of people orch knows have a say (see the module doc).
+        let reviews: Vec<Review> = reviews
+            .into_iter()
+            .filter(|r| known.contains(&r.user_id))
+            .collect();
         let handled: Vec<u64> = history
             .iter()
             .filter(|e| e.kind == events::REVIEW_RETURNED)
@@ -203,6 +214,29 @@ impl Engine {
             }
         }
         approved
+    }
+
+    /// The forge accounts among the reviews' authors that are active orch people.
+    async fn known_reviewers(
+        &self,
+        forge: &str,
+        reviews: &[Review],
+    ) -> Result<Vec<u64>, orch_store::StoreError> {
+        let mut known = Vec::new();
+        let mut asked = Vec::new();
+        for review in reviews {
+            if asked.contains(&review.user_id) {
+                continue;
+            }
+            asked.push(review.user_id);
+            let account = format!("{forge}:{}", review.user_id);
+            if let Some(person) = self.store.person_by_tracker_account(&account).await?
+                && person.is_active()
+            {
+                known.push(review.user_id);
+            }
+        }
+        Ok(known)
     }
 
     async fn approval_by_review(&self, item: &ItemRecord) -> Result<Option<Actor>, EngineError> {

@@ -52,6 +52,8 @@ fn reviews(out: &mut String, events: &[EventRecord]) {
             esc(&state),
             if sent_back {
                 " (sent back to development)"
+            } else if r["counted"] == false {
+                " (not counted: not an orch person)"
             } else {
                 ""
             },
@@ -138,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn every_review_is_listed_escaped_and_those_that_sent_the_item_back_say_so() {
+    fn every_review_is_listed_escaped_and_those_that_sent_the_item_back_or_do_not_count_say_so() {
         let mut out = String::new();
         let mut read_reviews = read(json!([]));
         read_reviews.kind = orch_engine::events::REVIEWS_READ.into();
@@ -146,6 +148,8 @@ mod tests {
             { "id": 5, "by": "<ada>", "state": "changes-requested", "commit": "0123456789ab",
               "comments": 2 },
             { "id": 6, "by": "bob", "state": "approved", "commit": "0123456789ab", "comments": 0 },
+            { "id": 7, "by": "mallory", "state": "changes-requested", "commit": "0123456789ab",
+              "comments": 1, "counted": false },
         ]});
         let mut returned = read(json!([]));
         returned.kind = orch_engine::events::REVIEW_RETURNED.into();
@@ -158,6 +162,10 @@ mod tests {
         );
         assert!(out.contains(">approved</td>"), "{out}");
         assert!(out.contains("pull request #3"), "{out}");
+        assert!(
+            out.contains("changes-requested (not counted: not an orch person)"),
+            "{out}"
+        );
     }
 
     #[test]

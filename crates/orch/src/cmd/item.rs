@@ -249,6 +249,8 @@ fn returned_by_reviews(events: &[orch_store::EventRecord]) {
             commit.get(..8).unwrap_or(&commit),
             if r["id"].as_u64().is_some_and(|id| returned.contains(&id)) {
                 " (sent back to development)"
+            } else if r["counted"] == false {
+                " (not counted: not an orch person)"
             } else {
                 ""
             }
