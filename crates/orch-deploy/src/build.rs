@@ -96,6 +96,7 @@ pub(crate) async fn ensure_build(
     worktree: &Path,
     sha: &str,
     cancel: &CancellationToken,
+    refused: &mut orch_process::EgressRefusals,
 ) -> Result<Build, DeployError> {
     check_worktree_at(worktree, sha, cancel).await?;
     let dir = layout.build_dir(sha);
@@ -110,7 +111,7 @@ pub(crate) async fn ensure_build(
             }
         }
     }
-    run_build_command(layout, spec, sandbox, worktree, sha, cancel).await?;
+    run_build_command(layout, spec, sandbox, worktree, sha, cancel, refused).await?;
     keep_artifact(layout, spec, worktree, sha).await
 }
 
@@ -195,6 +196,7 @@ async fn run_build_command(
     worktree: &Path,
     sha: &str,
     cancel: &CancellationToken,
+    refused: &mut orch_process::EgressRefusals,
 ) -> Result<(), DeployError> {
     let log = layout.build_log(sha);
     fs::create_dir_all(layout.builds()).map_err(DeployError::io("create", layout.builds()))?;
@@ -205,7 +207,7 @@ async fn run_build_command(
         .timeout(spec.timeout)
         .log(&log)
         .sandbox(sandbox.clone());
-    let finished = orch_process::run(&run, cancel, &mut ()).await;
+    let finished = orch_process::run(&run, cancel, &mut Refusals(refused)).await;
     if cancel.is_cancelled() {
         return Err(DeployError::Cancelled);
     }
@@ -213,6 +215,15 @@ async fn run_build_command(
         return Ok(());
     }
     Err(build_failed(&spec.command, &finished))
+}
+
+/// Keeps what the build's egress proxy refused, for the item's events.
+struct Refusals<'a>(&'a mut orch_process::EgressRefusals);
+
+impl orch_process::Observer for Refusals<'_> {
+    fn egress_refused(&mut self, refused: &orch_process::EgressRefusals) {
+        refused.clone_into(self.0);
+    }
 }
 
 /// [`DeployError::BuildFailed`] for a build that ended as `finished`, with its last lines.

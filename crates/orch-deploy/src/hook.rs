@@ -256,6 +256,7 @@ impl HookDeployer {
             lines: steps,
             error,
             infra_error: false,
+            build_egress_refused: orch_process::EgressRefusals::default(),
         }
     }
 

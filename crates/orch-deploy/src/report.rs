@@ -25,6 +25,9 @@ pub struct StagingReport {
     /// The failure before the checks was not caused by the change (see
     /// [`crate::DeployError::caused_by_change`]): a taken port, the disk, the configuration.
     pub infra_error: bool,
+    /// What the sandbox's egress proxy refused the build command (the item's code), whether
+    /// the build passed or failed; empty when nothing was refused or nothing was built here.
+    pub build_egress_refused: orch_process::EgressRefusals,
 }
 
 impl StagingReport {
@@ -50,6 +53,7 @@ impl StagingReport {
             lines,
             error: Some(reason),
             infra_error: !error.caused_by_change(),
+            build_egress_refused: orch_process::EgressRefusals::default(),
         }
     }
 
@@ -214,6 +218,7 @@ mod tests {
             lines: lines.iter().map(|l| (*l).to_owned()).collect(),
             error: error.map(str::to_owned),
             infra_error: false,
+            build_egress_refused: orch_process::EgressRefusals::default(),
         }
     }
 

@@ -71,8 +71,8 @@ pub(crate) fn spend_limit_reached(
         }),
     )
 }
-/// The sandbox's egress proxy refused connections of a run's agent or command gate: `by`
-/// (`agent`, or `gate:<name>`), `host`, `port` and `count` (how many times), or, for the
+/// The sandbox's egress proxy refused connections of a run's agent, command gate or deploy
+/// build: `by` (`agent`, `gate:<name>`, or `build`), `host`, `port` and `count` (how many times), or, for the
 /// refusals past the destinations kept per run, `unlisted: true` and `count` without a host.
 pub const EGRESS_REFUSED: &str = "sandbox.egress-refused";
 

@@ -125,6 +125,12 @@ impl Engine {
                 ));
             }
         }
+        // The build command is the item's code: what its sandbox refused is on the item too.
+        evs.extend(events::egress_refused(
+            run.id,
+            "build",
+            &report.build_egress_refused,
+        ));
         evs.push(NewEvent::for_run(events::DEPLOY_STAGING, run.id, json!({
             "sha": candidate, "tip": tip, "base_url": report.base_url, "verdict": report.verdict.verdict_line(),
             "waived": report.waived(), "lines": report.lines, "error": report.error,

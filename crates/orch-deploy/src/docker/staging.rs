@@ -84,6 +84,7 @@ pub(super) async fn deploy_staging(
         lines,
         error,
         infra_error: false,
+        build_egress_refused: orch_process::EgressRefusals::default(),
     }
 }
 

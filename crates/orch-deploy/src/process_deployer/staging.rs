@@ -22,6 +22,7 @@ pub(super) async fn deploy_staging(
 ) -> StagingReport {
     // Checks go to the staging port only; prod is never addressed from here.
     let base_url = deployer.base_url(Env::Staging);
+    let mut refused = orch_process::EgressRefusals::default();
     let build = match ensure_build(
         &deployer.layout,
         &deployer.spec.build,
@@ -29,19 +30,16 @@ pub(super) async fn deploy_staging(
         worktree,
         sha,
         cancel,
+        &mut refused,
     )
     .await
     {
         Ok(build) => build,
         Err(e) => {
-            return StagingReport::failed_before_checks(
-                sha,
-                None,
-                base_url,
-                tolerance,
-                Vec::new(),
-                &e,
-            );
+            let mut report =
+                StagingReport::failed_before_checks(sha, None, base_url, tolerance, Vec::new(), &e);
+            report.build_egress_refused = refused;
+            return report;
         }
     };
     let mut steps = Vec::new();
@@ -49,7 +47,7 @@ pub(super) async fn deploy_staging(
         .start_healthy(Env::Staging, &build, cancel, &mut steps)
         .await
     {
-        return StagingReport::failed_before_checks(
+        let mut report = StagingReport::failed_before_checks(
             sha,
             Some(build),
             base_url,
@@ -57,6 +55,8 @@ pub(super) async fn deploy_staging(
             Vec::new(),
             &e,
         );
+        report.build_egress_refused = refused;
+        return report;
     }
     for step in &steps {
         tracing::info!(sha, "{step}");
@@ -99,5 +99,6 @@ pub(super) async fn deploy_staging(
         lines,
         error,
         infra_error: false,
+        build_egress_refused: refused,
     }
 }

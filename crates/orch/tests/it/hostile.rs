@@ -83,6 +83,15 @@ printf -- '---\nanalysis_status: READY\n---\n' > "$ORCH_ARTIFACT_DIR$ORCH_ARTIFA
     let pipeline = crate::harness::quick_pipeline()
         .replace("run = \"true\"", &format!("run = {}", toml_string(gate)));
     write_committed(&orch, ".orch/pipeline.toml", &pipeline);
+    // The deploy's build command is the item's code too.
+    let deploy = std::fs::read_to_string(orch.repo().join(".orch/deploy.toml")).expect("deploy");
+    let build = "curl -s -m 5 -o /dev/null http://builds.example/dep.tgz || true";
+    let deploy = deploy.replacen(
+        "command = \"true\"",
+        &format!("command = {}", toml_string(build)),
+        1,
+    );
+    write_committed(&orch, ".orch/deploy.toml", &deploy);
 
     let port = crate::harness::free_port();
     let mut child = orch
@@ -116,7 +125,7 @@ printf -- '---\nanalysis_status: READY\n---\n' > "$ORCH_ARTIFACT_DIR$ORCH_ARTIFA
 
     let (status, body) = http(port, "POST", "/api/v1/items", r#"{"title": "Reach out"}"#);
     assert_eq!(status, 201, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let item = loop {
         let (status, body) = http(port, "GET", "/api/v1/items/QUICK-1", "");
         assert_eq!(status, 200, "{body}");
@@ -128,7 +137,7 @@ printf -- '---\nanalysis_status: READY\n---\n' > "$ORCH_ARTIFACT_DIR$ORCH_ARTIFA
                     .any(|e| e["kind"] == "stage.passed" && e["data"]["stage"] == stage)
             })
         };
-        if passed("analysis") && passed("development") {
+        if passed("analysis") && passed("development") && passed("deploy-staging") {
             break item;
         }
         assert!(Instant::now() < deadline, "the item never moved: {item:#}");
@@ -146,11 +155,12 @@ printf -- '---\nanalysis_status: READY\n---\n' > "$ORCH_ARTIFACT_DIR$ORCH_ARTIFA
         [
             &serde_json::json!({ "by": "agent", "host": "exfil.example", "port": 8443, "count": 2 }),
             &serde_json::json!({ "by": "gate:tests", "host": "pypi.example", "port": 80, "count": 1 }),
+            &serde_json::json!({ "by": "build", "host": "builds.example", "port": 80, "count": 1 }),
         ],
         "{item:#}"
     );
     let (_, metrics) = http(port, "GET", "/metrics", "");
-    assert_eq!(counted(&metrics), 3, "{metrics}");
+    assert_eq!(counted(&metrics), 4, "{metrics}");
 
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
