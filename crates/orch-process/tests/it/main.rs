@@ -1,6 +1,7 @@
 //! Real processes: exit codes, signals, killing whole groups, output limits, detached sessions.
 
 mod detached;
+mod docker;
 mod limits;
 mod run;
 mod sandbox;

@@ -1,0 +1,167 @@
+//! What the docker runtime must do besides the hostile suite it shares with bubblewrap
+//! (`sandbox.rs`): leave no container behind whatever ends the run, keep the child's environment
+//! off every command line, give the folders it handed to the sandbox's uid back.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use orch_process::{ExitOutcome, Finished, Limits, Policy, Sandbox, Spec};
+use tokio_util::sync::CancellationToken;
+
+use crate::Recorder;
+
+/// Whether a docker daemon answers; under CI (`CI=true`) one must.
+fn docker_here() -> bool {
+    let answers = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        answers || std::env::var("CI").as_deref() != Ok("true"),
+        "no docker daemon answers under CI: run `bash .ci/install-docker.sh`"
+    );
+    answers
+}
+
+fn docker_sandbox() -> Sandbox {
+    Sandbox::Docker(Policy {
+        limits: Limits {
+            memory_mib: Some(256),
+            processes: Some(64),
+            file_mib: Some(64),
+        },
+        ..Policy::default()
+    })
+}
+
+/// The containers this test process started that still exist.
+fn my_containers() -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .expect("docker ps");
+    let mine = format!("orch-sandbox-{}-", std::process::id());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| n.starts_with(&mine))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every command line on the host, each with its arguments joined by spaces.
+fn command_lines() -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let mut raw = Vec::new();
+        if std::fs::File::open(entry.path().join("cmdline"))
+            .and_then(|mut f| f.read_to_end(&mut raw))
+            .is_ok()
+            && !raw.is_empty()
+        {
+            lines.push(String::from_utf8_lossy(&raw).replace('\0', " "));
+        }
+    }
+    lines
+}
+
+async fn run(spec: &Spec) -> (Finished, String) {
+    let mut recorder = Recorder::default();
+    let finished = orch_process::run(spec, &CancellationToken::new(), &mut recorder).await;
+    (finished, recorder.stdout().join("\n"))
+}
+
+#[tokio::test]
+async fn a_run_that_times_out_leaves_no_container_and_no_process() {
+    if !docker_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The shell, pid 1, ignores SIGTERM: only removing the container ends it.
+    let seconds = 4000 + std::process::id() % 1000;
+    let marker = format!("sleep {seconds}");
+    let spec = Spec {
+        timeout: Duration::from_secs(3),
+        kill_grace: Duration::from_millis(300),
+        ..Spec::new("sh", dir.path())
+    }
+    .args(["-c", &format!("echo started; {marker}; echo never")])
+    .sandbox(docker_sandbox());
+    let (finished, out) = run(&spec).await;
+    assert_eq!(finished.outcome, ExitOutcome::TimedOut { secs: 3 }, "{out}");
+    assert!(out.contains("started"), "{out}");
+    assert!(my_containers().is_empty(), "{:?}", my_containers());
+    let alive = command_lines()
+        .into_iter()
+        .filter(|l| l.contains(&marker))
+        .collect::<Vec<_>>();
+    assert!(alive.is_empty(), "still running: {alive:?}");
+}
+
+#[tokio::test]
+async fn the_environment_is_on_no_command_line_and_its_file_is_deleted() {
+    if !docker_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = format!("secret-value-{}", std::process::id());
+    let spec = Spec {
+        timeout: Duration::from_secs(20),
+        ..Spec::new("sh", dir.path())
+    }
+    .args(["-c", "sleep 2; echo \"inside: $ORCH_TEST_SECRET\""])
+    .env("ORCH_TEST_SECRET", &secret)
+    .sandbox(docker_sandbox());
+    let watching = secret.clone();
+    let mine = format!("--name orch-sandbox-{}-", std::process::id());
+    let watcher = std::thread::spawn(move || {
+        // Every command line while the run lasts: none may hold the value; the docker CLI's
+        // names the environment file.
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        let (mut leaked, mut env_file) = (Vec::new(), None);
+        while std::time::Instant::now() < until {
+            for line in command_lines() {
+                if line.contains(&watching) {
+                    leaked.push(line.clone());
+                }
+                if !line.contains(&mine) {
+                    continue;
+                }
+                if let Some(rest) = line.split("--env-file ").nth(1) {
+                    env_file = rest.split(' ').next().map(PathBuf::from);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (leaked, env_file)
+    });
+    let (finished, out) = run(&spec).await;
+    let (leaked, env_file) = watcher.join().expect("watcher");
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0), "{out}");
+    assert!(out.contains(&format!("inside: {secret}")), "{out}");
+    assert!(leaked.is_empty(), "on a command line: {leaked:?}");
+    let env_file = env_file.expect("the docker CLI was seen with its --env-file");
+    assert!(!env_file.exists(), "{} was left", env_file.display());
+}
+
+#[tokio::test]
+async fn what_the_sandbox_wrote_is_given_back_to_the_work_trees_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !docker_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = std::fs::metadata(dir.path()).expect("meta").uid();
+    let spec = Spec::new("sh", dir.path())
+        .args(["-c", "mkdir -p sub && echo x > sub/file && id -u"])
+        .sandbox(docker_sandbox());
+    let (finished, out) = run(&spec).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0), "{out}");
+    // Not root inside, whoever runs orch.
+    assert_ne!(out.trim(), "0", "{out}");
+    for path in [dir.path().to_owned(), dir.path().join("sub/file")] {
+        let uid = std::fs::metadata(&path).expect("meta").uid();
+        assert_eq!(uid, owner, "{} belongs to {uid}", path.display());
+    }
+}
