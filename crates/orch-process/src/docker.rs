@@ -560,7 +560,7 @@ pub(crate) fn prerequisites() -> Vec<(&'static str, Result<String, SandboxError>
     };
     let socat = relay_script(&[(0, String::new())]).map(|_| "found".to_owned());
     vec![
-        ("docker", docker.map(|p| p.display().to_string())),
+        ("docker CLI", docker.map(|p| p.display().to_string())),
         ("docker daemon", daemon),
         ("socat", socat),
     ]

@@ -10,20 +10,7 @@ use std::time::Duration;
 use orch_process::{ExitOutcome, Finished, Limits, Policy, Sandbox, Spec};
 use tokio_util::sync::CancellationToken;
 
-use crate::Recorder;
-
-/// Whether a docker daemon answers; under CI (`CI=true`) one must.
-fn docker_here() -> bool {
-    let answers = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        answers || std::env::var("CI").as_deref() != Ok("true"),
-        "no docker daemon answers under CI: run `bash .ci/install-docker.sh`"
-    );
-    answers
-}
+use crate::{Recorder, docker_here};
 
 fn docker_sandbox() -> Sandbox {
     Sandbox::Docker(Policy {
