@@ -91,7 +91,7 @@ async fn main() {
     .chain(docker_rows)
     {
         println!(
-            "  {what:<38} {took:>10.2?}  x{:.1}",
+            "  {what:<44} {took:>10.2?}  x{:.1}",
             took.as_secs_f64() / plain.as_secs_f64()
         );
     }

@@ -13,7 +13,9 @@
 //!
 //! The container's processes are not in the process group [`crate::run`] kills: the
 //! [`Container`] guard runs `docker rm -f <name>` after every run (timeout, cancel, and a dropped
-//! run's future included), so nothing of the run keeps running after it.
+//! run's future included), so nothing of the run keeps running after it. The name holds orch's
+//! pid: each run also removes, in the background, the containers of an orch that is gone (killed
+//! before it could remove its own).
 //!
 //! When orch runs as root, the container runs as [`SANDBOX_UID`]; the folders it may write (the
 //! work tree, its home, the bridge's and the proxy's) are handed to that uid for the run and
@@ -78,6 +80,9 @@ impl Container {
         let docker = docker.ok_or(SandboxError::DockerMissing)?;
         let image = image_tag();
         ensure_image(&docker, &image).await?;
+        // Containers of an orch that died mid-run (killed, crashed) are not its children:
+        // nothing else would ever remove them. In the background: it costs the run nothing.
+        tokio::spawn(sweep(docker.clone()));
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -340,6 +345,51 @@ impl Drop for Container {
         }
         self.give_back();
     }
+}
+
+/// Removes the containers named after an orch process that is gone (`orch-sandbox-<pid>-...`,
+/// `<pid>` not running): left by an orch killed before it could remove them.
+async fn sweep(docker: PathBuf) {
+    let listed = tokio::process::Command::new(&docker)
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            "name=orch-sandbox-",
+            "--format",
+            "{{.Names}}",
+        ])
+        .env_clear()
+        .envs(docker_env())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    let Ok(listed) = listed else { return };
+    let stale: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|name| {
+            let owner = name
+                .strip_prefix("orch-sandbox-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            owner.is_some_and(|pid| {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            })
+        })
+        .map(str::to_owned)
+        .collect();
+    if stale.is_empty() {
+        return;
+    }
+    tracing::warn!(containers = ?stale, "removing sandbox containers left by an orch that is gone");
+    let _ = tokio::process::Command::new(&docker)
+        .args(["rm", "-f"])
+        .args(&stale)
+        .env_clear()
+        .envs(docker_env())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
 }
 
 /// The `docker` CLI's environment: `PATH` and the variables that name the daemon.

@@ -152,3 +152,59 @@ async fn what_the_sandbox_wrote_is_given_back_to_the_work_trees_owner() {
         assert_eq!(uid, owner, "{} belongs to {uid}", path.display());
     }
 }
+
+#[tokio::test]
+async fn the_container_of_a_gone_orch_is_removed_by_the_next_run() {
+    if !docker_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = Spec::new("true", dir.path()).sandbox(docker_sandbox());
+    let (finished, _) = run(&spec).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0));
+    // A container as an orch killed mid-run leaves it: its pid (above the kernel's pid_max)
+    // runs nothing.
+    let images = Command::new("docker")
+        .args([
+            "images",
+            "orch-sandbox",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ])
+        .output()
+        .expect("docker images");
+    let image = String::from_utf8_lossy(&images.stdout)
+        .lines()
+        .next()
+        .expect("the sandbox's image")
+        .to_owned();
+    let stale = format!("orch-sandbox-99999999-{}-0", std::process::id());
+    let started = Command::new("docker")
+        .args(["run", "-d", "--rm", "--network", "none", "--name", &stale])
+        .args(["--mount", "type=bind,src=/usr,dst=/usr,readonly", &image])
+        .args(["/usr/bin/sleep", "600"])
+        .output()
+        .expect("docker run");
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let exists = |name: &str| {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}"])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|n| n == name)
+    };
+    assert!(exists(&stale));
+    let (finished, _) = run(&spec).await;
+    assert_eq!(finished.outcome, ExitOutcome::Exited(0));
+    let gone = crate::eventually(|| !exists(&stale));
+    if !gone {
+        let _ = Command::new("docker").args(["rm", "-f", &stale]).output();
+    }
+    assert!(gone, "{stale} was not removed");
+}
