@@ -326,24 +326,34 @@ impl Container {
 }
 
 impl Drop for Container {
-    /// A run whose future was dropped: the container is removed in the background (a thread
-    /// waits for `docker rm -f`), the folders given back now.
+    /// A run whose future was dropped: a thread removes the container and only then gives the
+    /// folders back (a process still running in it as the sandbox's uid could otherwise write
+    /// after the hand-back), and deletes the environment file.
     fn drop(&mut self) {
         if self.removed {
             return;
         }
-        let child = std::process::Command::new(&self.docker)
+        let mut remove = std::process::Command::new(&self.docker);
+        remove
             .args(["rm", "-f", &self.name])
             .env_clear()
             .envs(docker_env())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        if let Ok(mut child) = child {
-            std::thread::spawn(move || child.wait());
-        }
-        self.give_back();
+            .stderr(std::process::Stdio::null());
+        let handed = std::mem::take(&mut self.handed);
+        let env_dir = self.env_dir.take();
+        std::thread::spawn(move || {
+            let _ = remove.status();
+            let mut rest = Container {
+                docker: PathBuf::new(),
+                name: String::new(),
+                env_dir,
+                handed,
+                removed: true,
+            };
+            rest.give_back();
+        });
     }
 }
 

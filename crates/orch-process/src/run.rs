@@ -123,7 +123,11 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
         observer.egress_refused(&refused);
     }
     if let Some(limits) = limits
-        && let Some(note) = crate::limits::limit_hit(&finished, limits)
+        && let Some(note) = crate::limits::limit_hit(&finished, limits).or_else(|| {
+            matches!(original.sandbox, crate::Sandbox::Docker(_))
+                .then(|| crate::limits::container_oom(&finished, limits))
+                .flatten()
+        })
     {
         crate::limits::record(&mut finished, &note, spec.log.as_deref());
     }

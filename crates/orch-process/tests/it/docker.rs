@@ -208,3 +208,78 @@ async fn the_container_of_a_gone_orch_is_removed_by_the_next_run() {
     }
     assert!(gone, "{stale} was not removed");
 }
+
+#[tokio::test]
+async fn a_dropped_run_removes_its_container_and_gives_the_tree_back() {
+    use std::os::unix::fs::MetadataExt;
+    if !docker_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let owner = std::fs::metadata(dir.path()).expect("meta").uid();
+    let spec = Spec::new("sh", dir.path())
+        .args(["-c", "echo x > early; sleep 600"])
+        .sandbox(docker_sandbox());
+    // The caller gives up on the run (its future is dropped) while the container runs.
+    let early = dir.path().join("early");
+    let cancel = CancellationToken::new();
+    let mut observer = ();
+    let dropped = tokio::time::timeout(Duration::from_secs(20), async {
+        let run = orch_process::run(&spec, &cancel, &mut observer);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                _ = &mut run => panic!("the run ended by itself"),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if early.exists() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "the container never started");
+    assert!(
+        crate::eventually(|| my_containers().is_empty()),
+        "{:?}",
+        my_containers()
+    );
+    assert!(
+        crate::eventually(|| std::fs::metadata(&early).is_ok_and(|m| m.uid() == owner)),
+        "the tree was not given back"
+    );
+}
+
+#[tokio::test]
+async fn processes_that_fill_the_containers_memory_together_are_stopped_and_named() {
+    if !docker_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two processes, each within the per-process limit (RLIMIT_DATA 256 MiB), together past
+    // the container's 256 MiB: the kernel's OOM killer ends one of them.
+    // (Bytes written, not a zeroed allocation: untouched pages use no memory.)
+    let fill = "python3 -c 'import time; b = b\"x\" * (180 << 20); time.sleep(5)'";
+    // The shell exits with the status of the one that was killed (128 + 9), as a test runner
+    // whose worker was killed would fail.
+    let script = format!(
+        "{fill} & bg=$!; {fill}; fg=$?; wait $bg; bgs=$?; \
+         [ $fg = 0 ] && [ $bgs = 0 ] && echo ESCAPED both allocated; \
+         [ $fg != 0 ] && exit $fg; exit $bgs"
+    );
+    let spec = Spec {
+        timeout: Duration::from_secs(30),
+        ..Spec::new("sh", dir.path())
+    }
+    .args(["-c", &script])
+    .sandbox(docker_sandbox());
+    let (finished, out) = run(&spec).await;
+    assert!(!out.contains("ESCAPED"), "{finished:?}\n{out}");
+    assert!(
+        finished
+            .tail
+            .contains("container's memory limit of 256 MiB"),
+        "{finished:?}"
+    );
+}
