@@ -23,16 +23,22 @@ fn docker_sandbox() -> Sandbox {
     })
 }
 
-/// The containers this test process started that still exist.
-fn my_containers() -> Vec<String> {
+/// The containers (running or not) whose command holds `marker`: the test's own, even where
+/// other tests of this process start containers at the same time.
+fn containers_running(marker: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .args([
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--format",
+            "{{.Names}} {{.Command}}",
+        ])
         .output()
         .expect("docker ps");
-    let mine = format!("orch-sandbox-{}-", std::process::id());
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|n| n.starts_with(&mine))
+        .filter(|l| l.contains(marker))
         .map(str::to_owned)
         .collect()
 }
@@ -78,7 +84,8 @@ async fn a_run_that_times_out_leaves_no_container_and_no_process() {
     let (finished, out) = run(&spec).await;
     assert_eq!(finished.outcome, ExitOutcome::TimedOut { secs: 3 }, "{out}");
     assert!(out.contains("started"), "{out}");
-    assert!(my_containers().is_empty(), "{:?}", my_containers());
+    let left = containers_running(&marker);
+    assert!(left.is_empty(), "{left:?}");
     let alive = command_lines()
         .into_iter()
         .filter(|l| l.contains(&marker))
@@ -101,7 +108,8 @@ async fn the_environment_is_on_no_command_line_and_its_file_is_deleted() {
     .env("ORCH_TEST_SECRET", &secret)
     .sandbox(docker_sandbox());
     let watching = secret.clone();
-    let mine = format!("--name orch-sandbox-{}-", std::process::id());
+    // This run's docker CLI: the one whose arguments hold this script.
+    let mine = "inside: $ORCH_TEST_SECRET";
     let watcher = std::thread::spawn(move || {
         // Every command line while the run lasts: none may hold the value; the docker CLI's
         // names the environment file.
@@ -112,7 +120,7 @@ async fn the_environment_is_on_no_command_line_and_its_file_is_deleted() {
                 if line.contains(&watching) {
                     leaked.push(line.clone());
                 }
-                if !line.contains(&mine) {
+                if !line.contains(mine) {
                     continue;
                 }
                 if let Some(rest) = line.split("--env-file ").nth(1) {
@@ -217,8 +225,9 @@ async fn a_dropped_run_removes_its_container_and_gives_the_tree_back() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let owner = std::fs::metadata(dir.path()).expect("meta").uid();
+    let marker = format!("sleep {}", 5000 + std::process::id() % 1000);
     let spec = Spec::new("sh", dir.path())
-        .args(["-c", "echo x > early; sleep 600"])
+        .args(["-c", &format!("echo x > early; {marker}")])
         .sandbox(docker_sandbox());
     // The caller gives up on the run (its future is dropped) while the container runs.
     let early = dir.path().join("early");
@@ -241,9 +250,9 @@ async fn a_dropped_run_removes_its_container_and_gives_the_tree_back() {
     .await;
     assert!(dropped.is_ok(), "the container never started");
     assert!(
-        crate::eventually(|| my_containers().is_empty()),
+        crate::eventually(|| containers_running(&marker).is_empty()),
         "{:?}",
-        my_containers()
+        containers_running(&marker)
     );
     assert!(
         crate::eventually(|| std::fs::metadata(&early).is_ok_and(|m| m.uid() == owner)),

@@ -419,11 +419,22 @@ async fn pid_1s_environment_is_not_orchs(rt: Runtime) {
 }
 
 async fn the_work_tree_git_home_and_tmp_work_inside(rt: Runtime) {
+    use std::os::unix::fs::MetadataExt;
     let m = Machine::new();
+    // Not root inside: uid 1000, except in docker under a non-root orch, which runs the
+    // container as orch's own uid (the files it writes stay orch's).
+    let me = std::fs::metadata("/proc/self").expect("/proc/self").uid();
+    let uid = if rt == Runtime::Docker && me != 0 {
+        me
+    } else {
+        1000
+    };
     let (finished, out) = m
         .run(
-            "set -e; echo work > file.txt; git status --porcelain; echo h > \"$HOME/h\"; \
-             echo t > /tmp/t; [ \"$(id -u)\" = 1000 ]; echo OK",
+            &format!(
+                "set -e; echo work > file.txt; git status --porcelain; echo h > \"$HOME/h\"; \
+                 echo t > /tmp/t; [ \"$(id -u)\" = {uid} ]; echo OK"
+            ),
             rt.confined(),
         )
         .await;
