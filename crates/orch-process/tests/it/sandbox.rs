@@ -593,8 +593,10 @@ async fn egress_reaches_allowed_hosts_only_and_records_every_refusal(rt: Runtime
     // bypasses the proxy).
     let server = TcpListener::bind("127.0.0.2:0").expect("listen");
     let port = server.local_addr().expect("addr").port();
+    // It answers every connection: the direct one below must be stopped by the sandbox, not by
+    // a server that stopped listening.
     std::thread::spawn(move || {
-        if let Ok((mut socket, _)) = server.accept() {
+        while let Ok((mut socket, _)) = server.accept() {
             use std::io::Write;
             let mut buf = [0u8; 4096];
             let _ = socket.read(&mut buf);
@@ -653,6 +655,9 @@ async fn egress_reaches_allowed_hosts_only_and_records_every_refusal(rt: Runtime
             unlisted: 0,
         }]
     );
+    // Unconfined, the direct connection reaches the server: the check above can fail.
+    let (_, out) = m.run(&script, Sandbox::OptedOut).await;
+    assert!(out.contains("direct: allowed-ok"), "{out}");
 }
 
 #[tokio::test]
