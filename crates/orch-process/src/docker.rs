@@ -111,6 +111,9 @@ impl Container {
         args.push(&container.name.clone());
         let user = format!("{uid}:{gid}");
         args.push_all([
+            // Never a registry: an image that vanished since `ensure_image` fails the run.
+            "--pull",
+            "never",
             "--log-driver",
             "none",
             "--network",

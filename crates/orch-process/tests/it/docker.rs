@@ -114,7 +114,7 @@ async fn the_environment_is_on_no_command_line_and_its_file_is_deleted() {
         // Every command line while the run lasts: none may hold the value; the docker CLI's
         // names the environment file.
         let until = std::time::Instant::now() + Duration::from_secs(4);
-        let (mut leaked, mut env_file) = (Vec::new(), None);
+        let (mut leaked, mut env_file, mut cli) = (Vec::new(), None, None);
         while std::time::Instant::now() < until {
             for line in command_lines() {
                 if line.contains(&watching) {
@@ -123,19 +123,32 @@ async fn the_environment_is_on_no_command_line_and_its_file_is_deleted() {
                 if !line.contains(mine) {
                     continue;
                 }
+                cli = Some(line.clone());
                 if let Some(rest) = line.split("--env-file ").nth(1) {
                     env_file = rest.split(' ').next().map(PathBuf::from);
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        (leaked, env_file)
+        (leaked, env_file, cli)
     });
     let (finished, out) = run(&spec).await;
-    let (leaked, env_file) = watcher.join().expect("watcher");
+    let (leaked, env_file, cli) = watcher.join().expect("watcher");
     assert_eq!(finished.outcome, ExitOutcome::Exited(0), "{out}");
     assert!(out.contains(&format!("inside: {secret}")), "{out}");
     assert!(leaked.is_empty(), "on a command line: {leaked:?}");
+    // The flags the sandbox's containment rests on, and never a registry.
+    let cli = cli.expect("the docker CLI was seen");
+    for flag in [
+        "--pull never",
+        "--network none",
+        "--cap-drop ALL",
+        "--security-opt no-new-privileges",
+        "--read-only",
+    ] {
+        assert!(cli.contains(flag), "{flag} missing: {cli}");
+    }
+    assert!(!cli.contains("docker.sock"), "{cli}");
     let env_file = env_file.expect("the docker CLI was seen with its --env-file");
     assert!(!env_file.exists(), "{} was left", env_file.display());
 }
