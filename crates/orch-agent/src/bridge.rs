@@ -326,7 +326,7 @@ impl Bridged {
         default_url: Option<&str>,
         req: &crate::AgentRequest,
     ) -> Result<Option<Self>, String> {
-        let orch_process::Sandbox::Bubblewrap(policy) = &req.sandbox else {
+        let Some(policy) = req.sandbox.policy() else {
             return Ok(None);
         };
         let Some(upstream) = cli.base_url.as_deref().or(default_url) else {
@@ -350,7 +350,7 @@ impl Bridged {
         let mut policy = policy.clone();
         policy.bridge = Some(bridge.dir());
         let request = crate::AgentRequest {
-            sandbox: orch_process::Sandbox::Bubblewrap(policy),
+            sandbox: req.sandbox.with_policy(policy),
             ..req.clone()
         };
         Ok(Some(Self {

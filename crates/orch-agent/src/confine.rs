@@ -12,7 +12,7 @@ use crate::AgentRequest;
 
 /// The sandbox of `program` run for `req` with the environment `env`.
 pub(crate) fn sandbox_for(req: &AgentRequest, program: &str, env: &[(String, String)]) -> Sandbox {
-    let Sandbox::Bubblewrap(mut policy) = req.sandbox.clone() else {
+    let Some(mut policy) = req.sandbox.policy().cloned() else {
         return req.sandbox.clone();
     };
     if req.prompt_file.is_file() {
@@ -30,7 +30,8 @@ pub(crate) fn sandbox_for(req: &AgentRequest, program: &str, env: &[(String, Str
             policy.read_write.push(dir);
         }
     }
-    Sandbox::Bubblewrap(policy)
+    // The project's runtime (bubblewrap or docker), with the widened policy.
+    req.sandbox.with_policy(policy)
 }
 
 /// The folders orch made for this run beside its log (a CLI's home, `CODEX_HOME`, aider's

@@ -1,6 +1,7 @@
 //! The cost of the sandbox per run: the same `true` started unconfined and in bubblewrap (with
 //! and without the limits' `prlimit`, the egress proxy and the model relay), the unconfined
-//! launch being the baseline of the same run. A measurement, not a test:
+//! launch being the baseline of the same run, and the same policies in a docker container where a
+//! daemon answers. A measurement, not a test:
 //! `cargo bench -p orch-process --bench launch_cost`.
 
 use std::time::{Duration, Instant};
@@ -45,6 +46,39 @@ async fn main() {
         ..defaults
     }))
     .await;
+    // The same policies in a docker container (where a daemon answers): the container's
+    // creation and removal (`docker run --rm`, then `docker rm -f`) are the cost.
+    let docker = docker_answers();
+    let mut docker_rows = Vec::new();
+    if docker {
+        docker_rows.push((
+            "docker",
+            median_launch(Sandbox::Docker(Policy::default())).await,
+        ));
+        docker_rows.push((
+            "docker + limits",
+            median_launch(Sandbox::Docker(Policy {
+                limits: Limits::AGENT,
+                ..Policy::default()
+            }))
+            .await,
+        ));
+        docker_rows.push((
+            "docker + egress proxy (an agent's default)",
+            median_launch(Sandbox::docker_for_agents()).await,
+        ));
+        let Sandbox::Docker(defaults) = Sandbox::docker_for_agents() else {
+            unreachable!("docker_for_agents is docker")
+        };
+        docker_rows.push((
+            "docker + model bridge relay",
+            median_launch(Sandbox::Docker(Policy {
+                bridge: Some(bridge.path().to_owned()),
+                ..defaults
+            }))
+            .await,
+        ));
+    }
     println!("median of {RUNS} launches of `true` (ratio to the unconfined baseline):");
     for (what, took) in [
         ("unconfined (baseline)", plain),
@@ -52,10 +86,23 @@ async fn main() {
         ("+ prlimit", limited),
         ("+ egress proxy (an agent's default)", agent),
         ("+ model bridge relay", relayed),
-    ] {
+    ]
+    .into_iter()
+    .chain(docker_rows)
+    {
         println!(
-            "  {what:<38} {took:>10.2?}  x{:.1}",
+            "  {what:<44} {took:>10.2?}  x{:.1}",
             took.as_secs_f64() / plain.as_secs_f64()
         );
     }
+    if !docker {
+        println!("  (no docker daemon answers: the docker rows are left out)");
+    }
+}
+
+fn docker_answers() -> bool {
+    std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

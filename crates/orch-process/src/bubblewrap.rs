@@ -18,12 +18,12 @@ use crate::spec::Spec;
 pub(crate) const BWRAP_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// System folders bound read-only when they are folders, recreated when they are symlinks
 /// (`/bin -> usr/bin` on merged-/usr systems).
-const SYSTEM: &[&str] = &[
+pub(crate) const SYSTEM: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt",
 ];
 /// Toolchain homes a program finds through a variable or, by default, under `$HOME`, which is
 /// private inside: bound read-only and named explicitly so the tools still find them.
-const TOOL_HOMES: &[(&str, &str)] = &[
+pub(crate) const TOOL_HOMES: &[(&str, &str)] = &[
     ("CARGO_HOME", ".cargo"),
     ("RUSTUP_HOME", ".rustup"),
     ("PYENV_ROOT", ".pyenv"),
@@ -155,23 +155,7 @@ fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spe
     }
     args.push("--");
     limits(&mut args, policy.limits)?;
-    let mut relays = Vec::new();
-    if policy.bridge.is_some() {
-        relays.push((
-            crate::sandbox::BRIDGE_PORT,
-            format!("{BRIDGE_DIR}/{}", crate::sandbox::BRIDGE_SOCKET),
-        ));
-    }
-    if policy.egress.is_some() {
-        relays.push((
-            crate::egress::EGRESS_PORT,
-            format!(
-                "{}/{}",
-                crate::egress::EGRESS_DIR,
-                crate::egress::EGRESS_SOCKET
-            ),
-        ));
-    }
+    let relays = relays(policy);
     if !relays.is_empty() {
         relay(&mut args, &relays)?;
     }
@@ -226,6 +210,24 @@ fn enter_cgroup(
 /// Prepends a shell that starts one `socat` per (loopback port, Unix socket) relay, waits until
 /// each listens, and then becomes the program (`exec "$@"`).
 fn relay(args: &mut Args, relays: &[(u16, String)]) -> Result<(), SandboxError> {
+    let script = relay_script(relays)?;
+    args.push_all(["/bin/sh", "-c", &script, "orch-relay"]);
+    Ok(())
+}
+
+/// The `sh -c` script of [`relay`] (for any runtime whose sandbox has a loopback interface of
+/// its own): one `socat` per relay, a wait until each listens, then `exec "$@"`.
+pub(crate) fn relay_script(relays: &[(u16, String)]) -> Result<String, SandboxError> {
+    let mut script = relay_start(relays)?;
+    script.push_str("exec \"$@\"");
+    Ok(script)
+}
+
+/// The part of [`relay_script`] that starts the relays and waits until they listen.
+pub(crate) fn relay_start(relays: &[(u16, String)]) -> Result<String, SandboxError> {
+    if relays.is_empty() {
+        return Ok(String::new());
+    }
     let socat = find_socat().ok_or(SandboxError::SocatMissing)?;
     let mut script = String::new();
     for (port, socket) in relays {
@@ -241,9 +243,29 @@ fn relay(args: &mut Args, relays: &[(u16, String)]) -> Result<(), SandboxError> 
              sleep 0.01; done; "
         ));
     }
-    script.push_str("exec \"$@\"");
-    args.push_all(["/bin/sh", "-c", &script, "orch-relay"]);
-    Ok(())
+    Ok(script)
+}
+
+/// The relays a policy asks for: the model bridge's and the egress proxy's.
+pub(crate) fn relays(policy: &Policy) -> Vec<(u16, String)> {
+    let mut relays = Vec::new();
+    if policy.bridge.is_some() {
+        relays.push((
+            crate::sandbox::BRIDGE_PORT,
+            format!("{BRIDGE_DIR}/{}", crate::sandbox::BRIDGE_SOCKET),
+        ));
+    }
+    if policy.egress.is_some() {
+        relays.push((
+            crate::egress::EGRESS_PORT,
+            format!(
+                "{}/{}",
+                crate::egress::EGRESS_DIR,
+                crate::egress::EGRESS_SOCKET
+            ),
+        ));
+    }
+    relays
 }
 
 /// Prepends `prlimit` with the limits that are set.
@@ -272,7 +294,7 @@ fn limits(args: &mut Args, limits: Limits) -> Result<(), SandboxError> {
 /// The repository's git directory a linked work tree's `.git` file leads to, and the work
 /// tree's administrative folder in it, for git inside to read (read-only: a writable one would
 /// let the agent change what orch's own git obeys).
-fn git_dirs(worktree: &Path) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn git_dirs(worktree: &Path) -> Option<(PathBuf, PathBuf)> {
     let text = std::fs::read_to_string(worktree.join(".git")).ok()?;
     let admin = PathBuf::from(text.strip_prefix("gitdir: ")?.trim_end())
         .canonicalize()
@@ -352,11 +374,11 @@ pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn value(env: &[(String, String)], name: &str) -> Option<String> {
+pub(crate) fn value(env: &[(String, String)], name: &str) -> Option<String> {
     env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
 }
 
-fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+pub(crate) fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     env.retain(|(n, _)| n != name);
     env.push((name.to_owned(), value.to_owned()));
 }

@@ -11,7 +11,8 @@
 //!   the child prints: long lines are cut, the log file is capped, only a short tail is kept.
 //!
 //! - code an agent wrote runs in a [`Sandbox`] ([`Spec::sandbox`]): bubblewrap namespaces where
-//!   it sees its work tree and the system read-only, and nothing of orch's.
+//!   it sees its work tree and the system read-only, and nothing of orch's; or the same policy
+//!   in a docker container ([`Sandbox::Docker`]).
 //!
 //! [`spawn_detached`] is the one exception: it starts a process in its own session that is meant
 //! to outlive orch (the self-deploy hook).
@@ -23,6 +24,7 @@
 mod bubblewrap;
 mod cgroup;
 mod detached;
+mod docker;
 mod egress;
 mod instance_box;
 mod limits;

@@ -61,6 +61,18 @@ pub(crate) fn limit_hit(finished: &Finished, limits: Limits) -> Option<String> {
     None
 }
 
+/// The sentence for a docker run whose program was killed with SIGKILL inside its container
+/// (exit 128 + 9): the kernel's OOM killer at the container's `--memory` limit, which counts
+/// every process of the run (and its tmpfs) together, is what does that.
+pub(crate) fn container_oom(finished: &Finished, limits: Limits) -> Option<String> {
+    let mib = limits.memory_mib?;
+    (finished.outcome == ExitOutcome::Exited(128 + 9)).then(|| {
+        format!(
+            "orch: the run was killed inside its container, likely by the container's memory limit of {mib} MiB for all its processes together (raise `memory_mib` in the project's `sandbox` settings)"
+        )
+    })
+}
+
 /// Adds `note` to the run's tail (what a failed gate reports) and to its log.
 pub(crate) fn record(finished: &mut Finished, note: &str, log: Option<&Path>) {
     if !finished.tail.is_empty() && !finished.tail.ends_with('\n') {
@@ -87,6 +99,18 @@ mod tests {
             pid: Some(1),
             duration: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_kill_inside_a_container_names_its_memory_limit() {
+        let killed = ended(ExitOutcome::Exited(137), "");
+        let note = container_oom(&killed, Limits::AGENT);
+        assert!(note.is_some_and(|n| n.contains("16384 MiB") && n.contains("memory_mib")));
+        assert_eq!(container_oom(&killed, Limits::default()), None);
+        assert_eq!(
+            container_oom(&ended(ExitOutcome::Exited(1), ""), Limits::AGENT),
+            None
+        );
     }
 
     #[test]

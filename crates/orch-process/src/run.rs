@@ -49,18 +49,26 @@ enum Event {
 /// they would hold the output pipes open and nothing would ever wait for them. Never panics;
 /// every failure is an [`ExitOutcome`].
 pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Observer) -> Finished {
+    let original = spec;
     if spec.sandbox == crate::Sandbox::OptedOut
         && let Some(log) = &spec.log
     {
         append_line(log, crate::sandbox::UNCONFINED_WARNING);
     }
-    // The egress proxy and the pids cgroup live as long as the run.
+    // The egress proxy, the pids cgroup and the container live as long as the run.
     let mut proxy = None;
     let mut cgroup = None;
+    let mut container = None;
     let prepared;
-    let spec = match &spec.sandbox {
-        crate::Sandbox::Bubblewrap(policy) => {
+    let spec = match spec.sandbox.policy() {
+        Some(policy) => {
             let mut policy = policy.clone();
+            let not_started = |reason: String| Finished {
+                outcome: ExitOutcome::FailedToStart(format!("`{}`: {reason}", spec.program)),
+                tail: String::new(),
+                pid: None,
+                duration: Duration::ZERO,
+            };
             if let (None, Some(hosts)) = (&policy.egress, &policy.allow_hosts) {
                 match crate::egress::EgressProxy::start(hosts, spec.log.as_deref()) {
                     Ok(started) => {
@@ -68,31 +76,43 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
                         proxy = Some(started);
                     }
                     Err(e) => {
-                        return Finished {
-                            outcome: ExitOutcome::FailedToStart(format!(
-                                "`{}`: cannot start the sandbox's egress proxy: {e}",
-                                spec.program
-                            )),
-                            tail: String::new(),
-                            pid: None,
-                            duration: Duration::ZERO,
-                        };
+                        return not_started(format!(
+                            "cannot start the sandbox's egress proxy: {e}"
+                        ));
                     }
                 }
             }
-            if let (None, Some(processes)) = (&policy.cgroup_procs, policy.limits.processes) {
-                cgroup = crate::cgroup::RunCgroup::create(processes);
-                policy.cgroup_procs = cgroup.as_ref().map(crate::cgroup::RunCgroup::procs);
+            if let crate::Sandbox::Docker(_) = spec.sandbox {
+                // The container's own cgroup (`--pids-limit`) limits its processes.
+                match crate::docker::Container::prepare(&policy, spec).await {
+                    Ok((wrapped, started)) => {
+                        container = Some(started);
+                        prepared = Spec {
+                            sandbox: crate::Sandbox::Trusted,
+                            ..wrapped
+                        };
+                    }
+                    Err(e) => return not_started(e.to_string()),
+                }
+            } else {
+                if let (None, Some(processes)) = (&policy.cgroup_procs, policy.limits.processes) {
+                    cgroup = crate::cgroup::RunCgroup::create(processes);
+                    policy.cgroup_procs = cgroup.as_ref().map(crate::cgroup::RunCgroup::procs);
+                }
+                prepared = Spec {
+                    sandbox: spec.sandbox.with_policy(policy),
+                    ..spec.clone()
+                };
             }
-            prepared = Spec {
-                sandbox: crate::Sandbox::Bubblewrap(policy),
-                ..spec.clone()
-            };
             &prepared
         }
-        _ => spec,
+        None => spec,
     };
+    let limits = original.sandbox.policy().map(|p| p.limits);
     let mut finished = run_spec(spec, cancel, observer).await;
+    if let Some(container) = container {
+        container.remove().await;
+    }
     if let Some(cgroup) = cgroup {
         cgroup.remove().await;
     }
@@ -102,8 +122,12 @@ pub async fn run(spec: &Spec, cancel: &CancellationToken, observer: &mut dyn Obs
     {
         observer.egress_refused(&refused);
     }
-    if let crate::Sandbox::Bubblewrap(policy) = &spec.sandbox
-        && let Some(note) = crate::limits::limit_hit(&finished, policy.limits)
+    if let Some(limits) = limits
+        && let Some(note) = crate::limits::limit_hit(&finished, limits).or_else(|| {
+            matches!(original.sandbox, crate::Sandbox::Docker(_))
+                .then(|| crate::limits::container_oom(&finished, limits))
+                .flatten()
+        })
     {
         crate::limits::record(&mut finished, &note, spec.log.as_deref());
     }

@@ -29,6 +29,10 @@ pub enum Sandbox {
     OptedOut,
     /// User, PID, mount, IPC, UTS and network namespaces through bubblewrap.
     Bubblewrap(Policy),
+    /// The same policy in a docker container (`docker run --network none`, no capabilities, a
+    /// read-only root from an empty image with the host's system folders mounted read-only),
+    /// for hosts that run agents in containers. See [`crate::docker`].
+    Docker(Policy),
 }
 
 /// What a confined program may see and use, besides its working directory (read-write).
@@ -123,6 +127,26 @@ pub enum SandboxError {
     SocatMissing,
     #[error("`prlimit` (util-linux) is needed to apply the sandbox's limits and is not installed")]
     PrlimitMissing,
+    #[error(
+        "the project's sandbox runs in docker (`runtime = \"docker\"`), and the `docker` CLI is \
+         not on orch's PATH; install docker (`apt-get install docker.io`), or set `runtime = \
+         \"bubblewrap\"` in the project's sandbox settings"
+    )]
+    DockerMissing,
+    #[error(
+        "the project's sandbox runs in docker and the docker daemon does not answer ({0}); start \
+         it (`systemctl start docker`, or `dockerd`) and make its socket usable by orch's user \
+         (the `docker` group), or set `runtime = \"bubblewrap\"` in the project's sandbox settings"
+    )]
+    DockerDaemon(String),
+    #[error("the docker sandbox's empty image {image} cannot be created: {reason}")]
+    DockerImage { image: String, reason: String },
+    #[error(
+        "a docker sandbox is started by `orch_process::run` only (it names and removes the container)"
+    )]
+    DockerOutsideRun,
+    #[error("the docker sandbox cannot pass the variable {name}: {reason}")]
+    DockerEnv { name: String, reason: String },
 }
 
 impl SandboxError {
@@ -143,6 +167,19 @@ impl SandboxError {
                 "install util-linux, which has prlimit (`apt-get install util-linux`)".to_owned()
             }
             SandboxError::Path { path, .. } => format!("make {path} a folder orch can bind"),
+            SandboxError::DockerMissing => "install docker (`apt-get install docker.io`), or set \
+                 `runtime = \"bubblewrap\"` in the project's sandbox settings"
+                .to_owned(),
+            SandboxError::DockerDaemon(_) => "start the docker daemon (`systemctl start docker`, \
+                 or `dockerd`) and let orch's user use its socket (the `docker` group)"
+                .to_owned(),
+            SandboxError::DockerImage { .. } => "check that `docker import` works for orch's \
+                 user (disk space, the daemon's storage driver)"
+                .to_owned(),
+            SandboxError::DockerOutsideRun => "run the spec with `orch_process::run`".to_owned(),
+            SandboxError::DockerEnv { name, .. } => {
+                format!("give {name} a value without a line break")
+            }
         }
     }
 }
@@ -162,7 +199,42 @@ impl Sandbox {
                 Ok(None)
             }
             Sandbox::Bubblewrap(policy) => crate::bubblewrap::wrap(policy, spec).map(Some),
+            // A container needs a name, an environment file and its removal around the run:
+            // only `crate::run` starts one (it prepares them and hands `run_spec` the result).
+            Sandbox::Docker(_) => Err(SandboxError::DockerOutsideRun),
         }
+    }
+
+    /// The policy of a confined sandbox (bubblewrap or docker), `None` for the others.
+    pub fn policy(&self) -> Option<&Policy> {
+        match self {
+            Sandbox::Bubblewrap(policy) | Sandbox::Docker(policy) => Some(policy),
+            Sandbox::Trusted | Sandbox::OptedOut => None,
+        }
+    }
+
+    /// The same runtime with another policy (a caller widening the project's for one run); a
+    /// sandbox without a policy is returned as it is.
+    pub fn with_policy(&self, policy: Policy) -> Sandbox {
+        match self {
+            Sandbox::Bubblewrap(_) => Sandbox::Bubblewrap(policy),
+            Sandbox::Docker(_) => Sandbox::Docker(policy),
+            Sandbox::Trusted | Sandbox::OptedOut => self.clone(),
+        }
+    }
+
+    /// The docker runtime with the defaults of [`Sandbox::for_agents`].
+    pub fn docker_for_agents() -> Self {
+        match Sandbox::for_agents() {
+            Sandbox::Bubblewrap(policy) => Sandbox::Docker(policy),
+            other => other,
+        }
+    }
+
+    /// What a docker sandbox needs on this machine (the `docker` CLI, a daemon that answers,
+    /// `socat`), checked the way a run checks them.
+    pub fn docker_prerequisites() -> Vec<(&'static str, Result<String, SandboxError>)> {
+        crate::docker::prerequisites()
     }
 
     /// The sandbox of code an agent wrote when nothing else is configured: bubblewrap with the
@@ -176,7 +248,7 @@ impl Sandbox {
     }
 
     pub fn is_confined(&self) -> bool {
-        matches!(self, Sandbox::Bubblewrap(_))
+        matches!(self, Sandbox::Bubblewrap(_) | Sandbox::Docker(_))
     }
 
     /// What a bubblewrap sandbox needs on this machine (`bwrap`, unprivileged user namespaces,
@@ -191,12 +263,13 @@ impl Sandbox {
         matches!(self, Sandbox::OptedOut)
     }
 
-    /// One word for listings: `bubblewrap`, `NONE` (opted out) or `trusted`.
+    /// One word for listings: `bubblewrap`, `docker`, `NONE` (opted out) or `trusted`.
     pub fn label(&self) -> &'static str {
         match self {
             Sandbox::Trusted => "trusted",
             Sandbox::OptedOut => "NONE",
             Sandbox::Bubblewrap(_) => "bubblewrap",
+            Sandbox::Docker(_) => "docker",
         }
     }
 }

@@ -147,6 +147,10 @@ pub struct SandboxEntry {
     /// `bubblewrap` (the default) or `none` (agents run unconfined, with a warning every run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// What confines the agents: `bubblewrap` (the default) or `docker` (a container per run,
+    /// for container hosts; docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// More host folders agents and command gates may read (a toolchain outside `/usr`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_only: Vec<String>,

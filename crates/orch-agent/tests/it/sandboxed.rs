@@ -65,6 +65,27 @@ exit 0
 
 #[tokio::test]
 async fn the_model_key_stays_outside_and_the_endpoint_gets_it_through_the_bridge() {
+    key_stays_outside(orch_process::Sandbox::for_agents()).await;
+}
+
+/// The same in the docker runtime (where a daemon answers; under CI one must).
+#[tokio::test]
+async fn in_docker_the_model_key_stays_outside_and_the_endpoint_gets_it_through_the_bridge() {
+    let answers = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no docker daemon answers under CI: run `bash .ci/install-docker.sh`"
+        );
+        return;
+    }
+    key_stays_outside(orch_process::Sandbox::docker_for_agents()).await;
+}
+
+async fn key_stays_outside(sandbox: orch_process::Sandbox) {
     let key = std::env::var(KEY_VAR).expect("cargo sets it");
     assert!(key.len() > 20, "precondition: a distinctive value");
     let (url, port, heads) = endpoint().await;
@@ -77,12 +98,12 @@ async fn the_model_key_stays_outside_and_the_endpoint_gets_it_through_the_bridge
         },
         ..ClaudeAgent::default()
     };
+    let request = orch_agent::AgentRequest {
+        sandbox,
+        ..ws.request(&[])
+    };
     agent
-        .run(
-            &ws.sandboxed_request(&[]),
-            &CancellationToken::new(),
-            &mut (),
-        )
+        .run(&request, &CancellationToken::new(), &mut ())
         .await;
     let log = ws.run_log() + &ws.stream_log();
     assert!(

@@ -78,10 +78,16 @@ impl Workspace {
         }
     }
 
-    /// [`Workspace::request`] run in orch's bubblewrap sandbox, as orch runs agents by default.
+    /// [`Workspace::request`] run in orch's bubblewrap sandbox, as orch runs agents by default;
+    /// in its docker runtime instead when `ORCH_TEST_SANDBOX_RUNTIME=docker` (to run the
+    /// real-CLI tests in containers).
     pub fn sandboxed_request(&self, tools: &[&str]) -> AgentRequest {
+        let sandbox = match std::env::var("ORCH_TEST_SANDBOX_RUNTIME").as_deref() {
+            Ok("docker") => orch_process::Sandbox::docker_for_agents(),
+            _ => orch_process::Sandbox::for_agents(),
+        };
         AgentRequest {
-            sandbox: orch_process::Sandbox::for_agents(),
+            sandbox,
             ..self.request(tools)
         }
     }

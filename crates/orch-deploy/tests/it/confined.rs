@@ -97,8 +97,27 @@ async fn stage_it(project: &Project) {
 
 #[tokio::test]
 async fn a_build_script_and_an_instance_see_nothing_of_orch() {
+    build_and_instance_see_nothing_of_orch(Sandbox::Bubblewrap).await;
+}
+
+/// The same with the build in the docker runtime (a project with `runtime = "docker"`); its
+/// instances keep bubblewrap's confinement.
+#[tokio::test]
+async fn in_docker_a_build_script_and_an_instance_see_nothing_of_orch() {
+    let answers = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        crate::skip::skip("no docker daemon answers; run `bash .ci/install-docker.sh`");
+        return;
+    }
+    build_and_instance_see_nothing_of_orch(Sandbox::Docker).await;
+}
+
+async fn build_and_instance_see_nothing_of_orch(runtime: fn(orch_process::Policy) -> Sandbox) {
     let project = hostile(|p| {
-        let build = Sandbox::Bubblewrap(orch_process::Policy {
+        let build = runtime(orch_process::Policy {
             read_write: vec![loot(p)],
             limits: orch_process::Limits::AGENT,
             allow_hosts: Some(Vec::new()),

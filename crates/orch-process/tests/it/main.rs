@@ -1,9 +1,12 @@
 //! Real processes: exit codes, signals, killing whole groups, output limits, detached sessions.
 
 mod detached;
+mod docker;
 mod limits;
 mod run;
 mod sandbox;
+#[path = "../../../../test-support/skip.rs"]
+mod skip;
 
 use std::path::Path;
 use std::time::Duration;
@@ -61,4 +64,18 @@ fn eventually(mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     done()
+}
+
+/// Whether a docker daemon answers here. When none does, the test is skipped through
+/// [`skip::skip`], which fails it where every dependency is required (CI starts one with
+/// `bash .ci/install-docker.sh`).
+fn docker_here() -> bool {
+    let answers = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        skip::skip("no docker daemon answers; run `bash .ci/install-docker.sh`");
+    }
+    answers
 }

@@ -17,7 +17,26 @@ pub fn parse_sandbox(
     let Some(table) = &entry.sandbox else {
         return Ok(orch_process::Sandbox::for_agents());
     };
+    let docker = match table.runtime.as_deref() {
+        None | Some("bubblewrap") => false,
+        Some("docker") => true,
+        Some(other) => {
+            return Err(format!(
+                "project `{name}`, field `sandbox.runtime`: `{other}` is not a sandbox runtime; use \"bubblewrap\" (the default) or \"docker\""
+            ));
+        }
+    };
     match table.mode.as_deref() {
+        Some("bubblewrap") if docker => {
+            return Err(format!(
+                "project `{name}`: `sandbox.mode = \"bubblewrap\"` and `sandbox.runtime = \"docker\"` contradict each other; drop `mode` to run agents in docker"
+            ));
+        }
+        Some("none") if table.runtime.is_some() => {
+            return Err(format!(
+                "project `{name}`: `sandbox.mode = \"none\"` runs agents unconfined, so `sandbox.runtime` means nothing; drop one of them"
+            ));
+        }
         None | Some("bubblewrap") => {}
         Some("none") => return Ok(orch_process::Sandbox::OptedOut),
         Some(other) => {
@@ -65,12 +84,17 @@ pub fn parse_sandbox(
             *slot = value;
         }
     }
-    Ok(orch_process::Sandbox::Bubblewrap(orch_process::Policy {
+    let policy = orch_process::Policy {
         read_only,
         limits,
         allow_hosts: Some(table.allow_hosts.clone()),
         ..orch_process::Policy::default()
-    }))
+    };
+    Ok(if docker {
+        orch_process::Sandbox::Docker(policy)
+    } else {
+        orch_process::Sandbox::Bubblewrap(policy)
+    })
 }
 
 #[cfg(test)]
@@ -105,6 +129,50 @@ mod tests {
         assert!(
             err.contains("`sandbox.mode`: `off` is not a sandbox"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn docker_is_chosen_by_runtime_and_contradictions_are_refused() {
+        let runtime = |runtime: &str, mode: Option<&str>| SandboxEntry {
+            runtime: Some(runtime.to_owned()),
+            mode: mode.map(str::to_owned),
+            ..SandboxEntry::default()
+        };
+        assert_eq!(
+            parse(Some(runtime("docker", None))),
+            Ok(Sandbox::docker_for_agents())
+        );
+        assert_eq!(
+            parse(Some(runtime("bubblewrap", None))),
+            Ok(Sandbox::for_agents())
+        );
+        // The policy's settings apply to docker too.
+        let limited = parse(Some(SandboxEntry {
+            memory_mib: Some(512),
+            allow_hosts: vec!["crates.io".to_owned()],
+            ..runtime("docker", None)
+        }));
+        let Ok(Sandbox::Docker(policy)) = limited else {
+            panic!("{limited:?}")
+        };
+        assert_eq!(policy.limits.memory_mib, Some(512));
+        assert_eq!(policy.allow_hosts, Some(vec!["crates.io".to_owned()]));
+        let err = parse(Some(runtime("podman", None))).expect_err("refused");
+        assert!(
+            err.contains("`sandbox.runtime`: `podman` is not a sandbox runtime"),
+            "{err}"
+        );
+        let err = parse(Some(runtime("docker", Some("bubblewrap")))).expect_err("refused");
+        assert!(err.contains("contradict"), "{err}");
+        let err = parse(Some(runtime("docker", Some("none")))).expect_err("refused");
+        assert!(err.contains("unconfined"), "{err}");
+        let text = "name = \"web\"\nrepo = \"repo\"\nstaging_port = 1\nprod_port = 2\n\
+                    [sandbox]\nruntime = \"docker\"\n";
+        let entry: ProjectEntry = toml::from_str(text).expect("table");
+        assert_eq!(
+            parse_sandbox(&entry, Path::new("/data")),
+            Ok(Sandbox::docker_for_agents())
         );
     }
 

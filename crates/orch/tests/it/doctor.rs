@@ -437,6 +437,63 @@ fn a_missing_bwrap_fails_the_sandbox_check() {
 }
 
 #[test]
+fn a_project_sandboxed_in_docker_has_docker_checked_instead_of_bubblewrap() {
+    let orch = Orch::new(None);
+    let config = orch.path().join("orch.toml");
+    let mut text = std::fs::read_to_string(&config).expect("orch.toml");
+    text.push_str("sandbox = { runtime = \"docker\" }\n");
+    std::fs::write(&config, text).expect("write orch.toml");
+    // A PATH with git but without docker.
+    let bin = orch.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let git = ["/usr/bin/git", "/bin/git", "/usr/local/bin/git"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("git is installed");
+    std::os::unix::fs::symlink(git, bin.join("git")).expect("link git");
+    let (code, report) = doctor(&orch, &[("PATH", &bin.display().to_string())]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let docker = one(&report, "sandbox", "docker CLI", "fail");
+    assert!(
+        docker["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("apt-get install docker.io")),
+        "{docker}"
+    );
+    assert!(
+        docker["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("project(s) quick")),
+        "{docker}"
+    );
+    // bubblewrap is not what this project needs: it is not checked.
+    assert!(
+        findings(&report, "sandbox", "bwrap").is_empty(),
+        "{report:#}"
+    );
+    // A daemon that does not answer names how to start it.
+    let (_, report) = doctor(
+        &orch,
+        &[(
+            "DOCKER_HOST",
+            "unix:///nonexistent/orch-doctor-sandbox.sock",
+        )],
+    );
+    if findings(&report, "sandbox", "docker daemon").is_empty() {
+        // No docker CLI on this machine's PATH: the CLI's finding stands for both.
+        crate::skip::skip("no docker CLI here; run .ci/install-docker.sh");
+        return;
+    }
+    let daemon = one(&report, "sandbox", "docker daemon", "fail");
+    assert!(
+        daemon["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("start the docker daemon")),
+        "{daemon}"
+    );
+}
+
+#[test]
 fn the_docker_daemon_is_checked_for_a_docker_project() {
     let orch = Orch::new(None);
     let deploy = |docker_table: &str| {

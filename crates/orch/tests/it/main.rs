@@ -11,6 +11,7 @@ mod crossmachine;
 mod dashboard;
 mod demo;
 mod deployment_doc;
+mod docker_sandbox;
 mod doctor;
 mod dumpable;
 mod external_checks;

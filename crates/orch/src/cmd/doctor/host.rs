@@ -107,6 +107,23 @@ pub fn sandbox(who: &str) -> Vec<Finding> {
         .collect()
 }
 
+/// The docker sandbox's prerequisites (the `docker` CLI, a daemon that answers, `socat`),
+/// checked as a run checks them; `who` names the projects that chose `runtime = "docker"`.
+pub fn docker_sandbox(who: &str) -> Vec<Finding> {
+    orch_process::Sandbox::docker_prerequisites()
+        .into_iter()
+        .map(|(name, result)| match result {
+            Ok(found) => Finding::ok("sandbox", name, found),
+            Err(e) => Finding::fail(
+                "sandbox",
+                name,
+                format!("{} (needed by {who})", cause(&e)),
+                e.fix(),
+            ),
+        })
+        .collect()
+}
+
 /// The first clause of a sandbox error: what is wrong, without the fix its message also says.
 fn cause(e: &orch_process::SandboxError) -> String {
     use orch_process::SandboxError as E;
@@ -117,6 +134,8 @@ fn cause(e: &orch_process::SandboxError) -> String {
         }
         E::SocatMissing => "socat is not installed (the model bridge and egress relay)".to_owned(),
         E::PrlimitMissing => "prlimit is not installed (the sandbox's limits)".to_owned(),
+        E::DockerMissing => "the `docker` CLI is not on orch's PATH".to_owned(),
+        E::DockerDaemon(why) => format!("the docker daemon does not answer: {why}"),
         other => other.to_string(),
     }
 }

@@ -180,17 +180,22 @@ fn load_projects(
 }
 
 /// The sandbox's prerequisites, when any project (or, with none, the default) confines its
-/// agents.
+/// agents: bubblewrap's for the projects that run it, docker's for those that chose
+/// `runtime = "docker"`.
 fn sandbox(loaded: &[(Arc<Project>, ProjectEntry)]) -> Vec<Finding> {
-    let confined: Vec<String> = loaded
-        .iter()
-        .filter(|(p, _)| p.sandbox.is_confined())
-        .map(|(p, _)| p.id().to_string())
-        .collect();
+    let on = |runtime: fn(&orch_process::Sandbox) -> bool| -> Vec<String> {
+        loaded
+            .iter()
+            .filter(|(p, _)| runtime(&p.sandbox))
+            .map(|(p, _)| p.id().to_string())
+            .collect()
+    };
+    let bubblewrap = on(|s| matches!(s, orch_process::Sandbox::Bubblewrap(_)));
+    let docker = on(|s| matches!(s, orch_process::Sandbox::Docker(_)));
     if loaded.is_empty() {
         return host::sandbox("every project by default");
     }
-    if confined.is_empty() {
+    if bubblewrap.is_empty() && docker.is_empty() {
         return vec![Finding::warn(
             "sandbox",
             "",
@@ -198,7 +203,20 @@ fn sandbox(loaded: &[(Arc<Project>, ProjectEntry)]) -> Vec<Finding> {
             "install bubblewrap and remove the opt-out (docs/security.md)",
         )];
     }
-    host::sandbox(&format!("project(s) {}", confined.join(", ")))
+    let mut out = Vec::new();
+    if !bubblewrap.is_empty() {
+        out.extend(host::sandbox(&format!(
+            "project(s) {}",
+            bubblewrap.join(", ")
+        )));
+    }
+    if !docker.is_empty() {
+        out.extend(host::docker_sandbox(&format!(
+            "project(s) {}",
+            docker.join(", ")
+        )));
+    }
+    out
 }
 
 /// Each model CLI the projects' agents run, once, with the projects that run it.
