@@ -368,7 +368,12 @@ async fn no_process_outlives_the_run(rt: Runtime) {
     // A daemon in its own session: it leaves the process group orch kills.
     let seconds = 3000 + std::process::id() % 1000;
     let marker = format!("sleep {seconds}");
-    let script = format!("setsid -f {marker} </dev/null >/dev/null 2>&1; echo started");
+    // The shell waits until the daemon is in its own session (it writes the file after
+    // setsid): a run that ended first would kill it with the group, unconfined too.
+    let script = format!(
+        "rm -f daemon.pid; setsid -f sh -c 'echo $$ > daemon.pid; exec {marker}' \
+         </dev/null >/dev/null 2>&1; until [ -s daemon.pid ]; do sleep 0.05; done; echo started"
+    );
     let (_, out) = m.run(&script, rt.confined()).await;
     assert!(out.contains("started"), "{out}");
     assert!(
