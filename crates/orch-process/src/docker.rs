@@ -172,7 +172,14 @@ impl Container {
         script.push_str("\"$@\"; exit $?");
         args.push_all(["/bin/sh", "-c", &script, "orch-init"]);
         args.path(cwd);
-        args.push(&spec.program);
+        // Only cleaned paths exist inside (`/a/b/../c` is mounted as `/a/c`, and `/a/b` may
+        // not be there to walk through).
+        let program = Path::new(&spec.program);
+        if program.is_absolute() {
+            args.path(&mounts::clean(program));
+        } else {
+            args.push(&spec.program);
+        }
         args.push_all(spec.args.iter().map(String::as_str));
 
         if root {

@@ -104,6 +104,25 @@ pub(super) fn view(
     Ok(env)
 }
 
+/// `path` without `.` and with each `..` taking away the name before it, as docker cleans a
+/// mount's destination (lexically: Go's `filepath.Clean`).
+pub(super) fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(part);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Sets the owner of `path` and everything under it, never following a symlink.
 pub(super) fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
@@ -178,6 +197,8 @@ impl Args {
     /// A bind mount of `src` at `dst` (`--mount`, which, unlike `-v`, refuses a missing source
     /// instead of creating it).
     pub(super) fn mount(&mut self, src: &Path, dst: &Path, read_only: bool) {
+        // docker cleans a destination (`a/../b` is `b`) before it looks for duplicates.
+        let dst = &clean(dst);
         if holds_docker_socket(src) {
             // Whoever reaches the daemon's socket is root on the host.
             return self.refuse(src, "it holds the docker daemon's socket");
@@ -247,6 +268,27 @@ mod tests {
         assert_eq!(
             args.list,
             ["--mount", "type=bind,src=/usr,dst=/usr,readonly"]
+        );
+    }
+
+    #[test]
+    fn a_folder_named_twice_is_mounted_once() {
+        let mut args = Args::default();
+        args.mount(
+            Path::new("/opt/tools/node_modules"),
+            Path::new("/opt/tools/node_modules"),
+            true,
+        );
+        args.mount(
+            Path::new("/opt/x/../tools/./node_modules"),
+            Path::new("/opt/x/../tools/./node_modules"),
+            true,
+        );
+        args.push_mounts();
+        let mounts: Vec<&String> = args.list.iter().filter(|a| a.contains("dst=")).collect();
+        assert_eq!(
+            mounts,
+            ["type=bind,src=/opt/x/../tools/./node_modules,dst=/opt/tools/node_modules,readonly"]
         );
     }
 
