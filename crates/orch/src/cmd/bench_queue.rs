@@ -70,7 +70,7 @@ async fn measure(n: u32, together: bool) -> anyhow::Result<Measured> {
     let repo = dir.path().join("repo");
     write_bench_repo(&repo).await?;
     let config = dir.path().join("orch.toml");
-    write_bench_config(&config, free_port()?, free_port()?, 2)?;
+    write_bench_config(&config, free_port()?, free_port()?, 2, None)?;
     let ctx = Context::open(&config, Arc::new(orch_engine::Silent)).await?;
     let project = orch_core::ProjectId::parse("bench")?;
     let cancel = CancellationToken::new();
