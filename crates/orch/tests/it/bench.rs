@@ -142,11 +142,27 @@ fn the_queue_bench_runs_items_together_and_one_by_one_and_checks_the_invariant()
         row.ends_with("3/3 ok"),
         "every deploy kept prod on main: {row}"
     );
-    let bad = std::process::Command::new(crate::harness::BIN)
-        .args(["bench", "--queue", "0"])
-        .output()
-        .expect("runs");
-    assert_eq!(bad.status.code(), Some(2));
+    // The queue's cost per item and the share of re-validations among the staging runs.
+    assert!(
+        stdout.contains("re-validation %") && stdout.contains("queue ms per item"),
+        "{stdout}"
+    );
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let share: f64 = cells[6].parse().expect("a share");
+    assert!((0.0..100.0).contains(&share), "{row}");
+    let revalidations: f64 = cells[5].parse().expect("per item");
+    // With 3 items, a share above zero goes with re-validations above zero, and back.
+    assert_eq!(share > 0.0, revalidations > 0.0, "{row}");
+    assert!(cells[7].parse::<f64>().is_ok(), "queue ms per item: {row}");
+    for bad in ["0", "1001", "3,0"] {
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(["bench", "--queue", bad])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--queue"), "{bad}: {stderr}");
+    }
 }
 
 /// The size mode generates a repository (files and history), runs both sides on copies of it
