@@ -42,6 +42,30 @@ const HARDENING: &[&str] = &[
 /// The most of a `.git` link file orch reads: `gitdir: <path>` and a line end.
 const LINK_CAP: u64 = 4096;
 
+/// The `git` a command runs: the first executable `git` in orch's `PATH`, as the OS would find
+/// it, named by its full path. Naming the program by path is what lets the standard library
+/// start it with `posix_spawn` (a `vfork`): given a bare name and a `PATH` of its own, the child
+/// gets it by `fork` and a search of its own instead, copying orch's page tables on every git
+/// process, which was most of orch's own CPU per stage. With no such file, the bare name.
+/// A relative entry of `PATH` is skipped: it would be looked up from the work tree, where an
+/// agent could have put a `git` of its own.
+fn program() -> PathBuf {
+    program_in(std::env::var_os("PATH").as_deref())
+}
+
+fn program_in(path: Option<&OsStr>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    path.into_iter()
+        .flat_map(std::env::split_paths)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join("git"))
+        .find(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from("git"))
+}
+
 /// A `git` command run in a directory.
 #[derive(Debug)]
 pub(crate) struct Git {
@@ -96,7 +120,7 @@ impl Git {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new("git");
+        let mut command = Command::new(program());
         command.env_clear();
         for name in GIT_INHERITED {
             if let Some(value) = std::env::var_os(name) {
@@ -311,6 +335,25 @@ pub(crate) fn nul_fields(text: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_is_named_by_the_first_executable_in_path_and_relative_entries_are_skipped() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (plain, exec) = (dir.path().join("plain"), dir.path().join("exec"));
+        for d in [&plain, &exec] {
+            std::fs::create_dir(d).expect("mkdir");
+            std::fs::write(d.join("git"), "#!/bin/sh\n").expect("write");
+        }
+        std::fs::set_permissions(exec.join("git"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        // `plain/git` is not executable, `.` is relative: both passed over.
+        let path = std::env::join_paths([Path::new("."), &plain, &exec]).expect("join");
+        assert_eq!(program_in(Some(&path)), exec.join("git"));
+        let only_relative = std::env::join_paths([Path::new("."), &plain]).expect("join");
+        assert_eq!(program_in(Some(&only_relative)), PathBuf::from("git"));
+        assert_eq!(program_in(None), PathBuf::from("git"));
+    }
 
     #[test]
     fn refs_that_git_would_misread_are_refused() {

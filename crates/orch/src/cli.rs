@@ -451,7 +451,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[arg(long, default_value_t = 200)]
+    /// Items per run (1 to 100000).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub items: u32,
     /// Stage runs orch executes at once. 1 compares like with like: the baseline is sequential.
     #[arg(long, default_value_t = 1)]
@@ -459,6 +460,11 @@ pub struct BenchArgs {
     /// Keep the bench directory instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Which orch runs the overhead bench makes: `off` (the comparison with the baseline, agents
+    /// and gates unconfined), `on` (in the default bubblewrap sandbox) or `both` (the sandbox's
+    /// own cost then shows as a row of its own).
+    #[arg(long, value_enum, default_value = "both")]
+    pub sandbox: BenchSandbox,
     /// Scaling mode: run the items with this many `orch worker` processes on PostgreSQL, for
     /// each count given, next to one worker on SQLite (the baseline), and print a table.
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
@@ -473,6 +479,20 @@ pub struct BenchArgs {
         conflicts_with = "workers"
     )]
     pub queue: Vec<u32>,
+    /// Size mode: for each N given, generate a repository of N files (1 to 1000000) and run the
+    /// overhead bench on it (sandbox off) next to the baseline on a copy of the same repository,
+    /// one row per size. Big sizes run fewer items than `--items` (200000 files' worth).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "N,N,...",
+        conflicts_with_all = ["workers", "queue"]
+    )]
+    pub repo_files: Vec<u32>,
+    /// Size mode: commits of history the generated repositories get on top (each changes one
+    /// file), 0 to 1000000.
+    #[arg(long, default_value_t = 0, value_name = "N", requires = "repo_files")]
+    pub history: u32,
     /// The PostgreSQL server for the scaling mode (a database is created per row, then dropped).
     #[arg(
         long,
@@ -481,6 +501,14 @@ pub struct BenchArgs {
         hide_env_values = true
     )]
     pub postgres: Option<String>,
+}
+
+/// Which sandbox the overhead bench runs orch with (`orch bench --sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSandbox {
+    Off,
+    On,
+    Both,
 }
 
 #[derive(Debug, Args)]

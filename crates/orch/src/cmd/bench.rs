@@ -1,6 +1,7 @@
 //! `orch bench`: N items through the full default pipeline with instant scripted agents on
 //! SQLite, next to a shell script doing the same git and process work without orch, measured in
-//! the same run. Reports throughput, orch's overhead per stage transition and peak memory.
+//! the same run. Reports throughput, orch's overhead per stage transition (sandbox off, as the
+//! baseline has none), the sandbox's own cost per transition and peak memory.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,13 +11,22 @@ use anyhow::Context as _;
 use orch_core::transition::ItemStatus;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchSandbox};
 use crate::context::Context;
 use crate::kit;
-use crate::settings::{ConfigFile, EngineSection, ProjectEntry, StoreSection};
+use crate::settings::{ConfigFile, EngineSection, ProjectEntry, SandboxEntry, StoreSection};
 
 /// Stage transitions per item in the default pipeline: eight stages and the merge.
-const TRANSITIONS_PER_ITEM: u32 = 9;
+pub(super) const TRANSITIONS_PER_ITEM: u32 = 9;
+
+/// What one side of the bench measured.
+pub(super) struct Side {
+    pub secs: f64,
+    pub done: usize,
+    /// CPU seconds orch's own process spent (every thread: the engine, SQLite, tokio), and
+    /// those of the processes it started and waited for (git, gates, deploys), during the run.
+    pub cpu: Option<(f64, f64)>,
+}
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     if a.items == 0 {
@@ -33,17 +43,131 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         a.parallel.max(1),
         root.display()
     );
+    let unconfined = match a.sandbox {
+        BenchSandbox::On => None,
+        _ => Some(orch_side(&root.join("orch"), a.items, a.parallel, false, None).await?),
+    };
+    // The first orch run's peak: a second run in the same process could only raise it.
+    let peak_kib = peak_rss_kib();
+    let sandboxed = match a.sandbox {
+        BenchSandbox::Off => None,
+        _ => Some(orch_side(&root.join("orch-sandbox"), a.items, a.parallel, true, None).await?),
+    };
+    let base = baseline_side(&root.join("baseline"), a.items, None).await?;
 
+    let n = f64::from(a.items);
+    let transitions = n * f64::from(TRANSITIONS_PER_ITEM);
+    let per_transition = |secs: f64| secs * 1000.0 / transitions;
+    let sides: Vec<(&str, &Side)> = [
+        ("orch", unconfined.as_ref()),
+        ("orch+sandbox", sandboxed.as_ref()),
+        ("baseline", Some(&base)),
+    ]
+    .into_iter()
+    .filter_map(|(name, side)| side.map(|s| (name, s)))
+    .collect();
+    println!();
+    let row = |label: &str, cells: Vec<String>| {
+        let cells: String = cells.iter().map(|c| format!(" {c:>12}")).collect();
+        println!("{label:<34}{cells}");
+    };
+    row("", sides.iter().map(|(n, _)| (*n).to_owned()).collect());
+    row(
+        "items done",
+        sides.iter().map(|(_, s)| s.done.to_string()).collect(),
+    );
+    row(
+        "wall time (s)",
+        sides
+            .iter()
+            .map(|(_, s)| format!("{:.2}", s.secs))
+            .collect(),
+    );
+    row(
+        "items per second",
+        sides
+            .iter()
+            .map(|(_, s)| format!("{:.2}", n / s.secs))
+            .collect(),
+    );
+    row(
+        "ms per stage transition",
+        sides
+            .iter()
+            .map(|(_, s)| format!("{:.1}", per_transition(s.secs)))
+            .collect(),
+    );
+    // CPU time, unlike wall time, hardly moves with what else the machine runs. A sandboxed
+    // run's processes are partly outside what orch waits for, so they show less than they use.
+    let cpu_row = |label: &str, pick: fn((f64, f64)) -> f64| {
+        let cells = sides.iter().map(|(_, s)| match s.cpu {
+            Some(cpu) => format!("{:.1}", per_transition(pick(cpu))),
+            None => "-".into(),
+        });
+        row(label, cells.collect());
+    };
+    cpu_row("CPU ms per transition, own", |(own, _)| own);
+    cpu_row("CPU ms per transition, processes", |(_, children)| children);
+    println!();
+    // The comparison is made without the sandbox (the baseline has none); with only the
+    // sandboxed run, that one is compared and said so.
+    let (compared, label) = match (&unconfined, &sandboxed) {
+        (Some(u), _) => (u, "sandbox off"),
+        (None, Some(s)) => (s, "sandbox on"),
+        (None, None) => unreachable!("--sandbox makes at least one orch run"),
+    };
+    println!(
+        "ratio orch / baseline wall time:     {:.2} ({label})",
+        compared.secs / base.secs
+    );
+    println!(
+        "orch overhead per stage transition:  {:.1} ms ({label})",
+        per_transition(compared.secs - base.secs)
+    );
+    if let (Some(u), Some(s)) = (&unconfined, &sandboxed) {
+        println!(
+            "sandbox cost per stage transition:   {:.1} ms (orch+sandbox - orch)",
+            per_transition(s.secs - u.secs)
+        );
+    }
+    println!(
+        "orch peak memory (VmHWM):            {} MiB",
+        peak_kib / 1024
+    );
+    if a.keep {
+        let kept = dir.keep();
+        println!("kept {}", kept.display());
+    }
+    let all_done = sides.iter().all(|(_, s)| s.done == a.items as usize);
+    Ok(if all_done { 0 } else { 1 })
+}
+
+/// Runs `items` items through orch in `root` (a fresh directory), approving as they arrive,
+/// with the agents and gates in the default sandbox or unconfined.
+/// The repository is a copy of `template` when given (`orch bench --repo-files`), else the
+/// bench's small one.
+pub(super) async fn orch_side(
+    root: &Path,
+    items: u32,
+    parallel: usize,
+    sandbox: bool,
+    template: Option<&Path>,
+) -> anyhow::Result<Side> {
     let (staging, prod) = (free_port()?, free_port()?);
-    let repo = root.join("orch/repo");
-    write_bench_repo(&repo).await?;
-    let config = root.join("orch/orch.toml");
-    write_bench_config(&config, staging, prod, a.parallel)?;
+    let repo = root.join("repo");
+    bench_repo(&repo, template).await?;
+    let config = root.join("orch.toml");
+    let sandbox = (!sandbox).then(|| SandboxEntry {
+        mode: Some("none".into()),
+        ..SandboxEntry::default()
+    });
+    write_bench_config(&config, staging, prod, parallel, sandbox)?;
     let ctx = Context::open(&config, Arc::new(orch_engine::Silent)).await?;
     let project = orch_core::ProjectId::parse("bench")?;
 
+    let cpu0 = cpu_secs();
     let t0 = Instant::now();
-    for i in 1..=a.items {
+    for i in 1..=items {
         ctx.engine
             .create_item(&project, &format!("bench item {i}"), "")
             .await?;
@@ -51,11 +175,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let cancel = CancellationToken::new();
     loop {
         ctx.engine.run_until_idle(&cancel).await?;
-        let items = ctx.engine.store().list_items(None).await?;
-        let waiting: Vec<_> = items
-            .iter()
-            .filter(|i| i.progress.status == ItemStatus::AwaitingApproval)
-            .collect();
+        let waiting = ctx
+            .engine
+            .store()
+            .list_items_with_status(ItemStatus::AwaitingApproval)
+            .await?;
         if waiting.is_empty() {
             break;
         }
@@ -63,14 +187,17 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             ctx.engine.approve(&i.id, "bench").await?;
         }
     }
-    let orch_secs = t0.elapsed().as_secs_f64();
-    let items = ctx.engine.store().list_items(None).await?;
-    let done = items
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs()
+        .zip(cpu0)
+        .map(|((own, children), (own0, children0))| (own - own0, children - children0));
+    let all = ctx.engine.store().list_items(None).await?;
+    let done = all
         .iter()
         .filter(|i| i.progress.status == ItemStatus::Done)
         .count();
     // Anything not done is shown with its reason: a bench that hides failures measures nothing.
-    for i in items
+    for i in all
         .iter()
         .filter(|i| i.progress.status != ItemStatus::Done)
         .take(5)
@@ -83,79 +210,56 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
             i.blocked_reason.as_deref().unwrap_or("-")
         );
     }
-    let peak_kib = peak_rss_kib();
     // The bench's directory goes away; its staging and prod instances must not outlive it.
     super::demo::stop_instances(&ctx, ctx.engine.project(&project)?).await;
+    Ok(Side { secs, done, cpu })
+}
 
-    let base_repo = root.join("baseline/repo");
-    write_bench_repo(&base_repo).await?;
-    let script = root.join("baseline/baseline.sh");
+/// Runs the baseline script for `items` items in `root` (a fresh directory).
+pub(super) async fn baseline_side(
+    root: &Path,
+    items: u32,
+    template: Option<&Path>,
+) -> anyhow::Result<Side> {
+    let base_repo = root.join("repo");
+    bench_repo(&base_repo, template).await?;
+    let script = root.join("baseline.sh");
     std::fs::write(&script, include_str!("../../kit/bench/baseline.sh"))?;
-    let wts = root.join("baseline/worktrees");
+    let wts = root.join("worktrees");
     std::fs::create_dir_all(&wts)?;
+    let cpu0 = cpu_secs();
     let t1 = Instant::now();
     let status = tokio::process::Command::new("sh")
         .arg(&script)
         .arg(&base_repo)
         .arg(&wts)
-        .arg(a.items.to_string())
+        .arg(items.to_string())
         .arg(free_port()?.to_string())
         .status()
         .await
         .context("cannot run the baseline script")?;
-    let base_secs = t1.elapsed().as_secs_f64();
+    let secs = t1.elapsed().as_secs_f64();
+    let cpu = cpu_secs()
+        .zip(cpu0)
+        .map(|((own, children), (own0, children0))| (own - own0, children - children0));
     if !status.success() {
         anyhow::bail!("the baseline script failed ({status}); nothing to compare against");
     }
-
-    let n = f64::from(a.items);
-    let transitions = n * f64::from(TRANSITIONS_PER_ITEM);
-    println!();
-    println!("{:<34} {:>12} {:>12}", "", "orch", "baseline");
-    println!("{:<34} {:>12} {:>12}", "items done", done, a.items);
-    println!(
-        "{:<34} {:>12.2} {:>12.2}",
-        "wall time (s)", orch_secs, base_secs
-    );
-    println!(
-        "{:<34} {:>12.2} {:>12.2}",
-        "items per second",
-        n / orch_secs,
-        n / base_secs
-    );
-    println!(
-        "{:<34} {:>12.1} {:>12.1}",
-        "ms per stage transition",
-        orch_secs * 1000.0 / transitions,
-        base_secs * 1000.0 / transitions
-    );
-    println!();
-    println!(
-        "ratio orch / baseline wall time:     {:.2}",
-        orch_secs / base_secs
-    );
-    println!(
-        "orch overhead per stage transition:  {:.1} ms",
-        (orch_secs - base_secs) * 1000.0 / transitions
-    );
-    println!(
-        "orch peak memory (VmHWM):            {} MiB",
-        peak_kib / 1024
-    );
-    if a.keep {
-        let kept = dir.keep();
-        println!("kept {}", kept.display());
-    }
-    Ok(if done == a.items as usize { 0 } else { 1 })
+    Ok(Side {
+        secs,
+        done: items as usize,
+        cpu,
+    })
 }
 
 /// Writes the `orch.toml` of a bench: one project `bench` on SQLite, short health probes, and
-/// `parallel` stage runs at once.
+/// `parallel` stage runs at once, in `sandbox` (`None`: the default one).
 pub(super) fn write_bench_config(
     path: &Path,
     staging_port: u16,
     prod_port: u16,
     parallel: usize,
+    sandbox: Option<SandboxEntry>,
 ) -> anyhow::Result<()> {
     let file = ConfigFile {
         server: Default::default(),
@@ -177,13 +281,35 @@ pub(super) fn write_bench_config(
             approvers: Vec::new(),
             approval_ttl_secs: None,
             reapprove_on_reintegration: false,
-            sandbox: None,
+            sandbox,
             notify: Vec::new(),
             tracker: None,
             forge: None,
         }],
     };
     std::fs::write(path, toml::to_string_pretty(&file)?)?;
+    Ok(())
+}
+
+/// The bench's small repository at `repo`, or a copy of `template` (its `.git` and files).
+async fn bench_repo(repo: &Path, template: Option<&Path>) -> anyhow::Result<()> {
+    let Some(template) = template else {
+        return write_bench_repo(repo).await;
+    };
+    if let Some(parent) = repo.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let status = tokio::process::Command::new("cp")
+        .arg("-a")
+        .arg(template)
+        .arg(repo)
+        .status()
+        .await
+        .context("cannot run cp")?;
+    anyhow::ensure!(
+        status.success(),
+        "copying the generated repository failed ({status})"
+    );
     Ok(())
 }
 
@@ -216,6 +342,24 @@ pub(super) async fn write_bench_repo(repo: &Path) -> anyhow::Result<()> {
 pub(super) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("cannot find a free port")?;
     Ok(l.local_addr()?.port())
+}
+
+/// CPU seconds of this process (all its threads) and of its waited-for children so far, from
+/// /proc/self/stat (Linux; fields 14-17, in clock ticks of 1/100 s, the kernel's USER_HZ).
+fn cpu_secs() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces and parentheses: fields are counted after its `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ticks: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse::<f64>().ok())
+        .collect::<Option<_>>()?;
+    let [utime, stime, cutime, cstime] = ticks[..] else {
+        return None;
+    };
+    Some(((utime + stime) / 100.0, (cutime + cstime) / 100.0))
 }
 
 /// Peak resident memory of this process, from /proc (Linux).

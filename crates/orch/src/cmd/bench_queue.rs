@@ -1,7 +1,9 @@
 //! `orch bench --queue N,N,...`: N items filed together through the whole default pipeline and
 //! the promotion queue (instant scripted agents, the process deployer, SQLite), next to the same
 //! N items run one after another, each measured in the same run. After every deploy the bench
-//! checks the invariant: prod's build commit is the default branch's tip.
+//! checks the invariant: prod's build commit is the default branch's tip. It prints the queue's
+//! cost per item (the difference of the two, per item) and the share of re-validations among the
+//! staging runs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::bench::{free_port, write_bench_config, write_bench_repo};
 use crate::context::Context;
+
+/// The most items one row files together: each row runs them twice through the whole pipeline.
+const MAX_ITEMS: u32 = 1000;
 
 /// What one way of running N items measured.
 struct Measured {
@@ -26,9 +31,23 @@ pub async fn run(counts: &[u32]) -> anyhow::Result<i32> {
     if counts.contains(&0) {
         return Err(crate::error::UsageError("--queue counts must be at least 1".into()).into());
     }
+    if let Some(big) = counts.iter().find(|n| **n > MAX_ITEMS) {
+        return Err(crate::error::UsageError(format!(
+            "--queue: {big} items is more than the queue bench runs at once (at most {MAX_ITEMS})"
+        ))
+        .into());
+    }
     println!(
-        "{:>4}  {:>14} {:>14} {:>10} {:>12} {:>16} {:>10}",
-        "N", "together (s)", "one by one (s)", "ratio", "items/hour", "re-validations", "invariant"
+        "{:>4}  {:>14} {:>14} {:>10} {:>12} {:>16} {:>16} {:>18} {:>10}",
+        "N",
+        "together (s)",
+        "one by one (s)",
+        "ratio",
+        "items/hour",
+        "re-validations",
+        "re-validation %",
+        "queue ms per item",
+        "invariant"
     );
     let mut all_ok = true;
     for &n in counts {
@@ -36,15 +55,23 @@ pub async fn run(counts: &[u32]) -> anyhow::Result<i32> {
         let serial = measure(n, false).await?;
         let ok = together.done == n as usize && serial.done == n as usize;
         all_ok &= ok;
-        let per_item = |m: &Measured| m.stagings.saturating_sub(m.done) as f64 / f64::from(n);
+        let again = |m: &Measured| m.stagings.saturating_sub(m.done) as f64;
+        // Of all the staging runs made together, the share that re-validated an item.
+        let share = if together.stagings == 0 {
+            0.0
+        } else {
+            100.0 * again(&together) / together.stagings as f64
+        };
         println!(
-            "{:>4}  {:>14.2} {:>14.2} {:>10.2} {:>12.0} {:>16.2} {:>10}",
+            "{:>4}  {:>14.2} {:>14.2} {:>10.2} {:>12.0} {:>16.2} {:>16.0} {:>18.0} {:>10}",
             n,
             together.secs,
             serial.secs,
             together.secs / serial.secs,
             f64::from(n) * 3600.0 / together.secs,
-            per_item(&together),
+            again(&together) / f64::from(n),
+            share,
+            (together.secs - serial.secs) * 1000.0 / f64::from(n),
             format!("{}/{} ok", together.deploys_checked, n),
         );
         if !ok {
@@ -55,7 +82,10 @@ pub async fn run(counts: &[u32]) -> anyhow::Result<i32> {
         }
     }
     println!(
-        "\nre-validations: extra deploy-staging runs per item (main moved after its staging).\n\
+        "\nre-validations: extra deploy-staging runs per item (main moved after its staging);\n\
+         re-validation %: their share of all deploy-staging runs made together.\n\
+         queue ms per item: (together - one by one) / N, what the queue's integration and\n\
+         re-validation cost each item with instant agents (negative: running together won).\n\
          invariant: deploys whose candidate main moved to exactly and still holds, with prod on main's tip."
     );
     Ok(if all_ok { 0 } else { 1 })
@@ -70,7 +100,7 @@ async fn measure(n: u32, together: bool) -> anyhow::Result<Measured> {
     let repo = dir.path().join("repo");
     write_bench_repo(&repo).await?;
     let config = dir.path().join("orch.toml");
-    write_bench_config(&config, free_port()?, free_port()?, 2)?;
+    write_bench_config(&config, free_port()?, free_port()?, 2, None)?;
     let ctx = Context::open(&config, Arc::new(orch_engine::Silent)).await?;
     let project = orch_core::ProjectId::parse("bench")?;
     let cancel = CancellationToken::new();

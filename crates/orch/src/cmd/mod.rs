@@ -3,6 +3,7 @@
 mod bench;
 mod bench_queue;
 mod bench_scale;
+mod bench_sizes;
 mod board;
 mod demo;
 pub mod doctor;
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             bench_scale::run(&args, &workers).await
         }
         Command::Bench(args) if !args.queue.is_empty() => bench_queue::run(&args.queue).await,
+        Command::Bench(args) if !args.repo_files.is_empty() => bench_sizes::run(&args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Onboard(args) => onboard::run(&cli.config, *args).await,
         Command::StagingCheck(a) => staging_check::run(&cli.config, a).await,

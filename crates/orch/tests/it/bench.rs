@@ -15,15 +15,71 @@ fn bench_runs_both_sides_and_reports_a_ratio() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // By default orch runs twice, without and with the sandbox, next to the baseline.
     assert!(
-        stdout.contains("items done                                    2            2"),
+        stdout.contains("orch orch+sandbox     baseline"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("ratio orch / baseline wall time:"),
+        stdout
+            .contains("items done                                    2            2            2"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("ratio orch / baseline wall time:") && stdout.contains("(sandbox off)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sandbox cost per stage transition:"),
+        "{stdout}"
+    );
+    let cpu = stdout
+        .lines()
+        .find(|l| l.starts_with("CPU ms per transition, processes"))
+        .unwrap_or_else(|| panic!("no CPU row:\n{stdout}"));
+    assert!(
+        cpu.split_whitespace()
+            .rev()
+            .take(3)
+            .all(|c| c.parse::<f64>().is_ok_and(|ms| ms > 0.0)),
+        "every side's processes used CPU: {cpu}"
     );
     assert!(stdout.contains("orch peak memory (VmHWM):"), "{stdout}");
+}
+
+#[test]
+fn bench_without_the_sandbox_row_compares_one_orch_run_and_refuses_unknown_modes() {
+    let out = std::process::Command::new(BIN)
+        .args(["bench", "--items", "1", "--sandbox", "off"])
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("items done                                    1            1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("orch+sandbox"), "{stdout}");
+    assert!(!stdout.contains("sandbox cost"), "{stdout}");
+    for bad in [
+        &["--sandbox", "maybe"][..],
+        &["--items", "0"],
+        &["--items=-3"],
+        &["--items", "99999999999"],
+        &["--items", "100001"],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .arg("bench")
+            .args(bad)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
+        assert!(
+            stderr.contains("--sandbox") || stderr.contains("--items"),
+            "{bad:?}: the error names the flag: {stderr}"
+        );
+    }
 }
 
 /// The scaling mode runs real worker processes: on SQLite always, and on PostgreSQL when the test
@@ -86,9 +142,89 @@ fn the_queue_bench_runs_items_together_and_one_by_one_and_checks_the_invariant()
         row.ends_with("3/3 ok"),
         "every deploy kept prod on main: {row}"
     );
-    let bad = std::process::Command::new(crate::harness::BIN)
-        .args(["bench", "--queue", "0"])
+    // The queue's cost per item and the share of re-validations among the staging runs.
+    assert!(
+        stdout.contains("re-validation %") && stdout.contains("queue ms per item"),
+        "{stdout}"
+    );
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let share: f64 = cells[6].parse().expect("a share");
+    assert!((0.0..100.0).contains(&share), "{row}");
+    let revalidations: f64 = cells[5].parse().expect("per item");
+    // With 3 items, a share above zero goes with re-validations above zero, and back.
+    assert_eq!(share > 0.0, revalidations > 0.0, "{row}");
+    assert!(cells[7].parse::<f64>().is_ok(), "queue ms per item: {row}");
+    for bad in ["0", "1001", "3,0"] {
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(["bench", "--queue", bad])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--queue"), "{bad}: {stderr}");
+    }
+}
+
+/// The size mode generates a repository (files and history), runs both sides on copies of it
+/// and prints one row per size; sizes it cannot generate are refused before anything runs.
+#[test]
+fn the_size_bench_runs_both_sides_on_a_generated_repository_and_refuses_bad_sizes() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--repo-files",
+            "30",
+            "--history",
+            "40",
+            "--items",
+            "1",
+            "--keep",
+        ])
         .output()
-        .expect("runs");
-    assert_eq!(bad.status.code(), Some(2));
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("30 "))
+        .unwrap_or_else(|| panic!("no row for 30 files:\n{stdout}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "1", "one item: {row}");
+    for ms in &cells[3..5] {
+        assert!(
+            ms.parse::<f64>().is_ok_and(|v| v > 0.0),
+            "orch and baseline ms per transition: {row}"
+        );
+    }
+    assert!(!stdout.contains("finished"), "every item done: {stdout}");
+    let kept = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("kept "))
+        .expect("kept dir");
+    let kept = std::path::Path::new(kept.trim());
+    // The generated repository is gone after its row (it can be large); the directory stays.
+    assert!(kept.is_dir());
+    std::fs::remove_dir_all(kept).ok();
+
+    for (bad, names) in [
+        (&["--repo-files", "0"][..], "--repo-files"),
+        (&["--repo-files", "1000001"], "--repo-files"),
+        (&["--repo-files", "10,-5"], "--repo-files"),
+        (&["--repo-files", "10", "--history", "1000001"], "--history"),
+        (&["--history", "10"], "--repo-files"),
+        (&["--repo-files", "10", "--queue", "2"], "--queue"),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .arg("bench")
+            .args(bad)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {stderr}");
+        assert!(stderr.contains(names), "{bad:?} names {names}: {stderr}");
+    }
 }
