@@ -154,6 +154,10 @@ pub struct Engine {
     /// Finished items whose every event the notification follower has read: nothing they can
     /// still get is notified, so later passes skip them (see `notify::follow`).
     notify_settled: Mutex<std::collections::BTreeSet<orch_core::ItemId>>,
+    /// Rung when this process queued work (an item filed, approved, retried): a claim loop
+    /// with room claims at once instead of waiting for a run in flight to end. Only a hint:
+    /// the store stays the truth of what is claimable.
+    work_added: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -197,7 +201,14 @@ impl Engine {
             claims: Mutex::default(),
             deferred_until: Mutex::new(None),
             notify_settled: Mutex::default(),
+            work_added: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// The bell rung when work was queued in this process; the server rings it after filing,
+    /// approving or retrying an item, and waits on it when idle.
+    pub fn work_added(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.work_added)
     }
 
     /// How long this engine's successful claims took so far.
@@ -273,13 +284,19 @@ impl Engine {
         tasks: &mut tokio::task::JoinSet<Result<(), EngineError>>,
         summary: &mut RunSummary,
     ) -> Result<(), EngineError> {
+        // Woken for new work, the loop claims first: the housekeeping (reaping, merges,
+        // approvals) waits for the next turn, so a ready item does not wait behind a merge.
+        let mut housekeeping = true;
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            self.reap_dead_owners().await?;
-            summary.merged += self.finish_merges().await?;
-            self.carry_approvals().await?;
+            if housekeeping {
+                self.reap_dead_owners().await?;
+                summary.merged += self.finish_merges().await?;
+                self.carry_approvals().await?;
+            }
+            housekeeping = true;
             let mut claimed_any = false;
             let may_claim = |runs: u32| max_runs.is_none_or(|max| runs < max);
             while tasks.len() < self.settings.max_parallel.max(1) && may_claim(summary.runs) {
@@ -305,7 +322,21 @@ impl Engine {
                 let cancel = cancel.child_token();
                 tasks.spawn(async move { engine.execute(run, cancel).await });
             }
-            match tasks.join_next().await {
+            // With room for more, new work is claimed while runs are in flight: at once when
+            // this process queued it, within `BUSY_POLL` (or at once, on PostgreSQL's
+            // notification) when another process did. Without room, only a run's end matters.
+            let room = !tasks.is_empty()
+                && tasks.len() < self.settings.max_parallel.max(1)
+                && may_claim(summary.runs);
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                () = self.work_added.notified(), if room => {
+                    housekeeping = false;
+                    continue;
+                }
+                _ = self.store.wait_for_work(BUSY_POLL), if room => continue,
+            };
+            match joined {
                 Some(joined) => match joined {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!("a run ended with an error: {e}"),
@@ -371,6 +402,10 @@ impl Engine {
         }
     }
 }
+
+/// How often a claim loop with runs in flight and room for more looks for work another
+/// process queued (PostgreSQL's `LISTEN` wakes it sooner).
+const BUSY_POLL: Duration = Duration::from_secs(2);
 
 /// Every named point at which `ORCH_CRASHPOINT` makes orch kill itself (crash-safety tests):
 /// the words that variable accepts.

@@ -28,7 +28,8 @@ const AT_LOAD: usize = 50;
 struct Reading {
     label: String,
     rss_kib: u64,
-    fds: usize,
+    /// `None` when /proc/PID/fd is not readable (not root).
+    fds: Option<usize>,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -88,10 +89,13 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<i32> {
             "| {} | {:.1} | {} | {} | {} |",
             r.label,
             r.rss_kib as f64 / 1024.0,
-            r.fds,
+            r.fds.map_or("-".to_owned(), |n| n.to_string()),
             ms(r.p50_ms),
             ms(r.p99_ms)
         );
+    }
+    if readings.iter().any(|r| r.fds.is_none()) {
+        println!("(open fds: -, /proc/PID/fd of a non-dumpable orch is readable by root only)");
     }
     let last = readings.last().context("no reading")?;
     println!();
@@ -126,7 +130,7 @@ async fn measure(
         Ok(Reading {
             label,
             rss_kib: rss_kib(server.pid)?,
-            fds: fd_count(server.pid)?,
+            fds: fd_count(server.pid),
             p50_ms: percentile(latencies, 50.0),
             p99_ms: percentile(latencies, 99.0),
         })

@@ -115,6 +115,9 @@ async fn measure(
             .await?;
         let stamp = wait_stamp(stamps, &id, START_LIMIT).await?;
         s.api.push(ms(t0, stamp.ns));
+        server
+            .wait_finished(&secrets.api_token, &id, START_LIMIT)
+            .await?;
 
         let before = list_stamps(stamps)?;
         let t0 = now_ns();
@@ -122,6 +125,9 @@ async fn measure(
         let id = new_stamp(stamps, &before).await?;
         let stamp = wait_stamp(stamps, &id, START_LIMIT).await?;
         s.webhook.push(ms(t0, stamp.ns));
+        server
+            .wait_finished(&secrets.api_token, &id, START_LIMIT)
+            .await?;
 
         let t0 = now_ns();
         let name = floor.launch(i).await?;

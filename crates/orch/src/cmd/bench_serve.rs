@@ -172,6 +172,7 @@ impl Serve {
         let started = Instant::now();
         loop {
             if let Ok((200, _)) = request(port, "GET", "/healthz", &[], b"").await {
+                println!("orch serve: pid {pid}, http://127.0.0.1:{port}");
                 return Ok(serve);
             }
             if let Some(status) = serve.child.try_wait()? {
@@ -224,6 +225,41 @@ impl Serve {
             .and_then(|i| i.as_str())
             .map(str::to_owned)
             .with_context(|| format!("POST /api/v1/items answered without an id: {answer}"))
+    }
+
+    /// Waits (at most `limit`) until item `id` is finished (done, or anything terminal), so the
+    /// next launch does not share the machine with this item's gates and merge.
+    pub async fn wait_finished(
+        &self,
+        token: &str,
+        id: &str,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let auth = format!("Bearer {token}");
+        let started = Instant::now();
+        loop {
+            let (status, answer) = request(
+                self.port,
+                "GET",
+                &format!("/api/v1/items/{id}"),
+                &[("Authorization", &auth)],
+                b"",
+            )
+            .await?;
+            if status != 200 {
+                bail!("GET /api/v1/items/{id} answered {status}: {answer}");
+            }
+            let v: serde_json::Value = serde_json::from_str(&answer)?;
+            match v.get("status").and_then(|s| s.as_str()) {
+                Some("done" | "blocked" | "cancelled" | "needs-info" | "awaiting-approval") => {
+                    return Ok(());
+                }
+                _ if started.elapsed() > limit => {
+                    bail!("{id} did not finish within {} s", limit.as_secs())
+                }
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
     }
 
     /// A Gitea `issues` delivery, signed, saying issue `number` now has the `state/Ready` label.
@@ -375,11 +411,12 @@ pub(super) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .with_context(|| format!("/proc/{pid}/status has no VmRSS"))
 }
 
-/// Open file descriptors of `pid` (entries of /proc/PID/fd).
-pub(super) fn fd_count(pid: u32) -> anyhow::Result<usize> {
-    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .with_context(|| format!("cannot list /proc/{pid}/fd"))?
-        .count())
+/// Open file descriptors of `pid` (entries of /proc/PID/fd); `None` when the folder cannot be
+/// listed: orch makes itself non-dumpable, which leaves /proc/PID/fd to root.
+pub(super) fn fd_count(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(Iterator::count)
 }
 
 /// The pids among `pids` that are still a live process running `marker` (a bench agent):
