@@ -293,7 +293,7 @@ impl Engine {
             }
             if housekeeping {
                 self.reap_dead_owners().await?;
-                summary.merged += self.finish_merges().await?;
+                summary.merged += self.finish_merges(tasks).await?;
                 self.carry_approvals().await?;
             }
             housekeeping = true;
@@ -345,7 +345,13 @@ impl Engine {
                 None if !may_claim(summary.runs) => return Ok(()),
                 None if !claimed_any => {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
-                    summary.merged += self.finish_merges().await?;
+                    let merged = self.finish_merges(tasks).await?;
+                    summary.merged += merged;
+                    if merged > 0 {
+                        // Their work trees are being removed: wait for that with an ear open
+                        // for new work, like for any run in flight.
+                        continue;
+                    }
                     if self.carry_approvals().await? > 0 {
                         continue;
                     }

@@ -129,10 +129,12 @@ async fn measure(
             .wait_finished(&secrets.api_token, &id, START_LIMIT)
             .await?;
 
+        floor.sync().await?;
         let t0 = now_ns();
         let name = floor.launch(i).await?;
         let stamp = wait_stamp(stamps, &name, START_LIMIT).await?;
         s.floor.push(ms(t0, stamp.ns));
+        floor.remove(&name).await?;
         if i % 50 == 0 {
             println!("  {i}/{n}");
         }
@@ -170,8 +172,11 @@ async fn new_stamp(
 }
 
 /// The floor: a clone of the bench repository where each launch is `git worktree add` of a
-/// new branch, then the agent's command spawned in it.
+/// new branch, then the agent's command spawned in it. Before each launch (untimed) it fetches
+/// orch's default branch, so its checkout holds the same tree as orch's (which grows by one
+/// artifact per item merged).
 struct Floor {
+    origin: std::path::PathBuf,
     repo: std::path::PathBuf,
     worktrees: std::path::PathBuf,
     agent: String,
@@ -194,11 +199,45 @@ impl Floor {
         let worktrees = root.join("floor/worktrees");
         std::fs::create_dir_all(&worktrees)?;
         Ok(Self {
+            origin: template.to_owned(),
             repo,
             worktrees,
             agent: agent.to_owned(),
             stamps: stamps.to_owned(),
         })
+    }
+
+    /// Fetches orch's default branch into `refs/remotes/orch/main`, the floor's start point.
+    async fn sync(&self) -> anyhow::Result<()> {
+        let status = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["fetch", "-q"])
+            .arg(&self.origin)
+            .arg("+main:refs/remotes/orch/main")
+            .status()
+            .await
+            .context("cannot run git fetch")?;
+        if !status.success() {
+            bail!("git fetch of orch's default branch failed ({status})");
+        }
+        Ok(())
+    }
+
+    /// Removes launch `name`'s work tree (untimed), as orch removes a finished item's.
+    async fn remove(&self, name: &str) -> anyhow::Result<()> {
+        let status = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["worktree", "remove", "--force"])
+            .arg(self.worktrees.join(name))
+            .status()
+            .await
+            .context("cannot run git worktree remove")?;
+        if !status.success() {
+            bail!("git worktree remove failed ({status})");
+        }
+        Ok(())
     }
 
     /// Launch `i`; returns the name its stamp will have.
@@ -208,9 +247,9 @@ impl Floor {
         let status = tokio::process::Command::new("git")
             .arg("-C")
             .arg(&self.repo)
-            .args(["worktree", "add", "-q", "-b", &name])
+            .args(["worktree", "add", "-q", "--no-track", "-b", &name])
             .arg(&worktree)
-            .arg("HEAD")
+            .arg("refs/remotes/orch/main")
             .status()
             .await
             .context("cannot run git worktree add")?;
