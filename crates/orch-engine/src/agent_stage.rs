@@ -101,17 +101,22 @@ impl Engine {
         if let StartingPoint::Unavailable(reason) = start {
             return Ok(Measured::blocked(reason));
         }
-        repo.ensure_worktree(&wt, &branch(&item.id), &default)
+        let ensured = repo
+            .ensure_worktree(&wt, &branch(&item.id), &default)
             .await?;
 
         // The base commit is fixed at the first execution of this run, so a re-execution after a
         // crash starts from exactly the same tree.
+        let mut base_is_head = false;
         let base = match pinned {
             Some(b) => b.to_owned(),
             None => {
                 let (head, fetched) = match start {
                     StartingPoint::Commit { sha, fetched } => (sha, fetched),
-                    _ => (repo.head(&wt).await?, false),
+                    _ => {
+                        base_is_head = true;
+                        (repo.head(&wt).await?, false)
+                    }
                 };
                 let started = NewEvent::for_run(
                     events::RUN_STARTED,
@@ -128,10 +133,23 @@ impl Engine {
                 head
             }
         };
-        repo.reset_to(&wt, &base).await?;
-        // A FIFO or a socket is invisible to git, so `git clean` leaves it: remove it too.
-        orch_process::safe_file::special_files(&wt, true).map_err(worktree_files::file_error)?;
-        let fork = repo.merge_base(&default, &base).await?;
+        // A work tree git checked out just now, at the base, holds exactly the base's tree:
+        // resetting and cleaning it would change nothing (a re-execution after a crash finds it
+        // existing and takes the full path). A new item's launch waits on these steps.
+        let fresh = ensured.is_fresh() && base_is_head;
+        if !fresh {
+            repo.reset_to(&wt, &base).await?;
+            // A FIFO or a socket is invisible to git, so `git clean` leaves it: remove it too.
+            orch_process::safe_file::special_files(&wt, true)
+                .map_err(worktree_files::file_error)?;
+        }
+        // A branch made just now from the default branch forks from it at the base (the default
+        // branch only ever fast-forwards, so it still descends from there).
+        let fork = if fresh && ensured == orch_git::Ensured::Created {
+            base.clone()
+        } else {
+            repo.merge_base(&default, &base).await?
+        };
 
         let Some(role) = project.roles.get(role_name) else {
             return Ok(Measured::internal_error(

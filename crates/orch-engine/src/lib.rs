@@ -154,11 +154,14 @@ pub struct Engine {
     /// Until when a run this engine handed back (it gave way in the promotion queue) cannot be
     /// claimed: the engine is not idle before then.
     deferred_until: Mutex<Option<tokio::time::Instant>>,
-    /// Cuts that wait short: work was added, or news came that a run which gave way waits for.
-    woken: tokio::sync::Notify,
     /// Finished items whose every event the notification follower has read: nothing they can
     /// still get is notified, so later passes skip them (see `notify::follow`).
     notify_settled: Mutex<std::collections::BTreeSet<orch_core::ItemId>>,
+    /// Rung when this process queued work (an item filed, approved, retried) or news came that
+    /// a run which gave way waits for: a claim loop with room claims at once instead of waiting
+    /// for a run in flight to end or a pause to run out. Only a hint: the store stays the truth
+    /// of what is claimable.
+    work_added: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -201,9 +204,15 @@ impl Engine {
             running: Mutex::new(BTreeMap::new()),
             claims: Mutex::default(),
             deferred_until: Mutex::new(None),
-            woken: tokio::sync::Notify::new(),
             notify_settled: Mutex::default(),
+            work_added: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// The bell rung when work was queued in this process; the server rings it after filing,
+    /// approving or retrying an item, and waits on it when idle.
+    pub fn work_added(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.work_added)
     }
 
     /// How long this engine's successful claims took so far.
@@ -279,13 +288,19 @@ impl Engine {
         tasks: &mut tokio::task::JoinSet<Result<(), EngineError>>,
         summary: &mut RunSummary,
     ) -> Result<(), EngineError> {
+        // Woken for new work, the loop claims first: the housekeeping (reaping, merges,
+        // approvals) waits for the next turn, so a ready item does not wait behind a merge.
+        let mut housekeeping = true;
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            self.reap_dead_owners().await?;
-            summary.merged += self.finish_merges().await?;
-            self.carry_approvals().await?;
+            if housekeeping {
+                self.reap_dead_owners().await?;
+                summary.merged += self.finish_merges(tasks).await?;
+                self.carry_approvals().await?;
+            }
+            housekeeping = true;
             let mut claimed_any = false;
             let may_claim = |runs: u32| max_runs.is_none_or(|max| runs < max);
             while tasks.len() < self.settings.max_parallel.max(1) && may_claim(summary.runs) {
@@ -311,7 +326,21 @@ impl Engine {
                 let cancel = cancel.child_token();
                 tasks.spawn(async move { engine.execute(run, cancel).await });
             }
-            match tasks.join_next().await {
+            // With room for more, new work is claimed while runs are in flight: at once when
+            // this process queued it, within `BUSY_POLL` (or at once, on PostgreSQL's
+            // notification) when another process did. Without room, only a run's end matters.
+            let room = !tasks.is_empty()
+                && tasks.len() < self.settings.max_parallel.max(1)
+                && may_claim(summary.runs);
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                () = self.work_added.notified(), if room => {
+                    housekeeping = false;
+                    continue;
+                }
+                _ = self.store.wait_for_work(BUSY_POLL), if room => continue,
+            };
+            match joined {
                 Some(joined) => match joined {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!("a run ended with an error: {e}"),
@@ -320,7 +349,13 @@ impl Engine {
                 None if !may_claim(summary.runs) => return Ok(()),
                 None if !claimed_any => {
                     // Nothing running and nothing claimable: one last look for merges, then idle.
-                    summary.merged += self.finish_merges().await?;
+                    let merged = self.finish_merges(tasks).await?;
+                    summary.merged += merged;
+                    if merged > 0 {
+                        // Their work trees are being removed: wait for that with an ear open
+                        // for new work, like for any run in flight.
+                        continue;
+                    }
                     if self.carry_approvals().await? > 0 {
                         continue;
                     }
@@ -333,7 +368,7 @@ impl Engine {
                         let look = until.min(now + DEFERRED_LOOK);
                         tokio::select! {
                             () = tokio::time::sleep_until(look) => {}
-                            () = self.woken.notified() => {}
+                            () = self.work_added.notified() => {}
                             _ = self.store.wait_for_work(look - now) => {}
                             () = cancel.cancelled() => return Ok(()),
                         }
@@ -356,11 +391,11 @@ impl Engine {
         }
     }
 
-    /// Tells a pass waiting for a run that gave way to look again now: a person added work, or
-    /// news came that such a run waits for. A hint only: a run still not claimable is waited
-    /// for again.
+    /// Rings the work bell (see [`Engine::work_added`]): a person added work, or news came that
+    /// a run which gave way waits for. A hint only: a run still not claimable is waited for
+    /// again.
     pub fn wake(&self) {
-        self.woken.notify_one();
+        self.work_added.notify_one();
     }
 
     /// Not idle before `until`: a run handed back then becomes claimable (the latest such time).
@@ -400,6 +435,10 @@ impl Engine {
         }
     }
 }
+
+/// How often a claim loop with runs in flight and room for more looks for work another
+/// process queued (PostgreSQL's `LISTEN` wakes it sooner).
+const BUSY_POLL: Duration = Duration::from_secs(2);
 
 /// Every named point at which `ORCH_CRASHPOINT` makes orch kill itself (crash-safety tests):
 /// the words that variable accepts.

@@ -9,8 +9,12 @@ use crate::project::{Project, branch};
 use crate::{Engine, EngineError, events};
 
 impl Engine {
-    /// Merges every item waiting in `merging`; returns how many were finished.
-    pub(crate) async fn finish_merges(&self) -> Result<u32, EngineError> {
+    /// Merges every item waiting in `merging`; returns how many were finished. Each finished
+    /// item's work tree is removed by a task in `tasks`, beside the claim loop.
+    pub(crate) async fn finish_merges(
+        &self,
+        tasks: &mut tokio::task::JoinSet<Result<(), EngineError>>,
+    ) -> Result<u32, EngineError> {
         let mut done = 0;
         for item in self
             .store
@@ -64,7 +68,14 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
             self.settings.telemetry.item_ended(&item, "done");
-            let _ = repo.remove_worktree(&project.worktree(&item.id)).await;
+            // The finished item's work tree goes away beside the claim loop, not in it: deleting
+            // its files takes a while, and a ready item must not wait for that. It is one of the
+            // loop's tasks, so `run_until_idle` still returns only once it is gone.
+            let (repo, worktree) = (repo.clone(), project.worktree(&item.id));
+            tasks.spawn(async move {
+                let _ = repo.remove_worktree(&worktree).await;
+                Ok(())
+            });
             self.report(item.id.as_str(), "merge", 1, "merged; done");
             done += 1;
         }

@@ -17,17 +17,42 @@ pub(crate) struct Worktree {
     pub(crate) prunable: bool,
 }
 
+/// What [`Repo::ensure_worktree`] found or made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// The work tree was there already, as it was left (it may hold anything).
+    Existing,
+    /// Checked out just now from the branch, which existed: clean, at the branch's tip.
+    CheckedOut,
+    /// The branch was created from the start point and checked out just now: clean, at the
+    /// start point's commit then.
+    Created,
+}
+
+impl Ensured {
+    /// Whether git checked the work tree out just now: it holds exactly its HEAD's tree, with
+    /// nothing untracked, so resetting and cleaning it would change nothing.
+    pub fn is_fresh(self) -> bool {
+        self != Ensured::Existing
+    }
+}
+
 impl Repo {
     /// Makes `worktree` a work tree of `branch`, creating the branch from `from` when it does not
     /// exist. Idempotent: a work tree already there on `branch` is left as it is, and a stale
     /// registration whose directory was deleted is pruned first.
-    pub async fn ensure_worktree(&self, worktree: &Path, branch: &str, from: &str) -> Result<()> {
+    pub async fn ensure_worktree(
+        &self,
+        worktree: &Path,
+        branch: &str,
+        from: &str,
+    ) -> Result<Ensured> {
         check_ref("branch", branch)?;
         check_ref("start point", from)?;
         let target = normalize(worktree)?;
         let wanted = format!("refs/heads/{branch}");
         if self.linked_on(&target, &wanted).await {
-            return Ok(());
+            return Ok(Ensured::Existing);
         }
         let mut worktrees = self.worktrees().await?;
         if worktrees.iter().any(|w| w.prunable) {
@@ -39,7 +64,7 @@ impl Repo {
             .find(|w| normalize(&w.path).ok().as_ref() == Some(&target))
         {
             if existing.branch.as_deref() == Some(wanted.as_str()) {
-                return Ok(());
+                return Ok(Ensured::Existing);
             }
             let found = match &existing.branch {
                 Some(other) => format!("of branch `{}`", other.trim_start_matches("refs/heads/")),
@@ -51,26 +76,29 @@ impl Repo {
                 found,
             });
         }
-        if self.branch_sha(branch).await?.is_none() {
-            Git::new(&self.path)
-                .args(["branch", "-q", "--no-track", branch, from])
-                .run()
-                .await?;
-        }
+        let new_branch = self.branch_sha(branch).await?.is_none();
         // Absolute links: the form `check_link` accepts (newer git can write relative ones).
-        Git::new(&self.path)
-            .args([
-                "-c",
-                "worktree.useRelativePaths=false",
-                "worktree",
-                "add",
-                "-q",
-            ])
-            .arg(&target)
-            .arg(branch)
-            .run()
-            .await?;
-        Ok(())
+        let add = Git::new(&self.path).args([
+            "-c",
+            "worktree.useRelativePaths=false",
+            "worktree",
+            "add",
+            "-q",
+        ]);
+        let add = if new_branch {
+            // One git process makes the branch and checks it out (an item's launch waits on it).
+            add.args(["--no-track", "-b", branch])
+                .arg(&target)
+                .arg(from)
+        } else {
+            add.arg(&target).arg(branch)
+        };
+        add.run().await?;
+        Ok(if new_branch {
+            Ensured::Created
+        } else {
+            Ensured::CheckedOut
+        })
     }
 
     /// Removes the work tree at `worktree` with whatever it holds, and forgets it. Idempotent:

@@ -71,13 +71,14 @@ impl AppState {
     /// (every delivery is refused) until they are added.
     pub fn new(engine: Arc<Engine>) -> Self {
         Self {
+            // The engine's own bell: its claim loop hears new work even with runs in flight.
+            work_added: engine.work_added(),
             engine,
             api_token: None,
             session_key: SessionKey::random(),
             webhook_secrets: Arc::new(BTreeMap::new()),
             service_name: Arc::from(DEFAULT_SERVICE_NAME),
             metrics: Arc::new(WebhookMetrics::default()),
-            work_added: Arc::new(Notify::new()),
             shutting_down: CancellationToken::new(),
             public_content: false,
             allowed_hosts: Arc::new(Vec::new()),
@@ -261,9 +262,8 @@ impl AppState {
     }
 
     pub(crate) fn notify_work_added(&self) {
+        // The engine's own bell: its claim loop hears it with runs in flight, and while it
+        // waits for a run that gave way.
         self.work_added.notify_one();
-        // A pass waiting for a run that gave way would not see the work until that run's
-        // pause ends.
-        self.engine().wake();
     }
 }

@@ -125,7 +125,11 @@ under a lease, and a run whose worker dies is re-claimed when its lease expires.
         after_help = "Examples:\n  orch bench --items 50                 overhead per stage transition vs a shell baseline\n  \
 orch bench --items 200 --workers 1,2,4 --postgres postgres://orch@127.0.0.1/orch\n                                        \
 items/s, claim latency and memory per worker, vs one SQLite worker\n  \
-orch bench --queue 1,5,20               N items filed together through the promotion queue, vs one after another"
+orch bench --queue 1,5,20               N items filed together through the promotion queue, vs one after another\n  \
+orch bench --repo-files 1000,20000,100000 --history 10000\n                                        \
+the overhead bench on generated repositories of that many files\n  \
+orch bench --launch 200                 ready -> agent started through the API and a signed webhook, vs the floor\n  \
+orch bench --held 500                   500 sleeping agents at once: orch's RSS, open files and launch latency"
     )]
     Bench(BenchArgs),
 }
@@ -493,6 +497,18 @@ pub struct BenchArgs {
     /// file), 0 to 1000000.
     #[arg(long, default_value_t = 0, value_name = "N", requires = "repo_files")]
     pub history: u32,
+    /// Launch mode: N items made ready one after another through a real `orch serve`, by the
+    /// JSON API and by a signed webhook; ready -> agent process started (p50, p99), next to the
+    /// floor (`git worktree add` and spawning the same command) measured in the same run.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000),
+          conflicts_with_all = ["workers", "queue", "held", "repo_files"])]
+    pub launch: Option<u32>,
+    /// Held mode: N items in flight at once in one `orch serve` (agents that sleep): orch's
+    /// resident memory, open file descriptors and ready -> agent started latency at that load,
+    /// next to an idle orch and one item held.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=5_000),
+          conflicts_with_all = ["workers", "queue", "repo_files"])]
+    pub held: Option<u32>,
     /// The PostgreSQL server for the scaling mode (a database is created per row, then dropped).
     #[arg(
         long,

@@ -30,6 +30,7 @@ fn main() {
     if let Err(e) = undumpable {
         tracing::warn!("could not make orch's process non-dumpable (PR_SET_DUMPABLE): {e}");
     }
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,4 +50,21 @@ fn main() {
     };
     drop(runtime);
     std::process::exit(code);
+}
+
+/// Raises the soft limit of open files to the hard one: every stage run in flight holds a few
+/// descriptors (its output pipes, its log), so the common soft default of 1024 would make
+/// `orch serve` fail new runs with "too many open files" at about 250 held at once, while the
+/// hard limit (set by the administrator) allows far more. Never above the hard limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("could not raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not read the open files limit: {e}"),
+    }
 }

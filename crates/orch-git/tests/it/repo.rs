@@ -125,9 +125,14 @@ async fn arguments_that_git_would_read_as_options_are_refused() {
     let f = Fixture::new().await;
     let wt = f.root.join("wt");
     let refused = |r: Result<(), GitError>| matches!(r, Err(GitError::InvalidArgument { .. }));
-    assert!(refused(f.repo.ensure_worktree(&wt, "-b", "main").await));
     assert!(refused(
-        f.repo.ensure_worktree(&wt, "orch/X", "--orphan").await
+        f.repo.ensure_worktree(&wt, "-b", "main").await.map(drop)
+    ));
+    assert!(refused(
+        f.repo
+            .ensure_worktree(&wt, "orch/X", "--orphan")
+            .await
+            .map(drop)
     ));
     assert!(refused(f.repo.delete_branch("--all").await));
     assert!(refused(f.repo.rev_parse("--all").await.map(drop)));

@@ -139,3 +139,33 @@ async fn the_main_work_tree_is_never_removed() {
     assert!(matches!(err, GitError::InvalidArgument { .. }), "{err}");
     assert!(f.main_tree().join("README.md").exists());
 }
+
+/// What `ensure_worktree` reports decides whether the engine may skip resetting a fresh work
+/// tree: only a checkout made just now may say so, and only a new branch forks at the start.
+#[tokio::test]
+async fn ensure_worktree_says_whether_it_checked_out_just_now() {
+    use orch_git::Ensured;
+    let f = Fixture::new().await;
+    let wt = f.root.join("wt-fresh");
+    let made = f.repo.ensure_worktree(&wt, "orch/F-1", "main").await;
+    assert_eq!(made.expect("created"), Ensured::Created);
+    assert!(
+        git(&wt, &["status", "--porcelain", "--untracked-files=all"])
+            .trim()
+            .is_empty(),
+        "a fresh work tree is clean"
+    );
+    write(&wt.join("wip.txt"), "wip\n");
+    let again = f.repo.ensure_worktree(&wt, "orch/F-1", "main").await;
+    assert_eq!(again.expect("found"), Ensured::Existing);
+    assert!(!Ensured::Existing.is_fresh());
+
+    f.repo.remove_worktree(&wt).await.expect("removed");
+    let back = f.repo.ensure_worktree(&wt, "orch/F-1", "main").await;
+    assert_eq!(back.expect("checked out"), Ensured::CheckedOut);
+    assert!(Ensured::CheckedOut.is_fresh());
+    assert!(!wt.join("wip.txt").exists());
+    // The branch made with the work tree does not track anything.
+    let config = git(f.main_tree(), &["config", "--list", "--local"]);
+    assert!(!config.contains("branch.orch/F-1.merge"), "{config}");
+}

@@ -1,8 +1,11 @@
 //! One module per command; `dispatch` maps the parsed command line to them.
 
 mod bench;
+mod bench_held;
+mod bench_launch;
 mod bench_queue;
 mod bench_scale;
+mod bench_serve;
 mod bench_sizes;
 mod board;
 mod demo;
@@ -37,6 +40,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Bench(args) if !args.queue.is_empty() => bench_queue::run(&args.queue).await,
         Command::Bench(args) if !args.repo_files.is_empty() => bench_sizes::run(&args).await,
+        Command::Bench(args) if args.launch.is_some() => bench_launch::run(&args).await,
+        Command::Bench(args) if args.held.is_some() => bench_held::run(&args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Onboard(args) => onboard::run(&cli.config, *args).await,
         Command::StagingCheck(a) => staging_check::run(&cli.config, a).await,

@@ -184,7 +184,6 @@ async fn run_remotes(
             let by_review = engine.approve_by_reviews().await;
             if !by_review.is_empty() {
                 work_added.notify_one();
-                engine.wake();
             }
             let actions = engine.reconcile_trackers().await;
             if actions.iter().any(|(_, a)| {
@@ -195,7 +194,6 @@ async fn run_remotes(
                 )
             }) {
                 work_added.notify_one();
-                engine.wake();
             }
             last_reconcile = Some(tokio::time::Instant::now());
         }

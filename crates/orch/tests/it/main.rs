@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bench;
+mod bench_launch;
 mod budget;
 mod chaos;
 mod config;
