@@ -188,7 +188,11 @@ async fn run_spec(
         Ok(transcript) => transcript,
         Err(e) => return not_started(format!("`{}`: {e}", spec.program)),
     };
-    let mut child = match command(spec).spawn() {
+    let mut command = match command(spec) {
+        Ok(command) => command,
+        Err(reason) => return not_started(reason),
+    };
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return not_started(describe_spawn_error(&spec.program, &e)),
     };
@@ -290,9 +294,10 @@ async fn run_spec(
     }
 }
 
-fn command(spec: &Spec) -> Command {
-    let mut command = Command::new(&spec.program);
+fn command(spec: &Spec) -> Result<Command, String> {
+    let mut command = Command::new(program_path(spec)?);
     command
+        .arg0(&spec.program)
         .args(&spec.args)
         .current_dir(&spec.cwd)
         .env_clear()
@@ -306,7 +311,30 @@ fn command(spec: &Spec) -> Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    command
+    Ok(command)
+}
+
+/// The program by its full path, found in the child's `PATH` (glibc's default `/bin:/usr/bin`
+/// without one) as `execvp` would, but in absolute entries only: a relative one would be looked
+/// up in the child's working directory, which may be an agent's work tree. Named by a path, the
+/// standard library also starts the child with `posix_spawn` (a `vfork`) instead of a `fork`
+/// copying orch's page tables.
+fn program_path(spec: &Spec) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let program = std::path::Path::new(&spec.program);
+    if spec.program.contains('/') {
+        return Ok(program.to_path_buf());
+    }
+    let path =
+        crate::bubblewrap::value(&spec.env, "PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| format!("`{}`: not found on PATH", spec.program))
 }
 
 fn output<R: AsyncRead + Unpin + Send + 'static>(pipe: Option<R>) -> Output {

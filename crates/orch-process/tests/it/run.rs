@@ -312,3 +312,48 @@ async fn the_default_environment_holds_no_variable_outside_the_allowlist() {
     assert!(names.contains(&"PATH"), "{names:?}");
     assert!(!names.contains(&"CARGO_PKG_NAME"), "{names:?}");
 }
+
+#[tokio::test]
+async fn a_bare_program_is_never_found_through_a_relative_path_entry() {
+    // An agent's work tree is the child's working directory: a `.` (or empty) entry in PATH must
+    // not make a program it planted there run in place of the real one.
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let planted = dir.path().join("tool");
+    std::fs::write(&planted, "#!/bin/sh\necho PLANTED\n").expect("write");
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let real = tempfile::tempdir().expect("tempdir");
+    let tool = real.path().join("tool");
+    std::fs::write(&tool, "#!/bin/sh\necho REAL\n").expect("write");
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let path = format!(".::{}", real.path().display());
+    let mut recorder = Recorder::default();
+    let finished = run(
+        &Spec::new("tool", dir.path()).env("PATH", path),
+        &CancellationToken::new(),
+        &mut recorder,
+    )
+    .await;
+    assert_eq!(
+        finished.outcome,
+        ExitOutcome::Exited(0),
+        "{}",
+        finished.tail
+    );
+    assert_eq!(recorder.stdout(), ["REAL"]);
+
+    let mut recorder = Recorder::default();
+    let finished = run(
+        &Spec::new("tool", dir.path()).env("PATH", "."),
+        &CancellationToken::new(),
+        &mut recorder,
+    )
+    .await;
+    assert!(
+        matches!(finished.outcome, ExitOutcome::FailedToStart(_)),
+        "{:?} {:?}",
+        finished.outcome,
+        recorder.stdout()
+    );
+}
