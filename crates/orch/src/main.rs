@@ -21,8 +21,14 @@ fn main() {
     // the API and forge tokens. Children start dumpable again (execve resets the flag).
     let undumpable = nix::sys::prctl::set_dumpable(false);
     let cli = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG).unwrap_or_else(|_| {
+        // The bench's sandbox-off run is unconfined on purpose: its per-run opt-out warning,
+        // loud for a project, would be hundreds of lines here (the bench says it once).
+        tracing_subscriber::EnvFilter::new(match cli.command {
+            cli::Command::Bench(_) => "warn,orch_process::sandbox=error",
+            _ => "warn",
+        })
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

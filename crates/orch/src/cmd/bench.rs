@@ -43,6 +43,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         a.parallel.max(1),
         root.display()
     );
+    if a.sandbox != BenchSandbox::On {
+        println!(
+            "bench: the comparison run is NOT sandboxed (as the baseline); its per-run warnings \
+             are not printed"
+        );
+    }
     let unconfined = match a.sandbox {
         BenchSandbox::On => None,
         _ => Some(orch_side(&root.join("orch"), a.items, a.parallel, false, None).await?),

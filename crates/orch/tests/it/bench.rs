@@ -61,6 +61,13 @@ fn bench_without_the_sandbox_row_compares_one_orch_run_and_refuses_unknown_modes
     );
     assert!(!stdout.contains("orch+sandbox"), "{stdout}");
     assert!(!stdout.contains("sandbox cost"), "{stdout}");
+    // Said once, not once per run.
+    assert!(
+        stdout.contains("the comparison run is NOT sandboxed"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("WITHOUT a sandbox"), "{stderr}");
     for bad in [
         &["--sandbox", "maybe"][..],
         &["--items", "0"],
