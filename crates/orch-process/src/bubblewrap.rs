@@ -71,47 +71,17 @@ fn wrap_with(bwrap: Option<PathBuf>, policy: &Policy, spec: &Spec) -> Result<Spe
     }
     args.push_all(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
 
-    let mut env: Vec<(String, String)> = spec.env.clone();
-    let home = match &policy.home {
+    match &policy.home {
         Some(home) => {
             args.push("--bind").path(home).path(home);
-            home.clone()
         }
         None => {
             args.push_all(["--dir", SANDBOX_HOME]);
-            PathBuf::from(SANDBOX_HOME)
-        }
-    };
-    set(&mut env, "HOME", &home.display().to_string());
-    // A TMPDIR the child was given inside a writable folder it sees stays (a CLI keeps its
-    // reports there); any other would not exist inside.
-    let writable = |dir: &Path| {
-        dir.starts_with(&home)
-            || dir.starts_with(&spec.cwd)
-            || policy.read_write.iter().any(|rw| dir.starts_with(rw))
-    };
-    if !value(&env, "TMPDIR").is_some_and(|t| writable(Path::new(&t))) {
-        set(&mut env, "TMPDIR", "/tmp");
-    }
-
-    // Toolchains: what the child's PATH names outside the system folders, and their homes.
-    let orch_home = std::env::var_os("HOME").map(PathBuf::from);
-    for (var, default) in TOOL_HOMES {
-        let dir = value(&env, var)
-            .map(PathBuf::from)
-            .or_else(|| orch_home.as_ref().map(|h| h.join(default)));
-        if let Some(dir) = dir.filter(|d| d.is_dir()) {
-            args.push("--ro-bind").path(&dir).path(&dir);
-            set(&mut env, var, &dir.display().to_string());
         }
     }
-    if let Some(path) = value(&env, "PATH") {
-        for dir in std::env::split_paths(&path) {
-            let system = SYSTEM.iter().any(|s| dir.starts_with(s));
-            if dir.is_absolute() && !system && dir.is_dir() {
-                args.push("--ro-bind").path(&dir).path(&dir);
-            }
-        }
+    let (mut env, toolchains) = child_view(policy, spec);
+    for dir in &toolchains {
+        args.push("--ro-bind").path(dir).path(dir);
     }
     for path in &policy.read_only {
         args.push("--ro-bind").path(path).path(path);
@@ -294,6 +264,49 @@ fn limits(args: &mut Args, limits: Limits) -> Result<(), SandboxError> {
 /// The repository's git directory a linked work tree's `.git` file leads to, and the work
 /// tree's administrative folder in it, for git inside to read (read-only: a writable one would
 /// let the agent change what orch's own git obeys).
+/// What either runtime shows a child besides the system: its environment as it is inside
+/// (`HOME` the policy's home or [`SANDBOX_HOME`], a `TMPDIR` outside the folders it can write
+/// replaced by `/tmp`, the toolchain homes it finds) and the toolchain folders to show it
+/// read-only (its `PATH`'s folders outside the system ones, and those homes).
+pub(crate) fn child_view(policy: &Policy, spec: &Spec) -> (Vec<(String, String)>, Vec<PathBuf>) {
+    let mut env: Vec<(String, String)> = spec.env.clone();
+    let home = policy
+        .home
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SANDBOX_HOME));
+    set(&mut env, "HOME", &home.display().to_string());
+    // A TMPDIR the child was given inside a writable folder it sees stays (a CLI keeps its
+    // reports there); any other would not exist inside.
+    let writable = |dir: &Path| {
+        dir.starts_with(&home)
+            || dir.starts_with(&spec.cwd)
+            || policy.read_write.iter().any(|rw| dir.starts_with(rw))
+    };
+    if !value(&env, "TMPDIR").is_some_and(|t| writable(Path::new(&t))) {
+        set(&mut env, "TMPDIR", "/tmp");
+    }
+    let mut toolchains = Vec::new();
+    let orch_home = std::env::var_os("HOME").map(PathBuf::from);
+    for (var, default) in TOOL_HOMES {
+        let dir = value(&env, var)
+            .map(PathBuf::from)
+            .or_else(|| orch_home.as_ref().map(|h| h.join(default)));
+        if let Some(dir) = dir.filter(|d| d.is_dir()) {
+            set(&mut env, var, &dir.display().to_string());
+            toolchains.push(dir);
+        }
+    }
+    if let Some(path) = value(&env, "PATH") {
+        for dir in std::env::split_paths(&path) {
+            let system = SYSTEM.iter().any(|s| dir.starts_with(s));
+            if dir.is_absolute() && !system && dir.is_dir() {
+                toolchains.push(dir);
+            }
+        }
+    }
+    (env, toolchains)
+}
+
 pub(crate) fn git_dirs(worktree: &Path) -> Option<(PathBuf, PathBuf)> {
     let text = std::fs::read_to_string(worktree.join(".git")).ok()?;
     let admin = PathBuf::from(text.strip_prefix("gitdir: ")?.trim_end())

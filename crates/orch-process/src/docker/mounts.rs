@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bubblewrap::{SYSTEM, TOOL_HOMES, git_dirs, set, value};
+use crate::bubblewrap::{SYSTEM, child_view, git_dirs, set};
 use crate::sandbox::{BRIDGE_DIR, Policy, SANDBOX_HOME, SandboxError};
 use crate::spec::Spec;
 
@@ -29,46 +29,18 @@ pub(super) fn view(
         }
     }
 
-    let mut env: Vec<(String, String)> = spec.env.clone();
-    let home = match &policy.home {
-        Some(home) => {
-            args.mount(home, home, false);
-            home.clone()
-        }
+    match &policy.home {
+        Some(home) => args.mount(home, home, false),
         None => {
             args.push("--tmpfs");
             args.push(&format!(
                 "{SANDBOX_HOME}:rw,exec,nosuid,nodev,mode=0700,uid={uid},gid={gid}"
             ));
-            PathBuf::from(SANDBOX_HOME)
-        }
-    };
-    set(&mut env, "HOME", &home.display().to_string());
-    let writable = |dir: &Path| {
-        dir.starts_with(&home)
-            || dir.starts_with(&spec.cwd)
-            || policy.read_write.iter().any(|rw| dir.starts_with(rw))
-    };
-    if !value(&env, "TMPDIR").is_some_and(|t| writable(Path::new(&t))) {
-        set(&mut env, "TMPDIR", "/tmp");
-    }
-    let orch_home = std::env::var_os("HOME").map(PathBuf::from);
-    for (var, default) in TOOL_HOMES {
-        let dir = value(&env, var)
-            .map(PathBuf::from)
-            .or_else(|| orch_home.as_ref().map(|h| h.join(default)));
-        if let Some(dir) = dir.filter(|d| d.is_dir()) {
-            args.mount(&dir, &dir, true);
-            set(&mut env, var, &dir.display().to_string());
         }
     }
-    if let Some(path) = value(&env, "PATH") {
-        for dir in std::env::split_paths(&path) {
-            let system = SYSTEM.iter().any(|s| dir.starts_with(s));
-            if dir.is_absolute() && !system && dir.is_dir() {
-                args.mount(&dir, &dir, true);
-            }
-        }
+    let (mut env, toolchains) = child_view(policy, spec);
+    for dir in &toolchains {
+        args.mount(dir, dir, true);
     }
     for path in &policy.read_only {
         args.mount(path, path, true);
