@@ -57,7 +57,7 @@ pub use people::Actor;
 pub use project::{ForgeLink, Project, ProjectSettings, Remotes, TrackerLink};
 pub use queue::QueueEntry;
 pub use remotes::{FollowSummary, StateSource, TrackerAction};
-pub use reviews::ReviewPolicy;
+pub use reviews::{ReviewPolicy, ReviewShown, ReviewsShown};
 
 #[derive(Debug, Error)]
 pub enum EngineError {

@@ -288,6 +288,67 @@ impl Engine {
     }
 }
 
+/// The reviews of the item's pull request as the deploy last read them (`reviews.read`), for
+/// people: `orch item show` and the dashboard show the same rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewsShown {
+    pub pull: u64,
+    pub reviews: Vec<ReviewShown>,
+}
+
+/// One review as read, in the forge's words (untrusted: escape or strip before showing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewShown {
+    pub by: String,
+    /// `approved`, `changes-requested`, `commented` or `other`.
+    pub state: String,
+    pub commit: String,
+    pub comments: u64,
+    /// What it did: " (sent back to development)", " (not counted: not an orch person)" or "".
+    pub note: &'static str,
+}
+
+impl ReviewsShown {
+    /// The latest reading in `events`, each review marked when it sent the item back
+    /// (`review.returned`) or did not count.
+    pub fn last(events: &[EventRecord]) -> Option<Self> {
+        let read = events
+            .iter()
+            .rev()
+            .find(|e| e.kind == events::REVIEWS_READ)?;
+        let returned: Vec<u64> = events
+            .iter()
+            .filter(|e| e.kind == events::REVIEW_RETURNED)
+            .filter_map(|e| e.data["review"].as_u64())
+            .collect();
+        let reviews = read.data["reviews"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let text = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+                ReviewShown {
+                    by: text("by"),
+                    state: text("state"),
+                    commit: text("commit"),
+                    comments: r["comments"].as_u64().unwrap_or(0),
+                    note: if r["id"].as_u64().is_some_and(|id| returned.contains(&id)) {
+                        " (sent back to development)"
+                    } else if r["counted"] == false {
+                        " (not counted: not an orch person)"
+                    } else {
+                        ""
+                    },
+                }
+            })
+            .collect();
+        Some(Self {
+            pull: read.data["pull"].as_u64().unwrap_or(0),
+            reviews,
+        })
+    }
+}
+
 /// The reviews that send the item back now (not handled before), and those still standing that
 /// were: each reviewer's latest approving or change-requesting review decides for them;
 /// comment reviews with comments count when `comments` is on.

@@ -17,48 +17,29 @@ pub(crate) fn section(out: &mut String, events: &[EventRecord]) {
 }
 
 fn reviews(out: &mut String, events: &[EventRecord]) {
-    let Some(read) = events
-        .iter()
-        .rev()
-        .find(|e| e.kind == orch_engine::events::REVIEWS_READ)
-    else {
+    let Some(read) = orch_engine::ReviewsShown::last(events) else {
         return;
     };
-    let returned: Vec<u64> = events
-        .iter()
-        .filter(|e| e.kind == orch_engine::events::REVIEW_RETURNED)
-        .filter_map(|e| e.data["review"].as_u64())
-        .collect();
     let _ = write!(
         out,
         "<section><h2>Reviews</h2><p class=\"meta\">pull request #{}</p><table class=\"checks\">\
          <thead><tr><th>reviewer</th><th>review</th><th>on</th><th>comments</th></tr></thead><tbody>",
-        read.data["pull"].as_u64().unwrap_or(0)
+        read.pull
     );
-    for r in read.data["reviews"].as_array().into_iter().flatten() {
-        let text = |k: &str| r[k].as_str().unwrap_or("").to_owned();
-        let state = text("state");
-        let sent_back = r["id"].as_u64().is_some_and(|id| returned.contains(&id));
-        let class = match state.as_str() {
+    for r in &read.reviews {
+        let class = match r.state.as_str() {
             "approved" => "check-success",
             "changes-requested" => "check-failure",
             _ => "check-pending",
         };
-        let commit = text("commit");
         let _ = write!(
             out,
             "<tr><td>{}</td><td class=\"{class}\">{}{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&text("by")),
-            esc(&state),
-            if sent_back {
-                " (sent back to development)"
-            } else if r["counted"] == false {
-                " (not counted: not an orch person)"
-            } else {
-                ""
-            },
-            esc(commit.get(..8).unwrap_or(&commit)),
-            r["comments"].as_u64().unwrap_or(0)
+            esc(&r.by),
+            esc(&r.state),
+            r.note,
+            esc(r.commit.get(..8).unwrap_or(&r.commit)),
+            r.comments
         );
     }
     out.push_str("</tbody></table></section>");

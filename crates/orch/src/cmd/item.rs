@@ -221,39 +221,18 @@ fn external_checks(events: &[orch_store::EventRecord]) {
 /// The reviews of the item's pull request as the deploy last read them; those that sent the
 /// item back to development say so.
 fn returned_by_reviews(events: &[orch_store::EventRecord]) {
-    let Some(read) = events
-        .iter()
-        .rev()
-        .find(|e| e.kind == orch_engine::events::REVIEWS_READ)
-    else {
+    let Some(read) = orch_engine::ReviewsShown::last(events) else {
         return;
     };
-    let returned: Vec<u64> = events
-        .iter()
-        .filter(|e| e.kind == orch_engine::events::REVIEW_RETURNED)
-        .filter_map(|e| e.data["review"].as_u64())
-        .collect();
-    println!(
-        "reviews of pull request #{}:",
-        read.data["pull"].as_u64().unwrap_or(0)
-    );
-    for r in read.data["reviews"].as_array().into_iter().flatten() {
-        let text = |k: &str| {
-            crate::output::printable(r.get(k).and_then(serde_json::Value::as_str).unwrap_or(""))
-        };
-        let commit = text("commit");
+    println!("reviews of pull request #{}:", read.pull);
+    for r in &read.reviews {
+        let commit = crate::output::printable(&r.commit);
         println!(
             "  {:<20} {:<18} on {}{}",
-            text("by"),
-            text("state"),
+            crate::output::printable(&r.by),
+            crate::output::printable(&r.state),
             commit.get(..8).unwrap_or(&commit),
-            if r["id"].as_u64().is_some_and(|id| returned.contains(&id)) {
-                " (sent back to development)"
-            } else if r["counted"] == false {
-                " (not counted: not an orch person)"
-            } else {
-                ""
-            }
+            r.note
         );
     }
 }
