@@ -139,9 +139,6 @@ impl Reporter for Silent {
     fn report(&self, _progress: Progress) {}
 }
 
-/// How often a pass waiting for a run that gave way looks for other claimable work.
-const DEFERRED_LOOK: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// The runtime: a store, the projects it serves, and its settings.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -365,7 +362,7 @@ impl Engine {
                     if let Some(until) = deferred.filter(|u| *u > now) {
                         // Look now and then meanwhile: work another process queued (the CLI,
                         // a worker) is claimed without waiting out the whole pause.
-                        let look = until.min(now + DEFERRED_LOOK);
+                        let look = until.min(now + BUSY_POLL);
                         tokio::select! {
                             () = tokio::time::sleep_until(look) => {}
                             () = self.work_added.notified() => {}
@@ -436,8 +433,8 @@ impl Engine {
     }
 }
 
-/// How often a claim loop with runs in flight and room for more looks for work another
-/// process queued (PostgreSQL's `LISTEN` wakes it sooner).
+/// How often a claim loop with room for more (runs in flight, or waiting for a run that gave
+/// way) looks for work another process queued (PostgreSQL's `LISTEN` wakes it sooner).
 const BUSY_POLL: Duration = Duration::from_secs(2);
 
 /// Every named point at which `ORCH_CRASHPOINT` makes orch kill itself (crash-safety tests):
