@@ -77,7 +77,14 @@ pub(crate) fn find_program(program: &str, env: &[(String, String)]) -> Result<Pa
             Err(format!("`{program}`: no such executable file"))
         };
     }
-    // Without PATH, execvp searches a default path.
+    on_path(program, env).ok_or_else(|| format!("`{program}`: not found on PATH"))
+}
+
+/// The executable file `program` (a bare name) names in the child's `PATH` (glibc's default
+/// `/bin:/usr/bin` without one), as `execvp` would find it but in absolute entries only: a
+/// relative one (`.`, or empty) would be looked up in the child's working directory, which may
+/// be an agent's work tree.
+pub(crate) fn on_path(program: &str, env: &[(String, String)]) -> Option<PathBuf> {
     let search = env
         .iter()
         .rev()
@@ -85,9 +92,10 @@ pub(crate) fn find_program(program: &str, env: &[(String, String)]) -> Result<Pa
         .map_or("/bin:/usr/bin", |(_, value)| value);
     search
         .split(':')
-        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(program))
+        .map(Path::new)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate))
-        .ok_or_else(|| format!("`{program}`: not found on PATH"))
 }
 
 fn is_executable(path: &Path) -> bool {

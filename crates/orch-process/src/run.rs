@@ -314,26 +314,14 @@ fn command(spec: &Spec) -> Result<Command, String> {
     Ok(command)
 }
 
-/// The program by its full path, found in the child's `PATH` (glibc's default `/bin:/usr/bin`
-/// without one) as `execvp` would, but in absolute entries only: a relative one would be looked
-/// up in the child's working directory, which may be an agent's work tree. Named by a path, the
+/// The program by its full path (see [`crate::detached::on_path`]): named by a path, the
 /// standard library also starts the child with `posix_spawn` (a `vfork`) instead of a `fork`
 /// copying orch's page tables.
 fn program_path(spec: &Spec) -> Result<std::path::PathBuf, String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let program = std::path::Path::new(&spec.program);
     if spec.program.contains('/') {
-        return Ok(program.to_path_buf());
+        return Ok(std::path::PathBuf::from(&spec.program));
     }
-    let path =
-        crate::bubblewrap::value(&spec.env, "PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
-    std::env::split_paths(&path)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    crate::detached::on_path(&spec.program, &spec.env)
         .ok_or_else(|| format!("`{}`: not found on PATH", spec.program))
 }
 
