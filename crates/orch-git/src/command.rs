@@ -255,8 +255,9 @@ impl Git {
 /// Checks that `worktree`'s `.git` is still the link `git worktree add` wrote: a regular file
 /// (not a directory, not a symlink) reading `gitdir: <common_dir>/worktrees/<name>`, whose
 /// administrative directory points back at this very `.git`. Anything else may be a repository
-/// the agent made, whose configuration and hooks git would obey.
-pub(crate) fn check_link(common_dir: &Path, worktree: &Path) -> Result<()> {
+/// the agent made, whose configuration and hooks git would obey. Returns that administrative
+/// directory.
+pub(crate) fn check_link(common_dir: &Path, worktree: &Path) -> Result<PathBuf> {
     let tampered = |reason: String| GitError::Tampered {
         worktree: worktree.to_owned(),
         reason,
@@ -305,7 +306,7 @@ pub(crate) fn check_link(common_dir: &Path, worktree: &Path) -> Result<()> {
             target.display()
         )));
     }
-    Ok(())
+    Ok(target.to_owned())
 }
 
 /// Refuses a ref or revision that git could read as something else than a name: an option

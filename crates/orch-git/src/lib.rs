@@ -19,15 +19,22 @@
 //! typed, and it works on a machine with no identity configured. They are never signed
 //! (`commit.gpgSign=false`), because a signing prompt would hang an unattended run.
 //!
+//! Reads that cost a process each and are asked for several times per stage (the default
+//! branch, a work tree's `HEAD`, a branch's tip) come from git's ref files when the repository
+//! keeps refs as files (`refs`), in git's documented format; anything else is asked of git.
+//!
 //! This crate must never pass orch's environment to git, never run git in a work tree whose
-//! `.git` it has not just checked, never read or write the object store or refs behind git's back, never pass
-//! a caller's ref name where git could read it as an option, and never touch a work tree's real
-//! index to measure it (snapshots use a private index).
+//! `.git` it has not just checked, never write the object store or refs behind git's back (only
+//! the real index is replaced, under git's `index.lock`, by the snapshot's own index that git
+//! wrote for the very tree orch commits), never pass a caller's ref name where git could read it
+//! as an option, and never touch a work tree's real index to measure it (snapshots use a private
+//! index).
 
 mod command;
 mod integrate;
 mod merge;
 mod push;
+mod refs;
 mod repo;
 mod snapshot;
 mod worktree;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::command::{Git, check_link, check_ref};
+use crate::refs::{Read, RefFiles};
 use crate::{GitError, Result};
 
 /// A project's main repository: a work tree root or a bare repository.
@@ -16,6 +17,8 @@ pub struct Repo {
     /// trees' administrative directories live in its `worktrees/`.
     common_dir: PathBuf,
     bare: bool,
+    /// Whether refs are kept as files orch can read without starting git (see `refs`).
+    ref_files: bool,
     /// Set when the default branch is not simply what HEAD of the main repository points at.
     default_branch: Option<String>,
 }
@@ -78,9 +81,11 @@ impl Repo {
                 top.display()
             )));
         }
+        let common_dir = PathBuf::from(common_dir);
         Ok(Self {
+            ref_files: RefFiles::readable(&common_dir),
             path: root,
-            common_dir: PathBuf::from(common_dir),
+            common_dir,
             bare,
             default_branch: None,
         })
@@ -107,6 +112,19 @@ impl Repo {
         if let Some(branch) = &self.default_branch {
             return Ok(branch.clone());
         }
+        match self.ref_files(&self.common_dir).map(|f| f.head_target()) {
+            Some(Read::Symbolic(target)) => {
+                if let Some(branch) = target.strip_prefix("refs/heads/") {
+                    return Ok(branch.to_owned());
+                }
+            }
+            Some(Read::Found(_)) => {
+                return Err(GitError::DetachedHead {
+                    path: self.path.clone(),
+                });
+            }
+            _ => {}
+        }
         let output = Git::new(&self.path)
             .args(["symbolic-ref", "--short", "-q", "HEAD"])
             .output()
@@ -125,16 +143,37 @@ impl Repo {
     /// A git command in `worktree`: the main work tree, or a linked one whose `.git` must still
     /// be the link git wrote (see [`check_link`]), checked now, right before git runs there.
     pub(crate) fn git_in(&self, worktree: &Path) -> Result<Git> {
+        self.checked(worktree).map(|(tree, _)| Git::new(&tree))
+    }
+
+    /// `worktree` normalized, with its git directory (the common one for the main work tree,
+    /// else its administrative one), after [`check_link`].
+    pub(crate) fn checked(&self, worktree: &Path) -> Result<(PathBuf, PathBuf)> {
         let tree = crate::worktree::normalize(worktree)?;
-        if tree != self.path {
-            check_link(&self.common_dir, &tree)?;
-        }
-        Ok(Git::new(&tree))
+        let dir = if tree == self.path {
+            self.common_dir.clone()
+        } else {
+            check_link(&self.common_dir, &tree)?
+        };
+        Ok((tree, dir))
+    }
+
+    /// The refs of this repository as files, seen from the work tree whose git directory is
+    /// `worktree_dir`; `None` when they are not kept as files.
+    fn ref_files<'a>(&'a self, worktree_dir: &'a Path) -> Option<RefFiles<'a>> {
+        self.ref_files.then_some(RefFiles {
+            common: &self.common_dir,
+            worktree_dir,
+        })
     }
 
     /// The full SHA of the commit checked out in `worktree`.
     pub async fn head(&self, worktree: &Path) -> Result<String> {
-        self.git_in(worktree)?
+        let (tree, dir) = self.checked(worktree)?;
+        if let Some(Read::Found(sha)) = self.ref_files(&dir).map(|f| f.resolve("HEAD")) {
+            return Ok(sha);
+        }
+        Git::new(&tree)
             .args(["rev-parse", "--verify", "HEAD"])
             .run_line()
             .await
@@ -143,6 +182,13 @@ impl Repo {
     /// The full SHA `rev` names, or `None` when it names nothing.
     pub async fn rev_parse(&self, rev: &str) -> Result<Option<String>> {
         check_ref("revision", rev)?;
+        if rev.starts_with("refs/") {
+            match self.ref_files(&self.common_dir).map(|f| f.resolve(rev)) {
+                Some(Read::Found(sha)) => return Ok(Some(sha)),
+                Some(Read::Missing) => return Ok(None),
+                _ => {}
+            }
+        }
         let git = Git::new(&self.path).args(["rev-parse", "--verify", "-q", rev]);
         let output = git.output().await?;
         match output.status.code() {

@@ -151,3 +151,93 @@ async fn arguments_that_git_would_read_as_options_are_refused() {
     assert!(refused(f.repo.clone().with_default_branch("-x").map(drop)));
     assert!(!wt.exists() && !output.exists());
 }
+
+/// orch reads branches and `HEAD` from git's files; whatever state git leaves them in, the
+/// answers are git's own.
+#[tokio::test]
+async fn refs_read_from_files_agree_with_git_loose_packed_and_detached() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("a", "orch/X-1").await;
+    write(&wt.join("a.txt"), "a\n");
+    let committed = f
+        .repo
+        .commit_all(&wt, "on the branch")
+        .await
+        .expect("commit")
+        .expect("a commit");
+    let agree = |label: &'static str| {
+        let (f, wt, committed) = (&f, &wt, &committed);
+        async move {
+            let main_tip = git(f.main_tree(), &["rev-parse", "refs/heads/main"]);
+            assert_eq!(f.repo.head(wt).await.expect("head"), *committed, "{label}");
+            assert_eq!(
+                f.repo.rev_parse("refs/heads/orch/X-1").await.expect("branch"),
+                Some(committed.clone()),
+                "{label}"
+            );
+            assert_eq!(
+                f.repo.rev_parse("refs/heads/main").await.expect("main"),
+                Some(main_tip.trim().to_owned()),
+                "{label}"
+            );
+            assert_eq!(
+                f.repo.rev_parse("refs/heads/none").await.expect("none"),
+                None,
+                "{label}"
+            );
+            assert_eq!(
+                f.repo.head(f.main_tree()).await.expect("main head"),
+                main_tip.trim(),
+                "{label}"
+            );
+        }
+    };
+    agree("loose").await;
+    git(f.main_tree(), &["pack-refs", "--all"]);
+    assert!(
+        !f.main_tree().join(".git/refs/heads/main").exists(),
+        "pack-refs moved the loose refs"
+    );
+    agree("packed").await;
+    assert_eq!(f.repo.default_branch().await.expect("default"), "main");
+    // A detached HEAD names no default branch, read from the file as from git.
+    git(f.main_tree(), &["checkout", "-q", "--detach"]);
+    assert!(matches!(
+        f.repo.default_branch().await,
+        Err(orch_git::GitError::DetachedHead { .. })
+    ));
+}
+
+/// A repository whose refs are not files (the reftable storage) is read through git.
+#[tokio::test]
+async fn a_reftable_repository_is_read_through_git() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("r");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let init = std::process::Command::new("git")
+        .args(["init", "-q", "-b", "trunk", "--ref-format=reftable", "."])
+        .current_dir(&root)
+        .output()
+        .expect("git runs");
+    if !init.status.success() {
+        // git older than 2.45 has no reftable storage: nothing to read differently.
+        eprintln!(
+            "skipped: {}",
+            String::from_utf8_lossy(&init.stderr).trim()
+        );
+        return;
+    }
+    write(&root.join("x"), "x\n");
+    let repo = Repo::open(&root).await.expect("open");
+    let sha = repo
+        .commit_all(&root, "first")
+        .await
+        .expect("commit")
+        .expect("a commit");
+    assert_eq!(repo.default_branch().await.expect("default"), "trunk");
+    assert_eq!(repo.head(&root).await.expect("head"), sha);
+    assert_eq!(
+        repo.rev_parse("refs/heads/trunk").await.expect("rev-parse"),
+        Some(sha)
+    );
+}

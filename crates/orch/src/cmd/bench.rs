@@ -26,6 +26,8 @@ pub(super) struct Side {
     /// CPU seconds orch's own process spent (every thread: the engine, SQLite, tokio), and
     /// those of the processes it started and waited for (git, gates, deploys), during the run.
     pub cpu: Option<(f64, f64)>,
+    /// Staging runs beyond one per item: 0 when the items ran one after another.
+    pub revalidations: usize,
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
@@ -81,6 +83,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     row(
         "items done",
         sides.iter().map(|(_, s)| s.done.to_string()).collect(),
+    );
+    row(
+        "staging re-validations",
+        sides
+            .iter()
+            .map(|(_, s)| s.revalidations.to_string())
+            .collect(),
     );
     row(
         "wall time (s)",
@@ -173,24 +182,27 @@ pub(super) async fn orch_side(
 
     let cpu0 = cpu_secs();
     let t0 = Instant::now();
-    for i in 1..=items {
-        ctx.engine
-            .create_item(&project, &format!("bench item {i}"), "")
-            .await?;
-    }
     let cancel = CancellationToken::new();
-    loop {
-        ctx.engine.run_until_idle(&cancel).await?;
-        let waiting = ctx
-            .engine
-            .store()
-            .list_items_with_status(ItemStatus::AwaitingApproval)
-            .await?;
-        if waiting.is_empty() {
-            break;
+    // With one stage run at a time, items go one after another as in the baseline: filed
+    // together, each would be integrated and re-validated on staging behind the one before,
+    // which is the promotion queue's cost (`orch bench --queue`), not the same work.
+    let file = |i: u32| {
+        let (ctx, project) = (&ctx, &project);
+        async move {
+            ctx.engine
+                .create_item(project, &format!("bench item {i}"), "")
+                .await
         }
-        for i in waiting {
-            ctx.engine.approve(&i.id, "bench").await?;
+    };
+    if parallel > 1 {
+        for i in 1..=items {
+            file(i).await?;
+        }
+        super::bench_queue::drive(&ctx, &cancel).await?;
+    } else {
+        for i in 1..=items {
+            file(i).await?;
+            super::bench_queue::drive(&ctx, &cancel).await?;
         }
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -202,6 +214,9 @@ pub(super) async fn orch_side(
         .iter()
         .filter(|i| i.progress.status == ItemStatus::Done)
         .count();
+    let revalidations = super::bench_queue::stagings(&ctx, &all)
+        .await?
+        .saturating_sub(all.len());
     // Anything not done is shown with its reason: a bench that hides failures measures nothing.
     for i in all
         .iter()
@@ -218,7 +233,12 @@ pub(super) async fn orch_side(
     }
     // The bench's directory goes away; its staging and prod instances must not outlive it.
     super::demo::stop_instances(&ctx, ctx.engine.project(&project)?).await;
-    Ok(Side { secs, done, cpu })
+    Ok(Side {
+        secs,
+        done,
+        cpu,
+        revalidations,
+    })
 }
 
 /// Runs the baseline script for `items` items in `root` (a fresh directory).
@@ -255,6 +275,7 @@ pub(super) async fn baseline_side(
         secs,
         done: items as usize,
         cpu,
+        revalidations: 0,
     })
 }
 

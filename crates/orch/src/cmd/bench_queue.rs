@@ -126,17 +126,7 @@ async fn measure(n: u32, together: bool) -> anyhow::Result<Measured> {
         .iter()
         .filter(|i| i.progress.status == ItemStatus::Done)
         .count();
-    let mut stagings = 0;
-    for item in &items {
-        stagings += ctx
-            .engine
-            .store()
-            .list_runs(&item.id)
-            .await?
-            .iter()
-            .filter(|r| r.stage.as_str() == "deploy-staging")
-            .count();
-    }
+    let stagings = stagings(&ctx, &items).await?;
     let checked = deploys_keeping_the_invariant(&ctx, &items, dir.path()).await?;
     super::demo::stop_instances(&ctx, ctx.engine.project(&project)?).await;
     Ok(Measured {
@@ -147,8 +137,27 @@ async fn measure(n: u32, together: bool) -> anyhow::Result<Measured> {
     })
 }
 
+/// Deploy-staging runs made for `items`: one each, plus every re-validation.
+pub(super) async fn stagings(
+    ctx: &Context,
+    items: &[orch_store::ItemRecord],
+) -> anyhow::Result<usize> {
+    let mut stagings = 0;
+    for item in items {
+        stagings += ctx
+            .engine
+            .store()
+            .list_runs(&item.id)
+            .await?
+            .iter()
+            .filter(|r| r.stage.as_str() == "deploy-staging")
+            .count();
+    }
+    Ok(stagings)
+}
+
 /// Runs until nothing moves, approving what waits.
-async fn drive(ctx: &Context, cancel: &CancellationToken) -> anyhow::Result<()> {
+pub(super) async fn drive(ctx: &Context, cancel: &CancellationToken) -> anyhow::Result<()> {
     loop {
         ctx.engine.run_until_idle(cancel).await?;
         let waiting: Vec<_> = ctx
