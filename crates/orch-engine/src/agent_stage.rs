@@ -263,9 +263,14 @@ impl Engine {
                 json!({ "paths": ignored }),
             ));
         }
-        let digest = repo.tree_digest(&wt).await?;
+        let snapshot = repo.snapshot(&wt).await?;
+        let digest = snapshot.tree().to_owned();
         let stage_changes = repo.changed_paths_to(&wt, &base, &digest).await?;
-        let branch_changes = repo.changed_paths_to(&wt, &fork, &digest).await?;
+        let branch_changes = if fork == base {
+            stage_changes.clone()
+        } else {
+            repo.changed_paths_to(&wt, &fork, &digest).await?
+        };
         let mut file_failures =
             worktree_files::file_failures(&wt, &stage_changes, project.pipeline.links_inside());
         let left = req.timeout.saturating_sub(agent_started.elapsed());
@@ -325,11 +330,6 @@ impl Engine {
         // The head after this: the new commit, else the base (nothing kept, or nothing to
         // commit: the worktree was reset to the base at the start).
         let head = if keep {
-            // The command gates' own leftovers (a build's `target/`) are not the item's either;
-            // without command gates nothing ran since the last removal.
-            if !commands.is_empty() {
-                repo.remove_ignored(&wt).await?;
-            }
             let changed_pipeline = protected::pipeline_changes(&stage_changes);
             if !changed_pipeline.is_empty() {
                 evs.push(NewEvent::for_run(
@@ -339,7 +339,18 @@ impl Engine {
                 ));
             }
             let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
-            match repo.commit_all(&wt, &message).await? {
+            let committed = if !commands.is_empty() {
+                // The command gates' own leftovers (a build's `target/`) are not the item's
+                // either, and what they changed is staged again.
+                repo.remove_ignored(&wt).await?;
+                repo.commit_all(&wt, &message).await?
+            } else if stage_changes.is_empty() {
+                None
+            } else {
+                // Nothing ran since the snapshot: commit the very tree the gates judged.
+                Some(repo.commit_snapshot(&wt, snapshot, &base, &message).await?)
+            };
+            match committed {
                 Some(sha) => {
                     evs.push(NewEvent::for_run(
                         events::COMMITTED,

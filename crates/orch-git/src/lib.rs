@@ -45,6 +45,7 @@ pub use integrate::{ConflictExcerpt, Integration};
 pub use merge::MergeOutcome;
 pub use push::fetched_ref;
 pub use repo::Repo;
+pub use snapshot::Snapshot;
 pub use worktree::Ensured;
 
 pub type Result<T, E = GitError> = std::result::Result<T, E>;

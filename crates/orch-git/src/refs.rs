@@ -186,7 +186,9 @@ mod tests {
         write(
             d,
             "packed-refs",
-            &format!("# pack-refs with: peeled fully-peeled sorted \n{B} refs/heads/main\n{B} refs/heads/orch/X-1\n{A} refs/tags/v1\n^{B}\n"),
+            &format!(
+                "# pack-refs with: peeled fully-peeled sorted \n{B} refs/heads/main\n{B} refs/heads/orch/X-1\n{A} refs/tags/v1\n^{B}\n"
+            ),
         );
         let f = files(d);
         assert_eq!(f.resolve("HEAD"), Read::Found(A.into()));
@@ -202,7 +204,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         write(d, "refs/heads/short", "1234\n");
-        write(d, "refs/heads/upper", "ABCDEF0123456789ABCDEF0123456789ABCDEF01\n");
+        write(
+            d,
+            "refs/heads/upper",
+            "ABCDEF0123456789ABCDEF0123456789ABCDEF01\n",
+        );
         write(d, "refs/heads/no-newline", A);
         write(d, "refs/heads/loop", "ref: refs/heads/loop\n");
         write(d, "HEAD", "ref: ../../etc/passwd\n");

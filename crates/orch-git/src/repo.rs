@@ -257,9 +257,15 @@ impl Repo {
 
     /// Makes `worktree` exactly `commit`: tracked files reset, untracked files removed, ignored
     /// ones too (`.env`, `target/`): what is in the tree is then exactly what the commit holds, so
-    /// no file an agent left where no diff shows it reaches a gate or a build.
-    pub async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<()> {
+    /// no file an agent left where no diff shows it reaches a gate or a build. Returns `false`
+    /// when the tree already was exactly `commit` (HEAD there, no operation in progress, and
+    /// `git status` showing nothing: no change staged or not, nothing untracked or ignored),
+    /// which one walk of the tree answers where the reset and the clean take two.
+    pub async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<bool> {
         check_ref("commit", commit)?;
+        if self.is_exactly(worktree, commit).await? {
+            return Ok(false);
+        }
         self.git_in(worktree)?
             .args(["reset", "-q", "--hard", commit])
             .run()
@@ -268,7 +274,38 @@ impl Repo {
             .args(["clean", "-q", "-f", "-f", "-d", "-x"])
             .run()
             .await?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether `worktree` is exactly `commit` already (see [`Repo::reset_to`]).
+    async fn is_exactly(&self, worktree: &Path, commit: &str) -> Result<bool> {
+        let (tree, git_dir) = self.checked(worktree)?;
+        // A merge, cherry-pick, revert, rebase or bisect under way keeps state a reset clears.
+        const IN_PROGRESS: &[&str] = &[
+            "MERGE_HEAD",
+            "CHERRY_PICK_HEAD",
+            "REVERT_HEAD",
+            "rebase-merge",
+            "rebase-apply",
+            "BISECT_LOG",
+            "sequencer",
+        ];
+        if IN_PROGRESS.iter().any(|f| git_dir.join(f).exists()) || self.head(&tree).await? != commit
+        {
+            return Ok(false);
+        }
+        let status = Git::new(&tree)
+            .args([
+                "status",
+                "--porcelain",
+                "-z",
+                "--ignored",
+                "--untracked-files=normal",
+                "--no-renames",
+            ])
+            .run()
+            .await?;
+        Ok(status.is_empty())
     }
 
     /// The SHA of `refs/heads/<branch>`, or `None` when there is no such branch.

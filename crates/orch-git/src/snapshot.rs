@@ -4,17 +4,105 @@
 //! so unchanged files are not hashed again), stages everything into that copy with
 //! `GIT_INDEX_FILE` set, and writes its tree. The agent working in the tree, and `git status`,
 //! see no difference.
+//!
+//! A stage's own [`Snapshot`] keeps that index (in the work tree's git directory, beside the
+//! real one) so that, when nothing ran in the tree since, the stage commits exactly the measured
+//! tree ([`Repo::commit_snapshot`]) instead of staging every file a second time.
 
 use std::path::{Path, PathBuf};
 
 use crate::command::{Git, check_ref, nul_fields};
 use crate::{GitError, Repo, Result};
 
+/// A work tree's files at one moment: their tree id, and the private index git wrote for it.
+#[derive(Debug)]
+pub struct Snapshot {
+    tree: String,
+    /// The directory holding `index`, removed on drop.
+    scratch: tempfile::TempDir,
+}
+
+impl Snapshot {
+    /// The tree id: equal states give equal ids.
+    pub fn tree(&self) -> &str {
+        &self.tree
+    }
+}
+
 impl Repo {
     /// The tree id of `worktree`'s current files: tracked ones as they are on disk, and
     /// untracked ones that are not ignored. Equal states give equal ids.
     pub async fn tree_digest(&self, worktree: &Path) -> Result<String> {
         snapshot_tree(self, worktree).await
+    }
+
+    /// [`Repo::tree_digest`], keeping the index git wrote for it, so that
+    /// [`Repo::commit_snapshot`] can commit that very tree.
+    pub async fn snapshot(&self, worktree: &Path) -> Result<Snapshot> {
+        let (_, git_dir) = self.checked(worktree)?;
+        let scratch = tempfile::Builder::new()
+            .prefix("orch-index-")
+            .tempdir_in(&git_dir)
+            .map_err(|source| GitError::Io {
+                action: format!("creating a temporary index in {}", git_dir.display()),
+                source,
+            })?;
+        let tree = stage_into(self, worktree, &scratch.path().join("index")).await?;
+        Ok(Snapshot { tree, scratch })
+    }
+
+    /// Commits `snapshot`'s tree on top of `parent` with `message`, moves the work tree's branch
+    /// there (compare-and-swap: only from `parent`, [`GitError::ConcurrentUpdate`] otherwise)
+    /// and makes the snapshot's index the work tree's index, under git's `index.lock`. Two git
+    /// processes (`commit-tree`, `update-ref`) instead of staging every file again. The caller
+    /// vouches that nothing changed the work tree since the snapshot; then the tree, the index
+    /// and the new HEAD agree exactly.
+    pub async fn commit_snapshot(
+        &self,
+        worktree: &Path,
+        snapshot: Snapshot,
+        parent: &str,
+        message: &str,
+    ) -> Result<String> {
+        check_ref("parent", parent)?;
+        let (tree, git_dir) = self.checked(worktree)?;
+        let sha = Git::new(&tree)
+            .committing()
+            .args(["commit-tree", &snapshot.tree, "-p", parent, "-m", message])
+            .run_line()
+            .await?;
+        let update = Git::new(&tree).args(["update-ref", "-m", message, "HEAD", &sha, parent]);
+        let output = update.output().await?;
+        if !output.status.success() {
+            return Err(match self.head(&tree).await {
+                Ok(head) if head != parent => GitError::ConcurrentUpdate {
+                    branch: "HEAD".to_owned(),
+                },
+                _ => update.failure(&output),
+            });
+        }
+        let lock = git_dir.join("index.lock");
+        let io = |action: String| move |source| GitError::Io { action, source };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => {
+                let placed = std::fs::rename(snapshot.scratch.path().join("index"), &lock)
+                    .and_then(|()| std::fs::rename(&lock, git_dir.join("index")));
+                if let Err(e) = placed {
+                    let _ = std::fs::remove_file(&lock);
+                    return Err(io(format!("replacing the index of {}", tree.display()))(e));
+                }
+            }
+            // A git process holds the index: let git make it the commit's once it is done.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Git::new(&tree).args(["reset", "-q"]).run().await?;
+            }
+            Err(e) => return Err(io(format!("locking {}", lock.display()))(e)),
+        }
+        Ok(sha)
     }
 
     /// Every path that differs between `base` and `worktree`'s current files, committed or not,
@@ -133,9 +221,6 @@ impl Repo {
 
 /// Stages `worktree`'s files into a private copy of its index and returns the tree id.
 async fn snapshot_tree(repo: &Repo, worktree: &Path) -> Result<String> {
-    // Checked before its `.git` is read below.
-    let git = || repo.git_in(worktree);
-    git()?;
     let scratch = tempfile::Builder::new()
         .prefix("orch-index-")
         .tempdir()
@@ -143,7 +228,14 @@ async fn snapshot_tree(repo: &Repo, worktree: &Path) -> Result<String> {
             action: "creating a temporary index".to_owned(),
             source,
         })?;
-    let index = scratch.path().join("index");
+    stage_into(repo, worktree, &scratch.path().join("index")).await
+}
+
+/// Copies `worktree`'s index to `index`, stages every file into the copy and writes its tree.
+async fn stage_into(repo: &Repo, worktree: &Path, index: &Path) -> Result<String> {
+    // Checked before its `.git` is read below.
+    let git = || repo.git_in(worktree);
+    git()?;
     let real_index = match index_of_linked(worktree).await {
         Some(path) => path,
         None => PathBuf::from(
@@ -153,7 +245,7 @@ async fn snapshot_tree(repo: &Repo, worktree: &Path) -> Result<String> {
                 .await?,
         ),
     };
-    match tokio::fs::copy(&real_index, &index).await {
+    match tokio::fs::copy(&real_index, index).await {
         Ok(_) => {}
         // A fresh repository has no index yet: start from an empty one.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -164,8 +256,8 @@ async fn snapshot_tree(repo: &Repo, worktree: &Path) -> Result<String> {
             });
         }
     }
-    git()?.index(&index).args(["add", "-A"]).run().await?;
-    git()?.index(&index).args(["write-tree"]).run_line().await
+    git()?.index(index).args(["add", "-A"]).run().await?;
+    git()?.index(index).args(["write-tree"]).run_line().await
 }
 
 /// The index of a linked work tree, read from its `.git` file (`gitdir: <admin dir>`) without

@@ -212,3 +212,104 @@ async fn diffs_for_display_include_uncommitted_work_and_respect_the_cap() {
     assert!(cut.ends_with("\n[diff cut at 40 bytes]\n"), "{cut}");
     assert!(full.starts_with(cut.split('\n').next().expect("a line")));
 }
+
+/// A stage commits the very tree it measured: the branch moves there, and the work tree's
+/// index is then the commit's, so `git status` shows nothing and the tree is exactly HEAD.
+#[tokio::test]
+async fn commit_snapshot_commits_the_measured_tree_and_leaves_index_and_tree_at_it() {
+    let f = Fixture::new().await;
+    let (wt, _) = busy_worktree(&f).await;
+    let base = f.repo.head(&wt).await.expect("head");
+    f.repo.remove_ignored(&wt).await.expect("removed");
+    let snapshot = f.repo.snapshot(&wt).await.expect("snapshot");
+    let tree = snapshot.tree().to_owned();
+    assert_eq!(tree, f.repo.tree_digest(&wt).await.expect("digest"));
+    let sha = f
+        .repo
+        .commit_snapshot(&wt, snapshot, &base, "stage")
+        .await
+        .expect("committed");
+    assert_eq!(f.repo.head(&wt).await.expect("head"), sha);
+    assert_eq!(git(&wt, &["rev-parse", "HEAD^{tree}"]).trim(), tree);
+    assert_eq!(git(&wt, &["rev-parse", "HEAD^"]).trim(), base);
+    assert_eq!(git(&wt, &["status", "--porcelain", "--ignored"]), "");
+    assert_eq!(
+        git(&wt, &["log", "-1", "--format=%an <%ae> %s"]).trim(),
+        "orch <orch@localhost> stage"
+    );
+    let admin = git(&wt, &["rev-parse", "--absolute-git-dir"]);
+    let leftovers: Vec<_> = std::fs::read_dir(admin.trim())
+        .expect("admin dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("orch-index") || n == "index.lock")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The branch moves only from the commit the stage started at: if it moved meanwhile, the
+/// commit is refused and nothing is lost.
+#[tokio::test]
+async fn commit_snapshot_refuses_a_branch_that_moved() {
+    let f = Fixture::new().await;
+    let (wt, _) = busy_worktree(&f).await;
+    let base = f.repo.head(&wt).await.expect("head");
+    let snapshot = f.repo.snapshot(&wt).await.expect("snapshot");
+    git(
+        &wt,
+        &["commit", "-q", "--allow-empty", "-m", "someone else"],
+    );
+    let moved = f.repo.head(&wt).await.expect("head");
+    let refused = f.repo.commit_snapshot(&wt, snapshot, &base, "stage").await;
+    assert!(
+        matches!(refused, Err(orch_git::GitError::ConcurrentUpdate { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(f.repo.head(&wt).await.expect("head"), moved);
+}
+
+/// `reset_to` skips its two walks only when the tree is exactly the commit already; anything
+/// left in it (a changed file, an untracked or ignored one, a staged change) is reset away.
+#[tokio::test]
+async fn reset_to_skips_only_a_tree_that_is_exactly_the_commit() {
+    let f = Fixture::new().await;
+    let (wt, _) = busy_worktree(&f).await;
+    let head = f.repo.head(&wt).await.expect("head");
+    assert!(
+        f.repo.reset_to(&wt, &head).await.expect("reset"),
+        "busy: reset"
+    );
+    assert!(
+        !f.repo.reset_to(&wt, &head).await.expect("reset"),
+        "clean: skipped"
+    );
+    let leftovers: [(&str, fn(&std::path::Path)); 4] = [
+        ("a changed file", |wt| {
+            write(&wt.join("README.md"), "changed\n")
+        }),
+        ("an untracked file", |wt| {
+            write(&wt.join("stray.txt"), "x\n")
+        }),
+        ("an ignored file", |wt| write(&wt.join("target/x"), "x\n")),
+        ("a staged change", |wt| {
+            write(&wt.join("s.txt"), "s\n");
+            git(wt, &["add", "s.txt"]);
+            std::fs::remove_file(wt.join("s.txt")).expect("rm");
+        }),
+    ];
+    for (what, leave) in leftovers {
+        leave(&wt);
+        assert!(f.repo.reset_to(&wt, &head).await.expect("reset"), "{what}");
+        assert_eq!(
+            git(&wt, &["status", "--porcelain", "--ignored"]),
+            "",
+            "{what}"
+        );
+    }
+    // Another commit, even with a clean tree, is a reset.
+    assert!(f.repo.reset_to(&wt, "main").await.expect("reset"));
+    assert_eq!(
+        f.repo.head(&wt).await.expect("head"),
+        git(&wt, &["rev-parse", "main"]).trim()
+    );
+}

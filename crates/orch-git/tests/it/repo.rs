@@ -139,7 +139,9 @@ async fn arguments_that_git_would_read_as_options_are_refused() {
     assert!(refused(
         f.repo.is_ancestor("--help", "main").await.map(drop)
     ));
-    assert!(refused(f.repo.reset_to(f.main_tree(), "--merge").await));
+    assert!(refused(
+        f.repo.reset_to(f.main_tree(), "--merge").await.map(drop)
+    ));
     let output = f.root.join("leak");
     let option = format!("--output={}", output.display());
     assert!(refused(
@@ -171,7 +173,10 @@ async fn refs_read_from_files_agree_with_git_loose_packed_and_detached() {
             let main_tip = git(f.main_tree(), &["rev-parse", "refs/heads/main"]);
             assert_eq!(f.repo.head(wt).await.expect("head"), *committed, "{label}");
             assert_eq!(
-                f.repo.rev_parse("refs/heads/orch/X-1").await.expect("branch"),
+                f.repo
+                    .rev_parse("refs/heads/orch/X-1")
+                    .await
+                    .expect("branch"),
                 Some(committed.clone()),
                 "{label}"
             );
@@ -221,10 +226,7 @@ async fn a_reftable_repository_is_read_through_git() {
         .expect("git runs");
     if !init.status.success() {
         // git older than 2.45 has no reftable storage: nothing to read differently.
-        eprintln!(
-            "skipped: {}",
-            String::from_utf8_lossy(&init.stderr).trim()
-        );
+        eprintln!("skipped: {}", String::from_utf8_lossy(&init.stderr).trim());
         return;
     }
     write(&root.join("x"), "x\n");
