@@ -283,7 +283,8 @@ async fn reset_to_skips_only_a_tree_that_is_exactly_the_commit() {
         !f.repo.reset_to(&wt, &head).await.expect("reset"),
         "clean: skipped"
     );
-    let leftovers: [(&str, fn(&std::path::Path)); 4] = [
+    type Leave = fn(&std::path::Path);
+    let leftovers: [(&str, Leave); 4] = [
         ("a changed file", |wt| {
             write(&wt.join("README.md"), "changed\n")
         }),
