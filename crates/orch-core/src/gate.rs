@@ -123,7 +123,8 @@ pub struct GateInput<'a> {
     pub agent_exit: Option<ExitOutcome>,
     /// Paths the attempt changed (relative to the worktree root).
     pub stage_changes: &'a [String],
-    /// Paths the whole item branch changed against the default branch.
+    /// Paths the whole item branch changed against the default branch. Measured only for a
+    /// stage whose gates read it ([`Stage::reads_branch_changes`]); empty otherwise.
     pub branch_changes: &'a [String],
     /// The role's write allowlist; `None` for action stages (orch writes them).
     pub write_allowlist: Option<&'a [String]>,
@@ -131,6 +132,16 @@ pub struct GateInput<'a> {
     pub commands: &'a [CommandResult],
     /// The directory of this item's artifacts, relative: `docs/work-items/<ID>/`.
     pub artifact_dir: &'a str,
+}
+
+impl Stage {
+    /// Whether a gate of this stage reads [`GateInput::branch_changes`] (a diff the engine
+    /// otherwise skips). Every gate reading it must be listed here.
+    pub fn reads_branch_changes(&self) -> bool {
+        self.gates
+            .iter()
+            .any(|g| matches!(g, GateSpec::DocGate { .. }))
+    }
 }
 
 /// Gates that need no process: everything but command gates. The engine runs the commands only

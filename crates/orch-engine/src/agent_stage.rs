@@ -144,11 +144,13 @@ impl Engine {
                 .map_err(worktree_files::file_error)?;
         }
         // A branch made just now from the default branch forks from it at the base (the default
-        // branch only ever fast-forwards, so it still descends from there).
-        let fork = if fresh && ensured == orch_git::Ensured::Created {
-            base.clone()
-        } else {
-            repo.merge_base(&default, &base).await?
+        // branch only ever fast-forwards, so it still descends from there). Otherwise git is
+        // asked only when something needs it: a rerun's artifact, a gate reading the branch.
+        let mut fork = ForkPoint {
+            repo,
+            default: &default,
+            base: &base,
+            known: (fresh && ensured == orch_git::Ensured::Created).then(|| base.clone()),
         };
 
         let Some(role) = project.roles.get(role_name) else {
@@ -167,7 +169,7 @@ impl Engine {
         // Only a file this attempt writes can be the stage's artifact afterwards.
         let artifact_path = stage.artifact.as_ref().map(|file| format!("{dir}{file}"));
         let removed = match &artifact_path {
-            Some(rel) => worktree_files::clear_artifact(repo, &wt, &fork, rel).await?,
+            Some(rel) => worktree_files::clear_artifact(repo, &wt, &mut fork, rel).await?,
             None => None,
         };
         let limit = std::time::Duration::from_secs(stage.timeout_secs);
@@ -266,9 +268,12 @@ impl Engine {
         let snapshot = repo.snapshot(&wt).await?;
         let digest = snapshot.tree().to_owned();
         let stage_changes = repo.changed_paths_to(&wt, &base, &digest).await?;
-        let branch_changes = if fork == base {
+        let branch_changes = if !stage.reads_branch_changes() {
+            Vec::new()
+        } else if fork.get().await? == base {
             stage_changes.clone()
         } else {
+            let fork = fork.get().await?.to_owned();
             repo.changed_paths_to(&wt, &fork, &digest).await?
         };
         let mut file_failures =
@@ -396,6 +401,24 @@ impl Engine {
         {
             let _ = orch_process::kill_group(pgid, std::time::Duration::from_secs(2)).await;
         }
+    }
+}
+
+/// Where the item's branch forked from the default branch: asked of git (`merge-base`) once,
+/// and only when needed.
+pub(crate) struct ForkPoint<'a> {
+    repo: &'a orch_git::Repo,
+    default: &'a str,
+    base: &'a str,
+    known: Option<String>,
+}
+
+impl ForkPoint<'_> {
+    pub(crate) async fn get(&mut self) -> Result<&str, orch_git::GitError> {
+        if self.known.is_none() {
+            self.known = Some(self.repo.merge_base(self.default, self.base).await?);
+        }
+        Ok(self.known.as_deref().unwrap_or(self.base))
     }
 }
 

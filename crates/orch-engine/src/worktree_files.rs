@@ -38,13 +38,13 @@ pub(crate) enum Removed {
 pub(crate) async fn clear_artifact(
     repo: &orch_git::Repo,
     wt: &Path,
-    fork: &str,
+    fork: &mut crate::agent_stage::ForkPoint<'_>,
     rel: &str,
 ) -> Result<Option<Removed>, StageError> {
     if !safe_file::remove_file(wt, Path::new(rel)).map_err(file_error)? {
         return Ok(None);
     }
-    Ok(Some(if repo.has_path(fork, rel).await? {
+    Ok(Some(if repo.has_path(fork.get().await?, rel).await? {
         Removed::PreSeeded
     } else {
         Removed::Stale

@@ -288,3 +288,22 @@ fn a_lone_cr_hides_no_verdict() {
     assert_eq!(first["state"], "failed", "{item:#}");
     assert!(reasons(first).contains("lone CR"), "{}", reasons(first));
 }
+
+/// The review's doc gate reads the whole branch, not the review's own attempt: code the
+/// developer changed without docs sends the item back from review, though the reviewer only
+/// wrote its report (the engine measures the branch's changes only for such a gate).
+#[test]
+fn the_doc_gate_judges_the_whole_branch_at_review() {
+    let orch = Orch::new(Some(&agents_with(
+        "developer",
+        "printf 'code\\n' > changes.txt\nprintf -- '---\\ndev_status: DONE\\n---\\n' > \"$ORCH_ARTIFACT_DIR/03-dev-notes.md\"",
+    )));
+    let item = run_item(&orch);
+    let review = run_of(&item, "review", 1);
+    assert_eq!(review["state"], "failed", "{item:#}");
+    let why = reasons(review);
+    assert!(
+        why.contains("without a change to the docs") && why.contains("changes.txt"),
+        "{why}"
+    );
+}
