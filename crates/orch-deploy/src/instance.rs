@@ -289,6 +289,7 @@ pub(crate) fn port_is_free(port: u16) -> bool {
 /// Waits until `port` is free, for at most a few seconds; `false` when it stays taken.
 pub(crate) async fn wait_for_free_port(port: u16) -> bool {
     let deadline = tokio::time::Instant::now() + PORT_RELEASE_WAIT;
+    let mut backoff = orch_process::Backoff::up_to(Duration::from_millis(25));
     loop {
         if port_is_free(port) {
             return true;
@@ -296,7 +297,7 @@ pub(crate) async fn wait_for_free_port(port: u16) -> bool {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        backoff.sleep().await;
     }
 }
 

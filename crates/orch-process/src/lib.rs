@@ -50,7 +50,7 @@ pub use sandbox::{
     BRIDGE_DIR, BRIDGE_PORT, BRIDGE_SOCKET, Limits, OPTED_OUT_NOTICE, Policy, SANDBOX_HOME,
     SANDBOX_UID, Sandbox, SandboxError, UNCONFINED_WARNING,
 };
-pub use signal::{group_is_alive, is_alive, kill_group, kill_pid};
+pub use signal::{Backoff, group_is_alive, is_alive, kill_group, kill_pid};
 pub use spec::{DetachedSpec, Finished, Observer, Spec, Stream};
 pub use unit::{SYSTEMD_RUN, spawn_in_unit, systemd_is_running, systemd_run_args};
 

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use crate::ProcessError;
 
-/// How often a waiting kill checks whether its target is gone.
+/// How often, at most, a waiting kill checks whether its target is gone. The first checks come
+/// sooner ([`Backoff`]): most targets are gone within a few milliseconds of SIGTERM.
 const POLL: Duration = Duration::from_millis(20);
 /// How long to wait for the kernel to finish off a SIGKILLed target before moving on.
 const AFTER_SIGKILL: Duration = Duration::from_secs(1);
@@ -125,11 +126,34 @@ fn deliver(target: Pid, signal: Signal) -> Result<bool, ProcessError> {
 }
 
 async fn wait_until(mut done: impl FnMut() -> bool, deadline: Option<Instant>) {
+    let mut backoff = Backoff::up_to(POLL);
     while !done() {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return;
         }
-        tokio::time::sleep(POLL).await;
+        backoff.sleep().await;
+    }
+}
+
+/// Sleeps for a wait that usually ends soon: 1 ms, then twice as long each time, up to `max`.
+/// A fixed step of `max` would make every short wait cost a whole step.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn up_to(max: Duration) -> Self {
+        Self {
+            next: Duration::from_millis(1).min(max),
+            max,
+        }
+    }
+
+    pub async fn sleep(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
     }
 }
 
