@@ -1,11 +1,11 @@
 #!/bin/sh
 # The bench's baseline: the same git and process work orch does per item, without orch.
-# Usage: baseline.sh REPO WORKTREES N PORT
+# Usage: baseline.sh REPO WORKTREES FIRST LAST PORT (items FIRST to LAST)
 set -eu
-repo=$1; wts=$2; n=$3; port=$4
+repo=$1; wts=$2; first=$3; last=$4; port=$5
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost
-i=1
-while [ "$i" -le "$n" ]; do
+i=$first
+while [ "$i" -le "$last" ]; do
   wt="$wts/B-$i"
   git -C "$repo" worktree add -q -b "base/B-$i" "$wt" main
   for stage in analysis architecture development review qa; do

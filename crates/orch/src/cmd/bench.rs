@@ -51,17 +51,39 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
              are not printed"
         );
     }
-    let unconfined = match a.sandbox {
+    // The sides take turns, a few items each, so that a change in what else the machine does
+    // falls on all of them alike instead of on whichever ran at that moment.
+    let mut unconfined = match a.sandbox {
         BenchSandbox::On => None,
-        _ => Some(orch_side(&root.join("orch"), a.items, a.parallel, false, None).await?),
+        _ => Some(OrchSide::open(&root.join("orch"), a.parallel, false, None).await?),
     };
-    // The first orch run's peak: a second run in the same process could only raise it.
-    let peak_kib = peak_rss_kib();
-    let sandboxed = match a.sandbox {
+    let mut sandboxed = match a.sandbox {
         BenchSandbox::Off => None,
-        _ => Some(orch_side(&root.join("orch-sandbox"), a.items, a.parallel, true, None).await?),
+        _ => Some(OrchSide::open(&root.join("orch-sandbox"), a.parallel, true, None).await?),
     };
-    let base = baseline_side(&root.join("baseline"), a.items, None).await?;
+    let mut baseline = BaselineSide::open(&root.join("baseline"), None).await?;
+    let mut left = a.items;
+    while left > 0 {
+        let round = left.min(ROUND);
+        for side in [unconfined.as_mut(), sandboxed.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            side.run(round).await?;
+        }
+        baseline.run(round).await?;
+        left -= round;
+    }
+    let peak_kib = peak_rss_kib();
+    let unconfined = match unconfined {
+        Some(side) => Some(side.finish().await?),
+        None => None,
+    };
+    let sandboxed = match sandboxed {
+        Some(side) => Some(side.finish().await?),
+        None => None,
+    };
+    let base = baseline.finish();
 
     let n = f64::from(a.items);
     let transitions = n * f64::from(TRANSITIONS_PER_ITEM);
@@ -146,8 +168,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         );
     }
     println!(
-        "orch peak memory (VmHWM):            {} MiB",
-        peak_kib / 1024
+        "orch peak memory (VmHWM):            {} MiB{}",
+        peak_kib / 1024,
+        if a.sandbox == BenchSandbox::Both {
+            " (both orch runs, in one process)"
+        } else {
+            ""
+        }
     );
     if a.keep {
         let kept = dir.keep();
@@ -157,126 +184,199 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     Ok(if all_done { 0 } else { 1 })
 }
 
-/// Runs `items` items through orch in `root` (a fresh directory), approving as they arrive,
-/// with the agents and gates in the default sandbox or unconfined.
-/// The repository is a copy of `template` when given (`orch bench --repo-files`), else the
-/// bench's small one.
-pub(super) async fn orch_side(
-    root: &Path,
-    items: u32,
-    parallel: usize,
-    sandbox: bool,
-    template: Option<&Path>,
-) -> anyhow::Result<Side> {
-    let (staging, prod) = (free_port()?, free_port()?);
-    let repo = root.join("repo");
-    bench_repo(&repo, template).await?;
-    let config = root.join("orch.toml");
-    let sandbox = (!sandbox).then(|| SandboxEntry {
-        mode: Some("none".into()),
-        ..SandboxEntry::default()
-    });
-    write_bench_config(&config, staging, prod, parallel, sandbox)?;
-    let ctx = Context::open(&config, Arc::new(orch_engine::Silent)).await?;
-    let project = orch_core::ProjectId::parse("bench")?;
+/// Items each side runs before the next side takes its turn.
+const ROUND: u32 = 5;
 
-    let cpu0 = cpu_secs();
-    let t0 = Instant::now();
-    let cancel = CancellationToken::new();
-    // With one stage run at a time, items go one after another as in the baseline: filed
-    // together, each would be integrated and re-validated on staging behind the one before,
-    // which is the promotion queue's cost (`orch bench --queue`), not the same work.
-    let file = |i: u32| {
-        let (ctx, project) = (&ctx, &project);
-        async move {
+/// Time and CPU spent so far by one side.
+#[derive(Default)]
+struct Spent {
+    secs: f64,
+    cpu: Option<(f64, f64)>,
+}
+
+impl Spent {
+    /// Runs `work`, adding its wall time and the CPU it cost (this process, and the processes
+    /// it waited for).
+    async fn measure<T>(&mut self, work: impl Future<Output = T>) -> T {
+        let cpu0 = cpu_secs();
+        let t0 = Instant::now();
+        let out = work.await;
+        self.secs += t0.elapsed().as_secs_f64();
+        if let (Some((own, children)), Some((own0, children0))) = (cpu_secs(), cpu0) {
+            let (o, c) = self.cpu.unwrap_or_default();
+            self.cpu = Some((o + own - own0, c + children - children0));
+        }
+        out
+    }
+}
+
+/// orch's side of the overhead bench: one project in `root`, items run a few at a time,
+/// approved as they arrive, with the agents and gates in the default sandbox or unconfined.
+pub(super) struct OrchSide {
+    ctx: Context,
+    project: orch_core::ProjectId,
+    parallel: usize,
+    filed: u32,
+    spent: Spent,
+}
+
+impl OrchSide {
+    /// The repository is a copy of `template` when given (`orch bench --repo-files`), else the
+    /// bench's small one.
+    pub(super) async fn open(
+        root: &Path,
+        parallel: usize,
+        sandbox: bool,
+        template: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let (staging, prod) = (free_port()?, free_port()?);
+        bench_repo(&root.join("repo"), template).await?;
+        let config = root.join("orch.toml");
+        let sandbox = (!sandbox).then(|| SandboxEntry {
+            mode: Some("none".into()),
+            ..SandboxEntry::default()
+        });
+        write_bench_config(&config, staging, prod, parallel, sandbox)?;
+        Ok(Self {
+            ctx: Context::open(&config, Arc::new(orch_engine::Silent)).await?,
+            project: orch_core::ProjectId::parse("bench")?,
+            parallel,
+            filed: 0,
+            spent: Spent::default(),
+        })
+    }
+
+    /// Runs the next `items` items to the end.
+    pub(super) async fn run(&mut self, items: u32) -> anyhow::Result<()> {
+        let (ctx, project, first) = (&self.ctx, &self.project, self.filed + 1);
+        self.filed += items;
+        let last = self.filed;
+        let cancel = CancellationToken::new();
+        let file = |i: u32| async move {
             ctx.engine
                 .create_item(project, &format!("bench item {i}"), "")
                 .await
-        }
-    };
-    if parallel > 1 {
-        for i in 1..=items {
-            file(i).await?;
-        }
-        super::bench_queue::drive(&ctx, &cancel).await?;
-    } else {
-        for i in 1..=items {
-            file(i).await?;
-            super::bench_queue::drive(&ctx, &cancel).await?;
-        }
+        };
+        let together = self.parallel > 1;
+        self.spent
+            .measure(async {
+                // With one stage run at a time, items go one after another as in the baseline:
+                // filed together, each would be integrated and re-validated on staging behind
+                // the one before, which is the promotion queue's cost (`orch bench --queue`),
+                // not the same work.
+                if together {
+                    for i in first..=last {
+                        file(i).await?;
+                    }
+                    super::bench_queue::drive(ctx, &cancel).await
+                } else {
+                    for i in first..=last {
+                        file(i).await?;
+                        super::bench_queue::drive(ctx, &cancel).await?;
+                    }
+                    Ok(())
+                }
+            })
+            .await
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_secs()
-        .zip(cpu0)
-        .map(|((own, children), (own0, children0))| (own - own0, children - children0));
-    let all = ctx.engine.store().list_items(None).await?;
-    let done = all
-        .iter()
-        .filter(|i| i.progress.status == ItemStatus::Done)
-        .count();
-    let revalidations = super::bench_queue::stagings(&ctx, &all)
-        .await?
-        .saturating_sub(all.len());
-    // Anything not done is shown with its reason: a bench that hides failures measures nothing.
-    for i in all
-        .iter()
-        .filter(|i| i.progress.status != ItemStatus::Done)
-        .take(5)
-    {
-        println!(
-            "not done: {} at {} ({}): {}",
-            i.id,
-            i.progress.stage,
-            i.progress.status.as_str(),
-            i.blocked_reason.as_deref().unwrap_or("-")
-        );
+
+    /// What the side measured; its staging and prod instances are stopped.
+    pub(super) async fn finish(self) -> anyhow::Result<Side> {
+        let ctx = &self.ctx;
+        let all = ctx.engine.store().list_items(None).await?;
+        let done = all
+            .iter()
+            .filter(|i| i.progress.status == ItemStatus::Done)
+            .count();
+        let revalidations = super::bench_queue::stagings(ctx, &all)
+            .await?
+            .saturating_sub(all.len());
+        // Anything not done is shown with its reason: a bench that hides failures measures
+        // nothing.
+        for i in all
+            .iter()
+            .filter(|i| i.progress.status != ItemStatus::Done)
+            .take(5)
+        {
+            println!(
+                "not done: {} at {} ({}): {}",
+                i.id,
+                i.progress.stage,
+                i.progress.status.as_str(),
+                i.blocked_reason.as_deref().unwrap_or("-")
+            );
+        }
+        // The bench's directory goes away; its staging and prod instances must not outlive it.
+        super::demo::stop_instances(ctx, ctx.engine.project(&self.project)?).await;
+        Ok(Side {
+            secs: self.spent.secs,
+            done,
+            cpu: self.spent.cpu,
+            revalidations,
+        })
     }
-    // The bench's directory goes away; its staging and prod instances must not outlive it.
-    super::demo::stop_instances(&ctx, ctx.engine.project(&project)?).await;
-    Ok(Side {
-        secs,
-        done,
-        cpu,
-        revalidations,
-    })
 }
 
-/// Runs the baseline script for `items` items in `root` (a fresh directory).
-pub(super) async fn baseline_side(
-    root: &Path,
-    items: u32,
-    template: Option<&Path>,
-) -> anyhow::Result<Side> {
-    let base_repo = root.join("repo");
-    bench_repo(&base_repo, template).await?;
-    let script = root.join("baseline.sh");
-    std::fs::write(&script, include_str!("../../kit/bench/baseline.sh"))?;
-    let wts = root.join("worktrees");
-    std::fs::create_dir_all(&wts)?;
-    let cpu0 = cpu_secs();
-    let t1 = Instant::now();
-    let status = tokio::process::Command::new("sh")
-        .arg(&script)
-        .arg(&base_repo)
-        .arg(&wts)
-        .arg(items.to_string())
-        .arg(free_port()?.to_string())
-        .status()
-        .await
-        .context("cannot run the baseline script")?;
-    let secs = t1.elapsed().as_secs_f64();
-    let cpu = cpu_secs()
-        .zip(cpu0)
-        .map(|((own, children), (own0, children0))| (own - own0, children - children0));
-    if !status.success() {
-        anyhow::bail!("the baseline script failed ({status}); nothing to compare against");
+/// The baseline's side: `kit/bench/baseline.sh` doing the same git, process and deploy work
+/// in a shell loop, a few items at a time.
+pub(super) struct BaselineSide {
+    repo: std::path::PathBuf,
+    worktrees: std::path::PathBuf,
+    script: std::path::PathBuf,
+    port: u16,
+    done: u32,
+    spent: Spent,
+}
+
+impl BaselineSide {
+    pub(super) async fn open(root: &Path, template: Option<&Path>) -> anyhow::Result<Self> {
+        let repo = root.join("repo");
+        bench_repo(&repo, template).await?;
+        let script = root.join("baseline.sh");
+        std::fs::write(&script, include_str!("../../kit/bench/baseline.sh"))?;
+        let worktrees = root.join("worktrees");
+        std::fs::create_dir_all(&worktrees)?;
+        Ok(Self {
+            repo,
+            worktrees,
+            script,
+            port: free_port()?,
+            done: 0,
+            spent: Spent::default(),
+        })
     }
-    Ok(Side {
-        secs,
-        done: items as usize,
-        cpu,
-        revalidations: 0,
-    })
+
+    /// Runs the next `items` items.
+    pub(super) async fn run(&mut self, items: u32) -> anyhow::Result<()> {
+        let (first, last) = (self.done + 1, self.done + items);
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg(&self.script)
+            .arg(&self.repo)
+            .arg(&self.worktrees)
+            .arg(first.to_string())
+            .arg(last.to_string())
+            .arg(self.port.to_string());
+        let status = self
+            .spent
+            .measure(command.status())
+            .await
+            .context("cannot run the baseline script")?;
+        if !status.success() {
+            anyhow::bail!("the baseline script failed ({status}); nothing to compare against");
+        }
+        self.done = last;
+        Ok(())
+    }
+
+    pub(super) fn finish(self) -> Side {
+        Side {
+            secs: self.spent.secs,
+            done: self.done as usize,
+            cpu: self.spent.cpu,
+            revalidations: 0,
+        }
+    }
 }
 
 /// Writes the `orch.toml` of a bench: one project `bench` on SQLite, short health probes, and

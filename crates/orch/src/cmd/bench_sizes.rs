@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tokio::io::AsyncWriteExt as _;
 
-use super::bench::{TRANSITIONS_PER_ITEM, baseline_side, orch_side, write_bench_repo};
+use super::bench::{BaselineSide, OrchSide, TRANSITIONS_PER_ITEM, write_bench_repo};
 use crate::cli::BenchArgs;
 use crate::error::UsageError;
 
@@ -65,8 +65,15 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<i32> {
         let started = Instant::now();
         generate(&template, files, a.history).await?;
         let generated = started.elapsed().as_secs_f64();
-        let orch = orch_side(&root.join("orch"), items, 1, false, Some(&template)).await?;
-        let base = baseline_side(&root.join("baseline"), items, Some(&template)).await?;
+        let mut orch = OrchSide::open(&root.join("orch"), 1, false, Some(&template)).await?;
+        let mut base = BaselineSide::open(&root.join("baseline"), Some(&template)).await?;
+        // One item at a time each, in turn: at these sizes an item takes seconds, and the
+        // disk's speed moves as much from one minute to the next.
+        for _ in 0..items {
+            orch.run(1).await?;
+            base.run(1).await?;
+        }
+        let (orch, base) = (orch.finish().await?, base.finish());
         let transitions = f64::from(items * TRANSITIONS_PER_ITEM);
         let per = |secs: f64| secs * 1000.0 / transitions;
         println!(
