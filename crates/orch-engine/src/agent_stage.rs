@@ -265,7 +265,7 @@ impl Engine {
                 json!({ "paths": ignored }),
             ));
         }
-        let snapshot = repo.snapshot(&wt).await?;
+        let snapshot = repo.stage_all(&wt).await?;
         let digest = snapshot.tree().to_owned();
         let stage_changes = repo.changed_paths_to(&wt, &base, &digest).await?;
         let branch_changes = if !stage.reads_branch_changes() {

@@ -24,11 +24,10 @@
 //! keeps refs as files (`refs`), in git's documented format; anything else is asked of git.
 //!
 //! This crate must never pass orch's environment to git, never run git in a work tree whose
-//! `.git` it has not just checked, never write the object store or refs behind git's back (only
-//! the real index is replaced, under git's `index.lock`, by the snapshot's own index that git
-//! wrote for the very tree orch commits), never pass a caller's ref name where git could read it
-//! as an option, and never touch a work tree's real index to measure it (snapshots use a private
-//! index).
+//! `.git` it has not just checked, never write the object store or refs behind git's back, never
+//! pass a caller's ref name where git could read it as an option, and never touch a work tree's
+//! real index to measure it while something may work in it (snapshots use a private index; only
+//! a stage whose agent has ended stages into the real one, [`Repo::stage_all`]).
 
 mod command;
 mod integrate;

@@ -5,21 +5,19 @@
 //! `GIT_INDEX_FILE` set, and writes its tree. The agent working in the tree, and `git status`,
 //! see no difference.
 //!
-//! A stage's own [`Snapshot`] keeps that index (in the work tree's git directory, beside the
-//! real one) so that, when nothing ran in the tree since, the stage commits exactly the measured
-//! tree ([`Repo::commit_snapshot`]) instead of staging every file a second time.
+//! A stage measures once more after its agent has ended ([`Repo::stage_all`]): then nothing
+//! works in the tree any more, so it stages into the real index, whose tree the stage then
+//! commits as it is ([`Repo::commit_snapshot`]) instead of staging every file a second time.
 
 use std::path::{Path, PathBuf};
 
 use crate::command::{Git, check_ref, nul_fields};
 use crate::{GitError, Repo, Result};
 
-/// A work tree's files at one moment: their tree id, and the private index git wrote for it.
+/// A work tree's files at one moment, staged in its real index: their tree id.
 #[derive(Debug)]
 pub struct Snapshot {
     tree: String,
-    /// The directory holding `index`, removed on drop.
-    scratch: tempfile::TempDir,
 }
 
 impl Snapshot {
@@ -36,27 +34,24 @@ impl Repo {
         snapshot_tree(self, worktree).await
     }
 
-    /// [`Repo::tree_digest`], keeping the index git wrote for it, so that
-    /// [`Repo::commit_snapshot`] can commit that very tree.
-    pub async fn snapshot(&self, worktree: &Path) -> Result<Snapshot> {
-        let (_, git_dir) = self.checked(worktree)?;
-        let scratch = tempfile::Builder::new()
-            .prefix("orch-index-")
-            .tempdir_in(&git_dir)
-            .map_err(|source| GitError::Io {
-                action: format!("creating a temporary index in {}", git_dir.display()),
-                source,
-            })?;
-        let tree = stage_into(self, worktree, &scratch.path().join("index")).await?;
-        Ok(Snapshot { tree, scratch })
+    /// Stages everything in `worktree` into its real index (`git add -A`) and takes its tree:
+    /// what [`Repo::tree_digest`] measures, for a tree nothing works in any more (the stage's
+    /// agent has ended), so that [`Repo::commit_snapshot`] can commit that very tree.
+    pub async fn stage_all(&self, worktree: &Path) -> Result<Snapshot> {
+        self.git_in(worktree)?.args(["add", "-A"]).run().await?;
+        let tree = self
+            .git_in(worktree)?
+            .args(["write-tree"])
+            .run_line()
+            .await?;
+        Ok(Snapshot { tree })
     }
 
-    /// Commits `snapshot`'s tree on top of `parent` with `message`, moves the work tree's branch
-    /// there (compare-and-swap: only from `parent`, [`GitError::ConcurrentUpdate`] otherwise)
-    /// and makes the snapshot's index the work tree's index, under git's `index.lock`. Two git
-    /// processes (`commit-tree`, `update-ref`) instead of staging every file again. The caller
-    /// vouches that nothing changed the work tree since the snapshot; then the tree, the index
-    /// and the new HEAD agree exactly.
+    /// Commits `snapshot`'s tree on top of `parent` with `message` and moves the work tree's
+    /// branch there (compare-and-swap: only from `parent`, [`GitError::ConcurrentUpdate`]
+    /// otherwise): two git processes (`commit-tree`, `update-ref`) instead of staging every
+    /// file again. The index already holds that tree; the caller vouches that nothing changed
+    /// the work tree since [`Repo::stage_all`], so the tree, the index and the new HEAD agree.
     pub async fn commit_snapshot(
         &self,
         worktree: &Path,
@@ -65,42 +60,23 @@ impl Repo {
         message: &str,
     ) -> Result<String> {
         check_ref("parent", parent)?;
-        let (tree, git_dir) = self.checked(worktree)?;
-        let sha = Git::new(&tree)
+        let sha = self
+            .git_in(worktree)?
             .committing()
             .args(["commit-tree", &snapshot.tree, "-p", parent, "-m", message])
             .run_line()
             .await?;
-        let update = Git::new(&tree).args(["update-ref", "-m", message, "HEAD", &sha, parent]);
+        let update =
+            self.git_in(worktree)?
+                .args(["update-ref", "-m", message, "HEAD", &sha, parent]);
         let output = update.output().await?;
         if !output.status.success() {
-            return Err(match self.head(&tree).await {
+            return Err(match self.head(worktree).await {
                 Ok(head) if head != parent => GitError::ConcurrentUpdate {
                     branch: "HEAD".to_owned(),
                 },
                 _ => update.failure(&output),
             });
-        }
-        let lock = git_dir.join("index.lock");
-        let io = |action: String| move |source| GitError::Io { action, source };
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(_) => {
-                let placed = std::fs::rename(snapshot.scratch.path().join("index"), &lock)
-                    .and_then(|()| std::fs::rename(&lock, git_dir.join("index")));
-                if let Err(e) = placed {
-                    let _ = std::fs::remove_file(&lock);
-                    return Err(io(format!("replacing the index of {}", tree.display()))(e));
-                }
-            }
-            // A git process holds the index: let git make it the commit's once it is done.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Git::new(&tree).args(["reset", "-q"]).run().await?;
-            }
-            Err(e) => return Err(io(format!("locking {}", lock.display()))(e)),
         }
         Ok(sha)
     }
@@ -221,6 +197,9 @@ impl Repo {
 
 /// Stages `worktree`'s files into a private copy of its index and returns the tree id.
 async fn snapshot_tree(repo: &Repo, worktree: &Path) -> Result<String> {
+    // Checked before its `.git` is read below.
+    let git = || repo.git_in(worktree);
+    git()?;
     let scratch = tempfile::Builder::new()
         .prefix("orch-index-")
         .tempdir()
@@ -228,14 +207,7 @@ async fn snapshot_tree(repo: &Repo, worktree: &Path) -> Result<String> {
             action: "creating a temporary index".to_owned(),
             source,
         })?;
-    stage_into(repo, worktree, &scratch.path().join("index")).await
-}
-
-/// Copies `worktree`'s index to `index`, stages every file into the copy and writes its tree.
-async fn stage_into(repo: &Repo, worktree: &Path, index: &Path) -> Result<String> {
-    // Checked before its `.git` is read below.
-    let git = || repo.git_in(worktree);
-    git()?;
+    let index = scratch.path().join("index");
     let real_index = match index_of_linked(worktree).await {
         Some(path) => path,
         None => PathBuf::from(
@@ -245,7 +217,7 @@ async fn stage_into(repo: &Repo, worktree: &Path, index: &Path) -> Result<String
                 .await?,
         ),
     };
-    match tokio::fs::copy(&real_index, index).await {
+    match tokio::fs::copy(&real_index, &index).await {
         Ok(_) => {}
         // A fresh repository has no index yet: start from an empty one.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -256,8 +228,8 @@ async fn stage_into(repo: &Repo, worktree: &Path, index: &Path) -> Result<String
             });
         }
     }
-    git()?.index(index).args(["add", "-A"]).run().await?;
-    git()?.index(index).args(["write-tree"]).run_line().await
+    git()?.index(&index).args(["add", "-A"]).run().await?;
+    git()?.index(&index).args(["write-tree"]).run_line().await
 }
 
 /// The index of a linked work tree, read from its `.git` file (`gitdir: <admin dir>`) without
