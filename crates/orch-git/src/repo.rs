@@ -263,7 +263,11 @@ impl Repo {
     /// which one walk of the tree answers where the reset and the clean take two.
     pub async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<bool> {
         check_ref("commit", commit)?;
-        if self.is_exactly(worktree, commit).await? {
+        // Git tracks no directory, so `status` shows no empty one, which `clean -d` would
+        // remove: they go here (a tree too deep to walk takes the reset and the clean).
+        if self.is_exactly(worktree, commit).await?
+            && remove_empty_dirs(&self.checked(worktree)?.0).is_ok()
+        {
             return Ok(false);
         }
         self.git_in(worktree)?
@@ -312,4 +316,26 @@ impl Repo {
     pub(crate) async fn branch_sha(&self, branch: &str) -> Result<Option<String>> {
         self.rev_parse(&format!("refs/heads/{branch}")).await
     }
+}
+
+/// Removes every empty directory below `root` (its `.git` left alone), deepest first, so that a
+/// directory holding only empty ones goes too; links are never followed.
+fn remove_empty_dirs(root: &Path) -> std::io::Result<()> {
+    fn walk(dir: &Path, top: bool) -> std::io::Result<bool> {
+        let mut empty = true;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if top && entry.file_name() == ".git" {
+                empty = false;
+                continue;
+            }
+            if entry.file_type()?.is_dir() && walk(&entry.path(), false)? {
+                std::fs::remove_dir(entry.path())?;
+            } else {
+                empty = false;
+            }
+        }
+        Ok(empty)
+    }
+    walk(root, true).map(drop)
 }

@@ -303,6 +303,13 @@ async fn reset_to_skips_only_a_tree_that_is_exactly_the_commit() {
             "{what}"
         );
     }
+    // Empty directories git does not show go without a reset, as `clean -d` would remove them.
+    std::fs::create_dir_all(wt.join("empty/deeper")).expect("mkdir");
+    assert!(
+        !f.repo.reset_to(&wt, &head).await.expect("reset"),
+        "no reset"
+    );
+    assert!(!wt.join("empty").exists());
     // Another commit, even with a clean tree, is a reset.
     assert!(f.repo.reset_to(&wt, "main").await.expect("reset"));
     assert_eq!(

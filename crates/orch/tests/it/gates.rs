@@ -307,3 +307,20 @@ fn the_doc_gate_judges_the_whole_branch_at_review() {
         "{why}"
     );
 }
+
+/// What a stage's agent leaves that no diff shows (here an empty directory) never reaches the
+/// next stage: its tree is exactly the commit it starts from, as after a reset and a clean.
+#[test]
+fn an_empty_directory_an_agent_leaves_does_not_reach_the_next_stage() {
+    let agents = format!(
+        "{}\n[roles.architect]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", '''\nmkdir -p \"$ORCH_ARTIFACT_DIR\"\nif [ -e leftover ]; then s=SAW_LEFTOVER; else s=READY; fi\nprintf -- \"---\\ndesign_status: $s\\n---\\n\" > \"$ORCH_ARTIFACT_DIR/02-design.md\"\n''']\n",
+        agents_with(
+            "analyst",
+            "mkdir -p leftover/deeper\nprintf -- '---\\nanalysis_status: READY\\n---\\n' > \"$ORCH_ARTIFACT_DIR/01-analysis.md\""
+        )
+    );
+    let orch = Orch::new(Some(&agents));
+    let item = run_item(&orch);
+    let design = run_of(&item, "architecture", 1);
+    assert_eq!(design["state"], "passed", "{}", reasons(design));
+}
