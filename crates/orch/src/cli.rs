@@ -122,14 +122,19 @@ under a lease, and a run whose worker dies is re-claimed when its lease expires.
     Worker(WorkerArgs),
     /// Measure orch: overhead against a shell baseline, or scaling with worker processes.
     #[command(
-        after_help = "Examples:\n  orch bench --items 50                 overhead per stage transition vs a shell baseline\n  \
-orch bench --items 200 --workers 1,2,4 --postgres postgres://orch@127.0.0.1/orch\n                                        \
-items/s, claim latency and memory per worker, vs one SQLite worker\n  \
-orch bench --queue 1,5,20               N items filed together through the promotion queue, vs one after another\n  \
-orch bench --repo-files 1000,20000,100000 --history 10000\n                                        \
-the overhead bench on generated repositories of that many files\n  \
-orch bench --launch 200                 ready -> agent started through the API and a signed webhook, vs the floor\n  \
-orch bench --held 500                   500 sleeping agents at once: orch's RSS, open files and launch latency"
+        after_help = "Examples:\n  orch bench --items 50                   overhead per stage transition vs a shell baseline\n  \
+orch bench --items 200 --workers 1,2,4 --postgres postgres://orch@127.0.0.1/orch\n                                          \
+items/s, claim latency and memory per worker,\n                                          \
+vs one SQLite worker\n  \
+orch bench --queue 1,5,20               N items filed together through the promotion queue,\n                                          \
+vs the same items one after another\n  \
+orch bench --repo-files 1000,20000,100000 --history 10000\n                                          \
+the overhead bench on generated repositories\n                                          \
+of that many files\n  \
+orch bench --launch 200                 ready -> agent started through the API and a signed\n                                          \
+webhook, vs the floor\n  \
+orch bench --held 500                   500 sleeping agents at once: orch's RSS, open files\n                                          \
+and launch latency"
     )]
     Bench(BenchArgs),
 }
