@@ -38,6 +38,11 @@ pub fn group_is_alive(pgid: u32) -> bool {
     if let Err(Errno::ESRCH) = signal::killpg(group, None) {
         return false;
     }
+    // Its leader running answers at once (an instance is usually its group's only process).
+    if proc_stat(pgid).is_some_and(|stat| stat.pgrp == i64::from(group.as_raw()) && !stat.is_dead())
+    {
+        return true;
+    }
     // The group exists, but maybe only as zombies: look at its members one by one.
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return true;
