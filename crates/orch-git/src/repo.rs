@@ -170,10 +170,15 @@ impl Repo {
     /// The full SHA of the commit checked out in `worktree`.
     pub async fn head(&self, worktree: &Path) -> Result<String> {
         let (tree, dir) = self.checked(worktree)?;
-        if let Some(Read::Found(sha)) = self.ref_files(&dir).map(|f| f.resolve("HEAD")) {
+        self.head_at(&tree, &dir).await
+    }
+
+    /// [`Repo::head`] of a work tree [`Repo::checked`] just now, whose git directory is `dir`.
+    async fn head_at(&self, tree: &Path, dir: &Path) -> Result<String> {
+        if let Some(Read::Found(sha)) = self.ref_files(dir).map(|f| f.resolve("HEAD")) {
             return Ok(sha);
         }
-        Git::new(&tree)
+        Git::new(tree)
             .args(["rev-parse", "--verify", "HEAD"])
             .run_line()
             .await
@@ -265,9 +270,8 @@ impl Repo {
         check_ref("commit", commit)?;
         // Git tracks no directory, so `status` shows no empty one, which `clean -d` would
         // remove: they go here (a tree too deep to walk takes the reset and the clean).
-        if self.is_exactly(worktree, commit).await?
-            && remove_empty_dirs(&self.checked(worktree)?.0).is_ok()
-        {
+        let (tree, git_dir) = self.checked(worktree)?;
+        if self.is_exactly(&tree, &git_dir, commit).await? && remove_empty_dirs(&tree).is_ok() {
             return Ok(false);
         }
         self.git_in(worktree)?
@@ -281,9 +285,9 @@ impl Repo {
         Ok(true)
     }
 
-    /// Whether `worktree` is exactly `commit` already (see [`Repo::reset_to`]).
-    async fn is_exactly(&self, worktree: &Path, commit: &str) -> Result<bool> {
-        let (tree, git_dir) = self.checked(worktree)?;
+    /// Whether the work tree `tree` (checked just now, its git directory `git_dir`) is exactly
+    /// `commit` already (see [`Repo::reset_to`]).
+    async fn is_exactly(&self, tree: &Path, git_dir: &Path, commit: &str) -> Result<bool> {
         // A merge, cherry-pick, revert, rebase or bisect under way keeps state a reset clears.
         const IN_PROGRESS: &[&str] = &[
             "MERGE_HEAD",
@@ -298,7 +302,7 @@ impl Repo {
         {
             return Ok(false);
         }
-        let status = Git::new(&tree)
+        let status = Git::new(tree)
             .args([
                 "status",
                 "--porcelain",
