@@ -415,10 +415,11 @@ pub(crate) struct ForkPoint<'a> {
 
 impl ForkPoint<'_> {
     pub(crate) async fn get(&mut self) -> Result<&str, orch_git::GitError> {
-        if self.known.is_none() {
-            self.known = Some(self.repo.merge_base(self.default, self.base).await?);
-        }
-        Ok(self.known.as_deref().unwrap_or(self.base))
+        let fork = match self.known.take() {
+            Some(fork) => fork,
+            None => self.repo.merge_base(self.default, self.base).await?,
+        };
+        Ok(self.known.insert(fork))
     }
 }
 

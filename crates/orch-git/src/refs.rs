@@ -27,7 +27,7 @@ pub(crate) enum Read {
     Found(String),
     /// No such ref (neither loose nor packed).
     Missing,
-    /// A detached or symbolic `HEAD` asked for its branch: the ref it names.
+    /// A symbolic ref (`HEAD` on a branch): the ref it names.
     Symbolic(String),
     /// Not in the form this module reads: run git.
     AskGit,
