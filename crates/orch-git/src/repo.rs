@@ -298,7 +298,8 @@ impl Repo {
             "BISECT_LOG",
             "sequencer",
         ];
-        if IN_PROGRESS.iter().any(|f| git_dir.join(f).exists()) || self.head(&tree).await? != commit
+        if IN_PROGRESS.iter().any(|f| git_dir.join(f).exists())
+            || self.head_at(tree, git_dir).await? != commit
         {
             return Ok(false);
         }
