@@ -388,7 +388,19 @@ pub(super) fn write_bench_config(
     parallel: usize,
     sandbox: Option<SandboxEntry>,
 ) -> anyhow::Result<()> {
-    let file = ConfigFile {
+    let file = bench_config(staging_port, prod_port, parallel, sandbox);
+    std::fs::write(path, toml::to_string_pretty(&file)?)?;
+    Ok(())
+}
+
+/// The configuration every bench starts from (see [`write_bench_config`]).
+pub(super) fn bench_config(
+    staging_port: u16,
+    prod_port: u16,
+    parallel: usize,
+    sandbox: Option<SandboxEntry>,
+) -> ConfigFile {
+    ConfigFile {
         server: Default::default(),
         telemetry: Default::default(),
         store: StoreSection {
@@ -413,9 +425,7 @@ pub(super) fn write_bench_config(
             tracker: None,
             forge: None,
         }],
-    };
-    std::fs::write(path, toml::to_string_pretty(&file)?)?;
-    Ok(())
+    }
 }
 
 /// The bench's small repository at `repo`, or a copy of `template` (its `.git` and files).

@@ -36,13 +36,7 @@ struct Reading {
 
 pub async fn run(a: &BenchArgs) -> anyhow::Result<i32> {
     let n = a.held.context("--held N is required")?;
-    let dir = tempfile::Builder::new()
-        .prefix("orch-bench-held-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let root = dir.path().to_path_buf();
-    let stamps = root.join("stamps");
-    std::fs::create_dir_all(&stamps)?;
+    let (dir, root, stamps) = serve::scratch("orch-bench-held-")?;
     println!(
         "bench: {n} items held at once (agents asleep) in one orch serve; directory {}",
         root.display()

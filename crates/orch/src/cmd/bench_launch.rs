@@ -32,13 +32,7 @@ struct Samples {
 
 pub async fn run(a: &BenchArgs) -> anyhow::Result<i32> {
     let n = a.launch.context("--launch N is required")?;
-    let dir = tempfile::Builder::new()
-        .prefix("orch-bench-launch-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    let root = dir.path().to_path_buf();
-    let stamps = root.join("stamps");
-    std::fs::create_dir_all(&stamps)?;
+    let (dir, root, stamps) = serve::scratch("orch-bench-launch-")?;
     println!(
         "bench: {n} items made ready through the API, {n} through a signed webhook, {n} floor launches; directory {}",
         root.display()

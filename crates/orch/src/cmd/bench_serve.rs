@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::settings::{ConfigFile, EngineSection, ProjectEntry, RemoteEntry, SandboxEntry};
+use crate::settings::{RemoteEntry, SandboxEntry};
 
 /// The API token and webhook secret of a bench's serve: random per run, never printed.
 pub(super) struct Secrets {
@@ -42,6 +42,19 @@ pub(super) const TRACKER_TOKEN_ENV: &str = "ORCH_BENCH_TRACKER_TOKEN";
 /// The repository the bench's webhooks name (`owner/repo` of the Gitea tracker).
 pub(super) const TRACKER_OWNER: &str = "bench";
 pub(super) const TRACKER_REPO: &str = "launch";
+
+/// A serve bench's scratch directory (removed when the returned guard drops), its path, and the
+/// `stamps` folder in it where agents write when they started.
+pub(super) fn scratch(prefix: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let root = dir.path().to_path_buf();
+    let stamps = root.join("stamps");
+    std::fs::create_dir_all(&stamps)?;
+    Ok((dir, root, stamps))
+}
 
 /// One project `bench` with a one-stage pipeline whose command agent runs `agent` (a shell
 /// script; `$1` is the stamps folder), sandbox off (the floor runs the command unconfined too),
@@ -73,49 +86,32 @@ pub(super) async fn write_project(
     let git = orch_git::Repo::init(&repo, "main").await?;
     git.commit_all(&repo, "bench: initial").await?;
 
-    let file = ConfigFile {
-        server: Default::default(),
-        telemetry: Default::default(),
-        store: crate::settings::StoreSection {
-            url: "sqlite://orch.db".into(),
-        },
-        engine: EngineSection {
-            max_parallel: parallel.max(1),
-            ..EngineSection::default()
-        },
-        projects: vec![ProjectEntry {
-            name: "bench".into(),
-            repo: "repo".into(),
-            staging_port: super::bench::free_port()?,
-            prod_port: super::bench::free_port()?,
-            health_tries: None,
-            health_interval_ms: None,
-            approvers: Vec::new(),
-            approval_ttl_secs: None,
-            reapprove_on_reintegration: false,
-            sandbox: Some(SandboxEntry {
-                mode: Some("none".into()),
-                ..SandboxEntry::default()
-            }),
-            notify: Vec::new(),
-            tracker: tracker_url.map(|url| RemoteEntry {
-                kind: "gitea".into(),
-                base_url: url.into(),
-                workspace: None,
-                project: None,
-                owner: Some(TRACKER_OWNER.into()),
-                repo: Some(TRACKER_REPO.into()),
-                token_env: TRACKER_TOKEN_ENV.into(),
-                ready_state: None,
-                // The webhook is the path measured; the reconciliation poll stays out of the way.
-                poll_secs: Some(3600),
-                merge_style: None,
-                checks: None,
-                reviews: None,
-            }),
-            forge: None,
-        }],
+    let sandbox = SandboxEntry {
+        mode: Some("none".into()),
+        ..SandboxEntry::default()
     };
+    let (staging, prod) = (super::bench::free_port()?, super::bench::free_port()?);
+    let mut file = super::bench::bench_config(staging, prod, parallel, Some(sandbox));
+    for project in &mut file.projects {
+        // One agent stage, no deploy: the probes are never used.
+        project.health_tries = None;
+        project.health_interval_ms = None;
+        project.tracker = tracker_url.map(|url| RemoteEntry {
+            kind: "gitea".into(),
+            base_url: url.into(),
+            workspace: None,
+            project: None,
+            owner: Some(TRACKER_OWNER.into()),
+            repo: Some(TRACKER_REPO.into()),
+            token_env: TRACKER_TOKEN_ENV.into(),
+            ready_state: None,
+            // The webhook is the path measured; the reconciliation poll stays out of the way.
+            poll_secs: Some(3600),
+            merge_style: None,
+            checks: None,
+            reviews: None,
+        });
+    }
     let config = root.join("orch.toml");
     std::fs::write(&config, toml::to_string_pretty(&file)?)?;
     Ok(config)

@@ -3,18 +3,24 @@
 
 use crate::harness::BIN;
 
+/// The stdout of a run that must have succeeded (both its outputs shown when it did not).
+pub(crate) fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn bench_runs_both_sides_and_reports_a_ratio() {
     let out = std::process::Command::new(BIN)
         .args(["bench", "--items", "2"])
         .output()
         .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     // By default orch runs twice, without and with the sandbox, next to the baseline.
     assert!(
         stdout.contains("orch orch+sandbox     baseline"),
@@ -106,12 +112,7 @@ fn bench_scaling_mode_runs_worker_processes_and_prints_the_table() {
         );
     }
     let out = cmd.output().expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("| sqlite | 1 | 4/4 |"), "{stdout}");
     if postgres.is_some() {
         assert!(stdout.contains("| postgres | 1 | 4/4 |"), "{stdout}");
@@ -135,12 +136,7 @@ fn the_queue_bench_runs_items_together_and_one_by_one_and_checks_the_invariant()
         .args(["bench", "--queue", "3"])
         .output()
         .expect("orch bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let row = stdout
         .lines()
         .find(|l| l.trim_start().starts_with("3 "))
@@ -189,12 +185,7 @@ fn the_size_bench_runs_both_sides_on_a_generated_repository_and_refuses_bad_size
         ])
         .output()
         .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let row = stdout
         .lines()
         .find(|l| l.trim_start().starts_with("30 "))

@@ -125,12 +125,7 @@ fn a_low_soft_open_files_limit_does_not_cap_the_runs_held() {
         .env_remove("ORCH_STORE_URL")
         .output()
         .expect("prlimit runs orch bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::bench::succeeded(&out);
     assert!(
         stdout.contains("agents left running after orch stopped: 0 of 5"),
         "{stdout}"
