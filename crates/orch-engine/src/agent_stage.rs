@@ -143,6 +143,9 @@ impl Engine {
             orch_process::safe_file::special_files(&wt, true)
                 .map_err(worktree_files::file_error)?;
         }
+        // The base's files as the index holds them now, before the agent runs: what the stage
+        // changed is then measured without asking git.
+        let base_files = repo.base_files(&wt, &base)?;
         // A branch made just now from the default branch forks from it at the base (the default
         // branch only ever fast-forwards, so it still descends from there). Otherwise git is
         // asked only when something needs it: a rerun's artifact, a gate reading the branch.
@@ -254,20 +257,23 @@ impl Engine {
             evs.push(events::spend_limit_reached(run, &overrun.to_string(), when));
         }
 
-        // What no diff shows (ignored files: `.env`, `target/`) is removed, so the gates see
-        // exactly what a reviewer sees. One snapshot of what the agent left then serves both
-        // comparisons and the fingerprint.
-        let ignored = repo.remove_ignored(&wt).await?;
-        if !ignored.is_empty() {
-            evs.push(NewEvent::for_run(
-                events::IGNORED_REMOVED,
-                run.id,
-                json!({ "paths": ignored }),
-            ));
-        }
+        // One snapshot of what the agent left serves both comparisons and the fingerprint. What
+        // no diff shows (ignored files: `.env`, `target/`) is removed, so the gates see exactly
+        // what a reviewer sees, and a file the agent told git to look away from is measured as
+        // it is on disk.
         let snapshot = repo.stage_all(&wt).await?;
+        for (kind, paths) in [
+            (events::IGNORED_REMOVED, snapshot.ignored()),
+            (events::UNHIDDEN, snapshot.unhidden()),
+        ] {
+            if !paths.is_empty() {
+                evs.push(NewEvent::for_run(kind, run.id, json!({ "paths": paths })));
+            }
+        }
         let digest = snapshot.tree().to_owned();
-        let stage_changes = repo.changed_paths_to(&wt, &base, &digest).await?;
+        let stage_changes = repo
+            .changed_since(&wt, &base, base_files.as_ref(), &snapshot)
+            .await?;
         let branch_changes = if !stage.reads_branch_changes() {
             Vec::new()
         } else if fork.get().await? == base {

@@ -14,6 +14,9 @@ pub const NO_CHANGES: &str = "git.no-changes";
 pub const DISCARDED: &str = "git.discarded";
 /// Ignored files the agent left (no diff shows them) were removed before the gates: `paths`.
 pub const IGNORED_REMOVED: &str = "git.ignored-removed";
+/// The agent had told git to look away from these files (`assume-unchanged`, `skip-worktree`):
+/// `paths`. They were measured as they are on disk, so the gates judged what the agent changed.
+pub const UNHIDDEN: &str = "git.unhidden";
 /// The kept change modifies the pipeline (protected paths: `.orch/`, `.git*`, CI): `paths`.
 /// Approval evidence shows it as "this change modifies the pipeline".
 pub const PIPELINE_MODIFIED: &str = "git.pipeline-modified";

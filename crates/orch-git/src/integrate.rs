@@ -82,10 +82,17 @@ impl Repo {
             .args(["commit-tree", &tree, "-p", tip, "-p", &work, "-m", message])
             .run_line()
             .await?;
+        // The candidate's tree is `work`'s: an index known to hold `work` holds it after the
+        // fast-forward too.
+        let (_, git_dir) = self.checked(worktree)?;
+        let known = self.index_holding(&git_dir, &work).is_some();
         self.git_in(worktree)?
             .args(["merge", "-q", "--ff-only", "--no-verify", &candidate])
             .run()
             .await?;
+        if known {
+            self.remember_index(&git_dir, &candidate);
+        }
         Ok(Integration::Merged { candidate })
     }
 

@@ -30,6 +30,7 @@
 //! a stage whose agent has ended stages into the real one, [`Repo::stage_all`]).
 
 mod command;
+mod index;
 mod integrate;
 mod merge;
 mod push;
@@ -44,7 +45,7 @@ pub use integrate::{ConflictExcerpt, Integration};
 pub use merge::MergeOutcome;
 pub use push::fetched_ref;
 pub use repo::Repo;
-pub use snapshot::Snapshot;
+pub use snapshot::{BaseFiles, Snapshot};
 pub use worktree::Ensured;
 
 pub type Result<T, E = GitError> = std::result::Result<T, E>;

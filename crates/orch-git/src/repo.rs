@@ -1,10 +1,16 @@
 //! [`Repo`]: a project's main repository, its branches and commits.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::command::{Git, check_link, check_ref};
+use crate::index::Index;
 use crate::refs::{Read, RefFiles};
 use crate::{GitError, Result};
+
+/// A commit whose tree an index holds exactly, and the index file's checksum then.
+type KnownIndex = (String, [u8; 20]);
 
 /// A project's main repository: a work tree root or a bare repository.
 ///
@@ -21,6 +27,10 @@ pub struct Repo {
     ref_files: bool,
     /// Set when the default branch is not simply what HEAD of the main repository points at.
     default_branch: Option<String>,
+    /// Work trees (by git directory) whose index orch left holding exactly a commit's tree:
+    /// the commit, and the index file's checksum then. While both still hold, the index needs
+    /// no comparison with the commit (see [`Repo::reset_to`]).
+    known_index: Arc<Mutex<HashMap<PathBuf, KnownIndex>>>,
 }
 
 impl Repo {
@@ -88,6 +98,7 @@ impl Repo {
             common_dir,
             bare,
             default_branch: None,
+            known_index: Arc::default(),
         })
     }
 
@@ -174,7 +185,7 @@ impl Repo {
     }
 
     /// [`Repo::head`] of a work tree [`Repo::checked`] just now, whose git directory is `dir`.
-    async fn head_at(&self, tree: &Path, dir: &Path) -> Result<String> {
+    pub(crate) async fn head_at(&self, tree: &Path, dir: &Path) -> Result<String> {
         if let Some(Read::Found(sha)) = self.ref_files(dir).map(|f| f.resolve("HEAD")) {
             return Ok(sha);
         }
@@ -257,21 +268,25 @@ impl Repo {
             .args(["commit", "-q", "-m", message])
             .run()
             .await?;
-        self.head(worktree).await.map(Some)
+        let (tree, git_dir) = self.checked(worktree)?;
+        let head = self.head_at(&tree, &git_dir).await?;
+        // A commit of the whole index: the index holds the new HEAD's tree.
+        self.remember_index(&git_dir, &head);
+        Ok(Some(head))
     }
 
     /// Makes `worktree` exactly `commit`: tracked files reset, untracked files removed, ignored
     /// ones too (`.env`, `target/`): what is in the tree is then exactly what the commit holds, so
-    /// no file an agent left where no diff shows it reaches a gate or a build. Returns `false`
-    /// when the tree already was exactly `commit` (HEAD there, no operation in progress, and
-    /// `git status` showing nothing: no change staged or not, nothing untracked or ignored),
-    /// which one walk of the tree answers where the reset and the clean take two.
+    /// no file an agent left where no diff shows it reaches a gate or a build. Files git was told
+    /// to look away from are shown to it first ([`Repo::unhide`]), or even a reset keeps them.
+    /// Returns `false` when the tree already was exactly `commit` (HEAD there, no operation in
+    /// progress, and nothing changed, staged, untracked or ignored), which one walk of the tree
+    /// answers where the reset and the clean take two.
     pub async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<bool> {
         check_ref("commit", commit)?;
-        // Git tracks no directory, so `status` shows no empty one, which `clean -d` would
-        // remove: they go here (a tree too deep to walk takes the reset and the clean).
         let (tree, git_dir) = self.checked(worktree)?;
-        if self.is_exactly(&tree, &git_dir, commit).await? && remove_empty_dirs(&tree).is_ok() {
+        let unhidden = self.unhide(worktree, &git_dir).await?;
+        if unhidden.is_empty() && self.is_exactly(&tree, &git_dir, commit).await? {
             return Ok(false);
         }
         self.git_in(worktree)?
@@ -282,11 +297,17 @@ impl Repo {
             .args(["clean", "-q", "-f", "-f", "-d", "-x"])
             .run()
             .await?;
+        self.remember_index(&git_dir, commit);
         Ok(true)
     }
 
     /// Whether the work tree `tree` (checked just now, its git directory `git_dir`) is exactly
-    /// `commit` already (see [`Repo::reset_to`]).
+    /// `commit` already (see [`Repo::reset_to`]); empty directories, which git does not track,
+    /// are removed on the way, as `clean -d` would remove them.
+    ///
+    /// When orch itself left the index holding `commit`'s tree and the index is byte for byte
+    /// what it was then, the files are compared with the index in-process (git's own stat
+    /// comparison, see `index`); otherwise `git status` compares all three.
     async fn is_exactly(&self, tree: &Path, git_dir: &Path, commit: &str) -> Result<bool> {
         // A merge, cherry-pick, revert, rebase or bisect under way keeps state a reset clears.
         const IN_PROGRESS: &[&str] = &[
@@ -303,6 +324,14 @@ impl Repo {
         {
             return Ok(false);
         }
+        if self
+            .index_holding(git_dir, commit)
+            .is_some_and(|index| index.tree_is_exactly(tree).unwrap_or(false))
+        {
+            return Ok(true);
+        }
+        // Git tracks no directory, so `status` shows no empty one, which `clean -d` would
+        // remove: they go here (a tree too deep to walk takes the reset and the clean).
         let status = Git::new(tree)
             .args([
                 "status",
@@ -314,7 +343,30 @@ impl Repo {
             ])
             .run()
             .await?;
-        Ok(status.is_empty())
+        let exactly = status.is_empty() && remove_empty_dirs(tree).is_ok();
+        if exactly {
+            self.remember_index(git_dir, commit);
+        }
+        Ok(exactly)
+    }
+
+    /// The index in `git_dir`, when orch left it holding exactly `commit`'s tree and it is byte
+    /// for byte what it was then.
+    pub(crate) fn index_holding(&self, git_dir: &Path, commit: &str) -> Option<Index> {
+        let (known_commit, sum) = self.known_index.lock().ok()?.get(git_dir).cloned()?;
+        let index = Index::read(&git_dir.join("index"))?;
+        (known_commit == commit && index.checksum == Some(sum)).then_some(index)
+    }
+
+    /// Notes that the index in `git_dir` holds exactly `commit`'s tree now.
+    pub(crate) fn remember_index(&self, git_dir: &Path, commit: &str) {
+        let sum = Index::read(&git_dir.join("index")).and_then(|index| index.checksum);
+        if let Ok(mut known) = self.known_index.lock() {
+            match sum {
+                Some(sum) => known.insert(git_dir.to_owned(), (commit.to_owned(), sum)),
+                None => known.remove(git_dir),
+            };
+        }
     }
 
     /// The SHA of `refs/heads/<branch>`, or `None` when there is no such branch.

@@ -11,19 +11,51 @@
 
 use std::path::{Path, PathBuf};
 
+use std::os::unix::ffi::OsStrExt as _;
+
 use crate::command::{Git, check_ref, nul_fields};
+use crate::index::{self, File, Index};
 use crate::{GitError, Repo, Result};
 
-/// A work tree's files at one moment, staged in its real index: their tree id.
+fn owned(paths: &[&[u8]]) -> Vec<Vec<u8>> {
+    paths.iter().map(|p| p.to_vec()).collect()
+}
+
+/// A work tree's files at one moment, staged in its real index: their tree id, and what had to
+/// go or be undone for the tree to say what is on disk.
 #[derive(Debug)]
 pub struct Snapshot {
     tree: String,
+    ignored: Vec<String>,
+    unhidden: Vec<String>,
+    /// The tree's files, read from the index that staged them (when orch reads it).
+    files: Option<Vec<File>>,
+}
+
+/// The files of the commit a stage starts from, read from the work tree's index while orch
+/// knows that index holds exactly that commit's tree (see [`Repo::base_files`]).
+#[derive(Debug)]
+pub struct BaseFiles {
+    commit: String,
+    files: Vec<File>,
 }
 
 impl Snapshot {
     /// The tree id: equal states give equal ids.
     pub fn tree(&self) -> &str {
         &self.tree
+    }
+
+    /// The ignored files and directories removed (what no diff shows: `.env`, `target/`),
+    /// sorted.
+    pub fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    /// The files someone had told git to look away from (`assume-unchanged`,
+    /// `skip-worktree`), measured as they are on disk instead, sorted.
+    pub fn unhidden(&self) -> &[String] {
+        &self.unhidden
     }
 }
 
@@ -34,17 +66,125 @@ impl Repo {
         snapshot_tree(self, worktree).await
     }
 
-    /// Stages everything in `worktree` into its real index (`git add -A`) and takes its tree:
-    /// what [`Repo::tree_digest`] measures, for a tree nothing works in any more (the stage's
-    /// agent has ended), so that [`Repo::commit_snapshot`] can commit that very tree.
+    /// Stages everything in `worktree` into its real index (`git add -A`) and takes its tree,
+    /// for a tree nothing works in any more (the stage's agent has ended), so that
+    /// [`Repo::commit_snapshot`] can commit that very tree. Before that, files hidden from git
+    /// are shown to it again ([`Repo::unhide`]), and afterwards ignored files are removed (as
+    /// [`Repo::remove_ignored`], which is skipped when the index holds every file on disk: then
+    /// there is none).
     pub async fn stage_all(&self, worktree: &Path) -> Result<Snapshot> {
+        let (tree, git_dir) = self.checked(worktree)?;
+        let unhidden = self.unhide(worktree, &git_dir).await?;
         self.git_in(worktree)?.args(["add", "-A"]).run().await?;
+        let staged = Index::read(&git_dir.join("index"));
+        let all_held = staged
+            .as_ref()
+            .is_some_and(|index| index.holds_all_of(&tree).unwrap_or(false));
+        let ignored = if all_held {
+            Vec::new()
+        } else {
+            self.remove_ignored(worktree).await?
+        };
         let tree = self
             .git_in(worktree)?
             .args(["write-tree"])
             .run_line()
             .await?;
-        Ok(Snapshot { tree })
+        Ok(Snapshot {
+            tree,
+            ignored,
+            unhidden,
+            files: staged.and_then(Index::files),
+        })
+    }
+
+    /// The files of `commit` as `worktree`'s index holds them, when orch left that index
+    /// holding exactly `commit`'s tree and it is unchanged since (after [`Repo::reset_to`], or
+    /// a work tree checked out just now); `None` otherwise. No git process runs.
+    pub fn base_files(&self, worktree: &Path, commit: &str) -> Result<Option<BaseFiles>> {
+        let (_, git_dir) = self.checked(worktree)?;
+        Ok(self
+            .index_holding(&git_dir, commit)
+            .and_then(Index::files)
+            .map(|files| BaseFiles {
+                commit: commit.to_owned(),
+                files,
+            }))
+    }
+
+    /// [`Repo::changed_paths_to`] from `base` to `snapshot`'s tree, compared in-process when
+    /// both sides' files are known (`base_files` of `base`, and the snapshot's own), else by
+    /// git.
+    pub async fn changed_since(
+        &self,
+        worktree: &Path,
+        base: &str,
+        base_files: Option<&BaseFiles>,
+        snapshot: &Snapshot,
+    ) -> Result<Vec<String>> {
+        match (base_files, &snapshot.files) {
+            (Some(old), Some(new)) if old.commit == base => Ok(index::changed(&old.files, new)),
+            _ => self.changed_paths_to(worktree, base, &snapshot.tree).await,
+        }
+    }
+
+    /// Clears the `assume-unchanged` and `skip-worktree` bits of the index of `worktree` (its
+    /// git directory `git_dir`), which make `git status` and `git add` trust the index instead
+    /// of the file: an agent that set one and changed the file would hide the change from every
+    /// measurement while the gates ran on it. Returns the paths unhidden, sorted; an index orch
+    /// cannot read is asked of git (`ls-files -v`).
+    pub(crate) async fn unhide(&self, worktree: &Path, git_dir: &Path) -> Result<Vec<String>> {
+        let (assumed, skipped) = match Index::read(&git_dir.join("index")) {
+            Some(index) => {
+                let (a, s) = index.hidden();
+                (owned(&a), owned(&s))
+            }
+            None => self.hidden_by_git(worktree).await?,
+        };
+        for (flag, paths) in [
+            ("--no-assume-unchanged", &assumed),
+            ("--no-skip-worktree", &skipped),
+        ] {
+            for chunk in paths.chunks(500) {
+                self.git_in(worktree)?
+                    .args(["update-index", flag, "--"])
+                    .args(chunk.iter().map(|p| std::ffi::OsStr::from_bytes(p)))
+                    .run()
+                    .await?;
+            }
+        }
+        let mut all: Vec<String> = assumed
+            .iter()
+            .chain(&skipped)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
+    /// The hidden entries as `git ls-files -v` tags them: a lower-case tag is
+    /// `assume-unchanged`, `S` is `skip-worktree`.
+    async fn hidden_by_git(&self, worktree: &Path) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+        let text = self
+            .git_in(worktree)?
+            .args(["ls-files", "-v", "-z"])
+            .run()
+            .await?;
+        let (mut assumed, mut skipped) = (Vec::new(), Vec::new());
+        for field in nul_fields(&text) {
+            let Some((tag, path)) = field.split_once(' ') else {
+                continue;
+            };
+            let path = path.as_bytes().to_vec();
+            if tag.chars().any(|c| c.is_ascii_lowercase()) {
+                assumed.push(path.clone());
+            }
+            if tag.eq_ignore_ascii_case("s") {
+                skipped.push(path);
+            }
+        }
+        Ok((assumed, skipped))
     }
 
     /// Commits `snapshot`'s tree on top of `parent` with `message` and moves the work tree's
@@ -78,6 +218,9 @@ impl Repo {
                 _ => update.failure(&output),
             });
         }
+        // The index holds the snapshot's tree (`stage_all` staged it), which is the commit's.
+        let (_, git_dir) = self.checked(worktree)?;
+        self.remember_index(&git_dir, &sha);
         Ok(sha)
     }
 

@@ -94,6 +94,12 @@ impl Repo {
             add.arg(&target).arg(branch)
         };
         add.run().await?;
+        // Checked out just now: the index holds exactly HEAD's tree.
+        if let Ok((tree, dir)) = self.checked(&target)
+            && let Ok(head) = self.head_at(&tree, &dir).await
+        {
+            self.remember_index(&dir, &head);
+        }
         Ok(if new_branch {
             Ensured::Created
         } else {

@@ -317,3 +317,88 @@ async fn reset_to_skips_only_a_tree_that_is_exactly_the_commit() {
         git(&wt, &["rev-parse", "main"]).trim()
     );
 }
+
+/// An agent that tells git to look away from a file (`skip-worktree`, `assume-unchanged`) and
+/// changes it: the stage's snapshot measures the file as it is on disk, and a reset restores
+/// it, where `git status`, `git add` and even `git reset --hard` would trust the index.
+#[tokio::test]
+async fn a_file_hidden_from_git_is_measured_and_reset() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("hide", "orch/H-1").await;
+    let base = f.repo.head(&wt).await.expect("head");
+    git(&wt, &["update-index", "--skip-worktree", "README.md"]);
+    git(&wt, &["update-index", "--assume-unchanged", ".gitignore"]);
+    write(&wt.join("README.md"), "hidden change\n");
+    write(&wt.join(".gitignore"), "*\n");
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "", "git looks away");
+    let snapshot = f.repo.stage_all(&wt).await.expect("snapshot");
+    assert_eq!(snapshot.unhidden(), [".gitignore", "README.md"]);
+    assert_eq!(
+        f.repo
+            .changed_paths_to(&wt, &base, snapshot.tree())
+            .await
+            .expect("changed"),
+        [".gitignore", "README.md"]
+    );
+
+    git(&wt, &["update-index", "--skip-worktree", "README.md"]);
+    assert!(f.repo.reset_to(&wt, &base).await.expect("reset"));
+    assert_eq!(
+        std::fs::read_to_string(wt.join("README.md")).expect("read"),
+        "hello\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(wt.join(".gitignore")).expect("read"),
+        "target/\n"
+    );
+    assert_eq!(
+        git(&wt, &["ls-files", "-v"]),
+        "H .gitignore\nH README.md\n",
+        "no entry stays hidden"
+    );
+}
+
+/// A stage's changes come from the index when orch knows it held the base: the same paths git's
+/// diff names; an index someone else changed meanwhile is not trusted.
+#[tokio::test]
+async fn changes_measured_from_the_index_are_git_diffs() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("idx", "orch/I-1").await;
+    let base = f.repo.head(&wt).await.expect("head");
+    let files = f.repo.base_files(&wt, &base).expect("read");
+    assert!(
+        files.is_some(),
+        "a work tree checked out just now holds its HEAD"
+    );
+    write(&wt.join("README.md"), "changed\n");
+    write(&wt.join("src/new.rs"), "fn main() {}\n");
+    std::fs::remove_file(wt.join(".gitignore")).expect("rm");
+    let snapshot = f.repo.stage_all(&wt).await.expect("snapshot");
+    let by_git = f
+        .repo
+        .changed_paths_to(&wt, &base, snapshot.tree())
+        .await
+        .expect("diff");
+    assert_eq!(by_git, [".gitignore", "README.md", "src/new.rs"]);
+    assert_eq!(
+        f.repo
+            .changed_since(&wt, &base, files.as_ref(), &snapshot)
+            .await
+            .expect("changed"),
+        by_git
+    );
+
+    assert!(f.repo.reset_to(&wt, &base).await.expect("reset"));
+    assert!(f.repo.base_files(&wt, &base).expect("read").is_some());
+    assert!(
+        f.repo.base_files(&wt, "main").expect("read").is_none(),
+        "known by commit id only"
+    );
+    write(&wt.join("staged.txt"), "s\n");
+    git(&wt, &["add", "staged.txt"]);
+    std::fs::remove_file(wt.join("staged.txt")).expect("rm");
+    assert!(
+        f.repo.base_files(&wt, &base).expect("read").is_none(),
+        "an index changed behind orch's back"
+    );
+}

@@ -324,3 +324,46 @@ fn an_empty_directory_an_agent_leaves_does_not_reach_the_next_stage() {
     let design = run_of(&item, "architecture", 1);
     assert_eq!(design["state"], "passed", "{}", reasons(design));
 }
+
+/// An agent that tells git to look away from a file (`git update-index --skip-worktree` or
+/// `--assume-unchanged`) and then changes it: `git status` and `git add` no longer see the
+/// change, but the gates and every later stage would run on it. orch measures what is on disk:
+/// the change is the analyst's, outside what it may write, and the attempt fails and is
+/// discarded; the next attempt starts from the base commit's files. The sandbox keeps an agent
+/// from writing the index at all: this one runs without it, as a project may choose.
+#[test]
+fn a_file_the_agent_hides_from_git_is_measured_and_discarded() {
+    let analyst = r##"if [ "$ORCH_ATTEMPT" = 1 ]; then
+  git update-index --skip-worktree app.py || exit 3
+  git update-index --assume-unchanged CHANGELOG.md || exit 3
+  echo HIDDEN >> app.py
+  echo HIDDEN >> CHANGELOG.md
+  s=READY
+elif grep -q HIDDEN app.py CHANGELOG.md; then s=SAW_HIDDEN; else s=READY; fi
+printf -- "---\nanalysis_status: $s\n---\n" > "$ORCH_ARTIFACT_DIR/01-analysis.md""##;
+    let orch = Orch::new(Some(&agents_with("analyst", analyst)));
+    let config = orch.path().join("orch.toml");
+    let mut text = std::fs::read_to_string(&config).expect("orch.toml");
+    text.push_str("sandbox = { mode = \"none\" }\n");
+    std::fs::write(&config, text).expect("write orch.toml");
+    let item = run_item(&orch);
+    let first = run_of(&item, "analysis", 1);
+    assert_eq!(first["state"], "failed", "{item:#}");
+    let why = reasons(first);
+    assert!(
+        why.contains("app.py") && why.contains("CHANGELOG.md"),
+        "{why}"
+    );
+    let unhidden = item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "git.unhidden" && e["run_id"] == first["id"])
+        .unwrap_or_else(|| panic!("no git.unhidden event: {item:#}"));
+    assert_eq!(
+        unhidden["data"]["paths"],
+        serde_json::json!(["CHANGELOG.md", "app.py"])
+    );
+    let second = run_of(&item, "analysis", 2);
+    assert_eq!(second["state"], "passed", "{}", reasons(second));
+}

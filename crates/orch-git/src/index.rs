@@ -1,0 +1,625 @@
+//! A work tree's index, read in-process in git's documented format (`gitformat-index`:
+//! versions 2, 3 and 4, SHA-1 repositories), and what it tells without starting git.
+//!
+//! Two questions are answered here. Which entries has someone told git to look away from
+//! (`assume-unchanged`, `skip-worktree`): `git status` and `git add` trust such an entry
+//! instead of the file, so an agent that sets the bit and then changes the file hides the
+//! change from every measurement while the gates still run on it. And whether a work tree is
+//! exactly its index: every entry's file unchanged since git recorded it (git's own stat
+//! comparison, strict), nothing on disk that the index does not hold. Anything this reader
+//! does not know (a split or sparse index, an unknown required extension, a bad checksum, an
+//! entry racily close to the index's own write) answers `None` or "not known clean", and the
+//! caller asks git: a doubt costs a process, never a wrong answer.
+
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+
+use sha1::{Digest as _, Sha1};
+
+/// The bytes of an object id in a SHA-1 repository.
+const OID: usize = 20;
+/// The fixed part of an entry: ten 32-bit stat fields, the object id, the flags.
+const ENTRY_FIXED: usize = 40 + OID + 2;
+
+const FLAG_ASSUME_VALID: u16 = 0x8000;
+const FLAG_EXTENDED: u16 = 0x4000;
+const FLAG_STAGE: u16 = 0x3000;
+const FLAG_NAME_LEN: u16 = 0x0fff;
+const EXT_SKIP_WORKTREE: u16 = 0x4000;
+const EXT_INTENT_TO_ADD: u16 = 0x2000;
+
+/// One file the index records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Relative to the work tree's root, `/`-separated, as git keeps it.
+    pub(crate) path: Vec<u8>,
+    pub(crate) mode: u32,
+    pub(crate) oid: [u8; OID],
+    /// ctime s, ctime ns, mtime s, mtime ns, dev, ino, uid, gid, size: as git stored them
+    /// (each cut to 32 bits).
+    stat: [u32; 9],
+    pub(crate) assume_unchanged: bool,
+    pub(crate) skip_worktree: bool,
+    /// Conflict stage (0 when none) or `git add -N`: an entry that is not simply a file.
+    unusual: bool,
+}
+
+/// One file of a tree, as an index entry records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct File {
+    pub(crate) path: Vec<u8>,
+    mode: u32,
+    oid: [u8; OID],
+}
+
+/// The paths whose file differs between two sorted lists of files (added, removed, or another
+/// mode or content): what `git diff --name-only --no-renames` prints for the two trees.
+pub(crate) fn changed(old: &[File], new: &[File]) -> Vec<String> {
+    let (mut i, mut j) = (0, 0);
+    let mut paths = Vec::new();
+    loop {
+        let path = match (old.get(i), new.get(j)) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x.path == y.path => {
+                i += 1;
+                j += 1;
+                if x == y {
+                    continue;
+                }
+                &x.path
+            }
+            (Some(x), Some(y)) if x.path < y.path => {
+                i += 1;
+                &x.path
+            }
+            (Some(x), None) => {
+                i += 1;
+                &x.path
+            }
+            (_, Some(y)) => {
+                j += 1;
+                &y.path
+            }
+        };
+        paths.push(String::from_utf8_lossy(path).into_owned());
+    }
+    paths
+}
+
+/// A work tree's index as git last wrote it.
+#[derive(Debug)]
+pub(crate) struct Index {
+    pub(crate) entries: Vec<Entry>,
+    /// When the index file was written (seconds, nanoseconds): an entry whose file changed in
+    /// that very moment may differ with equal stat data ("racily clean").
+    written: (i64, i64),
+    /// The file's trailing SHA-1 of its content, which names this content; `None` when git
+    /// wrote none (`index.skipHash`).
+    pub(crate) checksum: Option<[u8; OID]>,
+}
+
+impl Index {
+    /// Reads the index at `path`; `None` when it is missing or not something this reader
+    /// knows for certain (then git is asked).
+    pub(crate) fn read(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        let data = std::fs::read(path).ok()?;
+        let mut index = parse(&data)?;
+        index.written = (meta.mtime(), meta.mtime_nsec());
+        Some(index)
+    }
+
+    /// The entries someone told git to look away from, as (assume-unchanged, skip-worktree).
+    pub(crate) fn hidden(&self) -> (Vec<&[u8]>, Vec<&[u8]>) {
+        let pick = |f: fn(&Entry) -> bool| {
+            self.entries
+                .iter()
+                .filter(|e| f(e))
+                .map(|e| e.path.as_slice())
+                .collect()
+        };
+        (pick(|e| e.assume_unchanged), pick(|e| e.skip_worktree))
+    }
+
+    /// Whether `root` holds exactly the index's files: each one as git recorded it (type,
+    /// executable bit, size, times, inode, owner), none racily close to the index's write, no
+    /// entry hidden or unusual, and nothing else on disk but empty directories (which git does
+    /// not track; they are removed) and the top-level `.git`. `false` when in doubt.
+    pub(crate) fn tree_is_exactly(&self, root: &Path) -> std::io::Result<bool> {
+        if self.entries.iter().any(|e| !self.unchanged(root, e)) {
+            return Ok(false);
+        }
+        walk(root, &mut Vec::new(), &|rel| self.holds(rel), true)
+    }
+
+    /// Whether every file below `root` is one the index holds: after `git add -A`, a file it
+    /// does not hold is ignored (or something git cannot add). An empty directory counts as
+    /// not held, since `git clean -X` may remove it.
+    pub(crate) fn holds_all_of(&self, root: &Path) -> std::io::Result<bool> {
+        walk(root, &mut Vec::new(), &|rel| self.holds(rel), false)
+    }
+
+    /// The files as a tree records them (path, mode, object id), when every entry is simply a
+    /// file: no conflict, no `git add -N`, nothing hidden. `None` otherwise.
+    pub(crate) fn files(self) -> Option<Vec<File>> {
+        self.entries
+            .into_iter()
+            .map(|e| {
+                (!(e.unusual || e.assume_unchanged || e.skip_worktree)).then_some(File {
+                    path: e.path,
+                    mode: e.mode,
+                    oid: e.oid,
+                })
+            })
+            .collect()
+    }
+
+    fn holds(&self, rel: &[u8]) -> bool {
+        self.entries
+            .binary_search_by(|e| e.path.as_slice().cmp(rel))
+            .is_ok()
+    }
+
+    fn unchanged(&self, root: &Path, e: &Entry) -> bool {
+        use std::os::unix::fs::PermissionsExt as _;
+        if e.assume_unchanged || e.skip_worktree || e.unusual {
+            return false;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(&e.path)))
+        else {
+            return false;
+        };
+        let kind = match e.mode & 0o170000 {
+            0o100000 if meta.is_file() => {
+                (meta.permissions().mode() & 0o100 != 0) == (e.mode & 0o100 != 0)
+            }
+            0o120000 => meta.file_type().is_symlink(),
+            // A submodule (gitlink) or anything else: git's own comparison is needed.
+            _ => false,
+        };
+        // The stat fields as git stores them: each cut to its low 32 bits.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let disk = [
+            meta.ctime() as u32,
+            meta.ctime_nsec() as u32,
+            meta.mtime() as u32,
+            meta.mtime_nsec() as u32,
+            meta.dev() as u32,
+            meta.ino() as u32,
+            meta.uid(),
+            meta.gid(),
+            meta.size() as u32,
+        ];
+        if !kind || disk != e.stat {
+            return false;
+        }
+        // Changed in the very instant the index was written, a file may differ with equal stat
+        // data ("racily clean"): as git does, its content is compared then.
+        let racy = (meta.mtime(), meta.mtime_nsec()) >= self.written;
+        !racy || same_content(&root.join(std::ffi::OsStr::from_bytes(&e.path)), e)
+    }
+}
+
+/// Whether the file at `path` hashes to `e`'s object id as git would store it (a blob of its
+/// bytes, or of a link's target), without any filter a repository may configure: a file that
+/// git filters answers `false`, and then git is asked.
+fn same_content(path: &Path, e: &Entry) -> bool {
+    let content = if e.mode & 0o170000 == 0o120000 {
+        std::fs::read_link(path).map(|target| target.as_os_str().as_bytes().to_vec())
+    } else {
+        std::fs::read(path)
+    };
+    let Ok(content) = content else {
+        return false;
+    };
+    let mut hash = Sha1::new();
+    hash.update(format!("blob {}\0", content.len()));
+    hash.update(&content);
+    hash.finalize().as_slice() == e.oid
+}
+
+/// Walks `dir` (relative path `rel` below the root), answering whether every non-directory is
+/// `held`; an empty directory is removed when `prune` (and then counts as nothing), else it
+/// answers `false`. The root's `.git` is skipped; links are never followed.
+fn walk(
+    dir: &Path,
+    rel: &mut Vec<u8>,
+    held: &dyn Fn(&[u8]) -> bool,
+    prune: bool,
+) -> std::io::Result<bool> {
+    let top = rel.is_empty();
+    let mut empty = true;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if top && name == ".git" {
+            continue;
+        }
+        empty = false;
+        let len = rel.len();
+        if !top {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name.as_bytes());
+        let ok = if entry.file_type()?.is_dir() {
+            let path = entry.path();
+            match walk(&path, rel, held, prune)? {
+                true if prune && std::fs::read_dir(&path)?.next().is_none() => {
+                    std::fs::remove_dir(&path)?;
+                    true
+                }
+                answer => answer,
+            }
+        } else {
+            held(rel)
+        };
+        rel.truncate(len);
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(!empty || top || prune)
+}
+
+/// Parses an index file's bytes; `None` for anything not known for certain.
+fn parse(data: &[u8]) -> Option<Index> {
+    let body_len = data.len().checked_sub(OID)?;
+    let (body, sum) = data.split_at(body_len);
+    // `index.skipHash` writes a zero checksum, as git documents.
+    let checksum: Option<[u8; OID]> = sum
+        .iter()
+        .any(|b| *b != 0)
+        .then(|| sum.try_into().ok())
+        .flatten();
+    if checksum.is_some() && Sha1::digest(body).as_slice() != sum {
+        return None;
+    }
+    let mut r = Reader { data: body, at: 0 };
+    if r.take(4)? != b"DIRC" {
+        return None;
+    }
+    let version = r.u32()?;
+    if !(2..=4).contains(&version) {
+        return None;
+    }
+    let count = usize::try_from(r.u32()?).ok()?;
+    let mut entries: Vec<Entry> = Vec::with_capacity(count.min(1 << 20));
+    let mut previous: Vec<u8> = Vec::new();
+    for _ in 0..count {
+        let start = r.at;
+        let mut stat = [0u32; 10];
+        for field in &mut stat {
+            *field = r.u32()?;
+        }
+        let oid: [u8; OID] = r.take(OID)?.try_into().ok()?;
+        let flags = r.u16()?;
+        let extended = if flags & FLAG_EXTENDED != 0 {
+            if version < 3 {
+                return None;
+            }
+            r.u16()?
+        } else {
+            0
+        };
+        let path = if version == 4 {
+            let strip = usize::try_from(r.varint()?).ok()?;
+            let keep = previous.len().checked_sub(strip)?;
+            let mut path = previous[..keep].to_vec();
+            path.extend_from_slice(r.until_nul()?);
+            path
+        } else {
+            let name = r.until_nul()?.to_vec();
+            // NUL padding up to a multiple of eight bytes, one NUL (read above) at least.
+            let used = r.at - start;
+            let padded =
+                (ENTRY_FIXED + usize::from(flags & FLAG_EXTENDED != 0) * 2 + name.len() + 8) & !7;
+            r.take(padded.checked_sub(used)?)?;
+            name
+        };
+        let name_len = usize::from(flags & FLAG_NAME_LEN);
+        if name_len < 0xfff && name_len != path.len() || path.is_empty() {
+            return None;
+        }
+        let (mode, rest) = (
+            stat[6],
+            [
+                stat[0], stat[1], stat[2], stat[3], stat[4], stat[5], stat[7], stat[8], stat[9],
+            ],
+        );
+        if entries.last().is_some_and(|e| e.path >= path) && flags & FLAG_STAGE == 0 {
+            // Out of order, or a path twice outside a conflict: not an index git wrote.
+            return None;
+        }
+        previous.clone_from(&path);
+        entries.push(Entry {
+            path,
+            mode,
+            oid,
+            stat: rest,
+            assume_unchanged: flags & FLAG_ASSUME_VALID != 0,
+            skip_worktree: extended & EXT_SKIP_WORKTREE != 0,
+            unusual: flags & FLAG_STAGE != 0 || extended & EXT_INTENT_TO_ADD != 0,
+        });
+    }
+    // Extensions: an optional one (its signature starts with a capital) may be skipped; a
+    // required one (a split index's `link`, a sparse index's `sdir`) changes what the entries
+    // mean, so the index is not read.
+    while r.at < body.len() {
+        let signature = r.take(4)?;
+        let size = usize::try_from(r.u32()?).ok()?;
+        r.take(size)?;
+        if !signature[0].is_ascii_uppercase() {
+            return None;
+        }
+    }
+    Some(Index {
+        entries,
+        written: (0, 0),
+        checksum,
+    })
+}
+
+/// A cursor over the index's bytes; every read checks the length.
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let bytes = self.data.get(self.at..end)?;
+        self.at = end;
+        Some(bytes)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    fn until_nul(&mut self) -> Option<&'a [u8]> {
+        let rest = self.data.get(self.at..)?;
+        let len = rest.iter().position(|b| *b == 0)?;
+        self.at += len + 1;
+        Some(&rest[..len])
+    }
+
+    /// git's offset varint (version 4's prefix length): seven bits a byte, each continuation
+    /// adding one before the shift.
+    fn varint(&mut self) -> Option<u64> {
+        let mut byte = self.take(1)?[0];
+        let mut value = u64::from(byte & 0x7f);
+        while byte & 0x80 != 0 {
+            byte = self.take(1)?[0];
+            value = value.checked_add(1)?.checked_mul(128)? | u64::from(byte & 0x7f);
+        }
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// A repository holding a few files in nested directories, a symlink and an executable,
+    /// committed, with nothing changed since.
+    fn repo() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        for (rel, text) in [
+            ("a.txt", "a\n"),
+            ("d/b.txt", "b\n"),
+            ("d/e/long-name-of-a-file.txt", "c\n"),
+            ("run.sh", "#!/bin/sh\n"),
+        ] {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::os::unix::fs::symlink("a.txt", root.join("link")).expect("symlink");
+        git(root, &["add", "-A"]);
+        git(
+            root,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "init",
+            ],
+        );
+        // Let the files' times fall before the index's, as they do between two stages.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        git(root, &["update-index", "--really-refresh"]);
+        dir
+    }
+
+    fn read(root: &Path) -> Index {
+        Index::read(&root.join(".git/index")).expect("an index orch reads")
+    }
+
+    /// Entries as `git ls-files -s` prints them: mode, object id, stage, path.
+    fn listed(index: &Index) -> String {
+        index
+            .entries
+            .iter()
+            .map(|e| {
+                let oid: String = e.oid.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "{:o} {oid} 0\t{}\n",
+                    e.mode,
+                    String::from_utf8_lossy(&e.path)
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_version_reads_as_git_lists_it() {
+        let dir = repo();
+        let root = dir.path();
+        for version in ["2", "3", "4"] {
+            git(root, &["update-index", "--index-version", version]);
+            let index = read(root);
+            assert_eq!(listed(&index), git(root, &["ls-files", "-s"]), "v{version}");
+            assert!(index.tree_is_exactly(root).expect("walk"), "v{version}");
+        }
+    }
+
+    #[test]
+    fn hidden_entries_are_named() {
+        let dir = repo();
+        let root = dir.path();
+        git(root, &["update-index", "--assume-unchanged", "a.txt"]);
+        git(root, &["update-index", "--skip-worktree", "d/b.txt"]);
+        let index = read(root);
+        let (assumed, skipped) = index.hidden();
+        assert_eq!(assumed, [b"a.txt".as_slice()]);
+        assert_eq!(skipped, [b"d/b.txt".as_slice()]);
+        assert!(!index.tree_is_exactly(root).expect("walk"));
+    }
+
+    #[test]
+    fn anything_on_disk_the_index_does_not_record_is_seen() {
+        use std::os::unix::fs::PermissionsExt as _;
+        type Change = fn(&Path);
+        let changes: [(&str, Change); 7] = [
+            ("content", |r| {
+                std::fs::write(r.join("a.txt"), "x\n").expect("w")
+            }),
+            ("same size", |r| {
+                std::fs::write(r.join("a.txt"), "z\n").expect("w")
+            }),
+            ("deleted", |r| {
+                std::fs::remove_file(r.join("d/b.txt")).expect("rm")
+            }),
+            ("untracked", |r| {
+                std::fs::write(r.join("d/new"), "n").expect("w")
+            }),
+            ("mode", |r| {
+                std::fs::set_permissions(r.join("a.txt"), std::fs::Permissions::from_mode(0o755))
+                    .expect("chmod");
+            }),
+            ("link to file", |r| {
+                std::fs::remove_file(r.join("link")).expect("rm");
+                std::fs::write(r.join("link"), "a.txt").expect("w");
+            }),
+            ("nested repository", |r| {
+                std::fs::create_dir_all(r.join("d/.git")).expect("mkdir");
+                std::fs::write(r.join("d/.git/HEAD"), "x").expect("w");
+            }),
+        ];
+        for (what, change) in changes {
+            let dir = repo();
+            let root = dir.path();
+            let index = read(root);
+            change(root);
+            assert!(!index.tree_is_exactly(root).expect("walk"), "{what}");
+        }
+    }
+
+    #[test]
+    fn empty_directories_are_pruned_or_seen() {
+        let dir = repo();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d/empty/deeper")).expect("mkdir");
+        let index = read(root);
+        assert!(
+            !index.holds_all_of(root).expect("walk"),
+            "counted as not held"
+        );
+        assert!(root.join("d/empty").exists());
+        assert!(index.tree_is_exactly(root).expect("walk"), "pruned");
+        assert!(!root.join("d/empty").exists());
+        assert!(root.join("d/e").exists());
+    }
+
+    #[test]
+    fn a_file_changed_as_the_index_was_written_is_compared_by_content() {
+        let dir = repo();
+        let root = dir.path();
+        std::fs::write(root.join("a.txt"), "x\n").expect("write");
+        git(root, &["add", "a.txt"]);
+        let mut index = read(root);
+        // The index written in the same instant as the file: its stat data proves nothing.
+        let meta = std::fs::symlink_metadata(root.join("a.txt")).expect("stat");
+        index.written = (meta.mtime(), meta.mtime_nsec());
+        assert!(index.tree_is_exactly(root).expect("walk"), "same content");
+        // Content that changed in that instant, stat data equal: the entry's id no longer fits.
+        let entry = index
+            .entries
+            .iter_mut()
+            .find(|e| e.path == b"a.txt")
+            .expect("a.txt");
+        entry.oid[0] ^= 1;
+        assert!(!index.tree_is_exactly(root).expect("walk"), "other content");
+    }
+
+    #[test]
+    fn changed_files_are_what_git_diff_names() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = repo();
+        let root = dir.path();
+        let before = read(root).files().expect("plain files");
+        std::fs::write(root.join("a.txt"), "changed\n").expect("write");
+        std::fs::remove_file(root.join("d/b.txt")).expect("rm");
+        std::fs::write(root.join("d/new.txt"), "new\n").expect("write");
+        std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        // A file that becomes a directory, and a link that becomes a file.
+        std::fs::remove_file(root.join("link")).expect("rm");
+        std::fs::create_dir(root.join("link")).expect("mkdir");
+        std::fs::write(root.join("link/inside"), "x\n").expect("write");
+        git(root, &["add", "-A"]);
+        let tree = git(root, &["write-tree"]);
+        let after = read(root).files().expect("plain files");
+        let by_git: Vec<String> = git(
+            root,
+            &["diff", "--name-only", "--no-renames", "HEAD", tree.trim()],
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect();
+        assert_eq!(changed(&before, &after), by_git);
+        assert_eq!(by_git.len(), 6, "{by_git:?}");
+        assert!(changed(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn what_the_reader_does_not_know_is_refused() {
+        let dir = repo();
+        let root = dir.path();
+        let path = root.join(".git/index");
+        let good = std::fs::read(&path).expect("index");
+        assert!(parse(&good).is_some());
+        let mut flipped = good.clone();
+        flipped[20] ^= 1;
+        assert!(parse(&flipped).is_none(), "checksum");
+        for cut in [0, 11, 40, good.len() - 21] {
+            assert!(parse(&good[..cut]).is_none(), "cut at {cut}");
+        }
+        git(root, &["update-index", "--split-index"]);
+        assert!(Index::read(&path).is_none(), "split index");
+    }
+}
