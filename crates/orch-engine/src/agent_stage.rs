@@ -257,6 +257,15 @@ impl Engine {
             evs.push(events::spend_limit_reached(run, &overrun.to_string(), when));
         }
 
+        // The stage's commit goes on its base, on the item's branch, whatever the agent did
+        // with HEAD (its own commits' files are in the tree, measured like any other change).
+        if repo.restore_head(&wt, &branch(&item.id), &base).await? {
+            evs.push(NewEvent::for_run(
+                events::HEAD_RESTORED,
+                run.id,
+                json!({ "base": base }),
+            ));
+        }
         // One snapshot of what the agent left serves both comparisons and the fingerprint. What
         // no diff shows (ignored files: `.env`, `target/`) is removed, so the gates see exactly
         // what a reviewer sees, and a file the agent told git to look away from is measured as
@@ -353,8 +362,19 @@ impl Engine {
             let committed = if !commands.is_empty() {
                 // The command gates' own leftovers (a build's `target/`) are not the item's
                 // either, and what they changed is staged again.
-                repo.remove_ignored(&wt).await?;
-                repo.commit_all(&wt, &message).await?
+                let after = repo.stage_all(&wt).await?;
+                let changed = if after.tree() == snapshot.tree() {
+                    !stage_changes.is_empty()
+                } else {
+                    !repo
+                        .changed_since(&wt, &base, base_files.as_ref(), &after)
+                        .await?
+                        .is_empty()
+                };
+                match changed {
+                    true => Some(repo.commit_snapshot(&wt, after, &base, &message).await?),
+                    false => None,
+                }
             } else if stage_changes.is_empty() {
                 None
             } else {

@@ -17,6 +17,9 @@ pub const IGNORED_REMOVED: &str = "git.ignored-removed";
 /// The agent had told git to look away from these files (`assume-unchanged`, `skip-worktree`):
 /// `paths`. They were measured as they are on disk, so the gates judged what the agent changed.
 pub const UNHIDDEN: &str = "git.unhidden";
+/// The agent had moved HEAD (committed itself, switched branches): it was put back on the item's
+/// branch at the stage's `base`, the files kept, and the stage measured against the base.
+pub const HEAD_RESTORED: &str = "git.head-restored";
 /// The kept change modifies the pipeline (protected paths: `.orch/`, `.git*`, CI): `paths`.
 /// Approval evidence shows it as "this change modifies the pipeline".
 pub const PIPELINE_MODIFIED: &str = "git.pipeline-modified";

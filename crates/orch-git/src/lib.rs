@@ -83,7 +83,7 @@ pub enum GitError {
         into: String,
         paths: Vec<String>,
     },
-    #[error("`{branch}` was moved by someone else during the merge; run the merge again")]
+    #[error("`{branch}` was moved by someone else while orch updated it; run the operation again")]
     ConcurrentUpdate { branch: String },
     #[error("refusing {what} `{value}`: {reason}")]
     InvalidArgument {

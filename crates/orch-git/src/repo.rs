@@ -21,8 +21,8 @@ pub struct Repo {
     pub(crate) path: PathBuf,
     /// The repository's git directory (`.git`, or the bare repository itself): linked work
     /// trees' administrative directories live in its `worktrees/`.
-    common_dir: PathBuf,
-    bare: bool,
+    pub(crate) common_dir: PathBuf,
+    pub(crate) bare: bool,
     /// Whether refs are kept as files orch can read without starting git (see `refs`).
     ref_files: bool,
     /// Set when the default branch is not simply what HEAD of the main repository points at.
@@ -171,7 +171,7 @@ impl Repo {
 
     /// The refs of this repository as files, seen from the work tree whose git directory is
     /// `worktree_dir`; `None` when they are not kept as files.
-    fn ref_files<'a>(&'a self, worktree_dir: &'a Path) -> Option<RefFiles<'a>> {
+    pub(crate) fn ref_files<'a>(&'a self, worktree_dir: &'a Path) -> Option<RefFiles<'a>> {
         self.ref_files.then_some(RefFiles {
             common: &self.common_dir,
             worktree_dir,
@@ -193,6 +193,41 @@ impl Repo {
             .args(["rev-parse", "--verify", "HEAD"])
             .run_line()
             .await
+    }
+
+    /// Puts `worktree`'s HEAD back on `branch` at `commit` when something moved it (an agent
+    /// that committed its work itself, switched branches or detached HEAD), keeping the files and
+    /// the index as they are (`git symbolic-ref`, `git reset --soft`): the stage then measures and
+    /// commits the tree against its base as always, and the agent's own commits are no history.
+    /// Returns whether HEAD had moved; reading where it is costs no process.
+    pub async fn restore_head(&self, worktree: &Path, branch: &str, commit: &str) -> Result<bool> {
+        check_ref("branch", branch)?;
+        check_ref("commit", commit)?;
+        let (tree, dir) = self.checked(worktree)?;
+        let wanted = format!("refs/heads/{branch}");
+        let on_branch = match self.ref_files(&dir).map(|f| f.head_target()) {
+            Some(Read::Symbolic(target)) => target == wanted,
+            Some(Read::Found(_)) => false,
+            _ => {
+                let output = Git::new(&tree)
+                    .args(["symbolic-ref", "-q", "HEAD"])
+                    .output()
+                    .await?;
+                String::from_utf8_lossy(&output.stdout).trim() == wanted
+            }
+        };
+        if on_branch && self.head_at(&tree, &dir).await? == commit {
+            return Ok(false);
+        }
+        self.git_in(worktree)?
+            .args(["symbolic-ref", "HEAD", &wanted])
+            .run()
+            .await?;
+        self.git_in(worktree)?
+            .args(["reset", "-q", "--soft", commit])
+            .run()
+            .await?;
+        Ok(true)
     }
 
     /// The full SHA `rev` names, or `None` when it names nothing.
@@ -220,6 +255,14 @@ impl Repo {
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
         check_ref("revision", ancestor)?;
         check_ref("revision", descendant)?;
+        // The same full object id twice (a branch already at the commit): a commit is its own
+        // ancestor, as git would answer for it.
+        if ancestor == descendant
+            && ancestor.len() == 40
+            && ancestor.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Ok(true);
+        }
         let git = Git::new(&self.path).args(["merge-base", "--is-ancestor", ancestor, descendant]);
         let output = git.output().await?;
         match output.status.code() {

@@ -130,7 +130,12 @@ impl Repo {
                 .run()
                 .await?;
         }
-        self.prune_worktrees().await
+        // `worktree remove` forgets the work tree itself; others whose directory is gone are
+        // forgotten too.
+        if self.worktrees().await?.iter().any(|w| w.prunable) {
+            self.prune_worktrees().await?;
+        }
+        Ok(())
     }
 
     /// Whether `target` is already a linked work tree of this repository with `wanted` checked
@@ -161,12 +166,64 @@ impl Repo {
         }
     }
 
+    /// The repository's work trees, as `git worktree list` shows them: read from git's
+    /// administrative files when every one is in the form git writes (see [`Repo::listed`]),
+    /// else asked of git.
     pub(crate) async fn worktrees(&self) -> Result<Vec<Worktree>> {
+        if let Some(listed) = self.listed() {
+            return Ok(listed);
+        }
         let text = Git::new(&self.path)
             .args(["worktree", "list", "--porcelain", "-z"])
             .run()
             .await?;
         Ok(parse_worktree_list(text.as_bytes()))
+    }
+
+    /// The work trees from the files git keeps: the main one (its `HEAD` in the common
+    /// directory), then each `worktrees/<id>/` with its `gitdir` (the absolute path of the work
+    /// tree's `.git`) and `HEAD`. Stale is what `git worktree list` calls prunable: its `.git`
+    /// gone and the entry not `locked`. `None` for anything else (a bare repository, refs not
+    /// kept as files, a relative `gitdir`, a `HEAD` that is neither a branch nor an object id).
+    fn listed(&self) -> Option<Vec<Worktree>> {
+        use crate::refs::Read;
+        let branch_of = |dir: &Path| match self.ref_files(dir)?.head_target() {
+            Read::Symbolic(target) => Some(Some(target)),
+            Read::Found(_) => Some(None),
+            Read::Missing | Read::AskGit => None,
+        };
+        if self.bare {
+            return None;
+        }
+        let mut listed = vec![Worktree {
+            path: self.path.clone(),
+            branch: branch_of(&self.common_dir)?,
+            prunable: false,
+        }];
+        let admin_root = self.common_dir.join("worktrees");
+        let entries = match std::fs::read_dir(&admin_root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(listed),
+            Err(_) => return None,
+        };
+        for entry in entries {
+            let admin = entry.ok()?.path();
+            if !admin.is_dir() {
+                return None;
+            }
+            let gitdir = std::fs::read(admin.join("gitdir")).ok()?;
+            let gitdir = PathBuf::from(OsStr::from_bytes(gitdir.strip_suffix(b"\n")?));
+            if !gitdir.is_absolute() || gitdir.file_name() != Some(OsStr::new(".git")) {
+                return None;
+            }
+            let gone = !gitdir.exists();
+            listed.push(Worktree {
+                path: gitdir.parent()?.to_owned(),
+                branch: branch_of(&admin)?,
+                prunable: gone && !admin.join("locked").exists(),
+            });
+        }
+        Some(listed)
     }
 
     async fn prune_worktrees(&self) -> Result<()> {
@@ -253,6 +310,62 @@ worktree /w/gone\0HEAD 3333\0branch refs/heads/orch/X-1\0prunable gitdir file po
                 },
             ]
         );
+    }
+
+    /// The work trees read from git's administrative files are the ones `git worktree list`
+    /// shows: on branches, detached, deleted (prunable), deleted but locked (not prunable).
+    #[tokio::test]
+    async fn worktrees_read_from_git_files_are_what_git_lists() {
+        let git = |dir: &Path, args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@t")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@t")
+                .output()
+                .expect("git");
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+            out.stdout
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        let main = root.join("repo");
+        let repo = Repo::init(&main, "main").await.expect("init");
+        git(&main, &["commit", "-q", "--allow-empty", "-m", "initial"]);
+        let tree = |name: &str| root.join(format!("wt-{name}"));
+        for name in ["a", "b", "c", "d"] {
+            let branch = format!("orch/{name}");
+            repo.ensure_worktree(&tree(name), &branch, "main")
+                .await
+                .expect("worktree");
+        }
+        git(&tree("b"), &["checkout", "-q", "--detach"]);
+        git(
+            &main,
+            &["worktree", "lock", &tree("d").display().to_string()],
+        );
+        std::fs::remove_dir_all(tree("c")).expect("rm");
+        std::fs::remove_dir_all(tree("d")).expect("rm");
+        let sorted = |mut list: Vec<Worktree>| {
+            list.sort_by(|x, y| x.path.cmp(&y.path));
+            list
+        };
+        let by_git = sorted(parse_worktree_list(&git(
+            &main,
+            &["worktree", "list", "--porcelain", "-z"],
+        )));
+        let read = sorted(repo.listed().expect("read from files"));
+        assert_eq!(read, by_git);
+        assert_eq!(read.len(), 5);
+        assert_eq!(read.iter().filter(|w| w.prunable).count(), 1, "{read:?}");
+        assert_eq!(read.iter().filter(|w| w.branch.is_none()).count(), 1);
+
+        // A `gitdir` in a form git may write but orch does not read: git is asked.
+        let admin = main.join(".git/worktrees/wt-a");
+        std::fs::write(admin.join("gitdir"), "../../../wt-a/.git\n").expect("write");
+        assert!(repo.listed().is_none());
     }
 
     #[test]

@@ -402,3 +402,35 @@ async fn changes_measured_from_the_index_are_git_diffs() {
         "an index changed behind orch's back"
     );
 }
+
+/// An agent that committed its work, or left HEAD on another branch: HEAD goes back on the
+/// item's branch at the base, with the files and what is staged kept.
+#[tokio::test]
+async fn restore_head_puts_head_back_on_the_branch_at_the_base() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("r", "orch/R-1").await;
+    let base = f.repo.head(&wt).await.expect("head");
+    assert!(
+        !f.repo
+            .restore_head(&wt, "orch/R-1", &base)
+            .await
+            .expect("restore"),
+        "nothing moved"
+    );
+    write(&wt.join("work.txt"), "work\n");
+    git(&wt, &["add", "-A"]);
+    git(&wt, &["commit", "-qm", "the agent's own"]);
+    git(&wt, &["checkout", "-q", "-b", "elsewhere"]);
+    assert!(
+        f.repo
+            .restore_head(&wt, "orch/R-1", &base)
+            .await
+            .expect("restore")
+    );
+    assert_eq!(
+        git(&wt, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/orch/R-1"
+    );
+    assert_eq!(f.repo.head(&wt).await.expect("head"), base);
+    assert_eq!(git(&wt, &["status", "--porcelain"]), "A  work.txt\n");
+}

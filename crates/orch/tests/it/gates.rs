@@ -367,3 +367,33 @@ printf -- "---\nanalysis_status: $s\n---\n" > "$ORCH_ARTIFACT_DIR/01-analysis.md
     let second = run_of(&item, "analysis", 2);
     assert_eq!(second["state"], "passed", "{}", reasons(second));
 }
+
+/// An agent that commits its own work (as CLIs do when told to; the sandbox keeps it from
+/// writing the repository, this one runs without): the stage still measures the tree against
+/// its base and records it in a commit of orch's on the base; the agent's commit is no history.
+#[test]
+fn an_agent_that_commits_its_work_itself_still_passes_through_orch() {
+    let dev = r##"echo change > code.txt
+mkdir -p docs && echo "# doc" > docs/x.md
+printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT"
+git add -A && git -c user.name=agent -c user.email=agent@x commit -qm "agent's own" 2>&1 || { git status; exit 3; }"##;
+    let orch = Orch::new(Some(&agents_with("developer", dev)));
+    let config = orch.path().join("orch.toml");
+    let mut text = std::fs::read_to_string(&config).expect("orch.toml");
+    text.push_str("sandbox = { mode = \"none\" }\n");
+    std::fs::write(&config, text).expect("write orch.toml");
+    let item = run_item(&orch);
+    let dev_run = run_of(&item, "development", 1);
+    assert_eq!(dev_run["state"], "passed", "{item:#}");
+    let log = git(&orch.repo(), &["log", "--format=%an %s", "orch/QUICK-1"]);
+    assert!(!log.contains("agent's own"), "{log}");
+    assert!(log.contains("orch QUICK-1: development"), "{log}");
+    assert!(
+        item["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["kind"] == "git.head-restored" && e["run_id"] == dev_run["id"]),
+        "{item:#}"
+    );
+}
