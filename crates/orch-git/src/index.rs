@@ -405,16 +405,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git");
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
+    use crate::testing::git;
 
     /// A repository holding a few files in nested directories, a symlink and an executable,
     /// committed, with nothing changed since.

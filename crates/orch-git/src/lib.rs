@@ -39,6 +39,27 @@ mod repo;
 mod snapshot;
 mod worktree;
 
+/// Real git for the unit tests: setting up what the crate must read.
+#[cfg(test)]
+mod testing {
+    use std::path::Path;
+
+    /// Runs `git args` in `dir` with a fixed identity; its stdout. Panics on failure.
+    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+}
+
 use std::path::PathBuf;
 
 pub use integrate::{ConflictExcerpt, Integration};

@@ -284,6 +284,7 @@ pub(crate) fn normalize(path: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::git;
 
     #[test]
     fn parses_porcelain_entries_with_branches_detached_heads_and_stale_ones() {
@@ -316,19 +317,6 @@ worktree /w/gone\0HEAD 3333\0branch refs/heads/orch/X-1\0prunable gitdir file po
     /// shows: on branches, detached, deleted (prunable), deleted but locked (not prunable).
     #[tokio::test]
     async fn worktrees_read_from_git_files_are_what_git_lists() {
-        let git = |dir: &Path, args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir)
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@t")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@t")
-                .output()
-                .expect("git");
-            assert!(out.status.success(), "git {args:?}: {out:?}");
-            out.stdout
-        };
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canonical");
         let main = root.join("repo");
@@ -352,10 +340,9 @@ worktree /w/gone\0HEAD 3333\0branch refs/heads/orch/X-1\0prunable gitdir file po
             list.sort_by(|x, y| x.path.cmp(&y.path));
             list
         };
-        let by_git = sorted(parse_worktree_list(&git(
-            &main,
-            &["worktree", "list", "--porcelain", "-z"],
-        )));
+        let by_git = sorted(parse_worktree_list(
+            git(&main, &["worktree", "list", "--porcelain", "-z"]).as_bytes(),
+        ));
         let read = sorted(repo.listed().expect("read from files"));
         assert_eq!(read, by_git);
         assert_eq!(read.len(), 5);

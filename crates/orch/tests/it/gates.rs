@@ -33,6 +33,26 @@ fn run_of<'a>(item: &'a Value, stage: &str, attempt: i64) -> &'a Value {
         .unwrap_or_else(|| panic!("no run {stage}#{attempt}: {item:#}"))
 }
 
+/// The event of `kind` recorded for `run`.
+fn event_of<'a>(item: &'a Value, kind: &str, run: &Value) -> &'a Value {
+    item["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == kind && e["run_id"] == run["id"])
+        .unwrap_or_else(|| panic!("no {kind} event for run {}: {item:#}", run["id"]))
+}
+
+/// Runs the project's agents without the sandbox (`sandbox = { mode = "none" }`, on the
+/// project's table, the last of orch.toml), as a project may choose: then nothing but orch's
+/// own checks stands between an agent and the repository.
+fn unsandboxed(orch: &Orch) {
+    let config = orch.path().join("orch.toml");
+    let mut text = std::fs::read_to_string(&config).expect("orch.toml");
+    text.push_str("sandbox = { mode = \"none\" }\n");
+    std::fs::write(&config, text).expect("write orch.toml");
+}
+
 fn reasons(run: &Value) -> String {
     run["verdict"]["reasons"].to_string()
 }
@@ -210,12 +230,7 @@ printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT""#
     let item = run_item(&orch);
     let dev_run = run_of(&item, "development", 1);
     assert_eq!(dev_run["state"], "passed", "{item:#}");
-    let removed = item["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["kind"] == "git.ignored-removed" && e["run_id"] == dev_run["id"])
-        .unwrap_or_else(|| panic!("no git.ignored-removed event: {item:#}"));
+    let removed = event_of(&item, "git.ignored-removed", dev_run);
     assert_eq!(removed["data"]["paths"], serde_json::json!([".env"]));
     assert!(!orch.path().join("worktrees/quick/QUICK-1/.env").exists());
 }
@@ -342,10 +357,7 @@ fn a_file_the_agent_hides_from_git_is_measured_and_discarded() {
 elif grep -q HIDDEN app.py CHANGELOG.md; then s=SAW_HIDDEN; else s=READY; fi
 printf -- "---\nanalysis_status: $s\n---\n" > "$ORCH_ARTIFACT_DIR/01-analysis.md""##;
     let orch = Orch::new(Some(&agents_with("analyst", analyst)));
-    let config = orch.path().join("orch.toml");
-    let mut text = std::fs::read_to_string(&config).expect("orch.toml");
-    text.push_str("sandbox = { mode = \"none\" }\n");
-    std::fs::write(&config, text).expect("write orch.toml");
+    unsandboxed(&orch);
     let item = run_item(&orch);
     let first = run_of(&item, "analysis", 1);
     assert_eq!(first["state"], "failed", "{item:#}");
@@ -354,12 +366,7 @@ printf -- "---\nanalysis_status: $s\n---\n" > "$ORCH_ARTIFACT_DIR/01-analysis.md
         why.contains("app.py") && why.contains("CHANGELOG.md"),
         "{why}"
     );
-    let unhidden = item["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .find(|e| e["kind"] == "git.unhidden" && e["run_id"] == first["id"])
-        .unwrap_or_else(|| panic!("no git.unhidden event: {item:#}"));
+    let unhidden = event_of(&item, "git.unhidden", first);
     assert_eq!(
         unhidden["data"]["paths"],
         serde_json::json!(["CHANGELOG.md", "app.py"])
@@ -378,22 +385,13 @@ mkdir -p docs && echo "# doc" > docs/x.md
 printf -- '---\ndev_status: DONE\n---\n' > "$ORCH_ARTIFACT_DIR/$ORCH_ARTIFACT"
 git add -A && git -c user.name=agent -c user.email=agent@x commit -qm "agent's own" 2>&1 || { git status; exit 3; }"##;
     let orch = Orch::new(Some(&agents_with("developer", dev)));
-    let config = orch.path().join("orch.toml");
-    let mut text = std::fs::read_to_string(&config).expect("orch.toml");
-    text.push_str("sandbox = { mode = \"none\" }\n");
-    std::fs::write(&config, text).expect("write orch.toml");
+    unsandboxed(&orch);
     let item = run_item(&orch);
     let dev_run = run_of(&item, "development", 1);
     assert_eq!(dev_run["state"], "passed", "{item:#}");
     let log = git(&orch.repo(), &["log", "--format=%an %s", "orch/QUICK-1"]);
     assert!(!log.contains("agent's own"), "{log}");
     assert!(log.contains("orch QUICK-1: development"), "{log}");
-    assert!(
-        item["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .any(|e| e["kind"] == "git.head-restored" && e["run_id"] == dev_run["id"]),
-        "{item:#}"
-    );
+    let restored = event_of(&item, "git.head-restored", dev_run);
+    assert_eq!(restored["data"]["base"].as_str().map(str::len), Some(40));
 }
