@@ -279,7 +279,7 @@ impl Engine {
                 evs.push(NewEvent::for_run(kind, run.id, json!({ "paths": paths })));
             }
         }
-        let digest = snapshot.tree().to_owned();
+        let digest = snapshot.digest().to_owned();
         let stage_changes = repo
             .changed_since(&wt, &base, base_files.as_ref(), &snapshot)
             .await?;
@@ -289,7 +289,8 @@ impl Engine {
             stage_changes.clone()
         } else {
             let fork = fork.get().await?.to_owned();
-            repo.changed_paths_to(&wt, &fork, &digest).await?
+            let tree = repo.tree_id(&wt, &snapshot).await?;
+            repo.changed_paths_to(&wt, &fork, &tree).await?
         };
         let mut file_failures =
             worktree_files::file_failures(&wt, &stage_changes, project.pipeline.links_inside());
@@ -363,7 +364,7 @@ impl Engine {
                 // The command gates' own leftovers (a build's `target/`) are not the item's
                 // either, and what they changed is staged again.
                 let after = repo.stage_all(&wt).await?;
-                let changed = if after.tree() == snapshot.tree() {
+                let changed = if after.digest() == snapshot.digest() {
                     !stage_changes.is_empty()
                 } else {
                     !repo

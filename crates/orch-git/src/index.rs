@@ -87,6 +87,20 @@ pub(crate) fn changed(old: &[File], new: &[File]) -> Vec<String> {
     paths
 }
 
+/// A digest naming a list of files (their paths, modes and object ids): equal lists, equal
+/// digests, as two trees with equal content have equal ids.
+pub(crate) fn digest(files: &[File]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    for f in files {
+        hash.update(&f.path);
+        hash.update([0]);
+        hash.update(f.mode.to_be_bytes());
+        hash.update(f.oid);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A work tree's index as git last wrote it.
 #[derive(Debug)]
 pub(crate) struct Index {

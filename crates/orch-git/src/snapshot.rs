@@ -6,8 +6,10 @@
 //! see no difference.
 //!
 //! A stage measures once more after its agent has ended ([`Repo::stage_all`]): then nothing
-//! works in the tree any more, so it stages into the real index, whose tree the stage then
+//! works in the tree any more, so it stages into the real index, whose content the stage then
 //! commits as it is ([`Repo::commit_snapshot`]) instead of staging every file a second time.
+//! That snapshot is read from the index in-process (its files, a digest of them); its tree
+//! object is written only when a comparison needs git ([`Repo::tree_id`]).
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +27,10 @@ fn owned(paths: &[&[u8]]) -> Vec<Vec<u8>> {
 /// go or be undone for the tree to say what is on disk.
 #[derive(Debug)]
 pub struct Snapshot {
-    tree: String,
+    /// Names the staged content: equal states give equal digests.
+    digest: String,
+    /// The tree object, once written (at once when the index is not one orch reads).
+    tree: Option<String>,
     ignored: Vec<String>,
     unhidden: Vec<String>,
     /// The tree's files, read from the index that staged them (when orch reads it).
@@ -41,9 +46,10 @@ pub struct BaseFiles {
 }
 
 impl Snapshot {
-    /// The tree id: equal states give equal ids.
-    pub fn tree(&self) -> &str {
-        &self.tree
+    /// Names the staged content: equal states give equal digests (a digest of the files as
+    /// the index lists them, or the tree id when orch does not read the index).
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// The ignored files and directories removed (what no diff shows: `.env`, `target/`),
@@ -85,17 +91,34 @@ impl Repo {
         } else {
             self.remove_ignored(worktree).await?
         };
-        let tree = self
-            .git_in(worktree)?
-            .args(["write-tree"])
-            .run_line()
-            .await?;
+        let files = staged.and_then(Index::files);
+        let (digest, tree) = match &files {
+            Some(files) => (index::digest(files), None),
+            None => {
+                let tree = self.write_tree(worktree).await?;
+                (tree.clone(), Some(tree))
+            }
+        };
         Ok(Snapshot {
+            digest,
             tree,
             ignored,
             unhidden,
-            files: staged.and_then(Index::files),
+            files,
         })
+    }
+
+    /// The tree id of `snapshot`: its tree object written from the index now if it was not
+    /// yet (the caller vouches that the index still holds what was staged).
+    pub async fn tree_id(&self, worktree: &Path, snapshot: &Snapshot) -> Result<String> {
+        match &snapshot.tree {
+            Some(tree) => Ok(tree.clone()),
+            None => self.write_tree(worktree).await,
+        }
+    }
+
+    async fn write_tree(&self, worktree: &Path) -> Result<String> {
+        self.git_in(worktree)?.args(["write-tree"]).run_line().await
     }
 
     /// The files of `commit` as `worktree`'s index holds them, when orch left that index
@@ -124,7 +147,10 @@ impl Repo {
     ) -> Result<Vec<String>> {
         match (base_files, &snapshot.files) {
             (Some(old), Some(new)) if old.commit == base => Ok(index::changed(&old.files, new)),
-            _ => self.changed_paths_to(worktree, base, &snapshot.tree).await,
+            _ => {
+                let tree = self.tree_id(worktree, snapshot).await?;
+                self.changed_paths_to(worktree, base, &tree).await
+            }
         }
     }
 
@@ -187,11 +213,13 @@ impl Repo {
         Ok((assumed, skipped))
     }
 
-    /// Commits `snapshot`'s tree on top of `parent` with `message` and moves the work tree's
-    /// branch there (compare-and-swap: only from `parent`, [`GitError::ConcurrentUpdate`]
-    /// otherwise): two git processes (`commit-tree`, `update-ref`) instead of staging every
-    /// file again. The index already holds that tree; the caller vouches that nothing changed
-    /// the work tree since [`Repo::stage_all`], so the tree, the index and the new HEAD agree.
+    /// Commits what `snapshot` staged on top of `parent` with `message`, and moves the work
+    /// tree's branch there: one `git commit` of the index (which holds what was staged: the
+    /// caller vouches that nothing changed the work tree or the index since
+    /// [`Repo::stage_all`]), without hooks, signing or automatic maintenance. Only from
+    /// `parent`: HEAD is read before (in-process), git moves the branch with a compare-and-swap
+    /// from what it read, and the reflog shows after that it moved from `parent`
+    /// ([`GitError::ConcurrentUpdate`] otherwise).
     pub async fn commit_snapshot(
         &self,
         worktree: &Path,
@@ -200,26 +228,42 @@ impl Repo {
         message: &str,
     ) -> Result<String> {
         check_ref("parent", parent)?;
-        let sha = self
-            .git_in(worktree)?
-            .committing()
-            .args(["commit-tree", &snapshot.tree, "-p", parent, "-m", message])
-            .run_line()
-            .await?;
-        let update =
-            self.git_in(worktree)?
-                .args(["update-ref", "-m", message, "HEAD", &sha, parent]);
-        let output = update.output().await?;
-        if !output.status.success() {
-            return Err(match self.head(worktree).await {
-                Ok(head) if head != parent => GitError::ConcurrentUpdate {
-                    branch: "HEAD".to_owned(),
-                },
-                _ => update.failure(&output),
-            });
+        drop(snapshot);
+        let (tree, git_dir) = self.checked(worktree)?;
+        let moved = || GitError::ConcurrentUpdate {
+            branch: "HEAD".to_owned(),
+        };
+        if self.head_at(&tree, &git_dir).await? != parent {
+            return Err(moved());
         }
-        // The index holds the snapshot's tree (`stage_all` staged it), which is the commit's.
-        let (_, git_dir) = self.checked(worktree)?;
+        self.git_in(worktree)?
+            .committing()
+            .args([
+                "-c",
+                "maintenance.auto=false",
+                "commit",
+                "-q",
+                "--no-verify",
+                "--cleanup=verbatim",
+                "-m",
+                message,
+            ])
+            .run()
+            .await?;
+        let sha = self.head_at(&tree, &git_dir).await?;
+        let from = match last_move(&git_dir) {
+            Some((old, new)) if new == sha => old,
+            _ => {
+                self.git_in(worktree)?
+                    .args(["rev-parse", "--verify", "HEAD^"])
+                    .run_line()
+                    .await?
+            }
+        };
+        if from != parent {
+            return Err(moved());
+        }
+        // The index holds what was committed.
         self.remember_index(&git_dir, &sha);
         Ok(sha)
     }
@@ -388,4 +432,14 @@ async fn index_of_linked(worktree: &Path) -> Option<PathBuf> {
     );
     // Only the layout git itself writes: an absolute admin directory that exists.
     (admin.is_absolute() && admin.join("HEAD").is_file()).then(|| admin.join("index"))
+}
+
+/// The last move of HEAD its reflog records (`<old> <new> <who> <when>\t<message>`), as
+/// (old, new) object ids; `None` when there is no reflog or its last line is not in that form.
+fn last_move(git_dir: &Path) -> Option<(String, String)> {
+    let log = std::fs::read_to_string(git_dir.join("logs/HEAD")).ok()?;
+    let mut fields = log.lines().last()?.split(' ');
+    let (old, new) = (fields.next()?, fields.next()?);
+    let id = |s: &str| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (id(old) && id(new)).then(|| (old.to_owned(), new.to_owned()))
 }

@@ -223,7 +223,7 @@ async fn commit_snapshot_commits_the_measured_tree_and_leaves_index_and_tree_at_
     f.repo.remove_ignored(&wt).await.expect("removed");
     let digest = f.repo.tree_digest(&wt).await.expect("digest");
     let snapshot = f.repo.stage_all(&wt).await.expect("snapshot");
-    let tree = snapshot.tree().to_owned();
+    let tree = f.repo.tree_id(&wt, &snapshot).await.expect("tree");
     assert_eq!(
         tree, digest,
         "the real index measures what a private one does"
@@ -335,7 +335,11 @@ async fn a_file_hidden_from_git_is_measured_and_reset() {
     assert_eq!(snapshot.unhidden(), [".gitignore", "README.md"]);
     assert_eq!(
         f.repo
-            .changed_paths_to(&wt, &base, snapshot.tree())
+            .changed_paths_to(
+                &wt,
+                &base,
+                &f.repo.tree_id(&wt, &snapshot).await.expect("tree")
+            )
             .await
             .expect("changed"),
         [".gitignore", "README.md"]
@@ -376,7 +380,11 @@ async fn changes_measured_from_the_index_are_git_diffs() {
     let snapshot = f.repo.stage_all(&wt).await.expect("snapshot");
     let by_git = f
         .repo
-        .changed_paths_to(&wt, &base, snapshot.tree())
+        .changed_paths_to(
+            &wt,
+            &base,
+            &f.repo.tree_id(&wt, &snapshot).await.expect("tree"),
+        )
         .await
         .expect("diff");
     assert_eq!(by_git, [".gitignore", "README.md", "src/new.rs"]);
@@ -433,4 +441,24 @@ async fn restore_head_puts_head_back_on_the_branch_at_the_base() {
     );
     assert_eq!(f.repo.head(&wt).await.expect("head"), base);
     assert_eq!(git(&wt, &["status", "--porcelain"]), "A  work.txt\n");
+}
+
+/// A snapshot's digest names the staged content: the same files in two work trees give the
+/// same digest, one byte more gives another, and the tree written on demand is git's.
+#[tokio::test]
+async fn a_snapshot_digest_names_its_content() {
+    let f = Fixture::new().await;
+    let a = f.worktree("da", "orch/DA-1").await;
+    let b = f.worktree("db", "orch/DB-1").await;
+    for wt in [&a, &b] {
+        write(&wt.join("src/x.rs"), "fn x() {}\n");
+    }
+    let first = f.repo.stage_all(&a).await.expect("snapshot");
+    let second = f.repo.stage_all(&b).await.expect("snapshot");
+    assert_eq!(first.digest(), second.digest());
+    write(&b.join("src/x.rs"), "fn x() {} \n");
+    let third = f.repo.stage_all(&b).await.expect("snapshot");
+    assert_ne!(first.digest(), third.digest());
+    let tree = f.repo.tree_id(&a, &first).await.expect("tree");
+    assert_eq!(tree, git(&a, &["write-tree"]).trim());
 }
