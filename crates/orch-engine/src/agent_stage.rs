@@ -285,12 +285,11 @@ impl Engine {
             .await?;
         let branch_changes = if !stage.reads_branch_changes() {
             Vec::new()
-        } else if fork.get().await? == base {
+        } else if fork.known.as_deref() == Some(base.as_str()) {
             stage_changes.clone()
         } else {
-            let fork = fork.get().await?.to_owned();
-            let tree = repo.tree_id(&wt, &snapshot).await?;
-            repo.changed_paths_to(&wt, &fork, &tree).await?
+            // HEAD is the base (put back above) and the index holds the snapshot.
+            repo.staged_since_fork(&wt, &default).await?
         };
         let mut file_failures =
             worktree_files::file_failures(&wt, &stage_changes, project.pipeline.links_inside());
@@ -360,9 +359,12 @@ impl Engine {
                 ));
             }
             let message = format!("{}: {} (attempt {})", item.id, run.stage, run.attempt);
-            let committed = if !commands.is_empty() {
-                // The command gates' own leftovers (a build's `target/`) are not the item's
-                // either, and what they changed is staged again.
+            // The command gates' own leftovers (a build's `target/`) are not the item's either,
+            // and what they changed is staged again; a tree they left exactly as staged (the
+            // files compared with the index in-process) is committed as it is.
+            let gates_ran = !commands.is_empty();
+            let moved = gates_ran && repo.restore_head(&wt, &branch(&item.id), &base).await?;
+            let (to_commit, changed) = if gates_ran && (moved || !repo.still_staged(&wt)?) {
                 let after = repo.stage_all(&wt).await?;
                 let changed = if after.digest() == snapshot.digest() {
                     !stage_changes.is_empty()
@@ -372,15 +374,16 @@ impl Engine {
                         .await?
                         .is_empty()
                 };
-                match changed {
-                    true => Some(repo.commit_snapshot(&wt, after, &base, &message).await?),
-                    false => None,
-                }
-            } else if stage_changes.is_empty() {
-                None
+                (after, changed)
             } else {
-                // Nothing ran since the snapshot: commit the very tree the gates judged.
-                Some(repo.commit_snapshot(&wt, snapshot, &base, &message).await?)
+                (snapshot, !stage_changes.is_empty())
+            };
+            let committed = match changed {
+                true => Some(
+                    repo.commit_snapshot(&wt, to_commit, &base, &message)
+                        .await?,
+                ),
+                false => None,
             };
             match committed {
                 Some(sha) => {

@@ -108,6 +108,15 @@ impl Repo {
         })
     }
 
+    /// Whether `worktree` still holds exactly what its index staged (every file as git
+    /// recorded it, nothing else on disk; empty directories removed), read in-process: after
+    /// [`Repo::stage_all`], nothing changed the tree since. `false` when in doubt.
+    pub fn still_staged(&self, worktree: &Path) -> Result<bool> {
+        let (tree, git_dir) = self.checked(worktree)?;
+        Ok(Index::read(&git_dir.join("index"))
+            .is_some_and(|index| index.tree_is_exactly(&tree).unwrap_or(false)))
+    }
+
     /// The tree id of `snapshot`: its tree object written from the index now if it was not
     /// yet (the caller vouches that the index still holds what was staged).
     pub async fn tree_id(&self, worktree: &Path, snapshot: &Snapshot) -> Result<String> {
@@ -296,6 +305,32 @@ impl Repo {
                 "--no-relative",
                 base,
                 tree,
+                "--",
+            ])
+            .run()
+            .await?;
+        let mut paths: Vec<String> = nul_fields(&text).map(str::to_owned).collect();
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    /// Every path the branch checked out in `worktree` changes since it forked from `default`
+    /// (their merge base), up to what the index holds now: the whole branch's change, staged
+    /// work included, in one `git diff --cached --merge-base`. Sorted, once each.
+    pub async fn staged_since_fork(&self, worktree: &Path, default: &str) -> Result<Vec<String>> {
+        check_ref("branch", default)?;
+        let text = self
+            .git_in(worktree)?
+            .args([
+                "diff",
+                "--cached",
+                "--name-only",
+                "-z",
+                "--no-renames",
+                "--no-relative",
+                "--merge-base",
+                default,
                 "--",
             ])
             .run()

@@ -462,3 +462,54 @@ async fn a_snapshot_digest_names_its_content() {
     let tree = f.repo.tree_id(&a, &first).await.expect("tree");
     assert_eq!(tree, git(&a, &["write-tree"]).trim());
 }
+
+/// After `stage_all`, the tree is still what was staged until something writes in it.
+#[tokio::test]
+async fn still_staged_until_something_writes_in_the_tree() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("st", "orch/ST-1").await;
+    write(&wt.join("src/a.rs"), "a\n");
+    f.repo.stage_all(&wt).await.expect("snapshot");
+    assert!(f.repo.still_staged(&wt).expect("read"));
+    write(&wt.join("target/out"), "built\n");
+    assert!(!f.repo.still_staged(&wt).expect("read"), "an ignored file");
+    std::fs::remove_dir_all(wt.join("target")).expect("rm");
+    assert!(f.repo.still_staged(&wt).expect("read"));
+    write(&wt.join("src/a.rs"), "b\n");
+    assert!(!f.repo.still_staged(&wt).expect("read"), "a changed file");
+}
+
+/// The whole branch's change since it forked from the default branch, staged work included,
+/// in one diff: what the merge base and a diff of the staged tree name.
+#[tokio::test]
+async fn staged_since_fork_is_the_branch_since_its_merge_base() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("fk", "orch/FK-1").await;
+    write(&wt.join("first.txt"), "1\n");
+    git(&wt, &["add", "-A"]);
+    git(&wt, &["commit", "-qm", "first stage"]);
+    write(&f.main_tree().join("main-only.txt"), "m\n");
+    git(f.main_tree(), &["add", "-A"]);
+    git(f.main_tree(), &["commit", "-qm", "main moved"]);
+    write(&wt.join("second.txt"), "2\n");
+    let snapshot = f.repo.stage_all(&wt).await.expect("snapshot");
+    let fork = f
+        .repo
+        .merge_base("main", &f.repo.head(&wt).await.expect("head"))
+        .await
+        .expect("fork");
+    let tree = f.repo.tree_id(&wt, &snapshot).await.expect("tree");
+    let by_diff = f
+        .repo
+        .changed_paths_to(&wt, &fork, &tree)
+        .await
+        .expect("diff");
+    assert_eq!(by_diff, ["first.txt", "second.txt"]);
+    assert_eq!(
+        f.repo
+            .staged_since_fork(&wt, "main")
+            .await
+            .expect("since fork"),
+        by_diff
+    );
+}

@@ -395,3 +395,25 @@ git add -A && git -c user.name=agent -c user.email=agent@x commit -qm "agent's o
     let restored = event_of(&item, "git.head-restored", dev_run);
     assert_eq!(restored["data"]["base"].as_str().map(str::len), Some(40));
 }
+
+/// What a command gate changes (a formatter, a generated file) is staged again and committed
+/// with the stage's work; a gate that changes nothing leaves the staged work to be committed
+/// as it is.
+#[test]
+fn what_a_command_gate_writes_is_committed_with_the_stage() {
+    let orch = Orch::new(None);
+    commit(
+        &orch,
+        ".orch/pipeline.toml",
+        &quick_pipeline().replace("run = \"true\"", "run = \"echo generated > gen.txt\""),
+    );
+    let item = run_item(&orch);
+    let dev_run = run_of(&item, "development", 1);
+    assert_eq!(dev_run["state"], "passed", "{item:#}");
+    let sha = event_of(&item, "git.committed", dev_run)["data"]["sha"]
+        .as_str()
+        .expect("sha")
+        .to_owned();
+    let files = git(&orch.repo(), &["show", "--name-only", "--format=", &sha]);
+    assert!(files.lines().any(|l| l == "gen.txt"), "{files}");
+}
