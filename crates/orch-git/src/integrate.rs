@@ -98,6 +98,12 @@ impl Repo {
 
     /// The parents of `commit`, in order.
     async fn parents(&self, commit: &str) -> Result<Vec<String>> {
+        if let Some(read) = self
+            .objects_dir()
+            .and_then(|objects| crate::objects::loose_commit(&objects, commit))
+        {
+            return Ok(read.parents);
+        }
         let line = Git::new(&self.path)
             .args(["rev-list", "--parents", "-n", "1", commit])
             .run_line()

@@ -33,6 +33,7 @@ mod command;
 mod index;
 mod integrate;
 mod merge;
+mod objects;
 mod push;
 mod refs;
 mod repo;

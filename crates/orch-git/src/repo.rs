@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::command::{Git, check_link, check_ref};
 use crate::index::Index;
+use crate::objects;
 use crate::refs::{Read, RefFiles};
 use crate::{GitError, Result};
 
@@ -255,13 +256,13 @@ impl Repo {
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
         check_ref("revision", ancestor)?;
         check_ref("revision", descendant)?;
-        // The same full object id twice (a branch already at the commit): a commit is its own
-        // ancestor, as git would answer for it.
-        if ancestor == descendant
-            && ancestor.len() == 40
-            && ancestor.bytes().all(|b| b.is_ascii_hexdigit())
+        // Recent commits are loose objects, read in-process (a commit is its own ancestor);
+        // anything else is asked of git.
+        if let Some(answer) = self
+            .objects_dir()
+            .and_then(|objects| objects::reaches(&objects, descendant, ancestor))
         {
-            return Ok(true);
+            return Ok(answer);
         }
         let git = Git::new(&self.path).args(["merge-base", "--is-ancestor", ancestor, descendant]);
         let output = git.output().await?;
@@ -270,6 +271,20 @@ impl Repo {
             Some(1) => Ok(false),
             _ => Err(git.failure(&output)),
         }
+    }
+
+    /// Where the repository's commits can be read in-process (every work tree shares them):
+    /// `None` when git would not read history as it is stored (replace refs, grafts, a shallow
+    /// clone), so that git answers.
+    pub(crate) fn objects_dir(&self) -> Option<PathBuf> {
+        let common = &self.common_dir;
+        let packed_replace = std::fs::read_to_string(common.join("packed-refs"))
+            .is_ok_and(|text| text.contains(" refs/replace/"));
+        let rewritten = packed_replace
+            || common.join("refs/replace").exists()
+            || common.join("info/grafts").exists()
+            || common.join("shallow").exists();
+        (!rewritten).then(|| common.join("objects"))
     }
 
     /// The best common ancestor of `a` and `b`: where a branch forked from the default branch.

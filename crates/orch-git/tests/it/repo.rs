@@ -243,3 +243,40 @@ async fn a_reftable_repository_is_read_through_git() {
         Some(sha)
     );
 }
+
+/// Ancestry read from loose commits answers as git does, and a replace ref (which git honours
+/// when it walks history) sends the question to git.
+#[tokio::test]
+async fn is_ancestor_answers_as_git_does() {
+    let f = Fixture::new().await;
+    let first = f.repo.head(f.main_tree()).await.expect("head");
+    git(
+        f.main_tree(),
+        &["commit", "-q", "--allow-empty", "-m", "second"],
+    );
+    let second = f.repo.head(f.main_tree()).await.expect("head");
+    git(
+        f.main_tree(),
+        &["commit", "-q", "--allow-empty", "-m", "third"],
+    );
+    let third = f.repo.head(f.main_tree()).await.expect("head");
+    let ask = |a: &str, d: &str| {
+        std::process::Command::new("git")
+            .args(["merge-base", "--is-ancestor", a, d])
+            .current_dir(f.main_tree())
+            .status()
+            .expect("git")
+            .success()
+    };
+    for (a, d) in [(&first, &third), (&third, &first), (&second, &second)] {
+        assert_eq!(f.repo.is_ancestor(a, d).await.expect("answer"), ask(a, d));
+    }
+    // `third` replaced by a commit with no parent: git's walk no longer reaches `first`.
+    let orphan = git(
+        f.main_tree(),
+        &["commit-tree", "-m", "orphan", &format!("{third}^{{tree}}")],
+    );
+    git(f.main_tree(), &["replace", &third, orphan.trim()]);
+    assert!(!ask(&first, &third));
+    assert!(!f.repo.is_ancestor(&first, &third).await.expect("answer"));
+}
