@@ -109,8 +109,11 @@ impl SqliteStore {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal);
+                // A connection to a local file does not go stale as one over a network does:
+                // no ping (a round trip through the connection's worker thread) per acquire.
                 SqlitePoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await
             }
@@ -120,6 +123,7 @@ impl SqliteStore {
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    .test_before_acquire(false)
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .connect_with(base.in_memory(true))

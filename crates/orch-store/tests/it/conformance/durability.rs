@@ -56,6 +56,16 @@ pub async fn events_are_gap_free_and_readable_from_a_point(b: &dyn Backend) {
         [1, 2]
     );
 
+    // A batch larger than one statement carries (SQLite appends 200 per statement).
+    let many: Vec<NewEvent> = (0..450).map(|n| NewEvent::new("bulk", json!(n))).collect();
+    store.append_events(&two.id, many).await.expect("append");
+    let bulk = events(&*store, &two.id).await;
+    assert_eq!(
+        bulk.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=452).collect::<Vec<i64>>()
+    );
+    assert_eq!(bulk[451].data, json!(449), "in the order given");
+
     let tail = store.list_events(&one.id, 3).await.expect("tail");
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
     assert_eq!(store.list_events(&one.id, 5).await.expect("tail"), vec![]);
