@@ -137,9 +137,9 @@ impl Engine {
         // resetting and cleaning it would change nothing (a re-execution after a crash finds it
         // existing and takes the full path). A new item's launch waits on these steps.
         let fresh = ensured.is_fresh() && base_is_head;
-        if !fresh {
-            repo.reset_to(&wt, &base).await?;
-            // A FIFO or a socket is invisible to git, so `git clean` leaves it: remove it too.
+        // A FIFO or a socket is invisible to git, so `git clean` leaves it: remove it too,
+        // unless every file on disk was just seen to be one of the base's.
+        if !fresh && repo.reset_to_base(&wt, &base).await? != orch_git::Reset::Exactly {
             orch_process::safe_file::special_files(&wt, true)
                 .map_err(worktree_files::file_error)?;
         }

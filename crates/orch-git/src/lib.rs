@@ -66,7 +66,7 @@ use std::path::PathBuf;
 pub use integrate::{ConflictExcerpt, Integration};
 pub use merge::MergeOutcome;
 pub use push::fetched_ref;
-pub use repo::Repo;
+pub use repo::{Repo, Reset};
 pub use snapshot::{BaseFiles, Snapshot};
 pub use worktree::Ensured;
 

@@ -10,6 +10,18 @@ use crate::objects;
 use crate::refs::{Read, RefFiles};
 use crate::{GitError, Result};
 
+/// What [`Repo::reset_to_base`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// The tree was not the commit: it was reset and cleaned (a FIFO or a socket, which git
+    /// does not remove, may remain).
+    Reset,
+    /// The tree was the commit as `git status` sees it, which does not see a FIFO or a socket.
+    CleanToGit,
+    /// The tree was the commit, compared in-process: every file on disk is one of the commit's.
+    Exactly,
+}
+
 /// A commit whose tree an index holds exactly, and the index file's checksum then.
 type KnownIndex = (String, [u8; 20]);
 
@@ -341,11 +353,20 @@ impl Repo {
     /// progress, and nothing changed, staged, untracked or ignored), which one walk of the tree
     /// answers where the reset and the clean take two.
     pub async fn reset_to(&self, worktree: &Path, commit: &str) -> Result<bool> {
+        Ok(self.reset_to_base(worktree, commit).await? != Reset::Exactly)
+    }
+
+    /// [`Repo::reset_to`], telling what it found ([`Reset`]).
+    pub async fn reset_to_base(&self, worktree: &Path, commit: &str) -> Result<Reset> {
         check_ref("commit", commit)?;
         let (tree, git_dir) = self.checked(worktree)?;
         let unhidden = self.unhide(worktree, &git_dir).await?;
-        if unhidden.is_empty() && self.is_exactly(&tree, &git_dir, commit).await? {
-            return Ok(false);
+        if unhidden.is_empty() {
+            match self.is_exactly(&tree, &git_dir, commit).await? {
+                Some(true) => return Ok(Reset::Exactly),
+                Some(false) => return Ok(Reset::CleanToGit),
+                None => {}
+            }
         }
         self.git_in(worktree)?
             .args(["reset", "-q", "--hard", commit])
@@ -356,7 +377,7 @@ impl Repo {
             .run()
             .await?;
         self.remember_index(&git_dir, commit);
-        Ok(true)
+        Ok(Reset::Reset)
     }
 
     /// Whether the work tree `tree` (checked just now, its git directory `git_dir`) is exactly
@@ -366,7 +387,11 @@ impl Repo {
     /// When orch itself left the index holding `commit`'s tree and the index is byte for byte
     /// what it was then, the files are compared with the index in-process (git's own stat
     /// comparison, see `index`); otherwise `git status` compares all three.
-    async fn is_exactly(&self, tree: &Path, git_dir: &Path, commit: &str) -> Result<bool> {
+    ///
+    /// `Some(true)`: exactly, compared in-process (every file on disk is one of the commit's);
+    /// `Some(false)`: exactly as `git status` sees it (which does not see a FIFO or a socket);
+    /// `None`: not exactly.
+    async fn is_exactly(&self, tree: &Path, git_dir: &Path, commit: &str) -> Result<Option<bool>> {
         // A merge, cherry-pick, revert, rebase or bisect under way keeps state a reset clears.
         const IN_PROGRESS: &[&str] = &[
             "MERGE_HEAD",
@@ -380,13 +405,13 @@ impl Repo {
         if IN_PROGRESS.iter().any(|f| git_dir.join(f).exists())
             || self.head_at(tree, git_dir).await? != commit
         {
-            return Ok(false);
+            return Ok(None);
         }
         if self
             .index_holding(git_dir, commit)
             .is_some_and(|index| index.tree_is_exactly(tree).unwrap_or(false))
         {
-            return Ok(true);
+            return Ok(Some(true));
         }
         // Git tracks no directory, so `status` shows no empty one, which `clean -d` would
         // remove: they go here (a tree too deep to walk takes the reset and the clean).
@@ -405,7 +430,7 @@ impl Repo {
         if exactly {
             self.remember_index(git_dir, commit);
         }
-        Ok(exactly)
+        Ok(exactly.then_some(false))
     }
 
     /// The index in `git_dir`, when orch left it holding exactly `commit`'s tree and it is byte

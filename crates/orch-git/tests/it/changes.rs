@@ -513,3 +513,25 @@ async fn staged_since_fork_is_the_branch_since_its_merge_base() {
         by_diff
     );
 }
+
+/// A FIFO is invisible to `git status` and `git clean`: a tree holding one is never reported
+/// as exactly its commit compared in-process, so the caller sweeps it.
+#[tokio::test]
+async fn a_fifo_keeps_a_tree_from_being_exactly_its_commit() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("ff", "orch/FF-1").await;
+    let base = f.repo.head(&wt).await.expect("head");
+    assert_eq!(
+        f.repo.reset_to_base(&wt, &base).await.expect("reset"),
+        orch_git::Reset::Exactly
+    );
+    let status = std::process::Command::new("mkfifo")
+        .arg(wt.join("pipe"))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    assert_ne!(
+        f.repo.reset_to_base(&wt, &base).await.expect("reset"),
+        orch_git::Reset::Exactly
+    );
+}
