@@ -295,24 +295,7 @@ impl Repo {
     ) -> Result<Vec<String>> {
         check_ref("base", base)?;
         check_ref("tree", tree)?;
-        let text = self
-            .git_in(worktree)?
-            .args([
-                "diff",
-                "--name-only",
-                "-z",
-                "--no-renames",
-                "--no-relative",
-                base,
-                tree,
-                "--",
-            ])
-            .run()
-            .await?;
-        let mut paths: Vec<String> = nul_fields(&text).map(str::to_owned).collect();
-        paths.sort();
-        paths.dedup();
-        Ok(paths)
+        self.diff_names(worktree, &[base, tree]).await
     }
 
     /// Every path the branch checked out in `worktree` changes since it forked from `default`
@@ -320,19 +303,18 @@ impl Repo {
     /// work included, in one `git diff --cached --merge-base`. Sorted, once each.
     pub async fn staged_since_fork(&self, worktree: &Path, default: &str) -> Result<Vec<String>> {
         check_ref("branch", default)?;
+        self.diff_names(worktree, &["--cached", "--merge-base", default])
+            .await
+    }
+
+    /// The paths `git diff <what>` names in `worktree` (renames as both of their paths),
+    /// sorted, once each.
+    async fn diff_names(&self, worktree: &Path, what: &[&str]) -> Result<Vec<String>> {
         let text = self
             .git_in(worktree)?
-            .args([
-                "diff",
-                "--cached",
-                "--name-only",
-                "-z",
-                "--no-renames",
-                "--no-relative",
-                "--merge-base",
-                default,
-                "--",
-            ])
+            .args(["diff", "--name-only", "-z", "--no-renames", "--no-relative"])
+            .args(what)
+            .arg("--")
             .run()
             .await?;
         let mut paths: Vec<String> = nul_fields(&text).map(str::to_owned).collect();
