@@ -141,10 +141,88 @@ impl Index {
     /// entry hidden or unusual, and nothing else on disk but empty directories (which git does
     /// not track; they are removed) and the top-level `.git`. `false` when in doubt.
     pub(crate) fn tree_is_exactly(&self, root: &Path) -> std::io::Result<bool> {
-        if self.entries.iter().any(|e| !self.unchanged(root, e)) {
+        use nix::fcntl::OFlag;
+        if self
+            .entries
+            .iter()
+            .any(|e| e.assume_unchanged || e.skip_worktree || e.unusual)
+        {
             return Ok(false);
         }
-        walk(root, &mut Vec::new(), &|rel| self.holds(rel), true)
+        let dir = nix::dir::Dir::open(
+            root,
+            dir_flags() | OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let mut seen = 0;
+        let exactly = self.exactly_below(root, dir, &mut Vec::new(), &mut seen)?;
+        // Every entry met on disk: none was deleted.
+        Ok(exactly.is_some() && seen == self.entries.len())
+    }
+
+    /// One directory of [`Index::tree_is_exactly`]'s walk (`rel` below the root): each name is
+    /// stat-ed relative to the directory (no lookup of the whole path), a file compared with its
+    /// entry, a directory walked, an empty one removed. `None` when something differs;
+    /// `Some(empty)` otherwise, `empty` when nothing is left in the directory.
+    fn exactly_below(
+        &self,
+        root: &Path,
+        mut dir: nix::dir::Dir,
+        rel: &mut Vec<u8>,
+        seen: &mut usize,
+    ) -> std::io::Result<Option<bool>> {
+        use nix::fcntl::AtFlags;
+        use nix::sys::stat::{SFlag, fstatat};
+        let top = rel.is_empty();
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let name = entry?.file_name().to_owned();
+            let bytes = name.to_bytes();
+            if bytes == b"." || bytes == b".." || (top && bytes == b".git") {
+                continue;
+            }
+            names.push(name);
+        }
+        let mut left = names.len();
+        for name in names {
+            let len = rel.len();
+            if !top {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name.to_bytes());
+            let st = fstatat(&dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            let same = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                let sub = nix::dir::Dir::openat(
+                    &dir,
+                    name.as_c_str(),
+                    dir_flags() | nix::fcntl::OFlag::O_RDONLY,
+                    nix::sys::stat::Mode::empty(),
+                )?;
+                match self.exactly_below(root, sub, rel, seen)? {
+                    Some(true) => {
+                        nix::unistd::unlinkat(
+                            &dir,
+                            name.as_c_str(),
+                            nix::unistd::UnlinkatFlags::RemoveDir,
+                        )?;
+                        left -= 1;
+                        true
+                    }
+                    Some(false) => true,
+                    None => false,
+                }
+            } else {
+                *seen += 1;
+                self.entries
+                    .binary_search_by(|e| e.path.as_slice().cmp(rel))
+                    .is_ok_and(|at| self.unchanged(root, &self.entries[at], &st))
+            };
+            rel.truncate(len);
+            if !same {
+                return Ok(None);
+            }
+        }
+        Ok(Some(left == 0 && !top))
     }
 
     /// Whether every file below `root` is one the index holds: after `git add -A`, a file it
@@ -175,44 +253,43 @@ impl Index {
             .is_ok()
     }
 
-    fn unchanged(&self, root: &Path, e: &Entry) -> bool {
-        use std::os::unix::fs::PermissionsExt as _;
-        if e.assume_unchanged || e.skip_worktree || e.unusual {
-            return false;
-        }
-        let Ok(meta) = std::fs::symlink_metadata(root.join(std::ffi::OsStr::from_bytes(&e.path)))
-        else {
-            return false;
-        };
+    /// Whether `e`'s file, whose stat data is `st`, is as git recorded it (see
+    /// [`Index::tree_is_exactly`]).
+    fn unchanged(&self, root: &Path, e: &Entry, st: &nix::sys::stat::FileStat) -> bool {
+        let file_type = st.st_mode & 0o170000;
         let kind = match e.mode & 0o170000 {
-            0o100000 if meta.is_file() => {
-                (meta.permissions().mode() & 0o100 != 0) == (e.mode & 0o100 != 0)
-            }
-            0o120000 => meta.file_type().is_symlink(),
+            0o100000 if file_type == 0o100000 => (st.st_mode & 0o100 != 0) == (e.mode & 0o100 != 0),
+            0o120000 => file_type == 0o120000,
             // A submodule (gitlink) or anything else: git's own comparison is needed.
             _ => false,
         };
         // The stat fields as git stores them: each cut to its low 32 bits.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let disk = [
-            meta.ctime() as u32,
-            meta.ctime_nsec() as u32,
-            meta.mtime() as u32,
-            meta.mtime_nsec() as u32,
-            meta.dev() as u32,
-            meta.ino() as u32,
-            meta.uid(),
-            meta.gid(),
-            meta.size() as u32,
+            st.st_ctime as u32,
+            st.st_ctime_nsec as u32,
+            st.st_mtime as u32,
+            st.st_mtime_nsec as u32,
+            st.st_dev as u32,
+            st.st_ino as u32,
+            st.st_uid,
+            st.st_gid,
+            st.st_size as u32,
         ];
         if !kind || disk != e.stat {
             return false;
         }
         // Changed in the very instant the index was written, a file may differ with equal stat
         // data ("racily clean"): as git does, its content is compared then.
-        let racy = (meta.mtime(), meta.mtime_nsec()) >= self.written;
+        let racy = (st.st_mtime, st.st_mtime_nsec) >= self.written;
         !racy || same_content(&root.join(std::ffi::OsStr::from_bytes(&e.path)), e)
     }
+}
+
+/// How orch opens a directory it walks: never through a link, not inherited by children.
+fn dir_flags() -> nix::fcntl::OFlag {
+    use nix::fcntl::OFlag;
+    OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }
 
 /// Whether the file at `path` hashes to `e`'s object id as git would store it (a blob of its
