@@ -310,6 +310,23 @@ fn same_content(path: &Path, e: &Entry) -> bool {
     hash.finalize().as_slice() == e.oid
 }
 
+/// Removes every empty directory below `root` (its `.git` left alone), deepest first, so that a
+/// directory holding only empty ones goes too; links are never followed.
+pub(crate) fn remove_empty_dirs(root: &Path) -> std::io::Result<()> {
+    walk(root, &mut Vec::new(), &|_| true, true).map(drop)
+}
+
+/// The checksum an index file ends with (the SHA-1 of its content), read without the rest;
+/// `None` when it cannot be read or git wrote none (`index.skipHash`).
+pub(crate) fn trailer(path: &Path) -> Option<[u8; OID]> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::End(-(OID as i64))).ok()?;
+    let mut sum = [0u8; OID];
+    file.read_exact(&mut sum).ok()?;
+    sum.iter().any(|b| *b != 0).then_some(sum)
+}
+
 /// Walks `dir` (relative path `rel` below the root), answering whether every non-directory is
 /// `held`; an empty directory is removed when `prune` (and then counts as nothing), else it
 /// answers `false`. The root's `.git` is skipped; links are never followed.
@@ -686,6 +703,14 @@ mod tests {
         assert_eq!(changed(&before, &after), by_git);
         assert_eq!(by_git.len(), 6, "{by_git:?}");
         assert!(changed(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn the_trailer_is_the_checksum_the_reader_verified() {
+        let dir = repo();
+        let path = dir.path().join(".git/index");
+        assert_eq!(trailer(&path), read(dir.path()).checksum);
+        assert!(trailer(&dir.path().join("missing")).is_none());
     }
 
     #[test]

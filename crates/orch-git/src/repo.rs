@@ -426,7 +426,7 @@ impl Repo {
             ])
             .run()
             .await?;
-        let exactly = status.is_empty() && remove_empty_dirs(tree).is_ok();
+        let exactly = status.is_empty() && crate::index::remove_empty_dirs(tree).is_ok();
         if exactly {
             self.remember_index(git_dir, commit);
         }
@@ -443,7 +443,8 @@ impl Repo {
 
     /// Notes that the index in `git_dir` holds exactly `commit`'s tree now.
     pub(crate) fn remember_index(&self, git_dir: &Path, commit: &str) {
-        let sum = Index::read(&git_dir.join("index")).and_then(|index| index.checksum);
+        // The trailer names the content; `index_holding` verifies it when it reads the index.
+        let sum = crate::index::trailer(&git_dir.join("index"));
         if let Ok(mut known) = self.known_index.lock() {
             match sum {
                 Some(sum) => known.insert(git_dir.to_owned(), (commit.to_owned(), sum)),
@@ -456,26 +457,4 @@ impl Repo {
     pub(crate) async fn branch_sha(&self, branch: &str) -> Result<Option<String>> {
         self.rev_parse(&format!("refs/heads/{branch}")).await
     }
-}
-
-/// Removes every empty directory below `root` (its `.git` left alone), deepest first, so that a
-/// directory holding only empty ones goes too; links are never followed.
-fn remove_empty_dirs(root: &Path) -> std::io::Result<()> {
-    fn walk(dir: &Path, top: bool) -> std::io::Result<bool> {
-        let mut empty = true;
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            if top && entry.file_name() == ".git" {
-                empty = false;
-                continue;
-            }
-            if entry.file_type()?.is_dir() && walk(&entry.path(), false)? {
-                std::fs::remove_dir(entry.path())?;
-            } else {
-                empty = false;
-            }
-        }
-        Ok(empty)
-    }
-    walk(root, true).map(drop)
 }
