@@ -291,8 +291,12 @@ impl Engine {
             // HEAD is the base (put back above) and the index holds the snapshot.
             repo.staged_since_fork(&wt, &default).await?
         };
-        let mut file_failures =
-            worktree_files::file_failures(&wt, &stage_changes, project.pipeline.links_inside());
+        let mut file_failures = worktree_files::file_failures(
+            &wt,
+            &stage_changes,
+            project.pipeline.links_inside(),
+            snapshot.special_files(),
+        );
         let left = req.timeout.saturating_sub(agent_started.elapsed());
         let artifact = match &artifact_path {
             Some(rel) => {

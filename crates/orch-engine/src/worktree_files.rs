@@ -142,9 +142,22 @@ fn read_artifacts_now(wt: &Path, dir: &str) -> Vec<(String, String)> {
 /// The failures for files in the agent's change that are not regular files: a FIFO, socket or
 /// device anywhere in the tree (git does not see them), and a symbolic link among the changed
 /// paths (unless `links_inside` and it stays inside the tree). Each names the path.
-pub(crate) fn file_failures(wt: &Path, changes: &[String], links_inside: bool) -> Vec<GateFailure> {
+pub(crate) fn file_failures(
+    wt: &Path,
+    changes: &[String],
+    links_inside: bool,
+    special: Option<&[(String, std::fs::FileType)]>,
+) -> Vec<GateFailure> {
     let mut reasons = Vec::new();
-    match safe_file::special_files(wt, false) {
+    // The snapshot's walk may have found them already; otherwise the tree is walked here.
+    let found = match special {
+        Some(found) => Ok(found
+            .iter()
+            .map(|(path, kind)| (path.clone(), FileKind::of_type(*kind)))
+            .collect()),
+        None => safe_file::special_files(wt, false),
+    };
+    match found {
         Ok(found) => reasons.extend(
             found
                 .into_iter()

@@ -101,6 +101,15 @@ pub(crate) fn digest(files: &[File]) -> String {
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What [`Index::survey`] found.
+pub(crate) struct Survey {
+    /// Every regular file and link on disk is one the index holds, and no directory is empty.
+    pub(crate) all_held: bool,
+    /// The FIFOs, sockets and devices (relative paths, sorted by the walk's order) and their
+    /// types.
+    pub(crate) special: Vec<(String, std::fs::FileType)>,
+}
+
 /// A work tree's index as git last wrote it.
 #[derive(Debug)]
 pub(crate) struct Index {
@@ -225,11 +234,26 @@ impl Index {
         Ok(Some(left == 0 && !top))
     }
 
-    /// Whether every file below `root` is one the index holds: after `git add -A`, a file it
-    /// does not hold is ignored (or something git cannot add). An empty directory counts as
-    /// not held, since `git clean -X` may remove it.
-    pub(crate) fn holds_all_of(&self, root: &Path) -> std::io::Result<bool> {
-        walk(root, &mut Vec::new(), &|rel| self.holds(rel), false)
+    /// One walk of `root` after `git add -A` staged it: whether every file on disk is one the
+    /// index holds (a file it does not hold is ignored, or something git cannot add; an empty
+    /// directory counts as not held, since `git clean -X` may remove it), and the FIFOs,
+    /// sockets and devices, which git does not see at all.
+    pub(crate) fn survey(&self, root: &Path) -> std::io::Result<Survey> {
+        let mut special = Vec::new();
+        let all_held = walk(
+            root,
+            &mut Vec::new(),
+            &mut |rel, kind| {
+                if kind.is_file() || kind.is_symlink() {
+                    self.holds(rel)
+                } else {
+                    special.push((String::from_utf8_lossy(rel).into_owned(), kind));
+                    true
+                }
+            },
+            false,
+        )?;
+        Ok(Survey { all_held, special })
     }
 
     /// The files as a tree records them (path, mode, object id), when every entry is simply a
@@ -313,7 +337,7 @@ fn same_content(path: &Path, e: &Entry) -> bool {
 /// Removes every empty directory below `root` (its `.git` left alone), deepest first, so that a
 /// directory holding only empty ones goes too; links are never followed.
 pub(crate) fn remove_empty_dirs(root: &Path) -> std::io::Result<()> {
-    walk(root, &mut Vec::new(), &|_| true, true).map(drop)
+    walk(root, &mut Vec::new(), &mut |_, _| true, true).map(drop)
 }
 
 /// The checksum an index file ends with (the SHA-1 of its content), read without the rest;
@@ -327,17 +351,19 @@ pub(crate) fn trailer(path: &Path) -> Option<[u8; OID]> {
     sum.iter().any(|b| *b != 0).then_some(sum)
 }
 
-/// Walks `dir` (relative path `rel` below the root), answering whether every non-directory is
-/// `held`; an empty directory is removed when `prune` (and then counts as nothing), else it
-/// answers `false`. The root's `.git` is skipped; links are never followed.
+/// Walks `dir` (relative path `rel` below the root) to its end, answering whether `visit`
+/// answered `true` for every non-directory (given its path and type); an empty directory is
+/// removed when `prune` (and then counts as nothing), else it answers `false`. The root's
+/// `.git` is skipped; links are never followed.
 fn walk(
     dir: &Path,
     rel: &mut Vec<u8>,
-    held: &dyn Fn(&[u8]) -> bool,
+    visit: &mut dyn FnMut(&[u8], std::fs::FileType) -> bool,
     prune: bool,
 ) -> std::io::Result<bool> {
     let top = rel.is_empty();
     let mut empty = true;
+    let mut all = true;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -350,9 +376,10 @@ fn walk(
             rel.push(b'/');
         }
         rel.extend_from_slice(name.as_bytes());
-        let ok = if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        all &= if kind.is_dir() {
             let path = entry.path();
-            match walk(&path, rel, held, prune)? {
+            match walk(&path, rel, visit, prune)? {
                 true if prune && std::fs::read_dir(&path)?.next().is_none() => {
                     std::fs::remove_dir(&path)?;
                     true
@@ -360,14 +387,11 @@ fn walk(
                 answer => answer,
             }
         } else {
-            held(rel)
+            visit(rel, kind)
         };
         rel.truncate(len);
-        if !ok {
-            return Ok(false);
-        }
     }
-    Ok(!empty || top || prune)
+    Ok(all && (!empty || top || prune))
 }
 
 /// Parses an index file's bytes; `None` for anything not known for certain.

@@ -22,8 +22,21 @@ pub enum Reset {
     Exactly,
 }
 
-/// A commit whose tree an index holds exactly, and the index file's checksum then.
-type KnownIndex = (String, [u8; 20]);
+/// A commit whose tree a work tree's index holds exactly, and the index file's checksum then.
+#[derive(Debug, Clone)]
+struct KnownIndex {
+    commit: String,
+    sum: [u8; 20],
+    /// Set when orch saw the tree exactly as this index holds it after the last process it
+    /// started there had ended, and wrote this token to the git directory's [`SETTLED`] file
+    /// (see [`Repo::settle`]).
+    settled: Option<[u8; 16]>,
+}
+
+/// The file in a work tree's git directory that says which orch settled the tree last (see
+/// [`Repo::settle`]). Every start of work in the tree removes it first, whichever orch process
+/// starts it, so a token read back there means no one has started anything since.
+const SETTLED: &str = "orch-settled";
 
 /// A project's main repository: a work tree root or a bare repository.
 ///
@@ -357,9 +370,19 @@ impl Repo {
     }
 
     /// [`Repo::reset_to`], telling what it found ([`Reset`]).
+    ///
+    /// A tree orch settled when it committed there last ([`Repo::settle`]) is known to be
+    /// exactly that commit without a walk: nothing has run in it since. Every other start walks
+    /// it (in-process, or `git status`) and resets it when it is not exactly `commit`.
     pub async fn reset_to_base(&self, worktree: &Path, commit: &str) -> Result<Reset> {
         check_ref("commit", commit)?;
         let (tree, git_dir) = self.checked(worktree)?;
+        if let Some(settled) = self.take_settled(&git_dir)
+            && settled == commit
+            && self.at_rest(&tree, &git_dir, commit).await?
+        {
+            return Ok(Reset::Exactly);
+        }
         let unhidden = self.unhide(worktree, &git_dir).await?;
         if unhidden.is_empty() {
             match self.is_exactly(&tree, &git_dir, commit).await? {
@@ -380,6 +403,22 @@ impl Repo {
         Ok(Reset::Reset)
     }
 
+    /// Whether HEAD of the work tree `tree` is `commit` with no merge, cherry-pick, revert,
+    /// rebase or bisect under way (each keeps state a reset clears).
+    async fn at_rest(&self, tree: &Path, git_dir: &Path, commit: &str) -> Result<bool> {
+        const IN_PROGRESS: &[&str] = &[
+            "MERGE_HEAD",
+            "CHERRY_PICK_HEAD",
+            "REVERT_HEAD",
+            "rebase-merge",
+            "rebase-apply",
+            "BISECT_LOG",
+            "sequencer",
+        ];
+        Ok(!IN_PROGRESS.iter().any(|f| git_dir.join(f).exists())
+            && self.head_at(tree, git_dir).await? == commit)
+    }
+
     /// Whether the work tree `tree` (checked just now, its git directory `git_dir`) is exactly
     /// `commit` already (see [`Repo::reset_to`]); empty directories, which git does not track,
     /// are removed on the way, as `clean -d` would remove them.
@@ -392,19 +431,7 @@ impl Repo {
     /// `Some(false)`: exactly as `git status` sees it (which does not see a FIFO or a socket);
     /// `None`: not exactly.
     async fn is_exactly(&self, tree: &Path, git_dir: &Path, commit: &str) -> Result<Option<bool>> {
-        // A merge, cherry-pick, revert, rebase or bisect under way keeps state a reset clears.
-        const IN_PROGRESS: &[&str] = &[
-            "MERGE_HEAD",
-            "CHERRY_PICK_HEAD",
-            "REVERT_HEAD",
-            "rebase-merge",
-            "rebase-apply",
-            "BISECT_LOG",
-            "sequencer",
-        ];
-        if IN_PROGRESS.iter().any(|f| git_dir.join(f).exists())
-            || self.head_at(tree, git_dir).await? != commit
-        {
+        if !self.at_rest(tree, git_dir, commit).await? {
             return Ok(None);
         }
         if self
@@ -436,9 +463,9 @@ impl Repo {
     /// The index in `git_dir`, when orch left it holding exactly `commit`'s tree and it is byte
     /// for byte what it was then.
     pub(crate) fn index_holding(&self, git_dir: &Path, commit: &str) -> Option<Index> {
-        let (known_commit, sum) = self.known_index.lock().ok()?.get(git_dir).cloned()?;
+        let known = self.known_index.lock().ok()?.get(git_dir).cloned()?;
         let index = Index::read(&git_dir.join("index"))?;
-        (known_commit == commit && index.checksum == Some(sum)).then_some(index)
+        (known.commit == commit && index.checksum == Some(known.sum)).then_some(index)
     }
 
     /// Notes that the index in `git_dir` holds exactly `commit`'s tree now.
@@ -447,14 +474,65 @@ impl Repo {
         let sum = crate::index::trailer(&git_dir.join("index"));
         if let Ok(mut known) = self.known_index.lock() {
             match sum {
-                Some(sum) => known.insert(git_dir.to_owned(), (commit.to_owned(), sum)),
+                Some(sum) => known.insert(
+                    git_dir.to_owned(),
+                    KnownIndex {
+                        commit: commit.to_owned(),
+                        sum,
+                        settled: None,
+                    },
+                ),
                 None => known.remove(git_dir),
             };
         }
+    }
+
+    /// Notes, after [`Repo::remember_index`] of `commit`, that the tree was seen exactly as
+    /// the index holds it after every process orch started there had ended: the next
+    /// [`Repo::reset_to_base`] to `commit` then needs no walk. The note is a random token kept
+    /// here and written to the git directory, where any start of work by any orch process
+    /// removes it first; without both, or with the index changed, the next start walks.
+    pub(crate) fn settle(&self, git_dir: &Path, commit: &str) {
+        let mut token = [0u8; 16];
+        if getrandom::getrandom(&mut token).is_err() {
+            return;
+        }
+        let Ok(mut known) = self.known_index.lock() else {
+            return;
+        };
+        let Some(entry) = known.get_mut(git_dir).filter(|k| k.commit == commit) else {
+            return;
+        };
+        if std::fs::write(git_dir.join(SETTLED), hex(&token)).is_ok() {
+            entry.settled = Some(token);
+        }
+    }
+
+    /// Ends what [`Repo::settle`] noted for the work tree of `git_dir` (work is starting there):
+    /// the settled commit, when this orch's token is still the one in the git directory and the
+    /// index is still the one it left.
+    pub(crate) fn take_settled(&self, git_dir: &Path) -> Option<String> {
+        let marker = git_dir.join(SETTLED);
+        let written = std::fs::read(&marker).ok();
+        if written.is_some() {
+            // Another start, by another orch process, must find nothing to trust.
+            let _ = std::fs::remove_file(&marker);
+        }
+        let known = {
+            let mut all = self.known_index.lock().ok()?;
+            let entry = all.get_mut(git_dir)?;
+            let token = entry.settled.take()?;
+            (written? == hex(&token).into_bytes()).then(|| entry.clone())?
+        };
+        (crate::index::trailer(&git_dir.join("index")) == Some(known.sum)).then_some(known.commit)
     }
 
     /// The SHA of `refs/heads/<branch>`, or `None` when there is no such branch.
     pub(crate) async fn branch_sha(&self, branch: &str) -> Result<Option<String>> {
         self.rev_parse(&format!("refs/heads/{branch}")).await
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

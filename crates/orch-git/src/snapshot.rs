@@ -35,6 +35,9 @@ pub struct Snapshot {
     unhidden: Vec<String>,
     /// The tree's files, read from the index that staged them (when orch reads it).
     files: Option<Vec<File>>,
+    /// The FIFOs, sockets and devices on disk, when the walk after staging saw every other
+    /// file staged (`None`: not known, look).
+    special: Option<Vec<(String, std::fs::FileType)>>,
 }
 
 /// The files of the commit a stage starts from, read from the work tree's index while orch
@@ -63,6 +66,18 @@ impl Snapshot {
     pub fn unhidden(&self) -> &[String] {
         &self.unhidden
     }
+
+    /// The FIFOs, sockets and devices in the tree (which git does not see), as the walk that
+    /// checked the staging found them; `None` when that walk did not tell (then look).
+    pub fn special_files(&self) -> Option<&[(String, std::fs::FileType)]> {
+        self.special.as_deref()
+    }
+
+    /// Whether the tree was seen holding exactly what was staged: every file on disk in the
+    /// index, nothing git cannot see, nothing removed afterwards.
+    fn settled(&self) -> bool {
+        self.files.is_some() && self.special.as_ref().is_some_and(Vec::is_empty)
+    }
 }
 
 impl Repo {
@@ -80,13 +95,18 @@ impl Repo {
     /// there is none).
     pub async fn stage_all(&self, worktree: &Path) -> Result<Snapshot> {
         let (tree, git_dir) = self.checked(worktree)?;
+        // Something ran in the tree: what was settled before is not any more.
+        self.take_settled(&git_dir);
         let unhidden = self.unhide(worktree, &git_dir).await?;
         self.git_in(worktree)?.args(["add", "-A"]).run().await?;
         let staged = Index::read(&git_dir.join("index"));
-        let all_held = staged
+        // One walk answers both: whether anything on disk is not staged, and what git cannot
+        // see. After a clean, what it saw may be gone: then it is not used.
+        let survey = staged
             .as_ref()
-            .is_some_and(|index| index.holds_all_of(&tree).unwrap_or(false));
-        let ignored = if all_held {
+            .and_then(|index| index.survey(&tree).ok())
+            .filter(|survey| survey.all_held);
+        let ignored = if survey.is_some() {
             Vec::new()
         } else {
             self.remove_ignored(worktree).await?
@@ -105,6 +125,7 @@ impl Repo {
             ignored,
             unhidden,
             files,
+            special: survey.map(|survey| survey.special),
         })
     }
 
@@ -228,7 +249,10 @@ impl Repo {
     /// [`Repo::stage_all`]), without hooks, signing or automatic maintenance. Only from
     /// `parent`: HEAD is read before (in-process), git moves the branch with a compare-and-swap
     /// from what it read, and the reflog shows after that it moved from `parent`
-    /// ([`GitError::ConcurrentUpdate`] otherwise).
+    /// ([`GitError::ConcurrentUpdate`] otherwise). When the snapshot saw the tree holding
+    /// exactly what it staged, the tree is noted settled: the next [`Repo::reset_to_base`] to
+    /// the new commit needs no walk (a command that ran in the tree since must have been
+    /// checked with [`Repo::still_staged`]).
     pub async fn commit_snapshot(
         &self,
         worktree: &Path,
@@ -237,6 +261,7 @@ impl Repo {
         message: &str,
     ) -> Result<String> {
         check_ref("parent", parent)?;
+        let settled = snapshot.settled();
         drop(snapshot);
         let (tree, git_dir) = self.checked(worktree)?;
         let moved = || GitError::ConcurrentUpdate {
@@ -272,8 +297,11 @@ impl Repo {
         if from != parent {
             return Err(moved());
         }
-        // The index holds what was committed.
+        // The index holds what was committed, and so does the tree when the snapshot saw it so.
         self.remember_index(&git_dir, &sha);
+        if settled {
+            self.settle(&git_dir, &sha);
+        }
         Ok(sha)
     }
 

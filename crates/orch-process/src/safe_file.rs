@@ -50,7 +50,8 @@ impl FileKind {
         }
     }
 
-    fn of_type(t: std::fs::FileType) -> Self {
+    /// The kind of a file whose type a directory walk gave.
+    pub fn of_type(t: std::fs::FileType) -> Self {
         use std::os::unix::fs::FileTypeExt as _;
         if t.is_symlink() {
             Self::Symlink

@@ -75,7 +75,7 @@ fn links_fifos_and_devices_in_a_change_are_named() {
     ]
     .map(str::to_owned)
     .to_vec();
-    let refused = file_failures(dir.path(), &changes, false);
+    let refused = file_failures(dir.path(), &changes, false, None);
     assert_eq!(
         reasons(&refused),
         [
@@ -91,8 +91,18 @@ fn links_fifos_and_devices_in_a_change_are_named() {
         ]
     );
     assert!(refused.iter().all(|f| f.gate == GateKind::WriteAllowlist));
+    // What the snapshot's walk found is taken as it is, without a walk of its own.
+    let fifo = std::fs::symlink_metadata(dir.path().join("docs/pipe"))
+        .expect("stat")
+        .file_type();
+    let told = [("docs/pipe".to_owned(), fifo)];
+    assert_eq!(
+        reasons(&file_failures(dir.path(), &[], false, Some(&told))),
+        ["only regular files may be written: docs/pipe is a FIFO (named pipe)"]
+    );
+    assert!(file_failures(dir.path(), &[], false, Some(&[])).is_empty());
     // Allowed inside the tree: only the link that stays inside, out of `.git`, passes.
-    let inside = file_failures(dir.path(), &changes, true);
+    let inside = file_failures(dir.path(), &changes, true, None);
     assert_eq!(
         reasons(&inside),
         [

@@ -133,13 +133,41 @@ fn empty_directories_are_pruned_or_seen() {
     std::fs::create_dir_all(root.join("d/empty/deeper")).expect("mkdir");
     let index = read(root);
     assert!(
-        !index.holds_all_of(root).expect("walk"),
+        !index.survey(root).expect("walk").all_held,
         "counted as not held"
     );
     assert!(root.join("d/empty").exists());
     assert!(index.tree_is_exactly(root).expect("walk"), "pruned");
     assert!(!root.join("d/empty").exists());
     assert!(root.join("d/e").exists());
+}
+
+#[test]
+fn one_survey_finds_what_the_index_does_not_hold_and_what_git_cannot_see() {
+    let dir = repo();
+    let root = dir.path();
+    let index = read(root);
+    let clean = index.survey(root).expect("walk");
+    assert!(clean.all_held && clean.special.is_empty());
+
+    nix::unistd::mkfifo(&root.join("d/pipe"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let with_fifo = index.survey(root).expect("walk");
+    assert!(
+        with_fifo.all_held,
+        "a FIFO is reported, not staged or cleaned"
+    );
+    let names: Vec<&str> = with_fifo.special.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(names, ["d/pipe"]);
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&with_fifo.special[0].1),
+        "its type comes with it"
+    );
+
+    // A file the index does not hold does not end the walk: the FIFO is still found.
+    std::fs::write(root.join("untracked.txt"), "x").expect("write");
+    let both = index.survey(root).expect("walk");
+    assert!(!both.all_held);
+    assert_eq!(both.special.len(), 1);
 }
 
 #[test]

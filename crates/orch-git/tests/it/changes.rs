@@ -535,3 +535,134 @@ async fn a_fifo_keeps_a_tree_from_being_exactly_its_commit() {
         orch_git::Reset::Exactly
     );
 }
+
+/// A stage that commits what it staged, with every file on disk staged: returns the commit.
+async fn settled_stage(f: &Fixture, wt: &std::path::Path, file: &str) -> String {
+    let base = f.repo.head(wt).await.expect("head");
+    write(&wt.join(file), "the stage's work\n");
+    let snapshot = f.repo.stage_all(wt).await.expect("snapshot");
+    f.repo
+        .commit_snapshot(wt, snapshot, &base, "stage")
+        .await
+        .expect("committed")
+}
+
+/// The note a settled tree leaves in its git directory.
+fn note(wt: &std::path::Path) -> PathBuf {
+    PathBuf::from(git(wt, &["rev-parse", "--absolute-git-dir"]).trim()).join("orch-settled")
+}
+
+/// What `reset_to_base` finds after a file changed behind orch's back, and whether the change
+/// is still there afterwards.
+async fn start_after_a_change(
+    repo: &orch_git::Repo,
+    wt: &std::path::Path,
+    commit: &str,
+) -> (orch_git::Reset, bool) {
+    write(&wt.join("README.md"), "changed behind orch's back\n");
+    let found = repo.reset_to_base(wt, commit).await.expect("reset");
+    let kept = std::fs::read_to_string(wt.join("README.md")).expect("read")
+        == "changed behind orch's back\n";
+    (found, kept)
+}
+
+/// After a stage whose snapshot saw every file on disk staged and which committed it, the next
+/// start in that tree does not walk it: nothing has run there since (the agent and the gates had
+/// ended before the snapshot). The proof that it did not look is a change made behind orch's
+/// back, which only a walk would see; the note is good for one start only.
+#[tokio::test]
+async fn the_start_after_a_settled_commit_trusts_the_tree_once() {
+    let f = Fixture::new().await;
+    let wt = f.worktree("settled", "orch/S-1").await;
+    let sha = settled_stage(&f, &wt, "work.txt").await;
+    assert_eq!(
+        start_after_a_change(&f.repo, &wt, &sha).await,
+        (orch_git::Reset::Exactly, true),
+        "trusted: not walked"
+    );
+    assert_eq!(
+        start_after_a_change(&f.repo, &wt, &sha).await,
+        (orch_git::Reset::Reset, false),
+        "once only: the second start walks and resets"
+    );
+}
+
+/// Everything else makes the next start walk: another orch process that started work in the
+/// tree since, a forged note, an index someone changed, another commit, a snapshot that had to
+/// clean ignored files, and work started by staging again.
+#[tokio::test]
+async fn a_settled_tree_is_walked_again_after_anything_else_touched_it() {
+    type Touch = fn(&Fixture, &std::path::Path);
+    let touches: [(&str, Touch); 3] = [
+        ("a forged note", |_, wt| {
+            write(&note(wt), "00112233445566778899aabbccddeeff");
+        }),
+        ("a note removed", |_, wt| {
+            std::fs::remove_file(note(wt)).expect("the note is there");
+        }),
+        ("the index changed", |_, wt| {
+            git(wt, &["update-index", "--assume-unchanged", ".gitignore"]);
+        }),
+    ];
+    for (i, (what, touch)) in touches.into_iter().enumerate() {
+        let f = Fixture::new().await;
+        let wt = f.worktree(&format!("t{i}"), &format!("orch/T-{i}")).await;
+        let sha = settled_stage(&f, &wt, "work.txt").await;
+        touch(&f, &wt);
+        assert_eq!(
+            start_after_a_change(&f.repo, &wt, &sha).await,
+            (orch_git::Reset::Reset, false),
+            "{what}"
+        );
+    }
+
+    // Another orch process starting work in the tree ends the first one's note, even when it
+    // finds nothing to reset.
+    let f = Fixture::new().await;
+    let wt = f.worktree("other", "orch/O-1").await;
+    let sha = settled_stage(&f, &wt, "work.txt").await;
+    let other = orch_git::Repo::open(f.main_tree()).await.expect("open");
+    assert_ne!(
+        other.reset_to_base(&wt, &sha).await.expect("reset"),
+        orch_git::Reset::Reset,
+        "it found the tree exactly the commit (asking git: it knows nothing of this index)"
+    );
+    assert_eq!(
+        start_after_a_change(&f.repo, &wt, &sha).await,
+        (orch_git::Reset::Reset, false),
+        "another orch started here"
+    );
+
+    // A start at another commit walks.
+    let f = Fixture::new().await;
+    let wt = f.worktree("moved", "orch/M-1").await;
+    let first = f.repo.head(&wt).await.expect("head");
+    settled_stage(&f, &wt, "work.txt").await;
+    assert_eq!(
+        start_after_a_change(&f.repo, &wt, &first).await,
+        (orch_git::Reset::Reset, false),
+        "another commit"
+    );
+
+    // A snapshot that removed an ignored file saw the tree before it: no note.
+    let f = Fixture::new().await;
+    let wt = f.worktree("ignored", "orch/I-1").await;
+    write(&wt.join("target/out.bin"), "build output\n");
+    let sha = settled_stage(&f, &wt, "work.txt").await;
+    assert_eq!(
+        start_after_a_change(&f.repo, &wt, &sha).await,
+        (orch_git::Reset::Reset, false),
+        "cleaned"
+    );
+
+    // Staging again is work in the tree: the note ends.
+    let f = Fixture::new().await;
+    let wt = f.worktree("restaged", "orch/R-1").await;
+    let sha = settled_stage(&f, &wt, "work.txt").await;
+    f.repo.stage_all(&wt).await.expect("snapshot");
+    assert_eq!(
+        start_after_a_change(&f.repo, &wt, &sha).await,
+        (orch_git::Reset::Reset, false),
+        "staged again"
+    );
+}
