@@ -34,7 +34,7 @@ struct KnownIndex {
 }
 
 /// The file in a work tree's git directory that says which orch settled the tree last (see
-/// [`Repo::settle`]). Every start of work in the tree removes it first, whichever orch process
+/// [`Repo::settle`]). Every start of work in the tree empties it first, whichever orch process
 /// starts it, so a token read back there means no one has started anything since.
 const SETTLED: &str = "orch-settled";
 
@@ -491,7 +491,7 @@ impl Repo {
     /// the index holds it after every process orch started there had ended: the next
     /// [`Repo::reset_to_base`] to `commit` then needs no walk. The note is a random token kept
     /// here and written to the git directory, where any start of work by any orch process
-    /// removes it first; without both, or with the index changed, the next start walks.
+    /// empties it first; without both, or with the index changed, the next start walks.
     pub(crate) fn settle(&self, git_dir: &Path, commit: &str) {
         let mut token = [0u8; 16];
         if getrandom::getrandom(&mut token).is_err() {
@@ -513,10 +513,11 @@ impl Repo {
     /// index is still the one it left.
     pub(crate) fn take_settled(&self, git_dir: &Path) -> Option<String> {
         let marker = git_dir.join(SETTLED);
-        let written = std::fs::read(&marker).ok();
+        let written = std::fs::read(&marker).ok().filter(|w| !w.is_empty());
         if written.is_some() {
-            // Another start, by another orch process, must find nothing to trust.
-            let _ = std::fs::remove_file(&marker);
+            // Another start, by another orch process, must find nothing to trust. The file is
+            // emptied rather than removed: creating a file costs more than writing one.
+            let _ = std::fs::write(&marker, b"");
         }
         let known = {
             let mut all = self.known_index.lock().ok()?;

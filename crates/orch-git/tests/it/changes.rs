@@ -593,12 +593,15 @@ async fn the_start_after_a_settled_commit_trusts_the_tree_once() {
 #[tokio::test]
 async fn a_settled_tree_is_walked_again_after_anything_else_touched_it() {
     type Touch = fn(&Fixture, &std::path::Path);
-    let touches: [(&str, Touch); 3] = [
+    let touches: [(&str, Touch); 4] = [
         ("a forged note", |_, wt| {
             write(&note(wt), "00112233445566778899aabbccddeeff");
         }),
         ("a note removed", |_, wt| {
             std::fs::remove_file(note(wt)).expect("the note is there");
+        }),
+        ("a note emptied", |_, wt| {
+            write(&note(wt), "");
         }),
         ("the index changed", |_, wt| {
             git(wt, &["update-index", "--assume-unchanged", ".gitignore"]);
