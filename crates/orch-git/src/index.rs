@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
+use nix::dir::Type;
 use sha1::{Digest as _, Sha1};
 
 /// The bytes of an object id in a SHA-1 repository.
@@ -242,14 +243,16 @@ impl Index {
         let mut special = Vec::new();
         let all_held = walk(
             root,
-            &mut Vec::new(),
             &mut |rel, kind| {
-                if kind.is_file() || kind.is_symlink() {
-                    self.holds(rel)
-                } else {
-                    special.push((String::from_utf8_lossy(rel).into_owned(), kind));
-                    true
+                if matches!(kind, Type::File | Type::Symlink) {
+                    return self.holds(rel);
                 }
+                // Rare: the full path's type, in the form the caller's checks take.
+                let path = root.join(std::ffi::OsStr::from_bytes(rel));
+                if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                    special.push((String::from_utf8_lossy(rel).into_owned(), meta.file_type()));
+                }
+                true
             },
             false,
         )?;
@@ -337,7 +340,7 @@ fn same_content(path: &Path, e: &Entry) -> bool {
 /// Removes every empty directory below `root` (its `.git` left alone), deepest first, so that a
 /// directory holding only empty ones goes too; links are never followed.
 pub(crate) fn remove_empty_dirs(root: &Path) -> std::io::Result<()> {
-    walk(root, &mut Vec::new(), &mut |_, _| true, true).map(drop)
+    walk(root, &mut |_, _| true, true).map(drop)
 }
 
 /// The checksum an index file ends with (the SHA-1 of its content), read without the rest;
@@ -351,47 +354,94 @@ pub(crate) fn trailer(path: &Path) -> Option<[u8; OID]> {
     sum.iter().any(|b| *b != 0).then_some(sum)
 }
 
-/// Walks `dir` (relative path `rel` below the root) to its end, answering whether `visit`
-/// answered `true` for every non-directory (given its path and type); an empty directory is
-/// removed when `prune` (and then counts as nothing), else it answers `false`. The root's
-/// `.git` is skipped; links are never followed.
+/// Walks the tree at `root` to its end, answering whether `visit` answered `true` for every
+/// non-directory (given its path relative to the root and its type); an empty directory is
+/// removed when `prune` (and then counts as nothing), else it answers `false`. The root's `.git`
+/// is skipped; links are never followed. Each name is looked at relative to its directory.
 fn walk(
-    dir: &Path,
-    rel: &mut Vec<u8>,
-    visit: &mut dyn FnMut(&[u8], std::fs::FileType) -> bool,
+    root: &Path,
+    visit: &mut dyn FnMut(&[u8], Type) -> bool,
     prune: bool,
 ) -> std::io::Result<bool> {
+    let dir = nix::dir::Dir::open(
+        root,
+        dir_flags() | nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    walk_below(dir, &mut Vec::new(), visit, prune).map(|(all, _)| all)
+}
+
+/// One directory of [`walk`] (`rel` below the root): whether every file below answered `true`
+/// and no directory below was left empty, and how many names the directory holds afterwards.
+fn walk_below(
+    mut dir: nix::dir::Dir,
+    rel: &mut Vec<u8>,
+    visit: &mut dyn FnMut(&[u8], Type) -> bool,
+    prune: bool,
+) -> std::io::Result<(bool, usize)> {
+    use nix::fcntl::AtFlags;
+    use nix::sys::stat::{SFlag, fstatat};
     let top = rel.is_empty();
-    let mut empty = true;
-    let mut all = true;
-    for entry in std::fs::read_dir(dir)? {
+    let mut names = Vec::new();
+    for entry in dir.iter() {
         let entry = entry?;
-        let name = entry.file_name();
-        if top && name == ".git" {
+        let name = entry.file_name().to_owned();
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." || (top && bytes == b".git") {
             continue;
         }
-        empty = false;
+        names.push((name, entry.file_type()));
+    }
+    let mut left = names.len();
+    let mut all = true;
+    for (name, kind) in names {
         let len = rel.len();
         if !top {
             rel.push(b'/');
         }
-        rel.extend_from_slice(name.as_bytes());
-        let kind = entry.file_type()?;
-        all &= if kind.is_dir() {
-            let path = entry.path();
-            match walk(&path, rel, visit, prune)? {
-                true if prune && std::fs::read_dir(&path)?.next().is_none() => {
-                    std::fs::remove_dir(&path)?;
-                    true
+        rel.extend_from_slice(name.to_bytes());
+        // A file system that does not give the type in the listing is asked per name.
+        let kind = match kind {
+            Some(kind) => kind,
+            None => {
+                let st = fstatat(&dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+                    SFlag::S_IFDIR => Type::Directory,
+                    SFlag::S_IFREG => Type::File,
+                    SFlag::S_IFLNK => Type::Symlink,
+                    SFlag::S_IFIFO => Type::Fifo,
+                    SFlag::S_IFSOCK => Type::Socket,
+                    SFlag::S_IFBLK => Type::BlockDevice,
+                    _ => Type::CharacterDevice,
                 }
-                answer => answer,
+            }
+        };
+        all &= if kind == Type::Directory {
+            let sub = nix::dir::Dir::openat(
+                &dir,
+                name.as_c_str(),
+                dir_flags() | nix::fcntl::OFlag::O_RDONLY,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            match walk_below(sub, rel, visit, prune)? {
+                (sub_all, 0) if prune => {
+                    nix::unistd::unlinkat(
+                        &dir,
+                        name.as_c_str(),
+                        nix::unistd::UnlinkatFlags::RemoveDir,
+                    )?;
+                    left -= 1;
+                    sub_all
+                }
+                (_, 0) => false,
+                (sub_all, _) => sub_all,
             }
         } else {
             visit(rel, kind)
         };
         rel.truncate(len);
     }
-    Ok(all && (!empty || top || prune))
+    Ok((all, left))
 }
 
 /// Parses an index file's bytes; `None` for anything not known for certain.
