@@ -184,17 +184,9 @@ impl Index {
         use nix::fcntl::AtFlags;
         use nix::sys::stat::{SFlag, fstatat};
         let top = rel.is_empty();
-        let mut names = Vec::new();
-        for entry in dir.iter() {
-            let name = entry?.file_name().to_owned();
-            let bytes = name.to_bytes();
-            if bytes == b"." || bytes == b".." || (top && bytes == b".git") {
-                continue;
-            }
-            names.push(name);
-        }
+        let names = listing(&mut dir, top)?;
         let mut left = names.len();
-        for name in names {
+        for (name, _) in names {
             let len = rel.len();
             if !top {
                 rel.push(b'/');
@@ -202,19 +194,10 @@ impl Index {
             rel.extend_from_slice(name.to_bytes());
             let st = fstatat(&dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
             let same = if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
-                let sub = nix::dir::Dir::openat(
-                    &dir,
-                    name.as_c_str(),
-                    dir_flags() | nix::fcntl::OFlag::O_RDONLY,
-                    nix::sys::stat::Mode::empty(),
-                )?;
+                let sub = open_below(&dir, &name)?;
                 match self.exactly_below(root, sub, rel, seen)? {
                     Some(true) => {
-                        nix::unistd::unlinkat(
-                            &dir,
-                            name.as_c_str(),
-                            nix::unistd::UnlinkatFlags::RemoveDir,
-                        )?;
+                        remove_dir_below(&dir, &name)?;
                         left -= 1;
                         true
                     }
@@ -319,6 +302,39 @@ fn dir_flags() -> nix::fcntl::OFlag {
     OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }
 
+/// The names in `dir` with their types when the listing gives them: `.` and `..` left out, and
+/// `.git` at the top of the tree.
+fn listing(
+    dir: &mut nix::dir::Dir,
+    top: bool,
+) -> std::io::Result<Vec<(std::ffi::CString, Option<Type>)>> {
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry?;
+        let bytes = entry.file_name().to_bytes();
+        if bytes == b"." || bytes == b".." || (top && bytes == b".git") {
+            continue;
+        }
+        names.push((entry.file_name().to_owned(), entry.file_type()));
+    }
+    Ok(names)
+}
+
+/// The directory `name` in `dir`, opened as orch walks directories ([`dir_flags`]).
+fn open_below(dir: &nix::dir::Dir, name: &std::ffi::CStr) -> nix::Result<nix::dir::Dir> {
+    nix::dir::Dir::openat(
+        dir,
+        name,
+        dir_flags() | nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// Removes the (empty) directory `name` in `dir`.
+fn remove_dir_below(dir: &nix::dir::Dir, name: &std::ffi::CStr) -> nix::Result<()> {
+    nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::RemoveDir)
+}
+
 /// Whether the file at `path` hashes to `e`'s object id as git would store it (a blob of its
 /// bytes, or of a link's target), without any filter a repository may configure: a file that
 /// git filters answers `false`, and then git is asked.
@@ -382,16 +398,7 @@ fn walk_below(
     use nix::fcntl::AtFlags;
     use nix::sys::stat::{SFlag, fstatat};
     let top = rel.is_empty();
-    let mut names = Vec::new();
-    for entry in dir.iter() {
-        let entry = entry?;
-        let name = entry.file_name().to_owned();
-        let bytes = name.to_bytes();
-        if bytes == b"." || bytes == b".." || (top && bytes == b".git") {
-            continue;
-        }
-        names.push((name, entry.file_type()));
-    }
+    let names = listing(&mut dir, top)?;
     let mut left = names.len();
     let mut all = true;
     for (name, kind) in names {
@@ -417,19 +424,9 @@ fn walk_below(
             }
         };
         all &= if kind == Type::Directory {
-            let sub = nix::dir::Dir::openat(
-                &dir,
-                name.as_c_str(),
-                dir_flags() | nix::fcntl::OFlag::O_RDONLY,
-                nix::sys::stat::Mode::empty(),
-            )?;
-            match walk_below(sub, rel, visit, prune)? {
+            match walk_below(open_below(&dir, &name)?, rel, visit, prune)? {
                 (sub_all, 0) if prune => {
-                    nix::unistd::unlinkat(
-                        &dir,
-                        name.as_c_str(),
-                        nix::unistd::UnlinkatFlags::RemoveDir,
-                    )?;
+                    remove_dir_below(&dir, &name)?;
                     left -= 1;
                     sub_all
                 }
