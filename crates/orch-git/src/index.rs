@@ -99,7 +99,7 @@ pub(crate) fn digest(files: &[File]) -> String {
         hash.update(f.mode.to_be_bytes());
         hash.update(f.oid);
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&hash.finalize())
 }
 
 /// What [`Index::survey`] found.

@@ -312,8 +312,7 @@ fn stable_digest(diff: &[u8]) -> String {
         }
         hasher.update(b"\n");
     }
-    let digest = hasher.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(&hasher.finalize())
 }
 
 /// The conflicted regions of each path, bounded per file and in all.

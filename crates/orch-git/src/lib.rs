@@ -40,6 +40,11 @@ mod repo;
 mod snapshot;
 mod worktree;
 
+/// Lower-case hexadecimal, as git writes object ids.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Real git for the unit tests: setting up what the crate must read.
 #[cfg(test)]
 mod testing {

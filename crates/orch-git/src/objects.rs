@@ -37,11 +37,7 @@ pub(crate) fn loose_commit(objects: &Path, sha: &str) -> Option<Commit> {
         .take(MAX_COMMIT)
         .read_to_end(&mut data)
         .ok()?;
-    let hex: String = Sha1::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if hex != sha {
+    if crate::hex(&Sha1::digest(&data)) != sha {
         return None;
     }
     let nul = data.iter().position(|b| *b == 0)?;

@@ -503,7 +503,7 @@ impl Repo {
         let Some(entry) = known.get_mut(git_dir).filter(|k| k.commit == commit) else {
             return;
         };
-        if std::fs::write(git_dir.join(SETTLED), hex(&token)).is_ok() {
+        if std::fs::write(git_dir.join(SETTLED), crate::hex(&token)).is_ok() {
             entry.settled = Some(token);
         }
     }
@@ -523,7 +523,7 @@ impl Repo {
             let mut all = self.known_index.lock().ok()?;
             let entry = all.get_mut(git_dir)?;
             let token = entry.settled.take()?;
-            (written? == hex(&token).into_bytes()).then(|| entry.clone())?
+            (written? == crate::hex(&token).into_bytes()).then(|| entry.clone())?
         };
         (crate::index::trailer(&git_dir.join("index")) == Some(known.sum)).then_some(known.commit)
     }
@@ -532,8 +532,4 @@ impl Repo {
     pub(crate) async fn branch_sha(&self, branch: &str) -> Result<Option<String>> {
         self.rev_parse(&format!("refs/heads/{branch}")).await
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

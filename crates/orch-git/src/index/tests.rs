@@ -52,7 +52,7 @@ fn listed(index: &Index) -> String {
         .entries
         .iter()
         .map(|e| {
-            let oid: String = e.oid.iter().map(|b| format!("{b:02x}")).collect();
+            let oid = crate::hex(&e.oid);
             format!(
                 "{:o} {oid} 0\t{}\n",
                 e.mode,
