@@ -607,65 +607,55 @@ async fn a_settled_tree_is_walked_again_after_anything_else_touched_it() {
             git(wt, &["update-index", "--assume-unchanged", ".gitignore"]);
         }),
     ];
-    for (i, (what, touch)) in touches.into_iter().enumerate() {
-        let f = Fixture::new().await;
-        let wt = f.worktree(&format!("t{i}"), &format!("orch/T-{i}")).await;
-        let sha = settled_stage(&f, &wt, "work.txt").await;
+    for (what, touch) in touches {
+        let (f, wt, sha) = settled_tree(&[]).await;
         touch(&f, &wt);
-        assert_eq!(
-            start_after_a_change(&f.repo, &wt, &sha).await,
-            (orch_git::Reset::Reset, false),
-            "{what}"
-        );
+        assert_walks(&f.repo, &wt, &sha, what).await;
     }
 
     // Another orch process starting work in the tree ends the first one's note, even when it
     // finds nothing to reset.
-    let f = Fixture::new().await;
-    let wt = f.worktree("other", "orch/O-1").await;
-    let sha = settled_stage(&f, &wt, "work.txt").await;
+    let (f, wt, sha) = settled_tree(&[]).await;
     let other = orch_git::Repo::open(f.main_tree()).await.expect("open");
     assert_ne!(
         other.reset_to_base(&wt, &sha).await.expect("reset"),
         orch_git::Reset::Reset,
         "it found the tree exactly the commit (asking git: it knows nothing of this index)"
     );
-    assert_eq!(
-        start_after_a_change(&f.repo, &wt, &sha).await,
-        (orch_git::Reset::Reset, false),
-        "another orch started here"
-    );
+    assert_walks(&f.repo, &wt, &sha, "another orch started here").await;
 
     // A start at another commit walks.
-    let f = Fixture::new().await;
-    let wt = f.worktree("moved", "orch/M-1").await;
-    let first = f.repo.head(&wt).await.expect("head");
-    settled_stage(&f, &wt, "work.txt").await;
-    assert_eq!(
-        start_after_a_change(&f.repo, &wt, &first).await,
-        (orch_git::Reset::Reset, false),
-        "another commit"
-    );
+    let (f, wt, sha) = settled_tree(&[]).await;
+    let first = git(&wt, &["rev-parse", &format!("{sha}^")]);
+    assert_walks(&f.repo, &wt, first.trim(), "another commit").await;
 
     // A snapshot that removed an ignored file saw the tree before it: no note.
-    let f = Fixture::new().await;
-    let wt = f.worktree("ignored", "orch/I-1").await;
-    write(&wt.join("target/out.bin"), "build output\n");
-    let sha = settled_stage(&f, &wt, "work.txt").await;
-    assert_eq!(
-        start_after_a_change(&f.repo, &wt, &sha).await,
-        (orch_git::Reset::Reset, false),
-        "cleaned"
-    );
+    let (f, wt, sha) = settled_tree(&["target/out.bin"]).await;
+    assert_walks(&f.repo, &wt, &sha, "cleaned").await;
 
     // Staging again is work in the tree: the note ends.
-    let f = Fixture::new().await;
-    let wt = f.worktree("restaged", "orch/R-1").await;
-    let sha = settled_stage(&f, &wt, "work.txt").await;
+    let (f, wt, sha) = settled_tree(&[]).await;
     f.repo.stage_all(&wt).await.expect("snapshot");
+    assert_walks(&f.repo, &wt, &sha, "staged again").await;
+}
+
+/// A new repository with a work tree after a stage that committed `work.txt` (and found the
+/// `leftovers` there too): the fixture, the tree and the stage's commit.
+async fn settled_tree(leftovers: &[&str]) -> (Fixture, PathBuf, String) {
+    let f = Fixture::new().await;
+    let wt = f.worktree("settled", "orch/S-1").await;
+    for path in leftovers {
+        write(&wt.join(path), "left by the stage\n");
+    }
+    let sha = settled_stage(&f, &wt, "work.txt").await;
+    (f, wt, sha)
+}
+
+/// That the next start at `commit` walks the tree: a change made behind orch's back is reset.
+async fn assert_walks(repo: &orch_git::Repo, wt: &std::path::Path, commit: &str, what: &str) {
     assert_eq!(
-        start_after_a_change(&f.repo, &wt, &sha).await,
+        start_after_a_change(repo, wt, commit).await,
         (orch_git::Reset::Reset, false),
-        "staged again"
+        "{what}"
     );
 }
