@@ -98,7 +98,7 @@ pub(crate) async fn ensure_build(
     cancel: &CancellationToken,
     refused: &mut orch_process::EgressRefusals,
 ) -> Result<Build, DeployError> {
-    check_worktree_at(worktree, sha, cancel).await?;
+    check_worktree_at(worktree, sha).await?;
     let dir = layout.build_dir(sha);
     if dir.exists() {
         match load_verified(&dir) {
@@ -117,13 +117,9 @@ pub(crate) async fn ensure_build(
 
 /// Checks that `sha` is a full SHA and that `worktree` is checked out at it: a build's label must
 /// tell the truth about the commit it came from.
-pub(crate) async fn check_worktree_at(
-    worktree: &Path,
-    sha: &str,
-    cancel: &CancellationToken,
-) -> Result<(), DeployError> {
+pub(crate) async fn check_worktree_at(worktree: &Path, sha: &str) -> Result<(), DeployError> {
     check_sha_format(sha)?;
-    let head = worktree_head(worktree, cancel).await?;
+    let head = worktree_head(worktree).await?;
     if head != sha {
         return Err(DeployError::WorktreeNotAtSha {
             worktree: worktree.to_owned(),
@@ -161,31 +157,13 @@ impl Observer for StdoutLines {
     }
 }
 
-async fn worktree_head(worktree: &Path, cancel: &CancellationToken) -> Result<String, DeployError> {
-    let spec = Spec::new("git", worktree)
-        .args(["rev-parse", "--verify", "HEAD"])
-        .timeout(std::time::Duration::from_secs(30));
-    let mut stdout = StdoutLines::default();
-    let finished = orch_process::run(&spec, cancel, &mut stdout).await;
-    if !finished.outcome.success() {
-        return Err(DeployError::Git {
-            detail: format!(
-                "`git rev-parse HEAD` in {} {}: {}",
-                worktree.display(),
-                finished.outcome.describe(),
-                finished.tail.trim()
-            ),
-        });
-    }
-    stdout
-        .0
-        .first()
-        .map(|line| line.trim().to_owned())
-        .ok_or_else(|| DeployError::Git {
-            detail: format!(
-                "`git rev-parse HEAD` in {} printed nothing",
-                worktree.display()
-            ),
+/// The commit `worktree` has checked out, read from git's files when they are plain (no git
+/// process per build), else asked of git.
+async fn worktree_head(worktree: &Path) -> Result<String, DeployError> {
+    orch_git::worktree_head(worktree)
+        .await
+        .map_err(|e| DeployError::Git {
+            detail: format!("the HEAD of {}: {e}", worktree.display()),
         })
 }
 

@@ -293,9 +293,17 @@ impl Engine {
                 return Ok(());
             }
             if housekeeping {
-                self.reap_dead_owners().await?;
-                summary.merged += self.finish_merges(tasks).await?;
-                self.carry_approvals().await?;
+                // One read says which of the three has anything to look at.
+                let due = self.store.housekeeping_due(&self.settings.owner).await?;
+                if due.others_running {
+                    self.reap_dead_owners().await?;
+                }
+                if due.merging {
+                    summary.merged += self.finish_merges(tasks).await?;
+                }
+                if due.awaiting_approval {
+                    self.carry_approvals().await?;
+                }
             }
             housekeeping = true;
             let mut claimed_any = false;

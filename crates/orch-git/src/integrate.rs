@@ -86,8 +86,18 @@ impl Repo {
         // fast-forward too.
         let (_, git_dir) = self.checked(worktree)?;
         let known = self.index_holding(&git_dir, &work).is_some();
+        // With the same tree, a fast-forward only moves the branch: `update-ref` does that
+        // (refusing if HEAD is no longer `work`) without `git merge` checking every file of
+        // the work tree against the index and starting git's auto-maintenance.
         self.git_in(worktree)?
-            .args(["merge", "-q", "--ff-only", "--no-verify", &candidate])
+            .args([
+                "update-ref",
+                "-m",
+                "orch: candidate",
+                "HEAD",
+                &candidate,
+                &work,
+            ])
             .run()
             .await?;
         if known {

@@ -73,7 +73,7 @@ pub use merge::MergeOutcome;
 pub use push::fetched_ref;
 pub use repo::{Repo, Reset};
 pub use snapshot::{BaseFiles, Snapshot};
-pub use worktree::Ensured;
+pub use worktree::{Ensured, worktree_head};
 
 pub type Result<T, E = GitError> = std::result::Result<T, E>;
 

@@ -281,6 +281,52 @@ pub(crate) fn normalize(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The full SHA of the commit checked out in `worktree`, for a caller without a [`Repo`] (the
+/// deployer checking that a build comes from the commit it is labelled with). A linked work
+/// tree's HEAD is read from git's own files when they are plain files and the link is the one
+/// git made; anything else is asked of git.
+pub async fn worktree_head(worktree: &Path) -> Result<String> {
+    let tree = normalize(worktree)?;
+    if let Some(sha) = linked_head(&tree) {
+        return Ok(sha);
+    }
+    Git::new(&tree)
+        .args(["rev-parse", "--verify", "HEAD"])
+        .run_line()
+        .await
+}
+
+/// [`worktree_head`] from the files: `.git` names the work tree's git directory, whose
+/// `commondir` names the repository's; `None` when any of it is not as git writes it.
+fn linked_head(tree: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut link = String::new();
+    std::fs::File::open(tree.join(".git"))
+        .ok()?
+        .take(4096)
+        .read_to_string(&mut link)
+        .ok()?;
+    let dir = Path::new(link.strip_prefix("gitdir: ")?.strip_suffix('\n')?);
+    let common = std::fs::read_to_string(dir.join("commondir")).ok()?;
+    let common = dir
+        .join(common.strip_suffix('\n').unwrap_or(&common))
+        .canonicalize()
+        .ok()?;
+    // The link must point into that repository's `worktrees/` and be pointed back at.
+    let dir = crate::command::check_link(&common, tree).ok()?;
+    if !crate::refs::RefFiles::readable(&common) {
+        return None;
+    }
+    let refs = crate::refs::RefFiles {
+        common: &common,
+        worktree_dir: &dir,
+    };
+    match refs.resolve("HEAD") {
+        crate::refs::Read::Found(sha) => Some(sha),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +399,46 @@ worktree /w/gone\0HEAD 3333\0branch refs/heads/orch/X-1\0prunable gitdir file po
         let admin = main.join(".git/worktrees/wt-a");
         std::fs::write(admin.join("gitdir"), "../../../wt-a/.git\n").expect("write");
         assert!(repo.listed().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_work_tree_head_is_read_from_git_files_as_git_reads_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        let main = root.join("repo");
+        let repo = Repo::init(&main, "main").await.expect("init");
+        git(&main, &["commit", "-q", "--allow-empty", "-m", "initial"]);
+        let wt = root.join("wt");
+        repo.ensure_worktree(&wt, "orch/a", "main")
+            .await
+            .expect("worktree");
+        git(
+            &wt,
+            &["commit", "-q", "--allow-empty", "-m", "on the branch"],
+        );
+        let by_git = git(&wt, &["rev-parse", "HEAD"]).trim().to_owned();
+        assert_eq!(linked_head(&wt).as_deref(), Some(by_git.as_str()));
+        assert_eq!(worktree_head(&wt).await.expect("head"), by_git);
+        git(&wt, &["checkout", "-q", "--detach", "HEAD~1"]);
+        let detached = git(&wt, &["rev-parse", "HEAD"]).trim().to_owned();
+        assert_eq!(linked_head(&wt).as_deref(), Some(detached.as_str()));
+
+        // A link that is not the one git made is not read: git answers (here: no repository).
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("worktrees/wt")).expect("mkdir");
+        std::fs::write(elsewhere.join("worktrees/wt/commondir"), "../..\n").expect("write");
+        std::fs::write(
+            wt.join(".git"),
+            format!("gitdir: {}\n", elsewhere.join("worktrees/wt").display()),
+        )
+        .expect("write");
+        assert_eq!(linked_head(&wt), None);
+        // The main work tree's `.git` is a directory: git answers.
+        assert_eq!(linked_head(&main), None);
+        assert_eq!(
+            worktree_head(&main).await.expect("head"),
+            git(&main, &["rev-parse", "HEAD"]).trim()
+        );
     }
 
     #[test]

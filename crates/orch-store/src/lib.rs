@@ -225,6 +225,17 @@ impl RunState {
     }
 }
 
+/// What [`Store::housekeeping_due`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HousekeepingDue {
+    /// Runs are `running` under another owner's lease (the reaper looks for dead owners).
+    pub others_running: bool,
+    /// Items are `merging`.
+    pub merging: bool,
+    /// Items are `awaiting-approval` (an approval may carry over).
+    pub awaiting_approval: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub owner: String,
@@ -384,6 +395,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_runs(&self, item: &ItemId) -> Result<Vec<RunRecord>>;
     /// Runs currently `running`, with their leases (for the reaper and `orch status`).
     async fn list_running(&self) -> Result<Vec<RunRecord>>;
+    /// Which of the engine's housekeeping lists hold anything, in one read: the loop asks
+    /// after every run, and mostly all three are empty.
+    async fn housekeeping_due(&self, owner: &str) -> Result<HousekeepingDue>;
 
     /// Events of an item with `seq > after`, in order.
     async fn list_events(&self, item: &ItemId, after: i64) -> Result<Vec<EventRecord>>;

@@ -335,6 +335,22 @@ impl Store for PgStore {
         rows::all(&found, rows::run)
     }
 
+    async fn housekeeping_due(&self, owner: &str) -> Result<crate::HousekeepingDue> {
+        let (others_running, merging, awaiting_approval): (bool, bool, bool) =
+            retry::retrying("housekeeping_due", move || async move {
+                Ok(sqlx::query_as(HOUSEKEEPING_DUE_PG)
+                    .bind(owner)
+                    .fetch_one(&self.pool)
+                    .await?)
+            })
+            .await?;
+        Ok(crate::HousekeepingDue {
+            others_running,
+            merging,
+            awaiting_approval,
+        })
+    }
+
     async fn list_running(&self) -> Result<Vec<RunRecord>> {
         let sql = format!(
             "SELECT {} FROM stage_runs WHERE state = 'running' ORDER BY id",
@@ -732,3 +748,9 @@ impl Store for PgStore {
         .await
     }
 }
+
+/// [`Store::housekeeping_due`]'s one read (the status and state names are the stored ones).
+const HOUSEKEEPING_DUE_PG: &str = "SELECT \
+     EXISTS (SELECT 1 FROM stage_runs WHERE state = 'running' AND lease_owner <> $1), \
+     EXISTS (SELECT 1 FROM work_items WHERE status = 'merging'), \
+     EXISTS (SELECT 1 FROM work_items WHERE status = 'awaiting-approval')";

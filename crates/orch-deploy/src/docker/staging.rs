@@ -102,7 +102,7 @@ async fn build_once(
     cancel: &CancellationToken,
     lines: &mut Vec<String>,
 ) -> Result<ShaImage, DeployError> {
-    check_worktree_at(worktree, sha, cancel).await?;
+    check_worktree_at(worktree, sha).await?;
     let version = deployer.cli.ping(cancel).await?;
     lines.push(format!("docker engine {version}"));
     let tag = deployer.image(sha);

@@ -54,6 +54,16 @@ async fn a_candidate_is_a_merge_on_the_tip_made_once() {
         candidate,
         "the branch moved to it"
     );
+    assert_eq!(
+        git(&wt, &["rev-parse", "refs/heads/orch/A-1"]).trim(),
+        candidate,
+        "HEAD still names the item's branch, which moved"
+    );
+    assert_eq!(
+        git(&wt, &["status", "--porcelain", "--untracked-files=all"]),
+        "",
+        "the work tree and the index hold the candidate's tree"
+    );
     // Integrating the same tip again changes nothing.
     assert_eq!(
         f.repo

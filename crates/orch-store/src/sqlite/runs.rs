@@ -259,16 +259,17 @@ pub(super) async fn finish(
             finish.state.as_str()
         )));
     }
-    sqlx::query(concat!(
+    // The run's project comes back with the update: a next run needs it, without a read.
+    let project: String = sqlx::query_scalar(concat!(
         "UPDATE stage_runs SET state = ?, verdict_json = ?, usage_json = ?, finished_at = ",
         now_ms!(),
-        ", lease_owner = NULL, lease_expires_at = NULL WHERE id = ?"
+        ", lease_owner = NULL, lease_expires_at = NULL WHERE id = ? RETURNING project_id"
     ))
     .bind(finish.state.as_str())
     .bind(finish.verdict.to_string())
     .bind(finish.usage.as_ref().map(Value::to_string))
     .bind(fence.run_id)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
     items::write_progress(
         conn,
@@ -278,7 +279,9 @@ pub(super) async fn finish(
     )
     .await?;
     if let Some(next) = &finish.next_run {
-        let project = load(conn, fence.run_id).await?.project;
+        let project = orch_core::ProjectId::parse(&project).map_err(|e| {
+            StoreError::Corrupt(format!("stage_runs.project_id of `{}`: {e}", fence.run_id))
+        })?;
         items::insert_run(conn, &item, &project, next).await?;
     }
     items::append_events(conn, &item, &finish.events).await

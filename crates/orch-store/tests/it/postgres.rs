@@ -49,6 +49,7 @@ conformance!(
     durability::reopening_keeps_everything,
     runs::claim_takes_the_oldest_queued_run_and_marks_the_item_running,
     runs::waiting_runs_are_never_claimed,
+    runs::housekeeping_due_says_which_lists_hold_anything,
     runs::an_expired_lease_is_reclaimed_with_a_new_epoch,
     runs::a_run_that_gives_way_goes_to_the_back_of_the_claim_order,
     runs::news_wakes_a_run_that_gave_way_and_never_one_that_is_held,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use orch_core::transition::ItemStatus;
-use orch_store::{Fence, FinishRun, NewEvent, NewRun, RunState, StoreError};
+use orch_store::{Fence, FinishRun, HousekeepingDue, NewEvent, NewRun, RunState, StoreError};
 use serde_json::json;
 
 use super::*;
@@ -105,6 +105,61 @@ pub async fn waiting_runs_are_never_claimed(b: &dyn Backend) {
     assert_eq!(
         item(&*store, &it.id).await.progress.status,
         ItemStatus::AwaitingApproval
+    );
+}
+
+pub async fn housekeeping_due_says_which_lists_hold_anything(b: &dyn Backend) {
+    let store = b.open().await;
+    let demo = demo_project(&*store).await;
+    let due = |owner: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.housekeeping_due(owner).await.expect("due") }
+    };
+    assert_eq!(due("w").await, HousekeepingDue::default(), "an empty store");
+    new_item(&*store, "queued").await;
+    assert_eq!(
+        due("w").await,
+        HousekeepingDue::default(),
+        "queued work is no housekeeping"
+    );
+    claim(&*store, "w").await;
+    assert_eq!(due("w").await, HousekeepingDue::default(), "its own run");
+    assert_eq!(
+        due("x").await,
+        HousekeepingDue {
+            others_running: true,
+            ..HousekeepingDue::default()
+        },
+        "another owner's run"
+    );
+    let (progress, _) = start();
+    for (status, stage_name) in [
+        (ItemStatus::AwaitingApproval, "confirm-deploy"),
+        (ItemStatus::Merging, "deploy"),
+    ] {
+        let progress = ItemProgress {
+            stage: stage(stage_name),
+            status,
+            ..progress.clone()
+        };
+        let waiting = NewRun {
+            stage: stage(stage_name),
+            attempt: 1,
+            state: RunState::Waiting,
+            feedback: vec![],
+        };
+        store
+            .create_item(&demo, "DEMO", "t", "", &progress, waiting, vec![])
+            .await
+            .expect("create");
+    }
+    assert_eq!(
+        due("w").await,
+        HousekeepingDue {
+            others_running: false,
+            merging: true,
+            awaiting_approval: true,
+        }
     );
 }
 
