@@ -9,9 +9,19 @@ while [ "$i" -le "$last" ]; do
   wt="$wts/B-$i"
   git -C "$repo" worktree add -q -b "base/B-$i" "$wt" main
   for stage in analysis architecture development review qa; do
-    mkdir -p "$wt/docs/work-items/B-$i"
-    echo "---" > "$wt/docs/work-items/B-$i/$stage.md"
-    [ "$stage" = development ] && echo "change $i" > "$wt/changes-B-$i.txt"
+    # The files the bench's scripted agents write (kit/bench/scenario.toml), at the same paths.
+    doc="$wt/docs/work-items/B-$i"
+    case $stage in
+      analysis) mkdir -p "$doc"; echo "---" > "$doc/01-analysis.md" ;;
+      architecture) mkdir -p "$doc"; echo "---" > "$doc/02-design.md" ;;
+      development)
+        mkdir -p "$doc" "$wt/changes" "$wt/docs/changes"
+        echo "change of B-$i" > "$wt/changes/B-$i.txt"
+        echo "# B-$i" > "$wt/docs/changes/B-$i.md"
+        echo "---" > "$doc/03-dev-notes.md" ;;
+      review) mkdir -p "$doc"; echo "---" > "$doc/04-review.md" ;;
+      qa) mkdir -p "$doc"; echo "---" > "$doc/05-test-report.md" ;;
+    esac
     true   # the agent process
     git -C "$wt" add -A
     git -C "$wt" commit -qm "B-$i: $stage"

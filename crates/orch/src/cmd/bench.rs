@@ -28,6 +28,9 @@ pub(super) struct Side {
     pub cpu: Option<(f64, f64)>,
     /// Staging runs beyond one per item: 0 when the items ran one after another.
     pub revalidations: usize,
+    /// Files in the default branch at the end: equal on both sides when the baseline did the
+    /// same file work (every git step costs more with more files).
+    pub files: usize,
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
@@ -83,7 +86,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
         Some(side) => Some(side.finish().await?),
         None => None,
     };
-    let base = baseline.finish();
+    let base = baseline.finish().await?;
 
     let n = f64::from(a.items);
     let transitions = n * f64::from(TRANSITIONS_PER_ITEM);
@@ -105,6 +108,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<i32> {
     row(
         "items done",
         sides.iter().map(|(_, s)| s.done.to_string()).collect(),
+    );
+    row(
+        "files on main at the end",
+        sides.iter().map(|(_, s)| s.files.to_string()).collect(),
     );
     row(
         "staging re-validations",
@@ -214,6 +221,7 @@ impl Spent {
 /// approved as they arrive, with the agents and gates in the default sandbox or unconfined.
 pub(super) struct OrchSide {
     ctx: Context,
+    repo: std::path::PathBuf,
     project: orch_core::ProjectId,
     parallel: usize,
     filed: u32,
@@ -239,6 +247,7 @@ impl OrchSide {
         write_bench_config(&config, staging, prod, parallel, sandbox)?;
         Ok(Self {
             ctx: Context::open(&config, Arc::new(orch_engine::Silent)).await?,
+            repo: root.join("repo"),
             project: orch_core::ProjectId::parse("bench")?,
             parallel,
             filed: 0,
@@ -313,6 +322,7 @@ impl OrchSide {
             done,
             cpu: self.spent.cpu,
             revalidations,
+            files: files_on_main(&self.repo).await?,
         })
     }
 }
@@ -369,13 +379,14 @@ impl BaselineSide {
         Ok(())
     }
 
-    pub(super) fn finish(self) -> Side {
-        Side {
+    pub(super) async fn finish(self) -> anyhow::Result<Side> {
+        Ok(Side {
             secs: self.spent.secs,
             done: self.done as usize,
             cpu: self.spent.cpu,
             revalidations: 0,
-        }
+            files: files_on_main(&self.repo).await?,
+        })
     }
 }
 
@@ -474,6 +485,23 @@ pub(super) async fn write_bench_repo(repo: &Path) -> anyhow::Result<()> {
     let git = orch_git::Repo::init(repo, "main").await?;
     git.commit_all(repo, "bench: initial").await?;
     Ok(())
+}
+
+/// How many files the `main` branch of `repo` holds.
+async fn files_on_main(repo: &Path) -> anyhow::Result<usize> {
+    let out = tokio::process::Command::new("git")
+        .args(["ls-tree", "-r", "-z", "--name-only", "main"])
+        .current_dir(repo)
+        .output()
+        .await
+        .context("cannot run git ls-tree")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "git ls-tree in {} failed: {}",
+        repo.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(out.stdout.iter().filter(|b| **b == 0).count())
 }
 
 pub(super) fn free_port() -> anyhow::Result<u16> {

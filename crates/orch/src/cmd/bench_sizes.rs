@@ -73,7 +73,7 @@ pub async fn run(a: &BenchArgs) -> anyhow::Result<i32> {
             orch.run(1).await?;
             base.run(1).await?;
         }
-        let (orch, base) = (orch.finish().await?, base.finish());
+        let (orch, base) = (orch.finish().await?, base.finish().await?);
         let transitions = f64::from(items * TRANSITIONS_PER_ITEM);
         let per = |secs: f64| secs * 1000.0 / transitions;
         println!(

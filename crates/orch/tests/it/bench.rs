@@ -51,6 +51,15 @@ fn bench_runs_both_sides_and_reports_a_ratio() {
         "every side's processes used CPU: {cpu}"
     );
     assert!(stdout.contains("orch peak memory (VmHWM):"), "{stdout}");
+    // The baseline does the same file work: the sides end with as many files on main.
+    let files: Vec<&str> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("files on main at the end"))
+        .unwrap_or_else(|| panic!("no files row:\n{stdout}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(files.len(), 3, "{stdout}");
+    assert!(files.iter().all(|f| *f == files[0]), "{stdout}");
 }
 
 #[test]
