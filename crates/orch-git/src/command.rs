@@ -258,10 +258,39 @@ impl Git {
 /// the agent made, whose configuration and hooks git would obey. Returns that administrative
 /// directory.
 pub(crate) fn check_link(common_dir: &Path, worktree: &Path) -> Result<PathBuf> {
-    let tampered = |reason: String| GitError::Tampered {
+    let target = link_target(worktree)?;
+    check_target(common_dir, worktree, &target)?;
+    Ok(target)
+}
+
+/// [`check_link`] for a caller that does not know the repository: the repository is the one
+/// the link names (`<common_dir>/worktrees/<name>`). Returns its common directory and the work
+/// tree's administrative directory.
+pub(crate) fn linked_dirs(worktree: &Path) -> Result<(PathBuf, PathBuf)> {
+    let target = link_target(worktree)?;
+    let common = target
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| GitError::Tampered {
+            worktree: worktree.to_owned(),
+            reason: format!("points at {}, not into a repository", target.display()),
+        })?
+        .to_owned();
+    check_target(&common, worktree, &target)?;
+    Ok((common, target))
+}
+
+fn tampered(worktree: &Path, reason: String) -> GitError {
+    GitError::Tampered {
         worktree: worktree.to_owned(),
         reason,
-    };
+    }
+}
+
+/// The administrative directory `worktree`'s `.git` names, read from a regular file in the
+/// form git writes.
+fn link_target(worktree: &Path) -> Result<PathBuf> {
+    let tampered = |reason: String| tampered(worktree, reason);
     let link = worktree.join(".git");
     let meta =
         std::fs::symlink_metadata(&link).map_err(|e| tampered(format!("cannot be read ({e})")))?;
@@ -283,7 +312,13 @@ pub(crate) fn check_link(common_dir: &Path, worktree: &Path) -> Result<PathBuf> 
         .and_then(|rest| rest.strip_suffix('\n'))
         .filter(|t| !t.contains('\n'))
         .ok_or_else(|| tampered("does not read `gitdir: <path>` as git writes it".into()))?;
-    let target = Path::new(target);
+    Ok(PathBuf::from(target))
+}
+
+/// `target` is a work tree's directory in `common_dir`'s `worktrees/` that points back at
+/// `worktree`'s `.git`.
+fn check_target(common_dir: &Path, worktree: &Path, target: &Path) -> Result<()> {
+    let tampered = |reason: String| tampered(worktree, reason);
     let admin_root = common_dir.join("worktrees");
     let named = target.parent() == Some(admin_root.as_path())
         && target.file_name().is_some_and(|n| n != ".." && n != ".");
@@ -300,13 +335,13 @@ pub(crate) fn check_link(common_dir: &Path, worktree: &Path) -> Result<PathBuf> 
             target.display()
         ))
     })?;
-    if Path::new(back.trim_end_matches('\n')) != link {
+    if Path::new(back.trim_end_matches('\n')) != worktree.join(".git") {
         return Err(tampered(format!(
             "points at {}, which belongs to another work tree",
             target.display()
         )));
     }
-    Ok(target.to_owned())
+    Ok(())
 }
 
 /// Refuses a ref or revision that git could read as something else than a name: an option

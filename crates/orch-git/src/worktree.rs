@@ -296,24 +296,11 @@ pub async fn worktree_head(worktree: &Path) -> Result<String> {
         .await
 }
 
-/// [`worktree_head`] from the files: `.git` names the work tree's git directory, whose
-/// `commondir` names the repository's; `None` when any of it is not as git writes it.
+/// [`worktree_head`] from the files: the `.git` link (checked as every other read checks it)
+/// names the work tree's git directory inside the repository's `worktrees/`; `None` when any
+/// of it is not as git writes it.
 fn linked_head(tree: &Path) -> Option<String> {
-    use std::io::Read as _;
-    let mut link = String::new();
-    std::fs::File::open(tree.join(".git"))
-        .ok()?
-        .take(4096)
-        .read_to_string(&mut link)
-        .ok()?;
-    let dir = Path::new(link.strip_prefix("gitdir: ")?.strip_suffix('\n')?);
-    let common = std::fs::read_to_string(dir.join("commondir")).ok()?;
-    let common = dir
-        .join(common.strip_suffix('\n').unwrap_or(&common))
-        .canonicalize()
-        .ok()?;
-    // The link must point into that repository's `worktrees/` and be pointed back at.
-    let dir = crate::command::check_link(&common, tree).ok()?;
+    let (common, dir) = crate::command::linked_dirs(tree).ok()?;
     if !crate::refs::RefFiles::readable(&common) {
         return None;
     }
@@ -426,7 +413,12 @@ worktree /w/gone\0HEAD 3333\0branch refs/heads/orch/X-1\0prunable gitdir file po
         // A link that is not the one git made is not read: git answers (here: no repository).
         let elsewhere = root.join("elsewhere");
         std::fs::create_dir_all(elsewhere.join("worktrees/wt")).expect("mkdir");
-        std::fs::write(elsewhere.join("worktrees/wt/commondir"), "../..\n").expect("write");
+        // It names a commit, but nothing there points back at this work tree.
+        std::fs::write(
+            elsewhere.join("worktrees/wt/HEAD"),
+            format!("{}\n", "1".repeat(40)),
+        )
+        .expect("write");
         std::fs::write(
             wt.join(".git"),
             format!("gitdir: {}\n", elsewhere.join("worktrees/wt").display()),
