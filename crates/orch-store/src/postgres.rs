@@ -336,19 +336,14 @@ impl Store for PgStore {
     }
 
     async fn housekeeping_due(&self, owner: &str) -> Result<crate::HousekeepingDue> {
-        let (others_running, merging, awaiting_approval): (bool, bool, bool) =
-            retry::retrying("housekeeping_due", move || async move {
-                Ok(sqlx::query_as(HOUSEKEEPING_DUE_PG)
-                    .bind(owner)
-                    .fetch_one(&self.pool)
-                    .await?)
-            })
-            .await?;
-        Ok(crate::HousekeepingDue {
-            others_running,
-            merging,
-            awaiting_approval,
+        let flags: (bool, bool, bool) = retry::retrying("housekeeping_due", move || async move {
+            Ok(sqlx::query_as(crate::rows::HOUSEKEEPING_DUE)
+                .bind(owner)
+                .fetch_one(&self.pool)
+                .await?)
         })
+        .await?;
+        Ok(crate::rows::housekeeping_due(flags))
     }
 
     async fn list_running(&self) -> Result<Vec<RunRecord>> {
@@ -748,9 +743,3 @@ impl Store for PgStore {
         .await
     }
 }
-
-/// [`Store::housekeeping_due`]'s one read (the status and state names are the stored ones).
-const HOUSEKEEPING_DUE_PG: &str = "SELECT \
-     EXISTS (SELECT 1 FROM stage_runs WHERE state = 'running' AND lease_owner <> $1), \
-     EXISTS (SELECT 1 FROM work_items WHERE status = 'merging'), \
-     EXISTS (SELECT 1 FROM work_items WHERE status = 'awaiting-approval')";

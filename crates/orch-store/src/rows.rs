@@ -20,6 +20,31 @@ pub(crate) const EVENT_COLUMNS: &str = "item_id, seq, at, kind, run_id, data_jso
 pub(crate) const NOTIFICATION_COLUMNS: &str = "id, receiver, item_id, event_seq, kind, body, \
      state, attempts, next_attempt_at, last_error, created_at, finished_at";
 
+/// [`crate::Store::housekeeping_due`]'s one read, for both backends (`$1` is a parameter in
+/// SQLite's syntax too; the status and state names are the stored ones).
+pub(crate) const HOUSEKEEPING_DUE: &str = "SELECT \
+     EXISTS (SELECT 1 FROM stage_runs WHERE state = 'running' AND lease_owner <> $1), \
+     EXISTS (SELECT 1 FROM work_items WHERE status = 'merging'), \
+     EXISTS (SELECT 1 FROM work_items WHERE status = 'awaiting-approval')";
+
+/// The row [`HOUSEKEEPING_DUE`] returns, named.
+pub(crate) fn housekeeping_due(
+    (others_running, merging, awaiting_approval): (bool, bool, bool),
+) -> crate::HousekeepingDue {
+    crate::HousekeepingDue {
+        others_running,
+        merging,
+        awaiting_approval,
+    }
+}
+
+/// The project id run `run_id`'s row holds, checked.
+pub(crate) fn run_project(run_id: i64, stored: &str) -> crate::Result<orch_core::ProjectId> {
+    orch_core::ProjectId::parse(stored).map_err(|e| {
+        crate::StoreError::Corrupt(format!("stage_runs.project_id of `{run_id}`: {e}"))
+    })
+}
+
 /// Defines `project`, `item`, `run`, `event`, `notification` and `all` for one backend's row type.
 macro_rules! decoders {
     ($row:ty, $db:ty) => {

@@ -361,16 +361,11 @@ impl Store for SqliteStore {
     }
 
     async fn housekeeping_due(&self, owner: &str) -> Result<crate::HousekeepingDue> {
-        let (others_running, merging, awaiting_approval): (bool, bool, bool) =
-            sqlx::query_as(HOUSEKEEPING_DUE_SQLITE)
-                .bind(owner)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(crate::HousekeepingDue {
-            others_running,
-            merging,
-            awaiting_approval,
-        })
+        let flags: (bool, bool, bool) = sqlx::query_as(crate::rows::HOUSEKEEPING_DUE)
+            .bind(owner)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(crate::rows::housekeeping_due(flags))
     }
 
     async fn list_events(&self, item: &ItemId, after: i64) -> Result<Vec<EventRecord>> {
@@ -647,13 +642,6 @@ impl Store for SqliteStore {
         notifications::count(&self.pool).await
     }
 }
-
-/// [`Store::housekeeping_due`]'s one read (the status and state names are the stored ones).
-const HOUSEKEEPING_DUE_SQLITE: &str = "SELECT \
-     EXISTS (SELECT 1 FROM stage_runs WHERE state = 'running' AND lease_owner <> ?), \
-     EXISTS (SELECT 1 FROM work_items WHERE status = 'merging'), \
-     EXISTS (SELECT 1 FROM work_items WHERE status = 'awaiting-approval')";
-
 #[cfg(test)]
 mod tests {
     use super::Location;

@@ -279,9 +279,7 @@ pub(super) async fn finish(
     )
     .await?;
     if let Some(next) = &finish.next_run {
-        let project = orch_core::ProjectId::parse(&project).map_err(|e| {
-            StoreError::Corrupt(format!("stage_runs.project_id of `{}`: {e}", fence.run_id))
-        })?;
+        let project = crate::rows::run_project(fence.run_id, &project)?;
         items::insert_run(conn, &item, &project, next).await?;
     }
     items::append_events(conn, &item, &finish.events).await
